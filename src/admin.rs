@@ -1,0 +1,142 @@
+//! The admin listener: `/metrics`, `/healthz`, `/readyz` and the purge
+//! endpoint. It never serves partner traffic, and the partner port never
+//! serves these paths.
+
+use crate::body::{BoxError, ResponseBody};
+use crate::error::{ErrorCode, GatewayError};
+use crate::events::{EventType, Invalidation, Source};
+use crate::ids::{request_id_from_header, ContainerId};
+use crate::service::{json_response, Gateway};
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+pub async fn handle<B>(gw: &Gateway, req: Request<B>) -> Response<ResponseBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let rid = request_id_from_header(req.headers().get("x-request-id").map(|v| v.as_bytes()));
+    let result = route(gw, &req).await;
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let mut r = json_response(e.status, e.envelope(&rid));
+            if let Some(s) = e.retry_after_secs {
+                r.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+            }
+            r
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn route<B>(gw: &Gateway, req: &Request<B>) -> Result<Response<ResponseBody>, GatewayError> {
+    let st = gw.state();
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => Ok(json_response(
+            StatusCode::OK,
+            Bytes::from_static(br#"{"status":"ok"}"#),
+        )),
+        (&Method::GET, "/readyz") => Ok(if gw.is_ready() {
+            json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))
+        } else {
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from_static(br#"{"status":"starting","reason":"origin has not answered yet"}"#),
+            )
+        }),
+        (&Method::GET, "/metrics") => {
+            st.metrics.cache_entries.set(st.cache.entry_count() as i64);
+            st.metrics
+                .cache_weighted_bytes
+                .set(st.cache.weighted_size() as i64);
+            let mut r = Response::new(ResponseBody::full(Bytes::from(st.metrics.render())));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(r)
+        }
+        (&Method::POST, "/admin/purge") => {
+            authorize(gw, req)?;
+            purge(gw, req.uri().query().unwrap_or("")).await
+        }
+        (_, "/healthz" | "/readyz" | "/metrics" | "/admin/purge") => Err(GatewayError::new(
+            ErrorCode::MethodNotAllowed,
+            "Method not allowed on this path.",
+        )),
+        _ => Err(GatewayError::not_found()),
+    }
+}
+
+/// `Authorization: Bearer <admin token>`, compared by SHA-256 in constant time.
+fn authorize<B>(gw: &Gateway, req: &Request<B>) -> Result<(), GatewayError> {
+    let denied = || GatewayError::new(ErrorCode::Unauthenticated, "Missing or invalid admin token.");
+    let Some(expected) = gw.state().config.admin.token_sha256.as_deref() else {
+        return Err(denied());
+    };
+    let mut want = [0u8; 32];
+    hex::decode_to_slice(expected, &mut want).map_err(|_| denied())?;
+    let token = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(denied)?;
+    let got: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+    if bool::from(got.ct_eq(&want)) {
+        Ok(())
+    } else {
+        Err(denied())
+    }
+}
+
+/// `?container=<id>` purges one container (all orgs), `?all=true` everything.
+async fn purge(gw: &Gateway, query: &str) -> Result<Response<ResponseBody>, GatewayError> {
+    let mut container = None;
+    let mut all = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("container", v)) => {
+                container = Some(ContainerId::parse(v).ok_or_else(|| {
+                    GatewayError::new(ErrorCode::Validation, "container must be cnt_<uuid> or a UUID.")
+                })?)
+            }
+            Some(("all", "true")) => all = true,
+            _ => {
+                return Err(GatewayError::new(
+                    ErrorCode::Validation,
+                    "Use ?container=<id> or ?all=true.",
+                ))
+            }
+        }
+    }
+    let (container, event_type) = match (container, all) {
+        (Some(c), false) => (Some(c), EventType::Purge),
+        (None, true) => (None, EventType::PurgeAll),
+        _ => {
+            return Err(GatewayError::new(
+                ErrorCode::Validation,
+                "Use ?container=<id> or ?all=true.",
+            ))
+        }
+    };
+    let inv = Invalidation {
+        event_id: None,
+        source: Source::Admin,
+        event_type,
+        container,
+        revoked_asset_ids: Vec::new(),
+        current_asset_ids: Vec::new(),
+    };
+    let applied = gw.apply_invalidation(&inv).await;
+    let body = serde_json::json!({ "status": "purged", "entriesRemoved": applied.entries_removed });
+    Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
+}

@@ -1,0 +1,65 @@
+//! Starting and stopping a whole gateway: partner listener, admin listener
+//! and upkeep, sharing one shutdown signal. Used by `main` and by tests.
+
+use crate::auth::KeyStore;
+use crate::config::Config;
+use crate::origin::Upstream;
+use crate::server;
+use crate::service::Gateway;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// A running gateway.
+pub struct App {
+    pub gateway: Gateway,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+/// Resolves when the shutdown flag turns true.
+fn stopped(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+impl App {
+    /// Binds both listeners (config addresses; port 0 picks a free one) and
+    /// starts serving.
+    pub async fn start(config: Config, keys: KeyStore, upstream: Arc<dyn Upstream>) -> std::io::Result<App> {
+        let listener = TcpListener::bind(config.server.listen).await?;
+        let admin = TcpListener::bind(config.admin.listen).await?;
+        let (addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
+        let gateway = Gateway::new(config, keys, upstream);
+        let (stop, rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(server::run(listener, gateway.clone(), stopped(rx.clone())));
+        tasks.spawn(server::run_admin(admin, gateway.clone(), stopped(rx.clone())));
+        tasks.spawn(server::maintain(gateway.clone(), stopped(rx)));
+        Ok(App {
+            gateway,
+            addr,
+            admin_addr,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, drains in-flight requests (up to the configured
+    /// grace) and returns when everything has stopped.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits until every task ends (after `shutdown` resolves).
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) {
+        shutdown.await;
+        self.stop().await;
+    }
+}

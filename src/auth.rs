@@ -1,0 +1,62 @@
+//! Authentication: who is calling, from the credential on the request.
+//!
+//! `X-Api-Key` or `Authorization: Bearer`; when both are present `X-Api-Key`
+//! wins. Every refusal is the same 401 body; the reason is only logged and
+//! counted.
+
+pub mod keys;
+pub mod scopes;
+
+use http::HeaderMap;
+use scopes::ScopeSet;
+
+pub use keys::{KeyRejection, KeyStore};
+
+/// An authenticated caller. Shared (`Arc`) from the key store, so the hit
+/// path clones a pointer, not strings.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub org: std::sync::Arc<str>,
+    pub key_id: std::sync::Arc<str>,
+    pub scopes: ScopeSet,
+    pub tier: std::sync::Arc<str>,
+}
+
+/// The credential presented on a request, borrowed from its headers.
+/// `X-Api-Key` wins over `Authorization: Bearer`.
+pub fn presented_credential(headers: &HeaderMap) -> Result<&str, KeyRejection> {
+    if let Some(v) = headers.get("x-api-key") {
+        return v.to_str().map(str::trim).map_err(|_| KeyRejection::Malformed);
+    }
+    if let Some(v) = headers.get(http::header::AUTHORIZATION) {
+        let v = v.to_str().map_err(|_| KeyRejection::Malformed)?;
+        let (scheme, token) = v.split_once(' ').ok_or(KeyRejection::Malformed)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(KeyRejection::Malformed);
+        }
+        return Ok(token.trim());
+    }
+    Err(KeyRejection::Missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x_api_key_wins_over_bearer() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer from-bearer".parse().unwrap());
+        assert_eq!(presented_credential(&h).unwrap(), "from-bearer");
+        h.insert("x-api-key", "from-header".parse().unwrap());
+        assert_eq!(presented_credential(&h).unwrap(), "from-header");
+    }
+
+    #[test]
+    fn missing_and_non_bearer_are_refused() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_credential(&h).unwrap_err(), KeyRejection::Missing);
+        h.insert("authorization", "Basic abc".parse().unwrap());
+        assert_eq!(presented_credential(&h).unwrap_err(), KeyRejection::Malformed);
+    }
+}

@@ -1,0 +1,212 @@
+//! A cached container: its body and every asset descriptor rendered to
+//! `Bytes` once, at fill time, so a hit only clones reference-counted bytes.
+
+use super::fence::Fence;
+use super::time::parse_rfc3339;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// One container as served to one organization.
+pub struct CachedContainer {
+    /// The organization it was fetched for (promise 2: served only to it).
+    pub org: Arc<str>,
+    /// The fence generation the fill started under; the entry is only
+    /// served while the fence still has this generation.
+    pub generation: u64,
+    /// The cache-wide purge epoch the fill started under.
+    pub epoch: u64,
+    /// The container's fence. Holding it keeps the fence alive, so the
+    /// generation check always reads the fence invalidations bump.
+    pub fence: Arc<Fence>,
+    /// `GET /v1/content/:id` body.
+    pub body: Bytes,
+    /// Asset descriptors, sorted by asset id for binary search.
+    assets: Box<[(Box<str>, Bytes)]>,
+    /// Served until then: the earlier of fill time + TTL and the earliest
+    /// `expiresAt` in the container (promise 5).
+    pub expires_at: Instant,
+}
+
+impl CachedContainer {
+    pub fn asset(&self, asset_id: &str) -> Option<&Bytes> {
+        self.assets
+            .binary_search_by(|(id, _)| (**id).cmp(asset_id))
+            .ok()
+            .map(|i| &self.assets[i].1)
+    }
+
+    pub fn asset_ids(&self) -> impl Iterator<Item = &str> {
+        self.assets.iter().map(|(id, _)| &**id)
+    }
+
+    /// Whether this entry may still be served: same generation and epoch as
+    /// now, and not past its expiry.
+    pub fn is_current(&self, epoch: u64, now: Instant) -> bool {
+        self.generation == self.fence.generation() && self.epoch == epoch && now < self.expires_at
+    }
+
+    /// Approximate resident bytes, for the cache's byte bound.
+    pub fn weight(&self) -> u32 {
+        let assets: usize = self.assets.iter().map(|(id, b)| id.len() + b.len() + 48).sum();
+        (self.body.len() + assets + 160).min(u32::MAX as usize) as u32
+    }
+}
+
+/// What a fill renders from an origin body.
+pub struct Rendered {
+    pub body: Bytes,
+    pub assets: Vec<(Box<str>, Bytes)>,
+    /// Every asset id in the origin body, revoked ones included.
+    pub all_asset_ids: Vec<Box<str>>,
+    /// Whether revoked assets were left out (the body is then re-rendered
+    /// and must not be cached).
+    pub removed_revoked: bool,
+    /// Earliest `expiresAt` (unix seconds); `Some(i64::MIN)` when one could
+    /// not be parsed, so the entry is treated as already expired.
+    pub earliest_expiry: Option<i64>,
+}
+
+/// Renders a container body from the origin. `is_revoked` says which asset
+/// ids must not be served. Errors when the body is not a container object.
+pub fn render(origin_body: &Bytes, is_revoked: impl Fn(&str) -> bool) -> Result<Rendered, String> {
+    let mut container: Map<String, Value> = match serde_json::from_slice(origin_body) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err("container body is not a JSON object".into()),
+        Err(e) => return Err(format!("container body is not JSON: {e}")),
+    };
+    let container_id = container.get("id").cloned().unwrap_or(Value::Null);
+    let mut earliest: Option<i64> = None;
+    let mut note_expiry = |v: Option<&Value>| {
+        if let Some(v) = v {
+            let t = v.as_str().and_then(parse_rfc3339).unwrap_or(i64::MIN);
+            earliest = Some(earliest.map_or(t, |e| e.min(t)));
+        }
+    };
+    note_expiry(container.get("expiresAt"));
+
+    let mut assets = Vec::new();
+    let mut all_asset_ids = Vec::new();
+    let mut removed_revoked = false;
+    if let Some(list) = container.get_mut("assets") {
+        let Value::Array(items) = list else {
+            return Err("container assets is not an array".into());
+        };
+        let mut kept = Vec::with_capacity(items.len());
+        for item in items.drain(..) {
+            let Value::Object(asset) = item else {
+                return Err("container asset is not an object".into());
+            };
+            let Some(id) = asset.get("assetId").and_then(Value::as_str).map(Box::<str>::from) else {
+                return Err("container asset has no assetId".into());
+            };
+            all_asset_ids.push(id.clone());
+            if is_revoked(&id) {
+                removed_revoked = true;
+                continue;
+            }
+            note_expiry(asset.get("expiresAt"));
+            assets.push((id, render_descriptor(&container_id, &asset)));
+            kept.push(Value::Object(asset));
+        }
+        *items = kept;
+    }
+    let body = if removed_revoked {
+        Bytes::from(serde_json::to_vec(&Value::Object(container)).map_err(|e| e.to_string())?)
+    } else {
+        origin_body.clone()
+    };
+    assets.sort_by(|a, b| a.0.cmp(&b.0));
+    assets.dedup_by(|a, b| a.0 == b.0);
+    Ok(Rendered {
+        body,
+        assets,
+        all_asset_ids,
+        removed_revoked,
+        earliest_expiry: earliest,
+    })
+}
+
+/// The descriptor of `GET .../assets/:assetId`: the asset object with
+/// `containerId` first when the origin's container assets lack it.
+fn render_descriptor(container_id: &Value, asset: &Map<String, Value>) -> Bytes {
+    let mut d = Map::with_capacity(asset.len() + 1);
+    if !asset.contains_key("containerId") {
+        d.insert("containerId".into(), container_id.clone());
+    }
+    for (k, v) in asset {
+        d.insert(k.clone(), v.clone());
+    }
+    Bytes::from(serde_json::to_vec(&Value::Object(d)).unwrap_or_default())
+}
+
+/// Assembles an entry from a rendering.
+pub fn build(
+    org: Arc<str>,
+    generation: u64,
+    epoch: u64,
+    fence: Arc<Fence>,
+    r: Rendered,
+    expires_at: Instant,
+) -> CachedContainer {
+    CachedContainer {
+        org,
+        generation,
+        epoch,
+        fence,
+        body: r.body,
+        assets: r.assets.into_boxed_slice(),
+        expires_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> Bytes {
+        Bytes::from_static(br#"{"id":"cnt_1","extra":{"k":1},"assets":[{"assetId":"b","url":"u2","thumbnailUrl":null},{"assetId":"a","url":"u1","expiresAt":"2030-01-01T00:00:00Z"}]}"#)
+    }
+
+    #[test]
+    fn unrevoked_body_is_the_origin_bytes_and_descriptors_carry_container_id() {
+        let r = render(&body(), |_| false).unwrap();
+        assert_eq!(r.body, body());
+        assert!(!r.removed_revoked);
+        let d: Value = serde_json::from_slice(&r.assets.iter().find(|a| &*a.0 == "b").unwrap().1).unwrap();
+        assert_eq!(d["containerId"], "cnt_1");
+        assert_eq!(d["thumbnailUrl"], Value::Null);
+        assert!(d.get("expiresAt").is_none(), "absent stays absent");
+        assert_eq!(r.earliest_expiry, Some(1_893_456_000));
+    }
+
+    #[test]
+    fn revoked_assets_are_left_out_of_body_and_descriptors() {
+        let r = render(&body(), |id| id == "a").unwrap();
+        assert!(r.removed_revoked);
+        assert_eq!(r.assets.len(), 1);
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["assets"].as_array().unwrap().len(), 1);
+        assert_eq!(v["extra"]["k"], 1);
+        assert_eq!(r.all_asset_ids.len(), 2);
+    }
+
+    #[test]
+    fn unparseable_expiry_means_already_expired() {
+        let b = Bytes::from_static(br#"{"id":"c","assets":[{"assetId":"a","expiresAt":"soon"}]}"#);
+        assert_eq!(render(&b, |_| false).unwrap().earliest_expiry, Some(i64::MIN));
+    }
+
+    #[test]
+    fn non_container_bodies_are_errors() {
+        for b in [
+            &b"[]"[..],
+            b"nope",
+            br#"{"assets":{}}"#,
+            br#"{"assets":[{"url":"x"}]}"#,
+        ] {
+            assert!(render(&Bytes::copy_from_slice(b), |_| false).is_err());
+        }
+    }
+}

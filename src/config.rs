@@ -1,0 +1,489 @@
+//! Typed configuration. Every option has a `DEFAULT_*` value here and the
+//! same value, documented, in `config/gateway.toml`. Unknown keys are an
+//! error; `validate()` runs before any port is bound.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9091";
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_HEADERS: usize = 64;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_ORIGIN_URL: &str = "http://127.0.0.1:8081";
+pub const DEFAULT_ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_ORIGIN_MAX_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
+pub const DEFAULT_ORIGIN_MAX_IDLE_PER_HOST: usize = 64;
+pub const DEFAULT_ORIGIN_MAX_INFLIGHT: usize = 512;
+pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 1_000_000;
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
+pub const DEFAULT_FILL_WAIT_TIMEOUT: Duration = Duration::from_secs(15);
+pub const DEFAULT_DEFAULT_SCOPE: &str = "org:admin";
+pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/layers";
+pub const DEFAULT_WEBHOOK_SECRETS_ENV: &str = "LAYERS_WEBHOOK_SECRETS";
+pub const DEFAULT_WEBHOOK_TOLERANCE: Duration = Duration::from_secs(300);
+pub const DEFAULT_WEBHOOK_MAX_BODY_BYTES: u64 = 256 * 1024;
+pub const DEFAULT_DEDUPE_MAX_ENTRIES: u64 = 1_000_000;
+pub const DEFAULT_DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(15 * 60);
+pub const DEFAULT_REVOKED_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_MAX_REVOKED_PER_CONTAINER: usize = 4096;
+pub const DEFAULT_MAX_ORG_LABELS: usize = 100;
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub origin: OriginConfig,
+    pub auth: AuthConfig,
+    pub cache: CacheConfig,
+    pub routes: RoutesConfig,
+    pub webhooks: WebhookConfig,
+    pub invalidation: InvalidationConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    /// Directory of the config file: relative paths inside it resolve here.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub header_read_timeout_ms: u64,
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub max_connections: usize,
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: DEFAULT_LISTEN.parse().expect("valid default"),
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE.as_millis() as u64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// SHA-256 (hex) of the admin token; purge is refused while unset.
+    pub token_sha256: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default"),
+            token_sha256: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OriginConfig {
+    pub url: String,
+    pub connect_timeout_ms: u64,
+    pub timeout_ms: u64,
+    pub max_response_bytes: u64,
+    pub max_idle_per_host: usize,
+    pub max_inflight: usize,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        OriginConfig {
+            url: DEFAULT_ORIGIN_URL.into(),
+            connect_timeout_ms: DEFAULT_ORIGIN_CONNECT_TIMEOUT.as_millis() as u64,
+            timeout_ms: DEFAULT_ORIGIN_TIMEOUT.as_millis() as u64,
+            max_response_bytes: DEFAULT_ORIGIN_MAX_RESPONSE_BYTES,
+            max_idle_per_host: DEFAULT_ORIGIN_MAX_IDLE_PER_HOST,
+            max_inflight: DEFAULT_ORIGIN_MAX_INFLIGHT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Keys file, relative to the config file's directory.
+    pub keys_file: PathBuf,
+    /// Accept only keys of this environment (`live` or `test`); unset accepts both.
+    pub env: Option<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            keys_file: "keys.toml".into(),
+            env: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub max_entries: u64,
+    pub max_bytes: u64,
+    pub ttl_secs: u64,
+    pub fill_wait_timeout_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_entries: DEFAULT_CACHE_MAX_ENTRIES,
+            max_bytes: DEFAULT_CACHE_MAX_BYTES,
+            ttl_secs: DEFAULT_CACHE_TTL.as_secs(),
+            fill_wait_timeout_ms: DEFAULT_FILL_WAIT_TIMEOUT.as_millis() as u64,
+        }
+    }
+}
+
+/// One row of the route-to-scope table.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    pub method: String,
+    /// Template with `:name` segments, e.g. `/v1/content/:containerId`.
+    pub path: String,
+    /// Required scope; absent means any authenticated key.
+    pub scope: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesConfig {
+    /// Scope required by `/v1/*` routes that have no rule.
+    pub default_scope: String,
+    pub rules: Vec<RouteRule>,
+}
+
+impl Default for RoutesConfig {
+    fn default() -> Self {
+        let r = |m: &str, p: &str, s: Option<&str>| RouteRule {
+            method: m.into(),
+            path: p.into(),
+            scope: s.map(Into::into),
+        };
+        RoutesConfig {
+            default_scope: DEFAULT_DEFAULT_SCOPE.into(),
+            rules: vec![
+                r("GET", "/v1/whoami", None),
+                r("GET", "/v1/content/:containerId", Some("content:read")),
+                r(
+                    "GET",
+                    "/v1/content/:containerId/assets/:assetId",
+                    Some("content:read"),
+                ),
+                r("POST", "/v1/content", Some("content:write")),
+                r("PATCH", "/v1/content/:containerId", Some("content:write")),
+                r("DELETE", "/v1/content/:containerId", Some("content:write")),
+                r(
+                    "POST",
+                    "/v1/content/:containerId/regenerate",
+                    Some("content:write"),
+                ),
+                r(
+                    "POST",
+                    "/v1/content/:containerId/approve",
+                    Some("content:approve"),
+                ),
+                r("POST", "/v1/content/:containerId/reject", Some("content:approve")),
+                r("GET", "/v1/projects", Some("projects:read")),
+                r("GET", "/v1/projects/:projectId", Some("projects:read")),
+                r("GET", "/v1/jobs/:jobId", Some("jobs:read")),
+                r("POST", "/v1/jobs/:jobId/cancel", Some("jobs:cancel")),
+                r("POST", "/v1/publish", Some("publish:write")),
+                r("GET", "/v1/metrics", Some("metrics:read")),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    pub path: String,
+    /// Secrets inline (tests); prefer `secrets_env` in production.
+    pub secrets: Vec<String>,
+    /// Environment variable holding comma-separated secrets.
+    pub secrets_env: String,
+    pub tolerance_secs: u64,
+    pub max_body_bytes: u64,
+    pub dedupe_max_entries: u64,
+    pub dedupe_ttl_secs: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            path: DEFAULT_WEBHOOK_PATH.into(),
+            secrets: Vec::new(),
+            secrets_env: DEFAULT_WEBHOOK_SECRETS_ENV.into(),
+            tolerance_secs: DEFAULT_WEBHOOK_TOLERANCE.as_secs(),
+            max_body_bytes: DEFAULT_WEBHOOK_MAX_BODY_BYTES,
+            dedupe_max_entries: DEFAULT_DEDUPE_MAX_ENTRIES,
+            dedupe_ttl_secs: DEFAULT_DEDUPE_TTL.as_secs(),
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// Inline secrets plus those in `secrets_env`.
+    pub fn all_secrets(&self) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = self.secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
+        if let Ok(v) = std::env::var(&self.secrets_env) {
+            out.extend(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.as_bytes().to_vec()),
+            );
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InvalidationConfig {
+    pub tombstone_secs: u64,
+    /// How long a revoked asset id stays refused (until the origin's
+    /// storage sweep has removed the old media).
+    pub revoked_ttl_secs: u64,
+    pub max_revoked_per_container: usize,
+}
+
+impl Default for InvalidationConfig {
+    fn default() -> Self {
+        InvalidationConfig {
+            tombstone_secs: DEFAULT_TOMBSTONE_TTL.as_secs(),
+            revoked_ttl_secs: DEFAULT_REVOKED_TTL.as_secs(),
+            max_revoked_per_container: DEFAULT_MAX_REVOKED_PER_CONTAINER,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `RUST_LOG` syntax; the `RUST_LOG` environment variable overrides it.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Adds `layers_gateway_org_requests_total{org,class}`.
+    pub per_org_label: bool,
+    /// Distinct org label values before further orgs fold into `other`.
+    pub max_org_labels: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            per_org_label: false,
+            max_org_labels: DEFAULT_MAX_ORG_LABELS,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::parse(&text, base).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str, base_dir: PathBuf) -> Result<Config, String> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.base_dir = base_dir;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn keys_path(&self) -> PathBuf {
+        self.base_dir.join(&self.auth.keys_file)
+    }
+
+    /// Checks every field that could fail at run time; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        fn nonzero(v: u64, field: &str) -> Result<(), String> {
+            if v == 0 {
+                Err(format!("{field}: must be greater than 0"))
+            } else {
+                Ok(())
+            }
+        }
+        nonzero(
+            self.server.header_read_timeout_ms,
+            "server.header_read_timeout_ms",
+        )?;
+        nonzero(self.server.max_headers as u64, "server.max_headers")?;
+        if self.server.max_header_bytes < 1024 {
+            return Err("server.max_header_bytes: must be at least 1024".into());
+        }
+        nonzero(self.server.max_body_bytes, "server.max_body_bytes")?;
+        nonzero(self.server.max_connections as u64, "server.max_connections")?;
+        if self.server.listen == self.admin.listen && self.server.listen.port() != 0 {
+            return Err("admin.listen: must differ from server.listen".into());
+        }
+        if let Some(h) = &self.admin.token_sha256 {
+            if h.len() != 64 || hex::decode(h).is_err() {
+                return Err("admin.token_sha256: must be 64 hex characters (sha256 of the token)".into());
+            }
+        }
+        let url: http::Uri = self
+            .origin
+            .url
+            .parse()
+            .map_err(|e| format!("origin.url: not a URL ({e})"))?;
+        match url.scheme_str() {
+            Some("http") | Some("https") => {}
+            _ => return Err("origin.url: scheme must be http or https".into()),
+        }
+        if url.host().is_none() {
+            return Err("origin.url: has no host".into());
+        }
+        if !matches!(url.path(), "" | "/") || url.query().is_some() {
+            return Err(
+                "origin.url: must not have a path or query (the gateway forwards /v1/... as is)".into(),
+            );
+        }
+        nonzero(self.origin.connect_timeout_ms, "origin.connect_timeout_ms")?;
+        nonzero(self.origin.timeout_ms, "origin.timeout_ms")?;
+        nonzero(self.origin.max_response_bytes, "origin.max_response_bytes")?;
+        nonzero(self.origin.max_inflight as u64, "origin.max_inflight")?;
+        if let Some(env) = &self.auth.env {
+            if env != "live" && env != "test" {
+                return Err("auth.env: must be \"live\" or \"test\"".into());
+            }
+        }
+        nonzero(self.cache.max_entries, "cache.max_entries")?;
+        nonzero(self.cache.max_bytes, "cache.max_bytes")?;
+        nonzero(self.cache.ttl_secs, "cache.ttl_secs")?;
+        nonzero(self.cache.fill_wait_timeout_ms, "cache.fill_wait_timeout_ms")?;
+        crate::auth::scopes::Scope::parse(&self.routes.default_scope).ok_or_else(|| {
+            format!(
+                "routes.default_scope: unknown scope {:?}",
+                self.routes.default_scope
+            )
+        })?;
+        for (i, r) in self.routes.rules.iter().enumerate() {
+            if http::Method::from_bytes(r.method.as_bytes()).is_err() || r.method != r.method.to_uppercase() {
+                return Err(format!("routes.rules[{i}].method: not an upper-case HTTP method"));
+            }
+            if !r.path.starts_with("/v1/") && r.path != "/v1" {
+                return Err(format!("routes.rules[{i}].path: must start with /v1/"));
+            }
+            if let Some(s) = &r.scope {
+                crate::auth::scopes::Scope::parse(s)
+                    .ok_or_else(|| format!("routes.rules[{i}].scope: unknown scope {s:?}"))?;
+            }
+        }
+        if !self.webhooks.path.starts_with('/') || self.webhooks.path.starts_with("/v1/") {
+            return Err("webhooks.path: must start with / and not be under /v1/".into());
+        }
+        nonzero(self.webhooks.tolerance_secs, "webhooks.tolerance_secs")?;
+        nonzero(self.webhooks.max_body_bytes, "webhooks.max_body_bytes")?;
+        nonzero(self.webhooks.dedupe_max_entries, "webhooks.dedupe_max_entries")?;
+        if self.webhooks.dedupe_ttl_secs < 24 * 3600 {
+            return Err(
+                "webhooks.dedupe_ttl_secs: must be at least 86400 (the origin retries for up to a day)"
+                    .into(),
+            );
+        }
+        nonzero(self.invalidation.tombstone_secs, "invalidation.tombstone_secs")?;
+        nonzero(
+            self.invalidation.revoked_ttl_secs,
+            "invalidation.revoked_ttl_secs",
+        )?;
+        nonzero(
+            self.invalidation.max_revoked_per_container as u64,
+            "invalidation.max_revoked_per_container",
+        )?;
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err("log.format: must be \"text\" or \"json\"".into());
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| format!("log.level: {e}"))?;
+        Ok(())
+    }
+
+    pub fn origin_timeout(&self) -> Duration {
+        Duration::from_millis(self.origin.timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_defaults_and_valid() {
+        let c = Config::parse("", PathBuf::new()).unwrap();
+        assert_eq!(c.cache.ttl_secs, 300);
+        assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = Config::parse("[cache]\nttl = 5\n", PathBuf::new()).unwrap_err();
+        assert!(e.contains("unknown field `ttl`"), "{e}");
+        let e = Config::parse("[bogus]\n", PathBuf::new()).unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        for (text, field) in [
+            ("[cache]\nttl_secs = 0\n", "cache.ttl_secs"),
+            ("[origin]\nurl = \"ftp://x\"\n", "origin.url"),
+            ("[origin]\nurl = \"http://x/base\"\n", "origin.url"),
+            ("[routes]\ndefault_scope = \"nope\"\n", "routes.default_scope"),
+            (
+                "[[routes.rules]]\nmethod = \"get\"\npath = \"/v1/x\"\n",
+                "routes.rules[0].method",
+            ),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+            ("[admin]\ntoken_sha256 = \"abc\"\n", "admin.token_sha256"),
+        ] {
+            let e = Config::parse(text, PathBuf::new()).unwrap_err();
+            assert!(e.starts_with(field), "{text:?} -> {e}");
+        }
+    }
+}

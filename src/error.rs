@@ -1,0 +1,261 @@
+//! `GatewayError`: every error the gateway answers with, classified by where
+//! it came from, rendered in the Layers envelope in one place.
+//!
+//! The envelope is `{"error":{"code","message","requestId","details"?}}`.
+//! Messages are fixed strings chosen here or copied from the origin's own
+//! envelope; causes of internal failures go to the log, never to the body.
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// The error codes the gateway can answer with. The first block are the
+/// origin's own codes; the second are the gateway's (documented in README).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    Unauthenticated,
+    ForbiddenScope,
+    NotFound,
+    Validation,
+    IdempotencyConflict,
+    Conflict,
+    RateLimited,
+    KillSwitch,
+    Internal,
+    // Gateway codes.
+    BadRequest,
+    PayloadTooLarge,
+    MethodNotAllowed,
+    Overloaded,
+    UpstreamError,
+    UpstreamTimeout,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::ForbiddenScope => "FORBIDDEN_SCOPE",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Validation => "VALIDATION",
+            ErrorCode::IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::KillSwitch => "KILL_SWITCH",
+            ErrorCode::Internal => "INTERNAL",
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::Overloaded => "OVERLOADED",
+            ErrorCode::UpstreamError => "UPSTREAM_ERROR",
+            ErrorCode::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+        }
+    }
+
+    pub fn from_str(s: &str) -> Option<Self> {
+        Some(match s {
+            "UNAUTHENTICATED" => ErrorCode::Unauthenticated,
+            "FORBIDDEN_SCOPE" => ErrorCode::ForbiddenScope,
+            "NOT_FOUND" => ErrorCode::NotFound,
+            "VALIDATION" => ErrorCode::Validation,
+            "IDEMPOTENCY_CONFLICT" => ErrorCode::IdempotencyConflict,
+            "CONFLICT" => ErrorCode::Conflict,
+            "RATE_LIMITED" => ErrorCode::RateLimited,
+            "KILL_SWITCH" => ErrorCode::KillSwitch,
+            "INTERNAL" => ErrorCode::Internal,
+            "BAD_REQUEST" => ErrorCode::BadRequest,
+            "PAYLOAD_TOO_LARGE" => ErrorCode::PayloadTooLarge,
+            "METHOD_NOT_ALLOWED" => ErrorCode::MethodNotAllowed,
+            "OVERLOADED" => ErrorCode::Overloaded,
+            "UPSTREAM_ERROR" => ErrorCode::UpstreamError,
+            "UPSTREAM_TIMEOUT" => ErrorCode::UpstreamTimeout,
+            _ => return None,
+        })
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::ForbiddenScope => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Validation => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::IdempotencyConflict | ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::KillSwitch | ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::UpstreamError => StatusCode::BAD_GATEWAY,
+            ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+/// Where an error came from; decides log level and whether it is the
+/// caller's fault. Chosen where the error is made, read where it is logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorSource {
+    Client,
+    Upstream,
+    Internal,
+}
+
+#[derive(Clone, Debug)]
+pub struct GatewayError {
+    pub code: ErrorCode,
+    /// Overrides `code.status()` only for origin errors passed through with
+    /// a status the origin chose.
+    pub status: StatusCode,
+    pub message: Cow<'static, str>,
+    pub details: Option<Value>,
+    pub retry_after_secs: Option<u64>,
+    pub source: ErrorSource,
+}
+
+impl GatewayError {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        let source = match code {
+            ErrorCode::UpstreamError | ErrorCode::UpstreamTimeout => ErrorSource::Upstream,
+            ErrorCode::Internal => ErrorSource::Internal,
+            _ => ErrorSource::Client,
+        };
+        GatewayError {
+            code,
+            status: code.status(),
+            message: message.into(),
+            details: None,
+            retry_after_secs: None,
+            source,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    pub fn unauthenticated() -> Self {
+        Self::new(ErrorCode::Unauthenticated, "Missing or invalid API key.")
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(ErrorCode::NotFound, "Resource not found.")
+    }
+
+    pub fn asset_not_found() -> Self {
+        Self::new(ErrorCode::NotFound, "Asset not on this container.")
+    }
+
+    pub fn forbidden_scope(required: &str) -> Self {
+        Self::new(
+            ErrorCode::ForbiddenScope,
+            "The API key lacks the scope this route requires.",
+        )
+        .with_details(serde_json::json!({ "requiredScope": required }))
+    }
+
+    /// An internal failure: the cause is logged here, never put in the body.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Self::new(ErrorCode::Internal, "Internal error.")
+    }
+
+    pub fn upstream_error() -> Self {
+        Self::new(
+            ErrorCode::UpstreamError,
+            "The origin could not be reached or answered badly.",
+        )
+    }
+
+    pub fn upstream_timeout() -> Self {
+        Self::new(ErrorCode::UpstreamTimeout, "The origin did not answer in time.")
+    }
+
+    pub fn overloaded(retry_after_secs: u64) -> Self {
+        Self::new(ErrorCode::Overloaded, "The gateway is at capacity; retry later.")
+            .with_retry_after(retry_after_secs)
+    }
+
+    /// An error envelope the origin sent, replayed for another caller with
+    /// that caller's request id (coalesced waiters of one fill).
+    pub fn from_origin(status: StatusCode, body: &[u8]) -> Option<Self> {
+        let v: Value = serde_json::from_slice(body).ok()?;
+        let e = v.get("error")?;
+        let code = ErrorCode::from_str(e.get("code")?.as_str()?)?;
+        let message = e.get("message")?.as_str()?.to_owned();
+        Some(GatewayError {
+            code,
+            status,
+            message: message.into(),
+            details: e.get("details").cloned(),
+            retry_after_secs: None,
+            source: ErrorSource::Client,
+        })
+    }
+
+    /// The JSON envelope body.
+    pub fn envelope(&self, request_id: &str) -> Bytes {
+        let mut inner = serde_json::Map::with_capacity(4);
+        inner.insert("code".into(), Value::from(self.code.as_str()));
+        inner.insert("message".into(), Value::from(&*self.message));
+        inner.insert("requestId".into(), Value::from(request_id));
+        if let Some(d) = &self.details {
+            inner.insert("details".into(), d.clone());
+        }
+        let mut outer = serde_json::Map::with_capacity(1);
+        outer.insert("error".into(), Value::Object(inner));
+        Bytes::from(serde_json::to_vec(&Value::Object(outer)).unwrap_or_default())
+    }
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.as_str(),
+            self.status.as_u16(),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_has_code_message_request_id_and_details() {
+        let e = GatewayError::forbidden_scope("content:read");
+        let v: Value = serde_json::from_slice(&e.envelope("req_1")).unwrap();
+        assert_eq!(v["error"]["code"], "FORBIDDEN_SCOPE");
+        assert_eq!(v["error"]["requestId"], "req_1");
+        assert_eq!(v["error"]["details"]["requiredScope"], "content:read");
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn envelope_without_details_has_no_details_key() {
+        let v: Value = serde_json::from_slice(&GatewayError::not_found().envelope("r")).unwrap();
+        assert!(v["error"].get("details").is_none());
+    }
+
+    #[test]
+    fn origin_envelope_is_replayed_with_another_request_id() {
+        let body =
+            br#"{"error":{"code":"NOT_FOUND","message":"Container not found.","requestId":"req_origin"}}"#;
+        let e = GatewayError::from_origin(StatusCode::NOT_FOUND, body).unwrap();
+        let v: Value = serde_json::from_slice(&e.envelope("req_mine")).unwrap();
+        assert_eq!(v["error"]["requestId"], "req_mine");
+        assert_eq!(v["error"]["message"], "Container not found.");
+    }
+}

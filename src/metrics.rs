@@ -1,0 +1,220 @@
+//! Prometheus metrics: one registry, typed handles, `/metrics` rendering.
+//!
+//! Label values come only from fixed sets (route templates, status codes,
+//! error codes, reasons) so no request can create a series. The opt-in
+//! per-org series are capped: past `max_org_labels` distinct orgs, new ones
+//! fold into `other`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+/// Buckets from 50 µs to 10 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub cache_lookups: IntCounterVec,
+    pub cache_entries: IntGauge,
+    pub cache_weighted_bytes: IntGauge,
+    pub cache_evictions: IntCounterVec,
+    pub origin_requests: IntCounterVec,
+    pub origin_duration: HistogramVec,
+    pub origin_inflight: IntGauge,
+    pub invalidations: IntCounterVec,
+    pub webhook_rejections: IntCounterVec,
+    pub webhooks_ignored: IntCounter,
+    pub webhooks_duplicate: IntCounter,
+    pub fills_discarded: IntCounterVec,
+    pub auth_failures: IntCounterVec,
+    pub connections_open: IntGauge,
+    pub connections_rejected: IntCounter,
+    pub build_info: IntGaugeVec,
+    pub org_requests: Option<IntCounterVec>,
+    /// Orgs that have their own `org` label value; guarded by a mutex
+    /// because it is touched only when per-org labels are enabled.
+    org_labels: Mutex<HashSet<String>>,
+    max_org_labels: usize,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c =
+        IntCounterVec::new(Opts::new(format!("layers_gateway_{name}"), help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(format!("layers_gateway_{name}"), help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(format!("layers_gateway_{name}"), help).buckets(LATENCY_BUCKETS.to_vec()),
+        labels,
+    )
+    .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    pub fn new(per_org_label: bool, max_org_labels: usize) -> Metrics {
+        let r = Registry::new();
+        let single = |name: &str, help: &str| -> IntCounter {
+            let c = IntCounter::new(format!("layers_gateway_{name}"), help).expect("valid metric");
+            r.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let webhooks_ignored = single(
+            "webhooks_ignored_total",
+            "Signed webhooks of event types the gateway ignores.",
+        );
+        let webhooks_duplicate = single(
+            "webhooks_duplicate_total",
+            "Signed webhooks already applied (same event id).",
+        );
+        let connections_rejected = single(
+            "connections_rejected_total",
+            "Connections shed because the connection cap was reached.",
+        );
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "layers_gateway_build_info",
+                "Always 1; the version label says which build runs.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(build_info.clone())).expect("unique metric");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let org_requests = per_org_label.then(|| {
+            counter(
+                &r,
+                "org_requests_total",
+                "Partner requests by organization (opt-in, capped).",
+                &["org", "class"],
+            )
+        });
+        Metrics {
+            requests: counter(
+                &r,
+                "requests_total",
+                "Requests answered on the partner port.",
+                &["route", "method", "status", "code"],
+            ),
+            request_duration: histogram(
+                &r,
+                "request_duration_seconds",
+                "Time to answer a request, by route and cache result.",
+                &["route", "cache"],
+            ),
+            cache_lookups: counter(&r, "cache_lookups_total", "Cache lookups by result.", &["result"]),
+            cache_entries: gauge(&r, "cache_entries", "Containers in the cache."),
+            cache_weighted_bytes: gauge(&r, "cache_weighted_bytes", "Weighted size of the cache in bytes."),
+            cache_evictions: counter(
+                &r,
+                "cache_evictions_total",
+                "Entries that left the cache, by cause.",
+                &["cause"],
+            ),
+            origin_requests: counter(
+                &r,
+                "origin_requests_total",
+                "Requests sent to the origin, by route and status (or error).",
+                &["route", "status"],
+            ),
+            origin_duration: histogram(
+                &r,
+                "origin_request_duration_seconds",
+                "Origin response time, by route.",
+                &["route"],
+            ),
+            origin_inflight: gauge(&r, "origin_inflight", "Origin requests in flight."),
+            invalidations: counter(
+                &r,
+                "invalidations_total",
+                "Invalidations applied, by source and type.",
+                &["source", "type"],
+            ),
+            webhook_rejections: counter(
+                &r,
+                "webhook_rejections_total",
+                "Webhooks refused, by reason.",
+                &["reason"],
+            ),
+            webhooks_ignored,
+            webhooks_duplicate,
+            fills_discarded: counter(
+                &r,
+                "fills_discarded_total",
+                "Origin fills served but not cached, by reason.",
+                &["reason"],
+            ),
+            auth_failures: counter(
+                &r,
+                "auth_failures_total",
+                "Authentication failures, by reason.",
+                &["reason"],
+            ),
+            connections_open: gauge(&r, "connections_open", "Open partner connections."),
+            connections_rejected,
+            build_info,
+            org_requests,
+            org_labels: Mutex::new(HashSet::new()),
+            max_org_labels,
+            registry: r,
+        }
+    }
+
+    /// The `org` label value for an org: itself while under the cap.
+    pub fn org_label<'a>(&self, org: &'a str) -> &'a str {
+        let mut set = self.org_labels.lock().unwrap_or_else(|p| p.into_inner());
+        if set.contains(org) {
+            return org;
+        }
+        if set.len() < self.max_org_labels {
+            set.insert(org.to_owned());
+            return org;
+        }
+        "other"
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+/// Counts one origin request while it is in flight.
+pub struct InflightGuard<'a>(&'a IntGauge);
+
+impl<'a> InflightGuard<'a> {
+    pub fn new(g: &'a IntGauge) -> Self {
+        g.inc();
+        InflightGuard(g)
+    }
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Observes a duration into a histogram.
+pub fn observe(h: &Histogram, started: tokio::time::Instant) {
+    h.observe(started.elapsed().as_secs_f64());
+}

@@ -1,0 +1,304 @@
+//! Routing: method + raw path -> `Route`, with ids parsed and canonicalized,
+//! and the route-to-scope table from config.
+//!
+//! Paths are matched as received (still percent-encoded), so `%2F` inside an
+//! id is part of the id and makes it invalid rather than a path separator.
+
+use crate::auth::scopes::Scope;
+use crate::config::Config;
+use crate::events::EventType;
+use crate::ids::{valid_asset_id, ContainerId};
+use http::Method;
+
+pub const CONTAINER_TEMPLATE: &str = "/v1/content/:containerId";
+pub const ASSET_TEMPLATE: &str = "/v1/content/:containerId/assets/:assetId";
+pub const REGENERATE_TEMPLATE: &str = "/v1/content/:containerId/regenerate";
+/// Metric label for `/v1/*` paths no rule names.
+pub const OTHER_TEMPLATE: &str = "/v1/*";
+
+/// What a request is, once its path is parsed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `GET|HEAD /v1/content/:containerId` (cached).
+    Container(ContainerId),
+    /// `GET|HEAD /v1/content/:containerId/assets/:assetId` (cached).
+    Asset(ContainerId, &'a str),
+    /// A content route whose ids cannot exist: 404 without an origin call.
+    BadContentId { template: &'static str },
+    /// The signed webhook endpoint.
+    Webhook,
+    /// Any other `/v1` route, proxied. `rule` indexes the scope table;
+    /// `write_through` names the container a 2xx invalidates.
+    Proxy {
+        rule: Option<usize>,
+        write_through: Option<(ContainerId, EventType)>,
+    },
+    /// Outside `/v1` and not the webhook path.
+    NotFound,
+}
+
+/// One parsed rule of the route-to-scope table.
+#[derive(Debug)]
+struct Rule {
+    method: Method,
+    segments: Vec<String>,
+    template: &'static str,
+    scope: Option<Scope>,
+}
+
+/// The route table, built once from config.
+#[derive(Debug)]
+pub struct RouteTable {
+    rules: Vec<Rule>,
+    default_scope: Scope,
+    webhook_path: String,
+    content_scope: Option<Scope>,
+    asset_scope: Option<Scope>,
+}
+
+impl RouteTable {
+    pub fn from_config(c: &Config) -> RouteTable {
+        let rules: Vec<Rule> = c
+            .routes
+            .rules
+            .iter()
+            .map(|r| Rule {
+                method: Method::from_bytes(r.method.as_bytes()).unwrap_or(Method::GET),
+                segments: r
+                    .path
+                    .trim_start_matches('/')
+                    .split('/')
+                    .map(String::from)
+                    .collect(),
+                // Templates live as long as the process; leaking them once
+                // lets metric labels be `&'static str` on every request.
+                template: Box::leak(r.path.clone().into_boxed_str()),
+                scope: r.scope.as_deref().and_then(Scope::parse),
+            })
+            .collect();
+        let default_scope =
+            Scope::parse(&c.routes.default_scope).unwrap_or(Scope::parse("org:admin").expect("known scope"));
+        let scope_of = |t: &str| {
+            rules
+                .iter()
+                .find(|r| r.method == Method::GET && r.template == t)
+                .map_or(Some(default_scope), |r| r.scope)
+        };
+        let content_scope = scope_of(CONTAINER_TEMPLATE);
+        let asset_scope = scope_of(ASSET_TEMPLATE);
+        RouteTable {
+            rules,
+            default_scope,
+            webhook_path: c.webhooks.path.clone(),
+            content_scope,
+            asset_scope,
+        }
+    }
+
+    /// Parses a request's route. `has_query` sends cached routes with a
+    /// query string to the proxy (the cache does not key on queries).
+    pub fn route<'a>(&self, method: &Method, path: &'a str, has_query: bool) -> Route<'a> {
+        if path == self.webhook_path {
+            return Route::Webhook;
+        }
+        let Some(rest) = path.strip_prefix("/v1/") else {
+            return Route::NotFound;
+        };
+        let readonly = *method == Method::GET || *method == Method::HEAD;
+        if let Some(content) = rest.strip_prefix("content/") {
+            let mut parts = content.splitn(3, '/');
+            let id_part = parts.next().unwrap_or("");
+            let second = parts.next();
+            let third = parts.next();
+            let id = ContainerId::parse(id_part);
+            match (second, third) {
+                (None, _) if readonly && !has_query => {
+                    return id.map_or(
+                        Route::BadContentId {
+                            template: CONTAINER_TEMPLATE,
+                        },
+                        Route::Container,
+                    );
+                }
+                (Some("assets"), Some(asset)) if readonly && !has_query => {
+                    return match id {
+                        Some(id) if valid_asset_id(asset) => Route::Asset(id, asset),
+                        _ => Route::BadContentId {
+                            template: ASSET_TEMPLATE,
+                        },
+                    };
+                }
+                (None, _) if *method == Method::PATCH || *method == Method::DELETE => {
+                    let Some(id) = id else {
+                        return Route::BadContentId {
+                            template: CONTAINER_TEMPLATE,
+                        };
+                    };
+                    let t = if *method == Method::DELETE {
+                        EventType::Deleted
+                    } else {
+                        EventType::Updated
+                    };
+                    return Route::Proxy {
+                        rule: self.find(method, path),
+                        write_through: Some((id, t)),
+                    };
+                }
+                (Some("regenerate"), None) if *method == Method::POST => {
+                    let Some(id) = id else {
+                        return Route::BadContentId {
+                            template: REGENERATE_TEMPLATE,
+                        };
+                    };
+                    return Route::Proxy {
+                        rule: self.find(method, path),
+                        write_through: Some((id, EventType::Regenerated)),
+                    };
+                }
+                _ => {}
+            }
+        }
+        Route::Proxy {
+            rule: self.find(method, path),
+            write_through: None,
+        }
+    }
+
+    fn find(&self, method: &Method, path: &str) -> Option<usize> {
+        let segs = path.trim_start_matches('/').split('/');
+        self.rules.iter().position(|r| {
+            r.method == method && {
+                let mut it = segs.clone();
+                r.segments.iter().all(|s| match it.next() {
+                    Some(p) if s.starts_with(':') => !p.is_empty(),
+                    Some(p) => p == s,
+                    None => false,
+                }) && it.next().is_none()
+            }
+        })
+    }
+
+    /// The scope a route requires; `None` means any authenticated caller.
+    pub fn required_scope(&self, route: &Route<'_>) -> Option<Scope> {
+        match route {
+            Route::Container(_) => self.content_scope,
+            Route::Asset(..) => self.asset_scope,
+            Route::Proxy { rule: Some(i), .. } => self.rules[*i].scope,
+            Route::Proxy { rule: None, .. } => Some(self.default_scope),
+            Route::BadContentId { .. } | Route::Webhook | Route::NotFound => None,
+        }
+    }
+
+    /// The metric label: a template, never a raw path.
+    pub fn template(&self, route: &Route<'_>) -> &'static str {
+        match route {
+            Route::Container(_) => CONTAINER_TEMPLATE,
+            Route::Asset(..) => ASSET_TEMPLATE,
+            Route::BadContentId { template } => template,
+            Route::Proxy { rule: Some(i), .. } => self.rules[*i].template,
+            Route::Proxy { rule: None, .. } => OTHER_TEMPLATE,
+            Route::Webhook => "webhook",
+            Route::NotFound => "not_found",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    const ID: &str = "cnt_0b8f5a3e-6a63-4c5e-9d36-1f2a3b4c5d6e";
+
+    fn table() -> RouteTable {
+        RouteTable::from_config(&Config::parse("", PathBuf::new()).unwrap())
+    }
+
+    #[test]
+    fn content_routes_parse_ids() {
+        let t = table();
+        let id = ContainerId::parse(ID).unwrap();
+        assert_eq!(
+            t.route(&Method::GET, &format!("/v1/content/{ID}"), false),
+            Route::Container(id)
+        );
+        assert_eq!(
+            t.route(&Method::HEAD, &format!("/v1/content/{}", &ID[4..]), false),
+            Route::Container(id)
+        );
+        assert_eq!(
+            t.route(&Method::GET, &format!("/v1/content/{ID}/assets/slide-1"), false),
+            Route::Asset(id, "slide-1")
+        );
+        assert_eq!(
+            t.required_scope(&Route::Container(id)),
+            Scope::parse("content:read")
+        );
+    }
+
+    #[test]
+    fn malformed_ids_never_reach_the_origin() {
+        let t = table();
+        for p in [
+            "/v1/content/nope".to_string(),
+            format!("/v1/content/{ID}%2F"),
+            "/v1/content/cnt_0b8f5a3e%2F6a63-4c5e-9d36-1f2a3b4c5d6e".into(),
+            format!("/v1/content/{ID}/assets/a%2Fb"),
+            format!("/v1/content/{ID}/assets/"),
+        ] {
+            assert!(
+                matches!(t.route(&Method::GET, &p, false), Route::BadContentId { .. }),
+                "{p}"
+            );
+        }
+        assert!(matches!(
+            t.route(&Method::DELETE, "/v1/content/x", false),
+            Route::BadContentId { .. }
+        ));
+    }
+
+    #[test]
+    fn mutations_are_write_through() {
+        let t = table();
+        let id = ContainerId::parse(ID).unwrap();
+        let p = format!("/v1/content/{ID}/regenerate");
+        let r = t.route(&Method::POST, &p, false);
+        assert!(
+            matches!(r, Route::Proxy { write_through: Some((i, EventType::Regenerated)), .. } if i == id)
+        );
+        assert_eq!(t.template(&r), REGENERATE_TEMPLATE);
+        assert_eq!(t.required_scope(&r), Scope::parse("content:write"));
+        let p = format!("/v1/content/{ID}");
+        let r = t.route(&Method::DELETE, &p, false);
+        assert!(matches!(
+            r,
+            Route::Proxy {
+                write_through: Some((_, EventType::Deleted)),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn other_routes_proxy_with_their_scope_or_the_default() {
+        let t = table();
+        let r = t.route(&Method::GET, "/v1/whoami", false);
+        assert_eq!(t.required_scope(&r), None);
+        let r = t.route(&Method::GET, "/v1/projects/prj_1", false);
+        assert_eq!(t.template(&r), "/v1/projects/:projectId");
+        let r = t.route(&Method::GET, "/v1/unlisted/thing", false);
+        assert_eq!(t.template(&r), OTHER_TEMPLATE);
+        assert_eq!(t.required_scope(&r), Scope::parse("org:admin"));
+        assert_eq!(t.route(&Method::GET, "/healthz", false), Route::NotFound);
+        assert_eq!(t.route(&Method::POST, "/webhooks/layers", false), Route::Webhook);
+    }
+
+    #[test]
+    fn cached_routes_with_a_query_are_proxied() {
+        let t = table();
+        let p = format!("/v1/content/{ID}");
+        let r = t.route(&Method::GET, &p, true);
+        assert!(matches!(r, Route::Proxy { .. }));
+        assert_eq!(t.template(&r), CONTAINER_TEMPLATE);
+    }
+}

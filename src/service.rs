@@ -1,0 +1,327 @@
+//! The gateway as a hyper service: request id, route, authenticate,
+//! authorize, dispatch, and the one place a `Result` becomes a `Response`
+//! (with metrics and the access log).
+
+mod content;
+mod proxy;
+mod webhook;
+
+use crate::auth::{presented_credential, KeyStore, Principal};
+use crate::body::{BoxError, ResponseBody};
+use crate::cache::{Applied, CacheSettings, CacheStatus, ContentCache};
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::events::dedupe::EventDedupe;
+use crate::events::webhook::WebhookVerifier;
+use crate::events::Invalidation;
+use crate::ids::request_id_from_header;
+use crate::metrics::Metrics;
+use crate::origin::{OriginClient, Upstream};
+use crate::routes::{Route, RouteTable};
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{Request, Response};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub const X_REQUEST_ID: &str = "x-request-id";
+pub const X_CACHE: &str = "x-cache";
+pub(crate) static JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// Everything a request may touch. Shared by every connection through an
+/// `Arc`; nothing here is behind a global lock on the hit path.
+pub struct State {
+    pub config: Config,
+    /// The keys file. Replaced whole on reload; readers clone the `Arc`
+    /// under a read lock held for one pointer copy.
+    keys: RwLock<Arc<KeyStore>>,
+    pub routes: RouteTable,
+    pub cache: Arc<ContentCache>,
+    pub origin: OriginClient,
+    webhook: WebhookVerifier,
+    dedupe: EventDedupe,
+    pub metrics: Arc<Metrics>,
+    /// Set once the origin has answered anything; `/readyz` reads it.
+    origin_seen: Arc<AtomicBool>,
+}
+
+/// The gateway service. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct Gateway {
+    state: Arc<State>,
+}
+
+/// What a request turned into, for metrics and the access log.
+#[derive(Default)]
+struct Outcome {
+    cache: Option<CacheStatus>,
+    principal: Option<Arc<Principal>>,
+}
+
+impl Gateway {
+    pub fn new(config: Config, keys: KeyStore, upstream: Arc<dyn Upstream>) -> Gateway {
+        let metrics = Arc::new(Metrics::new(
+            config.metrics.per_org_label,
+            config.metrics.max_org_labels,
+        ));
+        let origin_seen = Arc::new(AtomicBool::new(false));
+        let origin = OriginClient::new(upstream, &config.origin, metrics.clone(), origin_seen.clone());
+        let cache = ContentCache::new(
+            CacheSettings::from_config(&config),
+            Some(metrics.cache_evictions.clone()),
+        );
+        let webhook = WebhookVerifier::new(
+            config.webhooks.all_secrets(),
+            Duration::from_secs(config.webhooks.tolerance_secs),
+        );
+        let dedupe = EventDedupe::new(
+            config.webhooks.dedupe_max_entries,
+            Duration::from_secs(config.webhooks.dedupe_ttl_secs),
+        );
+        let routes = RouteTable::from_config(&config);
+        Gateway {
+            state: Arc::new(State {
+                config,
+                keys: RwLock::new(Arc::new(keys)),
+                routes,
+                cache,
+                origin,
+                webhook,
+                dedupe,
+                metrics,
+                origin_seen,
+            }),
+        }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.state.origin_seen.load(Ordering::Acquire)
+    }
+
+    /// Replaces the keys; requests already authenticated keep their principal.
+    pub fn replace_keys(&self, keys: KeyStore) {
+        *self.state.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+    }
+
+    /// Applies an invalidation from any source and counts it.
+    pub async fn apply_invalidation(&self, inv: &Invalidation) -> Applied {
+        let applied = self.state.cache.invalidate(inv).await;
+        self.state
+            .metrics
+            .invalidations
+            .with_label_values(&[inv.source.as_str(), inv.event_type.as_str()])
+            .inc();
+        tracing::info!(
+            source = inv.source.as_str(),
+            r#type = inv.event_type.as_str(),
+            container = ?inv.container,
+            entries_removed = applied.entries_removed,
+            revoked = applied.revoked_asset_ids,
+            "invalidation applied"
+        );
+        applied
+    }
+
+    /// Answers one partner request. Never fails: every error becomes an
+    /// envelope response here.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<ResponseBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let (parts, body) = req.into_parts();
+        let rid = request_id_from_header(parts.headers.get(X_REQUEST_ID).map(HeaderValue::as_bytes));
+        let st = &*self.state;
+        let route = st
+            .routes
+            .route(&parts.method, parts.uri.path(), parts.uri.query().is_some());
+        let template = st.routes.template(&route);
+        let mut outcome = Outcome::default();
+        let result = self.dispatch(&parts, body, &route, &rid, &mut outcome).await;
+        let (resp, code) = finish(result, &rid);
+        self.record(&parts.method, template, &resp, code, &outcome, started, &rid);
+        resp
+    }
+
+    async fn dispatch<B>(
+        &self,
+        parts: &http::request::Parts,
+        body: B,
+        route: &Route<'_>,
+        rid: &str,
+        outcome: &mut Outcome,
+    ) -> Result<Response<ResponseBody>, GatewayError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        match route {
+            Route::NotFound => return Err(GatewayError::not_found()),
+            Route::Webhook => return self.webhook(parts, body).await,
+            _ => {}
+        }
+        let principal = self.authenticate(&parts.headers)?;
+        outcome.principal = Some(principal.clone());
+        if let Some(scope) = self.state.routes.required_scope(route) {
+            if !principal.scopes.contains(scope) {
+                return Err(GatewayError::forbidden_scope(scope.as_str()));
+            }
+        }
+        let head = parts.method == http::Method::HEAD;
+        match *route {
+            Route::Container(id) => {
+                self.content(parts, &principal, id, None, head, rid, outcome)
+                    .await
+            }
+            Route::Asset(id, asset) => {
+                self.content(parts, &principal, id, Some(asset), head, rid, outcome)
+                    .await
+            }
+            Route::BadContentId { .. } => Err(GatewayError::not_found()),
+            Route::Proxy { write_through, .. } => {
+                let template = self.state.routes.template(route);
+                self.proxy(parts, body, template, write_through, rid).await
+            }
+            Route::Webhook | Route::NotFound => Err(GatewayError::not_found()),
+        }
+    }
+
+    fn authenticate(&self, headers: &http::HeaderMap) -> Result<Arc<Principal>, GatewayError> {
+        let st = &*self.state;
+        let keys = st.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let result = presented_credential(headers)
+            .and_then(|cred| keys.authenticate(cred, st.config.auth.env.as_deref()));
+        result.map_err(|reason| {
+            st.metrics
+                .auth_failures
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            tracing::info!(reason = reason.as_str(), "authentication failed");
+            GatewayError::unauthenticated()
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        method: &http::Method,
+        template: &'static str,
+        resp: &Response<ResponseBody>,
+        code: Option<&'static str>,
+        outcome: &Outcome,
+        started: Instant,
+        rid: &str,
+    ) {
+        let m = &self.state.metrics;
+        let status = resp.status();
+        let cache = outcome.cache.map_or("none", CacheStatus::as_str);
+        m.requests
+            .with_label_values(&[
+                template,
+                method_label(method),
+                status.as_str(),
+                code.unwrap_or(""),
+            ])
+            .inc();
+        m.request_duration
+            .with_label_values(&[template, cache])
+            .observe(started.elapsed().as_secs_f64());
+        if let Some(c) = outcome.cache {
+            m.cache_lookups.with_label_values(&[c.as_str()]).inc();
+        }
+        if let (Some(org_requests), Some(p)) = (&m.org_requests, &outcome.principal) {
+            let class = if status.is_success() {
+                "2xx"
+            } else if status.is_client_error() {
+                "4xx"
+            } else {
+                "5xx"
+            };
+            org_requests
+                .with_label_values(&[m.org_label(&p.org), class])
+                .inc();
+        }
+        tracing::info!(
+            target: "access",
+            request_id = rid,
+            route = template,
+            method = %method,
+            status = status.as_u16(),
+            code = code.unwrap_or(""),
+            duration_us = started.elapsed().as_micros() as u64,
+            cache,
+            org = outcome.principal.as_ref().map_or("", |p| &*p.org),
+            key_id = outcome.principal.as_ref().map_or("", |p| &*p.key_id),
+        );
+    }
+}
+
+/// Bounded method label: the standard methods, else `OTHER`.
+fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// The one place a result becomes a response: every response gets the
+/// request id, every error the envelope with that same id.
+fn finish(
+    result: Result<Response<ResponseBody>, GatewayError>,
+    rid: &str,
+) -> (Response<ResponseBody>, Option<&'static str>) {
+    let rid_value = HeaderValue::from_str(rid).unwrap_or_else(|_| HeaderValue::from_static("req_invalid"));
+    match result {
+        Ok(mut resp) => {
+            resp.headers_mut().insert(X_REQUEST_ID, rid_value);
+            (resp, None)
+        }
+        Err(e) => {
+            let body = e.envelope(rid);
+            let mut resp = Response::new(ResponseBody::full(body.clone()));
+            *resp.status_mut() = e.status;
+            let h = resp.headers_mut();
+            h.insert(CONTENT_TYPE, JSON.clone());
+            h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+            h.insert(X_REQUEST_ID, rid_value);
+            if let Some(s) = e.retry_after_secs {
+                h.insert(RETRY_AFTER, HeaderValue::from(s));
+            }
+            (resp, Some(e.code.as_str()))
+        }
+    }
+}
+
+/// A JSON response with a fixed body.
+pub(crate) fn json_response(status: http::StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::Full(Some(body.clone())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, JSON.clone());
+    resp.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    resp
+}
+
+impl Gateway {
+    /// Asks the origin for anything (`GET /v1/whoami` without a key): any
+    /// answer, a 401 included, shows it is reachable.
+    pub async fn probe_origin(&self) {
+        let Ok(req) = Request::get("/v1/whoami").body(crate::origin::empty_body()) else {
+            return;
+        };
+        let _ = self.state.origin.fetch(req, "/v1/whoami").await;
+    }
+}

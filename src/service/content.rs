@@ -1,0 +1,101 @@
+//! The cached routes: `GET|HEAD /v1/content/:containerId` and
+//! `/v1/content/:containerId/assets/:assetId`.
+
+use super::{Gateway, Outcome, JSON, X_CACHE, X_REQUEST_ID};
+use crate::auth::Principal;
+use crate::body::ResponseBody;
+use crate::cache::entry::CachedContainer;
+use crate::cache::CacheStatus;
+use crate::error::GatewayError;
+use crate::ids::ContainerId;
+use crate::origin::empty_body;
+use crate::routes::CONTAINER_TEMPLATE;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{Request, Response, StatusCode};
+use std::sync::Arc;
+
+/// Headers forwarded to the origin on a fill: the caller's credential and
+/// trace context.
+const FORWARDED: [&str; 4] = ["x-api-key", "authorization", "traceparent", "tracestate"];
+
+impl Gateway {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn content(
+        &self,
+        parts: &http::request::Parts,
+        principal: &Principal,
+        id: ContainerId,
+        asset: Option<&str>,
+        head: bool,
+        rid: &str,
+        outcome: &mut Outcome,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let cache = &self.state.cache;
+        if let Some(entry) = cache.lookup(&principal.org, id).await {
+            outcome.cache = Some(CacheStatus::Hit);
+            return serve(&entry, asset, head, "HIT");
+        }
+        let mut fwd = http::HeaderMap::with_capacity(FORWARDED.len() + 1);
+        for name in FORWARDED {
+            if let Some(v) = parts.headers.get(name) {
+                fwd.insert(name, v.clone());
+            }
+        }
+        if fwd.contains_key("x-api-key") {
+            // X-Api-Key wins at the origin too; do not send a second credential.
+            fwd.remove(AUTHORIZATION);
+        }
+        if let Ok(v) = HeaderValue::from_str(rid) {
+            fwd.insert(X_REQUEST_ID, v);
+        }
+        let origin = self.state.origin.clone();
+        let fetch = move || async move {
+            let mut req = Request::get(format!("/v1/content/{id}"))
+                .body(empty_body())
+                .map_err(|e| GatewayError::internal(&e))?;
+            *req.headers_mut() = fwd;
+            let reply = origin.fetch(req, CONTAINER_TEMPLATE).await?;
+            if reply.status == StatusCode::OK {
+                return Ok(reply.body);
+            }
+            if reply.status.is_client_error() {
+                if let Some(mut e) = GatewayError::from_origin(reply.status, &reply.body) {
+                    e.retry_after_secs = reply
+                        .headers
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok()?.parse().ok());
+                    return Err(e);
+                }
+            }
+            tracing::warn!(status = reply.status.as_u16(), container = %id, "origin failed a container fetch");
+            Err(GatewayError::upstream_error())
+        };
+        let (result, status) = cache.fill(&principal.org, id, fetch).await;
+        outcome.cache = Some(status);
+        serve(&result?, asset, head, "MISS")
+    }
+}
+
+/// The response for a container or one of its assets, from rendered bytes.
+fn serve(
+    entry: &Arc<CachedContainer>,
+    asset: Option<&str>,
+    head: bool,
+    x_cache: &'static str,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let body = match asset {
+        None => entry.body.clone(),
+        Some(a) => entry.asset(a).ok_or_else(GatewayError::asset_not_found)?.clone(),
+    };
+    let len = body.len();
+    let mut resp = Response::new(if head {
+        ResponseBody::empty()
+    } else {
+        ResponseBody::full(body)
+    });
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, JSON.clone());
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(X_CACHE, HeaderValue::from_static(x_cache));
+    Ok(resp)
+}

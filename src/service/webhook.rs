@@ -1,0 +1,103 @@
+//! `POST <webhooks.path>`: signed invalidation events from the origin.
+//! A rejected event changes nothing; an accepted one is answered only after
+//! it has been applied.
+
+use super::{json_response, Gateway};
+use crate::body::{BoxError, ResponseBody};
+use crate::cache::time::unix_now;
+use crate::error::{ErrorCode, GatewayError};
+use crate::events::webhook::{parse_event, ParsedEvent, WebhookRejection};
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+
+impl Gateway {
+    pub(super) async fn webhook<B>(
+        &self,
+        parts: &http::request::Parts,
+        body: B,
+    ) -> Result<Response<ResponseBody>, GatewayError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let st = &*self.state;
+        if parts.method != http::Method::POST {
+            return Err(GatewayError::new(
+                ErrorCode::MethodNotAllowed,
+                "Webhooks are delivered with POST.",
+            ));
+        }
+        let max = st.config.webhooks.max_body_bytes;
+        let reject_large = || {
+            st.metrics
+                .webhook_rejections
+                .with_label_values(&["too_large"])
+                .inc();
+            GatewayError::new(
+                ErrorCode::PayloadTooLarge,
+                "Webhook body exceeds the gateway's limit.",
+            )
+        };
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(reject_large());
+        }
+        let raw = match Limited::new(body, max as usize).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return Err(reject_large()),
+        };
+        let reject = |r: WebhookRejection| {
+            st.metrics
+                .webhook_rejections
+                .with_label_values(&[r.as_str()])
+                .inc();
+            tracing::warn!(reason = r.as_str(), "webhook rejected");
+            let code = if r.status() == StatusCode::UNAUTHORIZED {
+                ErrorCode::Unauthenticated
+            } else {
+                ErrorCode::BadRequest
+            };
+            let mut e = GatewayError::new(code, r.message());
+            e.status = r.status();
+            e
+        };
+        let sig = parts.headers.get("x-layers-signature").map(|v| v.as_bytes());
+        st.webhook.verify(sig, &raw, unix_now()).map_err(reject)?;
+        let event_id = parts
+            .headers
+            .get("x-layers-event-id")
+            .and_then(|v| v.to_str().ok());
+        let inv = match parse_event(&raw, event_id).map_err(reject)? {
+            ParsedEvent::Ignored { event_type } => {
+                st.metrics.webhooks_ignored.inc();
+                tracing::info!(%event_type, "webhook of an ignored type");
+                let mut r = Response::new(ResponseBody::empty());
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                return Ok(r);
+            }
+            ParsedEvent::Apply(inv) => inv,
+        };
+        if let Some(id) = &inv.event_id {
+            if st.dedupe.seen(id) {
+                st.metrics.webhooks_duplicate.inc();
+                return Ok(json_response(
+                    StatusCode::OK,
+                    Bytes::from_static(br#"{"status":"duplicate"}"#),
+                ));
+            }
+        }
+        self.apply_invalidation(&inv).await;
+        if let Some(id) = &inv.event_id {
+            st.dedupe.mark(id);
+        }
+        Ok(json_response(
+            StatusCode::OK,
+            Bytes::from_static(br#"{"status":"applied"}"#),
+        ))
+    }
+}
