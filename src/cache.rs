@@ -36,6 +36,10 @@ pub enum CacheStatus {
     Miss,
     Coalesced,
     Tombstone,
+    /// A cached route the cache does not answer (a query string): proxied.
+    Bypass,
+    /// An asset id that was revoked by an invalidation: answered 404.
+    Revoked,
 }
 
 impl CacheStatus {
@@ -45,6 +49,8 @@ impl CacheStatus {
             CacheStatus::Miss => "miss",
             CacheStatus::Coalesced => "coalesced",
             CacheStatus::Tombstone => "tombstone",
+            CacheStatus::Bypass => "bypass",
+            CacheStatus::Revoked => "revoked",
         }
     }
 }

@@ -16,18 +16,24 @@
 //! [`Simulator::set_failure`] injects errors, resets and delays, and the
 //! counters say how many requests reached the origin.
 //!
-//! Files: `demo/store.rs` (data and mutations), `demo/handler.rs` (routes,
-//! auth, envelopes), `demo/webhooks.rs` (outgoing webhooks),
-//! `demo/controls.rs` (gate, failures, counters), `demo/serve.rs` (TCP).
+//! Files: `demo/store.rs` (data and mutations), `demo/media.rs` (new asset
+//! ids, URLs, timestamps), `demo/idempotency.rs` (`Idempotency-Key`
+//! records), `demo/handler.rs` (routes, auth, envelopes), `demo/bodies.rs`
+//! (body cap and validation),
+//! `demo/webhooks.rs` (outgoing webhooks), `demo/controls.rs` (gate,
+//! failures, counters), `demo/serve.rs` (TCP).
 
+mod bodies;
 mod controls;
 mod handler;
+mod idempotency;
+mod media;
 mod serve;
 mod store;
 mod webhooks;
 
+pub use bodies::MAX_BODY_BYTES;
 pub use controls::{FailureMode, Gate};
-pub use handler::MAX_BODY_BYTES;
 pub use webhooks::{signature_header, WebhookTarget};
 
 use crate::auth::KeyStore;

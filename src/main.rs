@@ -217,7 +217,9 @@ async fn demo(mut cfg: Config, keys: KeyStore) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    let sim = Simulator::from_json(include_str!("../config/demo-containers.json"), Arc::new(keys))
+    // The simulator authenticates like the origin: against the same keys.
+    let keys = Arc::new(keys);
+    let sim = Simulator::from_json(layers_gateway::demo::DEMO_CONTAINERS_JSON, keys.clone())
         .expect("embedded demo containers are valid");
     let keys = KeyStore::parse(EMBEDDED_KEYS).expect("embedded keys are valid");
     let origin_listener = match tokio::net::TcpListener::bind(&origin_addr).await {

@@ -187,6 +187,11 @@ impl Gateway {
             Route::BadContentId { .. } => Err(GatewayError::not_found()),
             Route::Proxy { write_through, .. } => {
                 let template = self.state.routes.template(route);
+                if template == crate::routes::CONTAINER_TEMPLATE || template == crate::routes::ASSET_TEMPLATE {
+                    if head || parts.method == http::Method::GET {
+                        outcome.cache = Some(CacheStatus::Bypass);
+                    }
+                }
                 self.proxy(parts, body, template, write_through, rid).await
             }
             Route::Webhook | Route::NotFound => Err(GatewayError::not_found()),

@@ -28,8 +28,7 @@ struct Reply {
 
 impl Reply {
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 }
 
@@ -123,14 +122,10 @@ async fn both_id_forms_in_any_case_return_the_same_container_bytes() {
     let bare = VIDEO.strip_prefix("cnt_").unwrap();
     let a = get(&sim, &format!("/v1/content/{VIDEO}"), &admin()).await;
     let b = get(&sim, &format!("/v1/content/{bare}"), &admin()).await;
-    let c = get(
-        &sim,
-        &format!("/v1/content/{}", bare.to_uppercase()),
-        &admin(),
-    )
-    .await;
+    let c = get(&sim, &format!("/v1/content/{}", bare.to_uppercase()), &admin()).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.headers["content-type"], "application/json");
+    assert_eq!(a.headers["x-ratelimit-endpoint-class"], "read-light");
     assert_eq!(a.body, b.body);
     assert_eq!(a.body, c.body);
     assert_eq!(a.json()["id"], VIDEO);
@@ -194,12 +189,7 @@ async fn asset_descriptors_carry_the_container_id_and_only_recorded_fields() {
     assert!(v["thumbnailUrl"].is_null());
     assert!(v.get("mimeType").is_none() && v.get("expiresAt").is_none());
 
-    let r = get(
-        &sim,
-        &format!("/v1/content/{VIDEO}/assets/slide-9"),
-        &admin(),
-    )
-    .await;
+    let r = get(&sim, &format!("/v1/content/{VIDEO}/assets/slide-9"), &admin()).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.json()["error"]["message"], "Asset not on this container.");
 }
@@ -209,12 +199,7 @@ async fn another_orgs_container_is_indistinguishable_from_a_missing_one() {
     let sim = Simulator::demo();
     let b = demo_key("partner_b");
     let theirs = get(&sim, &format!("/v1/content/{VIDEO}"), &b).await;
-    let missing = get(
-        &sim,
-        "/v1/content/cnt_00000000-0000-4000-8000-000000000000",
-        &b,
-    )
-    .await;
+    let missing = get(&sim, "/v1/content/cnt_00000000-0000-4000-8000-000000000000", &b).await;
     let bad_id = get(&sim, "/v1/content/not-an-id", &b).await;
     for r in [&theirs, &missing, &bad_id] {
         assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -227,21 +212,14 @@ async fn another_orgs_container_is_indistinguishable_from_a_missing_one() {
         without_request_id(theirs.json()),
         without_request_id(bad_id.json())
     );
-    let asset = get(
-        &sim,
-        &format!("/v1/content/{VIDEO}/assets/{VIDEO_ASSET}"),
-        &b,
-    )
-    .await;
+    let asset = get(&sim, &format!("/v1/content/{VIDEO}/assets/{VIDEO_ASSET}"), &b).await;
     assert_eq!(
         without_request_id(asset.json()),
         without_request_id(missing.json())
     );
     // Their own container works, and org A cannot see it either.
     assert_eq!(
-        get(&sim, &format!("/v1/content/{ORG_B_VIDEO}"), &b)
-            .await
-            .status,
+        get(&sim, &format!("/v1/content/{ORG_B_VIDEO}"), &b).await.status,
         StatusCode::OK
     );
     assert_eq!(
@@ -250,13 +228,7 @@ async fn another_orgs_container_is_indistinguishable_from_a_missing_one() {
             .status,
         StatusCode::NOT_FOUND
     );
-    let r = call(
-        &sim,
-        Method::POST,
-        &format!("/v1/content/{VIDEO}/regenerate"),
-        &b,
-    )
-    .await;
+    let r = call(&sim, Method::POST, &format!("/v1/content/{VIDEO}/regenerate"), &b).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
@@ -276,12 +248,7 @@ async fn missing_scope_is_403_naming_the_scope() {
             format!("/v1/content/{VIDEO}"),
             "content:write",
         ),
-        (
-            "reader",
-            Method::GET,
-            "/v1/projects".to_owned(),
-            "projects:read",
-        ),
+        ("reader", Method::GET, "/v1/projects".to_owned(), "projects:read"),
         (
             "no_scopes",
             Method::GET,
@@ -380,6 +347,7 @@ async fn regenerate_replaces_asset_ids_and_urls_and_revokes_the_old_ones() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["x-ratelimit-endpoint-class"], "long-running");
     let after = r.json();
     assert_eq!(after, sim.container(id(SLIDESHOW)).unwrap());
     let (old_ids, new_ids) = (asset_ids(&before), asset_ids(&after));
@@ -411,10 +379,7 @@ async fn regenerate_replaces_asset_ids_and_urls_and_revokes_the_old_ones() {
     // The direct control does the same and reports what it replaced.
     let regen = sim.regenerate(id(SLIDESHOW)).unwrap();
     assert_eq!(regen.previous_asset_ids, new_ids);
-    assert!(regen
-        .previous_urls
-        .iter()
-        .all(|u| text.contains(u.as_str())));
+    assert!(regen.previous_urls.iter().all(|u| text.contains(u.as_str())));
     assert_eq!(
         asset_ids(&sim.container(id(SLIDESHOW)).unwrap()),
         regen.new_asset_ids
@@ -455,12 +420,7 @@ async fn patch_edits_only_the_caption() {
     let before = sim.container(id(VIDEO)).unwrap();
     let r = send(
         &sim,
-        request(
-            Method::PATCH,
-            &path,
-            Some(&admin()),
-            r#"{"caption":"Edited."}"#,
-        ),
+        request(Method::PATCH, &path, Some(&admin()), r#"{"caption":"Edited."}"#),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
@@ -483,21 +443,14 @@ async fn patch_edits_only_the_caption() {
 #[tokio::test]
 async fn delete_makes_the_container_and_its_assets_go_away() {
     let sim = Simulator::demo();
-    let r = call(
-        &sim,
-        Method::DELETE,
-        &format!("/v1/content/{VIDEO}"),
-        &admin(),
-    )
-    .await;
+    let r = call(&sim, Method::DELETE, &format!("/v1/content/{VIDEO}"), &admin()).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(r.headers["x-ratelimit-endpoint-class"], "write-light");
     assert!(r.body.is_empty());
     assert!(r.headers.get("content-type").is_none());
     assert!(r.headers.get("x-request-id").is_some());
     assert_eq!(
-        get(&sim, &format!("/v1/content/{VIDEO}"), &admin())
-            .await
-            .status,
+        get(&sim, &format!("/v1/content/{VIDEO}"), &admin()).await.status,
         StatusCode::NOT_FOUND
     );
     let asset = get(
@@ -508,14 +461,9 @@ async fn delete_makes_the_container_and_its_assets_go_away() {
     .await;
     assert_eq!(asset.status, StatusCode::NOT_FOUND);
     assert_eq!(
-        call(
-            &sim,
-            Method::DELETE,
-            &format!("/v1/content/{VIDEO}"),
-            &admin()
-        )
-        .await
-        .status,
+        call(&sim, Method::DELETE, &format!("/v1/content/{VIDEO}"), &admin())
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
     assert!(!sim.delete(id(VIDEO)));
@@ -536,23 +484,13 @@ async fn create_answers_201_with_a_queued_container_in_the_callers_org() {
         (Some("queued"), Some("Hello"))
     );
     let cid = id(v["id"].as_str().unwrap());
-    assert!(sim
-        .container_ids()
-        .contains(&("org_demo_b".to_owned(), cid)));
-    assert_eq!(
-        get(&sim, &format!("/v1/content/{cid}"), &b).await.body,
-        r.body
-    );
+    assert!(sim.container_ids().contains(&("org_demo_b".to_owned(), cid)));
+    assert_eq!(get(&sim, &format!("/v1/content/{cid}"), &b).await.body, r.body);
     assert_eq!(sim.container(cid).unwrap()["projectId"], "prj_b_new");
 
     let r = send(
         &sim,
-        request(
-            Method::POST,
-            "/v1/content",
-            Some(&b),
-            r#"{"format":"video"}"#,
-        ),
+        request(Method::POST, "/v1/content", Some(&b), r#"{"format":"video"}"#),
     )
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -575,10 +513,7 @@ async fn projects_list_only_the_callers_org() {
         .iter()
         .map(|p| p["id"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        ids,
-        ["prj_spring_launch", "prj_archive", "prj_partner_preview"]
-    );
+    assert_eq!(ids, ["prj_spring_launch", "prj_archive", "prj_partner_preview"]);
     assert_eq!(v["projects"][0]["containerCount"], 2);
 }
 
@@ -603,9 +538,7 @@ async fn a_held_answer_carries_the_snapshot_taken_on_arrival() {
     assert_eq!(r.json(), before);
     assert_eq!(asset_ids(&r.json()), regen.previous_asset_ids);
     // Released: new requests are not held and see the new data.
-    let now = get(&sim, &format!("/v1/content/{VIDEO}"), &admin())
-        .await
-        .json();
+    let now = get(&sim, &format!("/v1/content/{VIDEO}"), &admin()).await.json();
     assert_eq!(asset_ids(&now), regen.new_asset_ids);
 }
 
@@ -644,10 +577,7 @@ async fn injected_failures_answer_as_configured() {
     );
 
     sim.set_failure(Some(FailureMode::ResetConnection));
-    assert_eq!(
-        get(&sim, &path, &admin()).await.status,
-        StatusCode::BAD_GATEWAY
-    );
+    assert_eq!(get(&sim, &path, &admin()).await.status, StatusCode::BAD_GATEWAY);
 
     sim.set_failure(Some(FailureMode::Delay(Duration::from_secs(3))));
     let start = tokio::time::Instant::now();
@@ -757,10 +687,7 @@ async fn receiver(statuses: Vec<u16>) -> (String, mpsc::UnboundedReceiver<Delive
             }
             let mut headers = HeaderMap::new();
             let head = String::from_utf8(buf[..head_len].to_vec()).unwrap();
-            assert!(
-                head.starts_with("POST /hooks/layers HTTP/1.1\r\n"),
-                "{head}"
-            );
+            assert!(head.starts_with("POST /hooks/layers HTTP/1.1\r\n"), "{head}");
             for line in head.lines().skip(1).filter(|l| !l.is_empty()) {
                 let (k, v) = line.split_once(':').unwrap();
                 headers.append(
@@ -771,8 +698,7 @@ async fn receiver(statuses: Vec<u16>) -> (String, mpsc::UnboundedReceiver<Delive
             let body = Bytes::copy_from_slice(&buf[head_len..head_len + content_len]);
             let _ = tx.send(Delivered { headers, body });
             let status = statuses.next().unwrap_or(200);
-            let answer =
-                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             sock.write_all(answer.as_bytes()).await.unwrap();
         }
     });
@@ -817,15 +743,9 @@ async fn regenerate_sends_a_signed_webhook() {
     assert_eq!(d.headers["x-layers-event-id"], evt);
     assert_eq!(v["type"], "content.regenerated");
     assert_eq!(v["data"]["id"], VIDEO);
-    assert_eq!(
-        v["data"]["previousAssetIds"],
-        json!(regen.previous_asset_ids)
-    );
+    assert_eq!(v["data"]["previousAssetIds"], json!(regen.previous_asset_ids));
     let current = sim.container(id(VIDEO)).unwrap();
-    assert_eq!(
-        v["data"]["assets"][0]["assetId"],
-        current["assets"][0]["assetId"]
-    );
+    assert_eq!(v["data"]["assets"][0]["assetId"], current["assets"][0]["assetId"]);
     assert_eq!(v["data"]["assets"][0]["url"], current["assets"][0]["url"]);
 
     // Mutations through the HTTP routes notify too (from a spawned task).
@@ -852,10 +772,7 @@ async fn regenerate_sends_a_signed_webhook() {
     assert!(sim.delete_and_notify(id(VIDEO)).await);
     let v: Value = serde_json::from_slice(&rx.try_recv().unwrap().body).unwrap();
     assert_eq!(v["type"], "content.deleted");
-    assert_eq!(
-        v["data"]["assets"][0]["assetId"],
-        current["assets"][0]["assetId"]
-    );
+    assert_eq!(v["data"]["assets"][0]["assetId"], current["assets"][0]["assetId"]);
 }
 
 // Real time: paused-clock auto-advance does not mix with real sockets.

@@ -5,25 +5,23 @@
 //! route's scope, parse ids, then look the resource up in the caller's org.
 //! Another org's container is the same 404 as a missing one.
 
+use super::bodies::{create_fields, patch_caption, read_body, regenerate_caption};
 use super::controls::FailureMode;
-use super::store::Idempotent;
+use super::idempotency::Idempotent;
 use super::webhooks::Event;
 use super::Simulator;
 use crate::auth::scopes::Scope;
 use crate::auth::{presented_credential, Principal};
 use crate::error::{ErrorCode, GatewayError};
 use crate::ids::{request_id_from_header, valid_asset_id, ContainerId};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::request::Parts;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-
-/// Largest request body accepted; larger answers 413 `PAYLOAD_TOO_LARGE`.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// What the simulator does with a request: answer it, or (only in
 /// `serve()`) drop the connection.
@@ -65,6 +63,18 @@ impl<'a> Route<'a> {
             _ => Route::Unknown,
         }
     }
+
+    /// The origin's rate-limit endpoint class, sent on every response as
+    /// `X-RateLimit-Endpoint-Class`. Every GET is read-light; generating
+    /// media (regenerate, create) is long-running; other writes are
+    /// write-light.
+    fn endpoint_class(self, method: &Method) -> &'static str {
+        match self {
+            Route::Regenerate(_) | Route::Create => "long-running",
+            _ if method == Method::GET => "read-light",
+            _ => "write-light",
+        }
+    }
 }
 
 impl Simulator {
@@ -82,7 +92,7 @@ impl Simulator {
         let failure = self.failure_mode();
         // The answer is fixed here, on arrival: a held or delayed request
         // answers with this snapshot whatever happens meanwhile.
-        let outcome = match failure {
+        let mut outcome = match failure {
             Some(FailureMode::Status(s)) => {
                 let mut e = GatewayError::new(ErrorCode::Internal, "Internal error.");
                 e.status = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -94,6 +104,13 @@ impl Simulator {
                 Err(e) => error_response(&e, &rid),
             }),
         };
+        if let Outcome::Response(r) = &mut outcome {
+            let class = route.endpoint_class(&parts.method);
+            r.headers_mut().insert(
+                "x-ratelimit-endpoint-class",
+                http::HeaderValue::from_static(class),
+            );
+        }
         if let Route::Container(_) = route {
             self.inner.counters.container_get_started();
             if let Some(gate) = self.inner.hold.current() {
@@ -250,7 +267,7 @@ impl Simulator {
         let (body, event) = {
             let mut store = self.store_mut();
             if let Some(k) = key {
-                match store.idempotency_check(&p.org, k, &fingerprint) {
+                match store.idempotency.check(&p.org, k, &fingerprint) {
                     Idempotent::Fresh => {}
                     Idempotent::Replay(s, body) => {
                         let s = StatusCode::from_u16(s).unwrap_or(status);
@@ -266,7 +283,9 @@ impl Simulator {
             }
             let (body, event) = mutate(&mut store).ok_or_else(GatewayError::not_found)?;
             if let Some(k) = key {
-                store.idempotency_remember(&p.org, k, fingerprint, status.as_u16(), body.clone());
+                store
+                    .idempotency
+                    .remember(&p.org, k, fingerprint, status.as_u16(), body.clone());
             }
             (body, event)
         };
@@ -300,88 +319,6 @@ fn fingerprint(parts: &[&str], body: &[u8]) -> [u8; 32] {
     }
     h.update(body);
     h.finalize().into()
-}
-
-fn validation(message: &'static str, field: &str) -> GatewayError {
-    GatewayError::new(ErrorCode::Validation, message).with_details(json!({ "field": field }))
-}
-
-/// Regenerate takes no body or a JSON object with an optional `caption`.
-fn regenerate_caption(raw: &[u8]) -> Result<Option<String>, GatewayError> {
-    if raw.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    let v: Value = serde_json::from_slice(raw)
-        .ok()
-        .filter(Value::is_object)
-        .ok_or_else(|| validation("Body must be a JSON object.", "body"))?;
-    match v.get("caption") {
-        None => Ok(None),
-        Some(Value::String(c)) => Ok(Some(c.clone())),
-        Some(_) => Err(validation("caption must be a string.", "caption")),
-    }
-}
-
-/// `PATCH` takes exactly `{"caption": "<string>"}`.
-fn patch_caption(raw: &[u8]) -> Result<String, GatewayError> {
-    let v: Value =
-        serde_json::from_slice(raw).map_err(|_| validation("Body must be a JSON object.", "body"))?;
-    match v.as_object() {
-        Some(o) if o.len() == 1 => match o.get("caption") {
-            Some(Value::String(c)) => Ok(c.clone()),
-            _ => Err(validation("Only caption (a string) can be updated.", "caption")),
-        },
-        _ => Err(validation("Only caption (a string) can be updated.", "caption")),
-    }
-}
-
-/// `POST /v1/content`: `projectId` and `format` required, `caption` optional.
-fn create_fields(raw: &[u8]) -> Result<(String, String, String), GatewayError> {
-    let v: Value = serde_json::from_slice(raw)
-        .ok()
-        .filter(Value::is_object)
-        .ok_or_else(|| validation("Body must be a JSON object.", "body"))?;
-    let string = |k: &str, required: bool| match v.get(k) {
-        Some(Value::String(s)) if !(required && s.is_empty()) => Ok(s.clone()),
-        None if !required => Ok(String::new()),
-        _ => Err(validation("Field missing or not a (non-empty) string.", k)),
-    };
-    Ok((
-        string("projectId", true)?,
-        string("format", true)?,
-        string("caption", false)?,
-    ))
-}
-
-/// Reads the whole body, refusing more than `MAX_BODY_BYTES` (by
-/// `Content-Length` up front, and while reading for chunked bodies).
-async fn read_body<B>(headers: &http::HeaderMap, body: B) -> Result<Bytes, GatewayError>
-where
-    B: Body<Data = Bytes> + Send,
-    B::Error: std::fmt::Display,
-{
-    let too_large = || GatewayError::new(ErrorCode::PayloadTooLarge, "Request body exceeds 1 MiB.");
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(too_large());
-    }
-    let mut body = std::pin::pin!(body);
-    let mut buf = BytesMut::new();
-    while let Some(frame) = body.as_mut().frame().await {
-        let frame = frame.map_err(|e| {
-            tracing::debug!(error = %e, "simulator: request body unreadable");
-            GatewayError::new(ErrorCode::BadRequest, "The request body could not be read.")
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > MAX_BODY_BYTES {
-                return Err(too_large());
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(buf.freeze())
 }
 
 fn to_bytes(v: &Value) -> Bytes {
@@ -428,37 +365,8 @@ mod tests {
         assert_eq!(Route::parse(&get, "/v1/content/x/"), Route::Unknown);
         assert_eq!(Route::parse(&get, "/v2/whoami"), Route::Unknown);
         assert_eq!(Route::parse(&get, "/v1/content"), Route::Unknown);
-    }
-
-    #[test]
-    fn patch_accepts_only_a_caption() {
-        assert_eq!(patch_caption(br#"{"caption":"hi"}"#).unwrap(), "hi");
-        for bad in [
-            &b"{}"[..],
-            b"x",
-            br#"{"caption":1}"#,
-            br#"{"caption":"a","status":"x"}"#,
-        ] {
-            assert_eq!(patch_caption(bad).unwrap_err().code, ErrorCode::Validation);
-        }
-    }
-
-    #[test]
-    fn regenerate_body_is_optional() {
-        assert_eq!(regenerate_caption(b"").unwrap(), None);
-        assert_eq!(
-            regenerate_caption(br#"{"caption":"n"}"#).unwrap().as_deref(),
-            Some("n")
-        );
-        assert!(regenerate_caption(b"[1]").is_err());
-    }
-
-    #[tokio::test]
-    async fn bodies_over_the_cap_are_refused() {
-        let big = Full::new(Bytes::from(vec![b' '; MAX_BODY_BYTES + 1]));
-        let e = read_body(&http::HeaderMap::new(), big).await.unwrap_err();
-        assert_eq!(e.code, ErrorCode::PayloadTooLarge);
-        let ok = Full::new(Bytes::from_static(b"{}"));
-        assert_eq!(read_body(&http::HeaderMap::new(), ok).await.unwrap(), "{}");
+        assert_eq!(Route::Create.endpoint_class(&Method::POST), "long-running");
+        assert_eq!(Route::Unknown.endpoint_class(&get), "read-light");
+        assert_eq!(Route::Delete("x").endpoint_class(&Method::DELETE), "write-light");
     }
 }

@@ -1,5 +1,4 @@
-//! The simulator's data: containers per organization, their mutations, and
-//! the idempotency records of `POST` routes.
+//! The simulator's data: containers per organization and their mutations.
 //!
 //! Each container keeps its JSON exactly as loaded (serde_json is built with
 //! `preserve_order`, so field order and unknown fields survive) plus the
@@ -7,20 +6,14 @@
 //! takes its snapshot by cloning `Bytes` (a reference count), which keeps the
 //! simulator cheap enough to sit behind benchmarks.
 
+use super::idempotency::IdempotencyRecords;
+use super::media::{now_rfc3339, random_uuid, replacement_asset, CDN_BASE};
 use super::Regenerated;
 use crate::ids::ContainerId;
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-
-/// Base of every asset URL: `<CDN>/<org>/<container uuid>/<assetId>.<ext>`.
-pub(crate) const CDN_BASE: &str = "https://cdn.layers.example";
-
-/// Idempotency records kept before the oldest are forgotten. A bound so a
-/// benchmark sending a fresh key per request cannot grow the simulator.
-const MAX_IDEMPOTENCY_RECORDS: usize = 10_000;
 
 /// What `whoami` reports about an organization.
 #[derive(Clone, Debug)]
@@ -111,22 +104,6 @@ fn asset_objects(c: &Map<String, Value>) -> impl Iterator<Item = &Map<String, Va
         .filter_map(Value::as_object)
 }
 
-/// Result of looking up an idempotency key.
-pub(crate) enum Idempotent {
-    /// Unseen key: do the work, then `remember` the answer.
-    Fresh,
-    /// Same key, same request: answer this again without doing anything.
-    Replay(u16, Bytes),
-    /// Same key, different request.
-    Conflict,
-}
-
-struct IdemRecord {
-    fingerprint: [u8; 32],
-    status: u16,
-    body: Bytes,
-}
-
 /// All mutable data, behind one `RwLock` in `Inner` (std, not tokio: no
 /// critical section awaits; one lock so a mutation and its idempotency
 /// record are one atomic step).
@@ -139,9 +116,9 @@ pub(crate) struct Store {
     /// Every asset id ever issued, so a regenerate never reuses one (a
     /// reused id would resurrect a revoked cache entry in the gateway).
     issued: HashSet<String>,
-    /// (org, Idempotency-Key) -> first answer; FIFO-bounded.
-    idempotency: HashMap<(Arc<str>, String), IdemRecord>,
-    idempotency_order: VecDeque<(Arc<str>, String)>,
+    /// Lives here, under the same lock, so checking a key, mutating and
+    /// recording the answer is one atomic step.
+    pub(crate) idempotency: IdempotencyRecords,
 }
 
 impl Store {
@@ -177,7 +154,8 @@ impl Store {
                 .get("container")
                 .cloned()
                 .ok_or_else(|| format!("containers[{i}].container: missing"))?;
-            let id = container_id_of(&container).map_err(|e| format!("containers[{i}].container: {e}"))?;
+            let id =
+                container_string_of(&container).map_err(|e| format!("containers[{i}].container: {e}"))?;
             if store.containers.contains_key(&id) {
                 return Err(format!("containers[{i}].container.id: duplicate id {id}"));
             }
@@ -189,7 +167,7 @@ impl Store {
     /// Inserts or replaces a container. `value` must be an object whose `id`
     /// is `cnt_<uuid>` or a bare uuid.
     pub(crate) fn insert(&mut self, org: &str, value: Value) -> Result<ContainerId, String> {
-        let id = container_id_of(&value)?;
+        let id = container_string_of(&value)?;
         let Value::Object(map) = value else {
             unreachable!("checked by container_id_of")
         };
@@ -286,65 +264,29 @@ impl Store {
             new_asset_ids: Vec::new(),
             previous_urls: Vec::new(),
         };
-        let mut new_assets = Vec::new();
+        let mut values = Vec::new();
+        let mut refs = Vec::new();
         let mut slide = 0;
         for old in asset_objects(&entry.value) {
-            let mut a = old.clone();
-            let kind = a.get("kind").and_then(Value::as_str).unwrap_or("").to_owned();
-            if let Some(v) = a.get("assetId").and_then(Value::as_str) {
-                previous.previous_asset_ids.push(v.to_owned());
-            }
-            for k in ["url", "thumbnailUrl"] {
-                if let Some(v) = a.get(k).and_then(Value::as_str) {
-                    previous.previous_urls.push(v.to_owned());
-                }
-            }
-            let ext = a
-                .get("url")
-                .and_then(Value::as_str)
-                .and_then(|u| u.rsplit('/').next()?.rsplit_once('.').map(|(_, e)| e.to_owned()))
-                .unwrap_or_else(|| default_ext(&kind).to_owned());
-            if kind == "image" {
+            let string_of =
+                |a: &Map<String, Value>, k: &str| a.get(k).and_then(Value::as_str).map(str::to_owned);
+            previous.previous_asset_ids.extend(string_of(old, "assetId"));
+            previous.previous_urls.extend(string_of(old, "url"));
+            previous.previous_urls.extend(string_of(old, "thumbnailUrl"));
+            if old.get("kind").and_then(Value::as_str) == Some("image") {
                 slide += 1;
             }
-            let new_id = loop {
-                let candidate = match kind.as_str() {
-                    "video" => format!("video-{}", random_uuid()),
-                    "image" => format!("slide-{slide}-{:08x}", rand::random::<u32>()),
-                    "audio" => format!("audio-{}", random_uuid()),
-                    _ => format!("asset-{}", random_uuid()),
-                };
-                if self.issued.insert(candidate.clone()) {
-                    break candidate;
-                }
-            };
-            let url = format!("{base}/{new_id}.{ext}");
-            a.insert("assetId".into(), Value::from(new_id.clone()));
-            a.insert("url".into(), Value::from(url.clone()));
-            if a.get("thumbnailUrl").is_some_and(Value::is_string) {
-                a.insert(
-                    "thumbnailUrl".into(),
-                    Value::from(format!("{base}/{new_id}-thumb.jpg")),
-                );
-            }
-            if a.contains_key("checksumSha256") {
-                let seed = format!("{new_id}{}", rand::random::<u64>());
-                a.insert(
-                    "checksumSha256".into(),
-                    Value::from(hex::encode(Sha256::digest(seed))),
-                );
-            }
-            previous.new_asset_ids.push(new_id.clone());
-            new_assets.push((
-                Value::Object(a),
-                AssetRef {
-                    asset_id: new_id,
-                    url,
-                },
-            ));
+            let new = replacement_asset(old, &base, slide, &mut self.issued);
+            let (asset_id, url) = (string_of(&new, "assetId"), string_of(&new, "url"));
+            let asset_id = asset_id.unwrap_or_default();
+            previous.new_asset_ids.push(asset_id.clone());
+            refs.push(AssetRef {
+                asset_id,
+                url: url.unwrap_or_default(),
+            });
+            values.push(Value::Object(new));
         }
         let entry = self.containers.get_mut(&id)?;
-        let (values, refs): (Vec<Value>, Vec<AssetRef>) = new_assets.into_iter().unzip();
         if entry.value.contains_key("assets") || !values.is_empty() {
             entry.value.insert("assets".into(), Value::Array(values));
         }
@@ -396,98 +338,15 @@ impl Store {
             .unwrap_or_else(|e| unreachable!("generated container: {e}"));
         self.containers[&id].body.clone()
     }
-
-    pub(crate) fn idempotency_check(&self, org: &Arc<str>, key: &str, fingerprint: &[u8; 32]) -> Idempotent {
-        match self.idempotency.get(&(org.clone(), key.to_owned())) {
-            None => Idempotent::Fresh,
-            Some(r) if r.fingerprint == *fingerprint => Idempotent::Replay(r.status, r.body.clone()),
-            Some(_) => Idempotent::Conflict,
-        }
-    }
-
-    pub(crate) fn idempotency_remember(
-        &mut self,
-        org: &Arc<str>,
-        key: &str,
-        fingerprint: [u8; 32],
-        status: u16,
-        body: Bytes,
-    ) {
-        let k = (org.clone(), key.to_owned());
-        if self
-            .idempotency
-            .insert(
-                k.clone(),
-                IdemRecord {
-                    fingerprint,
-                    status,
-                    body,
-                },
-            )
-            .is_none()
-        {
-            self.idempotency_order.push_back(k);
-        }
-        while self.idempotency_order.len() > MAX_IDEMPOTENCY_RECORDS {
-            if let Some(old) = self.idempotency_order.pop_front() {
-                self.idempotency.remove(&old);
-            }
-        }
-    }
 }
 
-fn container_id_of(value: &Value) -> Result<ContainerId, String> {
+fn container_string_of(value: &Value) -> Result<ContainerId, String> {
     let obj = value.as_object().ok_or("must be a JSON object")?;
     let id = obj
         .get("id")
         .and_then(Value::as_str)
         .ok_or("id: missing or not a string")?;
     ContainerId::parse(id).ok_or_else(|| format!("id: {id:?} is not cnt_<uuid> or a uuid"))
-}
-
-fn default_ext(kind: &str) -> &'static str {
-    match kind {
-        "video" => "mp4",
-        "image" => "jpg",
-        "audio" => "mp3",
-        _ => "bin",
-    }
-}
-
-/// A random version-4 UUID, lowercase and hyphenated.
-pub(crate) fn random_uuid() -> String {
-    let v = rand::random::<u128>() & !(0xF << 76) & !(0x3 << 62);
-    let v = v | (0x4 << 76) | (0x2 << 62);
-    ContainerId::from_u128(v).uuid_string()
-}
-
-/// Now as RFC 3339 UTC with milliseconds (`2026-11-27T10:00:00.123Z`).
-/// Wall-clock, not tokio time: these are data, like the origin's.
-pub(crate) fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format_rfc3339(d.as_secs() as i64, d.subsec_millis())
-}
-
-fn format_rfc3339(secs: i64, millis: u32) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]
@@ -508,24 +367,6 @@ mod tests {
         });
         let id = s.insert("org_a", c).unwrap();
         (s, id)
-    }
-
-    #[test]
-    fn rfc3339_formatting() {
-        assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_rfc3339(1_893_456_000, 7), "2030-01-01T00:00:00.007Z");
-        assert_eq!(
-            format_rfc3339(951_782_400 + 3661, 999),
-            "2000-02-29T01:01:01.999Z"
-        );
-    }
-
-    #[test]
-    fn uuids_are_version_4() {
-        let u = random_uuid();
-        assert_eq!(u.len(), 36);
-        assert_eq!(&u[14..15], "4");
-        assert!("89ab".contains(&u[19..20]), "{u}");
     }
 
     #[test]
@@ -566,23 +407,5 @@ mod tests {
         assert!(s.update_caption(id, Some("org_b"), "x").is_none());
         assert!(s.delete(id, Some("org_b")).is_none());
         assert!(s.container_body(id, None).is_some());
-    }
-
-    #[test]
-    fn idempotency_records_are_bounded() {
-        let mut s = Store::default();
-        let org: Arc<str> = "o".into();
-        for i in 0..MAX_IDEMPOTENCY_RECORDS + 5 {
-            s.idempotency_remember(&org, &i.to_string(), [0; 32], 200, Bytes::new());
-        }
-        assert_eq!(s.idempotency.len(), MAX_IDEMPOTENCY_RECORDS);
-        assert!(matches!(
-            s.idempotency_check(&org, "0", &[0; 32]),
-            Idempotent::Fresh
-        ));
-        assert!(matches!(
-            s.idempotency_check(&org, "9999", &[1; 32]),
-            Idempotent::Conflict
-        ));
     }
 }

@@ -8,12 +8,10 @@
 use super::store::AssetRef;
 use crate::ids::ContainerId;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use sha2::Sha256;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -99,13 +97,9 @@ impl Event {
 }
 
 /// `X-Layers-Signature` value for `body` signed at unix time `t`.
+/// The same signing the gateway verifies (`events::webhook::sign`).
 pub fn signature_header(secret: &[u8], t: u64, body: &[u8]) -> String {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+    crate::events::webhook::sign(secret, t as i64, body)
 }
 
 /// The webhook target and the client that delivers to it.

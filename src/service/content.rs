@@ -33,7 +33,7 @@ impl Gateway {
         let cache = &self.state.cache;
         if let Some(entry) = cache.lookup(&principal.org, id).await {
             outcome.cache = Some(CacheStatus::Hit);
-            return serve(&entry, asset, head, "HIT");
+            return serve(&entry, asset, head, "HIT", outcome);
         }
         let mut fwd = http::HeaderMap::with_capacity(FORWARDED.len() + 1);
         for name in FORWARDED {
@@ -72,7 +72,7 @@ impl Gateway {
         };
         let (result, status) = cache.fill(&principal.org, id, fetch).await;
         outcome.cache = Some(status);
-        serve(&result?, asset, head, "MISS")
+        serve(&result?, asset, head, "MISS", outcome)
     }
 }
 
@@ -82,10 +82,19 @@ fn serve(
     asset: Option<&str>,
     head: bool,
     x_cache: &'static str,
+    outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let body = match asset {
         None => entry.body.clone(),
-        Some(a) => entry.asset(a).ok_or_else(GatewayError::asset_not_found)?.clone(),
+        Some(a) => match entry.asset(a) {
+            Some(b) => b.clone(),
+            None => {
+                if entry.fence.lock().is_revoked(a, tokio::time::Instant::now()) {
+                    outcome.cache = Some(CacheStatus::Revoked);
+                }
+                return Err(GatewayError::asset_not_found());
+            }
+        },
     };
     let len = body.len();
     let mut resp = Response::new(if head {

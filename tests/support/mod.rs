@@ -1,0 +1,215 @@
+//! Test support: spawns the origin simulator and a gateway on loopback
+//! (`127.0.0.1:0`), plus a small HTTP client. Builder-style so each test
+//! states only what it changes.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use layers_gateway::app::App;
+use layers_gateway::auth::KeyStore;
+use layers_gateway::config::Config;
+use layers_gateway::demo::{demo_key, Simulator, DEMO_CONTAINERS_JSON, DEMO_KEYS_FILE};
+use layers_gateway::origin::{HttpUpstream, SimulatorUpstream, Upstream};
+use layers_gateway::service::Gateway;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub fn admin_key() -> String {
+    demo_key("admin")
+}
+pub fn reader_key() -> String {
+    demo_key("reader")
+}
+pub fn org_b_key() -> String {
+    demo_key("partner_b")
+}
+pub fn no_scope_key() -> String {
+    demo_key("no_scopes")
+}
+
+/// A config for tests: loopback, free ports, a known webhook secret and
+/// admin token. `extra` is TOML appended (sections must not repeat).
+pub fn test_config(origin_url: &str, extra: &str) -> Config {
+    let token_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(ADMIN_TOKEN.as_bytes()));
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_sha256 = \"{token_hash}\"\n\n[origin]\nurl = \"{origin_url}\"\ntimeout_ms = 5000\n\n[webhooks]\nsecrets = [\"{WEBHOOK_SECRET}\"]\n\n{extra}"
+    );
+    Config::parse(&text, PathBuf::new()).expect("test config is valid")
+}
+
+pub fn demo_simulator() -> Simulator {
+    let keys = Arc::new(KeyStore::parse(DEMO_KEYS_FILE).unwrap());
+    Simulator::from_json(DEMO_CONTAINERS_JSON, keys).unwrap()
+}
+
+pub fn demo_keys() -> KeyStore {
+    KeyStore::parse(DEMO_KEYS_FILE).unwrap()
+}
+
+/// Origin simulator over TCP and a gateway in front of it.
+pub struct Harness {
+    pub sim: Simulator,
+    pub origin_addr: SocketAddr,
+    pub app: App,
+    origin_stop: tokio::sync::watch::Sender<bool>,
+    pub client: TestClient,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Harness::with(demo_simulator(), "").await
+    }
+
+    pub async fn with(sim: Simulator, extra_config: &str) -> Harness {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin_addr = listener.local_addr().unwrap();
+        let (origin_stop, mut rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(sim.clone().serve(listener, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        let cfg = test_config(&format!("http://{origin_addr}"), extra_config);
+        let upstream: Arc<dyn Upstream> = Arc::new(HttpUpstream::new(&cfg.origin).unwrap());
+        let app = App::start(cfg, demo_keys(), upstream).await.unwrap();
+        let client = TestClient::new(app.addr);
+        Harness { sim, origin_addr, app, origin_stop, client }
+    }
+
+    pub fn gateway(&self) -> &Gateway {
+        &self.app.gateway
+    }
+
+    pub fn admin(&self) -> TestClient {
+        TestClient::new(self.app.admin_addr)
+    }
+
+    /// Stops the origin simulator (its port then refuses connections).
+    pub fn stop_origin(&self) {
+        let _ = self.origin_stop.send(true);
+    }
+
+    pub async fn stop(self) {
+        let _ = self.origin_stop.send(true);
+        self.app.stop().await;
+    }
+}
+
+/// A gateway with the simulator in-process: no sockets at all, so tests
+/// can run under tokio's paused clock.
+pub fn in_process(sim: &Simulator, extra_config: &str) -> Gateway {
+    let cfg = test_config("http://127.0.0.1:1", extra_config);
+    Gateway::new(cfg, demo_keys(), Arc::new(SimulatorUpstream(sim.clone())))
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn x_cache(&self) -> Option<&str> {
+        self.header("x-cache")
+    }
+
+    /// Asserts the Layers error envelope with this code and the response's
+    /// own request id.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", String::from_utf8_lossy(&self.body));
+        let v = self.json();
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        let rid = self.header("x-request-id").expect("x-request-id on every response");
+        assert_eq!(v["error"]["requestId"], rid);
+    }
+}
+
+/// A request builder bound to one address.
+#[derive(Clone)]
+pub struct TestClient {
+    addr: SocketAddr,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl TestClient {
+    pub fn new(addr: SocketAddr) -> TestClient {
+        TestClient { addr, client: Client::builder(TokioExecutor::new()).build_http() }
+    }
+
+    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Reply {
+        let mut b = Request::builder().method(method).uri(format!("http://{}{}", self.addr, path));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let resp = self.client.request(b.body(Full::new(body)).unwrap()).await.expect("gateway answers");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("whole body").to_bytes();
+        Reply { status: parts.status, headers: parts.headers, body }
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Reply {
+        self.send(Method::GET, path, &[("x-api-key", key)], Bytes::new()).await
+    }
+}
+
+/// Calls the in-process gateway.
+pub async fn call(gw: &Gateway, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Reply {
+    let mut b = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = gw.handle(b.body(Full::new(body)).unwrap()).await;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("whole body").to_bytes();
+    Reply { status: parts.status, headers: parts.headers, body }
+}
+
+pub async fn call_get(gw: &Gateway, path: &str, key: &str) -> Reply {
+    call(gw, Method::GET, path, &[("x-api-key", key)], Bytes::new()).await
+}
+
+/// Sends raw bytes on a fresh connection and returns what came back
+/// (until the server closes or 2 s pass).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(request).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A signed webhook body for the gateway.
+pub fn signed_webhook(body: &str, secret: &str, t: i64) -> Vec<(String, String)> {
+    let sig = layers_gateway::events::webhook::sign(secret.as_bytes(), t, body.as_bytes());
+    vec![("x-layers-signature".into(), sig), ("content-type".into(), "application/json".into())]
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// The first container of org_demo_a and its first asset id.
+pub fn first_container(sim: &Simulator) -> (layers_gateway::ids::ContainerId, String) {
+    let id = sim.container_ids().into_iter().find(|(o, _)| o == "org_demo_a").unwrap().1;
+    let asset = sim.container(id).unwrap()["assets"][0]["assetId"].as_str().unwrap().to_owned();
+    (id, asset)
+}
