@@ -31,7 +31,11 @@ fn stopped(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = (
 impl App {
     /// Binds both listeners (config addresses; port 0 picks a free one) and
     /// starts serving.
-    pub async fn start(config: Config, keys: KeyStore, upstream: Arc<dyn Upstream>) -> std::io::Result<App> {
+    pub async fn start(
+        config: Config,
+        keys: impl Into<Arc<KeyStore>>,
+        upstream: Arc<dyn Upstream>,
+    ) -> std::io::Result<App> {
         let listener = TcpListener::bind(config.server.listen).await?;
         let admin = TcpListener::bind(config.admin.listen).await?;
         let (addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);

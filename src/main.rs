@@ -221,7 +221,6 @@ async fn demo(mut cfg: Config, keys: KeyStore) -> ExitCode {
     let keys = Arc::new(keys);
     let sim = Simulator::from_json(layers_gateway::demo::DEMO_CONTAINERS_JSON, keys.clone())
         .expect("embedded demo containers are valid");
-    let keys = KeyStore::parse(EMBEDDED_KEYS).expect("embedded keys are valid");
     let origin_listener = match tokio::net::TcpListener::bind(&origin_addr).await {
         Ok(l) => l,
         Err(e) => {

@@ -61,7 +61,7 @@ struct Outcome {
 }
 
 impl Gateway {
-    pub fn new(config: Config, keys: KeyStore, upstream: Arc<dyn Upstream>) -> Gateway {
+    pub fn new(config: Config, keys: impl Into<Arc<KeyStore>>, upstream: Arc<dyn Upstream>) -> Gateway {
         let metrics = Arc::new(Metrics::new(
             config.metrics.per_org_label,
             config.metrics.max_org_labels,
@@ -84,7 +84,7 @@ impl Gateway {
         Gateway {
             state: Arc::new(State {
                 config,
-                keys: RwLock::new(Arc::new(keys)),
+                keys: RwLock::new(keys.into()),
                 routes,
                 cache,
                 origin,
