@@ -70,17 +70,27 @@ const SHARDS: usize = 64;
 /// All fences, sharded by container id.
 pub struct Fences {
     shards: Box<[Mutex<HashMap<u128, Arc<Fence>>>]>,
+    /// Past this many fences in one shard, creating another first drops the
+    /// shard's fences that nothing depends on (same rule as `sweep`).
+    shard_soft_cap: usize,
 }
 
 impl Default for Fences {
     fn default() -> Self {
-        Fences {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
+        Fences::with_capacity(1 << 20)
     }
 }
 
 impl Fences {
+    /// `expected` is the number of fences normally alive (about the cache's
+    /// entry bound); shards are swept inline when they grow past twice that.
+    pub fn with_capacity(expected: usize) -> Self {
+        Fences {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shard_soft_cap: (expected * 2 / SHARDS).max(1024),
+        }
+    }
+
     fn shard(&self, id: ContainerId) -> MutexGuard<'_, HashMap<u128, Arc<Fence>>> {
         let v = id.as_u128();
         let i = ((v ^ (v >> 64)) as usize) % SHARDS;
@@ -92,8 +102,12 @@ impl Fences {
     }
 
     pub fn get_or_create(&self, id: ContainerId) -> Arc<Fence> {
-        self.shard(id)
-            .entry(id.as_u128())
+        let mut map = self.shard(id);
+        if map.len() >= self.shard_soft_cap && !map.contains_key(&id.as_u128()) {
+            let now = Instant::now();
+            map.retain(|_, f| retain_fence(f, now));
+        }
+        map.entry(id.as_u128())
             .or_insert_with(|| {
                 Arc::new(Fence {
                     generation: AtomicU64::new(0),
@@ -132,21 +146,24 @@ impl Fences {
         let mut dropped = 0;
         for s in self.shards.iter() {
             let mut map = s.lock().unwrap_or_else(|p| p.into_inner());
-            map.retain(|_, fence| {
-                let mut st = fence.lock();
-                st.revoked.retain(|_, until| now < *until);
-                if st.tombstone_until.is_some_and(|t| now >= t) {
-                    st.tombstone_until = None;
-                }
-                let keep = Arc::strong_count(fence) > 1 || !st.is_idle(now);
-                if !keep {
-                    dropped += 1;
-                }
-                keep
-            });
+            let before = map.len();
+            map.retain(|_, fence| retain_fence(fence, now));
+            dropped += before - map.len();
         }
         dropped
     }
+}
+
+/// Prunes expired state and says whether the fence must stay: something
+/// holds it (an entry or an in-flight fill), or it still has a live
+/// tombstone or revocation.
+fn retain_fence(fence: &Arc<Fence>, now: Instant) -> bool {
+    let mut st = fence.lock();
+    st.revoked.retain(|_, until| now < *until);
+    if st.tombstone_until.is_some_and(|t| now >= t) {
+        st.tombstone_until = None;
+    }
+    Arc::strong_count(fence) > 1 || !st.is_idle(now)
 }
 
 #[cfg(test)]
@@ -190,5 +207,18 @@ mod tests {
         drop(st);
         assert_eq!(g1, g0 + 1);
         assert_eq!(f.generation(), g1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_fences_stay_bounded_without_a_sweep() {
+        let fences = Fences::with_capacity(0);
+        let held: Vec<_> = (0..10u128).map(|n| fences.get_or_create(id(n))).collect();
+        for n in 10..200_000u128 {
+            fences.get_or_create(id(n * 7919));
+        }
+        assert!(fences.len() <= SHARDS * 1024, "{} fences", fences.len());
+        for (n, f) in held.iter().enumerate() {
+            assert!(Arc::ptr_eq(f, &fences.get(id(n as u128)).unwrap()), "a held fence was dropped");
+        }
     }
 }
