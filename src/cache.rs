@@ -38,6 +38,8 @@ pub enum CacheStatus {
     Tombstone,
     /// A cached route the cache does not answer (a query string): proxied.
     Bypass,
+    /// Served past its TTL because the origin failed (stale-if-error).
+    Stale,
     /// An asset id that was revoked by an invalidation: answered 404.
     Revoked,
 }
@@ -50,6 +52,7 @@ impl CacheStatus {
             CacheStatus::Coalesced => "coalesced",
             CacheStatus::Tombstone => "tombstone",
             CacheStatus::Bypass => "bypass",
+            CacheStatus::Stale => "stale",
             CacheStatus::Revoked => "revoked",
         }
     }
@@ -94,6 +97,8 @@ pub struct CacheSettings {
     pub tombstone_ttl: Duration,
     pub revoked_ttl: Duration,
     pub max_revoked_per_container: usize,
+    /// How long past its TTL an entry may be served when the origin fails.
+    pub stale_if_error: Duration,
 }
 
 impl CacheSettings {
@@ -106,6 +111,7 @@ impl CacheSettings {
             tombstone_ttl: Duration::from_secs(c.invalidation.tombstone_secs),
             revoked_ttl: Duration::from_secs(c.invalidation.revoked_ttl_secs),
             max_revoked_per_container: c.invalidation.max_revoked_per_container,
+            stale_if_error: Duration::from_secs(c.cache.stale_if_error_secs),
         }
     }
 }
@@ -118,6 +124,8 @@ pub struct ContentCache {
     epoch: AtomicU64,
     settings: CacheSettings,
     pub counters: CacheCounters,
+    /// `fills_discarded_total{reason}`, when metrics are wired.
+    fills_discarded: Option<prometheus::IntCounterVec>,
 }
 
 /// What an applied invalidation did.
@@ -128,15 +136,21 @@ pub struct Applied {
 }
 
 impl ContentCache {
-    /// `evictions` counts entries leaving the cache by cause, when given.
-    pub fn new(settings: CacheSettings, evictions: Option<prometheus::IntCounterVec>) -> Arc<Self> {
+    /// `evictions` counts entries leaving the cache by cause and
+    /// `fills_discarded` fills that were served but not cached, when given.
+    pub fn new(
+        settings: CacheSettings,
+        evictions: Option<prometheus::IntCounterVec>,
+        fills_discarded: Option<prometheus::IntCounterVec>,
+    ) -> Arc<Self> {
         // moka bounds one quantity. Weighing each entry at least
         // max_bytes / max_entries makes the byte bound imply the count bound.
         let floor = (settings.max_bytes / settings.max_entries.max(1)).clamp(1, u32::MAX as u64) as u32;
         let entries = moka::future::Cache::builder()
             .max_capacity(settings.max_bytes)
             .weigher(move |_k: &Key, v: &Arc<CachedContainer>| v.weight().max(floor))
-            .time_to_live(settings.ttl)
+            // Kept past the TTL for stale-if-error; freshness is checked per hit.
+            .time_to_live(settings.ttl + settings.stale_if_error)
             .eviction_listener(move |_k, _v, cause| {
                 if let Some(c) = &evictions {
                     let cause = match cause {
@@ -151,11 +165,12 @@ impl ContentCache {
             .build();
         Arc::new(ContentCache {
             entries,
-            fences: Fences::default(),
+            fences: Fences::with_capacity(settings.max_entries.min(1 << 24) as usize),
             flights: Arc::default(),
             epoch: AtomicU64::new(0),
             settings,
             counters: CacheCounters::default(),
+            fills_discarded,
         })
     }
 
@@ -164,6 +179,14 @@ impl ContentCache {
         let e = self.entries.get(&(org.clone(), id.as_u128())).await?;
         e.is_current(self.epoch.load(Ordering::Acquire), Instant::now())
             .then_some(e)
+    }
+
+    /// Stale-if-error: an entry past its TTL but within the stale window,
+    /// never one that was invalidated, purged, tombstoned or is past an
+    /// `expiresAt` in it.
+    pub async fn lookup_stale(&self, org: &Arc<str>, id: ContainerId) -> Option<Arc<CachedContainer>> {
+        let e = self.entries.get(&(org.clone(), id.as_u128())).await?;
+        (e.is_unrevoked(self.epoch.load(Ordering::Acquire)) && Instant::now() < e.stale_until).then_some(e)
     }
 
     /// The miss path: joins or starts the one fill for (org, container) at
@@ -244,15 +267,20 @@ impl ContentCache {
             tracing::warn!(container = %id, error = %e, "origin sent a body that is not a container");
             GatewayError::upstream_error()
         })?;
-        let mut expires_at = now + self.settings.ttl;
-        if let Some(t) = rendered.earliest_expiry {
-            let at = if t == i64::MIN {
+        // The earliest expiresAt is a hard limit for fresh and stale serving.
+        let hard_limit = rendered.earliest_expiry.map(|t| {
+            if t == i64::MIN {
                 now
             } else {
                 time::instant_at_unix(t, now, now_unix)
-            };
-            expires_at = expires_at.min(at);
-        }
+            }
+        });
+        let fresh_until = now + self.settings.ttl;
+        let stale_until = fresh_until + self.settings.stale_if_error;
+        let (expires_at, stale_until) = match hard_limit {
+            Some(h) => (fresh_until.min(h), stale_until.min(h)),
+            None => (fresh_until, stale_until),
+        };
         let discard = if fence.generation() != generation || self.epoch.load(Ordering::Acquire) != epoch {
             Some(DiscardReason::Generation)
         } else if rendered.removed_revoked {
@@ -276,6 +304,9 @@ impl ContentCache {
                     DiscardReason::Expired => &self.counters.discarded_expired,
                 };
                 c.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &self.fills_discarded {
+                    m.with_label_values(&[reason.as_str()]).inc();
+                }
                 tracing::debug!(container = %id, reason = reason.as_str(), "fill not cached");
                 u64::MAX
             }
@@ -288,6 +319,7 @@ impl ContentCache {
             fence,
             rendered,
             expires_at,
+            stale_until,
         )))
     }
 

@@ -24,6 +24,7 @@ pub const DEFAULT_ORIGIN_MAX_INFLIGHT: usize = 512;
 pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 1_000_000;
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
+pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(60);
 pub const DEFAULT_FILL_WAIT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_DEFAULT_SCOPE: &str = "org:admin";
 pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/layers";
@@ -148,6 +149,9 @@ pub struct CacheConfig {
     pub max_bytes: u64,
     pub ttl_secs: u64,
     pub fill_wait_timeout_ms: u64,
+    /// Past its TTL an entry may still be served this long when the origin
+    /// fails (`X-Cache: STALE`); 0 disables.
+    pub stale_if_error_secs: u64,
 }
 
 impl Default for CacheConfig {
@@ -157,6 +161,7 @@ impl Default for CacheConfig {
             max_bytes: DEFAULT_CACHE_MAX_BYTES,
             ttl_secs: DEFAULT_CACHE_TTL.as_secs(),
             fill_wait_timeout_ms: DEFAULT_FILL_WAIT_TIMEOUT.as_millis() as u64,
+            stale_if_error_secs: DEFAULT_STALE_IF_ERROR.as_secs(),
         }
     }
 }

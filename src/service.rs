@@ -71,6 +71,7 @@ impl Gateway {
         let cache = ContentCache::new(
             CacheSettings::from_config(&config),
             Some(metrics.cache_evictions.clone()),
+            Some(metrics.fills_discarded.clone()),
         );
         let webhook = WebhookVerifier::new(
             config.webhooks.all_secrets(),

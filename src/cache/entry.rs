@@ -27,6 +27,9 @@ pub struct CachedContainer {
     /// Served until then: the earlier of fill time + TTL and the earliest
     /// `expiresAt` in the container (promise 5).
     pub expires_at: Instant,
+    /// Until then the entry may still be served when the origin fails
+    /// (stale-if-error): never past the earliest `expiresAt`.
+    pub stale_until: Instant,
 }
 
 impl CachedContainer {
@@ -44,7 +47,12 @@ impl CachedContainer {
     /// Whether this entry may still be served: same generation and epoch as
     /// now, and not past its expiry.
     pub fn is_current(&self, epoch: u64, now: Instant) -> bool {
-        self.generation == self.fence.generation() && self.epoch == epoch && now < self.expires_at
+        self.is_unrevoked(epoch) && now < self.expires_at
+    }
+
+    /// Whether no invalidation (or purge) has happened since the fill.
+    pub fn is_unrevoked(&self, epoch: u64) -> bool {
+        self.generation == self.fence.generation() && self.epoch == epoch
     }
 
     /// Approximate resident bytes, for the cache's byte bound.
@@ -149,6 +157,7 @@ pub fn build(
     fence: Arc<Fence>,
     r: Rendered,
     expires_at: Instant,
+    stale_until: Instant,
 ) -> CachedContainer {
     CachedContainer {
         org,
@@ -158,6 +167,7 @@ pub fn build(
         body: r.body,
         assets: r.assets.into_boxed_slice(),
         expires_at,
+        stale_until,
     }
 }
 

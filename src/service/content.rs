@@ -6,7 +6,7 @@ use crate::auth::Principal;
 use crate::body::ResponseBody;
 use crate::cache::entry::CachedContainer;
 use crate::cache::CacheStatus;
-use crate::error::GatewayError;
+use crate::error::{ErrorCode, GatewayError};
 use crate::ids::ContainerId;
 use crate::origin::empty_body;
 use crate::routes::CONTAINER_TEMPLATE;
@@ -72,7 +72,20 @@ impl Gateway {
         };
         let (result, status) = cache.fill(&principal.org, id, fetch).await;
         outcome.cache = Some(status);
-        serve(&result?, asset, head, "MISS", outcome)
+        match result {
+            Ok(entry) => serve(&entry, asset, head, "MISS", outcome),
+            Err(e) if matches!(e.code, ErrorCode::UpstreamError | ErrorCode::UpstreamTimeout) => {
+                match cache.lookup_stale(&principal.org, id).await {
+                    Some(entry) => {
+                        outcome.cache = Some(CacheStatus::Stale);
+                        tracing::info!(container = %id, "origin failed; serving stale entry");
+                        serve(&entry, asset, head, "STALE", outcome)
+                    }
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

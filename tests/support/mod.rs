@@ -79,7 +79,13 @@ impl Harness {
         let upstream: Arc<dyn Upstream> = Arc::new(HttpUpstream::new(&cfg.origin).unwrap());
         let app = App::start(cfg, demo_keys(), upstream).await.unwrap();
         let client = TestClient::new(app.addr);
-        Harness { sim, origin_addr, app, origin_stop, client }
+        Harness {
+            sim,
+            origin_addr,
+            app,
+            origin_stop,
+            client,
+        }
     }
 
     pub fn gateway(&self) -> &Gateway {
@@ -118,8 +124,12 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -133,11 +143,18 @@ impl Reply {
     /// Asserts the Layers error envelope with this code and the response's
     /// own request id.
     pub fn assert_error(&self, status: u16, code: &str) {
-        assert_eq!(self.status.as_u16(), status, "body: {}", String::from_utf8_lossy(&self.body));
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
         let v = self.json();
         assert_eq!(v["error"]["code"], code, "{v}");
         assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
-        let rid = self.header("x-request-id").expect("x-request-id on every response");
+        let rid = self
+            .header("x-request-id")
+            .expect("x-request-id on every response");
         assert_eq!(v["error"]["requestId"], rid);
     }
 }
@@ -151,22 +168,36 @@ pub struct TestClient {
 
 impl TestClient {
     pub fn new(addr: SocketAddr) -> TestClient {
-        TestClient { addr, client: Client::builder(TokioExecutor::new()).build_http() }
+        TestClient {
+            addr,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
     }
 
     pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Reply {
-        let mut b = Request::builder().method(method).uri(format!("http://{}{}", self.addr, path));
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.addr, path));
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        let resp = self.client.request(b.body(Full::new(body)).unwrap()).await.expect("gateway answers");
+        let resp = self
+            .client
+            .request(b.body(Full::new(body)).unwrap())
+            .await
+            .expect("gateway answers");
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.expect("whole body").to_bytes();
-        Reply { status: parts.status, headers: parts.headers, body }
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str, key: &str) -> Reply {
-        self.send(Method::GET, path, &[("x-api-key", key)], Bytes::new()).await
+        self.send(Method::GET, path, &[("x-api-key", key)], Bytes::new())
+            .await
     }
 }
 
@@ -179,7 +210,11 @@ pub async fn call(gw: &Gateway, method: Method, path: &str, headers: &[(&str, &s
     let resp = gw.handle(b.body(Full::new(body)).unwrap()).await;
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("whole body").to_bytes();
-    Reply { status: parts.status, headers: parts.headers, body }
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 pub async fn call_get(gw: &Gateway, path: &str, key: &str) -> Reply {
@@ -200,16 +235,30 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
 /// A signed webhook body for the gateway.
 pub fn signed_webhook(body: &str, secret: &str, t: i64) -> Vec<(String, String)> {
     let sig = layers_gateway::events::webhook::sign(secret.as_bytes(), t, body.as_bytes());
-    vec![("x-layers-signature".into(), sig), ("content-type".into(), "application/json".into())]
+    vec![
+        ("x-layers-signature".into(), sig),
+        ("content-type".into(), "application/json".into()),
+    ]
 }
 
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// The first container of org_demo_a and its first asset id.
 pub fn first_container(sim: &Simulator) -> (layers_gateway::ids::ContainerId, String) {
-    let id = sim.container_ids().into_iter().find(|(o, _)| o == "org_demo_a").unwrap().1;
-    let asset = sim.container(id).unwrap()["assets"][0]["assetId"].as_str().unwrap().to_owned();
+    let id = sim
+        .container_ids()
+        .into_iter()
+        .find(|(o, _)| o == "org_demo_a")
+        .unwrap()
+        .1;
+    let asset = sim.container(id).unwrap()["assets"][0]["assetId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     (id, asset)
 }
