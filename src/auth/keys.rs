@@ -202,7 +202,7 @@ pub fn keys_file_entry(key: &str, org: &str, scopes: &[&str], tier: &str) -> Res
 mod tests {
     use super::*;
 
-    const KEY: &str = "lp_test_01HZDEMO0000000A_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ";
+    const KEY: &str = "lp_test_01HZDEM00000000A_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ";
 
     fn store() -> KeyStore {
         KeyStore::parse(&keys_file_entry(KEY, "org_a", &["content:read"], "standard").unwrap()).unwrap()
@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn parses_well_formed_keys_only() {
-        assert_eq!(parse_key(KEY).unwrap().key_id, "01HZDEMO0000000A");
+        assert_eq!(parse_key(KEY).unwrap().key_id, "01HZDEM00000000A");
         assert!(parse_key(&KEY.replace("lp_test", "lp_prod")).is_none());
         assert!(parse_key(&KEY[..KEY.len() - 1]).is_none());
         assert!(parse_key(&KEY.replace("01HZ", "01hz")).is_none());
@@ -233,7 +233,7 @@ mod tests {
             KeyRejection::WrongSecret
         );
         assert_eq!(s.authenticate("lp_x", None).unwrap_err(), KeyRejection::Malformed);
-        let other = KEY.replace("01HZDEMO0000000A", "01HZDEMO0000000B");
+        let other = KEY.replace("01HZDEM00000000A", "01HZDEM00000000B");
         assert_eq!(
             s.authenticate(&other, None).unwrap_err(),
             KeyRejection::UnknownKey
