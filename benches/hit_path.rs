@@ -3,7 +3,7 @@
 //! call without a socket. Figures are recorded in BENCHMARKS.md.
 
 use bytes::Bytes;
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Method, Request};
 use http_body_util::Full;
 use layers_gateway::auth::KeyStore;
@@ -13,6 +13,7 @@ use layers_gateway::origin::SimulatorUpstream;
 use layers_gateway::routes::RouteTable;
 use layers_gateway::service::Gateway;
 use std::collections::HashMap;
+use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,17 +24,36 @@ fn config() -> Config {
 fn setup() -> (Simulator, Gateway, String, String) {
     let keys = Arc::new(KeyStore::parse(DEMO_KEYS_FILE).unwrap());
     let sim = Simulator::from_json(DEMO_CONTAINERS_JSON, keys).unwrap();
-    let gw = Gateway::new(config(), KeyStore::parse(DEMO_KEYS_FILE).unwrap(), Arc::new(SimulatorUpstream(sim.clone())));
-    let id = sim.container_ids().into_iter().find(|(o, _)| o == "org_demo_a").unwrap().1;
-    let asset = sim.container(id).unwrap()["assets"][0]["assetId"].as_str().unwrap().to_owned();
-    (sim, gw, format!("/v1/content/{id}"), format!("/v1/content/{id}/assets/{asset}"))
+    let gw = Gateway::new(
+        config(),
+        KeyStore::parse(DEMO_KEYS_FILE).unwrap(),
+        Arc::new(SimulatorUpstream(sim.clone())),
+    );
+    let id = sim
+        .container_ids()
+        .into_iter()
+        .find(|(o, _)| o == "org_demo_a")
+        .unwrap()
+        .1;
+    let asset = sim.container(id).unwrap()["assets"][0]["assetId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (
+        sim,
+        gw,
+        format!("/v1/content/{id}"),
+        format!("/v1/content/{id}/assets/{asset}"),
+    )
 }
 
 fn route_parsing(c: &mut Criterion) {
     let table = RouteTable::from_config(&config());
     let (_, _, _, asset_path) = setup();
     let mut g = c.benchmark_group("route_parsing");
-    g.bench_function("gateway", |b| b.iter(|| black_box(table.route(&Method::GET, black_box(&asset_path), false))));
+    g.bench_function("gateway", |b| {
+        b.iter(|| black_box(table.route(&Method::GET, black_box(&asset_path), false)))
+    });
     // Naive: split into owned segments and compare strings.
     g.bench_function("naive_split_collect", |b| {
         b.iter(|| {
@@ -53,18 +73,26 @@ fn key_check(c: &mut Criterion) {
     });
     // Naive (and unsafe: plaintext keys, early-exit compare) map lookup.
     let naive: HashMap<String, u32> = [(key.clone(), 1)].into_iter().collect();
-    g.bench_function("naive_plaintext_map", |b| b.iter(|| black_box(naive.get(black_box(key.as_str())))));
+    g.bench_function("naive_plaintext_map", |b| {
+        b.iter(|| black_box(naive.get(black_box(key.as_str()))))
+    });
     g.finish();
 }
 
 fn cache_lookup(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (_, gw, container_path, _) = setup();
     let key = demo_key("admin");
     let org: Arc<str> = Arc::from("org_demo_a");
     let id = layers_gateway::ids::ContainerId::parse(container_path.rsplit('/').next().unwrap()).unwrap();
     rt.block_on(async {
-        let req = Request::get(&container_path).header("x-api-key", &key).body(Full::new(Bytes::new())).unwrap();
+        let req = Request::get(&container_path)
+            .header("x-api-key", &key)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
         gw.handle(req).await;
     });
     let cache = gw.state().cache.clone();
@@ -73,23 +101,39 @@ fn cache_lookup(c: &mut Criterion) {
         b.iter(|| rt.block_on(async { black_box(cache.lookup(&org, id).await.map(|e| e.body.clone())) }))
     });
     // Naive: re-serialize the container JSON per hit.
-    let value = serde_json::to_value(&serde_json::from_slice::<serde_json::Value>(
-        &rt.block_on(cache.lookup(&org, id)).unwrap().body,
-    ).unwrap()).unwrap();
-    g.bench_function("naive_serialize_per_hit", |b| b.iter(|| black_box(serde_json::to_vec(&value).unwrap())));
+    let value = serde_json::to_value(
+        &serde_json::from_slice::<serde_json::Value>(&rt.block_on(cache.lookup(&org, id)).unwrap().body)
+            .unwrap(),
+    )
+    .unwrap();
+    g.bench_function("naive_serialize_per_hit", |b| {
+        b.iter(|| black_box(serde_json::to_vec(&value).unwrap()))
+    });
     g.finish();
 }
 
 fn service_call(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (sim, gw, _, asset_path) = setup();
     let key = demo_key("admin");
-    let mk = || Request::get(&asset_path).header("x-api-key", &key).body(Full::new(Bytes::new())).unwrap();
+    let mk = || {
+        Request::get(&asset_path)
+            .header("x-api-key", &key)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
     rt.block_on(gw.handle(mk()));
     let mut g = c.benchmark_group("service_call");
-    g.bench_function("gateway_hit", |b| b.iter(|| rt.block_on(async { black_box(gw.handle(mk()).await) })));
+    g.bench_function("gateway_hit", |b| {
+        b.iter(|| rt.block_on(async { black_box(gw.handle(mk()).await) }))
+    });
     // Baseline: the origin simulator answering the same route (parses, auths, serializes).
-    g.bench_function("origin_simulator", |b| b.iter(|| rt.block_on(async { black_box(sim.handle(mk()).await) })));
+    g.bench_function("origin_simulator", |b| {
+        b.iter(|| rt.block_on(async { black_box(sim.handle(mk()).await) }))
+    });
     g.finish();
 }
 

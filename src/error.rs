@@ -26,6 +26,7 @@ pub enum ErrorCode {
     // Gateway codes.
     BadRequest,
     PayloadTooLarge,
+    HeadersTooLarge,
     MethodNotAllowed,
     Overloaded,
     UpstreamError,
@@ -46,6 +47,7 @@ impl ErrorCode {
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::BadRequest => "BAD_REQUEST",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::HeadersTooLarge => "HEADERS_TOO_LARGE",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::Overloaded => "OVERLOADED",
             ErrorCode::UpstreamError => "UPSTREAM_ERROR",
@@ -53,7 +55,7 @@ impl ErrorCode {
         }
     }
 
-    pub fn from_str(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "UNAUTHENTICATED" => ErrorCode::Unauthenticated,
             "FORBIDDEN_SCOPE" => ErrorCode::ForbiddenScope,
@@ -66,6 +68,7 @@ impl ErrorCode {
             "INTERNAL" => ErrorCode::Internal,
             "BAD_REQUEST" => ErrorCode::BadRequest,
             "PAYLOAD_TOO_LARGE" => ErrorCode::PayloadTooLarge,
+            "HEADERS_TOO_LARGE" => ErrorCode::HeadersTooLarge,
             "METHOD_NOT_ALLOWED" => ErrorCode::MethodNotAllowed,
             "OVERLOADED" => ErrorCode::Overloaded,
             "UPSTREAM_ERROR" => ErrorCode::UpstreamError,
@@ -86,6 +89,7 @@ impl ErrorCode {
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::UpstreamError => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -188,7 +192,7 @@ impl GatewayError {
     pub fn from_origin(status: StatusCode, body: &[u8]) -> Option<Self> {
         let v: Value = serde_json::from_slice(body).ok()?;
         let e = v.get("error")?;
-        let code = ErrorCode::from_str(e.get("code")?.as_str()?)?;
+        let code = ErrorCode::parse(e.get("code")?.as_str()?)?;
         let message = e.get("message")?.as_str()?.to_owned();
         Some(GatewayError {
             code,

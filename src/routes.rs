@@ -165,6 +165,12 @@ impl RouteTable {
     }
 
     fn find(&self, method: &Method, path: &str) -> Option<usize> {
+        // HEAD is GET without a body: it needs the same scope.
+        let method = if *method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
         let segs = path.trim_start_matches('/').split('/');
         self.rules.iter().position(|r| {
             r.method == method && {

@@ -28,12 +28,15 @@ fn builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(cfg.header_read_timeout_ms))
-        .max_headers(cfg.max_headers)
+        // hyper's own limits are a backstop at twice the configured ones, so
+        // the configured limits are enforced in `Gateway::handle`, where the
+        // refusal gets an envelope and a request id.
+        .max_headers(cfg.max_headers * 2)
         // hyper's floor for the read buffer is 8 KiB.
-        .max_buf_size(cfg.max_header_bytes.max(8192));
+        .max_buf_size((cfg.max_header_bytes * 2).max(8192));
     b.http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(cfg.max_header_bytes as u32)
+        .max_header_list_size((cfg.max_header_bytes * 2) as u32)
         .max_concurrent_streams(256);
     b
 }

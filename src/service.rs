@@ -163,6 +163,20 @@ impl Gateway {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        let limits = &self.state.config.server;
+        if parts.headers.len() > limits.max_headers
+            || parts
+                .headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>()
+                > limits.max_header_bytes
+        {
+            return Err(GatewayError::new(
+                crate::error::ErrorCode::HeadersTooLarge,
+                "Request headers exceed the gateway's limits.",
+            ));
+        }
         match route {
             Route::NotFound => return Err(GatewayError::not_found()),
             Route::Webhook => return self.webhook(parts, body).await,
@@ -188,10 +202,10 @@ impl Gateway {
             Route::BadContentId { .. } => Err(GatewayError::not_found()),
             Route::Proxy { write_through, .. } => {
                 let template = self.state.routes.template(route);
-                if template == crate::routes::CONTAINER_TEMPLATE || template == crate::routes::ASSET_TEMPLATE {
-                    if head || parts.method == http::Method::GET {
-                        outcome.cache = Some(CacheStatus::Bypass);
-                    }
+                let cached_template = template == crate::routes::CONTAINER_TEMPLATE
+                    || template == crate::routes::ASSET_TEMPLATE;
+                if cached_template && (head || parts.method == http::Method::GET) {
+                    outcome.cache = Some(CacheStatus::Bypass);
                 }
                 self.proxy(parts, body, template, write_through, rid).await
             }

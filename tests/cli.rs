@@ -57,7 +57,11 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
         .args(args)
         .current_dir(MANIFEST_DIR)
         .env_remove("RUST_LOG")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -94,7 +98,9 @@ fn check_config_accepts_the_shipped_config() {
 #[test]
 fn check_config_refuses_an_unknown_key_and_names_it() {
     let dir = scratch("unknown-key");
-    let path = config_copy(&dir, |t| t.replacen("[cache]\n", "[cache]\nsurprise_knob = 7\n", 1));
+    let path = config_copy(&dir, |t| {
+        t.replacen("[cache]\n", "[cache]\nsurprise_knob = 7\n", 1)
+    });
     let o = run(&["check-config", path.to_str().unwrap()], None);
     assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG));
     assert!(stderr(&o).contains("surprise_knob"), "stderr: {}", stderr(&o));
@@ -164,7 +170,10 @@ fn hash_key_prints_an_entry_the_key_store_accepts() {
     assert_eq!(&*p.key_id, "01HZC11TEST0000X");
     let other_secret = NEW_KEY.replace("abcdef", "abcdeg");
     assert!(store.authenticate(&other_secret, None).is_err());
-    assert!(store.authenticate(NEW_KEY, Some("test")).is_err(), "a live key is not a test key");
+    assert!(
+        store.authenticate(NEW_KEY, Some("test")).is_err(),
+        "a live key is not a test key"
+    );
 }
 
 #[test]
@@ -283,9 +292,21 @@ async fn demo_prints_curl_commands_that_do_what_they_say() {
     let (gw, admin, origin) = (free_port(), free_port(), free_port());
     let path = config_copy(&dir, |t| {
         let t = t
-            .replacen("listen = \"127.0.0.1:8080\"", &format!("listen = \"127.0.0.1:{gw}\""), 1)
-            .replacen("listen = \"127.0.0.1:9091\"", &format!("listen = \"127.0.0.1:{admin}\""), 1)
-            .replacen("url = \"http://127.0.0.1:8081\"", &format!("url = \"http://127.0.0.1:{origin}\""), 1);
+            .replacen(
+                "listen = \"127.0.0.1:8080\"",
+                &format!("listen = \"127.0.0.1:{gw}\""),
+                1,
+            )
+            .replacen(
+                "listen = \"127.0.0.1:9091\"",
+                &format!("listen = \"127.0.0.1:{admin}\""),
+                1,
+            )
+            .replacen(
+                "url = \"http://127.0.0.1:8081\"",
+                &format!("url = \"http://127.0.0.1:{origin}\""),
+                1,
+            );
         for port in [gw, admin, origin] {
             assert!(t.contains(&format!(":{port}\"")), "port {port} written");
         }
@@ -361,7 +382,9 @@ async fn demo_prints_curl_commands_that_do_what_they_say() {
     exec(&cmds[3]).await.assert_error(404, "NOT_FOUND");
     let reread = exec(&cmds[0]).await;
     assert_eq!(reread.status, 200);
-    assert_eq!(reread.x_cache(), Some("MISS"), "the regenerate dropped the cached container");
+    // (The old-asset read above already refilled the container: this may be
+    // a HIT, but of the regenerated container.)
+    assert!(!String::from_utf8_lossy(&reread.body).contains(&old_asset_id));
     assert_eq!(reread.json()["assets"][0]["assetId"], new_ids[0].as_str());
     // A read-only key cannot regenerate; no key is 401; another org sees 404.
     let r = exec(&cmds[4]).await;

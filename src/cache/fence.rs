@@ -68,8 +68,10 @@ impl FenceState {
 const SHARDS: usize = 64;
 
 /// All fences, sharded by container id.
+type Shard = Mutex<HashMap<u128, Arc<Fence>>>;
+
 pub struct Fences {
-    shards: Box<[Mutex<HashMap<u128, Arc<Fence>>>]>,
+    shards: Box<[Shard]>,
     /// Past this many fences in one shard, creating another first drops the
     /// shard's fences that nothing depends on (same rule as `sweep`).
     shard_soft_cap: usize,
@@ -218,7 +220,10 @@ mod tests {
         }
         assert!(fences.len() <= SHARDS * 1024, "{} fences", fences.len());
         for (n, f) in held.iter().enumerate() {
-            assert!(Arc::ptr_eq(f, &fences.get(id(n as u128)).unwrap()), "a held fence was dropped");
+            assert!(
+                Arc::ptr_eq(f, &fences.get(id(n as u128)).unwrap()),
+                "a held fence was dropped"
+            );
         }
     }
 }
