@@ -53,6 +53,9 @@ async fn route<B>(gw: &Gateway, req: &Request<B>) -> Result<Response<ResponseBod
             )
         }),
         (&Method::GET, "/metrics") => {
+            // moka applies inserts and evictions lazily; settle them so the
+            // gauges are exact.
+            st.cache.run_pending_tasks().await;
             st.metrics.cache_entries.set(st.cache.entry_count() as i64);
             st.metrics
                 .cache_weighted_bytes

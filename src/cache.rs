@@ -354,16 +354,20 @@ impl ContentCache {
             let mut st = fence.lock();
             fence.bump(&mut st);
             let until = now + self.settings.revoked_ttl;
-            for a in &inv.current_asset_ids {
-                st.revoked.remove(a.as_str());
-            }
+            // Current ids only keep this event from revoking them; they never
+            // lift an earlier revocation (events may arrive out of order).
             for a in revoked.iter() {
                 if st.revoked.len() >= self.settings.max_revoked_per_container && !st.revoked.contains_key(a)
                 {
                     st.revoked.retain(|_, t| now < *t);
                     if st.revoked.len() >= self.settings.max_revoked_per_container {
-                        tracing::warn!(container = %id, "revoked asset ids at the per-container cap; oldest kept");
-                        break;
+                        // The newest revocations matter most: drop the one
+                        // that would expire first.
+                        tracing::warn!(container = %id, "revoked asset ids at the per-container cap");
+                        let oldest = st.revoked.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
+                        if let Some(k) = oldest {
+                            st.revoked.remove(&k);
+                        }
                     }
                 }
                 st.revoked.insert(a.clone(), until);

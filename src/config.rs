@@ -21,6 +21,13 @@ pub const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_ORIGIN_MAX_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
 pub const DEFAULT_ORIGIN_MAX_IDLE_PER_HOST: usize = 64;
 pub const DEFAULT_ORIGIN_MAX_INFLIGHT: usize = 512;
+pub const DEFAULT_ORIGIN_MAX_INFLIGHT_PER_ORG: usize = 64;
+pub const DEFAULT_ORIGIN_QUEUE_MAX: usize = 1024;
+pub const DEFAULT_ORIGIN_QUEUE_DEADLINE: Duration = Duration::from_secs(2);
+pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
+pub const DEFAULT_BREAKER_OPEN: Duration = Duration::from_secs(5);
+pub const DEFAULT_RETRY_BUDGET_RATIO: f64 = 0.1;
+pub const DEFAULT_RETRY_MIN_PER_SEC: u32 = 10;
 pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 1_000_000;
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
@@ -108,7 +115,23 @@ pub struct OriginConfig {
     pub timeout_ms: u64,
     pub max_response_bytes: u64,
     pub max_idle_per_host: usize,
+    /// Origin requests in flight, all organizations together.
     pub max_inflight: usize,
+    /// Origin requests in flight for one organization (below max_inflight,
+    /// so one organization cannot take every slot).
+    pub max_inflight_per_org: usize,
+    /// Requests waiting for an origin slot; past it they are shed (503).
+    pub queue_max: usize,
+    /// How long a request waits for an origin slot before 503.
+    pub queue_deadline_ms: u64,
+    /// Consecutive origin failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before a probe is let through.
+    pub breaker_open_ms: u64,
+    /// Retries allowed per origin request (0.1 = at most 10% extra).
+    pub retry_budget_ratio: f64,
+    /// Retries always allowed per second, so a quiet gateway can retry.
+    pub retry_min_per_sec: u32,
 }
 
 impl Default for OriginConfig {
@@ -120,6 +143,13 @@ impl Default for OriginConfig {
             max_response_bytes: DEFAULT_ORIGIN_MAX_RESPONSE_BYTES,
             max_idle_per_host: DEFAULT_ORIGIN_MAX_IDLE_PER_HOST,
             max_inflight: DEFAULT_ORIGIN_MAX_INFLIGHT,
+            max_inflight_per_org: DEFAULT_ORIGIN_MAX_INFLIGHT_PER_ORG,
+            queue_max: DEFAULT_ORIGIN_QUEUE_MAX,
+            queue_deadline_ms: DEFAULT_ORIGIN_QUEUE_DEADLINE.as_millis() as u64,
+            breaker_failures: DEFAULT_BREAKER_FAILURES,
+            breaker_open_ms: DEFAULT_BREAKER_OPEN.as_millis() as u64,
+            retry_budget_ratio: DEFAULT_RETRY_BUDGET_RATIO,
+            retry_min_per_sec: DEFAULT_RETRY_MIN_PER_SEC,
         }
     }
 }
@@ -394,6 +424,24 @@ impl Config {
         nonzero(self.origin.timeout_ms, "origin.timeout_ms")?;
         nonzero(self.origin.max_response_bytes, "origin.max_response_bytes")?;
         nonzero(self.origin.max_inflight as u64, "origin.max_inflight")?;
+        // The shaping modules name their own fields; map them to config keys.
+        let origin_field = |e: String| {
+            const NAMES: [(&str, &str); 7] = [
+                ("global_max", "max_inflight"),
+                ("per_org_max", "max_inflight_per_org"),
+                ("queue_deadline", "queue_deadline_ms"),
+                ("failure_threshold", "breaker_failures"),
+                ("open_for", "breaker_open_ms"),
+                ("ratio", "retry_budget_ratio"),
+                ("min_retries_per_sec", "retry_min_per_sec"),
+            ];
+            let (field, rest) = e.split_once(':').unwrap_or((&e, ""));
+            let name = NAMES.iter().find(|(k, _)| *k == field).map_or(field, |(_, v)| v);
+            format!("origin.{name}:{rest}")
+        };
+        self.origin_guard().validate().map_err(origin_field)?;
+        self.breaker().validate().map_err(origin_field)?;
+        self.retry_budget().validate().map_err(origin_field)?;
         if let Some(env) = &self.auth.env {
             if env != "live" && env != "test" {
                 return Err("auth.env: must be \"live\" or \"test\"".into());
@@ -447,6 +495,32 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| format!("log.level: {e}"))?;
         Ok(())
+    }
+
+    pub fn origin_guard(&self) -> crate::shaping::origin_guard::GuardSettings {
+        crate::shaping::origin_guard::GuardSettings {
+            global_max: self.origin.max_inflight,
+            per_org_max: self.origin.max_inflight_per_org,
+            queue_max: self.origin.queue_max,
+            queue_deadline: Duration::from_millis(self.origin.queue_deadline_ms),
+            max_orgs: crate::shaping::origin_guard::DEFAULT_MAX_ORGS,
+        }
+    }
+
+    pub fn breaker(&self) -> crate::shaping::breaker::BreakerSettings {
+        crate::shaping::breaker::BreakerSettings {
+            failure_threshold: self.origin.breaker_failures,
+            open_for: Duration::from_millis(self.origin.breaker_open_ms),
+            half_open_probes: 1,
+        }
+    }
+
+    pub fn retry_budget(&self) -> crate::shaping::retry_budget::RetryBudgetSettings {
+        crate::shaping::retry_budget::RetryBudgetSettings {
+            ratio: self.origin.retry_budget_ratio,
+            min_retries_per_sec: self.origin.retry_min_per_sec,
+            window: crate::shaping::retry_budget::DEFAULT_RETRY_WINDOW,
+        }
     }
 
     pub fn origin_timeout(&self) -> Duration {

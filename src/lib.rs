@@ -27,3 +27,4 @@ pub mod origin;
 pub mod routes;
 pub mod server;
 pub mod service;
+pub mod shaping;

@@ -39,6 +39,12 @@ pub struct Metrics {
     pub connections_rejected: IntCounter,
     pub build_info: IntGaugeVec,
     pub org_requests: Option<IntCounterVec>,
+    pub rate_limit_decisions: IntCounterVec,
+    pub origin_admissions: IntCounterVec,
+    pub origin_queued: IntGauge,
+    pub breaker_state: IntGauge,
+    pub breaker_rejections: IntCounter,
+    pub origin_retries: IntCounterVec,
     /// Orgs that have their own `org` label value; guarded by a mutex
     /// because it is touched only when per-org labels are enabled.
     org_labels: Mutex<HashSet<String>>,
@@ -171,6 +177,34 @@ impl Metrics {
             connections_rejected,
             build_info,
             org_requests,
+            rate_limit_decisions: counter(
+                &r,
+                "rate_limit_decisions_total",
+                "Rate-limit decisions by endpoint class and result (admitted, limited, daily_cap).",
+                &["class", "result"],
+            ),
+            origin_admissions: counter(
+                &r,
+                "origin_admissions_total",
+                "Origin slot decisions: immediate, queued, or shed (queue_full, deadline, too_many_orgs).",
+                &["result"],
+            ),
+            origin_queued: gauge(&r, "origin_queued", "Requests waiting for an origin slot."),
+            breaker_state: gauge(
+                &r,
+                "origin_breaker_state",
+                "Circuit breaker: 0 closed, 1 open, 2 half-open.",
+            ),
+            breaker_rejections: single(
+                "origin_breaker_rejections_total",
+                "Origin requests refused fast because the breaker was open.",
+            ),
+            origin_retries: counter(
+                &r,
+                "origin_retries_total",
+                "Retries of idempotent origin requests: sent, or refused by the retry budget.",
+                &["result"],
+            ),
             org_labels: Mutex::new(HashSet::new()),
             max_org_labels,
             registry: r,

@@ -3,9 +3,14 @@
 //! and error classification.
 
 use crate::body::{BoxError, StreamBody};
+use crate::config::Config;
 use crate::config::OriginConfig;
+use crate::error::ErrorCode;
 use crate::error::GatewayError;
 use crate::metrics::{InflightGuard, Metrics};
+use crate::shaping::breaker::Breaker;
+use crate::shaping::origin_guard::{Admission, OriginGuard};
+use crate::shaping::retry_budget::{is_retryable, RetryBudget};
 use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full, Limited};
@@ -25,6 +30,8 @@ pub type UpstreamFuture = Pin<Box<dyn Future<Output = Result<Response<StreamBody
 pub enum UpstreamFailure {
     /// Could not connect (refused, DNS, TLS handshake).
     Connect(BoxError),
+    /// The connection closed or reset before a response arrived.
+    Reset(BoxError),
     /// The request body exceeded the gateway's cap while streaming.
     RequestBodyTooLarge,
     /// Anything else: reset, protocol error.
@@ -106,6 +113,8 @@ impl Upstream for HttpUpstream {
                 Err(e) => {
                     if has_source::<http_body_util::LengthLimitError>(&e) {
                         Err(UpstreamFailure::RequestBodyTooLarge)
+                    } else if is_reset(&e) {
+                        Err(UpstreamFailure::Reset(e.into()))
                     } else {
                         Err(UpstreamFailure::Other(e.into()))
                     }
@@ -113,6 +122,28 @@ impl Upstream for HttpUpstream {
             }
         })
     }
+}
+
+/// Whether the connection closed or reset before a response head.
+fn is_reset(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn has_source<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -142,46 +173,114 @@ pub struct OriginClient {
     metrics: Arc<Metrics>,
     /// Set on the first answer of any kind; `/readyz` reads it.
     seen: Arc<AtomicBool>,
+    /// In-flight caps (global and per org) with a bounded waiting queue.
+    guard: OriginGuard,
+    breaker: Breaker,
+    budget: Arc<RetryBudget>,
 }
 
 impl OriginClient {
     pub fn new(
         upstream: Arc<dyn Upstream>,
-        cfg: &OriginConfig,
+        cfg: &Config,
         metrics: Arc<Metrics>,
         seen: Arc<AtomicBool>,
     ) -> Self {
         OriginClient {
             upstream,
-            timeout: Duration::from_millis(cfg.timeout_ms),
-            max_response_bytes: cfg.max_response_bytes as usize,
+            timeout: Duration::from_millis(cfg.origin.timeout_ms),
+            max_response_bytes: cfg.origin.max_response_bytes as usize,
             metrics,
             seen,
+            guard: OriginGuard::new(cfg.origin_guard()),
+            breaker: Breaker::new(cfg.breaker()),
+            budget: Arc::new(RetryBudget::new(cfg.retry_budget())),
         }
     }
 
-    /// Sends with the deadline on the response head, counting the request.
+    pub fn guard(&self) -> &OriginGuard {
+        &self.guard
+    }
+
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// Sends one origin request for `org` under the breaker, the in-flight
+    /// caps and the deadline; retries a body-less idempotent request once on
+    /// a connect error or a reset before any response, if the retry budget
+    /// allows. Counts everything.
     async fn send(
         &self,
         req: Request<StreamBody>,
         route: &'static str,
+        org: &str,
     ) -> Result<Response<StreamBody>, GatewayError> {
         let m = &self.metrics;
+        let ticket = self.breaker.try_acquire().map_err(|open| {
+            m.breaker_rejections.inc();
+            m.breaker_state.set(self.breaker.state_code());
+            GatewayError::from(open)
+        })?;
+        let permit = self.guard.acquire(org).await.map_err(|shed| {
+            m.origin_admissions.with_label_values(&[shed.as_str()]).inc();
+            GatewayError::from(shed)
+        })?;
+        let admission = match permit.admission() {
+            Admission::Immediate => "immediate",
+            Admission::Queued => "queued",
+        };
+        m.origin_admissions.with_label_values(&[admission]).inc();
         let _inflight = InflightGuard::new(&m.origin_inflight);
+        let mut spare = retry_copy(&req);
+        self.budget.deposit();
         let started = tokio::time::Instant::now();
-        let result = match tokio::time::timeout(self.timeout, self.upstream.send(req)).await {
-            Ok(r) => r.map_err(classify),
-            Err(_) => Err(GatewayError::upstream_timeout()),
+        let deadline = started + self.timeout;
+        let mut req = req;
+        let result = loop {
+            match tokio::time::timeout_at(deadline, self.upstream.send(req)).await {
+                Ok(Ok(resp)) => break Ok(resp),
+                Ok(Err(f @ (UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_)))) => {
+                    match spare.take() {
+                        Some(again) if self.budget.try_withdraw() => {
+                            m.origin_retries.with_label_values(&["sent"]).inc();
+                            tracing::debug!(failure = ?f, "retrying an idempotent origin request");
+                            req = again;
+                        }
+                        Some(_) => {
+                            m.origin_retries.with_label_values(&["budget_exhausted"]).inc();
+                            break Err(classify(f));
+                        }
+                        None => break Err(classify(f)),
+                    }
+                }
+                Ok(Err(f)) => break Err(classify(f)),
+                Err(_) => break Err(GatewayError::upstream_timeout()),
+            }
         };
         let status = match &result {
             Ok(resp) => {
                 self.seen.store(true, Ordering::Release);
+                if resp.status().is_server_error() {
+                    ticket.failure();
+                } else {
+                    ticket.success();
+                }
                 resp.status().as_str().to_owned()
             }
-            Err(e) if e.code == crate::error::ErrorCode::UpstreamTimeout => "timeout".into(),
-            Err(e) if e.code == crate::error::ErrorCode::PayloadTooLarge => "request_too_large".into(),
-            Err(_) => "error".into(),
+            Err(e) if e.code == ErrorCode::UpstreamTimeout => {
+                ticket.failure();
+                "timeout".into()
+            }
+            // The caller's body was too large: says nothing about the origin.
+            Err(e) if e.code == ErrorCode::PayloadTooLarge => "request_too_large".into(),
+            Err(_) => {
+                ticket.failure();
+                "error".into()
+            }
         };
+        drop(permit);
+        m.breaker_state.set(self.breaker.state_code());
         m.origin_requests.with_label_values(&[route, &status]).inc();
         m.origin_duration
             .with_label_values(&[route])
@@ -194,10 +293,11 @@ impl OriginClient {
         &self,
         req: Request<StreamBody>,
         route: &'static str,
+        org: &str,
     ) -> Result<OriginReply, GatewayError> {
         let max = self.max_response_bytes;
         let exchange = async {
-            let resp = self.send(req, route).await?;
+            let resp = self.send(req, route, org).await?;
             let (parts, body) = resp.into_parts();
             let body = collect_capped(body, max).await.map_err(|e| {
                 tracing::warn!(error = %e, "origin response body failed or exceeded the cap");
@@ -215,14 +315,28 @@ impl OriginClient {
         }
     }
 
+    /// Reads a streamed origin body whole, under the response cap.
+    pub async fn read_capped(&self, body: StreamBody) -> Result<Bytes, GatewayError> {
+        let read = collect_capped(body, self.max_response_bytes);
+        match tokio::time::timeout(self.timeout, read).await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "origin response body failed or exceeded the cap");
+                Err(GatewayError::upstream_error())
+            }
+            Err(_) => Err(GatewayError::upstream_timeout()),
+        }
+    }
+
     /// Sends a request; the response head must arrive within the deadline,
     /// the body then streams to the caller under the size cap.
     pub async fn stream(
         &self,
         req: Request<StreamBody>,
         route: &'static str,
+        org: &str,
     ) -> Result<Response<StreamBody>, GatewayError> {
-        let resp = self.send(req, route).await?;
+        let resp = self.send(req, route, org).await?;
         let max = self.max_response_bytes;
         Ok(resp.map(|b| cap_body(b, max)))
     }
@@ -238,7 +352,7 @@ fn classify(f: UpstreamFailure) -> GatewayError {
             crate::error::ErrorCode::PayloadTooLarge,
             "Request body exceeds the gateway's limit.",
         ),
-        UpstreamFailure::Other(e) => {
+        UpstreamFailure::Reset(e) | UpstreamFailure::Other(e) => {
             tracing::warn!(error = %e, "origin exchange failed");
             GatewayError::upstream_error()
         }
@@ -250,6 +364,21 @@ pub fn empty_body() -> StreamBody {
     Full::new(Bytes::new())
         .map_err(|never| match never {})
         .boxed_unsync()
+}
+
+/// A copy of a request for one retry: only for idempotent methods (or an
+/// `Idempotency-Key`) and only when the request has no body to replay.
+fn retry_copy(req: &Request<StreamBody>) -> Option<Request<StreamBody>> {
+    let idempotent = is_retryable(req.method(), req.headers().contains_key("idempotency-key"));
+    let bodyless = http_body::Body::size_hint(req.body()).exact() == Some(0);
+    if !(idempotent && bodyless) {
+        return None;
+    }
+    let mut copy = Request::new(empty_body());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
 }
 
 /// Caps a streamed body: past `max` bytes the stream ends with an error.

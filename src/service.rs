@@ -67,7 +67,7 @@ impl Gateway {
             config.metrics.max_org_labels,
         ));
         let origin_seen = Arc::new(AtomicBool::new(false));
-        let origin = OriginClient::new(upstream, &config.origin, metrics.clone(), origin_seen.clone());
+        let origin = OriginClient::new(upstream, &config, metrics.clone(), origin_seen.clone());
         let cache = ContentCache::new(
             CacheSettings::from_config(&config),
             Some(metrics.cache_evictions.clone()),
@@ -207,7 +207,8 @@ impl Gateway {
                 if cached_template && (head || parts.method == http::Method::GET) {
                     outcome.cache = Some(CacheStatus::Bypass);
                 }
-                self.proxy(parts, body, template, write_through, rid).await
+                self.proxy(parts, body, template, write_through, rid, &principal.org)
+                    .await
             }
             Route::Webhook | Route::NotFound => Err(GatewayError::not_found()),
         }
@@ -257,12 +258,12 @@ impl Gateway {
             m.cache_lookups.with_label_values(&[c.as_str()]).inc();
         }
         if let (Some(org_requests), Some(p)) = (&m.org_requests, &outcome.principal) {
-            let class = if status.is_success() {
-                "2xx"
-            } else if status.is_client_error() {
-                "4xx"
-            } else {
-                "5xx"
+            let class = match status.as_u16() / 100 {
+                1 => "1xx",
+                2 => "2xx",
+                3 => "3xx",
+                4 => "4xx",
+                _ => "5xx",
             };
             org_requests
                 .with_label_values(&[m.org_label(&p.org), class])
@@ -342,6 +343,6 @@ impl Gateway {
         let Ok(req) = Request::get("/v1/whoami").body(crate::origin::empty_body()) else {
             return;
         };
-        let _ = self.state.origin.fetch(req, "/v1/whoami").await;
+        let _ = self.state.origin.fetch(req, "/v1/whoami", "-probe").await;
     }
 }

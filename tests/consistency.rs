@@ -39,6 +39,9 @@ const DEFAULT_MIN_EVENTS: u64 = 1_000;
 /// The whole run, readers and driver, must finish within this.
 const DEADLINE: Duration = Duration::from_secs(240);
 const ORG: &str = "org_demo_a";
+/// Extra gateway config. The readers use the admin demo key (tier `pilot`);
+/// if rate limiting shapes them, raise that tier's read-light limit here.
+const GATEWAY_CONFIG: &str = "";
 const WEBHOOK: &str = "/webhooks/layers";
 /// Violations and unexpected answers kept for the failure message.
 const KEEP: usize = 20;
@@ -55,7 +58,7 @@ fn env_u64(name: &str) -> Option<u64> {
 /// The gateway under test: over its partner port, or called in-process.
 #[derive(Clone)]
 enum Gw {
-    Tcp(TestClient),
+    Tcp(Box<TestClient>),
     Local(Gateway),
 }
 
@@ -236,23 +239,27 @@ async fn reader(gw: Gw, shared: Arc<Shared>, seed: u64, deadline: Instant) {
 fn check(shared: &Shared, ci: usize, asset: Option<&str>, acks: u64, path: &str, r: &Reply) {
     let status = r.status.as_u16();
     if status == 404 {
-        let c = if asset.is_some() { &shared.asset_404 } else { &shared.container_404 };
+        let c = if asset.is_some() {
+            &shared.asset_404
+        } else {
+            &shared.container_404
+        };
         c.fetch_add(1, Ordering::Relaxed);
         return;
     }
     if status != 200 {
         let body = String::from_utf8_lossy(&r.body);
-        shared.note(
-            &shared.unexpected,
-            format!("GET {path} -> {status}: {body}"),
-        );
+        shared.note(&shared.unexpected, format!("GET {path} -> {status}: {body}"));
         return;
     }
     if r.x_cache() == Some("HIT") {
         shared.hits.fetch_add(1, Ordering::Relaxed);
     }
     let Ok(v) = serde_json::from_slice::<Value>(&r.body) else {
-        shared.note(&shared.unexpected, format!("GET {path} -> 200 with a non-JSON body"));
+        shared.note(
+            &shared.unexpected,
+            format!("GET {path} -> 200 with a non-JSON body"),
+        );
         return;
     };
     let t = shared.tracks[ci].read().unwrap();
@@ -289,7 +296,10 @@ fn check(shared: &Shared, ci: usize, asset: Option<&str>, acks: u64, path: &str,
                 if revoked_before(t.revoked_ids.get(&a)) {
                     shared.note(
                         &shared.violations,
-                        format!("GET {path} (started after ack {acks}) listed asset {a}, revoked by ack {}", t.revoked_ids[&a]),
+                        format!(
+                            "GET {path} (started after ack {acks}) listed asset {a}, revoked by ack {}",
+                            t.revoked_ids[&a]
+                        ),
                     );
                 }
             }
@@ -312,10 +322,14 @@ struct Local {
     caption_v: u64,
 }
 
-/// One event the driver delivered, for the track.
+/// One acknowledged change (a webhook the driver delivered, or a mutation
+/// through the gateway), for the track.
 struct Applied {
     revoked_ids: Vec<String>,
     revoked_urls: Vec<String>,
+    /// Asset ids this event issued.
+    new_ids: Vec<String>,
+    /// The container's asset ids after it.
     now: Vec<String>,
     caption_v: u64,
 }
@@ -345,7 +359,10 @@ async fn driver(
         let id = shared.ids[ci];
         let l = &mut local[ci];
         let roll = rng.random_range(0..100);
-        let (event_type, data, applied) = if l.deleted {
+        let key = admin_key();
+        let auth = [("x-api-key", key.as_str()), ("content-type", "application/json")];
+        // (what, webhook type and data if the driver delivers one, record)
+        let (what, webhook, applied): (&str, Option<Value>, Applied) = if l.deleted {
             // New content under the same container id, with fresh assets.
             let n = rng.random_range(2..=5);
             let value = make_container(id, ci, n, &mut serial, l.caption_v);
@@ -357,11 +374,12 @@ async fn driver(
             let a = Applied {
                 revoked_ids: vec![],
                 revoked_urls: vec![],
+                new_ids: now.clone(),
                 now,
                 caption_v: l.caption_v,
             };
-            ("content.generated", data, a)
-        } else if roll < 60 {
+            ("content.generated", Some(data), a)
+        } else if roll < 45 {
             let r = sim.regenerate(id).expect("a live container regenerates");
             l.value = sim.container(id).expect("and is still there");
             let data = json!({ "id": id.to_string(), "previousAssetIds": r.previous_asset_ids,
@@ -369,22 +387,82 @@ async fn driver(
             let a = Applied {
                 revoked_ids: r.previous_asset_ids,
                 revoked_urls: r.previous_urls,
+                new_ids: r.new_asset_ids.clone(),
                 now: r.new_asset_ids,
                 caption_v: l.caption_v,
             };
-            ("content.regenerated", data, a)
-        } else if roll < 80 {
+            ("content.regenerated", Some(data), a)
+        } else if roll < 55 {
+            // Regenerate through the gateway (write-through).
+            let path = format!("/v1/content/{id}/regenerate");
+            let r = gw.send(Method::POST, &path, &auth, Bytes::new()).await;
+            if r.status != 200 {
+                let body = String::from_utf8_lossy(&r.body).into_owned();
+                shared.note(&shared.unexpected, format!("POST {path} -> {}: {body}", r.status));
+                break;
+            }
+            let now: Value = serde_json::from_slice(&r.body).expect("regenerate answers JSON");
+            let mut revoked_urls = Vec::new();
+            urls(&l.value["assets"], &mut revoked_urls);
+            let a = Applied {
+                revoked_ids: asset_ids(&l.value),
+                revoked_urls,
+                new_ids: asset_ids(&now),
+                now: asset_ids(&now),
+                caption_v: l.caption_v,
+            };
+            l.value = now;
+            ("write-through regenerate", None, a)
+        } else if roll < 70 {
             l.caption_v += 1;
             assert!(sim.update_caption(id, &caption(ci, l.caption_v)));
             let a = Applied {
                 revoked_ids: vec![],
                 revoked_urls: vec![],
+                new_ids: vec![],
                 now: asset_ids(&l.value),
                 caption_v: l.caption_v,
             };
-            ("content.updated", json!({ "id": id.to_string() }), a)
+            ("content.updated", Some(json!({ "id": id.to_string() })), a)
+        } else if roll < 80 {
+            // Caption edit through the gateway (write-through).
+            l.caption_v += 1;
+            let path = format!("/v1/content/{id}");
+            let body = json!({ "caption": caption(ci, l.caption_v) }).to_string();
+            let r = gw.send(Method::PATCH, &path, &auth, Bytes::from(body)).await;
+            if r.status != 200 {
+                let body = String::from_utf8_lossy(&r.body).into_owned();
+                shared.note(
+                    &shared.unexpected,
+                    format!("PATCH {path} -> {}: {body}", r.status),
+                );
+                break;
+            }
+            let a = Applied {
+                revoked_ids: vec![],
+                revoked_urls: vec![],
+                new_ids: vec![],
+                now: asset_ids(&l.value),
+                caption_v: l.caption_v,
+            };
+            ("write-through caption edit", None, a)
         } else {
-            assert!(sim.delete(id));
+            // Delete, at the origin plus webhook or through the gateway.
+            let through_gateway = roll >= 92;
+            if through_gateway {
+                let path = format!("/v1/content/{id}");
+                let r = gw.send(Method::DELETE, &path, &auth, Bytes::new()).await;
+                if r.status != 204 {
+                    let body = String::from_utf8_lossy(&r.body).into_owned();
+                    shared.note(
+                        &shared.unexpected,
+                        format!("DELETE {path} -> {}: {body}", r.status),
+                    );
+                    break;
+                }
+            } else {
+                assert!(sim.delete(id));
+            }
             let mut revoked_urls = Vec::new();
             urls(&l.value["assets"], &mut revoked_urls);
             let data = json!({ "id": id.to_string(), "assets": asset_refs(&l.value) });
@@ -392,33 +470,35 @@ async fn driver(
             let a = Applied {
                 revoked_ids: asset_ids(&l.value),
                 revoked_urls,
+                new_ids: vec![],
                 now: vec![],
                 caption_v: l.caption_v,
             };
-            ("content.deleted", data, a)
+            if through_gateway {
+                ("write-through delete", None, a)
+            } else {
+                ("content.deleted", Some(data), a)
+            }
         };
 
-        let evt = format!("evt_01CHECKER{:016}", events + 1);
-        let body = json!({ "id": evt, "type": event_type, "data": data }).to_string();
-        let mut headers = signed_webhook(&body, WEBHOOK_SECRET, unix_now());
-        headers.push(("x-layers-event-id".into(), evt.clone()));
-        let h: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let r = gw
-            .send(Method::POST, WEBHOOK, &h, Bytes::from(body))
-            .await;
-        if r.status != 200 || r.body.as_ref() != br#"{"status":"applied"}"# {
-            shared.note(
-                &shared.unexpected,
-                format!(
-                    "{event_type} {evt} -> {}: {}",
-                    r.status,
-                    String::from_utf8_lossy(&r.body)
-                ),
-            );
-            break;
+        if let Some(data) = webhook {
+            let evt = format!("evt_01CHECKER{:016}", events + 1);
+            let body = json!({ "id": evt, "type": what, "data": data }).to_string();
+            let mut headers = signed_webhook(&body, WEBHOOK_SECRET, unix_now());
+            headers.push(("x-layers-event-id".into(), evt.clone()));
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let r = gw.send(Method::POST, WEBHOOK, &h, Bytes::from(body)).await;
+            if r.status != 200 || r.body.as_ref() != br#"{"status":"applied"}"# {
+                shared.note(
+                    &shared.unexpected,
+                    format!(
+                        "{what} {evt} -> {}: {}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body)
+                    ),
+                );
+                break;
+            }
         }
         // Acknowledged: record it, then publish its ack number.
         let ack = shared.acks.load(Ordering::SeqCst) + 1;
@@ -431,9 +511,7 @@ async fn driver(
                 t.revoked_urls.insert(u, ack);
             }
             t.captions.push((ack, applied.caption_v));
-            if matches!(event_type, "content.generated" | "content.regenerated") {
-                t.issued.extend(applied.now.iter().cloned());
-            }
+            t.issued.extend(applied.new_ids);
             t.current = applied.now;
         }
         shared.acks.store(ack, Ordering::SeqCst);
@@ -499,10 +577,10 @@ async fn no_read_ever_carries_a_revoked_url_or_asset() {
 
     // The webhook target stays unset: the driver delivers every event.
     let (harness, gw) = if in_process_mode {
-        (None, Gw::Local(in_process(&sim, "")))
+        (None, Gw::Local(in_process(&sim, GATEWAY_CONFIG)))
     } else {
-        let h = Harness::with(sim.clone(), "").await;
-        let gw = Gw::Tcp(h.client.clone());
+        let h = Harness::with(sim.clone(), GATEWAY_CONFIG).await;
+        let gw = Gw::Tcp(Box::new(h.client.clone()));
         (Some(h), gw)
     };
 
@@ -511,18 +589,25 @@ async fn no_read_ever_carries_a_revoked_url_or_asset() {
         let reader_seed = seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1));
         readers.spawn(reader(gw.clone(), shared.clone(), reader_seed, deadline));
     }
-    let events = driver(
-        gw.clone(),
-        sim.clone(),
-        shared.clone(),
-        local,
-        rng,
-        serial,
-        min_reads,
-        min_events,
-        deadline,
+    // The driver checks the deadline between events; the timeout also
+    // bounds a request that never comes back.
+    let events = tokio::time::timeout(
+        DEADLINE + Duration::from_secs(30),
+        driver(
+            gw.clone(),
+            sim.clone(),
+            shared.clone(),
+            local,
+            rng,
+            serial,
+            min_reads,
+            min_events,
+            deadline,
+        ),
     )
     .await;
+    shared.stop.store(true, Ordering::SeqCst);
+    let events = events.unwrap_or_else(|_| panic!("seed {seed}: the driver did not finish in time"));
     let joined = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(r) = readers.join_next().await {
             r.expect("reader task does not panic");
@@ -538,9 +623,7 @@ async fn no_read_ever_carries_a_revoked_url_or_asset() {
     let violations = shared.violations.load(Ordering::SeqCst);
     let unexpected = shared.unexpected.load(Ordering::SeqCst);
     let load = |a: &AtomicU64| a.load(Ordering::SeqCst);
-    println!(
-        "checker: reads={reads} events={events} violations={violations} seed={seed}"
-    );
+    println!("checker: reads={reads} events={events} violations={violations} seed={seed}");
     println!(
         "checker: container 200={} 404={}, asset 200={} 404={}, cache hits={}, unexpected={unexpected}, origin requests={}, elapsed={:.1}s",
         load(&shared.container_200),

@@ -1137,7 +1137,8 @@ async fn entries_expire_after_the_configured_ttl() {
 
 #[tokio::test]
 async fn origin_errors_are_502_and_nothing_is_cached() {
-    let h = Harness::start().await;
+    // The breaker (5 consecutive failures by default) is not what this test is about.
+    let h = Harness::with_origin(demo_simulator(), "breaker_failures = 100", "").await;
     h.sim.set_failure(Some(FailureMode::Status(500)));
     for n in 1..=2u64 {
         let r = h.client.get(&content(VIDEO), &admin_key()).await;

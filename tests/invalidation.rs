@@ -14,7 +14,7 @@ mod support;
 use bytes::Bytes;
 use http::Method;
 use layers_gateway::config::Config;
-use layers_gateway::demo::{Gate, WebhookTarget};
+use layers_gateway::demo::{FailureMode, Gate, WebhookTarget};
 use layers_gateway::ids::ContainerId;
 use layers_gateway::origin::SimulatorUpstream;
 use layers_gateway::service::Gateway;
@@ -46,7 +46,7 @@ fn video() -> ContainerId {
 /// A gateway reached over its partner port or called in-process.
 #[derive(Clone)]
 enum Gw {
-    Tcp(TestClient),
+    Tcp(Box<TestClient>),
     Local(Gateway),
 }
 
@@ -82,10 +82,7 @@ impl Gw {
     }
 
     async fn post_webhook(&self, body: &str, headers: &[(String, String)]) -> Reply {
-        let h: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         self.send(Method::POST, WEBHOOK, &h, Bytes::from(body.to_owned()))
             .await
     }
@@ -112,7 +109,7 @@ impl Gw {
 }
 
 fn tcp(h: &Harness) -> Gw {
-    Gw::Tcp(h.client.clone())
+    Gw::Tcp(Box::new(h.client.clone()))
 }
 
 fn container_path(id: ContainerId) -> String {
@@ -526,9 +523,7 @@ async fn a_replayed_event_is_applied_once_whichever_copy_comes_first() {
 
     // Original first, then its replay.
     gw.warm(id).await;
-    let original = gw
-        .deliver("content.updated", json!({ "id": SLIDESHOW }))
-        .await;
+    let original = gw.deliver("content.updated", json!({ "id": SLIDESHOW })).await;
     assert_eq!(gw.container(id).await.x_cache(), Some("MISS"));
     gw.warm(id).await;
     let replay_id = new_event_id();
@@ -568,10 +563,8 @@ async fn an_updated_event_arriving_after_a_regenerate_does_not_resurrect_revoked
     )
     .await;
     // An older caption change, delivered late.
-    gw.deliver("content.updated", json!({ "id": SLIDESHOW }))
-        .await;
-    gw.deliver("content.approved", json!({ "id": SLIDESHOW }))
-        .await;
+    gw.deliver("content.updated", json!({ "id": SLIDESHOW })).await;
+    gw.deliver("content.approved", json!({ "id": SLIDESHOW })).await;
     for _ in 0..2 {
         assert_carries_none(&gw.container(id).await, &revoked, &revoked_urls);
     }
@@ -580,7 +573,6 @@ async fn an_updated_event_arriving_after_a_regenerate_does_not_resurrect_revoked
 }
 
 #[tokio::test]
-#[ignore = "BUG: src/cache.rs:325-327 un-revokes ids that an older, reordered event names as current"]
 async fn a_reordered_older_regenerate_does_not_resurrect_ids_a_newer_one_revoked() {
     let h = Harness::start().await;
     let gw = tcp(&h);
@@ -636,7 +628,11 @@ async fn assert_rejected_and_nothing_changes(
     r.assert_error(status, code);
 
     let after = gw.container(id).await;
-    assert_eq!(after.x_cache(), Some("HIT"), "a rejected event invalidates nothing");
+    assert_eq!(
+        after.x_cache(),
+        Some("HIT"),
+        "a rejected event invalidates nothing"
+    );
     assert_eq!(after.json(), cached);
     let a = gw.asset(id, &target).await;
     assert_eq!((a.status.as_u16(), a.x_cache()), (200, Some("HIT")));
@@ -776,12 +772,7 @@ async fn a_malformed_but_signed_webhook_is_400() {
             "BAD_REQUEST",
         ),
     ] {
-        assert_rejected_and_nothing_changes(
-            |_body, evt| (bad.clone(), signed(&bad, evt)),
-            400,
-            code,
-        )
-        .await;
+        assert_rejected_and_nothing_changes(|_body, evt| (bad.clone(), signed(&bad, evt)), 400, code).await;
     }
 }
 
@@ -935,28 +926,71 @@ async fn a_retried_regenerate_does_not_revoke_the_assets_it_created() {
         ("idempotency-key", "regen-once"),
     ];
     let path = format!("/v1/content/{id}/regenerate");
-    let first = gw
-        .send(Method::POST, &path, &headers, Bytes::new())
-        .await;
+    let first = gw.send(Method::POST, &path, &headers, Bytes::new()).await;
     assert_eq!(first.status, 200, "{}", text(&first));
     let now = first.json();
     let current = asset_ids(&now);
     // The new version is read (and cached), then the client retries the
     // same request: the origin answers its recorded response, no new media.
     assert_eq!(gw.warm(id).await, now);
-    let retry = gw
-        .send(Method::POST, &path, &headers, Bytes::new())
-        .await;
+    let retry = gw.send(Method::POST, &path, &headers, Bytes::new()).await;
     assert_eq!(retry.status, 200, "{}", text(&retry));
     assert_eq!(retry.body, first.body, "an idempotent replay");
-    assert_eq!(h.sim.container(id).unwrap(), now, "the origin did not regenerate again");
+    assert_eq!(
+        h.sim.container(id).unwrap(),
+        now,
+        "the origin did not regenerate again"
+    );
 
     let r = gw.container(id).await;
     assert_eq!(r.status, 200);
-    assert_eq!(asset_ids(&r.json()), current, "the current assets are still served");
+    assert_eq!(
+        asset_ids(&r.json()),
+        current,
+        "the current assets are still served"
+    );
     assert_eq!(r.json(), now);
     assert_assets_200(&gw, id, &current).await;
     h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_racing_a_regenerate_through_the_gateway_keeps_the_new_assets() {
+    let sim = demo_simulator();
+    let gw = Gw::Local(in_process(&sim, ""));
+    let id = slideshow();
+    let old = sim.container(id).unwrap();
+    // The origin regenerates on arrival and answers a second later.
+    sim.set_failure(Some(FailureMode::Delay(Duration::from_secs(1))));
+    let post = tokio::spawn({
+        let gw = gw.clone();
+        async move {
+            gw.mutate(Method::POST, &format!("/v1/content/{id}/regenerate"), "")
+                .await
+        }
+    });
+    wait_for("the origin to regenerate", || sim.container(id).unwrap() != old).await;
+    sim.set_failure(None);
+    let now = sim.container(id).unwrap();
+    // Meanwhile another partner reads the container: the new version.
+    let r = gw.container(id).await;
+    assert_eq!(r.json(), now);
+
+    let reply = tokio::time::timeout(Duration::from_secs(10), post)
+        .await
+        .expect("the regenerate finishes")
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", text(&reply));
+    assert_eq!(reply.json(), now);
+
+    let after = gw.container(id).await;
+    assert_eq!(
+        asset_ids(&after.json()),
+        asset_ids(&now),
+        "the assets the regenerate created are served"
+    );
+    assert_assets_200(&gw, id, &asset_ids(&now)).await;
+    assert_assets_404(&gw, id, &asset_ids(&old)).await;
 }
 
 #[tokio::test]
@@ -976,7 +1010,11 @@ async fn a_caption_patched_through_the_gateway_shows_on_the_next_read() {
     let read = gw.container(id).await;
     assert_eq!(read.status, 200);
     assert_eq!(read.json()["caption"], "Summer edit.");
-    assert_eq!(asset_ids(&read.json()), asset_ids(&old), "a caption edit keeps the assets");
+    assert_eq!(
+        asset_ids(&read.json()),
+        asset_ids(&old),
+        "a caption edit keeps the assets"
+    );
     assert_assets_200(&gw, id, &asset_ids(&old)).await;
     h.stop().await;
 }
@@ -1014,7 +1052,11 @@ async fn a_tombstone_answers_404_without_the_origin_until_it_expires() {
     assert_assets_404(&gw, id, &asset_ids(&old)).await;
     tokio::time::advance(Duration::from_secs(59)).await;
     gw.container(id).await.assert_error(404, "NOT_FOUND");
-    assert_eq!(sim.total_requests(), origin_calls, "no origin call while tombstoned");
+    assert_eq!(
+        sim.total_requests(),
+        origin_calls,
+        "no origin call while tombstoned"
+    );
 
     tokio::time::advance(Duration::from_secs(2)).await;
     let gets = sim.request_count("GET", &container_path(id));
@@ -1046,7 +1088,9 @@ async fn content_generated_lifts_a_tombstone_early() {
     let mut reborn = old.clone();
     for a in reborn["assets"].as_array_mut().unwrap() {
         let new_id = format!("{}-reborn", a["assetId"].as_str().unwrap());
-        a["url"] = Value::from(format!("https://cdn.layers.example/org_demo_a/reborn/{new_id}.jpg"));
+        a["url"] = Value::from(format!(
+            "https://cdn.layers.example/org_demo_a/reborn/{new_id}.jpg"
+        ));
         a["thumbnailUrl"] = Value::Null;
         a["assetId"] = Value::from(new_id);
     }
@@ -1068,15 +1112,68 @@ async fn content_generated_lifts_a_tombstone_early() {
 }
 
 // ---------------------------------------------------------------------------
+// Stale-if-error never outlives an invalidation.
+// ---------------------------------------------------------------------------
+
+/// `POST /admin/purge?<query>` on an in-process gateway's admin handler.
+async fn purge_in_process(gw: &Gateway, query: &str) {
+    use http_body_util::BodyExt;
+    let req = http::Request::post(format!("/admin/purge?{query}"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let resp = layers_gateway::admin::handle(gw, req).await;
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidated_entry_is_never_served_stale_when_the_origin_fails() {
+    let sim = demo_simulator();
+    let gateway = in_process(&sim, "[cache]\nttl_secs = 1\nstale_if_error_secs = 600\n");
+    let gw = Gw::Local(gateway.clone());
+    let updated = slideshow();
+    let regenerated = video();
+    let purged = ContainerId::parse("cnt_1c2d3e4f-5a6b-4c7d-8e9f-a0b1c2d3e4f5").unwrap();
+    let untouched = ContainerId::parse("cnt_2b4d6f80-1a3c-4e5a-9b7d-c0e2f4a6b8d0").unwrap();
+    for id in [updated, regenerated, purged, untouched] {
+        gw.warm(id).await;
+    }
+    tokio::time::advance(Duration::from_secs(2)).await;
+    sim.set_failure(Some(FailureMode::Status(500)));
+
+    // Past its TTL, an entry nothing invalidated is served stale.
+    let r = gw.container(untouched).await;
+    assert_eq!(
+        (r.status.as_u16(), r.x_cache()),
+        (200, Some("STALE")),
+        "{}",
+        text(&r)
+    );
+
+    gw.deliver("content.updated", json!({ "id": updated.to_string() }))
+        .await;
+    gw.deliver(
+        "content.regenerated",
+        json!({ "id": regenerated.to_string(), "previousAssetIds": [], "assets": [] }),
+    )
+    .await;
+    purge_in_process(&gateway, &format!("container={purged}")).await;
+    for id in [updated, regenerated, purged] {
+        gw.container(id).await.assert_error(502, "UPSTREAM_ERROR");
+    }
+    purge_in_process(&gateway, "all=true").await;
+    gw.container(untouched).await.assert_error(502, "UPSTREAM_ERROR");
+}
+
+// ---------------------------------------------------------------------------
 // Admin purge.
 // ---------------------------------------------------------------------------
 
 async fn purge(admin: &TestClient, query: &str, token: Option<&str>) -> Reply {
     let auth = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = auth
-        .iter()
-        .map(|a| ("authorization", a.as_str()))
-        .collect();
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
     admin
         .send(
             Method::POST,
@@ -1181,7 +1278,6 @@ async fn the_partner_port_does_not_serve_admin_purge() {
 // ---------------------------------------------------------------------------
 
 #[tokio::test]
-#[ignore = "BUG: src/cache.rs:328-336 drops the newest revocations once max_revoked_per_container is reached"]
 async fn at_the_revoked_id_cap_the_most_recently_revoked_ids_stay_revoked() {
     let h = Harness::with(
         demo_simulator(),

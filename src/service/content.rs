@@ -49,12 +49,13 @@ impl Gateway {
             fwd.insert(X_REQUEST_ID, v);
         }
         let origin = self.state.origin.clone();
+        let org = principal.org.clone();
         let fetch = move || async move {
             let mut req = Request::get(format!("/v1/content/{id}"))
                 .body(empty_body())
                 .map_err(|e| GatewayError::internal(&e))?;
             *req.headers_mut() = fwd;
-            let reply = origin.fetch(req, CONTAINER_TEMPLATE).await?;
+            let reply = origin.fetch(req, CONTAINER_TEMPLATE, &org).await?;
             if reply.status == StatusCode::OK {
                 return Ok(reply.body);
             }

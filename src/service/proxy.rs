@@ -41,6 +41,21 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// Asset ids of a container body (`assets[].assetId`); empty if it is not one.
+fn current_asset_ids(body: &[u8]) -> Vec<String> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    v["assets"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["assetId"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn too_large() -> GatewayError {
     GatewayError::new(
         ErrorCode::PayloadTooLarge,
@@ -56,6 +71,7 @@ impl Gateway {
         template: &'static str,
         write_through: Option<(ContainerId, EventType)>,
         rid: &str,
+        org: &str,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -83,22 +99,32 @@ impl Gateway {
             .body(body)
             .map_err(|e| GatewayError::internal(&e))?;
         *req.headers_mut() = headers;
-        let resp = self.state.origin.stream(req, template).await?;
-        if let Some((id, event_type)) = write_through {
-            if resp.status().is_success() {
-                let inv = Invalidation {
-                    event_id: None,
-                    source: Source::WriteThrough,
-                    event_type,
-                    container: Some(id),
-                    revoked_asset_ids: Vec::new(),
-                    current_asset_ids: Vec::new(),
-                };
-                self.apply_invalidation(&inv).await;
-            }
-        }
+        let resp = self.state.origin.stream(req, template, org).await?;
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, ResponseBody::Stream(body)))
+        let Some((id, event_type)) = write_through.filter(|_| parts.status.is_success()) else {
+            return Ok(Response::from_parts(parts, ResponseBody::Stream(body)));
+        };
+        // A regenerate answers with the new container: read it (it is
+        // capped like every origin body) so its asset ids are known to be
+        // current and are never revoked by this invalidation, even when a
+        // read already cached the new version.
+        let (body, current_asset_ids) = if event_type == EventType::Regenerated {
+            let bytes = self.state.origin.read_capped(body).await?;
+            let ids = current_asset_ids(&bytes);
+            (ResponseBody::full(bytes), ids)
+        } else {
+            (ResponseBody::Stream(body), Vec::new())
+        };
+        let inv = Invalidation {
+            event_id: None,
+            source: Source::WriteThrough,
+            event_type,
+            container: Some(id),
+            revoked_asset_ids: Vec::new(),
+            current_asset_ids,
+        };
+        self.apply_invalidation(&inv).await;
+        Ok(Response::from_parts(parts, body))
     }
 }

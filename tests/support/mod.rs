@@ -38,9 +38,14 @@ pub fn no_scope_key() -> String {
 /// A config for tests: loopback, free ports, a known webhook secret and
 /// admin token. `extra` is TOML appended (sections must not repeat).
 pub fn test_config(origin_url: &str, extra: &str) -> Config {
+    test_config_with(origin_url, "", extra)
+}
+
+/// Like `test_config`, with extra lines inside the `[origin]` section.
+pub fn test_config_with(origin_url: &str, origin_extra: &str, extra: &str) -> Config {
     let token_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(ADMIN_TOKEN.as_bytes()));
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_sha256 = \"{token_hash}\"\n\n[origin]\nurl = \"{origin_url}\"\ntimeout_ms = 5000\n\n[webhooks]\nsecrets = [\"{WEBHOOK_SECRET}\"]\n\n{extra}"
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_sha256 = \"{token_hash}\"\n\n[origin]\nurl = \"{origin_url}\"\ntimeout_ms = 5000\n{origin_extra}\n\n[webhooks]\nsecrets = [\"{WEBHOOK_SECRET}\"]\n\n{extra}"
     );
     Config::parse(&text, PathBuf::new()).expect("test config is valid")
 }
@@ -69,13 +74,18 @@ impl Harness {
     }
 
     pub async fn with(sim: Simulator, extra_config: &str) -> Harness {
+        Harness::with_origin(sim, "", extra_config).await
+    }
+
+    /// `origin_extra`: lines added to the `[origin]` section.
+    pub async fn with_origin(sim: Simulator, origin_extra: &str, extra_config: &str) -> Harness {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let origin_addr = listener.local_addr().unwrap();
         let (origin_stop, mut rx) = tokio::sync::watch::channel(false);
         tokio::spawn(sim.clone().serve(listener, async move {
             let _ = rx.wait_for(|s| *s).await;
         }));
-        let cfg = test_config(&format!("http://{origin_addr}"), extra_config);
+        let cfg = test_config_with(&format!("http://{origin_addr}"), origin_extra, extra_config);
         let upstream: Arc<dyn Upstream> = Arc::new(HttpUpstream::new(&cfg.origin).unwrap());
         let app = App::start(cfg, demo_keys(), upstream).await.unwrap();
         let client = TestClient::new(app.addr);

@@ -1,0 +1,500 @@
+//! A circuit breaker for the origin: after `failure_threshold` consecutive
+//! failures it opens and requests fail fast (no origin call) for
+//! `open_for`; then it lets up to `half_open_probes` requests through at
+//! once. A probe success closes it; a probe failure opens it for another
+//! `open_for`.
+//!
+//! What counts as a failure is the caller's choice (connect errors,
+//! timeouts, 5xx from the origin; not 4xx, which are the caller's fault).
+//!
+//! A ticket dropped without `success()` or `failure()` counts as neither:
+//! a cancelled request (the client went away) says nothing about the
+//! origin. A dropped probe still gives back its probe place, so half-open
+//! cannot stall. The caller must report timeouts as `failure()` explicitly.
+//!
+//! Outcomes are matched to the state they were admitted under by an epoch
+//! bumped on every transition: a reply from before the breaker opened (or
+//! from a probe round that already ended) changes nothing.
+//!
+//! Touched once per origin request, never on a cache hit, so one small
+//! `std::sync::Mutex` is enough.
+
+use crate::error::{ErrorCode, ErrorSource, GatewayError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
+pub const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(5);
+pub const DEFAULT_HALF_OPEN_PROBES: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: u32,
+    /// How long it stays open before letting probes through.
+    pub open_for: Duration,
+    /// Probes in flight at once while half-open.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
+            open_for: DEFAULT_OPEN_FOR,
+            half_open_probes: DEFAULT_HALF_OPEN_PROBES,
+        }
+    }
+}
+
+impl BreakerSettings {
+    /// Checks the settings; the error names the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.failure_threshold == 0 {
+            return Err("failure_threshold: must be greater than 0".into());
+        }
+        if self.open_for.is_zero() {
+            return Err("open_for: must be greater than 0".into());
+        }
+        if self.half_open_probes == 0 {
+            return Err("half_open_probes: must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// For a gauge: 0 closed, 1 open, 2 half-open.
+    pub fn code(self) -> i64 {
+        match self {
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// Refused: the breaker is open (or half-open with every probe place taken).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerOpen {
+    retry_after_secs: u64,
+}
+
+impl BreakerOpen {
+    /// Whole seconds until probes are let through (at least 1).
+    pub fn retry_after_secs(&self) -> u64 {
+        self.retry_after_secs
+    }
+}
+
+impl std::fmt::Display for BreakerOpen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "origin circuit open; retry in {} s", self.retry_after_secs)
+    }
+}
+
+impl std::error::Error for BreakerOpen {}
+
+impl From<BreakerOpen> for GatewayError {
+    /// 503 OVERLOADED with `Retry-After`, classified as an upstream problem.
+    fn from(b: BreakerOpen) -> GatewayError {
+        let mut e = GatewayError::new(
+            ErrorCode::Overloaded,
+            "The origin is failing; the gateway paused calls to it. Retry later.",
+        )
+        .with_retry_after(b.retry_after_secs);
+        e.source = ErrorSource::Upstream;
+        e
+    }
+}
+
+/// The breaker; cheap to clone (one `Arc`), one per origin.
+#[derive(Clone)]
+pub struct Breaker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Immutable after `new`.
+    settings: BreakerSettings,
+    /// The state machine. A std mutex: a few field updates, no `.await`.
+    state: Mutex<State>,
+    /// Times the breaker opened (closed -> open and half-open -> open).
+    /// Atomics so metrics read them without the lock.
+    opened: AtomicU64,
+    /// Requests refused by `try_acquire`.
+    rejected: AtomicU64,
+}
+
+struct State {
+    phase: Phase,
+    /// Bumped on every transition; tickets carry the one they were issued
+    /// under, and outcomes of other epochs are ignored.
+    epoch: u64,
+    /// Consecutive failures while closed.
+    failures: u32,
+    /// Probes in flight while half-open.
+    probes: u32,
+}
+
+#[derive(Clone, Copy)]
+enum Phase {
+    Closed,
+    Open { until: Instant },
+    HalfOpen,
+}
+
+impl Breaker {
+    /// `settings` should have passed `validate()`; zeros are raised to 1.
+    pub fn new(mut settings: BreakerSettings) -> Self {
+        settings.failure_threshold = settings.failure_threshold.max(1);
+        settings.half_open_probes = settings.half_open_probes.max(1);
+        Breaker {
+            inner: Arc::new(Inner {
+                settings,
+                state: Mutex::new(State {
+                    phase: Phase::Closed,
+                    epoch: 0,
+                    failures: 0,
+                    probes: 0,
+                }),
+                opened: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &BreakerSettings {
+        &self.inner.settings
+    }
+
+    /// Admits a request to the origin, or fails fast while open. While
+    /// half-open, at most `half_open_probes` tickets are out at once.
+    pub fn try_acquire(&self) -> Result<BreakerTicket, BreakerOpen> {
+        let mut st = self.inner.lock();
+        let now = Instant::now();
+        st.refresh(now);
+        let probe = match st.phase {
+            Phase::Closed => false,
+            Phase::Open { until } => {
+                drop(st);
+                self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(BreakerOpen {
+                    retry_after_secs: ceil_secs(until.saturating_duration_since(now)),
+                });
+            }
+            Phase::HalfOpen => {
+                if st.probes >= self.inner.settings.half_open_probes {
+                    drop(st);
+                    self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+                    return Err(BreakerOpen { retry_after_secs: 1 });
+                }
+                st.probes += 1;
+                true
+            }
+        };
+        Ok(BreakerTicket {
+            inner: self.inner.clone(),
+            epoch: st.epoch,
+            probe,
+            reported: false,
+        })
+    }
+
+    /// The current state (open turns half-open once `open_for` has passed).
+    pub fn state(&self) -> BreakerState {
+        let mut st = self.inner.lock();
+        st.refresh(Instant::now());
+        match st.phase {
+            Phase::Closed => BreakerState::Closed,
+            Phase::Open { .. } => BreakerState::Open,
+            Phase::HalfOpen => BreakerState::HalfOpen,
+        }
+    }
+
+    /// For a gauge: 0 closed, 1 open, 2 half-open.
+    pub fn state_code(&self) -> i64 {
+        self.state().code()
+    }
+
+    /// Times the breaker opened since start.
+    pub fn opened_total(&self) -> u64 {
+        self.inner.opened.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused since start.
+    pub fn rejected_total(&self) -> u64 {
+        self.inner.rejected.load(Ordering::Relaxed)
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self, epoch: u64, probe: bool, outcome: Option<bool>) {
+        let mut st = self.lock();
+        if st.epoch != epoch {
+            return; // Admitted under a state that has since ended.
+        }
+        match (st.phase, outcome) {
+            (Phase::Closed, Some(true)) => st.failures = 0,
+            (Phase::Closed, Some(false)) => {
+                st.failures += 1;
+                if st.failures >= self.settings.failure_threshold {
+                    self.open(&mut st);
+                }
+            }
+            (Phase::HalfOpen, _) if probe => {
+                st.probes = st.probes.saturating_sub(1);
+                match outcome {
+                    Some(true) => {
+                        st.phase = Phase::Closed;
+                        st.epoch += 1;
+                        st.failures = 0;
+                        st.probes = 0;
+                    }
+                    Some(false) => self.open(&mut st),
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn open(&self, st: &mut State) {
+        st.phase = Phase::Open {
+            until: Instant::now() + self.settings.open_for,
+        };
+        st.epoch += 1;
+        st.failures = 0;
+        st.probes = 0;
+        self.opened.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl State {
+    /// Open -> half-open once `open_for` has passed.
+    fn refresh(&mut self, now: Instant) {
+        if let Phase::Open { until } = self.phase {
+            if now >= until {
+                self.phase = Phase::HalfOpen;
+                self.epoch += 1;
+                self.probes = 0;
+            }
+        }
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
+/// Permission for one origin request; report how it went with `success()`
+/// or `failure()`. Dropped unreported, it counts as neither (see module doc).
+#[must_use = "report the outcome with success() or failure()"]
+pub struct BreakerTicket {
+    inner: Arc<Inner>,
+    epoch: u64,
+    probe: bool,
+    reported: bool,
+}
+
+impl BreakerTicket {
+    /// Whether this request is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    pub fn success(mut self) {
+        self.reported = true;
+        self.inner.record(self.epoch, self.probe, Some(true));
+    }
+
+    pub fn failure(mut self) {
+        self.reported = true;
+        self.inner.record(self.epoch, self.probe, Some(false));
+    }
+}
+
+impl Drop for BreakerTicket {
+    fn drop(&mut self) {
+        if !self.reported && self.probe {
+            // Neither outcome; only give the probe place back.
+            self.inner.record(self.epoch, true, None);
+        }
+    }
+}
+
+impl std::fmt::Debug for BreakerTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BreakerTicket")
+            .field("epoch", &self.epoch)
+            .field("probe", &self.probe)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker(threshold: u32, probes: u32) -> Breaker {
+        Breaker::new(BreakerSettings {
+            failure_threshold: threshold,
+            open_for: Duration::from_secs(5),
+            half_open_probes: probes,
+        })
+    }
+
+    fn fail(b: &Breaker, n: u32) {
+        for _ in 0..n {
+            b.try_acquire().unwrap().failure();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_after_exactly_threshold_consecutive_failures() {
+        let b = breaker(3, 1);
+        fail(&b, 2);
+        assert_eq!(b.state(), BreakerState::Closed);
+        b.try_acquire().unwrap().success(); // resets the count
+        fail(&b, 2);
+        assert_eq!(b.state(), BreakerState::Closed);
+        fail(&b, 1);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.state_code(), 1);
+        assert_eq!(b.opened_total(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fails_fast_while_open_then_half_opens_after_open_for() {
+        let b = breaker(1, 1);
+        fail(&b, 1);
+        let open = b.try_acquire().unwrap_err();
+        assert_eq!(open.retry_after_secs(), 5);
+        tokio::time::advance(Duration::from_millis(3500)).await;
+        assert_eq!(b.try_acquire().unwrap_err().retry_after_secs(), 2);
+        tokio::time::advance(Duration::from_millis(1499)).await;
+        assert_eq!(b.try_acquire().unwrap_err().retry_after_secs(), 1);
+        assert_eq!(b.rejected_total(), 3);
+
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert_eq!(b.state_code(), 2);
+        let probe = b.try_acquire().unwrap();
+        assert!(probe.is_probe());
+        // One probe at a time.
+        assert_eq!(b.try_acquire().unwrap_err().retry_after_secs(), 1);
+        drop(probe);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probe_success_closes() {
+        let b = breaker(2, 2);
+        fail(&b, 2);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let p1 = b.try_acquire().unwrap();
+        let p2 = b.try_acquire().unwrap();
+        assert!(b.try_acquire().is_err());
+        p1.success();
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.state_code(), 0);
+        // The other probe's late failure belongs to the ended round.
+        p2.failure();
+        assert_eq!(b.state(), BreakerState::Closed);
+        // The failure count starts over.
+        fail(&b, 1);
+        assert_eq!(b.state(), BreakerState::Closed);
+        fail(&b, 1);
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probe_failure_reopens_for_another_open_for() {
+        let b = breaker(1, 1);
+        fail(&b, 1);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        b.try_acquire().unwrap().failure();
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.opened_total(), 2);
+        assert_eq!(b.try_acquire().unwrap_err().retry_after_secs(), 5);
+        tokio::time::advance(Duration::from_millis(4999)).await;
+        assert_eq!(b.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropped_probe_frees_its_place_and_counts_as_neither() {
+        let b = breaker(1, 1);
+        fail(&b, 1);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(b.try_acquire().unwrap());
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        b.try_acquire().unwrap().success();
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replies_from_before_the_breaker_opened_are_ignored() {
+        let b = breaker(2, 1);
+        let late_ok = b.try_acquire().unwrap();
+        let late_err = b.try_acquire().unwrap();
+        fail(&b, 2);
+        assert_eq!(b.state(), BreakerState::Open);
+        late_ok.success();
+        assert_eq!(b.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let probe = b.try_acquire().unwrap();
+        late_err.failure();
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        probe.success();
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        assert!(BreakerSettings::default().validate().is_ok());
+        let s = |t, o, p| BreakerSettings {
+            failure_threshold: t,
+            open_for: Duration::from_secs(o),
+            half_open_probes: p,
+        };
+        assert!(s(0, 1, 1)
+            .validate()
+            .unwrap_err()
+            .starts_with("failure_threshold:"));
+        assert!(s(1, 0, 1).validate().unwrap_err().starts_with("open_for:"));
+        assert!(s(1, 1, 0)
+            .validate()
+            .unwrap_err()
+            .starts_with("half_open_probes:"));
+    }
+
+    #[test]
+    fn open_breaker_maps_to_503_with_retry_after() {
+        let e: GatewayError = BreakerOpen { retry_after_secs: 4 }.into();
+        assert_eq!(e.status, http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.retry_after_secs, Some(4));
+        assert_eq!(e.source, ErrorSource::Upstream);
+    }
+}
