@@ -102,7 +102,7 @@ fn cache_lookup(c: &mut Criterion) {
     });
     // Naive: re-serialize the container JSON per hit.
     let value = serde_json::to_value(
-        &serde_json::from_slice::<serde_json::Value>(&rt.block_on(cache.lookup(&org, id)).unwrap().body)
+        serde_json::from_slice::<serde_json::Value>(&rt.block_on(cache.lookup(&org, id)).unwrap().body)
             .unwrap(),
     )
     .unwrap();

@@ -59,6 +59,7 @@ pub struct Config {
     pub invalidation: InvalidationConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub shaping: ShapingConfig,
     /// Directory of the config file: relative paths inside it resolve here.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -205,6 +206,9 @@ pub struct RouteRule {
     pub path: String,
     /// Required scope; absent means any authenticated key.
     pub scope: Option<String>,
+    /// `long-running` marks a mutation as long-running for rate limiting;
+    /// otherwise GETs are read-light and mutations write-light.
+    pub class: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -221,6 +225,11 @@ impl Default for RoutesConfig {
             method: m.into(),
             path: p.into(),
             scope: s.map(Into::into),
+            class: None,
+        };
+        let long = |mut rule: RouteRule| {
+            rule.class = Some("long-running".into());
+            rule
         };
         RoutesConfig {
             default_scope: DEFAULT_DEFAULT_SCOPE.into(),
@@ -232,14 +241,14 @@ impl Default for RoutesConfig {
                     "/v1/content/:containerId/assets/:assetId",
                     Some("content:read"),
                 ),
-                r("POST", "/v1/content", Some("content:write")),
+                long(r("POST", "/v1/content", Some("content:write"))),
                 r("PATCH", "/v1/content/:containerId", Some("content:write")),
                 r("DELETE", "/v1/content/:containerId", Some("content:write")),
-                r(
+                long(r(
                     "POST",
                     "/v1/content/:containerId/regenerate",
                     Some("content:write"),
-                ),
+                )),
                 r(
                     "POST",
                     "/v1/content/:containerId/approve",
@@ -357,6 +366,37 @@ impl Default for MetricsConfig {
     }
 }
 
+/// Partner rate limits (tiers x endpoint classes, daily write cap).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShapingConfig {
+    pub enabled: bool,
+    /// Distinct API keys (and organizations, for the daily cap) tracked.
+    pub max_keys: usize,
+    /// Tiers by name; these add to or replace the Layers defaults
+    /// (`standard`, `pilot`, `partner`). Unknown tier names use `standard`.
+    pub tiers: std::collections::BTreeMap<String, crate::shaping::TierConfig>,
+}
+
+impl Default for ShapingConfig {
+    fn default() -> Self {
+        ShapingConfig {
+            enabled: true,
+            max_keys: crate::shaping::gcra::DEFAULT_MAX_KEYS,
+            tiers: Default::default(),
+        }
+    }
+}
+
+impl ShapingConfig {
+    /// The Layers default tiers with the configured ones on top.
+    pub fn effective_tiers(&self) -> std::collections::BTreeMap<String, crate::shaping::TierConfig> {
+        let mut t = crate::shaping::default_tiers();
+        t.extend(self.tiers.clone());
+        t
+    }
+}
+
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, String> {
@@ -464,6 +504,13 @@ impl Config {
             if !r.path.starts_with("/v1/") && r.path != "/v1" {
                 return Err(format!("routes.rules[{i}].path: must start with /v1/"));
             }
+            if let Some(c) = &r.class {
+                if c != "long-running" {
+                    return Err(format!(
+                        "routes.rules[{i}].class: only \"long-running\" can be set"
+                    ));
+                }
+            }
             if let Some(s) = &r.scope {
                 crate::auth::scopes::Scope::parse(s)
                     .ok_or_else(|| format!("routes.rules[{i}].scope: unknown scope {s:?}"))?;
@@ -490,6 +537,8 @@ impl Config {
             self.invalidation.max_revoked_per_container as u64,
             "invalidation.max_revoked_per_container",
         )?;
+        crate::shaping::tiers::validate_tiers(&self.shaping.effective_tiers())?;
+        nonzero(self.shaping.max_keys as u64, "shaping.max_keys")?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err("log.format: must be \"text\" or \"json\"".into());
         }

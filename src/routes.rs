@@ -8,6 +8,7 @@ use crate::auth::scopes::Scope;
 use crate::config::Config;
 use crate::events::EventType;
 use crate::ids::{valid_asset_id, ContainerId};
+use crate::shaping::EndpointClass;
 use http::Method;
 
 pub const CONTAINER_TEMPLATE: &str = "/v1/content/:containerId";
@@ -44,6 +45,7 @@ struct Rule {
     segments: Vec<String>,
     template: &'static str,
     scope: Option<Scope>,
+    long_running: bool,
 }
 
 /// The route table, built once from config.
@@ -74,6 +76,7 @@ impl RouteTable {
                 // lets metric labels be `&'static str` on every request.
                 template: Box::leak(r.path.clone().into_boxed_str()),
                 scope: r.scope.as_deref().and_then(Scope::parse),
+                long_running: r.class.as_deref() == Some("long-running"),
             })
             .collect();
         let default_scope =
@@ -195,6 +198,18 @@ impl RouteTable {
         }
     }
 
+    /// The rate-limit endpoint class: every GET (and HEAD) is read-light,
+    /// a mutation is long-running when its rule says so, else write-light.
+    pub fn class(&self, method: &Method, route: &Route<'_>) -> EndpointClass {
+        if *method == Method::GET || *method == Method::HEAD {
+            return EndpointClass::ReadLight;
+        }
+        match route {
+            Route::Proxy { rule: Some(i), .. } if self.rules[*i].long_running => EndpointClass::LongRunning,
+            _ => EndpointClass::WriteLight,
+        }
+    }
+
     /// The metric label: a template, never a raw path.
     pub fn template(&self, route: &Route<'_>) -> &'static str {
         match route {
@@ -297,6 +312,19 @@ mod tests {
         assert_eq!(t.required_scope(&r), Scope::parse("org:admin"));
         assert_eq!(t.route(&Method::GET, "/healthz", false), Route::NotFound);
         assert_eq!(t.route(&Method::POST, "/webhooks/layers", false), Route::Webhook);
+    }
+
+    #[test]
+    fn endpoint_classes_follow_method_and_rule() {
+        let t = table();
+        let get = t.route(&Method::GET, "/v1/projects", false);
+        assert_eq!(t.class(&Method::GET, &get), EndpointClass::ReadLight);
+        let p = format!("/v1/content/{ID}/regenerate");
+        let regen = t.route(&Method::POST, &p, false);
+        assert_eq!(t.class(&Method::POST, &regen), EndpointClass::LongRunning);
+        let p = format!("/v1/content/{ID}");
+        let patch = t.route(&Method::PATCH, &p, false);
+        assert_eq!(t.class(&Method::PATCH, &patch), EndpointClass::WriteLight);
     }
 
     #[test]

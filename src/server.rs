@@ -166,6 +166,9 @@ pub async fn maintain(gateway: Gateway, shutdown: impl Future<Output = ()>) {
         }
         if n % 30 == 0 {
             gateway.state().cache.sweep();
+            if let Some(limits) = &gateway.state().limits {
+                limits.sweep();
+            }
         }
     }
 }

@@ -18,6 +18,9 @@ use crate::ids::request_id_from_header;
 use crate::metrics::Metrics;
 use crate::origin::{OriginClient, Upstream};
 use crate::routes::{Route, RouteTable};
+use crate::shaping::headers::insert_endpoint_class;
+use crate::shaping::policy::{RatePolicy, Refusal};
+use crate::shaping::{render_headers as render_rate_headers, Decision, UnixClock};
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, Response};
@@ -45,6 +48,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Set once the origin has answered anything; `/readyz` reads it.
     origin_seen: Arc<AtomicBool>,
+    /// Partner rate limits; `None` when `shaping.enabled = false`.
+    pub limits: Option<RatePolicy>,
 }
 
 /// The gateway service. Cheap to clone (one `Arc`).
@@ -58,10 +63,23 @@ pub struct Gateway {
 struct Outcome {
     cache: Option<CacheStatus>,
     principal: Option<Arc<Principal>>,
+    /// The per-minute rate-limit decision, for the response headers.
+    rate: Option<Decision>,
 }
 
 impl Gateway {
     pub fn new(config: Config, keys: impl Into<Arc<KeyStore>>, upstream: Arc<dyn Upstream>) -> Gateway {
+        Gateway::with_clock(config, keys, upstream, UnixClock::system())
+    }
+
+    /// Like `new`, with the wall clock the daily write cap uses (tests start
+    /// it at a chosen date and move it with tokio's paused clock).
+    pub fn with_clock(
+        config: Config,
+        keys: impl Into<Arc<KeyStore>>,
+        upstream: Arc<dyn Upstream>,
+        clock: UnixClock,
+    ) -> Gateway {
         let metrics = Arc::new(Metrics::new(
             config.metrics.per_org_label,
             config.metrics.max_org_labels,
@@ -82,6 +100,10 @@ impl Gateway {
             Duration::from_secs(config.webhooks.dedupe_ttl_secs),
         );
         let routes = RouteTable::from_config(&config);
+        let limits = config
+            .shaping
+            .enabled
+            .then(|| RatePolicy::new(&config.shaping, clock).expect("validated config"));
         Gateway {
             state: Arc::new(State {
                 config,
@@ -93,6 +115,7 @@ impl Gateway {
                 dedupe,
                 metrics,
                 origin_seen,
+                limits,
             }),
         }
     }
@@ -146,7 +169,19 @@ impl Gateway {
         let template = st.routes.template(&route);
         let mut outcome = Outcome::default();
         let result = self.dispatch(&parts, body, &route, &rid, &mut outcome).await;
-        let (resp, code) = finish(result, &rid);
+        let retry_after = result.as_ref().err().and_then(|e| e.retry_after_secs);
+        let (mut resp, code) = finish(result, &rid);
+        if route != Route::Webhook {
+            let class = st.routes.class(&parts.method, &route);
+            match &outcome.rate {
+                Some(d) => render_rate_headers(resp.headers_mut(), class, d),
+                None => insert_endpoint_class(resp.headers_mut(), class),
+            }
+            if let Some(s) = retry_after {
+                // The error's own Retry-After (whole seconds, at least 1) wins.
+                resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
+            }
+        }
         self.record(&parts.method, template, &resp, code, &outcome, started, &rid);
         resp
     }
@@ -187,6 +222,23 @@ impl Gateway {
         if let Some(scope) = self.state.routes.required_scope(route) {
             if !principal.scopes.contains(scope) {
                 return Err(GatewayError::forbidden_scope(scope.as_str()));
+            }
+        }
+        if let Some(limits) = &self.state.limits {
+            let class = self.state.routes.class(&parts.method, route);
+            let (decision, admitted) = limits.admit(&principal, class);
+            outcome.rate = decision;
+            let m = &self.state.metrics.rate_limit_decisions;
+            match admitted {
+                Ok(()) => m.with_label_values(&[class.as_str(), "admitted"]).inc(),
+                Err((e, refusal)) => {
+                    let result = match refusal {
+                        Refusal::PerMinute => "limited",
+                        Refusal::DailyCap => "daily_cap",
+                    };
+                    m.with_label_values(&[class.as_str(), result]).inc();
+                    return Err(e);
+                }
             }
         }
         let head = parts.method == http::Method::HEAD;

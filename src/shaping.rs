@@ -32,14 +32,15 @@
 //!
 //! Writes are the write-light and long-running classes.
 
+pub mod breaker;
 pub mod clock;
 pub mod daily;
 pub mod gcra;
 pub mod headers;
-pub mod tiers;
 pub mod origin_guard;
-pub mod breaker;
+pub mod policy;
 pub mod retry_budget;
+pub mod tiers;
 
 pub use clock::UnixClock;
 pub use daily::{DailyCap, DailyDecision};

@@ -41,7 +41,9 @@ const DEADLINE: Duration = Duration::from_secs(240);
 const ORG: &str = "org_demo_a";
 /// Extra gateway config. The readers use the admin demo key (tier `pilot`);
 /// if rate limiting shapes them, raise that tier's read-light limit here.
-const GATEWAY_CONFIG: &str = "";
+/// Rate limiting stays on (the full request path is checked), with the demo
+/// admin key's tier raised so the checker's volume is never refused.
+const GATEWAY_CONFIG: &str = "[shaping.tiers.pilot]\nread_light_per_min = 10000000\nwrite_light_per_min = 1000000\nlong_running_per_min = 1000000\ndaily_writes = 100000000\n";
 const WEBHOOK: &str = "/webhooks/layers";
 /// Violations and unexpected answers kept for the failure message.
 const KEEP: usize = 20;

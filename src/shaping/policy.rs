@@ -1,0 +1,81 @@
+//! The rate-limit policy of one gateway: tiers, the per-key GCRA limiter and
+//! the per-org daily write cap, applied in the order the module docs give,
+//! so a refusal by either limit spends neither budget.
+
+use super::clock::UnixClock;
+use super::daily::DailyCap;
+use super::gcra::{Decision, GcraLimiter};
+use super::headers::{daily_limited_error, rate_limited_error};
+use super::tiers::{EndpointClass, Tiers};
+use crate::auth::Principal;
+use crate::config::ShapingConfig;
+use crate::error::GatewayError;
+use tokio::time::Instant;
+
+pub struct RatePolicy {
+    tiers: Tiers,
+    limiter: GcraLimiter,
+    daily: DailyCap,
+    /// Wall-clock time derived from tokio's clock, so the daily reset at
+    /// 00:00 UTC is testable under a paused clock.
+    clock: UnixClock,
+}
+
+/// Why a request was refused, for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    PerMinute,
+    DailyCap,
+}
+
+impl RatePolicy {
+    pub fn new(cfg: &ShapingConfig, clock: UnixClock) -> Result<RatePolicy, String> {
+        Ok(RatePolicy {
+            tiers: Tiers::new(cfg.effective_tiers())?,
+            limiter: GcraLimiter::new(cfg.max_keys),
+            daily: DailyCap::new(cfg.max_keys),
+            clock,
+        })
+    }
+
+    /// Admits or refuses one request of `class` by `p`. The per-minute
+    /// decision is returned either way (it feeds the response headers)
+    /// unless the daily cap refused first.
+    pub fn admit(
+        &self,
+        p: &Principal,
+        class: EndpointClass,
+    ) -> (Option<Decision>, Result<(), (GatewayError, Refusal)>) {
+        let tier = self.tiers.get(&p.tier);
+        let now = Instant::now();
+        let write = class != EndpointClass::ReadLight;
+        if write {
+            let pre = self
+                .daily
+                .peek(&p.org, tier.daily_writes, self.clock.unix_at(now));
+            if !pre.allowed {
+                return (None, Err((daily_limited_error(&pre), Refusal::DailyCap)));
+            }
+        }
+        let d = self.limiter.check(&p.key_id, class, tier.limit(class), now);
+        if !d.allowed {
+            return (Some(d), Err((rate_limited_error(&d, class), Refusal::PerMinute)));
+        }
+        if write {
+            let w = self
+                .daily
+                .check(&p.org, tier.daily_writes, self.clock.unix_at(now));
+            if !w.allowed {
+                return (Some(d), Err((daily_limited_error(&w), Refusal::DailyCap)));
+            }
+        }
+        (Some(d), Ok(()))
+    }
+
+    /// Drops idle limiter state; run periodically.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        self.limiter.sweep(now);
+        self.daily.sweep(self.clock.unix_at(now));
+    }
+}
