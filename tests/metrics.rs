@@ -1845,13 +1845,7 @@ async fn readyz_is_503_until_the_origin_has_answered() {
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["status"], "starting");
     let e = parse(
-        core::str::from_utf8(
-            &admin
-                .send(Method::GET, "/metrics", &[], Bytes::new())
-                .await
-                .body,
-        )
-        .unwrap(),
+        core::str::from_utf8(&admin.send(Method::GET, "/metrics", &[], Bytes::new()).await.body).unwrap(),
     );
     assert!(e.get("origin_requests_total", &[("route", WHOAMI), ("status", "error")]) >= 1.0);
     app.stop().await;
