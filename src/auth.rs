@@ -6,6 +6,7 @@
 
 pub mod keys;
 pub mod scopes;
+pub mod settings;
 
 use http::HeaderMap;
 use scopes::ScopeSet;

@@ -28,6 +28,7 @@ pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
 pub const DEFAULT_BREAKER_OPEN: Duration = Duration::from_secs(5);
 pub const DEFAULT_RETRY_BUDGET_RATIO: f64 = 0.1;
 pub const DEFAULT_RETRY_MIN_PER_SEC: u32 = 10;
+pub const DEFAULT_KEYS_RELOAD_POLL: Duration = Duration::from_secs(5);
 pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 1_000_000;
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
@@ -162,6 +163,14 @@ pub struct AuthConfig {
     pub keys_file: PathBuf,
     /// Accept only keys of this environment (`live` or `test`); unset accepts both.
     pub env: Option<String>,
+    /// Where API keys are checked: `file` (the keys file), `origin`
+    /// (introspection with the origin's whoami), or `both` (the file first,
+    /// then the origin for `lp_` keys the file does not hold).
+    pub source: String,
+    /// How often the keys file is checked for changes (it also reloads on SIGHUP).
+    pub reload_poll_secs: u64,
+    pub jwt: crate::auth::settings::JwtSettings,
+    pub introspection: crate::auth::settings::IntrospectionSettings,
 }
 
 impl Default for AuthConfig {
@@ -169,6 +178,10 @@ impl Default for AuthConfig {
         AuthConfig {
             keys_file: "keys.toml".into(),
             env: None,
+            source: "file".into(),
+            reload_poll_secs: DEFAULT_KEYS_RELOAD_POLL.as_secs(),
+            jwt: Default::default(),
+            introspection: Default::default(),
         }
     }
 }
@@ -487,6 +500,10 @@ impl Config {
                 return Err("auth.env: must be \"live\" or \"test\"".into());
             }
         }
+        if !matches!(self.auth.source.as_str(), "file" | "origin" | "both") {
+            return Err("auth.source: must be \"file\", \"origin\" or \"both\"".into());
+        }
+        nonzero(self.auth.reload_poll_secs, "auth.reload_poll_secs")?;
         nonzero(self.cache.max_entries, "cache.max_entries")?;
         nonzero(self.cache.max_bytes, "cache.max_bytes")?;
         nonzero(self.cache.ttl_secs, "cache.ttl_secs")?;
