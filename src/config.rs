@@ -61,6 +61,9 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub shaping: ShapingConfig,
+    /// Present: run as one of many instances sharing invalidations and
+    /// limits through Redis. Absent: a single instance, no Redis.
+    pub cluster: Option<crate::cluster::settings::ClusterSettings>,
     /// Directory of the config file: relative paths inside it resolve here.
     #[serde(skip)]
     pub base_dir: PathBuf,

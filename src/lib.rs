@@ -17,6 +17,7 @@ pub mod app;
 pub mod auth;
 pub mod body;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod error;
