@@ -295,6 +295,47 @@ impl Gateway {
         let m = &self.state.metrics;
         let status = resp.status();
         let cache = outcome.cache.map_or("none", CacheStatus::as_str);
+        let hot_asset = match template {
+            crate::routes::CONTAINER_TEMPLATE => Some(false),
+            crate::routes::ASSET_TEMPLATE => Some(true),
+            _ => None,
+        };
+        if let Some(asset_route) = hot_asset.filter(|_| {
+            outcome.cache == Some(CacheStatus::Hit)
+                && status == http::StatusCode::OK
+                && method == http::Method::GET
+        }) {
+            m.record_get_hit(asset_route, started.elapsed().as_secs_f64());
+        } else {
+            self.record_series(m, method, template, status, code, outcome, started, cache);
+        }
+        if let (Some(org_requests), Some(p)) = (&m.org_requests, &outcome.principal) {
+            let class = match status.as_u16() / 100 {
+                1 => "1xx",
+                2 => "2xx",
+                3 => "3xx",
+                4 => "4xx",
+                _ => "5xx",
+            };
+            org_requests
+                .with_label_values(&[m.org_label(&p.org), class])
+                .inc();
+        }
+        self.access_log(method, template, status, code, outcome, started, rid, cache);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_series(
+        &self,
+        m: &Metrics,
+        method: &http::Method,
+        template: &'static str,
+        status: http::StatusCode,
+        code: Option<&'static str>,
+        outcome: &Outcome,
+        started: Instant,
+        cache: &'static str,
+    ) {
         m.requests
             .with_label_values(&[
                 template,
@@ -309,18 +350,20 @@ impl Gateway {
         if let Some(c) = outcome.cache {
             m.cache_lookups.with_label_values(&[c.as_str()]).inc();
         }
-        if let (Some(org_requests), Some(p)) = (&m.org_requests, &outcome.principal) {
-            let class = match status.as_u16() / 100 {
-                1 => "1xx",
-                2 => "2xx",
-                3 => "3xx",
-                4 => "4xx",
-                _ => "5xx",
-            };
-            org_requests
-                .with_label_values(&[m.org_label(&p.org), class])
-                .inc();
-        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn access_log(
+        &self,
+        method: &http::Method,
+        template: &'static str,
+        status: http::StatusCode,
+        code: Option<&'static str>,
+        outcome: &Outcome,
+        started: Instant,
+        rid: &str,
+        cache: &'static str,
+    ) {
         tracing::info!(
             target: "access",
             request_id = rid,
