@@ -18,6 +18,9 @@ pub type StreamBody = UnsyncBoxBody<Bytes, BoxError>;
 pub enum ResponseBody {
     /// A whole body, sent as one frame (`None` once sent, or for HEAD).
     Full(Option<Bytes>),
+    /// A body in two pieces sent one after the other (a shared prefix and
+    /// a slice of a cached container), so nothing is copied to join them.
+    Parts(Option<Bytes>, Option<Bytes>),
     /// A streamed body from the origin.
     Stream(StreamBody),
 }
@@ -42,6 +45,9 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Parts(a, b) => {
+                Poll::Ready(a.take().or_else(|| b.take()).map(|b| Ok(Frame::data(b))))
+            }
             ResponseBody::Stream(s) => Pin::new(s).poll_frame(cx),
         }
     }
@@ -49,6 +55,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full(b) => b.is_none(),
+            ResponseBody::Parts(a, b) => a.is_none() && b.is_none(),
             ResponseBody::Stream(s) => s.is_end_stream(),
         }
     }
@@ -57,6 +64,10 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResponseBody::Full(None) => SizeHint::with_exact(0),
+            ResponseBody::Parts(a, b) => {
+                let len = |x: &Option<Bytes>| x.as_ref().map_or(0, |b| b.len() as u64);
+                SizeHint::with_exact(len(a) + len(b))
+            }
             ResponseBody::Stream(s) => s.size_hint(),
         }
     }

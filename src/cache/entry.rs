@@ -1,5 +1,11 @@
 //! A cached container: its body and every asset descriptor rendered to
 //! `Bytes` once, at fill time, so a hit only clones reference-counted bytes.
+//!
+//! A descriptor is not a copy: it is the asset object's slice of the
+//! container body, after one `{"containerId":"…",` prefix shared by all
+//! assets of the entry (omitted when the origin's asset already names its
+//! container). A cached container costs its JSON once plus small per-asset
+//! bookkeeping.
 
 use super::fence::Fence;
 use super::time::parse_rfc3339;
@@ -22,8 +28,11 @@ pub struct CachedContainer {
     pub fence: Arc<Fence>,
     /// `GET /v1/content/:id` body.
     pub body: Bytes,
+    /// `{"containerId":<id>,`: the start of every descriptor whose asset
+    /// object lacks `containerId`.
+    prefix: Bytes,
     /// Asset descriptors, sorted by asset id for binary search.
-    assets: Box<[(Box<str>, Bytes)]>,
+    assets: Box<[AssetSlice]>,
     /// Served until then: the earlier of fill time + TTL and the earliest
     /// `expiresAt` in the container (promise 5).
     pub expires_at: Instant,
@@ -32,16 +41,25 @@ pub struct CachedContainer {
     pub stale_until: Instant,
 }
 
+/// One asset's descriptor, as a slice of the container body.
+pub struct AssetSlice {
+    id: Box<str>,
+    /// The asset object, or (with `prefixed`) the object after its `{`.
+    rest: Bytes,
+    prefixed: bool,
+}
+
 impl CachedContainer {
-    pub fn asset(&self, asset_id: &str) -> Option<&Bytes> {
-        self.assets
-            .binary_search_by(|(id, _)| (**id).cmp(asset_id))
-            .ok()
-            .map(|i| &self.assets[i].1)
+    /// The descriptor of an asset: an optional prefix and the rest, sent
+    /// one after the other.
+    pub fn asset(&self, asset_id: &str) -> Option<(Option<&Bytes>, &Bytes)> {
+        let i = self.assets.binary_search_by(|a| (*a.id).cmp(asset_id)).ok()?;
+        let a = &self.assets[i];
+        Some((a.prefixed.then_some(&self.prefix), &a.rest))
     }
 
     pub fn asset_ids(&self) -> impl Iterator<Item = &str> {
-        self.assets.iter().map(|(id, _)| &**id)
+        self.assets.iter().map(|a| &*a.id)
     }
 
     /// Whether this entry may still be served: same generation and epoch as
@@ -57,15 +75,17 @@ impl CachedContainer {
 
     /// Approximate resident bytes, for the cache's byte bound.
     pub fn weight(&self) -> u32 {
-        let assets: usize = self.assets.iter().map(|(id, b)| id.len() + b.len() + 48).sum();
-        (self.body.len() + assets + 160).min(u32::MAX as usize) as u32
+        // The slices share the body's allocation: count only bookkeeping.
+        let assets: usize = self.assets.iter().map(|a| a.id.len() + 64).sum();
+        (self.body.len() + self.prefix.len() + assets + 256).min(u32::MAX as usize) as u32
     }
 }
 
 /// What a fill renders from an origin body.
 pub struct Rendered {
     pub body: Bytes,
-    pub assets: Vec<(Box<str>, Bytes)>,
+    prefix: Bytes,
+    assets: Vec<AssetSlice>,
     /// Every asset id in the origin body, revoked ones included.
     pub all_asset_ids: Vec<Box<str>>,
     /// Whether revoked assets were left out (the body is then re-rendered
@@ -94,7 +114,7 @@ pub fn render(origin_body: &Bytes, is_revoked: impl Fn(&str) -> bool) -> Result<
     };
     note_expiry(container.get("expiresAt"));
 
-    let mut assets = Vec::new();
+    let mut kept_ids: Vec<(Box<str>, bool)> = Vec::new();
     let mut all_asset_ids = Vec::new();
     let mut removed_revoked = false;
     if let Some(list) = container.get_mut("assets") {
@@ -115,7 +135,7 @@ pub fn render(origin_body: &Bytes, is_revoked: impl Fn(&str) -> bool) -> Result<
                 continue;
             }
             note_expiry(asset.get("expiresAt"));
-            assets.push((id, render_descriptor(&container_id, &asset)));
+            kept_ids.push((id, !asset.contains_key("containerId")));
             kept.push(Value::Object(asset));
         }
         *items = kept;
@@ -125,10 +145,15 @@ pub fn render(origin_body: &Bytes, is_revoked: impl Fn(&str) -> bool) -> Result<
     } else {
         origin_body.clone()
     };
-    assets.sort_by(|a, b| a.0.cmp(&b.0));
-    assets.dedup_by(|a, b| a.0 == b.0);
+    let mut assets = slice_assets(&body, kept_ids)?;
+    assets.sort_by(|a, b| a.id.cmp(&b.id));
+    assets.dedup_by(|a, b| a.id == b.id);
+    let mut prefix = b"{\"containerId\":".to_vec();
+    serde_json::to_writer(&mut prefix, &container_id).map_err(|e| e.to_string())?;
+    prefix.push(b',');
     Ok(Rendered {
         body,
+        prefix: Bytes::from(prefix),
         assets,
         all_asset_ids,
         removed_revoked,
@@ -136,17 +161,30 @@ pub fn render(origin_body: &Bytes, is_revoked: impl Fn(&str) -> bool) -> Result<
     })
 }
 
-/// The descriptor of `GET .../assets/:assetId`: the asset object with
-/// `containerId` first when the origin's container assets lack it.
-fn render_descriptor(container_id: &Value, asset: &Map<String, Value>) -> Bytes {
-    let mut d = Map::with_capacity(asset.len() + 1);
-    if !asset.contains_key("containerId") {
-        d.insert("containerId".into(), container_id.clone());
+/// Finds each kept asset object's bytes in the (final) body. `kept` lists
+/// the asset ids in body order with whether each needs the prefix.
+fn slice_assets(body: &Bytes, kept: Vec<(Box<str>, bool)>) -> Result<Vec<AssetSlice>, String> {
+    #[derive(serde::Deserialize)]
+    struct RawContainer<'a> {
+        #[serde(borrow, default)]
+        assets: Vec<&'a serde_json::value::RawValue>,
     }
-    for (k, v) in asset {
-        d.insert(k.clone(), v.clone());
+    let raw: RawContainer<'_> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if raw.assets.len() != kept.len() {
+        return Err("container assets changed between parses".into());
     }
-    Bytes::from(serde_json::to_vec(&Value::Object(d)).unwrap_or_default())
+    let base = body.as_ptr() as usize;
+    let mut out = Vec::with_capacity(kept.len());
+    for (r, (id, prefixed)) in raw.assets.iter().zip(kept) {
+        let text = r.get();
+        let start = text.as_ptr() as usize - base;
+        let object = body.slice(start..start + text.len());
+        // Objects with an assetId are never empty, so after the `{` there
+        // is at least one member for the prefix's comma to precede.
+        let rest = if prefixed { object.slice(1..) } else { object };
+        out.push(AssetSlice { id, rest, prefixed });
+    }
+    Ok(out)
 }
 
 /// Assembles an entry from a rendering.
@@ -165,6 +203,7 @@ pub fn build(
         epoch,
         fence,
         body: r.body,
+        prefix: r.prefix,
         assets: r.assets.into_boxed_slice(),
         expires_at,
         stale_until,
@@ -184,7 +223,10 @@ mod tests {
         let r = render(&body(), |_| false).unwrap();
         assert_eq!(r.body, body());
         assert!(!r.removed_revoked);
-        let d: Value = serde_json::from_slice(&r.assets.iter().find(|a| &*a.0 == "b").unwrap().1).unwrap();
+        let a = r.assets.iter().find(|a| &*a.id == "b").unwrap();
+        assert!(a.prefixed);
+        let whole = [&r.prefix[..], &a.rest[..]].concat();
+        let d: Value = serde_json::from_slice(&whole).unwrap();
         assert_eq!(d["containerId"], "cnt_1");
         assert_eq!(d["thumbnailUrl"], Value::Null);
         assert!(d.get("expiresAt").is_none(), "absent stays absent");

@@ -10,6 +10,7 @@ use crate::error::{ErrorCode, GatewayError};
 use crate::ids::ContainerId;
 use crate::origin::empty_body;
 use crate::routes::CONTAINER_TEMPLATE;
+use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use std::sync::Arc;
@@ -98,10 +99,10 @@ fn serve(
     x_cache: &'static str,
     outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    let body = match asset {
-        None => entry.body.clone(),
+    let (prefix, rest) = match asset {
+        None => (None, entry.body.clone()),
         Some(a) => match entry.asset(a) {
-            Some(b) => b.clone(),
+            Some((prefix, rest)) => (prefix.cloned(), rest.clone()),
             None => {
                 if entry.fence.lock().is_revoked(a, tokio::time::Instant::now()) {
                     outcome.cache = Some(CacheStatus::Revoked);
@@ -110,11 +111,11 @@ fn serve(
             }
         },
     };
-    let len = body.len();
+    let len = prefix.as_ref().map_or(0, Bytes::len) + rest.len();
     let mut resp = Response::new(if head {
         ResponseBody::empty()
     } else {
-        ResponseBody::full(body)
+        ResponseBody::Parts(prefix, Some(rest))
     });
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, JSON.clone());
