@@ -237,12 +237,17 @@ impl Metrics {
                 "Origin slot decisions: immediate, queued, or shed (queue_full, deadline, too_many_orgs).",
                 &["result"],
             ),
-            origin_queued: gauge(&r, "origin_queued", "Requests waiting for an origin slot."),
-            breaker_state: gauge(
-                &r,
-                "origin_breaker_state",
+            // Registered with their live sources by `register_origin_gauges`.
+            origin_queued: IntGauge::new(
+                "layers_gateway_origin_queued",
+                "Requests waiting for an origin slot.",
+            )
+            .expect("valid metric"),
+            breaker_state: IntGauge::new(
+                "layers_gateway_origin_breaker_state",
                 "Circuit breaker: 0 closed, 1 open, 2 half-open.",
-            ),
+            )
+            .expect("valid metric"),
             breaker_rejections: single(
                 "origin_breaker_rejections_total",
                 "Origin requests refused fast because the breaker was open.",
@@ -277,6 +282,50 @@ impl Metrics {
         let mut out = Vec::with_capacity(16 * 1024);
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+impl Metrics {
+    /// Registers the origin queue and breaker gauges so that every scrape
+    /// reads their live values (a breaker turns half-open with no traffic).
+    pub fn register_origin_gauges(
+        &self,
+        guard: crate::shaping::origin_guard::OriginGuard,
+        breaker: crate::shaping::breaker::Breaker,
+    ) {
+        let live = LiveOriginGauges {
+            queued: self.origin_queued.clone(),
+            breaker_state: self.breaker_state.clone(),
+            guard,
+            breaker,
+        };
+        if let Err(e) = self.registry.register(Box::new(live)) {
+            tracing::error!(error = %e, "origin gauges not registered");
+        }
+    }
+}
+
+/// Reads the origin guard's queue length and the breaker's state at scrape time.
+struct LiveOriginGauges {
+    queued: IntGauge,
+    breaker_state: IntGauge,
+    guard: crate::shaping::origin_guard::OriginGuard,
+    breaker: crate::shaping::breaker::Breaker,
+}
+
+impl prometheus::core::Collector for LiveOriginGauges {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut d = self.queued.desc();
+        d.extend(self.breaker_state.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.queued.set(self.guard.queued() as i64);
+        self.breaker_state.set(self.breaker.state_code());
+        let mut families = self.queued.collect();
+        families.extend(self.breaker_state.collect());
+        families
     }
 }
 

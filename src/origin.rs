@@ -219,7 +219,6 @@ impl OriginClient {
         let m = &self.metrics;
         let ticket = self.breaker.try_acquire().map_err(|open| {
             m.breaker_rejections.inc();
-            m.breaker_state.set(self.breaker.state_code());
             GatewayError::from(open)
         })?;
         let permit = self.guard.acquire(org).await.map_err(|shed| {
@@ -280,7 +279,6 @@ impl OriginClient {
             }
         };
         drop(permit);
-        m.breaker_state.set(self.breaker.state_code());
         m.origin_requests.with_label_values(&[route, &status]).inc();
         m.origin_duration
             .with_label_values(&[route])

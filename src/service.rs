@@ -18,9 +18,9 @@ use crate::ids::request_id_from_header;
 use crate::metrics::Metrics;
 use crate::origin::{OriginClient, Upstream};
 use crate::routes::{Route, RouteTable};
-use crate::shaping::headers::insert_endpoint_class;
-use crate::shaping::policy::{RatePolicy, Refusal};
-use crate::shaping::{render_headers as render_rate_headers, Decision, UnixClock};
+use crate::shaping::headers::{insert_endpoint_class, render_daily};
+use crate::shaping::policy::{Decisions, RatePolicy, Refusal};
+use crate::shaping::{render_headers as render_rate_headers, UnixClock};
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, Response};
@@ -63,8 +63,8 @@ pub struct Gateway {
 struct Outcome {
     cache: Option<CacheStatus>,
     principal: Option<Arc<Principal>>,
-    /// The per-minute rate-limit decision, for the response headers.
-    rate: Option<Decision>,
+    /// The rate-limit decisions, for the response headers.
+    rate: Decisions,
 }
 
 impl Gateway {
@@ -86,6 +86,7 @@ impl Gateway {
         ));
         let origin_seen = Arc::new(AtomicBool::new(false));
         let origin = OriginClient::new(upstream, &config, metrics.clone(), origin_seen.clone());
+        metrics.register_origin_gauges(origin.guard().clone(), origin.breaker().clone());
         let cache = ContentCache::new(
             CacheSettings::from_config(&config),
             Some(metrics.cache_evictions.clone()),
@@ -174,8 +175,14 @@ impl Gateway {
         if route != Route::Webhook {
             let class = st.routes.class(&parts.method, &route);
             match &outcome.rate {
-                Some(d) => render_rate_headers(resp.headers_mut(), class, d),
-                None => insert_endpoint_class(resp.headers_mut(), class),
+                Decisions {
+                    daily_refusal: Some(d),
+                    ..
+                } => render_daily(resp.headers_mut(), class, d),
+                Decisions {
+                    per_minute: Some(d), ..
+                } => render_rate_headers(resp.headers_mut(), class, d),
+                _ => insert_endpoint_class(resp.headers_mut(), class),
             }
             if let Some(s) = retry_after {
                 // The error's own Retry-After (whole seconds, at least 1) wins.

@@ -76,7 +76,14 @@ impl Gateway {
         outcome.cache = Some(status);
         match result {
             Ok(entry) => serve(&entry, asset, head, "MISS", outcome),
-            Err(e) if matches!(e.code, ErrorCode::UpstreamError | ErrorCode::UpstreamTimeout) => {
+            // The origin failed, or is shed (breaker open, queue full): a stale
+            // copy is better than an error and costs the origin nothing.
+            Err(e)
+                if matches!(
+                    e.code,
+                    ErrorCode::UpstreamError | ErrorCode::UpstreamTimeout | ErrorCode::Overloaded
+                ) =>
+            {
                 match cache.lookup_stale(&principal.org, id).await {
                     Some(entry) => {
                         outcome.cache = Some(CacheStatus::Stale);

@@ -132,6 +132,25 @@ pub fn daily_limited_error(decision: &DailyDecision) -> GatewayError {
         .with_retry_after(retry)
 }
 
+/// Renders the headers of a daily-cap refusal: the daily window stands in
+/// for the per-minute one (limit = the cap, remaining 0, reset at 00:00 UTC),
+/// so every 429 carries the same set of headers.
+pub fn render_daily(headers: &mut HeaderMap, class: EndpointClass, d: &DailyDecision) {
+    headers.insert(X_RATELIMIT_ENDPOINT_CLASS, class_value(class));
+    headers.insert(X_RATELIMIT_LIMIT, int_value(d.limit));
+    headers.insert(X_RATELIMIT_REMAINING, int_value(d.remaining));
+    headers.insert(X_RATELIMIT_RESET, int_value(d.reset_after_secs));
+    let policy = format!("\"{DAILY_WRITES_CLASS}\";q={};w={DAY_SECS}", d.limit);
+    let current = format!(
+        "\"{DAILY_WRITES_CLASS}\";r={};t={}",
+        d.remaining, d.reset_after_secs
+    );
+    if let (Ok(p), Ok(c)) = (HeaderValue::from_str(&policy), HeaderValue::from_str(&current)) {
+        headers.insert(RATELIMIT_POLICY, p);
+        headers.insert(RATELIMIT, c);
+    }
+}
+
 /// Decimal text of 0..=999, left-aligned, for allocation-free values.
 static SMALL: [[u8; 3]; 1000] = small_table();
 

@@ -3,7 +3,7 @@
 //! so a refusal by either limit spends neither budget.
 
 use super::clock::UnixClock;
-use super::daily::DailyCap;
+use super::daily::{DailyCap, DailyDecision};
 use super::gcra::{Decision, GcraLimiter};
 use super::headers::{daily_limited_error, rate_limited_error};
 use super::tiers::{EndpointClass, Tiers};
@@ -19,6 +19,14 @@ pub struct RatePolicy {
     /// Wall-clock time derived from tokio's clock, so the daily reset at
     /// 00:00 UTC is testable under a paused clock.
     clock: UnixClock,
+}
+
+/// The decisions made for one request, for its response headers.
+#[derive(Default)]
+pub struct Decisions {
+    pub per_minute: Option<Decision>,
+    /// Set when the daily cap refused the request.
+    pub daily_refusal: Option<DailyDecision>,
 }
 
 /// Why a request was refused, for metrics.
@@ -45,7 +53,7 @@ impl RatePolicy {
         &self,
         p: &Principal,
         class: EndpointClass,
-    ) -> (Option<Decision>, Result<(), (GatewayError, Refusal)>) {
+    ) -> (Decisions, Result<(), (GatewayError, Refusal)>) {
         let tier = self.tiers.get(&p.tier);
         let now = Instant::now();
         let write = class != EndpointClass::ReadLight;
@@ -54,22 +62,47 @@ impl RatePolicy {
                 .daily
                 .peek(&p.org, tier.daily_writes, self.clock.unix_at(now));
             if !pre.allowed {
-                return (None, Err((daily_limited_error(&pre), Refusal::DailyCap)));
+                let err = daily_limited_error(&pre);
+                let d = Decisions {
+                    per_minute: None,
+                    daily_refusal: Some(pre),
+                };
+                return (d, Err((err, Refusal::DailyCap)));
             }
         }
         let d = self.limiter.check(&p.key_id, class, tier.limit(class), now);
         if !d.allowed {
-            return (Some(d), Err((rate_limited_error(&d, class), Refusal::PerMinute)));
+            let err = rate_limited_error(&d, class);
+            return (
+                Decisions {
+                    per_minute: Some(d),
+                    daily_refusal: None,
+                },
+                Err((err, Refusal::PerMinute)),
+            );
         }
         if write {
             let w = self
                 .daily
                 .check(&p.org, tier.daily_writes, self.clock.unix_at(now));
             if !w.allowed {
-                return (Some(d), Err((daily_limited_error(&w), Refusal::DailyCap)));
+                let err = daily_limited_error(&w);
+                return (
+                    Decisions {
+                        per_minute: Some(d),
+                        daily_refusal: Some(w),
+                    },
+                    Err((err, Refusal::DailyCap)),
+                );
             }
         }
-        (Some(d), Ok(()))
+        (
+            Decisions {
+                per_minute: Some(d),
+                daily_refusal: None,
+            },
+            Ok(()),
+        )
     }
 
     /// Drops idle limiter state; run periodically.
