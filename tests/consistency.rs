@@ -21,7 +21,6 @@ use bytes::Bytes;
 use http::Method;
 use layers_gateway::demo::Simulator;
 use layers_gateway::ids::ContainerId;
-use layers_gateway::service::Gateway;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -55,22 +54,6 @@ fn env_u64(name: &str) -> Option<u64> {
             .parse()
             .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
     )
-}
-
-/// The gateway under test: over its partner port, or called in-process.
-#[derive(Clone)]
-enum Gw {
-    Tcp(Box<TestClient>),
-    Local(Gateway),
-}
-
-impl Gw {
-    async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Reply {
-        match self {
-            Gw::Tcp(c) => c.send(method, path, headers, body).await,
-            Gw::Local(g) => call(g, method, path, headers, body).await,
-        }
-    }
 }
 
 /// What the checker knows about one container. Written by the driver

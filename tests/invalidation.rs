@@ -43,21 +43,7 @@ fn video() -> ContainerId {
 // Talking to a gateway (over TCP or in-process) and reading its answers.
 // ---------------------------------------------------------------------------
 
-/// A gateway reached over its partner port or called in-process.
-#[derive(Clone)]
-enum Gw {
-    Tcp(Box<TestClient>),
-    Local(Gateway),
-}
-
 impl Gw {
-    async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Reply {
-        match self {
-            Gw::Tcp(c) => c.send(method, path, headers, body).await,
-            Gw::Local(g) => call(g, method, path, headers, body).await,
-        }
-    }
-
     /// A read with the admin demo key (org_demo_a, every scope).
     async fn get(&self, path: &str) -> Reply {
         let key = admin_key();

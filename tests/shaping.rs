@@ -1424,21 +1424,5 @@ async fn every_rate_limit_decision_is_counted_by_class_and_result() {
 
 /// An RFC 3339 UTC timestamp (`YYYY-MM-DDTHH:MM:SSZ`) of unix seconds.
 fn rfc3339(unix: i64) -> String {
-    // H. Hinnant's civil_from_days.
-    let z = unix.div_euclid(86_400) + 719_468;
-    let secs = unix.rem_euclid(86_400);
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        (secs % 3600) / 60,
-        secs % 60
-    )
+    layers_gateway::cache::time::format_rfc3339(unix)
 }

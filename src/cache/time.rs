@@ -66,6 +66,39 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` of unix seconds (the inverse of `parse_rfc3339`).
+pub fn format_rfc3339(secs: i64) -> String {
+    let (date, rem) = civil(secs);
+    format!("{date}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` of unix seconds and milliseconds.
+pub fn format_rfc3339_millis(secs: i64, millis: u32) -> String {
+    let (date, rem) = civil(secs);
+    format!(
+        "{date}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The `YYYY-MM-DD` of unix seconds and the seconds into that day
+/// (H. Hinnant's civil_from_days).
+fn civil(secs: i64) -> (String, i64) {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (format!("{year:04}-{month:02}-{day:02}"), rem)
+}
+
 pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -93,6 +126,22 @@ mod tests {
         assert_eq!(parse_rfc3339("2030-01-01T00:00:00.123Z"), Some(1_893_456_000));
         assert_eq!(parse_rfc3339("2030-01-01T01:00:00+01:00"), Some(1_893_456_000));
         assert_eq!(parse_rfc3339("2029-12-31T23:00:00-01:00"), Some(1_893_456_000));
+    }
+
+    #[test]
+    fn formatting_round_trips() {
+        for t in [0, 951_782_400, 1_893_456_000, 1_798_847_999] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
+        }
+        assert_eq!(
+            format_rfc3339_millis(1_893_456_000, 7),
+            "2030-01-01T00:00:00.007Z"
+        );
+        assert_eq!(
+            format_rfc3339_millis(951_782_400 + 3661, 999),
+            "2000-02-29T01:01:01.999Z"
+        );
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
     }
 
     #[test]

@@ -211,6 +211,22 @@ impl TestClient {
     }
 }
 
+/// A gateway under test: over its partner port, or called in-process.
+#[derive(Clone)]
+pub enum Gw {
+    Tcp(Box<TestClient>),
+    Local(Gateway),
+}
+
+impl Gw {
+    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Reply {
+        match self {
+            Gw::Tcp(c) => c.send(method, path, headers, body).await,
+            Gw::Local(g) => call(g, method, path, headers, body).await,
+        }
+    }
+}
+
 /// Calls the in-process gateway.
 pub async fn call(gw: &Gateway, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Reply {
     let mut b = Request::builder().method(method).uri(path);
