@@ -44,13 +44,21 @@ async fn route<B>(gw: &Gateway, req: &Request<B>) -> Result<Response<ResponseBod
             StatusCode::OK,
             Bytes::from_static(br#"{"status":"ok"}"#),
         )),
-        (&Method::GET, "/readyz") => Ok(if gw.is_ready() {
-            json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))
-        } else {
-            json_response(
+        (&Method::GET, "/readyz") => Ok(match (gw.is_ready(), gw.cluster_synced()) {
+            (false, _) => json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Bytes::from_static(br#"{"status":"starting","reason":"origin has not answered yet"}"#),
-            )
+            ),
+            // Still correct (cached routes come from the origin), so still
+            // in rotation: taking every instance out when Redis fails would
+            // turn a cache outage into a full outage.
+            (true, Some(false)) => json_response(
+                StatusCode::OK,
+                Bytes::from_static(
+                    br#"{"status":"degraded","reason":"not caught up with the cluster invalidation stream; cached routes are served from the origin"}"#,
+                ),
+            ),
+            (true, _) => json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#)),
         }),
         (&Method::GET, "/metrics") => {
             // moka applies inserts and evictions lazily; settle them so the
@@ -139,7 +147,20 @@ async fn purge(gw: &Gateway, query: &str) -> Result<Response<ResponseBody>, Gate
         revoked_asset_ids: Vec::new(),
         current_asset_ids: Vec::new(),
     };
-    let applied = gw.apply_invalidation(&inv).await;
+    let (applied, published) = gw.accept_invalidation(&inv).await;
+    if let Err(e) = published {
+        tracing::warn!(error = %e, "admin purge applied here but not propagated to the cluster");
+        let body = serde_json::json!({
+            "status": "purged_locally",
+            "entriesRemoved": applied.entries_removed,
+            "propagated": false,
+            "reason": "the cluster stream is unavailable; the purge is queued and re-sent",
+        });
+        return Ok(json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from(body.to_string()),
+        ));
+    }
     let body = serde_json::json!({ "status": "purged", "entriesRemoved": applied.entries_removed });
     Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
 }

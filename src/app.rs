@@ -39,6 +39,12 @@ impl App {
         let (addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
         let gateway = Gateway::new(config, keys, upstream);
         let (stop, rx) = watch::channel(false);
+        if let Some(node) = gateway.state().cluster.clone() {
+            // Joins the invalidation stream before serving (bounded: on
+            // failure the node starts unsynced and keeps trying).
+            let (apply, flush) = gateway.cluster_callbacks();
+            node.start(apply, flush, stopped(rx.clone())).await;
+        }
         let mut tasks = JoinSet::new();
         tasks.spawn(server::run(listener, gateway.clone(), stopped(rx.clone())));
         tasks.spawn(server::run_admin(admin, gateway.clone(), stopped(rx.clone())));

@@ -4,7 +4,12 @@
 //! wins. Every refusal is the same 401 body; the reason is only logged and
 //! counted.
 
+pub mod authenticator;
+pub mod introspect;
+pub mod jwks;
+pub mod jwt;
 pub mod keys;
+pub mod reload;
 pub mod scopes;
 pub mod settings;
 

@@ -1,5 +1,44 @@
-//! Cluster mode on Redis (being written): a shared invalidation stream and
-//! cluster-wide rate limits. Without a `[cluster]` section the gateway is a
-//! single instance and never touches Redis.
+//! Cluster mode on Redis: a shared invalidation stream and cluster-wide
+//! rate limits. Without a `[cluster]` section the gateway is a single
+//! instance and never touches Redis.
+//!
+//! - [`settings`]: `[cluster]` config, `DEFAULT_*` values, `validate()`.
+//! - [`node`]: [`ClusterNode`], one per instance: publishes accepted
+//!   invalidations (`XADD`, capped), owns the synced flag the hit path
+//!   reads, and runs the tasks below.
+//! - `reader`: applies every instance's invalidations (`XREAD BLOCK` from
+//!   the last applied id, dedupe on event id), detects gaps and flushes.
+//! - [`limiter`]: [`ClusterLimiter`], per-minute GCRA leases from Redis
+//!   spent locally, with a local share when Redis is unreachable.
+//! - [`daily`]: [`ClusterDailyCap`], the daily write cap leased the same way.
+//! - `lease`: the bounded lease map and "Redis is down" flag both share.
+//! - [`entry`]: stream ids and the stream entry format.
+//! - [`stats`]: [`ClusterStats`], the `layers_gateway_cluster_*` metrics.
+//!
+//! The promise (DESIGN §2.1) in cluster form: an invalidation whose
+//! `XADD` completed at `t` has been applied by every instance, or that
+//! instance serves cached routes from the origin, from `t + max_unsynced`
+//! on. See `docs/cluster.md` for operating it.
+//!
+//! Wiring (`service.rs`, `app.rs`): build the node with
+//! [`ClusterNode::new`] before the gateway state, then
+//! [`ClusterNode::start`] it with callbacks that apply an invalidation to
+//! the cache and flush it; every locally accepted invalidation is applied
+//! first, then [`ClusterNode::publish`]ed; a cached route checks
+//! [`ClusterNode::is_synced`] before the cache lookup.
 
+pub mod daily;
+pub mod entry;
+mod lease;
+pub mod limiter;
+pub mod node;
+mod reader;
 pub mod settings;
+pub mod stats;
+
+pub use daily::ClusterDailyCap;
+pub use limiter::ClusterLimiter;
+pub use node::{ApplyFn, BoxFuture, ClusterNode, FlushFn};
+pub use reader::{detect_gap, Gap, Meta, LAG_COUNT_CAP, META_SCRIPT};
+pub use settings::ClusterSettings;
+pub use stats::ClusterStats;

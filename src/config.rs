@@ -559,6 +559,9 @@ impl Config {
         )?;
         crate::shaping::tiers::validate_tiers(&self.shaping.effective_tiers())?;
         nonzero(self.shaping.max_keys as u64, "shaping.max_keys")?;
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err("log.format: must be \"text\" or \"json\"".into());
         }

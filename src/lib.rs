@@ -2,11 +2,19 @@
 //!
 //! Module map (request flow order):
 //! - [`server`]: accept loop, connection cap, graceful shutdown.
-//! - [`routes`]: method + path -> `Route`; the one place `Result` -> `Response`.
+//! - [`service`]: the request path; the one place `Result` -> `Response`.
+//! - [`routes`]: method + path -> `Route`, the route table and scopes.
 //! - [`auth`]: credentials -> `Principal`; keys file, scopes.
 //! - [`cache`]: lookup / single-flight fill / invalidate under fences.
 //! - [`origin`]: the upstream client (pooled, deadlines, body caps).
 //! - [`events`]: `Invalidation` and its sources (signed webhooks).
+//! - [`shaping`]: tiers, endpoint classes, GCRA limits, daily write cap,
+//!   origin protection (in-flight caps, breaker, retry budget).
+//! - [`cluster`]: cluster mode on Redis (shared invalidation stream,
+//!   cluster-wide limits).
+//! - [`metrics`]: Prometheus registry and typed handles.
+//! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, purge).
+//! - [`app`]: starting and stopping listeners and background tasks.
 //! - [`config`]: typed config with defaults, validated before binding.
 //! - [`error`]: `GatewayError` and the Layers error envelope.
 //! - [`ids`]: container, asset and request ids.

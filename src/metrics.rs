@@ -277,6 +277,14 @@ impl Metrics {
         "other"
     }
 
+    /// Registers the cluster metrics (`layers_gateway_cluster_*`, see
+    /// docs/cluster.md); once, in cluster mode only.
+    pub fn register_cluster(&self, stats: &crate::cluster::ClusterStats) {
+        stats
+            .register(&self.registry)
+            .expect("cluster metrics are registered once");
+    }
+
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);

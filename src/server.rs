@@ -164,7 +164,7 @@ pub async fn maintain(gateway: Gateway, shutdown: impl Future<Output = ()>) {
         if !gateway.is_ready() {
             gateway.probe_origin().await;
         }
-        if n % 30 == 0 {
+        if n.is_multiple_of(30) {
             gateway.state().cache.sweep();
             if let Some(limits) = &gateway.state().limits {
                 limits.sweep();

@@ -9,11 +9,12 @@ mod webhook;
 use crate::auth::{presented_credential, KeyStore, Principal};
 use crate::body::{BoxError, ResponseBody};
 use crate::cache::{Applied, CacheSettings, CacheStatus, ContentCache};
+use crate::cluster::{ApplyFn, ClusterNode, ClusterStats, FlushFn};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::events::dedupe::EventDedupe;
 use crate::events::webhook::WebhookVerifier;
-use crate::events::Invalidation;
+use crate::events::{EventType, Invalidation, Source};
 use crate::ids::request_id_from_header;
 use crate::metrics::Metrics;
 use crate::origin::{OriginClient, Upstream};
@@ -50,6 +51,10 @@ pub struct State {
     origin_seen: Arc<AtomicBool>,
     /// Partner rate limits; `None` when `shaping.enabled = false`.
     pub limits: Option<RatePolicy>,
+    /// Cluster membership (`[cluster]` present): the synced flag cached
+    /// routes check, and where accepted invalidations are published.
+    /// `None`: a single instance that never touches Redis.
+    pub cluster: Option<Arc<ClusterNode>>,
 }
 
 /// The gateway service. Cheap to clone (one `Arc`).
@@ -101,10 +106,21 @@ impl Gateway {
             Duration::from_secs(config.webhooks.dedupe_ttl_secs),
         );
         let routes = RouteTable::from_config(&config);
-        let limits = config
-            .shaping
-            .enabled
-            .then(|| RatePolicy::new(&config.shaping, clock).expect("validated config"));
+        let cluster = config.cluster.as_ref().map(|c| {
+            let stats = Arc::new(ClusterStats::new());
+            metrics.register_cluster(&stats);
+            ClusterNode::new(c, stats).expect("validated config")
+        });
+        let limits = config.shaping.enabled.then(|| {
+            let policy = RatePolicy::new(&config.shaping, clock).expect("validated config");
+            match &cluster {
+                Some(node) => policy.with_cluster(
+                    Arc::new(node.limiter(config.shaping.max_keys)),
+                    Arc::new(node.daily_cap(config.shaping.max_keys)),
+                ),
+                None => policy,
+            }
+        });
         Gateway {
             state: Arc::new(State {
                 config,
@@ -117,6 +133,7 @@ impl Gateway {
                 metrics,
                 origin_seen,
                 limits,
+                cluster,
             }),
         }
     }
@@ -132,6 +149,53 @@ impl Gateway {
     /// Replaces the keys; requests already authenticated keep their principal.
     pub fn replace_keys(&self, keys: KeyStore) {
         *self.state.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+    }
+
+    /// `None` without `[cluster]`; else whether this instance is caught up
+    /// with the invalidation stream (it serves cached routes from cache).
+    pub fn cluster_synced(&self) -> Option<bool> {
+        self.state.cluster.as_ref().map(|c| c.is_synced())
+    }
+
+    /// Applies an invalidation this instance accepted (webhook,
+    /// write-through, admin purge) and, in a cluster, publishes it to the
+    /// other instances. The second value is `Err` only when publishing
+    /// failed: it was applied here and is queued for re-publishing.
+    pub async fn accept_invalidation(&self, inv: &Invalidation) -> (Applied, Result<(), String>) {
+        let applied = self.apply_invalidation(inv).await;
+        let published = match &self.state.cluster {
+            Some(c) => c.publish(inv).await,
+            None => Ok(()),
+        };
+        (applied, published)
+    }
+
+    /// The cluster node's callbacks: stream entries and gap flushes are
+    /// applied to this gateway's cache.
+    pub fn cluster_callbacks(&self) -> (ApplyFn, FlushFn) {
+        let gw = self.clone();
+        let apply: ApplyFn = Arc::new(move |inv: Invalidation| {
+            let gw = gw.clone();
+            Box::pin(async move {
+                gw.apply_invalidation(&inv).await;
+            })
+        });
+        let gw = self.clone();
+        let flush: FlushFn = Arc::new(move || {
+            let gw = gw.clone();
+            Box::pin(async move {
+                let all = Invalidation {
+                    event_id: None,
+                    source: Source::Cluster,
+                    event_type: EventType::PurgeAll,
+                    container: None,
+                    revoked_asset_ids: Vec::new(),
+                    current_asset_ids: Vec::new(),
+                };
+                gw.apply_invalidation(&all).await;
+            })
+        });
+        (apply, flush)
     }
 
     /// Applies an invalidation from any source and counts it.
@@ -233,7 +297,7 @@ impl Gateway {
         }
         if let Some(limits) = &self.state.limits {
             let class = self.state.routes.class(&parts.method, route);
-            let (decision, admitted) = limits.admit(&principal, class);
+            let (decision, admitted) = limits.admit(&principal, class).await;
             outcome.rate = decision;
             let m = &self.state.metrics.rate_limit_decisions;
             match admitted {
@@ -249,6 +313,16 @@ impl Gateway {
             }
         }
         let head = parts.method == http::Method::HEAD;
+        if let (Route::Container(..) | Route::Asset(..), Some(cluster)) = (route, &self.state.cluster) {
+            // Fail closed: not caught up with the invalidation stream, so the
+            // cache may hold revoked data. Serve the cached route from the origin.
+            if !cluster.is_synced() {
+                cluster.note_bypass();
+                outcome.cache = Some(CacheStatus::Bypass);
+                let template = self.state.routes.template(route);
+                return self.proxy(parts, body, template, None, rid, &principal.org).await;
+            }
+        }
         match *route {
             Route::Container(id) => {
                 self.content(parts, &principal, id, None, head, rid, outcome)

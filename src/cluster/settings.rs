@@ -1,10 +1,379 @@
-//! `[cluster]` configuration.
+//! `[cluster]` configuration: present means "one of many instances sharing
+//! invalidations and rate limits through Redis"; absent means a single
+//! instance that never touches Redis.
+//!
+//! Every option has a `DEFAULT_*` value here. [`ClusterSettings::validate`]
+//! checks the shape (it connects to nothing, so `check-config` runs
+//! anywhere) and names the failing field as `cluster.<field>`.
 
+use crate::shaping::tiers::Limit;
 use serde::Deserialize;
+use std::time::Duration;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The stream every instance appends to and reads.
+pub const DEFAULT_STREAM: &str = "layers:invalidations";
+/// Approximate cap of the stream (`XADD ... MAXLEN ~ n`).
+pub const DEFAULT_STREAM_MAXLEN: u64 = 100_000;
+/// Longest an instance serves from cache without showing it is caught up.
+pub const DEFAULT_MAX_UNSYNCED: Duration = Duration::from_millis(2_000);
+/// `XREAD BLOCK` timeout. At most half of `max_unsynced`, so an idle but
+/// healthy reader proves it is caught up well before the bound runs out.
+pub const DEFAULT_BLOCK: Duration = Duration::from_millis(500);
+/// Entries read per `XREAD` (`COUNT`).
+pub const DEFAULT_READ_COUNT: usize = 512;
+/// Instances assumed when Redis is unreachable: each then admits
+/// `limit / instances` on its own.
+pub const DEFAULT_INSTANCES: u32 = 1;
+/// A lease takes this fraction of a class's per-minute limit (at least 1
+/// token, at most the burst).
+pub const DEFAULT_LEASE_FRACTION: f64 = 0.1;
+/// Prefix of every Redis key the limiter writes (`<prefix>rl:<class>:<key id>`).
+pub const DEFAULT_KEY_PREFIX: &str = "layers:";
+/// Connecting to Redis (TCP + handshake) must finish within this.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// One `XADD` or lease script must answer within this; past it the caller
+/// falls back (outbox for publishes, local share for leases).
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
+/// After a failed lease, Redis is not asked again for this long: the local
+/// share decides, synchronously.
+pub const DEFAULT_LEASE_RETRY: Duration = Duration::from_millis(1_000);
+/// Invalidations kept for re-publishing while `XADD` fails. Past it the
+/// queue collapses into one purge-all (safe, and bounded).
+pub const DEFAULT_OUTBOX_MAX: usize = 10_000;
+/// Event ids remembered to apply each stream entry once.
+pub const DEFAULT_DEDUPE_MAX_ENTRIES: u64 = 100_000;
+/// How long an applied event id is remembered.
+pub const DEFAULT_DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Longest `instance_id`; it is part of generated event ids.
+pub const MAX_INSTANCE_ID_LEN: usize = 64;
+/// Longest `stream` and `key_prefix`.
+pub const MAX_KEY_LEN: usize = 200;
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSettings {
-    /// `redis://host:port/db`.
+    /// `redis://[user:password@]host:port[/db]` (required).
     pub redis_url: String,
+    /// Key of the invalidation stream.
+    pub stream: String,
+    /// Approximate length cap of the stream (`MAXLEN ~`). An instance that
+    /// falls further behind than this flushes its cache when it catches up.
+    pub stream_maxlen: u64,
+    /// Disconnected (or behind) longer than this, an instance serves cached
+    /// routes from the origin and reports `degraded`.
+    pub max_unsynced_ms: u64,
+    /// `XREAD BLOCK` timeout; at most `max_unsynced_ms / 2`.
+    pub block_ms: u64,
+    /// Entries per `XREAD`.
+    pub read_count: usize,
+    /// This instance's name in generated event ids and logs. Default: the
+    /// host name and process id.
+    pub instance_id: Option<String>,
+    /// Instances in the cluster, for the fallback share of each limit while
+    /// Redis is unreachable.
+    pub instances: u32,
+    /// Tokens per lease as a fraction of the per-minute limit.
+    pub lease_fraction: f64,
+    /// Prefix of the limiter's Redis keys.
+    pub key_prefix: String,
+    pub connect_timeout_ms: u64,
+    pub command_timeout_ms: u64,
+    /// After a failed lease, decide locally this long before asking again.
+    pub lease_retry_ms: u64,
+    /// Unpublished invalidations kept for retry.
+    pub outbox_max: usize,
+    /// Applied event ids remembered (dedupe of stream entries).
+    pub dedupe_max_entries: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            redis_url: String::new(),
+            stream: DEFAULT_STREAM.to_owned(),
+            stream_maxlen: DEFAULT_STREAM_MAXLEN,
+            max_unsynced_ms: DEFAULT_MAX_UNSYNCED.as_millis() as u64,
+            block_ms: DEFAULT_BLOCK.as_millis() as u64,
+            read_count: DEFAULT_READ_COUNT,
+            instance_id: None,
+            instances: DEFAULT_INSTANCES,
+            lease_fraction: DEFAULT_LEASE_FRACTION,
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT.as_millis() as u64,
+            command_timeout_ms: DEFAULT_COMMAND_TIMEOUT.as_millis() as u64,
+            lease_retry_ms: DEFAULT_LEASE_RETRY.as_millis() as u64,
+            outbox_max: DEFAULT_OUTBOX_MAX,
+            dedupe_max_entries: DEFAULT_DEDUPE_MAX_ENTRIES,
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// Settings with every default and this Redis URL (tests, examples).
+    pub fn with_url(redis_url: impl Into<String>) -> ClusterSettings {
+        ClusterSettings {
+            redis_url: redis_url.into(),
+            ..ClusterSettings::default()
+        }
+    }
+
+    pub fn max_unsynced(&self) -> Duration {
+        Duration::from_millis(self.max_unsynced_ms)
+    }
+    pub fn block(&self) -> Duration {
+        Duration::from_millis(self.block_ms)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms)
+    }
+    pub fn lease_retry(&self) -> Duration {
+        Duration::from_millis(self.lease_retry_ms)
+    }
+
+    /// The configured `instance_id`, or `<host>-<pid>`.
+    pub fn resolved_instance_id(&self) -> String {
+        match &self.instance_id {
+            Some(id) => id.clone(),
+            None => default_instance_id(),
+        }
+    }
+
+    /// Tokens one lease asks for under `limit`: `lease_fraction` of the
+    /// per-minute limit, at least 1, at most the burst.
+    pub fn lease_size(&self, limit: Limit) -> u32 {
+        let n = (f64::from(limit.per_minute) * self.lease_fraction).floor() as u32;
+        n.clamp(1, limit.burst.max(1))
+    }
+
+    /// This instance's share of `limit` while Redis is unreachable:
+    /// `per_minute / instances` and `burst / instances`, each at least 1.
+    pub fn fallback_limit(&self, limit: Limit) -> Limit {
+        let n = self.instances.max(1);
+        Limit {
+            per_minute: (limit.per_minute / n).max(1),
+            burst: (limit.burst / n).max(1),
+        }
+    }
+
+    /// Checks every field; the message names it (`cluster.<field>: ...`).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.redis_url.is_empty() {
+            return Err("cluster.redis_url: must be set (redis://host:port)".into());
+        }
+        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("redis+unix://") {
+            return Err("cluster.redis_url: scheme must be redis:// or redis+unix://".into());
+        }
+        // Parses the URL exactly as the client will (connects to nothing).
+        redis::Client::open(self.redis_url.as_str())
+            .map_err(|e| format!("cluster.redis_url: {}", redact(&e.to_string(), &self.redis_url)))?;
+        for (v, f) in [(&self.stream, "stream"), (&self.key_prefix, "key_prefix")] {
+            if v.len() > MAX_KEY_LEN || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!(
+                    "cluster.{f}: at most {MAX_KEY_LEN} bytes, no spaces or control characters"
+                ));
+            }
+        }
+        if self.stream.is_empty() {
+            return Err("cluster.stream: must not be empty".into());
+        }
+        if self.stream_maxlen == 0 {
+            return Err("cluster.stream_maxlen: must be greater than 0".into());
+        }
+        if !(100..=600_000).contains(&self.max_unsynced_ms) {
+            return Err("cluster.max_unsynced_ms: must be between 100 and 600000".into());
+        }
+        if self.block_ms < 10 || self.block_ms > self.max_unsynced_ms / 2 {
+            return Err(format!(
+                "cluster.block_ms: must be between 10 and max_unsynced_ms / 2 ({})",
+                self.max_unsynced_ms / 2
+            ));
+        }
+        if !(1..=10_000).contains(&self.read_count) {
+            return Err("cluster.read_count: must be between 1 and 10000".into());
+        }
+        if let Some(id) = &self.instance_id {
+            if id.is_empty()
+                || id.len() > MAX_INSTANCE_ID_LEN
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
+                return Err(format!(
+                    "cluster.instance_id: 1 to {MAX_INSTANCE_ID_LEN} characters of A-Z a-z 0-9 . _ -"
+                ));
+            }
+        }
+        if self.instances == 0 {
+            return Err("cluster.instances: must be greater than 0".into());
+        }
+        if !(self.lease_fraction > 0.0 && self.lease_fraction <= 1.0) {
+            return Err("cluster.lease_fraction: must be greater than 0 and at most 1".into());
+        }
+        for (v, f) in [
+            (self.connect_timeout_ms, "connect_timeout_ms"),
+            (self.command_timeout_ms, "command_timeout_ms"),
+            (self.lease_retry_ms, "lease_retry_ms"),
+            (self.outbox_max as u64, "outbox_max"),
+            (self.dedupe_max_entries, "dedupe_max_entries"),
+        ] {
+            if v == 0 {
+                return Err(format!("cluster.{f}: must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `<host>-<pid>` with the host name reduced to the allowed characters.
+fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(MAX_INSTANCE_ID_LEN - 12)
+        .collect();
+    let host = if host.is_empty() {
+        "gateway".to_owned()
+    } else {
+        host
+    };
+    format!("{host}-{}", std::process::id())
+}
+
+/// An error message with any password of the URL blanked out.
+fn redact(msg: &str, url: &str) -> String {
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, p)| p)
+        .filter(|p| !p.is_empty());
+    match password {
+        Some(p) => msg.replace(p, "***"),
+        None => msg.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ClusterSettings, String> {
+        let s: ClusterSettings = toml::from_str(text).map_err(|e| e.to_string())?;
+        s.validate().map(|()| s)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_values() {
+        let s = parse("redis_url = \"redis://127.0.0.1:7000\"").unwrap();
+        assert_eq!(s.stream, "layers:invalidations");
+        assert_eq!(s.stream_maxlen, 100_000);
+        assert_eq!(s.max_unsynced(), Duration::from_secs(2));
+        assert_eq!(s.block(), Duration::from_millis(500));
+        assert_eq!((s.instances, s.lease_fraction), (1, 0.1));
+        assert_eq!(s.key_prefix, "layers:");
+        let id = s.resolved_instance_id();
+        assert!(id.ends_with(&format!("-{}", std::process::id())), "{id}");
+        assert!(id.len() <= MAX_INSTANCE_ID_LEN);
+    }
+
+    #[test]
+    fn lease_size_and_fallback_share() {
+        let s = ClusterSettings {
+            instances: 3,
+            ..ClusterSettings::with_url("redis://x")
+        };
+        assert_eq!(s.lease_size(Limit::per_minute(120)), 12);
+        assert_eq!(s.lease_size(Limit::per_minute(5)), 1);
+        let small_burst = Limit {
+            per_minute: 6000,
+            burst: 10,
+        };
+        assert_eq!(s.lease_size(small_burst), 10);
+        assert_eq!(
+            s.fallback_limit(Limit::per_minute(120)),
+            Limit {
+                per_minute: 40,
+                burst: 40
+            }
+        );
+        assert_eq!(s.fallback_limit(Limit::per_minute(2)), Limit::per_minute(1));
+    }
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        let url = "redis_url = \"redis://127.0.0.1:7000\"\n";
+        for (extra, field) in [
+            ("", "cluster.redis_url:"),
+            ("redis_url = \"http://x\"\n", "cluster.redis_url:"),
+            ("redis_url = \"redis://\"\n", "cluster.redis_url:"),
+            ("redis_url = \"redis://a:1\"\nstream = \"\"\n", "cluster.stream:"),
+            (
+                "redis_url = \"redis://a:1\"\nstream = \"a b\"\n",
+                "cluster.stream:",
+            ),
+            (
+                "redis_url = \"redis://a:1\"\nstream_maxlen = 0\n",
+                "cluster.stream_maxlen:",
+            ),
+            (
+                "redis_url = \"redis://a:1\"\nmax_unsynced_ms = 5\n",
+                "cluster.max_unsynced_ms:",
+            ),
+            (
+                "redis_url = \"redis://a:1\"\nblock_ms = 1500\n",
+                "cluster.block_ms:",
+            ),
+            (
+                "redis_url = \"redis://a:1\"\nread_count = 0\n",
+                "cluster.read_count:",
+            ),
+            (
+                "redis_url = \"redis://a:1\"\ninstance_id = \"a b\"\n",
+                "cluster.instance_id:",
+            ),
+            (
+                "redis_url = \"redis://a:1\"\ninstances = 0\n",
+                "cluster.instances:",
+            ),
+            (
+                "redis_url = \"redis://a:1\"\nlease_fraction = 0.0\n",
+                "cluster.lease_fraction:",
+            ),
+            (
+                "redis_url = \"redis://a:1\"\nlease_fraction = 1.5\n",
+                "cluster.lease_fraction:",
+            ),
+            (
+                "redis_url = \"redis://a:1\"\ncommand_timeout_ms = 0\n",
+                "cluster.command_timeout_ms:",
+            ),
+            (
+                "redis_url = \"redis://a:1\"\noutbox_max = 0\n",
+                "cluster.outbox_max:",
+            ),
+        ] {
+            let e = parse(extra).unwrap_err();
+            assert!(e.starts_with(field), "{extra:?} -> {e}");
+        }
+        let e = parse(&format!("{url}bogus = 1\n")).unwrap_err();
+        assert!(e.contains("unknown field `bogus`"), "{e}");
+    }
+
+    #[test]
+    fn a_password_never_reaches_the_message() {
+        assert_eq!(
+            redact("bad url redis://u:s3cret@h:x", "redis://u:s3cret@h:x"),
+            "bad url redis://u:***@h:x"
+        );
+        assert_eq!(redact("no password", "redis://h:1"), "no password");
+    }
 }

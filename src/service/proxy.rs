@@ -124,7 +124,10 @@ impl Gateway {
             revoked_asset_ids: Vec::new(),
             current_asset_ids,
         };
-        self.apply_invalidation(&inv).await;
+        // The origin has committed the mutation: answer it whatever happens
+        // to the publish (a failed one is re-sent from the outbox, and the
+        // origin's own webhook is a second path to every instance).
+        let _ = self.accept_invalidation(&inv).await;
         Ok(Response::from_parts(parts, body))
     }
 }

@@ -91,7 +91,19 @@ impl Gateway {
                 ));
             }
         }
-        self.apply_invalidation(&inv).await;
+        let (_, published) = self.accept_invalidation(&inv).await;
+        if let Err(e) = published {
+            // Applied here but not on the other instances yet: a 503 makes
+            // the origin retry, through any instance (and this one re-sends
+            // it from its outbox meanwhile). Not marked: a retry applies again.
+            tracing::warn!(error = %e, "webhook applied here but not propagated to the cluster");
+            let mut err = GatewayError::new(
+                ErrorCode::Overloaded,
+                "Applied on this instance but not yet propagated; retry.",
+            );
+            err.retry_after_secs = Some(1);
+            return Err(err);
+        }
         if let Some(id) = &inv.event_id {
             st.dedupe.mark(id);
         }

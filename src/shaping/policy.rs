@@ -8,8 +8,10 @@ use super::gcra::{Decision, GcraLimiter};
 use super::headers::{daily_limited_error, rate_limited_error};
 use super::tiers::{EndpointClass, Tiers};
 use crate::auth::Principal;
+use crate::cluster::{ClusterDailyCap, ClusterLimiter};
 use crate::config::ShapingConfig;
 use crate::error::GatewayError;
+use std::sync::Arc;
 use tokio::time::Instant;
 
 pub struct RatePolicy {
@@ -19,6 +21,10 @@ pub struct RatePolicy {
     /// Wall-clock time derived from tokio's clock, so the daily reset at
     /// 00:00 UTC is testable under a paused clock.
     clock: UnixClock,
+    /// Cluster mode: both limits leased from Redis and shared by every
+    /// instance (used instead of `limiter` and `daily`); `None`: this
+    /// instance's own.
+    cluster: Option<(Arc<ClusterLimiter>, Arc<ClusterDailyCap>)>,
 }
 
 /// The decisions made for one request, for its response headers.
@@ -43,13 +49,25 @@ impl RatePolicy {
             limiter: GcraLimiter::new(cfg.max_keys),
             daily: DailyCap::new(cfg.max_keys),
             clock,
+            cluster: None,
         })
+    }
+
+    /// Enforces the limits across the cluster (see `cluster::limiter` and
+    /// `cluster::daily` for the bounds).
+    pub fn with_cluster(
+        mut self,
+        per_minute: Arc<ClusterLimiter>,
+        daily: Arc<ClusterDailyCap>,
+    ) -> RatePolicy {
+        self.cluster = Some((per_minute, daily));
+        self
     }
 
     /// Admits or refuses one request of `class` by `p`. The per-minute
     /// decision is returned either way (it feeds the response headers)
     /// unless the daily cap refused first.
-    pub fn admit(
+    pub async fn admit(
         &self,
         p: &Principal,
         class: EndpointClass,
@@ -58,9 +76,11 @@ impl RatePolicy {
         let now = Instant::now();
         let write = class != EndpointClass::ReadLight;
         if write {
-            let pre = self
-                .daily
-                .peek(&p.org, tier.daily_writes, self.clock.unix_at(now));
+            let today = self.clock.unix_at(now);
+            let pre = match &self.cluster {
+                None => self.daily.peek(&p.org, tier.daily_writes, today),
+                Some((_, daily)) => daily.peek(&p.org, tier.daily_writes, today),
+            };
             if !pre.allowed {
                 let err = daily_limited_error(&pre);
                 let d = Decisions {
@@ -70,7 +90,15 @@ impl RatePolicy {
                 return (d, Err((err, Refusal::DailyCap)));
             }
         }
-        let d = self.limiter.check(&p.key_id, class, tier.limit(class), now);
+        let limit = tier.limit(class);
+        let d = match &self.cluster {
+            None => self.limiter.check(&p.key_id, class, limit, now),
+            // Synchronous while the local lease has tokens.
+            Some((c, _)) => match c.try_check(&p.key_id, class, limit, now) {
+                Some(d) => d,
+                None => c.check(&p.key_id, class, limit).await,
+            },
+        };
         if !d.allowed {
             let err = rate_limited_error(&d, class);
             return (
@@ -82,9 +110,14 @@ impl RatePolicy {
             );
         }
         if write {
-            let w = self
-                .daily
-                .check(&p.org, tier.daily_writes, self.clock.unix_at(now));
+            let today = self.clock.unix_at(now);
+            let w = match &self.cluster {
+                None => self.daily.check(&p.org, tier.daily_writes, today),
+                Some((_, daily)) => match daily.try_check(&p.org, tier.daily_writes, today) {
+                    Some(w) => w,
+                    None => daily.check(&p.org, tier.daily_writes, today).await,
+                },
+            };
             if !w.allowed {
                 let err = daily_limited_error(&w);
                 return (
@@ -110,5 +143,9 @@ impl RatePolicy {
         let now = Instant::now();
         self.limiter.sweep(now);
         self.daily.sweep(self.clock.unix_at(now));
+        if let Some((c, daily)) = &self.cluster {
+            c.sweep();
+            daily.sweep(self.clock.unix_at(now));
+        }
     }
 }

@@ -1,0 +1,347 @@
+//! Origin introspection: an `lp_` key the gateway does not hold is checked
+//! with the origin's `GET /v1/whoami`, and the answer is cached.
+//!
+//! - Keyed by the SHA-256 of the key: the cache never holds a key.
+//! - 200: the principal is trusted for `positive_ttl`.
+//! - 401 (or 403): the key is refused for `negative_ttl` without asking again.
+//! - Unreachable (connect error, timeout, 5xx, 429, breaker open, shed, a
+//!   body that is not a whoami): a cached principal keeps working until its
+//!   TTL plus `grace` (the origin is then asked again at most every
+//!   [`OUTAGE_RETRY`]); a key with nothing cached is `Unavailable` (503
+//!   with `Retry-After`), never a pass.
+//! - One whoami per key at a time (single flight); the call runs in its own
+//!   task so a caller that goes away does not abandon the others.
+//! - Bounded: at most `max_entries` results; origin calls go through the
+//!   origin client's in-flight caps, breaker and deadline.
+
+use super::authenticator::AuthError;
+use super::keys::{parse_key, sha256};
+use super::scopes::{Scope, ScopeSet};
+use super::settings::IntrospectionSettings;
+use super::Principal;
+use crate::origin::{empty_body, OriginClient};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// While the origin is unreachable, a cached principal is served without
+/// asking it again for this long (and an uncached key is told to retry after it).
+pub const OUTAGE_RETRY: Duration = Duration::from_secs(5);
+/// The route label of whoami calls in the origin metrics.
+pub const WHOAMI: &str = "/v1/whoami";
+/// The in-flight bucket whoami calls share in the origin guard (an org
+/// name no organization can have).
+pub const INTROSPECTION_BUCKET: &str = "-introspection";
+/// Reason when the origin said no.
+pub const ORIGIN_REJECTED: &str = "origin_rejected";
+/// Reason when the origin could not answer and nothing usable was cached.
+pub const INTROSPECTION_UNAVAILABLE: &str = "introspection_unavailable";
+
+type Outcome = Result<Arc<Principal>, AuthError>;
+type Slot = watch::Receiver<Option<Outcome>>;
+
+#[derive(Clone)]
+enum Entry {
+    Known {
+        principal: Arc<Principal>,
+        fresh_until: Instant,
+        usable_until: Instant,
+        /// During an outage: not before this is the origin asked again.
+        next_try: Instant,
+    },
+    Refused {
+        until: Instant,
+    },
+}
+
+/// What the origin said about a key.
+enum Answer {
+    Principal(Arc<Principal>),
+    Refused,
+    Unreachable,
+}
+
+struct Inner {
+    origin: OriginClient,
+    /// Results by key hash. moka bounds the size; expiry is ours (tokio
+    /// time, so tests run on the paused clock); moka's own TTL only
+    /// reclaims memory after the longest lifetime has passed.
+    cache: moka::future::Cache<[u8; 32], Entry>,
+    /// whoami calls in flight by key hash. A std mutex held only to look up,
+    /// insert or remove a slot, never across an await; its size is bounded
+    /// by the requests in flight.
+    flights: Mutex<HashMap<[u8; 32], Slot>>,
+    positive_ttl: Duration,
+    negative_ttl: Duration,
+    grace: Duration,
+    /// A waiter gives up (503) after this: the origin deadline plus margin.
+    wait: Duration,
+}
+
+/// Checks `lp_` keys with the origin, cached.
+#[derive(Clone)]
+pub struct Introspector {
+    inner: Arc<Inner>,
+}
+
+/// The whoami fields used; everything else is ignored.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Whoami {
+    organization_id: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    rate_limit_tier: Option<String>,
+    #[serde(default)]
+    api_key_id: Option<String>,
+}
+
+/// Removes the flight slot when the leader is done (or dies).
+struct Leader {
+    inner: Arc<Inner>,
+    hash: [u8; 32],
+    tx: watch::Sender<Option<Outcome>>,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        let mut f = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+        f.remove(&self.hash);
+    }
+}
+
+impl Introspector {
+    pub fn new(
+        settings: &IntrospectionSettings,
+        origin: OriginClient,
+        origin_timeout: Duration,
+    ) -> Introspector {
+        let longest = settings.positive_ttl() + settings.grace() + settings.negative_ttl();
+        Introspector {
+            inner: Arc::new(Inner {
+                origin,
+                cache: moka::future::Cache::builder()
+                    .max_capacity(settings.max_entries)
+                    .time_to_live(longest)
+                    .build(),
+                flights: Mutex::new(HashMap::new()),
+                positive_ttl: settings.positive_ttl(),
+                negative_ttl: settings.negative_ttl(),
+                grace: settings.grace(),
+                wait: origin_timeout + Duration::from_secs(1),
+            }),
+        }
+    }
+
+    /// Authenticates a presented key with the origin (cached). The key's
+    /// shape and environment are checked first: a malformed key never
+    /// reaches the origin.
+    pub async fn authenticate(&self, key: &str, expected_env: Option<&str>) -> Outcome {
+        let parsed = parse_key(key).ok_or(AuthError::Rejected("malformed"))?;
+        if expected_env.is_some_and(|e| e != parsed.env) {
+            return Err(AuthError::Rejected("env_mismatch"));
+        }
+        let hash = sha256(key);
+        if let Some(outcome) = self.inner.cached(&hash).await {
+            return outcome;
+        }
+        self.lookup(key, hash, parsed.key_id).await
+    }
+
+    /// Joins the whoami call for this key, starting it if none is in flight.
+    async fn lookup(&self, key: &str, hash: [u8; 32], key_id: &str) -> Outcome {
+        let mut rx = {
+            let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+            match flights.get(&hash) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    flights.insert(hash, rx.clone());
+                    let leader = Leader {
+                        inner: self.inner.clone(),
+                        hash,
+                        tx,
+                    };
+                    let (key, key_id) = (key.to_owned(), key_id.to_owned());
+                    tokio::spawn(async move {
+                        // A call that finished just before this one was
+                        // registered has already cached its answer.
+                        if let Some(outcome) = leader.inner.cached(&hash).await {
+                            leader.tx.send_replace(Some(outcome));
+                            return;
+                        }
+                        let answer = leader.inner.ask_origin(&key, &key_id).await;
+                        let outcome = leader.inner.apply(hash, answer).await;
+                        leader.tx.send_replace(Some(outcome));
+                    });
+                    rx
+                }
+            }
+        };
+        let unavailable = AuthError::Unavailable {
+            retry_after_secs: OUTAGE_RETRY.as_secs(),
+            reason: INTROSPECTION_UNAVAILABLE,
+        };
+        let outcome = match tokio::time::timeout(self.inner.wait, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(v)) => v.clone().unwrap_or(Err(unavailable)),
+            // The call's task ended without an answer, or took too long.
+            Ok(Err(_)) | Err(_) => Err(unavailable),
+        };
+        outcome
+    }
+
+    /// Results cached now (positive and negative); for tests and metrics.
+    pub async fn cached_entries(&self) -> u64 {
+        self.inner.cache.run_pending_tasks().await;
+        self.inner.cache.entry_count()
+    }
+}
+
+impl Inner {
+    /// The cached outcome, if one may be used now without asking the origin.
+    async fn cached(&self, hash: &[u8; 32]) -> Option<Outcome> {
+        let now = Instant::now();
+        match self.cache.get(hash).await? {
+            Entry::Known {
+                principal,
+                fresh_until,
+                usable_until,
+                next_try,
+            } if now < fresh_until || (now < next_try && now < usable_until) => Some(Ok(principal)),
+            Entry::Refused { until } if now < until => Some(Err(AuthError::Rejected(ORIGIN_REJECTED))),
+            _ => None,
+        }
+    }
+
+    async fn ask_origin(&self, key: &str, key_id: &str) -> Answer {
+        let req = match http::Request::get(WHOAMI)
+            .header("x-api-key", key)
+            .body(empty_body())
+        {
+            Ok(r) => r,
+            Err(_) => return Answer::Refused,
+        };
+        let reply = match self.origin.fetch(req, WHOAMI, INTROSPECTION_BUCKET).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(code = e.code.as_str(), "introspection: origin unreachable");
+                return Answer::Unreachable;
+            }
+        };
+        match reply.status.as_u16() {
+            200 => match principal_from_whoami(&reply.body, key_id) {
+                Some(p) => Answer::Principal(Arc::new(p)),
+                None => {
+                    tracing::error!("introspection: whoami answered 200 with a body that is not a whoami");
+                    Answer::Unreachable
+                }
+            },
+            401 | 403 => Answer::Refused,
+            status => {
+                tracing::warn!(status, "introspection: unexpected whoami status");
+                Answer::Unreachable
+            }
+        }
+    }
+
+    /// Records an answer and turns it into the outcome for every waiter.
+    async fn apply(&self, hash: [u8; 32], answer: Answer) -> Outcome {
+        let now = Instant::now();
+        match answer {
+            Answer::Principal(principal) => {
+                let entry = Entry::Known {
+                    principal: principal.clone(),
+                    fresh_until: now + self.positive_ttl,
+                    usable_until: now + self.positive_ttl + self.grace,
+                    next_try: now,
+                };
+                self.cache.insert(hash, entry).await;
+                Ok(principal)
+            }
+            Answer::Refused => {
+                let entry = Entry::Refused {
+                    until: now + self.negative_ttl,
+                };
+                self.cache.insert(hash, entry).await;
+                Err(AuthError::Rejected(ORIGIN_REJECTED))
+            }
+            Answer::Unreachable => match self.cache.get(&hash).await {
+                Some(Entry::Known {
+                    principal,
+                    fresh_until,
+                    usable_until,
+                    ..
+                }) if now < usable_until => {
+                    let entry = Entry::Known {
+                        principal: principal.clone(),
+                        fresh_until,
+                        usable_until,
+                        next_try: now + OUTAGE_RETRY,
+                    };
+                    self.cache.insert(hash, entry).await;
+                    tracing::warn!(
+                        "introspection: origin unreachable; serving a cached principal within its grace"
+                    );
+                    Ok(principal)
+                }
+                _ => Err(AuthError::Unavailable {
+                    retry_after_secs: OUTAGE_RETRY.as_secs(),
+                    reason: INTROSPECTION_UNAVAILABLE,
+                }),
+            },
+        }
+    }
+}
+
+/// `{organizationId, scopes[], rateLimitTier, apiKeyId}` to a principal;
+/// unknown scope names are ignored. `None` when it is not a whoami body.
+fn principal_from_whoami(body: &[u8], key_id: &str) -> Option<Principal> {
+    let w: Whoami = serde_json::from_slice(body).ok()?;
+    if w.organization_id.is_empty() {
+        return None;
+    }
+    let known = w
+        .scopes
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n == "*" || Scope::parse(n).is_some());
+    Some(Principal {
+        org: w.organization_id.into(),
+        key_id: w
+            .api_key_id
+            .filter(|k| !k.is_empty())
+            .unwrap_or_else(|| key_id.to_owned())
+            .into(),
+        scopes: ScopeSet::parse(known).unwrap_or_default(),
+        tier: w
+            .rate_limit_tier
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "standard".into())
+            .into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whoami_maps_to_a_principal() {
+        let body = br#"{"organizationId":"org_a","workspaceId":"w","scopes":["content:read","new:scope"],
+            "rateLimitTier":"pilot","apiKeyId":"01HZDEM00000000A","creditBalance":3}"#;
+        let p = principal_from_whoami(body, "X").unwrap();
+        assert_eq!(
+            (&*p.org, &*p.key_id, &*p.tier),
+            ("org_a", "01HZDEM00000000A", "pilot")
+        );
+        assert_eq!(p.scopes.names(), ["content:read"]);
+        let p = principal_from_whoami(br#"{"organizationId":"o"}"#, "K").unwrap();
+        assert_eq!((&*p.key_id, &*p.tier), ("K", "standard"));
+        assert!(principal_from_whoami(br#"{"organizationId":""}"#, "K").is_none());
+        assert!(principal_from_whoami(b"<html>", "K").is_none());
+    }
+}

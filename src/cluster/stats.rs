@@ -1,0 +1,171 @@
+//! Cluster metrics (`layers_gateway_cluster_*`). The handles are plain
+//! prometheus metrics (each an atomic), created here and registered into the
+//! gateway's registry with [`ClusterStats::register`], so the node, the
+//! reader and the limiter update them without locks and tests read them
+//! without a registry.
+
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Every cluster metric. Shared (`Arc`) by the node, its tasks and the
+/// limiter; registered once.
+pub struct ClusterStats {
+    /// 1 while this instance can show it is caught up with the stream (it
+    /// serves cached routes from cache), 0 while it cannot (it serves them
+    /// from the origin and `/readyz` says `degraded`).
+    pub synced: IntGauge,
+    /// Entries in the stream after the last one this instance applied, as
+    /// of its last read (capped at `LAG_COUNT_CAP`).
+    pub lag_entries: IntGauge,
+    /// Seconds since this instance last showed it was caught up, while it
+    /// is not; 0 while it is.
+    pub lag_seconds: Gauge,
+    /// Connections to Redis re-established after a failure.
+    pub reconnects: IntCounter,
+    /// Times the stream lost entries this instance had not read (trimmed
+    /// past its position, deleted, or Redis restarted).
+    pub gaps: IntCounter,
+    /// Whole-cache flushes (one per gap or undecodable entry).
+    pub flushes: IntCounter,
+    /// Requests for cached routes served from the origin because this
+    /// instance was not synced. Incremented by the service's wiring.
+    pub bypassed: IntCounter,
+    /// Stream entries applied (entries of other instances, and own entries
+    /// whose id this instance no longer remembers).
+    pub applied: IntCounter,
+    /// Stream entries skipped because their event id was already applied:
+    /// this instance's own entries read back, or an event two instances
+    /// both accepted (a webhook retry landing on another instance).
+    pub duplicates: IntCounter,
+    /// Entries that did not decode (applied as a purge-all).
+    pub undecodable: IntCounter,
+    /// `XADD`s by result (`ok`, `error`).
+    pub published: IntCounterVec,
+    /// Invalidations waiting in the outbox for a successful `XADD`.
+    pub outbox: IntGauge,
+    /// Lease scripts run, by result (`granted`, `refused`, `error`).
+    pub lease_requests: IntCounterVec,
+    /// Rate-limit decisions taken on the local share because Redis was
+    /// unreachable.
+    pub lease_fallbacks: IntCounter,
+}
+
+fn name(n: &str) -> String {
+    format!("layers_gateway_cluster_{n}")
+}
+
+impl Default for ClusterStats {
+    fn default() -> Self {
+        ClusterStats::new()
+    }
+}
+
+impl ClusterStats {
+    pub fn new() -> ClusterStats {
+        let counter = |n: &str, help: &str| IntCounter::new(name(n), help).expect("valid metric");
+        let gauge = |n: &str, help: &str| IntGauge::new(name(n), help).expect("valid metric");
+        let vec = |n: &str, help: &str, label: &str| {
+            IntCounterVec::new(Opts::new(name(n), help), &[label]).expect("valid metric")
+        };
+        let s = ClusterStats {
+            synced: gauge(
+                "synced",
+                "1 while caught up with the invalidation stream (cache in use), 0 while serving cached routes from the origin.",
+            ),
+            lag_entries: gauge(
+                "stream_lag_entries",
+                "Stream entries not yet applied, as of the last read.",
+            ),
+            lag_seconds: Gauge::new(
+                name("stream_lag_seconds"),
+                "Seconds since this instance last showed it was caught up (0 while synced).",
+            )
+            .expect("valid metric"),
+            reconnects: counter(
+                "reconnects_total",
+                "Redis connections re-established after a failure.",
+            ),
+            gaps: counter(
+                "stream_gaps_total",
+                "Stream entries lost before this instance read them (trim, deletion, Redis restart).",
+            ),
+            flushes: counter(
+                "cache_flushes_total",
+                "Whole-cache flushes (stream gaps and undecodable entries).",
+            ),
+            bypassed: counter(
+                "bypassed_requests_total",
+                "Cached-route requests served from the origin while not synced.",
+            ),
+            applied: counter("stream_applied_total", "Stream entries applied."),
+            duplicates: counter(
+                "stream_duplicates_total",
+                "Stream entries skipped because their event id was already applied.",
+            ),
+            undecodable: counter(
+                "stream_undecodable_total",
+                "Stream entries that did not decode (applied as a purge-all).",
+            ),
+            published: vec(
+                "publish_total",
+                "XADDs of accepted invalidations, by result (ok, error).",
+                "result",
+            ),
+            outbox: gauge(
+                "outbox_entries",
+                "Accepted invalidations waiting to be appended to the stream.",
+            ),
+            lease_requests: vec(
+                "lease_requests_total",
+                "Rate-limit lease scripts, by result (granted, refused, error).",
+                "result",
+            ),
+            lease_fallbacks: counter(
+                "lease_fallback_decisions_total",
+                "Rate-limit decisions on the local share because Redis was unreachable.",
+            ),
+        };
+        // Pre-create the labelled series so they show from the first scrape.
+        for r in ["ok", "error"] {
+            s.published.with_label_values(&[r]);
+        }
+        for r in ["granted", "refused", "error"] {
+            s.lease_requests.with_label_values(&[r]);
+        }
+        s
+    }
+
+    /// Registers every handle (call once per registry).
+    pub fn register(&self, r: &Registry) -> prometheus::Result<()> {
+        r.register(Box::new(self.synced.clone()))?;
+        r.register(Box::new(self.lag_entries.clone()))?;
+        r.register(Box::new(self.lag_seconds.clone()))?;
+        r.register(Box::new(self.reconnects.clone()))?;
+        r.register(Box::new(self.gaps.clone()))?;
+        r.register(Box::new(self.flushes.clone()))?;
+        r.register(Box::new(self.bypassed.clone()))?;
+        r.register(Box::new(self.applied.clone()))?;
+        r.register(Box::new(self.duplicates.clone()))?;
+        r.register(Box::new(self.undecodable.clone()))?;
+        r.register(Box::new(self.published.clone()))?;
+        r.register(Box::new(self.outbox.clone()))?;
+        r.register(Box::new(self.lease_requests.clone()))?;
+        r.register(Box::new(self.lease_fallbacks.clone()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_every_series_under_the_cluster_prefix() {
+        let s = ClusterStats::new();
+        let r = Registry::new();
+        s.register(&r).unwrap();
+        let names: Vec<String> = r.gather().iter().map(|f| f.name().to_owned()).collect();
+        assert_eq!(names.len(), 14, "{names:?}");
+        assert!(names.iter().all(|n| n.starts_with("layers_gateway_cluster_")));
+        assert!(s.register(&r).is_err(), "a second registration is refused");
+    }
+}
