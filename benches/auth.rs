@@ -5,16 +5,16 @@
 //! no-op waker and must be ready: none of these paths waits on anything.
 //!
 //! Figures measured once in quick mode on the shared 2-core build machine
-//! (`cargo bench --bench auth -- --quick`, other builds running: load
-//! average about 4, so treat them as upper bounds; criterion's estimate):
+//! (`cargo bench --bench auth -- --quick`, jsonwebtoken 11.1 with aws-lc-rs,
+//! other builds finishing; criterion's estimate):
 //!
 //! | benchmark            | time/request |
 //! |----------------------|--------------|
-//! | auth/api_key_file    | 329 ns       |
-//! | auth/jwt_rs256       | 33.4 µs      |
-//! | auth/jwt_es256       | 90.5 µs      |
-//! | auth/jwt_eddsa       | 45.2 µs      |
-//! | auth/jwt_hs256       | 4.1 µs       |
+//! | auth/api_key_file    | 306 ns       |
+//! | auth/jwt_rs256       | 26.5 µs      |
+//! | auth/jwt_es256       | 73.4 µs      |
+//! | auth/jwt_eddsa       | 36.6 µs      |
+//! | auth/jwt_hs256       | 4.0 µs       |
 //!
 //! The API-key check is one SHA-256 of the key, a hash-map lookup and a
 //! constant-time compare. A JWT check also decodes the header and payload

@@ -38,6 +38,9 @@ impl App {
         let admin = TcpListener::bind(config.admin.listen).await?;
         let (addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
         let gateway = Gateway::new(config, keys, upstream);
+        // JWKS refreshers (one task per jwks_url issuer); they stop when the
+        // gateway is dropped.
+        gateway.authenticator().start_background();
         let (stop, rx) = watch::channel(false);
         if let Some(node) = gateway.state().cluster.clone() {
             // Joins the invalidation stream before serving (bounded: on

@@ -507,6 +507,8 @@ impl Config {
             return Err("auth.source: must be \"file\", \"origin\" or \"both\"".into());
         }
         nonzero(self.auth.reload_poll_secs, "auth.reload_poll_secs")?;
+        self.auth.jwt.validate()?;
+        self.auth.introspection.validate()?;
         nonzero(self.cache.max_entries, "cache.max_entries")?;
         nonzero(self.cache.max_bytes, "cache.max_bytes")?;
         nonzero(self.cache.ttl_secs, "cache.ttl_secs")?;

@@ -2,7 +2,9 @@
 
 use clap::{Parser, Subcommand};
 use layers_gateway::app::App;
+use layers_gateway::auth::authenticator::Authenticator;
 use layers_gateway::auth::keys::keys_file_entry;
+use layers_gateway::auth::reload::watch_keys_file;
 use layers_gateway::auth::KeyStore;
 use layers_gateway::config::Config;
 use layers_gateway::demo::{demo_keys, Simulator, WebhookTarget};
@@ -125,6 +127,9 @@ fn main() -> ExitCode {
 
 fn load(path: &Path) -> Result<(Config, KeyStore), String> {
     let cfg = Config::load(path)?;
+    // JWKS files, shared secrets in the environment, JWKS URLs: a bad one
+    // is a bad config (exit 64), found before any port is bound.
+    Authenticator::check(&cfg)?;
     let keys = KeyStore::load(&cfg.keys_path()).map_err(|e| format!("auth.keys_file: {e}"))?;
     Ok((cfg, keys))
 }
@@ -181,6 +186,8 @@ async fn serve(cfg: Config, keys: KeyStore) -> ExitCode {
     if cfg.webhooks.all_secrets().is_empty() {
         tracing::warn!(env = %cfg.webhooks.secrets_env, "no webhook secret configured: every webhook will be refused");
     }
+    let keys_path = cfg.keys_path();
+    let reload_poll = std::time::Duration::from_secs(cfg.auth.reload_poll_secs);
     let app = match App::start(cfg, keys, upstream).await {
         Ok(a) => a,
         Err(e) => {
@@ -188,9 +195,43 @@ async fn serve(cfg: Config, keys: KeyStore) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The keys file reloads on SIGHUP and when its content changes.
+    let hup = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(forward_sighup(hup.clone()));
+    let (stop_watch, mut stop_rx) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(watch_keys_file(
+        keys_path,
+        app.gateway.authenticator().clone(),
+        reload_poll,
+        hup,
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+    ));
     tracing::info!(addr = %app.addr, admin = %app.admin_addr, "layers-gateway serving");
     app.run_until(shutdown_signal()).await;
+    let _ = stop_watch.send(true);
+    let _ = watcher.await;
     ExitCode::SUCCESS
+}
+
+/// Forwards every SIGHUP to the keys-file watcher. `notify_one` keeps one
+/// permit, so a SIGHUP that arrives during a reload is not lost.
+async fn forward_sighup(hup: Arc<tokio::sync::Notify>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut s) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; the keys file still reloads when it changes");
+            return;
+        };
+        while s.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the keys file");
+            hup.notify_one();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = hup;
 }
 
 fn random_hex(bytes: usize) -> String {

@@ -6,7 +6,8 @@ mod content;
 mod proxy;
 mod webhook;
 
-use crate::auth::{presented_credential, KeyStore, Principal};
+use crate::auth::authenticator::Authenticator;
+use crate::auth::{KeyStore, Principal};
 use crate::body::{BoxError, ResponseBody};
 use crate::cache::{Applied, CacheSettings, CacheStatus, ContentCache};
 use crate::cluster::{ApplyFn, ClusterNode, ClusterStats, FlushFn};
@@ -26,7 +27,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, Response};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -38,9 +39,10 @@ pub(crate) static JSON: HeaderValue = HeaderValue::from_static("application/json
 /// `Arc`; nothing here is behind a global lock on the hit path.
 pub struct State {
     pub config: Config,
-    /// The keys file. Replaced whole on reload; readers clone the `Arc`
-    /// under a read lock held for one pointer copy.
-    keys: RwLock<Arc<KeyStore>>,
+    /// Who is calling: the keys file (replaced whole on reload), JWT
+    /// issuers and origin introspection. Shared with the keys-file watcher
+    /// that `main` starts.
+    pub auth: Arc<Authenticator>,
     pub routes: RouteTable,
     pub cache: Arc<ContentCache>,
     pub origin: OriginClient,
@@ -91,6 +93,10 @@ impl Gateway {
         ));
         let origin_seen = Arc::new(AtomicBool::new(false));
         let origin = OriginClient::new(upstream, &config, metrics.clone(), origin_seen.clone());
+        let auth = Arc::new(
+            Authenticator::with_clock(&config, keys.into(), Some(origin.clone()), clock)
+                .expect("auth config checked by Authenticator::check before start"),
+        );
         metrics.register_origin_gauges(origin.guard().clone(), origin.breaker().clone());
         let cache = ContentCache::new(
             CacheSettings::from_config(&config),
@@ -124,7 +130,7 @@ impl Gateway {
         Gateway {
             state: Arc::new(State {
                 config,
-                keys: RwLock::new(keys.into()),
+                auth,
                 routes,
                 cache,
                 origin,
@@ -148,7 +154,12 @@ impl Gateway {
 
     /// Replaces the keys; requests already authenticated keep their principal.
     pub fn replace_keys(&self, keys: KeyStore) {
-        *self.state.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        self.state.auth.replace_keys(keys);
+    }
+
+    /// The authenticator (for the keys-file watcher and JWKS refreshers).
+    pub fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.state.auth
     }
 
     /// `None` without `[cluster]`; else whether this instance is caught up
@@ -288,7 +299,7 @@ impl Gateway {
             Route::Webhook => return self.webhook(parts, body).await,
             _ => {}
         }
-        let principal = self.authenticate(&parts.headers)?;
+        let principal = self.authenticate(&parts.headers).await?;
         outcome.principal = Some(principal.clone());
         if let Some(scope) = self.state.routes.required_scope(route) {
             if !principal.scopes.contains(scope) {
@@ -347,18 +358,16 @@ impl Gateway {
         }
     }
 
-    fn authenticate(&self, headers: &http::HeaderMap) -> Result<Arc<Principal>, GatewayError> {
+    /// Every refusal is the same 401; an outage of a credential source
+    /// (JWKS, origin introspection) is a 503 with `Retry-After`. The reason
+    /// only goes to the log and `auth_failures_total{reason}`.
+    async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Arc<Principal>, GatewayError> {
         let st = &*self.state;
-        let keys = st.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let result = presented_credential(headers)
-            .and_then(|cred| keys.authenticate(cred, st.config.auth.env.as_deref()));
-        result.map_err(|reason| {
-            st.metrics
-                .auth_failures
-                .with_label_values(&[reason.as_str()])
-                .inc();
-            tracing::info!(reason = reason.as_str(), "authentication failed");
-            GatewayError::unauthenticated()
+        st.auth.authenticate(headers).await.map_err(|e| {
+            let reason = e.reason();
+            st.metrics.auth_failures.with_label_values(&[reason]).inc();
+            tracing::info!(reason, "authentication failed");
+            GatewayError::from(e)
         })
     }
 

@@ -1346,11 +1346,102 @@ async fn every_refusal_is_the_same_401_whatever_the_reason() {
 fn the_config_examples_in_docs_auth_md_are_valid() {
     init();
     let doc = include_str!("../docs/auth.md");
-    let blocks: Vec<&str> = doc.split("```toml\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+    let blocks: Vec<&str> = doc
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
     assert_eq!(blocks.len(), 3, "keys file, JWT issuers, introspection");
     for block in blocks {
         let cfg = Config::parse(block, PathBuf::new()).unwrap_or_else(|e| panic!("{e}\n{block}"));
         cfg.auth.jwt.validate().unwrap();
         cfg.auth.introspection.validate().unwrap();
     }
+}
+
+// ---------------------------------------------------------------- through the gateway
+
+/// Requires the service wiring (`Gateway` authenticating through `Authenticator`).
+#[tokio::test]
+async fn through_the_gateway_every_refusal_is_one_401_and_an_outage_a_503() {
+    use http_body_util::BodyExt;
+    use layers_gateway::origin::SimulatorUpstream;
+    use layers_gateway::service::Gateway;
+    init();
+    let dir = TempDir::new("gateway");
+    let server = JwksServer::start(&published()).await;
+    server.fail(true);
+    let cfg = jwt_config(&server.url("/jwks.json"), &dir.0);
+    let keys = KeyStore::parse(DEMO_KEYS_FILE).unwrap();
+    let sim = Simulator::from_json(
+        DEMO_CONTAINERS_JSON,
+        Arc::new(KeyStore::parse(DEMO_KEYS_FILE).unwrap()),
+    )
+    .unwrap();
+    let gw = Gateway::new(cfg, keys, Arc::new(SimulatorUpstream(sim)));
+    let call = |h: Vec<(&'static str, String)>| {
+        let gw = gw.clone();
+        async move {
+            let mut b = Request::get("/v1/whoami").header("x-request-id", "req_same");
+            for (k, v) in h {
+                b = b.header(k, v);
+            }
+            let resp = gw.handle(b.body(Full::new(Bytes::new())).unwrap()).await;
+            let (parts, body) = resp.into_parts();
+            (parts, body.collect().await.unwrap().to_bytes())
+        }
+    };
+    let c = claims(SVC, unix_now());
+    let mut expired = c.clone();
+    expired["exp"] = json!(unix_now() - 3600);
+    let none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none"}).to_string()),
+        b64(c.to_string())
+    );
+    let hs_expired = jwt(&json!({"alg": "HS256"}), &expired, |m| hmac(SECRET.as_bytes(), m));
+    let mut bodies = std::collections::HashSet::new();
+    for h in [
+        vec![],
+        vec![("x-api-key", "lp_test_nope".to_owned())],
+        vec![("authorization", format!("Bearer {none}"))],
+        vec![("authorization", format!("Bearer {hs_expired}"))],
+        vec![("x-api-key", KEY_A.to_owned())],
+    ] {
+        let (parts, body) = call(h).await;
+        assert_eq!(parts.status, StatusCode::UNAUTHORIZED);
+        bodies.insert(body);
+    }
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    // The IdP's JWKS is down and was never fetched: 503 with Retry-After.
+    let (parts, body) = call(vec![(
+        "authorization",
+        format!("Bearer {}", KEYS.rsa.token(&claims(IDP, unix_now()))),
+    )])
+    .await;
+    assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE, "{body:?}");
+    assert_eq!(parts.headers["retry-after"], "10");
+    let m = String::from_utf8(gw.state().metrics.render()).unwrap();
+    for reason in [
+        "missing",
+        "malformed",
+        "jwt_alg_none",
+        "jwt_expired",
+        "unknown_key",
+        "jwks_unavailable",
+    ] {
+        assert!(
+            m.contains(&format!(
+                "layers_gateway_auth_failures_total{{reason=\"{reason}\"}} 1"
+            )),
+            "{reason}\n{m}"
+        );
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
