@@ -425,3 +425,90 @@ async fn demo_prints_curl_commands_that_do_what_they_say() {
         "the gateway port is closed after exit"
     );
 }
+
+/// `serve` reloads its keys file on SIGHUP: a key removed from the file is
+/// refused right after the signal, with the periodic check far away.
+#[tokio::test]
+async fn serve_reloads_the_keys_file_on_sighup() {
+    let dir = scratch("sighup");
+    let keys = dir.join("keys.toml");
+    let entry = layers_gateway::auth::keys::keys_file_entry(NEW_KEY, "org_x", &["*"], "standard").unwrap();
+    std::fs::write(&keys, &entry).unwrap();
+    let (gw, admin) = (free_port(), free_port());
+    let path = config_copy(&dir, |t| {
+        t.replacen(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:{gw}\""),
+            1,
+        )
+        .replacen(
+            "listen = \"127.0.0.1:9091\"",
+            &format!("listen = \"127.0.0.1:{admin}\""),
+            1,
+        )
+        .replace(
+            &format!("keys_file = {:?}", shipped("keys.toml").display().to_string()),
+            &format!("keys_file = {:?}", keys.display().to_string()),
+        )
+        .replace("reload_poll_secs = 5", "reload_poll_secs = 3600")
+        // No origin listens here: an authenticated whoami is a 502, a refused one a 401.
+        .replace(
+            "url = \"http://127.0.0.1:8081\"",
+            &format!("url = \"http://127.0.0.1:{}\"", free_port()),
+        )
+    });
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("serve starts");
+    let client = TestClient::new(SocketAddr::from(([127, 0, 0, 1], gw)));
+    let whoami = || async {
+        let addr = SocketAddr::from(([127, 0, 0, 1], gw));
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return None;
+        }
+        Some(
+            client
+                .send(Method::GET, "/v1/whoami", &[("x-api-key", NEW_KEY)], Bytes::new())
+                .await
+                .status
+                .as_u16(),
+        )
+    };
+    let mut status = None;
+    for _ in 0..100 {
+        status = whoami().await;
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, Some(502), "the key authenticates before the reload");
+
+    std::fs::write(&keys, "# every key revoked\n").unwrap();
+    let pid = child.id().expect("running").to_string();
+    let sent = Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let mut after = None;
+    for _ in 0..100 {
+        after = whoami().await;
+        if after == Some(401) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        after,
+        Some(401),
+        "a key removed from the file is refused after SIGHUP"
+    );
+    child.kill().await.unwrap();
+}
