@@ -48,6 +48,8 @@ pub struct Metrics {
     /// Pre-resolved series of the cache-hit path (container, asset), so a
     /// hit does not hash label values on every request.
     hot: [HotSeries; 2],
+    /// `rate_limit_decisions_total` by [class index][admitted, limited, daily_cap].
+    rate_decisions: [[IntCounter; 3]; 3],
     /// Orgs that have their own `org` label value; guarded by a mutex
     /// because it is touched only when per-org labels are enabled.
     org_labels: Mutex<HashSet<String>>,
@@ -77,6 +79,14 @@ fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Histogram
     h
 }
 
+/// The `result` of a rate-limit decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateResult {
+    Admitted = 0,
+    Limited = 1,
+    DailyCap = 2,
+}
+
 /// The series one successful GET cache hit of a route touches.
 struct HotSeries {
     requests: IntCounter,
@@ -95,6 +105,11 @@ impl HotSeries {
 }
 
 impl Metrics {
+    /// Counts one rate-limit decision through pre-resolved series.
+    pub fn rate_decision(&self, class: crate::shaping::EndpointClass, result: RateResult) {
+        self.rate_decisions[class.index()][result as usize].inc();
+    }
+
     /// Counts a `GET` answered 200 from the cache: the same series
     /// `requests_total`, `request_duration_seconds` and
     /// `cache_lookups_total{result="hit"}` as the general path, pre-resolved.
@@ -169,8 +184,19 @@ impl Metrics {
                 crate::routes::ASSET_TEMPLATE,
             ),
         ];
+        let rate_limit_decisions = counter(
+            &r,
+            "rate_limit_decisions_total",
+            "Rate-limit decisions by endpoint class and result (admitted, limited, daily_cap).",
+            &["class", "result"],
+        );
+        let rate_decisions = crate::shaping::EndpointClass::ALL.map(|c| {
+            ["admitted", "limited", "daily_cap"]
+                .map(|r| rate_limit_decisions.with_label_values(&[c.as_str(), r]))
+        });
         Metrics {
             requests,
+            rate_decisions,
             request_duration,
             cache_lookups,
             hot,
@@ -225,12 +251,7 @@ impl Metrics {
             connections_rejected,
             build_info,
             org_requests,
-            rate_limit_decisions: counter(
-                &r,
-                "rate_limit_decisions_total",
-                "Rate-limit decisions by endpoint class and result (admitted, limited, daily_cap).",
-                &["class", "result"],
-            ),
+            rate_limit_decisions,
             origin_admissions: counter(
                 &r,
                 "origin_admissions_total",

@@ -17,7 +17,7 @@ use crate::events::dedupe::EventDedupe;
 use crate::events::webhook::WebhookVerifier;
 use crate::events::{EventType, Invalidation, Source};
 use crate::ids::request_id_from_header;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RateResult};
 use crate::origin::{OriginClient, Upstream};
 use crate::routes::{Route, RouteTable};
 use crate::shaping::headers::{insert_endpoint_class, render_daily};
@@ -310,15 +310,15 @@ impl Gateway {
             let class = self.state.routes.class(&parts.method, route);
             let (decision, admitted) = limits.admit(&principal, class).await;
             outcome.rate = decision;
-            let m = &self.state.metrics.rate_limit_decisions;
+            let m = &self.state.metrics;
             match admitted {
-                Ok(()) => m.with_label_values(&[class.as_str(), "admitted"]).inc(),
+                Ok(()) => m.rate_decision(class, RateResult::Admitted),
                 Err((e, refusal)) => {
                     let result = match refusal {
-                        Refusal::PerMinute => "limited",
-                        Refusal::DailyCap => "daily_cap",
+                        Refusal::PerMinute => RateResult::Limited,
+                        Refusal::DailyCap => RateResult::DailyCap,
                     };
-                    m.with_label_values(&[class.as_str(), result]).inc();
+                    m.rate_decision(class, result);
                     return Err(e);
                 }
             }
