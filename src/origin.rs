@@ -78,7 +78,9 @@ impl HttpUpstream {
     }
 }
 
-fn rustls_config() -> Result<rustls::ClientConfig, String> {
+/// The TLS client config for https upstreams (the origin, JWKS URLs):
+/// system roots, aws-lc-rs, safe protocol versions.
+pub(crate) fn rustls_config() -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     // Missing system roots only matter for https origins; report, don't fail.
     let native = rustls_native_certs::load_native_certs();
