@@ -1403,6 +1403,10 @@ async fn no_secret_reaches_the_json_log_or_the_scrape_and_the_access_line_has_it
         .with_max_level(tracing::Level::TRACE)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests of this binary run on other threads without a subscriber;
+    // a callsite whose interest was cached while none listened would drop
+    // this thread's events, so recompute the interest now.
+    tracing::callsite::rebuild_interest_cache();
     let sim = demo_simulator();
     let gw = in_process(&sim, "");
     let secrets = exercise_credentials(&gw, &sim).await;
@@ -1479,6 +1483,10 @@ async fn no_secret_reaches_the_text_log_and_the_access_line_has_its_fields() {
         .with_max_level(tracing::Level::TRACE)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests of this binary run on other threads without a subscriber;
+    // a callsite whose interest was cached while none listened would drop
+    // this thread's events, so recompute the interest now.
+    tracing::callsite::rebuild_interest_cache();
     let sim = demo_simulator();
     let gw = in_process(&sim, "");
     let secrets = exercise_credentials(&gw, &sim).await;
