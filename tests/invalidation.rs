@@ -1101,19 +1101,6 @@ async fn content_generated_lifts_a_tombstone_early() {
 // Stale-if-error never outlives an invalidation.
 // ---------------------------------------------------------------------------
 
-/// `POST /admin/purge?<query>` on an in-process gateway's admin handler.
-async fn purge_in_process(gw: &Gateway, query: &str) {
-    use http_body_util::BodyExt;
-    let req = http::Request::post(format!("/admin/purge?{query}"))
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-        .body(http_body_util::Full::new(Bytes::new()))
-        .unwrap();
-    let resp = layers_gateway::admin::handle(gw, req).await;
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-}
-
 #[tokio::test(start_paused = true)]
 async fn an_invalidated_entry_is_never_served_stale_when_the_origin_fails() {
     let sim = demo_simulator();

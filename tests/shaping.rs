@@ -303,19 +303,6 @@ async fn deliver(gw: &Gateway, event_type: &str, data: Value) {
     assert_eq!(r.json(), json!({"status": "applied"}));
 }
 
-/// `POST /admin/purge?<query>` through the in-process admin handler.
-async fn purge(gw: &Gateway, query: &str) {
-    use http_body_util::BodyExt;
-    let req = http::Request::post(format!("/admin/purge?{query}"))
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-        .body(http_body_util::Full::new(Bytes::new()))
-        .unwrap();
-    let resp = layers_gateway::admin::handle(gw, req).await;
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-}
-
 // ---------------------------------------------------------------------------
 // Exact admits per tier and endpoint class.
 // ---------------------------------------------------------------------------
@@ -1271,7 +1258,7 @@ async fn invalidated_purged_and_tombstoned_entries_are_never_served_stale() {
     advance(Duration::from_secs(6)).await;
     sim.set_failure(Some(FailureMode::Status(500)));
     deliver(&gw, "content.updated", json!({ "id": VIDEO })).await;
-    purge(&gw, &format!("container={SLIDESHOW}")).await;
+    purge_in_process(&gw, &format!("container={SLIDESHOW}")).await;
     deliver(&gw, "content.deleted", json!({ "id": LEGACY, "assets": [] })).await;
     for id in [VIDEO, SLIDESHOW] {
         call_get(&gw, &content(id), &admin)
@@ -1293,7 +1280,7 @@ async fn invalidated_purged_and_tombstoned_entries_are_never_served_stale() {
     let r = call_get(&gw, &content(FOURTH_A), &admin).await;
     assert_eq!((r.status.as_u16(), r.x_cache()), (200, Some("STALE")));
     // A purge of everything ends that too.
-    purge(&gw, "all=true").await;
+    purge_in_process(&gw, "all=true").await;
     call_get(&gw, &content(FOURTH_A), &admin)
         .await
         .assert_error(502, "UPSTREAM_ERROR");

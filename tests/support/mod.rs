@@ -227,6 +227,19 @@ impl Gw {
     }
 }
 
+/// `POST /admin/purge?<query>` through an in-process gateway's admin
+/// handler, with the test admin token; asserts a 200.
+pub async fn purge_in_process(gw: &Gateway, query: &str) {
+    let req = Request::post(format!("/admin/purge?{query}"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = layers_gateway::admin::handle(gw, req).await;
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+}
+
 /// Calls the in-process gateway.
 pub async fn call(gw: &Gateway, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Reply {
     let mut b = Request::builder().method(method).uri(path);
