@@ -13,7 +13,7 @@ pub mod reload;
 pub mod scopes;
 pub mod settings;
 
-use http::HeaderMap;
+use http::header::{HeaderMap, HeaderName};
 use scopes::ScopeSet;
 
 pub use keys::{KeyRejection, KeyStore};
@@ -30,8 +30,11 @@ pub struct Principal {
 
 /// The credential presented on a request, borrowed from its headers.
 /// `X-Api-Key` wins over `Authorization: Bearer`.
+/// A constant so the lookup does not parse the name on every request.
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 pub fn presented_credential(headers: &HeaderMap) -> Result<&str, KeyRejection> {
-    if let Some(v) = headers.get("x-api-key") {
+    if let Some(v) = headers.get(&X_API_KEY) {
         return v.to_str().map(str::trim).map_err(|_| KeyRejection::Malformed);
     }
     if let Some(v) = headers.get(http::header::AUTHORIZATION) {

@@ -117,7 +117,7 @@ impl CacheSettings {
 }
 
 pub struct ContentCache {
-    entries: moka::future::Cache<Key, Arc<CachedContainer>>,
+    entries: moka::future::Cache<Key, Arc<CachedContainer>, foldhash::fast::RandomState>,
     fences: Fences,
     flights: Arc<Flights>,
     /// Bumped by purge-all; entries of an older epoch are never served.
@@ -162,7 +162,9 @@ impl ContentCache {
                     c.with_label_values(&[cause]).inc();
                 }
             })
-            .build();
+            // foldhash, not SipHash: keys come from authenticated callers,
+            // foldhash is seeded per process, and hashing is on every hit.
+            .build_with_hasher(foldhash::fast::RandomState::default());
         Arc::new(ContentCache {
             entries,
             fences: Fences::with_capacity(settings.max_entries.min(1 << 24) as usize),
@@ -174,11 +176,16 @@ impl ContentCache {
         })
     }
 
-    /// The hit path: a current entry for (org, container), or `None`.
-    pub async fn lookup(&self, org: &Arc<str>, id: ContainerId) -> Option<Arc<CachedContainer>> {
+    /// The hit path: a current entry for (org, container) at `now` (the
+    /// request's start: one clock read serves the whole request), or `None`.
+    pub async fn lookup(
+        &self,
+        org: &Arc<str>,
+        id: ContainerId,
+        now: Instant,
+    ) -> Option<Arc<CachedContainer>> {
         let e = self.entries.get(&(org.clone(), id.as_u128())).await?;
-        e.is_current(self.epoch.load(Ordering::Acquire), Instant::now())
-            .then_some(e)
+        e.is_current(self.epoch.load(Ordering::Acquire), now).then_some(e)
     }
 
     /// Stale-if-error: an entry past its TTL but within the stale window,

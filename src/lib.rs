@@ -18,6 +18,7 @@
 //! - [`config`]: typed config with defaults, validated before binding.
 //! - [`error`]: `GatewayError` and the Layers error envelope.
 //! - [`ids`]: container, asset and request ids.
+//! - [`header_text`]: response header values without an allocation each.
 //! - [`demo`]: the built-in origin simulator (demo, tests, benches).
 
 pub mod admin;
@@ -30,6 +31,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod header_text;
 pub mod ids;
 pub mod metrics;
 pub mod origin;

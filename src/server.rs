@@ -23,15 +23,20 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+/// hyper's default header-count limit; up to it, parsing does not allocate.
+const HYPER_STACK_HEADERS: usize = 100;
+
 fn builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(cfg.header_read_timeout_ms))
-        // hyper's own limits are a backstop at twice the configured ones, so
+        // hyper's own limits are a backstop above the configured ones, so
         // the configured limits are enforced in `Gateway::handle`, where the
-        // refusal gets an envelope and a request id.
-        .max_headers(cfg.max_headers * 2)
+        // refusal gets an envelope and a request id. The count backstop is
+        // at least hyper's default of 100, the most its parser keeps on
+        // the stack: a larger one costs two allocations per request.
+        .max_headers((cfg.max_headers + cfg.max_headers / 2).max(HYPER_STACK_HEADERS))
         // hyper's floor for the read buffer is 8 KiB.
         .max_buf_size((cfg.max_header_bytes * 2).max(8192));
     b.http2()

@@ -16,7 +16,7 @@ use crate::error::GatewayError;
 use crate::events::dedupe::EventDedupe;
 use crate::events::webhook::WebhookVerifier;
 use crate::events::{EventType, Invalidation, Source};
-use crate::ids::request_id_from_header;
+use crate::ids::request_id_value;
 use crate::metrics::{Metrics, RateResult};
 use crate::origin::{OriginClient, Upstream};
 use crate::routes::{Route, RouteTable};
@@ -24,15 +24,18 @@ use crate::shaping::headers::{insert_endpoint_class, render_daily};
 use crate::shaping::policy::{Decisions, RatePolicy, Refusal};
 use crate::shaping::{render_headers as render_rate_headers, UnixClock};
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, Response};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub const X_REQUEST_ID: &str = "x-request-id";
-pub const X_CACHE: &str = "x-cache";
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+/// Room for every header a response of the gateway carries, so the map is
+/// allocated once at its final size.
+pub(crate) const RESPONSE_HEADERS: usize = 12;
 pub(crate) static JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// Everything a request may touch. Shared by every connection through an
@@ -237,16 +240,20 @@ impl Gateway {
     {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
-        let rid = request_id_from_header(parts.headers.get(X_REQUEST_ID).map(HeaderValue::as_bytes));
+        let rid_value = request_id_value(parts.headers.get(&X_REQUEST_ID));
+        // Kept ids are checked well-formed ASCII and fresh ones are ASCII.
+        let rid = rid_value.to_str().unwrap_or("req_invalid");
         let st = &*self.state;
         let route = st
             .routes
             .route(&parts.method, parts.uri.path(), parts.uri.query().is_some());
         let template = st.routes.template(&route);
         let mut outcome = Outcome::default();
-        let result = self.dispatch(&parts, body, &route, &rid, &mut outcome).await;
+        let result = self
+            .dispatch(&parts, body, &route, rid, started, &mut outcome)
+            .await;
         let retry_after = result.as_ref().err().and_then(|e| e.retry_after_secs);
-        let (mut resp, code) = finish(result, &rid);
+        let (mut resp, code) = finish(result, &rid_value, rid);
         if route != Route::Webhook {
             let class = st.routes.class(&parts.method, &route);
             match &outcome.rate {
@@ -264,7 +271,7 @@ impl Gateway {
                 resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
             }
         }
-        self.record(&parts.method, template, &resp, code, &outcome, started, &rid);
+        self.record(&parts.method, template, &resp, code, &outcome, started, rid);
         resp
     }
 
@@ -274,6 +281,7 @@ impl Gateway {
         body: B,
         route: &Route<'_>,
         rid: &str,
+        now: Instant,
         outcome: &mut Outcome,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
@@ -296,7 +304,9 @@ impl Gateway {
         }
         match route {
             Route::NotFound => return Err(GatewayError::not_found()),
-            Route::Webhook => return self.webhook(parts, body).await,
+            // The cold routes' futures are boxed (here and below) so that
+            // a hit's future stays small: hyper moves it on every request.
+            Route::Webhook => return Box::pin(self.webhook(parts, body)).await,
             _ => {}
         }
         let principal = self.authenticate(&parts.headers).await?;
@@ -308,7 +318,7 @@ impl Gateway {
         }
         if let Some(limits) = &self.state.limits {
             let class = self.state.routes.class(&parts.method, route);
-            let (decision, admitted) = limits.admit(&principal, class).await;
+            let (decision, admitted) = limits.admit(&principal, class, now).await;
             outcome.rate = decision;
             let m = &self.state.metrics;
             match admitted {
@@ -331,16 +341,16 @@ impl Gateway {
                 cluster.note_bypass();
                 outcome.cache = Some(CacheStatus::Bypass);
                 let template = self.state.routes.template(route);
-                return self.proxy(parts, body, template, None, rid, &principal.org).await;
+                return Box::pin(self.proxy(parts, body, template, None, rid, &principal.org)).await;
             }
         }
         match *route {
             Route::Container(id) => {
-                self.content(parts, &principal, id, None, head, rid, outcome)
+                self.content(parts, &principal, id, None, head, rid, now, outcome)
                     .await
             }
             Route::Asset(id, asset) => {
-                self.content(parts, &principal, id, Some(asset), head, rid, outcome)
+                self.content(parts, &principal, id, Some(asset), head, rid, now, outcome)
                     .await
             }
             Route::BadContentId { .. } => Err(GatewayError::not_found()),
@@ -351,8 +361,7 @@ impl Gateway {
                 if cached_template && (head || parts.method == http::Method::GET) {
                     outcome.cache = Some(CacheStatus::Bypass);
                 }
-                self.proxy(parts, body, template, write_through, rid, &principal.org)
-                    .await
+                Box::pin(self.proxy(parts, body, template, write_through, rid, &principal.org)).await
             }
             Route::Webhook | Route::NotFound => Err(GatewayError::not_found()),
         }
@@ -487,22 +496,23 @@ fn method_label(m: &http::Method) -> &'static str {
 /// request id, every error the envelope with that same id.
 fn finish(
     result: Result<Response<ResponseBody>, GatewayError>,
+    rid_value: &HeaderValue,
     rid: &str,
 ) -> (Response<ResponseBody>, Option<&'static str>) {
-    let rid_value = HeaderValue::from_str(rid).unwrap_or_else(|_| HeaderValue::from_static("req_invalid"));
     match result {
         Ok(mut resp) => {
-            resp.headers_mut().insert(X_REQUEST_ID, rid_value);
+            resp.headers_mut().insert(X_REQUEST_ID, rid_value.clone());
             (resp, None)
         }
         Err(e) => {
             let body = e.envelope(rid);
             let mut resp = Response::new(ResponseBody::full(body.clone()));
             *resp.status_mut() = e.status;
+            *resp.headers_mut() = HeaderMap::with_capacity(RESPONSE_HEADERS);
             let h = resp.headers_mut();
             h.insert(CONTENT_TYPE, JSON.clone());
             h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-            h.insert(X_REQUEST_ID, rid_value);
+            h.insert(X_REQUEST_ID, rid_value.clone());
             if let Some(s) = e.retry_after_secs {
                 h.insert(RETRY_AFTER, HeaderValue::from(s));
             }

@@ -184,19 +184,21 @@ impl Authenticator {
         }
     }
 
-    /// Who is calling.
+    /// Who is calling. The futures of the paths that may wait (JWKS
+    /// fetches, introspection) are boxed, so the keys-file path, the one
+    /// every API-key request takes, keeps a small future.
     pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Arc<Principal>, AuthError> {
         let cred = presented_credential(headers)?;
         if !cred.starts_with("lp_") && cred.contains('.') {
             return match &self.jwt {
-                Some(j) => j.verify(cred).await,
+                Some(j) => Box::pin(j.verify(cred)).await,
                 None => Err(AuthError::Rejected("jwt_unknown_issuer")),
             };
         }
         match (self.source, &self.introspector) {
-            (Source::Origin, Some(i)) => i.authenticate(cred, self.env.as_deref()).await,
+            (Source::Origin, Some(i)) => Box::pin(i.authenticate(cred, self.env.as_deref())).await,
             (Source::Both, Some(i)) => match self.check_file(cred) {
-                Err(KeyRejection::UnknownKey) => i.authenticate(cred, self.env.as_deref()).await,
+                Err(KeyRejection::UnknownKey) => Box::pin(i.authenticate(cred, self.env.as_deref())).await,
                 r => r.map_err(Into::into),
             },
             _ => self.check_file(cred).map_err(Into::into),

@@ -1,7 +1,7 @@
 //! The cached routes: `GET|HEAD /v1/content/:containerId` and
 //! `/v1/content/:containerId/assets/:assetId`.
 
-use super::{Gateway, Outcome, JSON, X_CACHE, X_REQUEST_ID};
+use super::{Gateway, Outcome, JSON, RESPONSE_HEADERS, X_CACHE, X_REQUEST_ID};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
 use crate::cache::entry::CachedContainer;
@@ -11,9 +11,14 @@ use crate::ids::ContainerId;
 use crate::origin::empty_body;
 use crate::routes::CONTAINER_TEMPLATE;
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use std::sync::Arc;
+
+// `X-Cache` values, checked once at compile time rather than per response.
+static HIT: HeaderValue = HeaderValue::from_static("HIT");
+static MISS: HeaderValue = HeaderValue::from_static("MISS");
+static STALE: HeaderValue = HeaderValue::from_static("STALE");
 
 /// Headers forwarded to the origin on a fill: the caller's credential and
 /// trace context.
@@ -29,13 +34,30 @@ impl Gateway {
         asset: Option<&str>,
         head: bool,
         rid: &str,
+        now: tokio::time::Instant,
+        outcome: &mut Outcome,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        if let Some(entry) = self.state.cache.lookup(&principal.org, id, now).await {
+            outcome.cache = Some(CacheStatus::Hit);
+            return serve(&entry, asset, head, &HIT, outcome);
+        }
+        // Boxed: the fill's future is large, and every request, hits
+        // included, would otherwise carry (and move) its space.
+        Box::pin(self.content_miss(parts, principal, id, asset, head, rid, outcome)).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn content_miss(
+        &self,
+        parts: &http::request::Parts,
+        principal: &Principal,
+        id: ContainerId,
+        asset: Option<&str>,
+        head: bool,
+        rid: &str,
         outcome: &mut Outcome,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let cache = &self.state.cache;
-        if let Some(entry) = cache.lookup(&principal.org, id).await {
-            outcome.cache = Some(CacheStatus::Hit);
-            return serve(&entry, asset, head, "HIT", outcome);
-        }
         let mut fwd = http::HeaderMap::with_capacity(FORWARDED.len() + 1);
         for name in FORWARDED {
             if let Some(v) = parts.headers.get(name) {
@@ -75,7 +97,7 @@ impl Gateway {
         let (result, status) = cache.fill(&principal.org, id, fetch).await;
         outcome.cache = Some(status);
         match result {
-            Ok(entry) => serve(&entry, asset, head, "MISS", outcome),
+            Ok(entry) => serve(&entry, asset, head, &MISS, outcome),
             // The origin failed, or is shed (breaker open, queue full): a stale
             // copy is better than an error and costs the origin nothing.
             Err(e)
@@ -88,7 +110,7 @@ impl Gateway {
                     Some(entry) => {
                         outcome.cache = Some(CacheStatus::Stale);
                         tracing::info!(container = %id, "origin failed; serving stale entry");
-                        serve(&entry, asset, head, "STALE", outcome)
+                        serve(&entry, asset, head, &STALE, outcome)
                     }
                     None => Err(e),
                 }
@@ -103,7 +125,7 @@ fn serve(
     entry: &Arc<CachedContainer>,
     asset: Option<&str>,
     head: bool,
-    x_cache: &'static str,
+    x_cache: &HeaderValue,
     outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let (prefix, rest) = match asset {
@@ -118,15 +140,19 @@ fn serve(
             }
         },
     };
-    let len = prefix.as_ref().map_or(0, Bytes::len) + rest.len();
-    let mut resp = Response::new(if head {
+    let mut h = HeaderMap::with_capacity(RESPONSE_HEADERS);
+    h.insert(CONTENT_TYPE, JSON.clone());
+    h.insert(X_CACHE, x_cache.clone());
+    let body = if head {
+        // A HEAD reply's length is the GET body's, which hyper cannot know.
+        let len = prefix.as_ref().map_or(0, Bytes::len) + rest.len();
+        h.insert(CONTENT_LENGTH, crate::header_text::int(len as u64));
         ResponseBody::empty()
     } else {
+        // hyper writes Content-Length from the body's exact size.
         ResponseBody::Parts(prefix, Some(rest))
-    });
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, JSON.clone());
-    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(X_CACHE, HeaderValue::from_static(x_cache));
+    };
+    let mut resp = Response::new(body);
+    *resp.headers_mut() = h;
     Ok(resp)
 }

@@ -78,7 +78,7 @@ pub const MAX_SHARDS: usize = 64;
 const WINDOW_NANOS: u64 = 60_000_000_000;
 
 /// One shard: key -> entry, alone on its cache lines.
-type Shard = Padded<Mutex<HashMap<Box<str>, Entry>>>;
+type Shard = Padded<Mutex<HashMap<Box<str>, Entry, foldhash::fast::RandomState>>>;
 
 /// The outcome of one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,7 +243,7 @@ impl GcraLimiter {
         debug_assert!(n.is_power_of_two());
         GcraLimiter {
             base,
-            shards: (0..n).map(|_| Padded(Mutex::new(HashMap::new()))).collect(),
+            shards: (0..n).map(|_| Padded(Mutex::new(HashMap::default()))).collect(),
             mask: n - 1,
             per_shard: (max_keys / n).max(1),
         }
@@ -261,7 +261,7 @@ impl GcraLimiter {
     }
 
     #[inline]
-    fn shard(&self, key: &str) -> &Mutex<HashMap<Box<str>, Entry>> {
+    fn shard(&self, key: &str) -> &Mutex<HashMap<Box<str>, Entry, foldhash::fast::RandomState>> {
         &self.shards[(shard_hash(key) as usize) & self.mask].0
     }
 
@@ -330,7 +330,7 @@ impl GcraLimiter {
 
 /// Frees one slot in a full shard: drops its idle entries, or, when all are
 /// busy, the entry closest to idle. One pass, no allocation.
-fn make_room(map: &mut HashMap<Box<str>, Entry>, now: u64) {
+fn make_room(map: &mut HashMap<Box<str>, Entry, foldhash::fast::RandomState>, now: u64) {
     let mut closest = u64::MAX;
     map.retain(|_, e| {
         let b = e.busy_until();

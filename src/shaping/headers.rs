@@ -18,15 +18,17 @@
 //! (seconds until reset). Rounding `Retry-After` up means a client that
 //! sleeps exactly that long is admitted.
 //!
-//! The allowed path allocates one header value (`RateLimit`): class names,
-//! the policies of the published tiers and integers below 1000 are static
-//! values, other integers are formatted on the stack.
+//! The allowed path allocates no header value: class names, the policies
+//! of the published tiers and integers below 1000 are static values, the
+//! rest is cut from the thread's slab (`crate::header_text`).
 
 use super::daily::{DailyDecision, DAY_SECS};
 use super::gcra::Decision;
 use super::tiers::{EndpointClass, WINDOW_SECS};
 use crate::error::{ErrorCode, GatewayError};
+use crate::header_text::{self, ValueText};
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use std::cell::RefCell;
 use std::time::Duration;
 
 pub const X_RATELIMIT_ENDPOINT_CLASS: HeaderName = HeaderName::from_static("x-ratelimit-endpoint-class");
@@ -48,8 +50,15 @@ pub fn ceil_secs(d: Duration) -> u64 {
 
 /// The static `X-RateLimit-Endpoint-Class` value of a class.
 pub fn class_value(class: EndpointClass) -> HeaderValue {
-    HeaderValue::from_static(class.as_str())
+    CLASS_VALUES[class.index()].clone()
 }
+
+/// Checked once at compile time, not per response.
+static CLASS_VALUES: [HeaderValue; 3] = [
+    HeaderValue::from_static(EndpointClass::ALL[0].as_str()),
+    HeaderValue::from_static(EndpointClass::ALL[1].as_str()),
+    HeaderValue::from_static(EndpointClass::ALL[2].as_str()),
+];
 
 /// Sets `X-RateLimit-Endpoint-Class` (every response, shaped or not).
 pub fn insert_endpoint_class(headers: &mut HeaderMap, class: EndpointClass) {
@@ -71,16 +80,38 @@ pub fn policy_value(class: EndpointClass, limit: u32) -> HeaderValue {
         (LongRunning, 60) => "\"long-running\";q=60;w=60",
         (LongRunning, 300) => "\"long-running\";q=300;w=60",
         _ => {
-            let mut b = StackBuf::new();
-            b.quoted_class(class);
-            b.push(b";q=");
-            b.push_u64(u64::from(limit));
-            b.push(b";w=");
-            b.push_u64(WINDOW_SECS);
-            return b.value();
+            return header_text::render(|t| {
+                quoted_class(t, class)
+                    .push(b";q=")
+                    .push_u64(u64::from(limit))
+                    .push(b";w=")
+                    .push_u64(WINDOW_SECS);
+            });
         }
     };
     HeaderValue::from_static(s)
+}
+
+thread_local! {
+    /// The last limit seen per class with its two rendered values: a tier's
+    /// limits change only on a config reload, so a worker renders them once.
+    static LIMIT_VALUES: RefCell<[Option<(u32, HeaderValue, HeaderValue)>; 3]> =
+        const { RefCell::new([None, None, None]) };
+}
+
+/// `X-RateLimit-Limit` and `RateLimit-Policy` of a class and limit.
+fn limit_values(class: EndpointClass, limit: u32) -> (HeaderValue, HeaderValue) {
+    LIMIT_VALUES.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        match &memo[class.index()] {
+            Some((l, lv, pv)) if *l == limit => (lv.clone(), pv.clone()),
+            _ => {
+                let values = (int_value(u64::from(limit)), policy_value(class, limit));
+                memo[class.index()] = Some((limit, values.0.clone(), values.1.clone()));
+                values
+            }
+        }
+    })
 }
 
 /// Renders the headers of a per-minute decision (see the module docs),
@@ -88,17 +119,19 @@ pub fn policy_value(class: EndpointClass, limit: u32) -> HeaderValue {
 pub fn render(headers: &mut HeaderMap, class: EndpointClass, d: &Decision) {
     let reset = ceil_secs(d.reset_after);
     headers.insert(X_RATELIMIT_ENDPOINT_CLASS, class_value(class));
-    headers.insert(X_RATELIMIT_LIMIT, int_value(u64::from(d.limit)));
+    let (limit, policy) = limit_values(class, d.limit);
+    headers.insert(X_RATELIMIT_LIMIT, limit);
     headers.insert(X_RATELIMIT_REMAINING, int_value(u64::from(d.remaining)));
     headers.insert(X_RATELIMIT_RESET, int_value(reset));
-    headers.insert(RATELIMIT_POLICY, policy_value(class, d.limit));
-    let mut b = StackBuf::new();
-    b.quoted_class(class);
-    b.push(b";r=");
-    b.push_u64(u64::from(d.remaining));
-    b.push(b";t=");
-    b.push_u64(reset);
-    headers.insert(RATELIMIT, b.value());
+    headers.insert(RATELIMIT_POLICY, policy);
+    let current = header_text::render(|t| {
+        quoted_class(t, class)
+            .push(b";r=")
+            .push_u64(u64::from(d.remaining))
+            .push(b";t=")
+            .push_u64(reset);
+    });
+    headers.insert(RATELIMIT, current);
     if !d.allowed {
         headers.insert(RETRY_AFTER, int_value(ceil_secs(d.retry_after)));
     }
@@ -171,7 +204,8 @@ const fn small_table() -> [[u8; 3]; 1000] {
     t
 }
 
-/// An integer header value; static (no allocation) below 1000.
+/// An integer header value: static below 1000, else cut from the thread's
+/// header-text slab (no allocation of its own either way).
 pub fn int_value(n: u64) -> HeaderValue {
     if n < 1000 {
         let len = if n >= 100 {
@@ -184,50 +218,13 @@ pub fn int_value(n: u64) -> HeaderValue {
         let digits: &'static [u8] = &SMALL[n as usize][..len];
         HeaderValue::from_static(std::str::from_utf8(digits).expect("ascii digits"))
     } else {
-        HeaderValue::from(n)
+        header_text::int(n)
     }
 }
 
-/// A small stack buffer for header text (class names and two integers fit
-/// with room to spare).
-struct StackBuf {
-    b: [u8; 64],
-    n: usize,
-}
-
-impl StackBuf {
-    fn new() -> StackBuf {
-        StackBuf { b: [0; 64], n: 0 }
-    }
-
-    fn push(&mut self, s: &[u8]) {
-        self.b[self.n..self.n + s.len()].copy_from_slice(s);
-        self.n += s.len();
-    }
-
-    fn quoted_class(&mut self, class: EndpointClass) {
-        self.push(b"\"");
-        self.push(class.as_str().as_bytes());
-        self.push(b"\"");
-    }
-
-    fn push_u64(&mut self, mut v: u64) {
-        let mut tmp = [0u8; 20];
-        let mut i = tmp.len();
-        loop {
-            i -= 1;
-            tmp[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        self.push(&tmp[i..]);
-    }
-
-    fn value(&self) -> HeaderValue {
-        HeaderValue::from_bytes(&self.b[..self.n]).expect("ascii header text")
-    }
+/// `"<class>"`, the item of the Structured-Field lists.
+fn quoted_class<'t, 'a>(t: &'t mut ValueText<'a>, class: EndpointClass) -> &'t mut ValueText<'a> {
+    t.push(b"\"").push(class.as_str().as_bytes()).push(b"\"")
 }
 
 #[cfg(test)]
@@ -299,12 +296,35 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_limit_is_rendered_anew_not_served_from_the_memo() {
+        for limit in [120, 5_000_000, 120, 7] {
+            let d = Decision {
+                allowed: true,
+                limit,
+                remaining: limit - 1,
+                reset_after: Duration::from_secs(1),
+                retry_after: Duration::ZERO,
+            };
+            let mut h = HeaderMap::new();
+            render(&mut h, EndpointClass::ReadLight, &d);
+            assert_eq!(get(&h, "x-ratelimit-limit"), limit.to_string());
+            assert_eq!(
+                get(&h, "ratelimit-policy"),
+                format!("\"read-light\";q={limit};w=60")
+            );
+            // Another class's memo does not leak into this one.
+            render(&mut h, EndpointClass::WriteLight, &d);
+            assert_eq!(
+                get(&h, "ratelimit-policy"),
+                format!("\"write-light\";q={limit};w=60")
+            );
+        }
+    }
+
+    #[test]
     fn integers_render_exactly() {
         for n in (0..2_000).chain([9_999, 10_000, u64::from(u32::MAX), u64::MAX]) {
             assert_eq!(int_value(n).to_str().unwrap(), n.to_string());
-            let mut b = StackBuf::new();
-            b.push_u64(n);
-            assert_eq!(b.value().to_str().unwrap(), n.to_string());
         }
         assert_eq!(ceil_secs(Duration::ZERO), 0);
         assert_eq!(ceil_secs(Duration::from_secs(3)), 3);

@@ -71,9 +71,9 @@ impl RatePolicy {
         &self,
         p: &Principal,
         class: EndpointClass,
+        now: Instant,
     ) -> (Decisions, Result<(), (GatewayError, Refusal)>) {
         let tier = self.tiers.get(&p.tier);
-        let now = Instant::now();
         let write = class != EndpointClass::ReadLight;
         if write {
             let today = self.clock.unix_at(now);
@@ -96,7 +96,9 @@ impl RatePolicy {
             // Synchronous while the local lease has tokens.
             Some((c, _)) => match c.try_check(&p.key_id, class, limit, now) {
                 Some(d) => d,
-                None => c.check(&p.key_id, class, limit).await,
+                // Boxed: a Redis round trip's future is large, and the
+                // local paths should not carry its space.
+                None => Box::pin(c.check(&p.key_id, class, limit)).await,
             },
         };
         if !d.allowed {
@@ -115,7 +117,7 @@ impl RatePolicy {
                 None => self.daily.check(&p.org, tier.daily_writes, today),
                 Some((_, daily)) => match daily.try_check(&p.org, tier.daily_writes, today) {
                     Some(w) => w,
-                    None => daily.check(&p.org, tier.daily_writes, today).await,
+                    None => Box::pin(daily.check(&p.org, tier.daily_writes, today)).await,
                 },
             };
             if !w.allowed {
