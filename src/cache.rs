@@ -176,8 +176,9 @@ impl ContentCache {
         })
     }
 
-    /// The hit path: a current entry for (org, container) at `now` (the
-    /// request's start: one clock read serves the whole request), or `None`.
+    /// The hit path: a current entry for (org, container) at `now` (read
+    /// once per request, after authentication, and shared with the rate
+    /// limiter), or `None`.
     pub async fn lookup(
         &self,
         org: &Arc<str>,

@@ -249,9 +249,7 @@ impl Gateway {
             .route(&parts.method, parts.uri.path(), parts.uri.query().is_some());
         let template = st.routes.template(&route);
         let mut outcome = Outcome::default();
-        let result = self
-            .dispatch(&parts, body, &route, rid, started, &mut outcome)
-            .await;
+        let result = self.dispatch(&parts, body, &route, rid, &mut outcome).await;
         let retry_after = result.as_ref().err().and_then(|e| e.retry_after_secs);
         let (mut resp, code) = finish(result, &rid_value, rid);
         if route != Route::Webhook {
@@ -281,7 +279,6 @@ impl Gateway {
         body: B,
         route: &Route<'_>,
         rid: &str,
-        now: Instant,
         outcome: &mut Outcome,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
@@ -310,6 +307,10 @@ impl Gateway {
             _ => {}
         }
         let principal = self.authenticate(&parts.headers).await?;
+        // Read after authenticating, which may have waited on JWKS or the
+        // origin: freshness (`expiresAt`) and limits are judged at this
+        // instant, and this one read serves both.
+        let now = Instant::now();
         outcome.principal = Some(principal.clone());
         if let Some(scope) = self.state.routes.required_scope(route) {
             if !principal.scopes.contains(scope) {
