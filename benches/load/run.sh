@@ -87,6 +87,7 @@ ORIGIN_PORT=18081
 STATS_PORT=18082
 NGINX_PORT=18083
 HYPER_PORT=18084
+SINK_PORT=18085 # scenario d's control: a webhook sink on the load generator's core
 GW=http://127.0.0.1:$GW_PORT
 ADMIN=http://127.0.0.1:$ADMIN_PORT
 STATS=http://127.0.0.1:$STATS_PORT/stats
@@ -144,7 +145,7 @@ else
   PIN_CLIENT=("${PRIO[@]}")
 fi
 
-for p in $GW_PORT $ADMIN_PORT $ORIGIN_PORT $STATS_PORT $NGINX_PORT $HYPER_PORT; do
+for p in $GW_PORT $ADMIN_PORT $ORIGIN_PORT $STATS_PORT $NGINX_PORT $HYPER_PORT $SINK_PORT; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     die "port $p is already in use on 127.0.0.1 (another benchmark running?)"
   fi
@@ -300,6 +301,7 @@ label_of() {
   case "$1" in
     gateway) echo "layers-gateway" ;;
     gateway+webhooks) echo "layers-gateway + 100 webhooks/s" ;;
+    gateway+sink) echo "layers-gateway, 100 webhooks/s sent to a sink" ;;
     nginx) echo "nginx $(nginx -v 2>&1 | sed 's|.*nginx/||') proxy_cache" ;;
     hyper) echo "bare hyper (no auth, no cache)" ;;
   esac
@@ -466,19 +468,46 @@ if has d; then
   log "scenario d: scenario a while 100 webhooks/s invalidate other containers"
   WEBHOOKS_LOG=$WORK/webhooks.txt
   : >"$WEBHOOKS_LOG"
+  # The control: the same sender, at the same rate, aimed at a sink (a bare
+  # hyper server) on the load generator's core. It loads core 1 exactly as
+  # the real run does, so the gap between the two rows is what handling the
+  # invalidations costs the gateway, apart from what sending them costs wrk.
+  "${PIN_CLIENT[@]}" "$BIN/examples/bench_baseline" --listen "127.0.0.1:$SINK_PORT" --body-file "$WORK/hot.json" \
+    >"$WORK/sink.log" 2>&1 &
+  PIDS[sink]=$!
+  wait_http sink "http://127.0.0.1:$SINK_PORT/" 30
+  send_webhooks() { # send_webhooks URL: 100/s for one measured run, in the background
+    "${PIN_CLIENT[@]}" "$BIN/examples/bench_webhooks" --url "$1" --config "$GW_CONFIG" \
+      --ids "$WORK/ids.txt" --rate 100 --duration "$DURATION" >>"$2" 2>&1 &
+    PIDS[webhooks]=$!
+  }
   wrk_run a warm gateway "$WARMUP" "$HOT_PATH"
   for r in $(seq 1 "$ROUNDS"); do
     wrk_run d "$r" gateway "$DURATION" "$HOT_PATH"
-    "${PIN_CLIENT[@]}" "$BIN/examples/bench_webhooks" --url "$GW/webhooks/layers" --config "$GW_CONFIG" \
-      --ids "$WORK/ids.txt" --rate 100 --duration "$DURATION" >>"$WEBHOOKS_LOG" 2>&1 &
-    PIDS[webhooks]=$!
+    send_webhooks "http://127.0.0.1:$SINK_PORT/webhooks/layers" "$WORK/sink-webhooks.txt"
+    wrk_run d "$r" gateway+sink "$DURATION" "$HOT_PATH"
+    wait "${PIDS[webhooks]}" || die "webhooks to the sink failed (see $WORK/sink-webhooks.txt)"
+    send_webhooks "$GW/webhooks/layers" "$WEBHOOKS_LOG"
     wrk_run d "$r" gateway+webhooks "$DURATION" "$HOT_PATH"
     wait "${PIDS[webhooks]}" || die "webhooks failed (see $WEBHOOKS_LOG)"
     unset "PIDS[webhooks]"
   done
+  stop sink
   emit "### (d) Scenario a while 100 signed invalidation webhooks/s arrive for other containers"
   emit ""
-  summarize d gateway gateway gateway+webhooks | tee -a "$REPORT"
+  summarize d gateway gateway gateway+sink gateway+webhooks | tee -a "$REPORT"
+  emit ""
+  emit "Rows: plain scenario a; scenario a while the load generator's core also sends the webhooks to a sink (the control); scenario a while the gateway receives them. The gateway's own cost of the invalidations is the gap between the last two rows."
+  emit ""
+  emit "Gateway + webhooks vs the control, median of the per-round ratios: $(awk -F'\t' '
+    $1 == "d" && $3 == "gateway+sink" { sink[$2] = $4 }
+    $1 == "d" && $3 == "gateway+webhooks" { hook[$2] = $4; if ($2 + 0 > last) last = $2 + 0 }
+    END {
+      for (r = 1; r <= last; r++) if (sink[r] > 0 && hook[r] > 0) { n++; v[n] = hook[r] / sink[r]; per = per sprintf("%s%.3f", (n > 1 ? ", " : ""), v[n]) }
+      for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+      m = n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+      printf "%.3fx (rounds: %s)", m, per
+    }' "$RESULTS")."
   emit ""
   emit "Webhooks, per round: $(grep '^webhooks' "$WEBHOOKS_LOG" | sed 's/^webhooks //' | paste -sd ';' - | sed 's/;/; /g')."
   emit ""
