@@ -131,7 +131,7 @@ fn serve(
     let (prefix, rest) = match asset {
         None => (None, entry.body.clone()),
         Some(a) => match entry.asset(a) {
-            Some((prefix, rest)) => (prefix.cloned(), rest.clone()),
+            Some(descriptor) => descriptor,
             None => {
                 if entry.fence.lock().is_revoked(a, tokio::time::Instant::now()) {
                     outcome.cache = Some(CacheStatus::Revoked);
