@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the hit path, each beside a naive baseline:
-//! route parsing, key check, cache lookup + render, and the whole service
-//! call without a socket. Figures are recorded in BENCHMARKS.md.
+//! route parsing, key check, cache lookup + render, the rate-limit
+//! headers, and the whole service call without a socket. Figures are recorded in BENCHMARKS.md.
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -150,5 +150,55 @@ fn service_call(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, route_parsing, key_check, cache_lookup, service_call);
+/// The six rate-limit headers of a hit: values cut from the per-thread slab
+/// (`header_text`), against formatting each with `format!` and copying it
+/// into a `HeaderValue`.
+fn rate_limit_headers(c: &mut Criterion) {
+    use http::header::{HeaderMap, HeaderValue};
+    use layers_gateway::shaping::gcra::Decision;
+    use layers_gateway::shaping::headers::{self, render};
+    use layers_gateway::shaping::tiers::EndpointClass;
+    use std::time::Duration;
+    let d = Decision {
+        allowed: true,
+        limit: 6_000,
+        remaining: 5_123,
+        reset_after: Duration::from_millis(8_770),
+        retry_after: Duration::ZERO,
+    };
+    let mut g = c.benchmark_group("rate_limit_headers");
+    g.bench_function("render", |b| {
+        b.iter(|| {
+            let mut h = HeaderMap::with_capacity(12);
+            render(&mut h, EndpointClass::ReadLight, black_box(&d));
+            h
+        })
+    });
+    g.bench_function("naive_format_each", |b| {
+        b.iter(|| {
+            let d = black_box(&d);
+            let class = EndpointClass::ReadLight.as_str();
+            let reset = headers::ceil_secs(d.reset_after);
+            let v = |s: String| HeaderValue::from_str(&s).unwrap();
+            let mut h = HeaderMap::new();
+            h.insert("x-ratelimit-endpoint-class", v(class.to_owned()));
+            h.insert("x-ratelimit-limit", v(d.limit.to_string()));
+            h.insert("x-ratelimit-remaining", v(d.remaining.to_string()));
+            h.insert("x-ratelimit-reset", v(reset.to_string()));
+            h.insert("ratelimit-policy", v(format!("\"{class}\";q={};w=60", d.limit)));
+            h.insert("ratelimit", v(format!("\"{class}\";r={};t={reset}", d.remaining)));
+            h
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    route_parsing,
+    key_check,
+    cache_lookup,
+    rate_limit_headers,
+    service_call
+);
 criterion_main!(benches);

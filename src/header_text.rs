@@ -7,7 +7,9 @@
 //! `SLAB_BYTES`) and hands out frozen slices of it: a value costs a
 //! reference-count increment, and a new slab is allocated once every few
 //! hundred responses. A slab's memory is freed when the last value cut
-//! from it is dropped, so nothing outlives the responses that use it.
+//! from it is dropped: the responses in flight hold it, plus at most one
+//! slab per worker and endpoint class kept by the memoized limit values of
+//! `shaping::headers`.
 
 use bytes::BytesMut;
 use http::header::HeaderValue;
