@@ -95,7 +95,7 @@ pub fn sha256(key: &str) -> [u8; 32] {
 
 /// Constant-time digest comparison, a 64-bit word at a time: as safe as
 /// comparing byte by byte (`subtle` hides every word from the optimizer),
-/// with a quarter of the barriers on the path every request takes.
+/// with an eighth of the barriers on the path every request takes.
 fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
     let words = |d: &[u8; 32]| -> [u64; 4] {
         std::array::from_fn(|i| u64::from_ne_bytes(d[i * 8..i * 8 + 8].try_into().expect("8 bytes")))
