@@ -1082,6 +1082,33 @@ async fn an_entry_lives_no_longer_than_its_earliest_expires_at() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn expiry_is_judged_after_authentication_not_when_the_request_arrived() {
+    // Keys are checked by asking the origin, which takes 3 s to answer.
+    // The entry expires during that wait: it must not be served.
+    let sim = demo_simulator();
+    let gw = in_process(&sim, "[auth]\nsource = \"origin\"\n");
+    let id = "cnt_e0e0e0e0-0000-4000-8000-000000000032";
+    sim.insert_container(
+        "org_demo_a",
+        container_expiring_at(id, &rfc3339(wall_clock_unix() + 2)),
+    );
+    let r = call_get(&gw, &content(id), &admin_key()).await;
+    assert_eq!((r.status.as_u16(), r.x_cache()), (200, Some("MISS")));
+    let r = call_get(&gw, &content(id), &admin_key()).await;
+    assert_eq!(r.x_cache(), Some("HIT"), "the admin key is known now");
+    sim.set_failure(Some(FailureMode::Delay(Duration::from_secs(3))));
+    // A key the gateway has not seen: its check waits 3 s on the origin.
+    let r = call_get(&gw, &content(id), &reader_key()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.x_cache(),
+        Some("MISS"),
+        "the entry expired while the key was being checked"
+    );
+    assert_eq!(sim.container_gets(), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_container_already_past_expires_at_is_never_cached() {
     let sim = demo_simulator();
     let gw = in_process(&sim, "");
