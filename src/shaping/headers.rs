@@ -93,8 +93,10 @@ pub fn policy_value(class: EndpointClass, limit: u32) -> HeaderValue {
 }
 
 thread_local! {
-    /// The last limit seen per class with its two rendered values: a tier's
-    /// limits change only on a config reload, so a worker renders them once.
+    /// The last limit seen per class with its two rendered values. While
+    /// one tier's traffic dominates a worker they are rendered once; callers
+    /// of tiers with different limits take turns re-rendering (from the
+    /// slab, still without an allocation).
     static LIMIT_VALUES: RefCell<[Option<(u32, HeaderValue, HeaderValue)>; 3]> =
         const { RefCell::new([None, None, None]) };
 }
