@@ -2,6 +2,7 @@
 //! authorize, dispatch, and the one place a `Result` becomes a `Response`
 //! (with metrics and the access log).
 
+mod cached_head;
 mod content;
 mod proxy;
 mod webhook;
@@ -24,6 +25,7 @@ use crate::shaping::headers::{insert_endpoint_class, render_daily};
 use crate::shaping::policy::{Decisions, RatePolicy, Refusal};
 use crate::shaping::{render_headers as render_rate_headers, UnixClock};
 use bytes::Bytes;
+use cached_head::cached_reply_headers;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, Response};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +77,9 @@ struct Outcome {
     principal: Option<Arc<Principal>>,
     /// The rate-limit decisions, for the response headers.
     rate: Decisions,
+    /// Set by a reply from the cache, to its `X-Cache` value: the reply
+    /// leaves its header block to `respond`.
+    cached_reply: Option<&'static HeaderValue>,
 }
 
 impl Gateway {
@@ -250,10 +255,42 @@ impl Gateway {
         let template = st.routes.template(&route);
         let mut outcome = Outcome::default();
         let result = self.dispatch(&parts, body, &route, rid, &mut outcome).await;
+        let (resp, code) = self.respond(result, &parts.method, &route, &outcome, &rid_value, rid);
+        self.record(&parts.method, template, &resp, code, &outcome, started, rid);
+        resp
+    }
+
+    /// The response of a result, with the request id and the rate-limit
+    /// headers; the error code for metrics when it is an error.
+    fn respond(
+        &self,
+        result: Result<Response<ResponseBody>, GatewayError>,
+        method: &http::Method,
+        route: &Route<'_>,
+        outcome: &Outcome,
+        rid_value: &HeaderValue,
+        rid: &str,
+    ) -> (Response<ResponseBody>, Option<&'static str>) {
+        let st = &*self.state;
+        let result = match (result, outcome.cached_reply) {
+            (Ok(mut resp), Some(x_cache)) => {
+                let class = st.routes.class(method, route);
+                let mut h = cached_reply_headers(class, outcome.rate.per_minute.as_ref(), x_cache, rid_value);
+                // What the reply set itself (a HEAD's Content-Length).
+                for (name, value) in std::mem::take(resp.headers_mut()) {
+                    if let Some(name) = name {
+                        h.insert(name, value);
+                    }
+                }
+                *resp.headers_mut() = h;
+                return (resp, None);
+            }
+            (result, _) => result,
+        };
         let retry_after = result.as_ref().err().and_then(|e| e.retry_after_secs);
-        let (mut resp, code) = finish(result, &rid_value, rid);
-        if route != Route::Webhook {
-            let class = st.routes.class(&parts.method, &route);
+        let (mut resp, code) = finish(result, rid_value, rid);
+        if *route != Route::Webhook {
+            let class = st.routes.class(method, route);
             match &outcome.rate {
                 Decisions {
                     daily_refusal: Some(d),
@@ -269,8 +306,7 @@ impl Gateway {
                 resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
             }
         }
-        self.record(&parts.method, template, &resp, code, &outcome, started, rid);
-        resp
+        (resp, code)
     }
 
     async fn dispatch<B>(

@@ -1,7 +1,7 @@
 //! The cached routes: `GET|HEAD /v1/content/:containerId` and
 //! `/v1/content/:containerId/assets/:assetId`.
 
-use super::{Gateway, Outcome, JSON, RESPONSE_HEADERS, X_CACHE, X_REQUEST_ID};
+use super::{Gateway, Outcome, X_REQUEST_ID};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
 use crate::cache::entry::CachedContainer;
@@ -11,7 +11,7 @@ use crate::ids::ContainerId;
 use crate::origin::empty_body;
 use crate::routes::CONTAINER_TEMPLATE;
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use std::sync::Arc;
 
@@ -125,7 +125,7 @@ fn serve(
     entry: &Arc<CachedContainer>,
     asset: Option<&str>,
     head: bool,
-    x_cache: &HeaderValue,
+    x_cache: &'static HeaderValue,
     outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let (prefix, rest) = match asset {
@@ -140,19 +140,18 @@ fn serve(
             }
         },
     };
-    let mut h = HeaderMap::with_capacity(RESPONSE_HEADERS);
-    h.insert(CONTENT_TYPE, JSON.clone());
-    h.insert(X_CACHE, x_cache.clone());
-    let body = if head {
+    // `Gateway::handle` writes the header block, content type and
+    // `X-Cache` included, in one go (see `cached_head`).
+    outcome.cached_reply = Some(x_cache);
+    if head {
         // A HEAD reply's length is the GET body's, which hyper cannot know.
         let len = prefix.as_ref().map_or(0, Bytes::len) + rest.len();
-        h.insert(CONTENT_LENGTH, crate::header_text::int(len as u64));
-        ResponseBody::empty()
+        let mut resp = Response::new(ResponseBody::empty());
+        resp.headers_mut()
+            .insert(CONTENT_LENGTH, crate::header_text::int(len as u64));
+        Ok(resp)
     } else {
         // hyper writes Content-Length from the body's exact size.
-        ResponseBody::Parts(prefix, Some(rest))
-    };
-    let mut resp = Response::new(body);
-    *resp.headers_mut() = h;
-    Ok(resp)
+        Ok(Response::new(ResponseBody::Parts(prefix, Some(rest))))
+    }
 }

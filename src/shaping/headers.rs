@@ -102,7 +102,7 @@ thread_local! {
 }
 
 /// `X-RateLimit-Limit` and `RateLimit-Policy` of a class and limit.
-fn limit_values(class: EndpointClass, limit: u32) -> (HeaderValue, HeaderValue) {
+pub(crate) fn limit_values(class: EndpointClass, limit: u32) -> (HeaderValue, HeaderValue) {
     LIMIT_VALUES.with(|memo| {
         let mut memo = memo.borrow_mut();
         match &memo[class.index()] {
@@ -126,17 +126,21 @@ pub fn render(headers: &mut HeaderMap, class: EndpointClass, d: &Decision) {
     headers.insert(X_RATELIMIT_REMAINING, int_value(u64::from(d.remaining)));
     headers.insert(X_RATELIMIT_RESET, int_value(reset));
     headers.insert(RATELIMIT_POLICY, policy);
-    let current = header_text::render(|t| {
-        quoted_class(t, class)
-            .push(b";r=")
-            .push_u64(u64::from(d.remaining))
-            .push(b";t=")
-            .push_u64(reset);
-    });
-    headers.insert(RATELIMIT, current);
+    headers.insert(RATELIMIT, current_value(class, d.remaining, reset));
     if !d.allowed {
         headers.insert(RETRY_AFTER, int_value(ceil_secs(d.retry_after)));
     }
+}
+
+/// The `RateLimit` value: `"<class>";r=<remaining>;t=<reset seconds>`.
+pub(crate) fn current_value(class: EndpointClass, remaining: u32, reset: u64) -> HeaderValue {
+    header_text::render(|t| {
+        quoted_class(t, class)
+            .push(b";r=")
+            .push_u64(u64::from(remaining))
+            .push(b";t=")
+            .push_u64(reset);
+    })
 }
 
 /// The 429 for a refused per-minute decision: `RATE_LIMITED` with details
