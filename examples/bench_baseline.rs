@@ -3,14 +3,19 @@
 //! bytes, the ceiling any hyper-based gateway can reach on this machine.
 //!
 //! ```text
-//! bench_baseline --listen 127.0.0.1:18084 --body-file asset.json
+//! bench_baseline --listen 127.0.0.1:18084 --body-file asset.json [--headers-file head.txt]
 //! ```
 //!
 //! Same runtime as the gateway (tokio multi-thread, one worker per CPU it
 //! may run on), same `content-type`, no auth, no cache, no metrics.
+//!
+//! With `--headers-file` (a response head as `curl -D` writes it) it also
+//! sends that head's other header lines, as fixed values cloned from one
+//! prebuilt map: the cheapest way a hyper server can write the header block
+//! the gateway writes, a ceiling for any gateway that must send it.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, DATE};
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -21,7 +26,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
 fn usage() -> ! {
-    eprintln!("usage: bench_baseline --listen ADDR --body-file FILE");
+    eprintln!("usage: bench_baseline --listen ADDR --body-file FILE [--headers-file FILE]");
     std::process::exit(64);
 }
 
@@ -29,12 +34,33 @@ fn usage() -> ! {
 async fn main() {
     let mut listen: SocketAddr = "127.0.0.1:18084".parse().unwrap();
     let mut body_file = None;
+    let mut headers_file = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match (flag.as_str(), it.next()) {
             ("--listen", Some(v)) => listen = v.parse().unwrap_or_else(|_| usage()),
             ("--body-file", Some(v)) => body_file = Some(v),
+            ("--headers-file", Some(v)) => headers_file = Some(v),
             _ => usage(),
+        }
+    }
+    let mut head = HeaderMap::new();
+    head.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(file) = headers_file {
+        match std::fs::read_to_string(&file).map(|text| parse_head(&text)) {
+            Ok(Ok(lines)) => {
+                for (name, value) in lines {
+                    head.insert(name, value);
+                }
+            }
+            Ok(Err(line)) => {
+                eprintln!("bench_baseline: {file}: not a header line: {line:?}");
+                std::process::exit(1);
+            }
+            Err(e) => {
+                eprintln!("bench_baseline: cannot read the headers file: {e}");
+                std::process::exit(1);
+            }
         }
     }
     let body = match body_file.map(std::fs::read) {
@@ -52,19 +78,22 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    println!("bench_baseline ready: {} bytes on {listen}", body.len());
+    println!(
+        "bench_baseline ready: {} bytes and {} header lines on {listen}",
+        body.len(),
+        head.len()
+    );
     let _ = std::io::stdout().flush();
-    let json = HeaderValue::from_static("application/json");
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (body, json) = (body.clone(), json.clone());
+        let (body, head) = (body.clone(), head.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |_req| {
                 let mut resp = hyper::Response::new(Full::new(body.clone()));
-                resp.headers_mut().insert(CONTENT_TYPE, json.clone());
+                *resp.headers_mut() = head.clone();
                 async move { Ok::<_, Infallible>(resp) }
             });
             let _ = http1::Builder::new()
@@ -72,4 +101,27 @@ async fn main() {
                 .await;
         });
     }
+}
+
+/// The header lines of a response head (`curl -D` output), without the
+/// status line and the ones hyper writes itself; `Err` holds a line that is
+/// not a header.
+fn parse_head(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let mut lines = Vec::new();
+    for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+        if line.starts_with("HTTP/") {
+            continue;
+        }
+        let parsed = line.split_once(':').and_then(|(name, value)| {
+            let name = HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
+            let value = HeaderValue::from_str(value.trim()).ok()?;
+            Some((name, value))
+        });
+        match parsed {
+            Some((name, _)) if name == CONTENT_LENGTH || name == DATE => {}
+            Some(pair) => lines.push(pair),
+            None => return Err(line.to_owned()),
+        }
+    }
+    Ok(lines)
 }

@@ -88,11 +88,13 @@ STATS_PORT=18082
 NGINX_PORT=18083
 HYPER_PORT=18084
 SINK_PORT=18085 # scenario d's control: a webhook sink on the load generator's core
+HYPER_HEAD_PORT=18086 # scenario a's control: bare hyper sending the gateway's header block
 GW=http://127.0.0.1:$GW_PORT
 ADMIN=http://127.0.0.1:$ADMIN_PORT
 STATS=http://127.0.0.1:$STATS_PORT/stats
 NGINX=http://127.0.0.1:$NGINX_PORT
 HYPER=http://127.0.0.1:$HYPER_PORT
+HYPER_HEAD=http://127.0.0.1:$HYPER_HEAD_PORT
 GW_CONFIG=$HERE/gateway.toml
 
 # The demo `admin` key (config/demo-keys.toml: published, test-only): org
@@ -145,7 +147,7 @@ else
   PIN_CLIENT=("${PRIO[@]}")
 fi
 
-for p in $GW_PORT $ADMIN_PORT $ORIGIN_PORT $STATS_PORT $NGINX_PORT $HYPER_PORT $SINK_PORT; do
+for p in $GW_PORT $ADMIN_PORT $ORIGIN_PORT $STATS_PORT $NGINX_PORT $HYPER_PORT $SINK_PORT $HYPER_HEAD_PORT; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     die "port $p is already in use on 127.0.0.1 (another benchmark running?)"
   fi
@@ -296,7 +298,21 @@ start_hyper "$WORK/hot.json"
 curl -s "$HYPER$HOT_PATH" -o "$WORK/hot-hyper.json"
 cmp -s "$WORK/hot.json" "$WORK/hot-hyper.json" || die "the baseline answers different bytes"
 
-url_of() { case "$1" in gateway*) echo "$GW" ;; nginx) echo "$NGINX" ;; hyper) echo "$HYPER" ;; esac; }
+# Scenario a's control: the same baseline, also sending the header block the
+# gateway sends with the hot asset (fixed values, cloned from one map). The
+# gap between the two hyper rows is what writing those headers costs; the
+# gap between this row and the gateway is the gateway's own work.
+curl -s -D "$WORK/gateway-head.txt" -o /dev/null -H "X-Api-Key: $KEY" "$GW$HOT_PATH"
+start hyper-head "$BIN/examples/bench_baseline" --listen "127.0.0.1:$HYPER_HEAD_PORT" --body-file "$WORK/hot.json" \
+  --headers-file "$WORK/gateway-head.txt"
+wait_http hyper-head "$HYPER_HEAD/" 30
+header_names() { curl -s -D - -o /dev/null "$@" | tr -d '\r' | awk -F: 'NR > 1 && NF > 1 {print tolower($1)}' | sort; }
+[ "$(header_names "$HYPER_HEAD$HOT_PATH")" = "$(header_names -H "X-Api-Key: $KEY" "$GW$HOT_PATH")" ] \
+  || die "the header-block baseline does not send the gateway's header names"
+
+url_of() {
+  case "$1" in gateway*) echo "$GW" ;; nginx) echo "$NGINX" ;; hyper) echo "$HYPER" ;; hyper-head) echo "$HYPER_HEAD" ;; esac
+}
 label_of() {
   case "$1" in
     gateway) echo "layers-gateway" ;;
@@ -304,6 +320,7 @@ label_of() {
     gateway+sink) echo "layers-gateway, 100 webhooks/s sent to a sink" ;;
     nginx) echo "nginx $(nginx -v 2>&1 | sed 's|.*nginx/||') proxy_cache" ;;
     hyper) echo "bare hyper (no auth, no cache)" ;;
+    hyper-head) echo "bare hyper + the gateway's response headers (fixed values)" ;;
   esac
 }
 
@@ -355,7 +372,7 @@ wrk_run() {
   case "$sys" in
     gateway*) [ "$origin" = 0 ] || die "the gateway made $origin origin requests during hit scenario $scen round $round" ;;
   esac
-  [ "$sys" = hyper ] && origin=-
+  case "$sys" in hyper*) origin=- ;; esac
   if [ "$round" != warm ]; then
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$round" "$sys" "$rps" "$p50" "$p99" "$origin" "$cpu_us" >>"$RESULTS"
     log "$scen round $round $(label_of "$sys"): $rps req/s, p50 ${p50} ms, p99 ${p99} ms, server CPU ${cpu_us} us/request, origin requests $origin"
@@ -427,13 +444,13 @@ machine_info
 # ------------------------------------------------ scenario a: hot asset
 if has a; then
   log "scenario a: one hot asset, 100% hits"
-  for sys in gateway nginx hyper; do wrk_run a warm "$sys" "$WARMUP" "$HOT_PATH"; done
+  for sys in gateway nginx hyper hyper-head; do wrk_run a warm "$sys" "$WARMUP" "$HOT_PATH"; done
   for r in $(seq 1 "$ROUNDS"); do
-    for sys in gateway nginx hyper; do wrk_run a "$r" "$sys" "$DURATION" "$HOT_PATH"; done
+    for sys in gateway nginx hyper hyper-head; do wrk_run a "$r" "$sys" "$DURATION" "$HOT_PATH"; done
   done
   emit "### (a) One hot asset, every request a cache hit"
   emit ""
-  summarize a gateway gateway nginx hyper | tee -a "$REPORT"
+  summarize a gateway gateway nginx hyper hyper-head | tee -a "$REPORT"
   emit ""
 fi
 
