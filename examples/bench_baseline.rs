@@ -114,7 +114,11 @@ fn parse_head(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
         }
         let parsed = line.split_once(':').and_then(|(name, value)| {
             let name = HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
-            let value = HeaderValue::from_str(value.trim()).ok()?;
+            HeaderValue::from_str(value.trim()).ok()?;
+            // Static text, as the gateway's fixed values are: a clone then
+            // copies a pointer instead of counting a reference.
+            let name = HeaderName::from_static(Box::leak(name.as_str().to_owned().into_boxed_str()));
+            let value = HeaderValue::from_static(Box::leak(value.trim().to_owned().into_boxed_str()));
             Some((name, value))
         });
         match parsed {
