@@ -13,6 +13,10 @@
 //! sends that head's other header lines, as fixed values cloned from one
 //! prebuilt map: the cheapest way a hyper server can write the header block
 //! the gateway writes, a ceiling for any gateway that must send it.
+//!
+//! With `--spin-ns N` it busy-waits N ns before each answer: a server as
+//! slow as the gateway but otherwise bare, to see what a slower server pays
+//! in the kernel because its client idles between answers (BENCHMARKS.md).
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, DATE};
@@ -23,10 +27,11 @@ use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 fn usage() -> ! {
-    eprintln!("usage: bench_baseline --listen ADDR --body-file FILE [--headers-file FILE]");
+    eprintln!("usage: bench_baseline --listen ADDR --body-file FILE [--headers-file FILE] [--spin-ns N]");
     std::process::exit(64);
 }
 
@@ -35,12 +40,14 @@ async fn main() {
     let mut listen: SocketAddr = "127.0.0.1:18084".parse().unwrap();
     let mut body_file = None;
     let mut headers_file = None;
+    let mut spin = Duration::ZERO;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match (flag.as_str(), it.next()) {
             ("--listen", Some(v)) => listen = v.parse().unwrap_or_else(|_| usage()),
             ("--body-file", Some(v)) => body_file = Some(v),
             ("--headers-file", Some(v)) => headers_file = Some(v),
+            ("--spin-ns", Some(v)) => spin = Duration::from_nanos(v.parse().unwrap_or_else(|_| usage())),
             _ => usage(),
         }
     }
@@ -92,6 +99,12 @@ async fn main() {
         let (body, head) = (body.clone(), head.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |_req| {
+                if !spin.is_zero() {
+                    let start = Instant::now();
+                    while start.elapsed() < spin {
+                        std::hint::spin_loop();
+                    }
+                }
                 let mut resp = hyper::Response::new(Full::new(body.clone()));
                 *resp.headers_mut() = head.clone();
                 async move { Ok::<_, Infallible>(resp) }
