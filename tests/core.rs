@@ -1566,6 +1566,92 @@ async fn connections_past_the_cap_get_503_overloaded_until_one_closes() {
     st.stop().await;
 }
 
+/// Reads until the server closes the connection (or `WAIT` passes) and
+/// returns what it sent and how long, in tokio time, that took.
+async fn read_until_closed(s: &mut TcpStream) -> (Vec<u8>, Duration) {
+    let started = tokio::time::Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(WAIT, s.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the connection was still open after {WAIT:?}");
+    (got, started.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_or_idle_clients_are_cut_off_at_the_header_read_timeout() {
+    let st = Stack::start("header_read_timeout_ms = 2000").await;
+    let addr = st.app.addr;
+    let within_timeout =
+        |waited: Duration| waited >= Duration::from_secs(2) && waited < Duration::from_secs(3);
+
+    // Half a request head, then nothing (slowloris): closed at the timeout,
+    // with no answer.
+    let mut half = TcpStream::connect(addr).await.unwrap();
+    half.write_all(b"GET /v1/whoami HTTP/1.1\r\nHost: gateway.test\r\n")
+        .await
+        .unwrap();
+    let (got, waited) = read_until_closed(&mut half).await;
+    assert!(
+        within_timeout(waited),
+        "a half-sent head was cut off after {waited:?}"
+    );
+    assert!(
+        got.is_empty(),
+        "answered a half-sent head: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+
+    // A head trickled a byte every 500 ms never completes in time either.
+    let mut trickle = TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = trickle.split();
+    let head = raw_get("/v1/whoami", &admin_key());
+    let drip = async {
+        for b in head.as_bytes() {
+            if writer.write_all(&[*b]).await.is_err() {
+                // Cut off: the read below sees it.
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    let started = tokio::time::Instant::now();
+    let mut got = Vec::new();
+    tokio::select! {
+        _ = drip => panic!("the whole head was accepted byte by byte"),
+        read = reader.read_to_end(&mut got) => { let _ = read; }
+    }
+    let waited = started.elapsed();
+    assert!(
+        within_timeout(waited),
+        "a trickled head was cut off after {waited:?}"
+    );
+    assert!(got.is_empty(), "answered a trickled head");
+
+    // A keep-alive connection that goes quiet after a reply is closed too,
+    // so idle clients do not hold connection slots.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /nope HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_reply(&mut idle).await.status, 404);
+    let (got, waited) = read_until_closed(&mut idle).await;
+    assert!(
+        within_timeout(waited),
+        "an idle connection was closed after {waited:?}"
+    );
+    assert!(got.is_empty());
+
+    // None of this stopped the server: a prompt request is answered.
+    let mut prompt = TcpStream::connect(addr).await.unwrap();
+    prompt
+        .write_all(b"GET /nope HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_reply(&mut prompt).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "NOT_FOUND");
+    st.stop().await;
+}
+
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_connections() {
     // A grace far longer than any wait below: stop() must not sit it out.
