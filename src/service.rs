@@ -276,12 +276,9 @@ impl Gateway {
             (Ok(mut resp), Some(x_cache)) => {
                 let class = st.routes.class(method, route);
                 let mut h = cached_reply_headers(class, outcome.rate.per_minute.as_ref(), x_cache, rid_value);
-                // What the reply set itself (a HEAD's Content-Length).
-                for (name, value) in std::mem::take(resp.headers_mut()) {
-                    if let Some(name) = name {
-                        h.insert(name, value);
-                    }
-                }
+                // What the reply set itself (a HEAD's Content-Length) wins;
+                // `extend` keeps every value of a name set more than once.
+                h.extend(std::mem::take(resp.headers_mut()));
                 *resp.headers_mut() = h;
                 return (resp, None);
             }
