@@ -140,7 +140,7 @@ fn serve(
             }
         },
     };
-    // `Gateway::handle` writes the header block, content type and
+    // `Gateway::respond` writes the header block, content type and
     // `X-Cache` included, in one go (see `cached_head`).
     outcome.cached_reply = Some(x_cache);
     if head {
