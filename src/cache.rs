@@ -2,28 +2,39 @@
 //! invalidation (DESIGN sections 3 and 4).
 //!
 //! Entries are keyed by (org, container) and carry the fence generation and
-//! purge epoch their fill started under; a hit is served only while both are
-//! unchanged, so an invalidation takes effect the moment it bumps the
-//! generation, whatever moka is doing. A fill checks the generation again
-//! under the fence lock before it inserts, so a fill that began before an
-//! invalidation never enters the cache.
+//! purge epoch their fill started under. Whether any data of a container
+//! may be served is decided in one place, [`decision`]; a newcomer looking
+//! for promise 1 reads that file, then [`fence`] (the per-container state
+//! and the fill's lease), then [`invalidate`] (which ids an event revokes).
+//!
+//! The fill protocol: a fill takes a lease (the generation, read under the
+//! fence lock together with the tombstone) before it calls the origin, and
+//! decides under the same lock, when the origin has answered, whether it may
+//! be cached: only if the generation and epoch are unchanged, no tombstone
+//! stands, the body carries no revoked asset, is not past an `expiresAt`
+//! and is not older than a change an invalidation reported. A fill that
+//! began before an invalidation therefore never enters the cache.
 
+pub mod decision;
 pub mod entry;
 pub mod fence;
 pub mod flight;
+mod invalidate;
 pub mod time;
 
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::events::{EventType, Invalidation};
 use crate::ids::ContainerId;
+use crate::shaping::clock::UnixClock;
 use bytes::Bytes;
+pub use decision::{OriginVerdict, Source, Verdict};
 use entry::CachedContainer;
-use fence::Fences;
+use fence::{Fence, Fences, Lease};
 use flight::{FlightKey, Flights};
+pub use invalidate::Applied;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -36,7 +47,8 @@ pub enum CacheStatus {
     Miss,
     Coalesced,
     Tombstone,
-    /// A cached route the cache does not answer (a query string): proxied.
+    /// A cached route the cache does not answer (a query string, an alias,
+    /// an unsynced cluster instance): read from the origin through the fence.
     Bypass,
     /// Served past its TTL because the origin failed (stale-if-error).
     Stale,
@@ -61,12 +73,16 @@ impl CacheStatus {
 /// Why a fill's result was served but not cached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DiscardReason {
-    /// An invalidation arrived while the fill was in flight.
+    /// An invalidation (or a tombstone) arrived while the fill was in flight.
     Generation,
     /// The origin's body still carried a revoked asset id (replica lag).
     Revoked,
     /// Already past an `expiresAt` in the body.
     Expired,
+    /// Older (`updatedAt`) than a change an invalidation reported.
+    Lagging,
+    /// This cluster instance is not synced: nothing is cached.
+    Unsynced,
 }
 
 impl DiscardReason {
@@ -75,6 +91,8 @@ impl DiscardReason {
             DiscardReason::Generation => "generation",
             DiscardReason::Revoked => "revoked",
             DiscardReason::Expired => "expired",
+            DiscardReason::Lagging => "lagging",
+            DiscardReason::Unsynced => "unsynced",
         }
     }
 }
@@ -85,6 +103,10 @@ pub struct CacheCounters {
     pub discarded_generation: AtomicU64,
     pub discarded_revoked: AtomicU64,
     pub discarded_expired: AtomicU64,
+    pub discarded_lagging: AtomicU64,
+    pub discarded_unsynced: AtomicU64,
+    /// Origin 200s that were not the container asked for (502, not cached).
+    pub invalid_bodies: AtomicU64,
 }
 
 /// Tunables, from config.
@@ -99,6 +121,10 @@ pub struct CacheSettings {
     pub max_revoked_per_container: usize,
     /// How long past its TTL an entry may be served when the origin fails.
     pub stale_if_error: Duration,
+    /// Entries stop this long before their earliest `expiresAt`.
+    pub clock_skew: Duration,
+    /// Delay before a lagging fill asks the origin once more.
+    pub lag_retry: Duration,
 }
 
 impl CacheSettings {
@@ -112,8 +138,16 @@ impl CacheSettings {
             revoked_ttl: Duration::from_secs(c.invalidation.revoked_ttl_secs),
             max_revoked_per_container: c.invalidation.max_revoked_per_container,
             stale_if_error: Duration::from_secs(c.cache.stale_if_error_secs),
+            clock_skew: Duration::from_millis(c.cache.clock_skew_ms),
+            lag_retry: Duration::from_millis(c.cache.lag_retry_ms),
         }
     }
+}
+
+/// Says whether this instance is caught up with its cluster (the cluster
+/// node implements it). Without one, the cache always may serve.
+pub trait SyncGate: Send + Sync {
+    fn is_synced(&self) -> bool;
 }
 
 pub struct ContentCache {
@@ -123,17 +157,18 @@ pub struct ContentCache {
     /// Bumped by purge-all; entries of an older epoch are never served.
     epoch: AtomicU64,
     settings: CacheSettings,
+    /// The wall clock `expiresAt` and `updatedAt` are read against
+    /// (tests start it at a chosen date and move it with tokio's clock).
+    clock: UnixClock,
+    /// Set once, in cluster mode: cached data is served only while synced.
+    sync_gate: OnceLock<Arc<dyn SyncGate>>,
     pub counters: CacheCounters,
     /// `fills_discarded_total{reason}`, when metrics are wired.
     fills_discarded: Option<prometheus::IntCounterVec>,
 }
 
-/// What an applied invalidation did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Applied {
-    pub entries_removed: usize,
-    pub revoked_asset_ids: usize,
-}
+/// What a fetch gives a fill: the origin's 200 body, or the error to answer.
+pub type FetchResult = Result<Bytes, GatewayError>;
 
 impl ContentCache {
     /// `evictions` counts entries leaving the cache by cause and
@@ -142,6 +177,15 @@ impl ContentCache {
         settings: CacheSettings,
         evictions: Option<prometheus::IntCounterVec>,
         fills_discarded: Option<prometheus::IntCounterVec>,
+    ) -> Arc<Self> {
+        ContentCache::with_clock(settings, evictions, fills_discarded, UnixClock::system())
+    }
+
+    pub fn with_clock(
+        settings: CacheSettings,
+        evictions: Option<prometheus::IntCounterVec>,
+        fills_discarded: Option<prometheus::IntCounterVec>,
+        clock: UnixClock,
     ) -> Arc<Self> {
         // moka bounds one quantity. Weighing each entry at least
         // max_bytes / max_entries makes the byte bound imply the count bound.
@@ -171,35 +215,38 @@ impl ContentCache {
             flights: Arc::default(),
             epoch: AtomicU64::new(0),
             settings,
+            clock,
+            sync_gate: OnceLock::new(),
             counters: CacheCounters::default(),
             fills_discarded,
         })
     }
 
-    /// The hit path: a current entry for (org, container) at `now` (read
-    /// once per request, after authentication, and shared with the rate
-    /// limiter), or `None`.
-    pub async fn lookup(
-        &self,
-        org: &Arc<str>,
-        id: ContainerId,
-        now: Instant,
-    ) -> Option<Arc<CachedContainer>> {
-        let e = self.entries.get(&(org.clone(), id.as_u128())).await?;
-        e.is_current(self.epoch.load(Ordering::Acquire), now).then_some(e)
+    /// Makes cached data conditional on `gate` (cluster mode). Set once.
+    pub fn set_sync_gate(&self, gate: Arc<dyn SyncGate>) {
+        let _ = self.sync_gate.set(gate);
     }
 
-    /// Stale-if-error: an entry past its TTL but within the stale window,
-    /// never one that was invalidated, purged, tombstoned or is past an
-    /// `expiresAt` in it.
+    /// The hit path: an entry for (org, container) that the fence decision
+    /// allows serving as a hit right now, or `None`.
+    pub async fn lookup(&self, org: &Arc<str>, id: ContainerId) -> Option<Arc<CachedContainer>> {
+        let e = self.entries.get(&(org.clone(), id.as_u128())).await?;
+        matches!(self.judge(&e, Source::Hit, None), Verdict::Serve).then_some(e)
+    }
+
+    /// Stale-if-error: an entry past its TTL but within the stale window
+    /// that the fence decision allows (never invalidated, purged, past an
+    /// `expiresAt`, or while unsynced).
     pub async fn lookup_stale(&self, org: &Arc<str>, id: ContainerId) -> Option<Arc<CachedContainer>> {
         let e = self.entries.get(&(org.clone(), id.as_u128())).await?;
-        (e.is_unrevoked(self.epoch.load(Ordering::Acquire)) && Instant::now() < e.stale_until).then_some(e)
+        matches!(self.judge(&e, Source::Stale, None), Verdict::Serve).then_some(e)
     }
 
     /// The miss path: joins or starts the one fill for (org, container) at
     /// the current generation. `fetch` returns the origin's 200 body or the
-    /// error to answer with; it runs at most once per flight, in its own task.
+    /// error to answer with; it runs in the fill's own task, once, or twice
+    /// when the first answer came from a lagging replica. The result still
+    /// passes [`ContentCache::judge`] with [`Source::Fill`] before it is served.
     pub async fn fill<F, Fut>(
         self: &Arc<Self>,
         org: &Arc<str>,
@@ -207,20 +254,19 @@ impl ContentCache {
         fetch: F,
     ) -> (Result<Arc<CachedContainer>, GatewayError>, CacheStatus)
     where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Bytes, GatewayError>> + Send + 'static,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = FetchResult> + Send + 'static,
     {
         let fence = self.fences.get_or_create(id);
-        if fence.lock().is_tombstoned(Instant::now()) {
+        // The lease: generation and tombstone read together, under the lock.
+        let Some(lease) = fence.lease(Instant::now()) else {
             return (Err(GatewayError::not_found()), CacheStatus::Tombstone);
-        }
-        // Read the generation before anything is fetched (the lease).
-        let generation = fence.generation();
+        };
         let epoch = self.epoch.load(Ordering::Acquire);
         let key = FlightKey {
             org: org.clone(),
             container: id.as_u128(),
-            generation,
+            generation: lease.generation,
             epoch,
         };
         let (rx, leader) = self.flights.join(key);
@@ -229,17 +275,7 @@ impl ContentCache {
                 let this = self.clone();
                 let org = org.clone();
                 tokio::spawn(async move {
-                    let result = match fetch().await {
-                        Ok(body) => this.complete_fill(org, id, fence, generation, epoch, body),
-                        Err(e) => Err(e),
-                    };
-                    if let Ok(entry) = &result {
-                        if entry.expires_at > Instant::now() && this.is_cacheable(entry) {
-                            this.entries
-                                .insert((entry.org.clone(), id.as_u128()), entry.clone())
-                                .await;
-                        }
-                    }
+                    let result = this.run_fill(org, id, fence, lease, epoch, fetch).await;
                     leader.finish(result);
                 });
                 CacheStatus::Miss
@@ -249,38 +285,81 @@ impl ContentCache {
         (flight::wait(rx, self.settings.fill_wait).await, status)
     }
 
-    /// Whether a completed fill may be inserted (decided in `complete_fill`
-    /// and recorded in the entry's generation: a discarded fill's entry is
-    /// built with a generation that can never be current).
-    fn is_cacheable(&self, e: &CachedContainer) -> bool {
-        e.generation != u64::MAX
+    /// The leader's fill, in its own task so a caller that goes away does
+    /// not abandon the waiters.
+    async fn run_fill<F, Fut>(
+        self: Arc<Self>,
+        org: Arc<str>,
+        id: ContainerId,
+        fence: Arc<Fence>,
+        lease: Lease,
+        epoch: u64,
+        fetch: F,
+    ) -> Result<Arc<CachedContainer>, GatewayError>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = FetchResult> + Send + 'static,
+    {
+        let key = (org.clone(), id.as_u128());
+        // The previous flight for this key may have finished (and cached)
+        // between this request's lookup and its join: read that entry
+        // rather than ask the origin again.
+        if let Some(e) = self.entries.get(&key).await {
+            if matches!(self.judge(&e, Source::Hit, None), Verdict::Serve) {
+                return Ok(e);
+            }
+        }
+        let mut retried = false;
+        loop {
+            let body = fetch().await?;
+            let (entry, discard) = self.complete_fill(org.clone(), id, &fence, lease, epoch, body)?;
+            match discard {
+                None => {
+                    if Instant::now() < entry.expires_at {
+                        self.entries.insert(key, entry.clone()).await;
+                    }
+                    return Ok(entry);
+                }
+                Some(DiscardReason::Lagging) if !retried && !self.settings.lag_retry.is_zero() => {
+                    retried = true;
+                    tokio::time::sleep(self.settings.lag_retry).await;
+                }
+                Some(_) => return Ok(entry),
+            }
+        }
     }
 
     /// Renders the origin body and decides, under the fence lock, whether it
-    /// may be cached. Waiters get the rendering either way; revoked assets
-    /// are left out of it in both cases.
+    /// may be cached; a cached one is registered with its fence (so the
+    /// next invalidation knows its asset ids) under that same lock. Waiters
+    /// get the rendering either way; revoked assets are left out of it.
     fn complete_fill(
         &self,
         org: Arc<str>,
         id: ContainerId,
-        fence: Arc<fence::Fence>,
-        generation: u64,
+        fence: &Arc<Fence>,
+        lease: Lease,
         epoch: u64,
         body: Bytes,
-    ) -> Result<Arc<CachedContainer>, GatewayError> {
+    ) -> Result<(Arc<CachedContainer>, Option<DiscardReason>), GatewayError> {
         let now = Instant::now();
-        let now_unix = time::unix_now();
+        let now_ms = self.clock.unix_millis_at(now);
         let mut st = fence.lock();
-        let rendered = entry::render(&body, |a| st.is_revoked(a, now)).map_err(|e| {
-            tracing::warn!(container = %id, error = %e, "origin sent a body that is not a container");
+        let rendered = entry::render(&body, id, |a| st.is_revoked(a, now)).map_err(|e| {
+            self.counters.invalid_bodies.fetch_add(1, Ordering::Relaxed);
+            if let Some(m) = &self.fills_discarded {
+                m.with_label_values(&["invalid_body"]).inc();
+            }
+            tracing::warn!(container = %id, error = %e, "origin answered a container read with a body that is not that container");
             GatewayError::upstream_error()
         })?;
         // The earliest expiresAt is a hard limit for fresh and stale serving.
+        let skew = self.settings.clock_skew.as_millis() as u64;
         let hard_limit = rendered.earliest_expiry.map(|t| {
             if t == i64::MIN {
                 now
             } else {
-                time::instant_at_unix(t, now, now_unix)
+                time::instant_before_unix_millis(t, now, now_ms, skew)
             }
         });
         let fresh_until = now + self.settings.ttl;
@@ -289,114 +368,71 @@ impl ContentCache {
             Some(h) => (fresh_until.min(h), stale_until.min(h)),
             None => (fresh_until, stale_until),
         };
-        let discard = if fence.generation() != generation || self.epoch.load(Ordering::Acquire) != epoch {
+        let lagging = match (st.floor(now), rendered.updated_at) {
+            (Some(floor), Some(at)) => at < floor,
+            _ => false,
+        };
+        let discard = if fence.generation() != lease.generation
+            || st.is_tombstoned(now)
+            || self.epoch.load(Ordering::Acquire) != epoch
+        {
             Some(DiscardReason::Generation)
         } else if rendered.removed_revoked {
             Some(DiscardReason::Revoked)
+        } else if lagging {
+            Some(DiscardReason::Lagging)
         } else if expires_at <= now {
             Some(DiscardReason::Expired)
+        } else if !self.may_serve_cached() {
+            Some(DiscardReason::Unsynced)
         } else {
             None
         };
-        let stored_generation = match discard {
-            None => {
-                if !st.orgs.contains(&org) {
-                    st.orgs.push(org.clone());
-                }
-                generation
-            }
-            Some(reason) => {
-                let c = match reason {
-                    DiscardReason::Generation => &self.counters.discarded_generation,
-                    DiscardReason::Revoked => &self.counters.discarded_revoked,
-                    DiscardReason::Expired => &self.counters.discarded_expired,
-                };
-                c.fetch_add(1, Ordering::Relaxed);
-                if let Some(m) = &self.fills_discarded {
-                    m.with_label_values(&[reason.as_str()]).inc();
-                }
-                tracing::debug!(container = %id, reason = reason.as_str(), "fill not cached");
-                u64::MAX
-            }
+        // A discarded fill's entry gets a generation that is never current.
+        let generation = if discard.is_none() {
+            lease.generation
+        } else {
+            u64::MAX
         };
-        drop(st);
-        Ok(Arc::new(entry::build(
-            org,
-            stored_generation,
+        let entry = Arc::new(entry::build(
+            org.clone(),
+            id,
+            generation,
             epoch,
-            fence,
+            fence.clone(),
             rendered,
             expires_at,
             stale_until,
-        )))
+        ));
+        match discard {
+            None => st.register(org, &entry),
+            Some(reason) => {
+                drop(st);
+                self.count_discard(id, reason);
+            }
+        }
+        Ok((entry, discard))
     }
 
-    /// Applies an invalidation. When this returns, no lookup or fill started
-    /// afterwards can see data of the invalidated version.
-    pub async fn invalidate(&self, inv: &Invalidation) -> Applied {
-        let Some(id) = inv.container else {
-            self.epoch.fetch_add(1, Ordering::AcqRel);
-            let n = self.entries.entry_count() as usize;
-            self.entries.invalidate_all();
-            return Applied {
-                entries_removed: n,
-                revoked_asset_ids: 0,
-            };
+    fn count_discard(&self, id: ContainerId, reason: DiscardReason) {
+        let c = match reason {
+            DiscardReason::Generation => &self.counters.discarded_generation,
+            DiscardReason::Revoked => &self.counters.discarded_revoked,
+            DiscardReason::Expired => &self.counters.discarded_expired,
+            DiscardReason::Lagging => &self.counters.discarded_lagging,
+            DiscardReason::Unsynced => &self.counters.discarded_unsynced,
         };
-        let fence = self.fences.get_or_create(id);
-        let orgs = fence.lock().orgs.clone();
-        // Revoked ids: those the event names plus those of every cached
-        // entry of the container right now.
-        let mut revoked: Vec<Box<str>> = Vec::new();
-        if inv.event_type.revokes_assets() {
-            revoked.extend(inv.revoked_asset_ids.iter().map(|s| Box::from(s.as_str())));
-            for org in &orgs {
-                if let Some(e) = self.entries.get(&(org.clone(), id.as_u128())).await {
-                    revoked.extend(e.asset_ids().map(Box::from));
-                }
-            }
-            revoked.retain(|a| !inv.current_asset_ids.iter().any(|c| **c == **a));
+        c.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.fills_discarded {
+            m.with_label_values(&[reason.as_str()]).inc();
         }
-        let now = Instant::now();
-        let taken = {
-            let mut st = fence.lock();
-            fence.bump(&mut st);
-            let until = now + self.settings.revoked_ttl;
-            // Current ids only keep this event from revoking them; they never
-            // lift an earlier revocation (events may arrive out of order).
-            for a in revoked.iter() {
-                if st.revoked.len() >= self.settings.max_revoked_per_container && !st.revoked.contains_key(a)
-                {
-                    st.revoked.retain(|_, t| now < *t);
-                    if st.revoked.len() >= self.settings.max_revoked_per_container {
-                        // The newest revocations matter most: drop the one
-                        // that would expire first.
-                        tracing::warn!(container = %id, "revoked asset ids at the per-container cap");
-                        let oldest = st.revoked.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
-                        if let Some(k) = oldest {
-                            st.revoked.remove(&k);
-                        }
-                    }
-                }
-                st.revoked.insert(a.clone(), until);
-            }
-            match inv.event_type {
-                EventType::Deleted => st.tombstone_until = Some(now + self.settings.tombstone_ttl),
-                EventType::Generated => st.tombstone_until = None,
-                _ => {}
-            }
-            std::mem::take(&mut st.orgs)
-        };
-        let mut removed = 0;
-        for org in taken {
-            if self.entries.remove(&(org, id.as_u128())).await.is_some() {
-                removed += 1;
-            }
-        }
-        Applied {
-            entries_removed: removed,
-            revoked_asset_ids: revoked.len(),
-        }
+        tracing::debug!(container = %id, reason = reason.as_str(), "fill not cached");
+    }
+
+    /// Marks that a mutation of `id` is about to be sent to the origin; pass
+    /// the mark to [`ContentCache::invalidate_after_mutation`].
+    pub fn mark_mutation(&self, id: ContainerId) -> u64 {
+        self.fences.get_or_create(id).mark()
     }
 
     /// Drops fences nothing depends on any more; run periodically.

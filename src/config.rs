@@ -33,6 +33,12 @@ pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 1_000_000;
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(60);
+/// How much earlier than an `expiresAt` an entry stops being served, for
+/// the origin's clock running ahead of ours.
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_millis(500);
+/// How long a fill that a lagging origin replica answered waits before it
+/// asks once more.
+pub const DEFAULT_LAG_RETRY: Duration = Duration::from_millis(100);
 pub const DEFAULT_FILL_WAIT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_DEFAULT_SCOPE: &str = "org:admin";
 pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/layers";
@@ -199,6 +205,12 @@ pub struct CacheConfig {
     /// Past its TTL an entry may still be served this long when the origin
     /// fails (`X-Cache: STALE`); 0 disables.
     pub stale_if_error_secs: u64,
+    /// An entry stops being served this long before the earliest
+    /// `expiresAt` in it (the origin's clock may run ahead of ours).
+    pub clock_skew_ms: u64,
+    /// A fill older than an invalidation it follows (origin replica lag) is
+    /// served but not cached, and asked once more after this delay.
+    pub lag_retry_ms: u64,
 }
 
 impl Default for CacheConfig {
@@ -209,6 +221,8 @@ impl Default for CacheConfig {
             ttl_secs: DEFAULT_CACHE_TTL.as_secs(),
             fill_wait_timeout_ms: DEFAULT_FILL_WAIT_TIMEOUT.as_millis() as u64,
             stale_if_error_secs: DEFAULT_STALE_IF_ERROR.as_secs(),
+            clock_skew_ms: DEFAULT_CLOCK_SKEW.as_millis() as u64,
+            lag_retry_ms: DEFAULT_LAG_RETRY.as_millis() as u64,
         }
     }
 }
@@ -513,6 +527,12 @@ impl Config {
         nonzero(self.cache.max_bytes, "cache.max_bytes")?;
         nonzero(self.cache.ttl_secs, "cache.ttl_secs")?;
         nonzero(self.cache.fill_wait_timeout_ms, "cache.fill_wait_timeout_ms")?;
+        if self.cache.clock_skew_ms > 60_000 {
+            return Err("cache.clock_skew_ms must be at most 60000 (a minute)".into());
+        }
+        if self.cache.lag_retry_ms > 5_000 {
+            return Err("cache.lag_retry_ms must be at most 5000 (it delays a miss)".into());
+        }
         crate::auth::scopes::Scope::parse(&self.routes.default_scope).ok_or_else(|| {
             format!(
                 "routes.default_scope: unknown scope {:?}",

@@ -100,4 +100,8 @@ pub struct Invalidation {
     /// Asset ids the event names as current (`data.assets` of a regenerate):
     /// never revoked by this event even if an older event revoked them.
     pub current_asset_ids: Vec<String>,
+    /// When the origin made the change (`updatedAt` of the container it
+    /// answered a mutation with, or `data.updatedAt` of an event), unix ms.
+    /// A fill older than this comes from a lagging replica: not cached.
+    pub changed_at: Option<i64>,
 }

@@ -11,6 +11,9 @@ use crate::ids::{valid_asset_id, ContainerId};
 use crate::shaping::EndpointClass;
 use http::Method;
 
+mod alias;
+use alias::ContentPath;
+
 pub const CONTAINER_TEMPLATE: &str = "/v1/content/:containerId";
 pub const ASSET_TEMPLATE: &str = "/v1/content/:containerId/assets/:assetId";
 pub const REGENERATE_TEMPLATE: &str = "/v1/content/:containerId/regenerate";
@@ -24,6 +27,14 @@ pub enum Route<'a> {
     Container(ContainerId),
     /// `GET|HEAD /v1/content/:containerId/assets/:assetId` (cached).
     Asset(ContainerId, &'a str),
+    /// A read of a cached route spelled in a way the cache does not answer
+    /// (a query string, or an alias such as a trailing slash; see
+    /// `routes/alias.rs`): read from the origin through the fence, never
+    /// from the cache, with the content route's scope.
+    ContentVariant {
+        id: ContainerId,
+        asset: Option<Box<str>>,
+    },
     /// A content route whose ids cannot exist: 404 without an origin call.
     BadContentId { template: &'static str },
     /// The signed webhook endpoint.
@@ -98,8 +109,8 @@ impl RouteTable {
         }
     }
 
-    /// Parses a request's route. `has_query` sends cached routes with a
-    /// query string to the proxy (the cache does not key on queries).
+    /// Parses a request's route. `has_query` makes a read of a cached route
+    /// a `ContentVariant` (the cache does not key on queries).
     pub fn route<'a>(&self, method: &Method, path: &'a str, has_query: bool) -> Route<'a> {
         if path == self.webhook_path {
             return Route::Webhook;
@@ -126,8 +137,12 @@ impl RouteTable {
                 (Some("assets"), Some(asset)) if readonly && !has_query => {
                     return match id {
                         Some(id) if valid_asset_id(asset) => Route::Asset(id, asset),
-                        _ => Route::BadContentId {
-                            template: ASSET_TEMPLATE,
+                        // `…/assets/a/` and the like: an alias, not a bad id.
+                        _ => match alias::content_path(rest) {
+                            Some(alias) => self.alias_route(method, path, alias, readonly),
+                            None => Route::BadContentId {
+                                template: ASSET_TEMPLATE,
+                            },
                         },
                     };
                 }
@@ -161,10 +176,67 @@ impl RouteTable {
                 _ => {}
             }
         }
+        if let Some(alias) = alias::content_path(rest) {
+            return self.alias_route(method, path, alias, readonly);
+        }
         Route::Proxy {
             rule: self.find(method, path),
             write_through: None,
         }
+    }
+
+    /// The route of a content path that is not spelled canonically (or has
+    /// a query): reads become `ContentVariant`, mutations keep their
+    /// write-through and the scope of the route they alias.
+    fn alias_route<'a>(&self, method: &Method, path: &str, alias: ContentPath, readonly: bool) -> Route<'a> {
+        // UUID hex is case-insensitive; the `cnt_` prefix is matched as the
+        // origin would most likely match it, lowercase.
+        let parse = |s: &str| ContainerId::parse(&s.to_ascii_lowercase());
+        let bad = |template| Route::BadContentId { template };
+        match alias {
+            ContentPath::Container(id) if readonly => match parse(&id) {
+                Some(id) => Route::ContentVariant { id, asset: None },
+                None => bad(CONTAINER_TEMPLATE),
+            },
+            ContentPath::Asset(id, asset) if readonly => match parse(&id) {
+                Some(id) if valid_asset_id(&asset) => Route::ContentVariant {
+                    id,
+                    asset: Some(asset.into()),
+                },
+                _ => bad(ASSET_TEMPLATE),
+            },
+            ContentPath::Container(id) if *method == Method::PATCH || *method == Method::DELETE => {
+                let Some(id) = parse(&id) else {
+                    return bad(CONTAINER_TEMPLATE);
+                };
+                let t = if *method == Method::DELETE {
+                    EventType::Deleted
+                } else {
+                    EventType::Updated
+                };
+                Route::Proxy {
+                    rule: self.find_template(method, CONTAINER_TEMPLATE),
+                    write_through: Some((id, t)),
+                }
+            }
+            ContentPath::Regenerate(id) if *method == Method::POST => match parse(&id) {
+                Some(id) => Route::Proxy {
+                    rule: self.find_template(method, REGENERATE_TEMPLATE),
+                    write_through: Some((id, EventType::Regenerated)),
+                },
+                None => bad(REGENERATE_TEMPLATE),
+            },
+            _ => Route::Proxy {
+                rule: self.find(method, path),
+                write_through: None,
+            },
+        }
+    }
+
+    fn find_template(&self, method: &Method, template: &str) -> Option<usize> {
+        self.rules
+            .iter()
+            .position(|r| r.method == method && r.template == template)
     }
 
     fn find(&self, method: &Method, path: &str) -> Option<usize> {
@@ -192,6 +264,8 @@ impl RouteTable {
         match route {
             Route::Container(_) => self.content_scope,
             Route::Asset(..) => self.asset_scope,
+            Route::ContentVariant { asset: None, .. } => self.content_scope,
+            Route::ContentVariant { asset: Some(_), .. } => self.asset_scope,
             Route::Proxy { rule: Some(i), .. } => self.rules[*i].scope,
             Route::Proxy { rule: None, .. } => Some(self.default_scope),
             Route::BadContentId { .. } | Route::Webhook | Route::NotFound => None,
@@ -215,6 +289,8 @@ impl RouteTable {
         match route {
             Route::Container(_) => CONTAINER_TEMPLATE,
             Route::Asset(..) => ASSET_TEMPLATE,
+            Route::ContentVariant { asset: None, .. } => CONTAINER_TEMPLATE,
+            Route::ContentVariant { asset: Some(_), .. } => ASSET_TEMPLATE,
             Route::BadContentId { template } => template,
             Route::Proxy { rule: Some(i), .. } => self.rules[*i].template,
             Route::Proxy { rule: None, .. } => OTHER_TEMPLATE,
@@ -328,11 +404,52 @@ mod tests {
     }
 
     #[test]
-    fn cached_routes_with_a_query_are_proxied() {
+    fn cached_routes_with_a_query_or_an_alias_are_content_variants() {
         let t = table();
+        let id = ContainerId::parse(ID).unwrap();
         let p = format!("/v1/content/{ID}");
         let r = t.route(&Method::GET, &p, true);
-        assert!(matches!(r, Route::Proxy { .. }));
+        assert_eq!(r, Route::ContentVariant { id, asset: None });
         assert_eq!(t.template(&r), CONTAINER_TEMPLATE);
+        assert_eq!(t.required_scope(&r), Scope::parse("content:read"));
+        for p in [
+            format!("/v1/content/{ID}/"),
+            format!("/v1/Content/{}", ID.to_uppercase().replace("CNT_", "cnt_")),
+            format!("/v1/content//{ID}"),
+        ] {
+            assert_eq!(
+                t.route(&Method::GET, &p, false),
+                Route::ContentVariant { id, asset: None },
+                "{p}"
+            );
+        }
+        let p = format!("/v1/content/{ID}/assets/slide-1/");
+        assert_eq!(
+            t.route(&Method::HEAD, &p, false),
+            Route::ContentVariant {
+                id,
+                asset: Some("slide-1".into())
+            }
+        );
+    }
+
+    #[test]
+    fn aliased_mutations_keep_their_write_through_and_scope() {
+        let t = table();
+        let id = ContainerId::parse(ID).unwrap();
+        let p = format!("/v1/content/{ID}/");
+        let r = t.route(&Method::DELETE, &p, false);
+        assert!(matches!(r, Route::Proxy { write_through: Some((i, EventType::Deleted)), .. } if i == id));
+        assert_eq!(t.required_scope(&r), Scope::parse("content:write"));
+        let p = format!("/v1/CONTENT/{ID}/regenerate/");
+        let r = t.route(&Method::POST, &p, false);
+        assert!(matches!(
+            r,
+            Route::Proxy {
+                write_through: Some((_, EventType::Regenerated)),
+                ..
+            }
+        ));
+        assert_eq!(t.template(&r), REGENERATE_TEMPLATE);
     }
 }

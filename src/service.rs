@@ -4,6 +4,8 @@
 
 mod cached_head;
 mod content;
+mod content_origin;
+mod forward;
 mod proxy;
 mod webhook;
 
@@ -106,10 +108,11 @@ impl Gateway {
                 .expect("auth config checked by Authenticator::check before start"),
         );
         metrics.register_origin_gauges(origin.guard().clone(), origin.breaker().clone());
-        let cache = ContentCache::new(
+        let cache = ContentCache::with_clock(
             CacheSettings::from_config(&config),
             Some(metrics.cache_evictions.clone()),
             Some(metrics.fills_discarded.clone()),
+            clock,
         );
         let webhook = WebhookVerifier::new(
             config.webhooks.all_secrets(),
@@ -123,7 +126,10 @@ impl Gateway {
         let cluster = config.cluster.as_ref().map(|c| {
             let stats = Arc::new(ClusterStats::new());
             metrics.register_cluster(&stats);
-            ClusterNode::new(c, stats).expect("validated config")
+            let node = ClusterNode::new(c, stats).expect("validated config");
+            // Fail closed: cached data is served only while synced.
+            cache.set_sync_gate(node.clone());
+            node
         });
         let limits = config.shaping.enabled.then(|| {
             let policy = RatePolicy::new(&config.shaping, clock).expect("validated config");
@@ -182,11 +188,33 @@ impl Gateway {
     /// failed: it was applied here and is queued for re-publishing.
     pub async fn accept_invalidation(&self, inv: &Invalidation) -> (Applied, Result<(), String>) {
         let applied = self.apply_invalidation(inv).await;
-        let published = match &self.state.cluster {
-            Some(c) => c.publish(inv).await,
-            None => Ok(()),
-        };
+        let published = self.publish(inv, &applied).await;
         (applied, published)
+    }
+
+    /// As `accept_invalidation`, for a mutation this gateway proxied;
+    /// `mark` is `ContentCache::mark_mutation`'s from before it was sent.
+    pub async fn accept_mutation(&self, inv: &Invalidation, mark: u64) -> (Applied, Result<(), String>) {
+        let applied = self.state.cache.invalidate_after_mutation(inv, mark).await;
+        self.count_invalidation(inv, &applied);
+        let published = self.publish(inv, &applied).await;
+        (applied, published)
+    }
+
+    /// Publishes an applied invalidation to the cluster, naming exactly the
+    /// ids it revoked here (peers cannot reproduce this instance's proof
+    /// that they are old).
+    async fn publish(&self, inv: &Invalidation, applied: &Applied) -> Result<(), String> {
+        let Some(c) = &self.state.cluster else {
+            return Ok(());
+        };
+        let mut shared = inv.clone();
+        for a in &applied.revoked {
+            if !shared.revoked_asset_ids.contains(a) {
+                shared.revoked_asset_ids.push(a.clone());
+            }
+        }
+        c.publish(&shared).await
     }
 
     /// The cluster node's callbacks: stream entries and gap flushes are
@@ -210,6 +238,7 @@ impl Gateway {
                     container: None,
                     revoked_asset_ids: Vec::new(),
                     current_asset_ids: Vec::new(),
+                    changed_at: None,
                 };
                 gw.apply_invalidation(&all).await;
             })
@@ -220,6 +249,11 @@ impl Gateway {
     /// Applies an invalidation from any source and counts it.
     pub async fn apply_invalidation(&self, inv: &Invalidation) -> Applied {
         let applied = self.state.cache.invalidate(inv).await;
+        self.count_invalidation(inv, &applied);
+        applied
+    }
+
+    fn count_invalidation(&self, inv: &Invalidation, applied: &Applied) {
         self.state
             .metrics
             .invalidations
@@ -230,10 +264,9 @@ impl Gateway {
             r#type = inv.event_type.as_str(),
             container = ?inv.container,
             entries_removed = applied.entries_removed,
-            revoked = applied.revoked_asset_ids,
+            revoked = applied.revoked_asset_ids(),
             "invalidation applied"
         );
-        applied
     }
 
     /// Answers one partner request. Never fails: every error becomes an
@@ -341,8 +374,9 @@ impl Gateway {
         }
         let principal = self.authenticate(&parts.headers).await?;
         // Read after authenticating, which may have waited on JWKS or the
-        // origin: freshness (`expiresAt`) and limits are judged at this
-        // instant, and this one read serves both.
+        // origin: limits are judged at this instant. Freshness is judged
+        // later, by the fence decision, at a clock read of its own taken
+        // after the admission (which may await a Redis lease).
         let now = Instant::now();
         outcome.principal = Some(principal.clone());
         if let Some(scope) = self.state.routes.required_scope(route) {
@@ -368,34 +402,24 @@ impl Gateway {
             }
         }
         let head = parts.method == http::Method::HEAD;
-        if let (Route::Container(..) | Route::Asset(..), Some(cluster)) = (route, &self.state.cluster) {
-            // Fail closed: not caught up with the invalidation stream, so the
-            // cache may hold revoked data. Serve the cached route from the origin.
-            if !cluster.is_synced() {
-                cluster.note_bypass();
-                outcome.cache = Some(CacheStatus::Bypass);
-                let template = self.state.routes.template(route);
-                return Box::pin(self.proxy(parts, body, template, None, rid, &principal.org)).await;
-            }
-        }
-        match *route {
+        match route {
             Route::Container(id) => {
-                self.content(parts, &principal, id, None, head, rid, now, outcome)
+                self.content(parts, &principal, *id, None, head, rid, outcome)
                     .await
             }
             Route::Asset(id, asset) => {
-                self.content(parts, &principal, id, Some(asset), head, rid, now, outcome)
+                self.content(parts, &principal, *id, Some(asset), head, rid, outcome)
                     .await
+            }
+            Route::ContentVariant { id, asset } => {
+                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                outcome.cache = Some(CacheStatus::Bypass);
+                Box::pin(self.content_via_origin(parts, &principal, *id, asset.as_deref(), path, rid)).await
             }
             Route::BadContentId { .. } => Err(GatewayError::not_found()),
             Route::Proxy { write_through, .. } => {
                 let template = self.state.routes.template(route);
-                let cached_template = template == crate::routes::CONTAINER_TEMPLATE
-                    || template == crate::routes::ASSET_TEMPLATE;
-                if cached_template && (head || parts.method == http::Method::GET) {
-                    outcome.cache = Some(CacheStatus::Bypass);
-                }
-                Box::pin(self.proxy(parts, body, template, write_through, rid, &principal.org)).await
+                Box::pin(self.proxy(parts, body, template, *write_through, rid, &principal.org)).await
             }
             Route::Webhook | Route::NotFound => Err(GatewayError::not_found()),
         }

@@ -8,7 +8,8 @@
 //! bookkeeping.
 
 use super::fence::Fence;
-use super::time::parse_rfc3339;
+use super::time::parse_rfc3339_millis;
+use crate::ids::ContainerId;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use tokio::time::Instant;
 pub struct CachedContainer {
     /// The organization it was fetched for (promise 2: served only to it).
     pub org: Arc<str>,
+    /// The container it is.
+    pub container: ContainerId,
     /// The fence generation the fill started under; the entry is only
     /// served while the fence still has this generation.
     pub generation: u64,
@@ -124,24 +127,42 @@ pub struct Rendered {
     /// Whether revoked assets were left out (the body is then re-rendered
     /// and must not be cached).
     pub removed_revoked: bool,
-    /// Earliest `expiresAt` (unix seconds); `Some(i64::MIN)` when one could
-    /// not be parsed, so the entry is treated as already expired.
+    /// Earliest `expiresAt` (unix milliseconds); `Some(i64::MIN)` when one
+    /// could not be parsed, so the entry is treated as already expired.
     pub earliest_expiry: Option<i64>,
+    /// The container's `updatedAt` (unix milliseconds), when it has one.
+    pub updated_at: Option<i64>,
 }
 
-/// Renders a container body from the origin. `is_revoked` says which asset
-/// ids must not be served. Errors when the body is not a container object.
-pub fn render(origin_body: &Bytes, is_revoked: impl Fn(&str) -> bool) -> Result<Rendered, String> {
+/// Renders the origin's body for container `expected`. `is_revoked` says
+/// which asset ids must not be served. Errors when the body is not that
+/// container: an object whose `id` is `expected` (either id form) with an
+/// `assets` array of objects that each carry an `assetId`. Such a body is
+/// answered 502 and never cached.
+pub fn render(
+    origin_body: &Bytes,
+    expected: ContainerId,
+    is_revoked: impl Fn(&str) -> bool,
+) -> Result<Rendered, String> {
     let mut container: Map<String, Value> = match serde_json::from_slice(origin_body) {
         Ok(Value::Object(m)) => m,
         Ok(_) => return Err("container body is not a JSON object".into()),
         Err(e) => return Err(format!("container body is not JSON: {e}")),
     };
     let container_id = container.get("id").cloned().unwrap_or(Value::Null);
+    match container_id.as_str().and_then(ContainerId::parse) {
+        Some(id) if id == expected => {}
+        Some(_) => return Err("container body is another container".into()),
+        None => return Err("container body has no valid id".into()),
+    }
+    let updated_at = container
+        .get("updatedAt")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339_millis);
     let mut earliest: Option<i64> = None;
     let mut note_expiry = |v: Option<&Value>| {
         if let Some(v) = v {
-            let t = v.as_str().and_then(parse_rfc3339).unwrap_or(i64::MIN);
+            let t = v.as_str().and_then(parse_rfc3339_millis).unwrap_or(i64::MIN);
             earliest = Some(earliest.map_or(t, |e| e.min(t)));
         }
     };
@@ -150,9 +171,9 @@ pub fn render(origin_body: &Bytes, is_revoked: impl Fn(&str) -> bool) -> Result<
     let mut kept_ids: Vec<(Box<str>, bool)> = Vec::new();
     let mut all_asset_ids = Vec::new();
     let mut removed_revoked = false;
-    if let Some(list) = container.get_mut("assets") {
-        let Value::Array(items) = list else {
-            return Err("container assets is not an array".into());
+    {
+        let Some(Value::Array(items)) = container.get_mut("assets") else {
+            return Err("container assets is missing or not an array".into());
         };
         let mut kept = Vec::with_capacity(items.len());
         for item in items.drain(..) {
@@ -193,6 +214,7 @@ pub fn render(origin_body: &Bytes, is_revoked: impl Fn(&str) -> bool) -> Result<
         all_asset_ids,
         removed_revoked,
         earliest_expiry: earliest,
+        updated_at,
     })
 }
 
@@ -230,8 +252,10 @@ fn slice_assets(body: &Bytes, kept: Vec<(Box<str>, bool)>) -> Result<(Vec<AssetS
 }
 
 /// Assembles an entry from a rendering.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     org: Arc<str>,
+    container: ContainerId,
     generation: u64,
     epoch: u64,
     fence: Arc<Fence>,
@@ -241,6 +265,7 @@ pub fn build(
 ) -> CachedContainer {
     CachedContainer {
         org,
+        container,
         generation,
         epoch,
         fence,
@@ -258,12 +283,16 @@ mod tests {
     use super::*;
 
     fn body() -> Bytes {
-        Bytes::from_static(br#"{"id":"cnt_1","extra":{"k":1},"assets":[{"assetId":"b","url":"u2","thumbnailUrl":null},{"assetId":"a","url":"u1","expiresAt":"2030-01-01T00:00:00Z"}]}"#)
+        Bytes::from_static(br#"{"id":"cnt_00000000-0000-0000-0000-000000000001","extra":{"k":1},"assets":[{"assetId":"b","url":"u2","thumbnailUrl":null},{"assetId":"a","url":"u1","expiresAt":"2030-01-01T00:00:00Z"}]}"#)
+    }
+
+    fn id(n: u128) -> ContainerId {
+        ContainerId::from_u128(n)
     }
 
     #[test]
     fn unrevoked_body_is_the_origin_bytes_and_descriptors_carry_container_id() {
-        let r = render(&body(), |_| false).unwrap();
+        let r = render(&body(), id(1), |_| false).unwrap();
         assert_eq!(r.body, body());
         assert!(!r.removed_revoked);
         let a = r
@@ -274,26 +303,27 @@ mod tests {
         assert!(a.prefixed);
         let whole = [&r.prefix[..], &r.body[a.rest.range()]].concat();
         let d: Value = serde_json::from_slice(&whole).unwrap();
-        assert_eq!(d["containerId"], "cnt_1");
+        assert_eq!(d["containerId"], "cnt_00000000-0000-0000-0000-000000000001");
         assert_eq!(d["thumbnailUrl"], Value::Null);
         assert!(d.get("expiresAt").is_none(), "absent stays absent");
-        assert_eq!(r.earliest_expiry, Some(1_893_456_000));
+        assert_eq!(r.earliest_expiry, Some(1_893_456_000_000));
     }
 
     #[test]
     fn every_asset_resolves_to_its_own_object_and_no_other_id_resolves() {
         let b = Bytes::from_static(
-            br#"{"id":"cnt_9","assets":[{"assetId":"zeta","n":1},{"assetId":"alpha","n":2,"containerId":"x"},{"assetId":"mid","n":3},{"assetId":"alpha","n":4}]}"#,
+            br#"{"id":"00000000-0000-0000-0000-000000000009","assets":[{"assetId":"zeta","n":1},{"assetId":"alpha","n":2,"containerId":"x"},{"assetId":"mid","n":3},{"assetId":"alpha","n":4}]}"#,
         );
         let fences = super::super::fence::Fences::default();
-        let fence = fences.get_or_create(crate::ids::ContainerId::from_u128(9));
+        let fence = fences.get_or_create(id(9));
         let now = Instant::now();
         let e = build(
             Arc::from("org"),
+            id(9),
             0,
             0,
             fence,
-            render(&b, |_| false).unwrap(),
+            render(&b, id(9), |_| false).unwrap(),
             now,
             now,
         );
@@ -303,7 +333,10 @@ mod tests {
             Some(serde_json::from_slice(&whole).unwrap())
         };
         assert_eq!(descriptor("zeta").unwrap()["n"], 1);
-        assert_eq!(descriptor("zeta").unwrap()["containerId"], "cnt_9");
+        assert_eq!(
+            descriptor("zeta").unwrap()["containerId"],
+            "00000000-0000-0000-0000-000000000009"
+        );
         assert_eq!(descriptor("mid").unwrap()["n"], 3);
         // The origin's own containerId is kept, with no prefix added.
         let alpha = descriptor("alpha").unwrap();
@@ -322,7 +355,7 @@ mod tests {
 
     #[test]
     fn revoked_assets_are_left_out_of_body_and_descriptors() {
-        let r = render(&body(), |id| id == "a").unwrap();
+        let r = render(&body(), id(1), |a| a == "a").unwrap();
         assert!(r.removed_revoked);
         assert_eq!(r.assets.len(), 1);
         let v: Value = serde_json::from_slice(&r.body).unwrap();
@@ -333,19 +366,33 @@ mod tests {
 
     #[test]
     fn unparseable_expiry_means_already_expired() {
-        let b = Bytes::from_static(br#"{"id":"c","assets":[{"assetId":"a","expiresAt":"soon"}]}"#);
-        assert_eq!(render(&b, |_| false).unwrap().earliest_expiry, Some(i64::MIN));
+        let b = Bytes::from_static(
+            br#"{"id":"cnt_00000000-0000-0000-0000-000000000001","assets":[{"assetId":"a","expiresAt":"soon"}]}"#,
+        );
+        assert_eq!(
+            render(&b, id(1), |_| false).unwrap().earliest_expiry,
+            Some(i64::MIN)
+        );
     }
 
     #[test]
     fn non_container_bodies_are_errors() {
+        const ID1: &str = "cnt_00000000-0000-0000-0000-000000000001";
         for b in [
-            &b"[]"[..],
-            b"nope",
-            br#"{"assets":{}}"#,
-            br#"{"assets":[{"url":"x"}]}"#,
+            "[]".to_string(),
+            "nope".into(),
+            r#"{"hello":"world"}"#.into(),
+            r#"{"assets":[]}"#.into(),
+            format!(r#"{{"id":"{ID1}"}}"#),
+            format!(r#"{{"id":"{ID1}","assets":{{}}}}"#),
+            format!(r#"{{"id":"{ID1}","assets":[{{"url":"x"}}]}}"#),
+            format!(r#"{{"id":"{ID1}","assets":["a"]}}"#),
+            r#"{"id":"cnt_00000000-0000-0000-0000-000000000002","assets":[]}"#.into(),
+            r#"{"id":1,"assets":[]}"#.into(),
         ] {
-            assert!(render(&Bytes::copy_from_slice(b), |_| false).is_err());
+            assert!(render(&Bytes::from(b.clone()), id(1), |_| false).is_err(), "{b}");
         }
+        let bare = Bytes::from_static(br#"{"id":"00000000-0000-0000-0000-000000000001","assets":[]}"#);
+        assert!(render(&bare, id(1), |_| false).is_ok(), "either id form");
     }
 }

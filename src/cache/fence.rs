@@ -7,10 +7,11 @@
 //! invalidations take. The map of fences is sharded so no global lock
 //! exists on any path.
 
+use super::entry::CachedContainer;
 use crate::ids::ContainerId;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::time::Instant;
 
 pub struct Fence {
@@ -27,9 +28,38 @@ pub struct FenceState {
     pub tombstone_until: Option<Instant>,
     /// Revoked asset id -> until when it stays revoked.
     pub revoked: HashMap<Box<str>, Instant>,
-    /// Organizations that may hold an entry of this container, so an
-    /// invalidation can remove each one's entry directly.
-    pub orgs: Vec<Arc<str>>,
+    /// The entries filled under this fence's current generation, one per
+    /// organization at most, each with the completion number it was
+    /// registered under. Registered under this lock by the fill that
+    /// decided to cache it, taken whole by the next invalidation: so the
+    /// invalidation knows exactly which asset ids were live (no snapshot
+    /// of moka that a concurrent fill could slip past), and which of them
+    /// were filled before a given mutation was sent.
+    pub live: Vec<LiveEntry>,
+    /// Orders fill completions and mutation marks on this container.
+    /// Guarded by the lock; only grows.
+    pub seq: u64,
+    /// The newest origin change time (`updatedAt`, unix ms) an invalidation
+    /// reported, and until when it is remembered: a fill whose body is
+    /// older comes from a lagging origin replica and is not cached.
+    pub floor: Option<(i64, Instant)>,
+}
+
+/// One live entry, as its fence knows it.
+pub struct LiveEntry {
+    pub org: Arc<str>,
+    /// Weak: the fence must not keep an evicted entry alive. An evicted
+    /// entry's ids are no longer served, so losing them loses nothing.
+    pub entry: Weak<CachedContainer>,
+    /// `FenceState::seq` when the fill completed.
+    pub seq: u64,
+}
+
+/// What a fill holds from its start: the generation it must still see at
+/// the end (the lease), read together with the tombstone under the lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub generation: u64,
 }
 
 impl Fence {
@@ -48,6 +78,28 @@ impl Fence {
     pub fn bump(&self, _held: &mut FenceState) -> u64 {
         self.generation.fetch_add(1, Ordering::AcqRel) + 1
     }
+
+    /// A fill's lease: the generation, read under the lock together with
+    /// the tombstone. `None` while the container is tombstoned (nothing is
+    /// fetched, nothing is cached).
+    pub fn lease(&self, now: Instant) -> Option<Lease> {
+        let st = self.lock();
+        if st.is_tombstoned(now) {
+            return None;
+        }
+        Some(Lease {
+            generation: self.generation(),
+        })
+    }
+
+    /// Marks the moment a mutation of this container is sent to the
+    /// origin: entries registered before the mark hold data the mutation
+    /// replaces (see `cache::revoke`).
+    pub fn mark(&self) -> u64 {
+        let mut st = self.lock();
+        st.seq += 1;
+        st.seq
+    }
 }
 
 impl FenceState {
@@ -59,9 +111,26 @@ impl FenceState {
         self.revoked.get(asset_id).is_some_and(|t| now < *t)
     }
 
+    /// The change-time floor, while it stands.
+    pub fn floor(&self, now: Instant) -> Option<i64> {
+        self.floor.filter(|(_, until)| now < *until).map(|(t, _)| t)
+    }
+
+    /// Records a live entry (under the lock, by the fill that caches it).
+    pub fn register(&mut self, org: Arc<str>, entry: &Arc<CachedContainer>) {
+        self.seq += 1;
+        let seq = self.seq;
+        self.live.retain(|l| l.org != org && l.entry.strong_count() > 0);
+        self.live.push(LiveEntry {
+            org,
+            entry: Arc::downgrade(entry),
+            seq,
+        });
+    }
+
     /// Whether the fence carries no time-limited state any more.
     fn is_idle(&self, now: Instant) -> bool {
-        !self.is_tombstoned(now) && self.revoked.values().all(|t| now >= *t)
+        !self.is_tombstoned(now) && self.revoked.values().all(|t| now >= *t) && self.floor(now).is_none()
     }
 }
 

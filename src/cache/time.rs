@@ -6,6 +6,13 @@ use tokio::time::Instant;
 
 /// Unix seconds of an RFC 3339 timestamp, or `None` if it is not one.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    parse_rfc3339_millis(s).map(|ms| ms.div_euclid(1000))
+}
+
+/// Unix milliseconds of an RFC 3339 timestamp, or `None` if it is not one.
+/// Digits past the millisecond are dropped, which rounds toward earlier:
+/// an `expiresAt` is never taken to be later than the origin wrote it.
+pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     if b.len() < 20
         || b[4] != b'-'
@@ -29,14 +36,21 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         return None;
     }
     let mut i = 19;
+    let mut millis = 0;
     if b.get(i) == Some(&b'.') {
         i += 1;
         let start = i;
         while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 3 {
+                millis = millis * 10 + i64::from(b[i] - b'0');
+            }
             i += 1;
         }
         if i == start {
             return None;
+        }
+        for _ in (i - start)..3 {
+            millis *= 10;
         }
     }
     let offset = match b.get(i)? {
@@ -52,7 +66,8 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec - offset)
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec - offset;
+    Some(secs * 1000 + millis)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
@@ -106,12 +121,17 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// The tokio instant at which a wall-clock unix time arrives (now if past).
-pub fn instant_at_unix(at: i64, now: Instant, now_unix: i64) -> Instant {
-    if at <= now_unix {
+/// The tokio instant at which a wall-clock time (unix milliseconds) arrives
+/// on this host, `skew_ms` early to allow for the origin's clock running
+/// behind ours; `now` if that is already past. Never later than `at`.
+pub fn instant_before_unix_millis(at_ms: i64, now: Instant, now_ms: i64, skew_ms: u64) -> Instant {
+    let left = at_ms
+        .saturating_sub(now_ms)
+        .saturating_sub(i64::try_from(skew_ms).unwrap_or(i64::MAX));
+    if left <= 0 {
         now
     } else {
-        now + Duration::from_secs((at - now_unix) as u64)
+        now + Duration::from_millis(left as u64)
     }
 }
 
@@ -126,6 +146,39 @@ mod tests {
         assert_eq!(parse_rfc3339("2030-01-01T00:00:00.123Z"), Some(1_893_456_000));
         assert_eq!(parse_rfc3339("2030-01-01T01:00:00+01:00"), Some(1_893_456_000));
         assert_eq!(parse_rfc3339("2029-12-31T23:00:00-01:00"), Some(1_893_456_000));
+    }
+
+    #[test]
+    fn milliseconds_are_kept_and_finer_digits_round_toward_earlier() {
+        assert_eq!(
+            parse_rfc3339_millis("2030-01-01T00:00:00.5Z"),
+            Some(1_893_456_000_500)
+        );
+        assert_eq!(
+            parse_rfc3339_millis("2030-01-01T00:00:00.123Z"),
+            Some(1_893_456_000_123)
+        );
+        assert_eq!(
+            parse_rfc3339_millis("2030-01-01T00:00:00.1239999Z"),
+            Some(1_893_456_000_123)
+        );
+        assert_eq!(
+            parse_rfc3339_millis("2030-01-01T00:00:00Z"),
+            Some(1_893_456_000_000)
+        );
+        // Before 1970 the seconds round down too.
+        assert_eq!(parse_rfc3339("1969-12-31T23:59:59.5Z"), Some(-1));
+    }
+
+    #[test]
+    fn an_instant_for_a_wall_clock_time_is_never_late() {
+        let now = Instant::now();
+        let at = instant_before_unix_millis(10_250, now, 10_000, 0);
+        assert_eq!(at - now, Duration::from_millis(250));
+        let early = instant_before_unix_millis(10_250, now, 10_000, 100);
+        assert_eq!(early - now, Duration::from_millis(150));
+        assert_eq!(instant_before_unix_millis(9_999, now, 10_000, 0), now);
+        assert_eq!(instant_before_unix_millis(10_050, now, 10_000, 100), now);
     }
 
     #[test]

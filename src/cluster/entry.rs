@@ -68,6 +68,10 @@ pub struct Payload {
     pub revoked: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub current: Vec<String>,
+    /// `Invalidation::changed_at` (unix ms); absent when unknown. Older
+    /// readers ignore it (serde skips unknown fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<i64>,
     /// Where the accepting instance got it (`webhook`, `write_through`, `admin`).
     pub source: String,
     /// The accepting instance.
@@ -83,6 +87,7 @@ pub fn encode(inv: &Invalidation, event_id: &str, origin: &str) -> String {
         container: inv.container.map(|c| c.to_string()),
         revoked: inv.revoked_asset_ids.clone(),
         current: inv.current_asset_ids.clone(),
+        changed_at: inv.changed_at,
         source: inv.source.as_str().to_owned(),
         origin: origin.to_owned(),
     };
@@ -113,6 +118,7 @@ pub fn decode(json: &[u8]) -> Result<(Invalidation, String), DecodeError> {
         container,
         revoked_asset_ids: p.revoked,
         current_asset_ids: p.current,
+        changed_at: p.changed_at,
     };
     Ok((inv, p.origin))
 }
@@ -142,6 +148,7 @@ pub fn purge_all(event_id: Option<String>, source: Source) -> Invalidation {
         container: None,
         revoked_asset_ids: Vec::new(),
         current_asset_ids: Vec::new(),
+        changed_at: None,
     }
 }
 
@@ -182,6 +189,7 @@ mod tests {
                 container: (t != EventType::PurgeAll).then_some(id),
                 revoked_asset_ids: vec!["video-1".into()],
                 current_asset_ids: vec!["video-2".into()],
+                changed_at: None,
             };
             let json = encode(&inv, "evt_1", "gw-a");
             let (back, origin) = decode(json.as_bytes()).unwrap();

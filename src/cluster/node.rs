@@ -431,3 +431,10 @@ async fn drain_outbox(node: Arc<ClusterNode>) {
         }
     }
 }
+
+/// The cache serves cached data only while this node is synced.
+impl crate::cache::SyncGate for ClusterNode {
+    fn is_synced(&self) -> bool {
+        ClusterNode::is_synced(self)
+    }
+}

@@ -227,8 +227,12 @@ pub enum ParsedEvent {
 }
 
 /// Parses a verified body `{id, type, data, replayOf?}`.
-/// `event_id_header` is `X-Layers-Event-Id`.
-pub fn parse_event(body: &[u8], event_id_header: Option<&str>) -> Result<ParsedEvent, WebhookRejection> {
+///
+/// The dedupe id comes from the signed body only: `replayOf` (a replay of
+/// event X is X) or else `id`. `X-Layers-Event-Id` is not covered by the
+/// signature, so a replayed capture with a forged header could otherwise
+/// mark a later, real event as already seen and have it skipped.
+pub fn parse_event(body: &[u8]) -> Result<ParsedEvent, WebhookRejection> {
     let value: Value = serde_json::from_slice(body).map_err(|_| WebhookRejection::MalformedBody)?;
     let obj = value.as_object().ok_or(WebhookRejection::MalformedBody)?;
     let ty = obj
@@ -253,13 +257,11 @@ pub fn parse_event(body: &[u8], event_id_header: Option<&str>) -> Result<ParsedE
 
     let (revoked, current) = asset_ids(event_type, data);
 
-    // A replay of event X is X; otherwise the delivery header, then the
-    // body id. The first well-formed candidate wins; with none the event
-    // is applied without dedupe (applying twice is harmless, skipping an
-    // invalidation is not).
+    // A replay of event X is X; otherwise the body id. The first
+    // well-formed candidate wins; with none the event is applied without
+    // dedupe (applying twice is harmless, skipping an invalidation is not).
     let event_id = [
         obj.get("replayOf").and_then(Value::as_str),
-        event_id_header,
         obj.get("id").and_then(Value::as_str),
     ]
     .into_iter()
@@ -274,6 +276,10 @@ pub fn parse_event(body: &[u8], event_id_header: Option<&str>) -> Result<ParsedE
         container: Some(container),
         revoked_asset_ids: revoked,
         current_asset_ids: current,
+        changed_at: data
+            .get("updatedAt")
+            .and_then(Value::as_str)
+            .and_then(crate::cache::time::parse_rfc3339_millis),
     }))
 }
 
@@ -357,8 +363,8 @@ mod tests {
         v.verify(Some(header.as_bytes()), body, NOW)
     }
 
-    fn apply(body: serde_json::Value, header: Option<&str>) -> Invalidation {
-        match parse_event(body.to_string().as_bytes(), header) {
+    fn apply(body: serde_json::Value) -> Invalidation {
+        match parse_event(body.to_string().as_bytes()) {
             Ok(ParsedEvent::Apply(inv)) => inv,
             other => panic!("expected Apply, got {other:?}"),
         }
@@ -526,7 +532,7 @@ mod tests {
             ("content.approved", EventType::Approved),
             ("content.rejected", EventType::Rejected),
         ] {
-            let inv = apply(json!({"id": "evt_1", "type": ty, "data": {"id": CNT}}), None);
+            let inv = apply(json!({"id": "evt_1", "type": ty, "data": {"id": CNT}}));
             assert_eq!(inv.event_type, want);
             assert_eq!(inv.source, Source::Webhook);
             assert_eq!(inv.container, ContainerId::parse(CNT));
@@ -536,15 +542,12 @@ mod tests {
 
     #[test]
     fn regenerated_revokes_previous_ids_and_names_current_ones() {
-        let inv = apply(
-            json!({"id": "evt_r", "type": "content.regenerated", "data": {
-                "id": "0b8f5a3e-6a63-4c5e-9d36-1f2a3b4c5d6e",
-                "previousAssetIds": ["video-old", "slide-1", 7, "a/b"],
-                "assets": [{"assetId": "video-new", "kind": "video"}, "slide-2",
-                           {"kind": "image"}, null, "bad id"],
-            }}),
-            None,
-        );
+        let inv = apply(json!({"id": "evt_r", "type": "content.regenerated", "data": {
+            "id": "0b8f5a3e-6a63-4c5e-9d36-1f2a3b4c5d6e",
+            "previousAssetIds": ["video-old", "slide-1", 7, "a/b"],
+            "assets": [{"assetId": "video-new", "kind": "video"}, "slide-2",
+                       {"kind": "image"}, null, "bad id"],
+        }}));
         assert_eq!(inv.container, ContainerId::parse(CNT));
         assert_eq!(inv.revoked_asset_ids, ["video-old", "slide-1"]);
         assert_eq!(inv.current_asset_ids, ["video-new", "slide-2"]);
@@ -552,22 +555,16 @@ mod tests {
 
     #[test]
     fn generated_names_current_ids() {
-        let inv = apply(
-            json!({"type": "content.generated", "data": {"id": CNT, "assets": ["ast_1"]}}),
-            None,
-        );
+        let inv = apply(json!({"type": "content.generated", "data": {"id": CNT, "assets": ["ast_1"]}}));
         assert!(inv.revoked_asset_ids.is_empty());
         assert_eq!(inv.current_asset_ids, ["ast_1"]);
     }
 
     #[test]
     fn deleted_revokes_every_listed_asset() {
-        let inv = apply(
-            json!({"type": "content.deleted", "data": {"id": CNT,
+        let inv = apply(json!({"type": "content.deleted", "data": {"id": CNT,
                 "assets": [{"assetId": "video-1"}, "slide-1"],
-                "previousAssetIds": ["video-0"]}}),
-            None,
-        );
+                "previousAssetIds": ["video-0"]}}));
         assert_eq!(inv.event_type, EventType::Deleted);
         assert_eq!(inv.revoked_asset_ids, ["video-0", "video-1", "slide-1"]);
         assert!(inv.current_asset_ids.is_empty());
@@ -575,34 +572,28 @@ mod tests {
 
     #[test]
     fn updated_ignores_listed_assets() {
-        let inv = apply(
-            json!({"type": "content.updated", "data": {"id": CNT, "assets": ["slide-1"]}}),
-            None,
-        );
+        let inv = apply(json!({"type": "content.updated", "data": {"id": CNT, "assets": ["slide-1"]}}));
         assert!(inv.revoked_asset_ids.is_empty() && inv.current_asset_ids.is_empty());
     }
 
     #[test]
     fn asset_ids_are_capped() {
         let many: Vec<String> = (0..MAX_EVENT_ASSET_IDS + 5).map(|i| format!("a{i}")).collect();
-        let inv = apply(
-            json!({"type": "content.regenerated", "data": {"id": CNT,
-                "previousAssetIds": ["old-1", "old-2"], "assets": many}}),
-            None,
-        );
+        let inv = apply(json!({"type": "content.regenerated", "data": {"id": CNT,
+                "previousAssetIds": ["old-1", "old-2"], "assets": many}}));
         assert_eq!(inv.revoked_asset_ids.len(), 2);
         assert_eq!(inv.current_asset_ids.len(), MAX_EVENT_ASSET_IDS - 2);
     }
 
     #[test]
     fn unknown_types_are_ignored_even_without_data() {
-        let r = parse_event(br#"{"id":"evt_1","type":"project.archived.v2"}"#, None);
+        let r = parse_event(br#"{"id":"evt_1","type":"project.archived.v2"}"#);
         let want = ParsedEvent::Ignored {
             event_type: "project.archived.v2".into(),
         };
         assert_eq!(r, Ok(want));
         let long = format!(r#"{{"type":"{}"}}"#, "é".repeat(100));
-        match parse_event(long.as_bytes(), None) {
+        match parse_event(long.as_bytes()) {
             Ok(ParsedEvent::Ignored { event_type }) => {
                 assert!(event_type.len() <= MAX_IGNORED_TYPE_LEN)
             }
@@ -620,7 +611,7 @@ mod tests {
             json!({"type": "content.deleted", "data": {"id": "ast_1"}}),
             json!({"type": "content.deleted", "data": {"containerId": CNT}}),
         ] {
-            let r = parse_event(body.to_string().as_bytes(), Some("evt_1"));
+            let r = parse_event(body.to_string().as_bytes());
             assert_eq!(r, Err(WebhookRejection::MissingContainerId), "{body}");
         }
     }
@@ -636,34 +627,35 @@ mod tests {
             b"{\"data\": {}}",
             b"{\"type\":\"content.deleted\"",
         ] {
-            let r = parse_event(body, None);
+            let r = parse_event(body);
             assert_eq!(r, Err(WebhookRejection::MalformedBody), "{body:?}");
         }
+    }
+
+    #[test]
+    fn changed_at_comes_from_data_updated_at_to_the_millisecond() {
+        let inv = apply(json!({"id": "evt_u", "type": "content.updated",
+            "data": {"id": CNT, "updatedAt": "2030-01-01T00:00:00.250Z"}}));
+        assert_eq!(inv.changed_at, Some(1_893_456_000_250));
+        let inv = apply(json!({"id": "evt_u", "type": "content.updated", "data": {"id": CNT}}));
+        assert_eq!(inv.changed_at, None);
     }
 
     #[test]
     fn replay_of_becomes_the_dedupe_id() {
         let body = json!({"id": "evt_replay2", "type": "content.updated",
             "replayOf": "evt_original", "data": {"id": CNT}});
-        let inv = apply(body, Some("evt_replay2"));
+        let inv = apply(body);
         assert_eq!(inv.event_id.as_deref(), Some("evt_original"));
     }
 
     #[test]
-    fn dedupe_id_prefers_header_then_body_and_skips_malformed_ids() {
+    fn dedupe_id_is_the_signed_body_id_and_malformed_ids_are_skipped() {
         let body = |id: &str| json!({"id": id, "type": "content.updated", "data": {"id": CNT}});
-        assert_eq!(
-            apply(body("evt_b"), Some("evt_h")).event_id.as_deref(),
-            Some("evt_h")
-        );
-        assert_eq!(apply(body("evt_b"), None).event_id.as_deref(), Some("evt_b"));
-        assert_eq!(
-            apply(body("evt_b"), Some("evt_no pe")).event_id.as_deref(),
-            Some("evt_b")
-        );
-        assert_eq!(apply(body("nope"), Some("evt_")).event_id, None);
+        assert_eq!(apply(body("evt_b")).event_id.as_deref(), Some("evt_b"));
+        assert_eq!(apply(body("nope")).event_id, None);
         let long = format!("evt_{}", "a".repeat(65));
-        assert_eq!(apply(body(&long), None).event_id, None);
+        assert_eq!(apply(body(&long)).event_id, None);
         assert!(valid_event_id(&format!("evt_{}", "A-_9".repeat(16))));
     }
 
@@ -677,7 +669,7 @@ mod tests {
             check(&v, &sign(SECRET, NOW, body.as_bytes()), body.as_bytes()),
             Ok(())
         );
-        let inv = apply(serde_json::from_str(&body).unwrap(), Some("evt_01J"));
+        let inv = apply(serde_json::from_str(&body).unwrap());
         assert_eq!(inv.revoked_asset_ids, ["video-a"]);
     }
 }

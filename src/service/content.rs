@@ -5,13 +5,13 @@ use super::{Gateway, Outcome, X_REQUEST_ID};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
 use crate::cache::entry::CachedContainer;
-use crate::cache::CacheStatus;
+use crate::cache::{CacheStatus, Source, Verdict};
 use crate::error::{ErrorCode, GatewayError};
 use crate::ids::ContainerId;
 use crate::origin::empty_body;
 use crate::routes::CONTAINER_TEMPLATE;
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, RETRY_AFTER};
+use http::header::{HeaderValue, CONTENT_LENGTH, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use std::sync::Arc;
 
@@ -20,9 +20,25 @@ static HIT: HeaderValue = HeaderValue::from_static("HIT");
 static MISS: HeaderValue = HeaderValue::from_static("MISS");
 static STALE: HeaderValue = HeaderValue::from_static("STALE");
 
-/// Headers forwarded to the origin on a fill: the caller's credential and
-/// trace context.
-const FORWARDED: [&str; 4] = ["x-api-key", "authorization", "traceparent", "tracestate"];
+/// Headers forwarded to the origin on a read besides the checked
+/// credential: trace context.
+const FORWARDED: [&str; 2] = ["traceparent", "tracestate"];
+
+/// The headers of an origin read made for this request: the credential
+/// that was checked, trace context and the request id.
+pub(super) fn read_headers(parts: &http::request::Parts, rid: &str) -> http::HeaderMap {
+    let mut fwd = http::HeaderMap::with_capacity(FORWARDED.len() + 2);
+    for name in FORWARDED {
+        if let Some(v) = parts.headers.get(name) {
+            fwd.insert(name, v.clone());
+        }
+    }
+    super::forward::checked_credential_only(&mut fwd, &parts.headers);
+    if let Ok(v) = HeaderValue::from_str(rid) {
+        fwd.insert(X_REQUEST_ID, v);
+    }
+    fwd
+}
 
 impl Gateway {
     #[allow(clippy::too_many_arguments)]
@@ -34,12 +50,11 @@ impl Gateway {
         asset: Option<&str>,
         head: bool,
         rid: &str,
-        now: tokio::time::Instant,
         outcome: &mut Outcome,
     ) -> Result<Response<ResponseBody>, GatewayError> {
-        if let Some(entry) = self.state.cache.lookup(&principal.org, id, now).await {
+        if let Some(entry) = self.state.cache.lookup(&principal.org, id).await {
             outcome.cache = Some(CacheStatus::Hit);
-            return serve(&entry, asset, head, &HIT, outcome);
+            return serve(&entry, None, asset, head, &HIT, outcome);
         }
         // Boxed: the fill's future is large, and every request, hits
         // included, would otherwise carry (and move) its space.
@@ -58,46 +73,65 @@ impl Gateway {
         outcome: &mut Outcome,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let cache = &self.state.cache;
-        let mut fwd = http::HeaderMap::with_capacity(FORWARDED.len() + 1);
-        for name in FORWARDED {
-            if let Some(v) = parts.headers.get(name) {
-                fwd.insert(name, v.clone());
+        if !cache.may_serve_cached() {
+            // Fail closed: not caught up with the invalidation stream, so
+            // the cache may hold revoked data. Read from the origin, through
+            // the fence, and keep nothing.
+            if let Some(c) = &self.state.cluster {
+                c.note_bypass();
             }
+            outcome.cache = Some(CacheStatus::Bypass);
+            let path = match asset {
+                None => format!("/v1/content/{id}"),
+                Some(a) => format!("/v1/content/{id}/assets/{a}"),
+            };
+            return self
+                .content_via_origin(parts, principal, id, asset, &path, rid)
+                .await;
         }
-        if fwd.contains_key("x-api-key") {
-            // X-Api-Key wins at the origin too; do not send a second credential.
-            fwd.remove(AUTHORIZATION);
-        }
-        if let Ok(v) = HeaderValue::from_str(rid) {
-            fwd.insert(X_REQUEST_ID, v);
-        }
+        let fwd = read_headers(parts, rid);
         let origin = self.state.origin.clone();
         let org = principal.org.clone();
-        let fetch = move || async move {
-            let mut req = Request::get(format!("/v1/content/{id}"))
-                .body(empty_body())
-                .map_err(|e| GatewayError::internal(&e))?;
-            *req.headers_mut() = fwd;
-            let reply = origin.fetch(req, CONTAINER_TEMPLATE, &org).await?;
-            if reply.status == StatusCode::OK {
-                return Ok(reply.body);
-            }
-            if reply.status.is_client_error() {
-                if let Some(mut e) = GatewayError::from_origin(reply.status, &reply.body) {
-                    e.retry_after_secs = reply
-                        .headers
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok()?.parse().ok());
-                    return Err(e);
+        let fetch = move || {
+            let (origin, org, fwd) = (origin.clone(), org.clone(), fwd.clone());
+            async move {
+                let mut req = Request::get(format!("/v1/content/{id}"))
+                    .body(empty_body())
+                    .map_err(|e| GatewayError::internal(&e))?;
+                *req.headers_mut() = fwd;
+                let reply = origin.fetch(req, CONTAINER_TEMPLATE, &org).await?;
+                if reply.status == StatusCode::OK {
+                    return Ok(reply.body);
                 }
+                if reply.status.is_client_error() {
+                    if let Some(mut e) = GatewayError::from_origin(reply.status, &reply.body) {
+                        e.retry_after_secs = reply
+                            .headers
+                            .get(RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok()?.parse().ok());
+                        return Err(e);
+                    }
+                }
+                tracing::warn!(status = reply.status.as_u16(), container = %id, "origin failed a container fetch");
+                Err(GatewayError::upstream_error())
             }
-            tracing::warn!(status = reply.status.as_u16(), container = %id, "origin failed a container fetch");
-            Err(GatewayError::upstream_error())
         };
         let (result, status) = cache.fill(&principal.org, id, fetch).await;
         outcome.cache = Some(status);
         match result {
-            Ok(entry) => serve(&entry, asset, head, &MISS, outcome),
+            Ok(entry) => match cache.judge(&entry, Source::Fill, asset) {
+                Verdict::Serve => serve(&entry, None, asset, head, &MISS, outcome),
+                Verdict::ServeBody(b) => serve(&entry, Some(b), asset, head, &MISS, outcome),
+                Verdict::Gone => {
+                    outcome.cache = Some(CacheStatus::Tombstone);
+                    Err(GatewayError::not_found())
+                }
+                Verdict::AssetRevoked => {
+                    outcome.cache = Some(CacheStatus::Revoked);
+                    Err(GatewayError::asset_not_found())
+                }
+                Verdict::NotCurrent => Err(GatewayError::upstream_error()),
+            },
             // The origin failed, or is shed (breaker open, queue full): a stale
             // copy is better than an error and costs the origin nothing.
             Err(e)
@@ -110,7 +144,7 @@ impl Gateway {
                     Some(entry) => {
                         outcome.cache = Some(CacheStatus::Stale);
                         tracing::info!(container = %id, "origin failed; serving stale entry");
-                        serve(&entry, asset, head, &STALE, outcome)
+                        serve(&entry, None, asset, head, &STALE, outcome)
                     }
                     None => Err(e),
                 }
@@ -120,16 +154,19 @@ impl Gateway {
     }
 }
 
-/// The response for a container or one of its assets, from rendered bytes.
+/// The response for a container or one of its assets, from rendered bytes
+/// the fence decision allowed. `body` replaces the entry's container body
+/// when the decision re-rendered it.
 fn serve(
     entry: &Arc<CachedContainer>,
+    body: Option<Bytes>,
     asset: Option<&str>,
     head: bool,
     x_cache: &'static HeaderValue,
     outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let (prefix, rest) = match asset {
-        None => (None, entry.body.clone()),
+        None => (None, body.unwrap_or_else(|| entry.body.clone())),
         Some(a) => match entry.asset(a) {
             Some(descriptor) => descriptor,
             None => {

@@ -1,6 +1,12 @@
 //! Every other `/v1` route: forwarded to the origin with its body streamed
 //! under the size cap; a 2xx mutation of a container invalidates it before
 //! the caller hears back (write-through).
+//!
+//! Write-through cannot be lost: once the origin has answered a mutation
+//! with 2xx, the invalidation (and its publication to the cluster) runs in
+//! a task of its own, whatever then happens to the response body or the
+//! caller (a disconnect, an h2 reset). A body that fails after the 2xx
+//! still invalidates, without the current ids it would have named.
 
 use super::{Gateway, X_REQUEST_ID};
 use crate::body::{BoxError, ResponseBody};
@@ -41,19 +47,25 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// Asset ids of a container body (`assets[].assetId`); empty if it is not one.
-fn current_asset_ids(body: &[u8]) -> Vec<String> {
+/// What a mutation's answer says: the asset ids of the container it
+/// returned (`assets[].assetId`) and its `updatedAt` (unix ms); nothing
+/// when it is not a container.
+fn answer_facts(body: &[u8]) -> (Vec<String>, Option<i64>) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
-    v["assets"]
+    let ids = v["assets"]
         .as_array()
         .map(|a| {
             a.iter()
                 .filter_map(|x| x["assetId"].as_str().map(str::to_owned))
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let changed_at = v["updatedAt"]
+        .as_str()
+        .and_then(crate::cache::time::parse_rfc3339_millis);
+    (ids, changed_at)
 }
 
 fn too_large() -> GatewayError {
@@ -87,6 +99,7 @@ impl Gateway {
         }
         let mut headers = parts.headers.clone();
         strip_hop_by_hop(&mut headers);
+        super::forward::checked_credential_only(&mut headers, &parts.headers);
         headers.remove(HOST);
         if let Ok(v) = HeaderValue::from_str(rid) {
             headers.insert(X_REQUEST_ID, v);
@@ -99,35 +112,59 @@ impl Gateway {
             .body(body)
             .map_err(|e| GatewayError::internal(&e))?;
         *req.headers_mut() = headers;
-        let resp = self.state.origin.stream(req, template, org).await?;
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        let Some((id, event_type)) = write_through.filter(|_| parts.status.is_success()) else {
+        let Some((id, event_type)) = write_through else {
+            let resp = self.state.origin.stream(req, template, org).await?;
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
             return Ok(Response::from_parts(parts, ResponseBody::Stream(body)));
         };
-        // A regenerate answers with the new container: read it (it is
-        // capped like every origin body) so its asset ids are known to be
-        // current and are never revoked by this invalidation, even when a
-        // read already cached the new version.
-        let (body, current_asset_ids) = if event_type == EventType::Regenerated {
-            let bytes = self.state.origin.read_capped(body).await?;
-            let ids = current_asset_ids(&bytes);
-            (ResponseBody::full(bytes), ids)
-        } else {
-            (ResponseBody::Stream(body), Vec::new())
-        };
-        let inv = Invalidation {
-            event_id: None,
-            source: Source::WriteThrough,
-            event_type,
-            container: Some(id),
-            revoked_asset_ids: Vec::new(),
-            current_asset_ids,
-        };
-        // The origin has committed the mutation: answer it whatever happens
-        // to the publish (a failed one is re-sent from the outbox, and the
-        // origin's own webhook is a second path to every instance).
-        let _ = self.accept_invalidation(&inv).await;
-        Ok(Response::from_parts(parts, body))
+        let retried = parts.headers.contains_key("idempotency-key");
+        // Entries filled before this point hold data the mutation replaces.
+        let mark = self.state.cache.mark_mutation(id);
+        let gw = self.clone();
+        let org = org.to_owned();
+        // The whole exchange runs in its own task: the caller going away
+        // (a disconnect, an h2 reset) drops only its wait for the result.
+        let exchange = tokio::spawn(async move {
+            let resp = gw.state.origin.stream(req, template, &org).await?;
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            if !parts.status.is_success() {
+                return Ok(Response::from_parts(parts, ResponseBody::Stream(body)));
+            }
+            // The origin has committed the mutation. Its answer (a
+            // regenerate's new container, a PATCH's edited one) names the
+            // current asset ids and when the change was made.
+            let read = gw.state.origin.read_capped(body).await;
+            let (current_asset_ids, changed_at) = match &read {
+                Ok(bytes) => answer_facts(bytes),
+                Err(_) => (Vec::new(), None),
+            };
+            let inv = Invalidation {
+                event_id: None,
+                source: Source::WriteThrough,
+                event_type,
+                container: Some(id),
+                revoked_asset_ids: Vec::new(),
+                current_asset_ids,
+                changed_at,
+            };
+            // Without the answer, a retried request (same Idempotency-Key)
+            // may be naming the state it created itself: entries filled
+            // before this send may then be current, so only the generation
+            // bump (and a delete's tombstone) applies. Otherwise they are
+            // provably older. A failed publish is re-sent from the outbox,
+            // and the origin's own webhook is a second path to every instance.
+            let _ = if read.is_err() && retried {
+                gw.accept_invalidation(&inv).await
+            } else {
+                gw.accept_mutation(&inv, mark).await
+            };
+            read.map(|bytes| Response::from_parts(parts, ResponseBody::full(bytes)))
+        });
+        match exchange.await {
+            Ok(result) => result,
+            Err(e) => Err(GatewayError::internal(&e)),
+        }
     }
 }

@@ -68,11 +68,9 @@ impl Gateway {
         };
         let sig = parts.headers.get("x-layers-signature").map(|v| v.as_bytes());
         st.webhook.verify(sig, &raw, unix_now()).map_err(reject)?;
-        let event_id = parts
-            .headers
-            .get("x-layers-event-id")
-            .and_then(|v| v.to_str().ok());
-        let inv = match parse_event(&raw, event_id).map_err(reject)? {
+        // `X-Layers-Event-Id` is not signed: the dedupe id comes from the
+        // signed body alone (see `parse_event`).
+        let inv = match parse_event(&raw).map_err(reject)? {
             ParsedEvent::Ignored { event_type } => {
                 st.metrics.webhooks_ignored.inc();
                 tracing::info!(%event_type, "webhook of an ignored type");

@@ -1,0 +1,175 @@
+//! The fence decision (promise 1, DESIGN section 4): the one place that
+//! says whether data of a container may be served. Every response that
+//! carries container data passes here, whatever produced it:
+//!
+//! - a cache hit ([`Source::Hit`]): the entry's generation and the purge
+//!   epoch are still current, it is before its expiry (the earliest
+//!   `expiresAt` in it, less the clock-skew margin, judged at a clock read
+//!   taken after every await), and the instance is synced with its cluster.
+//!   No lock: every invalidation bumps the generation under the fence lock,
+//!   and the entry was judged under that lock when it was filled, so while
+//!   its generation is current no tombstone or revocation has happened since.
+//! - a fill's result, fresh or coalesced ([`Source::Fill`]): judged under
+//!   the fence lock at the moment it is served: tombstone (404), revoked
+//!   asset (404), and a container body never lists a revoked asset.
+//! - stale-if-error ([`Source::Stale`]): as a hit, but within the stale
+//!   window instead of the TTL; never an invalidated entry, never unsynced.
+//! - a read from the origin that the cache does not answer (a query
+//!   string, an alias, an unsynced cluster instance): [`ContentCache::judge_origin`],
+//!   before the call and on the answer.
+//!
+//! Callers never re-implement a part of this; they act on the [`Verdict`].
+
+use super::entry::{self, CachedContainer};
+use super::ContentCache;
+use crate::ids::ContainerId;
+use bytes::Bytes;
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+use tokio::time::Instant;
+
+/// What produced the data a response would carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Hit,
+    Fill,
+    Stale,
+}
+
+/// What the fence allows.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Serve the entry as it is.
+    Serve,
+    /// Serve this container body instead of the entry's (revoked assets
+    /// left out since the entry was rendered).
+    ServeBody(Bytes),
+    /// The container is tombstoned: 404.
+    Gone,
+    /// The asset id is revoked: 404.
+    AssetRevoked,
+    /// Not from this entry: it is no longer current (look elsewhere: fill,
+    /// or answer the error that led here).
+    NotCurrent,
+}
+
+/// The fence's word on an origin answer the cache does not keep.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OriginVerdict {
+    /// Pass it on (the body possibly rewritten to leave revoked assets out).
+    Pass,
+    Gone,
+    AssetRevoked,
+}
+
+impl ContentCache {
+    /// Whether cached data may be served at all: in a cluster, only while
+    /// this instance is caught up with the invalidation stream.
+    pub fn may_serve_cached(&self) -> bool {
+        self.sync_gate.get().is_none_or(|g| g.is_synced())
+    }
+
+    /// The fence decision for data held in an entry. `asset` is the asset
+    /// requested, if any.
+    pub fn judge(&self, entry: &CachedContainer, source: Source, asset: Option<&str>) -> Verdict {
+        // Read here, after every await of the request: freshness is judged
+        // at the moment of serving.
+        let now = Instant::now();
+        let epoch = self.epoch.load(Ordering::Acquire);
+        match source {
+            Source::Hit => {
+                if self.may_serve_cached() && entry.is_current(epoch, now) {
+                    Verdict::Serve
+                } else {
+                    Verdict::NotCurrent
+                }
+            }
+            Source::Stale => {
+                if self.may_serve_cached() && entry.is_unrevoked(epoch) && now < entry.stale_until {
+                    Verdict::Serve
+                } else {
+                    Verdict::NotCurrent
+                }
+            }
+            Source::Fill => {
+                if entry.is_unrevoked(epoch) {
+                    // Judged under the lock at this generation when it was
+                    // filled, and nothing was invalidated since.
+                    return Verdict::Serve;
+                }
+                let st = entry.fence.lock();
+                if st.is_tombstoned(now) {
+                    return Verdict::Gone;
+                }
+                match asset {
+                    Some(a) if st.is_revoked(a, now) => Verdict::AssetRevoked,
+                    Some(_) => Verdict::Serve,
+                    None if entry.asset_ids().any(|a| st.is_revoked(a, now)) => {
+                        match entry::render(&entry.body, entry.container, |a| st.is_revoked(a, now)) {
+                            Ok(r) => Verdict::ServeBody(r.body),
+                            // It rendered once; it renders again. Never
+                            // serve it unfiltered if it somehow does not.
+                            Err(_) => Verdict::NotCurrent,
+                        }
+                    }
+                    None => Verdict::Serve,
+                }
+            }
+        }
+    }
+
+    /// The fence decision for a read answered by the origin and not kept.
+    /// Call with `body: None` before asking the origin (tombstone and
+    /// revoked asset are answered 404 without a call), then with the 200
+    /// body it answered: a revoked asset or a tombstone set meanwhile is
+    /// still 404, and revoked assets are left out of a container body.
+    pub fn judge_origin(
+        &self,
+        id: ContainerId,
+        asset: Option<&str>,
+        body: Option<&mut Bytes>,
+    ) -> OriginVerdict {
+        let Some(fence) = self.fences.get(id) else {
+            return OriginVerdict::Pass;
+        };
+        let now = Instant::now();
+        let st = fence.lock();
+        if st.is_tombstoned(now) {
+            return OriginVerdict::Gone;
+        }
+        if asset.is_some_and(|a| st.is_revoked(a, now)) {
+            return OriginVerdict::AssetRevoked;
+        }
+        let Some(body) = body else {
+            return OriginVerdict::Pass;
+        };
+        let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
+            // Not JSON: carries no asset the gateway could recognise.
+            return OriginVerdict::Pass;
+        };
+        if asset.is_some() {
+            let named = obj.get("assetId").and_then(Value::as_str);
+            if named.is_some_and(|a| st.is_revoked(a, now)) {
+                return OriginVerdict::AssetRevoked;
+            }
+            return OriginVerdict::Pass;
+        }
+        let Some(Value::Array(items)) = obj.get_mut("assets") else {
+            return OriginVerdict::Pass;
+        };
+        let before = items.len();
+        items.retain(|a| {
+            !a.get("assetId")
+                .and_then(Value::as_str)
+                .is_some_and(|a| st.is_revoked(a, now))
+        });
+        if items.len() != before {
+            if let Ok(v) = serde_json::to_vec(&Value::Object(obj)) {
+                *body = Bytes::from(v);
+            } else {
+                return OriginVerdict::Gone;
+            }
+        }
+        OriginVerdict::Pass
+    }
+}

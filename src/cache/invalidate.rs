@@ -1,0 +1,137 @@
+//! Applying an invalidation to the cache, and which asset ids it revokes.
+//!
+//! The revocation rule: an invalidation revokes
+//! 1. the ids the event names (`previousAssetIds`, a delete's `assets`), and
+//! 2. for a mutation proxied through this gateway, the ids of every entry
+//!    whose fill completed before the mutation was sent to the origin: those
+//!    are provably older than the state the origin answered with;
+//!
+//! less the ids the event or the origin's answer names as current. Nothing
+//! else: an entry filled after the change (or whose age relative to it
+//! cannot be shown) keeps its ids, so a late, replayed or reordered event
+//! never revokes what the origin serves now. Every invalidation still
+//! bumps the generation, so no entry filled before it is ever served again;
+//! the revoked set only guards later fills against a lagging origin replica.
+//!
+//! The live entries are known to the fence itself (registered under its
+//! lock by the fill that cached them), so the ids are taken under the same
+//! lock that bumps the generation: a fill cannot complete in between.
+
+use super::ContentCache;
+use crate::events::{EventType, Invalidation};
+use crate::ids::ContainerId;
+use std::sync::atomic::Ordering;
+use tokio::time::Instant;
+
+/// What an applied invalidation did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub entries_removed: usize,
+    /// The asset ids it revoked (what a cluster peer must revoke too).
+    pub revoked: Vec<String>,
+}
+
+impl Applied {
+    pub fn revoked_asset_ids(&self) -> usize {
+        self.revoked.len()
+    }
+}
+
+impl ContentCache {
+    /// Applies an invalidation from an event (webhook, stream, admin).
+    /// When this returns, no lookup or fill started afterwards can see data
+    /// of the invalidated version.
+    pub async fn invalidate(&self, inv: &Invalidation) -> Applied {
+        self.apply(inv, None).await
+    }
+
+    /// Applies the invalidation of a mutation this gateway proxied: `mark`
+    /// is [`ContentCache::mark_mutation`]'s value from before it was sent.
+    pub async fn invalidate_after_mutation(&self, inv: &Invalidation, mark: u64) -> Applied {
+        self.apply(inv, Some(mark)).await
+    }
+
+    async fn apply(&self, inv: &Invalidation, mark: Option<u64>) -> Applied {
+        let Some(id) = inv.container else {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            let n = self.entries.entry_count() as usize;
+            self.entries.invalidate_all();
+            return Applied {
+                entries_removed: n,
+                revoked: Vec::new(),
+            };
+        };
+        let (orgs, revoked) = self.apply_to_fence(id, inv, mark);
+        let mut removed = 0;
+        for org in orgs {
+            if self.entries.remove(&(org, id.as_u128())).await.is_some() {
+                removed += 1;
+            }
+        }
+        Applied {
+            entries_removed: removed,
+            revoked,
+        }
+    }
+
+    /// The fence part, all under one lock: bump, revoke, tombstone, floor.
+    /// Returns the organizations whose entries to drop and the revoked ids.
+    fn apply_to_fence(
+        &self,
+        id: ContainerId,
+        inv: &Invalidation,
+        mark: Option<u64>,
+    ) -> (Vec<std::sync::Arc<str>>, Vec<String>) {
+        let fence = self.fences.get_or_create(id);
+        let now = Instant::now();
+        let mut st = fence.lock();
+        fence.bump(&mut st);
+        let live = std::mem::take(&mut st.live);
+        let mut revoked: Vec<String> = Vec::new();
+        if inv.event_type.revokes_assets() {
+            revoked.extend(inv.revoked_asset_ids.iter().cloned());
+            if let Some(mark) = mark {
+                for l in live.iter().filter(|l| l.seq < mark) {
+                    if let Some(e) = l.entry.upgrade() {
+                        revoked.extend(e.asset_ids().map(str::to_owned));
+                    }
+                }
+            }
+            revoked.retain(|a| !inv.current_asset_ids.contains(a));
+            revoked.sort_unstable();
+            revoked.dedup();
+        }
+        let until = now + self.settings.revoked_ttl;
+        // Current ids only keep this event from revoking them; they never
+        // lift an earlier revocation (events may arrive out of order).
+        for a in &revoked {
+            if st.revoked.len() >= self.settings.max_revoked_per_container
+                && !st.revoked.contains_key(a.as_str())
+            {
+                st.revoked.retain(|_, t| now < *t);
+                if st.revoked.len() >= self.settings.max_revoked_per_container {
+                    // The newest revocations matter most: drop the one
+                    // that would expire first.
+                    tracing::warn!(container = %id, "revoked asset ids at the per-container cap");
+                    let oldest = st.revoked.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
+                    if let Some(k) = oldest {
+                        st.revoked.remove(&k);
+                    }
+                }
+            }
+            st.revoked.insert(a.as_str().into(), until);
+        }
+        match inv.event_type {
+            EventType::Deleted => st.tombstone_until = Some(now + self.settings.tombstone_ttl),
+            EventType::Generated => st.tombstone_until = None,
+            _ => {}
+        }
+        if let Some(at) = inv.changed_at {
+            let newer = st.floor(now).is_none_or(|f| f < at);
+            if newer {
+                st.floor = Some((at, until));
+            }
+        }
+        (live.into_iter().map(|l| l.org).collect(), revoked)
+    }
+}

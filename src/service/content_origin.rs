@@ -1,0 +1,83 @@
+//! Reads of the cached routes that the cache does not answer: a query
+//! string, an alias (`routes/alias.rs`), or any cached route while a
+//! cluster instance is not synced. They go to the origin, and the fence
+//! decides on them twice: before the call (a tombstoned container or a
+//! revoked asset answers 404 without one) and on the answer (a tombstone
+//! set meanwhile, a revoked asset named by the body, revoked assets left
+//! out of a container body). Nothing is cached.
+
+use super::content::read_headers;
+use super::proxy::strip_hop_by_hop;
+use super::Gateway;
+use crate::auth::Principal;
+use crate::body::ResponseBody;
+use crate::cache::OriginVerdict;
+use crate::error::GatewayError;
+use crate::ids::ContainerId;
+use crate::origin::empty_body;
+use crate::routes::{ASSET_TEMPLATE, CONTAINER_TEMPLATE};
+use http::header::{HeaderValue, CONTENT_LENGTH};
+use http::{Method, Request, Response, StatusCode};
+
+impl Gateway {
+    /// `path` is what the origin is asked for (the caller's path and query
+    /// for a variant, the canonical path when unsynced).
+    pub(super) async fn content_via_origin(
+        &self,
+        parts: &http::request::Parts,
+        principal: &Principal,
+        id: ContainerId,
+        asset: Option<&str>,
+        path: &str,
+        rid: &str,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let cache = &self.state.cache;
+        let refuse = |v: OriginVerdict| match v {
+            OriginVerdict::Pass => None,
+            OriginVerdict::Gone => Some(Err(GatewayError::not_found())),
+            OriginVerdict::AssetRevoked => Some(Err(GatewayError::asset_not_found())),
+        };
+        if let Some(r) = refuse(cache.judge_origin(id, asset, None)) {
+            return r;
+        }
+        let template = if asset.is_some() {
+            ASSET_TEMPLATE
+        } else {
+            CONTAINER_TEMPLATE
+        };
+        let method = if parts.method == Method::HEAD {
+            Method::HEAD
+        } else {
+            Method::GET
+        };
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .body(empty_body())
+            .map_err(|e| GatewayError::internal(&e))?;
+        *req.headers_mut() = read_headers(parts, rid);
+        let reply = self.state.origin.fetch(req, template, &principal.org).await?;
+        let mut body = reply.body;
+        let verdict = if reply.status == StatusCode::OK && method == Method::GET {
+            cache.judge_origin(id, asset, Some(&mut body))
+        } else {
+            cache.judge_origin(id, asset, None)
+        };
+        if let Some(r) = refuse(verdict) {
+            return r;
+        }
+        let mut headers = reply.headers;
+        strip_hop_by_hop(&mut headers);
+        if method == Method::GET {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        let mut resp = Response::new(if method == Method::GET {
+            ResponseBody::full(body)
+        } else {
+            ResponseBody::empty()
+        });
+        *resp.status_mut() = reply.status;
+        *resp.headers_mut() = headers;
+        Ok(resp)
+    }
+}
