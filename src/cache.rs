@@ -467,3 +467,6 @@ impl ContentCache {
             .is_some_and(|f| f.lock().is_tombstoned(Instant::now()))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,180 @@
+//! The fill protocol's defects from issue 13, each pinned at the line
+//! where it lived: deterministic, no sockets, tokio's paused clock.
+
+use super::*;
+use crate::events::{EventType, Invalidation, Source as EventSource};
+use std::sync::atomic::AtomicBool;
+
+const ORG: &str = "org_a";
+
+fn settings() -> CacheSettings {
+    CacheSettings {
+        max_entries: 1000,
+        max_bytes: 1 << 24,
+        ttl: Duration::from_secs(10),
+        fill_wait: Duration::from_secs(5),
+        tombstone_ttl: Duration::from_secs(60),
+        revoked_ttl: Duration::from_secs(600),
+        max_revoked_per_container: 100,
+        stale_if_error: Duration::from_secs(60),
+        clock_skew: Duration::ZERO,
+        lag_retry: Duration::from_millis(100),
+    }
+}
+
+fn id() -> ContainerId {
+    ContainerId::from_u128(7)
+}
+
+fn body(assets: &[&str]) -> Bytes {
+    let assets: Vec<_> = assets
+        .iter()
+        .map(|a| serde_json::json!({"assetId": a, "url": format!("u/{a}")}))
+        .collect();
+    Bytes::from(serde_json::json!({"id": id().to_string(), "assets": assets}).to_string())
+}
+
+fn inv(event_type: EventType, revoked: &[&str]) -> Invalidation {
+    Invalidation {
+        event_id: None,
+        source: EventSource::Webhook,
+        event_type,
+        container: Some(id()),
+        revoked_asset_ids: revoked.iter().map(|s| s.to_string()).collect(),
+        current_asset_ids: Vec::new(),
+        changed_at: None,
+    }
+}
+
+fn org() -> Arc<str> {
+    Arc::from(ORG)
+}
+
+/// Defect 1: a delete that landed after the old code's tombstone check
+/// but before its generation read left the fill's lease current, and the
+/// completion never looked at the tombstone. Here the tombstone is set
+/// under a lease that is still current (the state that race produced):
+/// the completion must refuse to cache it.
+#[tokio::test(start_paused = true)]
+async fn a_fill_completing_while_tombstoned_is_never_cached_even_with_a_current_lease() {
+    let cache = ContentCache::new(settings(), None, None);
+    let fence = cache.fences.get_or_create(id());
+    let lease = fence.lease(Instant::now()).unwrap();
+    fence.lock().tombstone_until = Some(Instant::now() + Duration::from_secs(60));
+    let (entry, discard) = cache
+        .complete_fill(org(), id(), &fence, lease, 0, body(&["a"]))
+        .unwrap();
+    assert_eq!(discard, Some(DiscardReason::Generation));
+    assert!(matches!(cache.judge(&entry, Source::Fill, None), Verdict::Gone));
+    assert!(matches!(
+        cache.judge(&entry, Source::Hit, None),
+        Verdict::NotCurrent
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_lease_and_no_origin_call_while_tombstoned() {
+    let cache = ContentCache::new(settings(), None, None);
+    cache.invalidate(&inv(EventType::Deleted, &["a"])).await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    let (r, status) = cache
+        .fill(&org(), id(), move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Ok(body(&["a"])) }
+        })
+        .await;
+    assert!(r.is_err());
+    assert_eq!(status, CacheStatus::Tombstone);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+/// Defect 5: the old invalidation looked the ids up in moka; an entry
+/// whose fill had completed but was not yet inserted was missed. The
+/// fence knows it from the moment the fill decided to cache it.
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_revokes_the_ids_of_an_entry_not_yet_in_moka() {
+    let cache = ContentCache::new(settings(), None, None);
+    let fence = cache.fences.get_or_create(id());
+    let lease = fence.lease(Instant::now()).unwrap();
+    let (entry, discard) = cache
+        .complete_fill(org(), id(), &fence, lease, 0, body(&["old-1", "old-2"]))
+        .unwrap();
+    assert_eq!(discard, None);
+    // Not inserted into moka: the insert happens after the fence lock.
+    let mark = cache.mark_mutation(id());
+    let applied = cache
+        .invalidate_after_mutation(&inv(EventType::Regenerated, &[]), mark)
+        .await;
+    assert_eq!(applied.revoked, ["old-1", "old-2"]);
+    assert!(matches!(
+        cache.judge(&entry, Source::Fill, Some("old-1")),
+        Verdict::AssetRevoked
+    ));
+}
+
+/// Defect 4 at the cache: an event that names no ids revokes nothing it
+/// cannot prove old; entries filled after a mutation was sent keep theirs.
+#[tokio::test(start_paused = true)]
+async fn only_entries_filled_before_the_mutation_was_sent_are_revoked() {
+    let cache = ContentCache::new(settings(), None, None);
+    let mark = cache.mark_mutation(id());
+    let fence = cache.fences.get_or_create(id());
+    let lease = fence.lease(Instant::now()).unwrap();
+    cache
+        .complete_fill(org(), id(), &fence, lease, 0, body(&["new-1"]))
+        .unwrap();
+    let applied = cache
+        .invalidate_after_mutation(&inv(EventType::Regenerated, &[]), mark)
+        .await;
+    assert!(applied.revoked.is_empty(), "{:?}", applied.revoked);
+    let applied = cache.invalidate(&inv(EventType::Regenerated, &["old-9"])).await;
+    assert_eq!(applied.revoked, ["old-9"]);
+}
+
+struct Gate(AtomicBool);
+
+impl SyncGate for Gate {
+    fn is_synced(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Defect 6: stale-if-error checked "synced" before a fill that could wait
+/// for seconds, and not again.
+#[tokio::test(start_paused = true)]
+async fn stale_if_error_never_serves_while_unsynced() {
+    let cache = ContentCache::new(settings(), None, None);
+    let gate = Arc::new(Gate(AtomicBool::new(true)));
+    cache.set_sync_gate(gate.clone());
+    let (r, _) = cache.fill(&org(), id(), || async { Ok(body(&["a"])) }).await;
+    assert!(r.is_ok());
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert!(cache.lookup(&org(), id()).await.is_none(), "past its TTL");
+    assert!(
+        cache.lookup_stale(&org(), id()).await.is_some(),
+        "within the stale window"
+    );
+    gate.0.store(false, Ordering::SeqCst);
+    assert!(cache.lookup_stale(&org(), id()).await.is_none());
+    assert!(cache.lookup(&org(), id()).await.is_none());
+}
+
+/// Defect 10: a request that missed its lookup and then found the previous
+/// flight finished started a second origin fetch.
+#[tokio::test(start_paused = true)]
+async fn a_new_leader_reads_what_the_last_flight_cached_instead_of_the_origin() {
+    let cache = ContentCache::new(settings(), None, None);
+    let calls = Arc::new(AtomicU64::new(0));
+    for _ in 0..2 {
+        let c = calls.clone();
+        let (r, _) = cache
+            .fill(&org(), id(), move || {
+                c.fetch_add(1, Ordering::SeqCst);
+                async { Ok(body(&["a"])) }
+            })
+            .await;
+        assert!(r.is_ok());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
