@@ -20,6 +20,8 @@ pub mod entry;
 pub mod fence;
 pub mod flight;
 mod invalidate;
+pub mod miss_budget;
+mod negative;
 pub mod time;
 
 use crate::config::Config;
@@ -54,6 +56,8 @@ pub enum CacheStatus {
     Stale,
     /// An asset id that was revoked by an invalidation: answered 404.
     Revoked,
+    /// The origin's recent 404 for the container, remembered.
+    Negative,
 }
 
 impl CacheStatus {
@@ -66,6 +70,7 @@ impl CacheStatus {
             CacheStatus::Bypass => "bypass",
             CacheStatus::Stale => "stale",
             CacheStatus::Revoked => "revoked",
+            CacheStatus::Negative => "negative",
         }
     }
 }
@@ -125,6 +130,11 @@ pub struct CacheSettings {
     pub clock_skew: Duration,
     /// Delay before a lagging fill asks the origin once more.
     pub lag_retry: Duration,
+    /// How long an origin 404 is remembered (0: never) and how many.
+    pub negative_ttl: Duration,
+    pub negative_max_entries: u64,
+    /// Origin reads for misses per organization per second (0: no limit).
+    pub miss_budget_per_sec: u32,
 }
 
 impl CacheSettings {
@@ -140,6 +150,9 @@ impl CacheSettings {
             stale_if_error: Duration::from_secs(c.cache.stale_if_error_secs),
             clock_skew: Duration::from_millis(c.cache.clock_skew_ms),
             lag_retry: Duration::from_millis(c.cache.lag_retry_ms),
+            negative_ttl: Duration::from_secs(c.cache.negative_ttl_secs),
+            negative_max_entries: c.cache.negative_max_entries,
+            miss_budget_per_sec: c.origin.miss_budget_per_org_per_sec,
         }
     }
 }
@@ -162,6 +175,10 @@ pub struct ContentCache {
     clock: UnixClock,
     /// Set once, in cluster mode: cached data is served only while synced.
     sync_gate: OnceLock<Arc<dyn SyncGate>>,
+    /// Remembered origin 404s (see `negative.rs`).
+    negatives: negative::Negatives,
+    /// Origin reads for misses, per organization.
+    miss_budget: miss_budget::MissBudget,
     pub counters: CacheCounters,
     /// `fills_discarded_total{reason}`, when metrics are wired.
     fills_discarded: Option<prometheus::IntCounterVec>,
@@ -209,6 +226,8 @@ impl ContentCache {
             // foldhash, not SipHash: keys come from authenticated callers,
             // foldhash is seeded per process, and hashing is on every hit.
             .build_with_hasher(foldhash::fast::RandomState::default());
+        let negatives = negative::Negatives::new(settings.negative_max_entries, settings.negative_ttl);
+        let miss_budget = miss_budget::MissBudget::new(settings.miss_budget_per_sec);
         Arc::new(ContentCache {
             entries,
             fences: Fences::with_capacity(settings.max_entries.min(1 << 24) as usize),
@@ -217,6 +236,8 @@ impl ContentCache {
             settings,
             clock,
             sync_gate: OnceLock::new(),
+            negatives,
+            miss_budget,
             counters: CacheCounters::default(),
             fills_discarded,
         })
@@ -232,6 +253,38 @@ impl ContentCache {
     pub async fn lookup(&self, org: &Arc<str>, id: ContainerId) -> Option<Arc<CachedContainer>> {
         let e = self.entries.get(&(org.clone(), id.as_u128())).await?;
         matches!(self.judge(&e, Source::Hit, None), Verdict::Serve).then_some(e)
+    }
+
+    /// The origin's remembered 404 for (org, container), while no
+    /// invalidation or purge has happened since it was answered.
+    pub fn lookup_negative(&self, org: &Arc<str>, id: ContainerId) -> Option<GatewayError> {
+        if !self.negatives.enabled() {
+            return None;
+        }
+        let key = (org.clone(), id.as_u128());
+        let n = self.negatives.get(&key)?;
+        let current = n.fence.generation() == n.generation
+            && n.epoch == self.epoch.load(Ordering::Acquire)
+            && Instant::now() < n.until
+            && self.may_serve_cached();
+        if current {
+            Some(n.error)
+        } else {
+            self.negatives.remove(&key);
+            None
+        }
+    }
+
+    /// Takes one origin read for a miss from `org`'s budget; the error to
+    /// answer (429 with `Retry-After`) when it is spent.
+    pub fn admit_miss(&self, org: &Arc<str>) -> Result<(), GatewayError> {
+        self.miss_budget.take(org).map_err(|secs| {
+            GatewayError::new(
+                crate::error::ErrorCode::RateLimited,
+                "Too many uncached reads for this organization; retry later.",
+            )
+            .with_retry_after(secs)
+        })
     }
 
     /// Stale-if-error: an entry past its TTL but within the stale window
@@ -311,7 +364,13 @@ impl ContentCache {
         }
         let mut retried = false;
         loop {
-            let body = fetch().await?;
+            let body = match fetch().await {
+                Ok(body) => body,
+                Err(e) => {
+                    self.remember_not_found(&org, id, &fence, lease, epoch, &e);
+                    return Err(e);
+                }
+            };
             let (entry, discard) = self.complete_fill(org.clone(), id, &fence, lease, epoch, body)?;
             match discard {
                 None => {
@@ -412,6 +471,42 @@ impl ContentCache {
             }
         }
         Ok((entry, discard))
+    }
+
+    /// Remembers the origin's 404 for the container, if nothing was
+    /// invalidated while it was asked (decided under the fence lock).
+    fn remember_not_found(
+        &self,
+        org: &Arc<str>,
+        id: ContainerId,
+        fence: &Arc<Fence>,
+        lease: Lease,
+        epoch: u64,
+        e: &GatewayError,
+    ) {
+        if !self.negatives.enabled() || e.status != http::StatusCode::NOT_FOUND {
+            return;
+        }
+        let now = Instant::now();
+        let st = fence.lock();
+        if fence.generation() != lease.generation
+            || self.epoch.load(Ordering::Acquire) != epoch
+            || st.is_tombstoned(now)
+            || !self.may_serve_cached()
+        {
+            return;
+        }
+        self.negatives.insert(
+            (org.clone(), id.as_u128()),
+            negative::Negative {
+                fence: fence.clone(),
+                generation: lease.generation,
+                epoch,
+                until: now + self.negatives.ttl,
+                error: e.clone(),
+            },
+        );
+        drop(st);
     }
 
     fn count_discard(&self, id: ContainerId, reason: DiscardReason) {

@@ -39,6 +39,13 @@ pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_millis(500);
 /// How long a fill that a lagging origin replica answered waits before it
 /// asks once more.
 pub const DEFAULT_LAG_RETRY: Duration = Duration::from_millis(100);
+/// How long the origin's 404 for a container is remembered.
+pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(5);
+/// Most remembered 404s.
+pub const DEFAULT_NEGATIVE_MAX_ENTRIES: u64 = 100_000;
+/// Origin reads for cache misses one organization may cause per second
+/// (bursts of twice that); 0 disables.
+pub const DEFAULT_MISS_BUDGET_PER_ORG_PER_SEC: u32 = 500;
 pub const DEFAULT_FILL_WAIT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_DEFAULT_SCOPE: &str = "org:admin";
 pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/layers";
@@ -143,6 +150,9 @@ pub struct OriginConfig {
     pub retry_budget_ratio: f64,
     /// Retries always allowed per second, so a quiet gateway can retry.
     pub retry_min_per_sec: u32,
+    /// Origin reads for cache misses one organization may cause per
+    /// second (bursts of twice that); past it misses answer 429. 0: off.
+    pub miss_budget_per_org_per_sec: u32,
 }
 
 impl Default for OriginConfig {
@@ -161,6 +171,7 @@ impl Default for OriginConfig {
             breaker_open_ms: DEFAULT_BREAKER_OPEN.as_millis() as u64,
             retry_budget_ratio: DEFAULT_RETRY_BUDGET_RATIO,
             retry_min_per_sec: DEFAULT_RETRY_MIN_PER_SEC,
+            miss_budget_per_org_per_sec: DEFAULT_MISS_BUDGET_PER_ORG_PER_SEC,
         }
     }
 }
@@ -211,6 +222,11 @@ pub struct CacheConfig {
     /// A fill older than an invalidation it follows (origin replica lag) is
     /// served but not cached, and asked once more after this delay.
     pub lag_retry_ms: u64,
+    /// The origin's 404 for a container is remembered this long per
+    /// (organization, container); 0 disables.
+    pub negative_ttl_secs: u64,
+    /// Most remembered 404s (past it the least used go).
+    pub negative_max_entries: u64,
 }
 
 impl Default for CacheConfig {
@@ -223,6 +239,8 @@ impl Default for CacheConfig {
             stale_if_error_secs: DEFAULT_STALE_IF_ERROR.as_secs(),
             clock_skew_ms: DEFAULT_CLOCK_SKEW.as_millis() as u64,
             lag_retry_ms: DEFAULT_LAG_RETRY.as_millis() as u64,
+            negative_ttl_secs: DEFAULT_NEGATIVE_TTL.as_secs(),
+            negative_max_entries: DEFAULT_NEGATIVE_MAX_ENTRIES,
         }
     }
 }
@@ -530,6 +548,12 @@ impl Config {
         if self.cache.clock_skew_ms > 60_000 {
             return Err("cache.clock_skew_ms must be at most 60000 (a minute)".into());
         }
+        if self.cache.negative_ttl_secs > 300 {
+            return Err(
+                "cache.negative_ttl_secs must be at most 300 (a new container would stay hidden)".into(),
+            );
+        }
+        nonzero(self.cache.negative_max_entries, "cache.negative_max_entries")?;
         if self.cache.lag_retry_ms > 5_000 {
             return Err("cache.lag_retry_ms must be at most 5000 (it delays a miss)".into());
         }

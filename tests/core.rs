@@ -714,8 +714,11 @@ async fn missing_scope_is_403_forbidden_scope_naming_the_required_scope() {
 }
 
 #[tokio::test]
-async fn unknown_resources_are_404_envelopes_and_a_404_is_not_cached() {
-    let h = Harness::start().await;
+async fn unknown_resources_are_404_envelopes_and_with_negative_caching_off_a_404_is_not_kept() {
+    // Negative caching off: this test is about what a 404 looks like and
+    // that a container appearing at the origin is served at once; remembered
+    // 404s have their own tests (tests/negative.rs).
+    let h = Harness::with(demo_simulator(), "[cache]\nnegative_ttl_secs = 0\n").await;
     let r = h.client.get(&content(ABSENT), &admin_key()).await;
     r.assert_error(404, "NOT_FOUND");
     let r = h.client.get(&asset(ABSENT, "slide-1"), &admin_key()).await;
@@ -827,7 +830,8 @@ async fn request_ids_are_kept_when_well_formed_and_replaced_otherwise() {
 
 #[tokio::test]
 async fn another_orgs_key_gets_its_own_origin_answer_never_the_cached_body() {
-    let h = Harness::start().await;
+    // Counts org B's origin calls one by one: no remembered 404s here.
+    let h = Harness::with(demo_simulator(), "[cache]\nnegative_ttl_secs = 0\n").await;
     let a = h.client.get(&content(VIDEO), &admin_key()).await;
     assert_eq!(a.x_cache(), Some("MISS"));
     assert_eq!(

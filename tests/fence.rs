@@ -7,111 +7,20 @@
 mod support;
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
-use http_body_util::BodyExt;
-use layers_gateway::body::{BoxError, StreamBody};
+use http::Method;
 use layers_gateway::cache::SyncGate;
-use layers_gateway::origin::{Upstream, UpstreamFuture};
 use layers_gateway::service::Gateway;
 use layers_gateway::shaping::clock::UnixClock;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
+use support::scripted::{Answer, Scripted, ScriptedUpstream};
 use support::*;
 
 const ID: &str = "cnt_0b8f5a3e-6a63-4c5e-9d36-1f2a3b4c5d6e";
 const OTHER_ID: &str = "cnt_11111111-2222-4333-8444-555555555555";
 const WEBHOOK: &str = "/webhooks/layers";
-
-/// What the scripted origin answers to one request.
-#[derive(Clone)]
-enum Answer {
-    Json(u16, Value),
-    /// A 2xx head whose body then fails.
-    FailingBody(u16),
-    /// Waits until the gate opens, then answers.
-    Held(Arc<tokio::sync::Notify>, Box<Answer>),
-}
-
-/// An origin whose answer per (method, path) the test sets and changes.
-#[derive(Default)]
-struct Scripted {
-    answers: Mutex<HashMap<(Method, String), Answer>>,
-    requests: Mutex<HashMap<(Method, String), u64>>,
-}
-
-impl Scripted {
-    fn set(&self, method: Method, path: &str, a: Answer) {
-        self.answers.lock().unwrap().insert((method, path.to_owned()), a);
-    }
-
-    fn count(&self, method: Method, path: &str) -> u64 {
-        let r = self.requests.lock().unwrap();
-        r.get(&(method, path.to_owned())).copied().unwrap_or(0)
-    }
-}
-
-/// A body that fails on its first poll.
-struct ErrBody;
-
-impl http_body::Body for ErrBody {
-    type Data = Bytes;
-    type Error = BoxError;
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        Poll::Ready(Some(Err("connection reset mid-body".into())))
-    }
-}
-
-fn respond(a: Answer) -> Pin<Box<dyn std::future::Future<Output = Response<StreamBody>> + Send>> {
-    Box::pin(async move {
-        match a {
-            Answer::Json(status, v) => {
-                let body = http_body_util::Full::new(Bytes::from(v.to_string()))
-                    .map_err(|never| match never {})
-                    .boxed_unsync();
-                let mut r = Response::new(body);
-                *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                r.headers_mut()
-                    .insert("content-type", "application/json".parse().unwrap());
-                r
-            }
-            Answer::FailingBody(status) => {
-                let mut r = Response::new(ErrBody.boxed_unsync());
-                *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                r
-            }
-            Answer::Held(gate, then) => {
-                gate.notified().await;
-                respond(*then).await
-            }
-        }
-    })
-}
-
-/// The upstream handed to the gateway; the test keeps the `Arc<Scripted>`.
-struct ScriptedUpstream(Arc<Scripted>);
-
-impl Upstream for ScriptedUpstream {
-    fn send(&self, req: Request<StreamBody>) -> UpstreamFuture {
-        let key = (req.method().clone(), req.uri().path().to_owned());
-        *self.0.requests.lock().unwrap().entry(key.clone()).or_default() += 1;
-        let answer = self.0.answers.lock().unwrap().get(&key).cloned();
-        Box::pin(async move {
-            let a = answer.unwrap_or(Answer::Json(
-                404,
-                json!({"error": {"code": "NOT_FOUND", "message": "no", "requestId": "req_x"}}),
-            ));
-            Ok(respond(a).await)
-        })
-    }
-}
 
 /// Wall-clock start of the tests that read `expiresAt`: 700 ms past a
 /// whole second, where truncating "now" to the second errs most.

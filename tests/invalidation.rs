@@ -1058,8 +1058,15 @@ async fn a_tombstone_answers_404_without_the_origin_until_it_expires() {
     gw.container(id).await.assert_error(404, "NOT_FOUND");
     assert_eq!(
         sim.request_count("GET", &container_path(id)),
+        gets + 1,
+        "the origin's 404 is remembered for cache.negative_ttl_secs"
+    );
+    tokio::time::advance(Duration::from_secs(6)).await;
+    gw.container(id).await.assert_error(404, "NOT_FOUND");
+    assert_eq!(
+        sim.request_count("GET", &container_path(id)),
         gets + 2,
-        "a 404 from the origin is not cached"
+        "and only that long"
     );
 }
 

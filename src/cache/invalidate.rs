@@ -56,6 +56,7 @@ impl ContentCache {
             self.epoch.fetch_add(1, Ordering::AcqRel);
             let n = self.entries.entry_count() as usize;
             self.entries.invalidate_all();
+            self.negatives.clear();
             return Applied {
                 entries_removed: n,
                 revoked: Vec::new(),

@@ -19,6 +19,9 @@ fn settings() -> CacheSettings {
         stale_if_error: Duration::from_secs(60),
         clock_skew: Duration::ZERO,
         lag_retry: Duration::from_millis(100),
+        negative_ttl: Duration::from_secs(5),
+        negative_max_entries: 1000,
+        miss_budget_per_sec: 0,
     }
 }
 

@@ -89,6 +89,11 @@ impl Gateway {
                 .content_via_origin(parts, principal, id, asset, &path, rid)
                 .await;
         }
+        if let Some(e) = cache.lookup_negative(&principal.org, id) {
+            outcome.cache = Some(CacheStatus::Negative);
+            return Err(e);
+        }
+        cache.admit_miss(&principal.org)?;
         let fwd = read_headers(parts, rid);
         let origin = self.state.origin.clone();
         let org = principal.org.clone();

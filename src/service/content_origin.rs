@@ -40,6 +40,7 @@ impl Gateway {
         if let Some(r) = refuse(cache.judge_origin(id, asset, None)) {
             return r;
         }
+        cache.admit_miss(&principal.org)?;
         let template = if asset.is_some() {
             ASSET_TEMPLATE
         } else {

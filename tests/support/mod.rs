@@ -3,6 +3,8 @@
 //! states only what it changes.
 #![allow(dead_code)]
 
+pub mod scripted;
+
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
