@@ -31,7 +31,7 @@ use crate::shaping::clock::UnixClock;
 use bytes::Bytes;
 pub use decision::{OriginVerdict, Source, Verdict};
 use entry::CachedContainer;
-use fence::{Fence, Fences, Lease};
+use fence::{Fence, Fences, Lease, MutationMark};
 use flight::{FlightKey, Flights};
 pub use invalidate::Applied;
 use std::future::Future;
@@ -86,6 +86,9 @@ pub enum DiscardReason {
     Expired,
     /// Older (`updatedAt`) than a change an invalidation reported.
     Lagging,
+    /// Older than a change that revoked assets (regenerate, delete): not
+    /// served either once the one retry is still old.
+    LaggingAssets,
     /// This cluster instance is not synced: nothing is cached.
     Unsynced,
 }
@@ -96,7 +99,7 @@ impl DiscardReason {
             DiscardReason::Generation => "generation",
             DiscardReason::Revoked => "revoked",
             DiscardReason::Expired => "expired",
-            DiscardReason::Lagging => "lagging",
+            DiscardReason::Lagging | DiscardReason::LaggingAssets => "lagging",
             DiscardReason::Unsynced => "unsynced",
         }
     }
@@ -175,6 +178,9 @@ pub struct ContentCache {
     clock: UnixClock,
     /// Set once, in cluster mode: cached data is served only while synced.
     sync_gate: OnceLock<Arc<dyn SyncGate>>,
+    /// First-attempt marks of mutations sent with an `Idempotency-Key`,
+    /// per (organization, container, key); bounded, see `mark_mutation`.
+    idempotent_marks: std::sync::Mutex<IdempotentMarks>,
     /// Remembered origin 404s (see `negative.rs`).
     negatives: negative::Negatives,
     /// Origin reads for misses, per organization.
@@ -186,6 +192,23 @@ pub struct ContentCache {
 
 /// What a fetch gives a fill: the origin's 200 body, or the error to answer.
 pub type FetchResult = Result<Bytes, GatewayError>;
+
+type IdempotentMarks = std::collections::HashMap<(Arc<str>, u128, Box<str>), (MutationMark, Instant)>;
+/// How long a first attempt's mark is kept for retries (the origin honours
+/// an `Idempotency-Key` for a day).
+const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// Most first-attempt marks kept (each holds its container's fence).
+const MAX_IDEMPOTENT_MARKS: usize = 10_000;
+
+/// 503: the origin keeps answering a version older than a change that
+/// revoked assets.
+pub fn lagging_origin() -> GatewayError {
+    GatewayError::new(
+        crate::error::ErrorCode::Overloaded,
+        "The origin has not caught up with a recent change of this container; retry shortly.",
+    )
+    .with_retry_after(1)
+}
 
 impl ContentCache {
     /// `evictions` counts entries leaving the cache by cause and
@@ -236,6 +259,7 @@ impl ContentCache {
             settings,
             clock,
             sync_gate: OnceLock::new(),
+            idempotent_marks: std::sync::Mutex::default(),
             negatives,
             miss_budget,
             counters: CacheCounters::default(),
@@ -379,10 +403,16 @@ impl ContentCache {
                     }
                     return Ok(entry);
                 }
-                Some(DiscardReason::Lagging) if !retried && !self.settings.lag_retry.is_zero() => {
+                Some(DiscardReason::Lagging | DiscardReason::LaggingAssets)
+                    if !retried && !self.settings.lag_retry.is_zero() =>
+                {
                     retried = true;
                     tokio::time::sleep(self.settings.lag_retry).await;
                 }
+                // The origin still answers a version older than a change
+                // that revoked assets: its URLs may be revoked ones the
+                // event did not name. Not served; the caller may retry.
+                Some(DiscardReason::LaggingAssets) => return Err(lagging_origin()),
                 Some(_) => return Ok(entry),
             }
         }
@@ -427,10 +457,21 @@ impl ContentCache {
             Some(h) => (fresh_until.min(h), stale_until.min(h)),
             None => (fresh_until, stale_until),
         };
-        let lagging = match (st.floor(now), rendered.updated_at) {
-            (Some(floor), Some(at)) => at < floor,
-            _ => false,
-        };
+        let lagging = st.floor(now).and_then(|floor| {
+            let older = rendered.updated_at.is_some_and(|at| at < floor.at);
+            // After a regenerate whose current ids are known, a body with
+            // other ids is from before it (or from a later change whose
+            // event has not arrived yet: not cached either way).
+            let other_ids = floor
+                .current
+                .as_ref()
+                .is_some_and(|cur| rendered.all_asset_ids.iter().any(|a| !cur.iter().any(|c| c == a)));
+            match (older || other_ids, floor.revokes_assets) {
+                (false, _) => None,
+                (true, true) => Some(DiscardReason::LaggingAssets),
+                (true, false) => Some(DiscardReason::Lagging),
+            }
+        });
         let discard = if fence.generation() != lease.generation
             || st.is_tombstoned(now)
             || self.epoch.load(Ordering::Acquire) != epoch
@@ -438,8 +479,8 @@ impl ContentCache {
             Some(DiscardReason::Generation)
         } else if rendered.removed_revoked {
             Some(DiscardReason::Revoked)
-        } else if lagging {
-            Some(DiscardReason::Lagging)
+        } else if lagging.is_some() {
+            lagging
         } else if expires_at <= now {
             Some(DiscardReason::Expired)
         } else if !self.may_serve_cached() {
@@ -514,7 +555,7 @@ impl ContentCache {
             DiscardReason::Generation => &self.counters.discarded_generation,
             DiscardReason::Revoked => &self.counters.discarded_revoked,
             DiscardReason::Expired => &self.counters.discarded_expired,
-            DiscardReason::Lagging => &self.counters.discarded_lagging,
+            DiscardReason::Lagging | DiscardReason::LaggingAssets => &self.counters.discarded_lagging,
             DiscardReason::Unsynced => &self.counters.discarded_unsynced,
         };
         c.fetch_add(1, Ordering::Relaxed);
@@ -525,9 +566,34 @@ impl ContentCache {
     }
 
     /// Marks that a mutation of `id` is about to be sent to the origin; pass
-    /// the mark to [`ContentCache::invalidate_after_mutation`].
-    pub fn mark_mutation(&self, id: ContainerId) -> u64 {
-        self.fences.get_or_create(id).mark()
+    /// the mark to [`ContentCache::invalidate_after_mutation`]. With an
+    /// `Idempotency-Key` (and the organization that sent it), a retry gets
+    /// the first attempt's mark: what was filled after that attempt may be
+    /// the state it created, so it is not provably older.
+    pub fn mark_mutation(&self, id: ContainerId, idempotency: Option<(&Arc<str>, &str)>) -> MutationMark {
+        let fence = self.fences.get_or_create(id);
+        let Some((org, key)) = idempotency else {
+            return fence.mark();
+        };
+        let now = Instant::now();
+        let mut marks = self.idempotent_marks.lock().unwrap_or_else(|p| p.into_inner());
+        let k = (org.clone(), id.as_u128(), Box::<str>::from(key));
+        if let Some((mark, at)) = marks.get(&k) {
+            if now.duration_since(*at) < IDEMPOTENCY_WINDOW {
+                return mark.clone();
+            }
+        }
+        if marks.len() >= MAX_IDEMPOTENT_MARKS {
+            // Forgetting a first attempt only makes a later retry's mark
+            // newer: it may then revoke ids its first attempt created.
+            marks.retain(|_, (_, at)| now.duration_since(*at) < IDEMPOTENCY_WINDOW);
+            if marks.len() >= MAX_IDEMPOTENT_MARKS {
+                marks.clear();
+            }
+        }
+        let mark = fence.mark();
+        marks.insert(k, (mark.clone(), now));
+        mark
     }
 
     /// Drops fences nothing depends on any more; run periodically.

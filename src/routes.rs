@@ -179,6 +179,15 @@ impl RouteTable {
         if let Some(alias) = alias::content_path(rest) {
             return self.alias_route(method, path, alias, readonly);
         }
+        // Any other read under `content/` (a dot-segment, an extra segment,
+        // an encoding no id contains) may still resolve to a container at
+        // an origin that normalises paths: it never reaches the origin
+        // unfenced. The contract has no other GET there.
+        if readonly && rest.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("content/")) {
+            return Route::BadContentId {
+                template: CONTAINER_TEMPLATE,
+            };
+        }
         Route::Proxy {
             rule: self.find(method, path),
             write_through: None,

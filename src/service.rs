@@ -194,7 +194,11 @@ impl Gateway {
 
     /// As `accept_invalidation`, for a mutation this gateway proxied;
     /// `mark` is `ContentCache::mark_mutation`'s from before it was sent.
-    pub async fn accept_mutation(&self, inv: &Invalidation, mark: u64) -> (Applied, Result<(), String>) {
+    pub async fn accept_mutation(
+        &self,
+        inv: &Invalidation,
+        mark: &crate::cache::fence::MutationMark,
+    ) -> (Applied, Result<(), String>) {
         let applied = self.state.cache.invalidate_after_mutation(inv, mark).await;
         self.count_invalidation(inv, &applied);
         let published = self.publish(inv, &applied).await;

@@ -467,3 +467,36 @@ async fn a_regenerate_through_an_alias_invalidates_like_the_canonical_route() {
     let r = get(&gw, &path()).await;
     assert!(!urls(&r).contains("old-1"), "{}", urls(&r));
 }
+
+#[tokio::test(start_paused = true)]
+async fn after_a_regenerate_through_the_gateway_the_new_container_is_cached() {
+    let sim = demo_simulator();
+    let gw = in_process(&sim, "");
+    let (id, _) = first_container(&sim);
+    let p = format!("/v1/content/{id}");
+    assert_eq!(get(&gw, &p).await.status, 200);
+    let regen = format!("{p}/regenerate");
+    let r = call(
+        &gw,
+        Method::POST,
+        &regen,
+        &[("x-api-key", &admin_key())],
+        Bytes::from_static(b"{}"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", urls(&r));
+    let a = get(&gw, &p).await;
+    assert_eq!(a.status, 200);
+    let b = get(&gw, &p).await;
+    let c = &gw.state().cache.counters;
+    assert_eq!(
+        b.x_cache(),
+        Some("HIT"),
+        "lagging {} generation {} revoked {} answer {} read {}",
+        c.discarded_lagging.load(Ordering::Relaxed),
+        c.discarded_generation.load(Ordering::Relaxed),
+        c.discarded_revoked.load(Ordering::Relaxed),
+        urls(&r),
+        urls(&a)
+    );
+}

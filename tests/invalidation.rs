@@ -1090,11 +1090,15 @@ async fn content_generated_lifts_a_tombstone_early() {
         a["thumbnailUrl"] = Value::Null;
         a["assetId"] = Value::from(new_id);
     }
+    // The generated event must show it follows the delete: its change time
+    // is later than when the delete was applied.
+    let later = layers_gateway::cache::time::format_rfc3339(unix_now() + 5);
+    reborn["updatedAt"] = Value::from(later.clone());
     sim.insert_container("org_demo_a", reborn.clone());
     tokio::time::advance(Duration::from_secs(1)).await;
     gw.deliver(
         "content.generated",
-        json!({ "id": SLIDESHOW, "previousAssetIds": [], "assets": asset_refs(&reborn) }),
+        json!({ "id": SLIDESHOW, "previousAssetIds": [], "assets": asset_refs(&reborn), "updatedAt": later }),
     )
     .await;
 
@@ -1105,6 +1109,26 @@ async fn content_generated_lifts_a_tombstone_early() {
     assert_carries_none(&r, &asset_ids(&old), &urls(&old["assets"]));
     assert_assets_404(&gw, id, &asset_ids(&old)).await;
     assert_assets_200(&gw, id, &asset_ids(&reborn)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_generated_event_not_shown_to_follow_the_delete_keeps_the_tombstone() {
+    let sim = demo_simulator();
+    let gw = Gw::Local(in_process(&sim, "[invalidation]\ntombstone_secs = 60\n"));
+    let id = slideshow();
+    let old = gw.warm(id).await;
+    // A lagging replica keeps the container; the delete is applied.
+    gw.deliver("content.deleted", deleted_data(id, &old)).await;
+    // The origin retries an older `generated` (no change time, or one
+    // from before the delete).
+    let before = layers_gateway::cache::time::format_rfc3339(unix_now() - 3600);
+    for data in [
+        json!({ "id": SLIDESHOW, "assets": asset_refs(&old) }),
+        json!({ "id": SLIDESHOW, "assets": asset_refs(&old), "updatedAt": before }),
+    ] {
+        gw.deliver("content.generated", data).await;
+        gw.container(id).await.assert_error(404, "NOT_FOUND");
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -60,6 +60,10 @@ pub enum OriginVerdict {
     Pass,
     Gone,
     AssetRevoked,
+    /// A 2xx container body that cannot be checked: 502.
+    Unreadable,
+    /// Older than a change that revoked assets (a lagging replica): 503.
+    Lagging,
 }
 
 impl ContentCache {
@@ -120,9 +124,11 @@ impl ContentCache {
 
     /// The fence decision for a read answered by the origin and not kept.
     /// Call with `body: None` before asking the origin (tombstone and
-    /// revoked asset are answered 404 without a call), then with the 200
+    /// revoked asset are answered 404 without a call), then with every 2xx
     /// body it answered: a revoked asset or a tombstone set meanwhile is
-    /// still 404, and revoked assets are left out of a container body.
+    /// still 404, revoked assets are left out of a container body, a
+    /// container body that cannot be parsed is not passed on, and one older
+    /// than a change that revoked assets is not either.
     pub fn judge_origin(
         &self,
         id: ContainerId,
@@ -143,10 +149,35 @@ impl ContentCache {
         let Some(body) = body else {
             return OriginVerdict::Pass;
         };
+        if let (Some(a), Some(f)) = (asset, st.floor(now)) {
+            // After a regenerate whose current ids are known, an asset the
+            // origin still resolves that is not one of them comes from a
+            // replica behind the change.
+            if f.current
+                .as_ref()
+                .is_some_and(|cur| !cur.iter().any(|c| **c == *a))
+            {
+                return OriginVerdict::Lagging;
+            }
+        }
         let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
-            // Not JSON: carries no asset the gateway could recognise.
-            return OriginVerdict::Pass;
+            // An asset was checked by id above; a container body the
+            // gateway cannot read might list revoked assets.
+            return if asset.is_some() {
+                OriginVerdict::Pass
+            } else {
+                OriginVerdict::Unreadable
+            };
         };
+        let updated = obj
+            .get("updatedAt")
+            .and_then(Value::as_str)
+            .and_then(super::time::parse_rfc3339_millis);
+        if let (Some(f), Some(at)) = (st.floor(now), updated) {
+            if f.revokes_assets && at < f.at {
+                return OriginVerdict::Lagging;
+            }
+        }
         if asset.is_some() {
             let named = obj.get("assetId").and_then(Value::as_str);
             if named.is_some_and(|a| st.is_revoked(a, now)) {
@@ -155,7 +186,10 @@ impl ContentCache {
             return OriginVerdict::Pass;
         }
         let Some(Value::Array(items)) = obj.get_mut("assets") else {
-            return OriginVerdict::Pass;
+            return match obj.get("assets") {
+                None => OriginVerdict::Pass,
+                Some(_) => OriginVerdict::Unreadable,
+            };
         };
         let before = items.len();
         items.retain(|a| {

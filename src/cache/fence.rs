@@ -9,9 +9,9 @@
 
 use super::entry::CachedContainer;
 use crate::ids::ContainerId;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::time::Instant;
 
 pub struct Fence {
@@ -26,32 +26,58 @@ pub struct Fence {
 pub struct FenceState {
     /// Until then the container answers 404 without an origin call.
     pub tombstone_until: Option<Instant>,
+    /// When the delete behind the tombstone happened (unix ms: the event's
+    /// change time, else when this instance applied it). Only a
+    /// `content.generated` shown to be later lifts the tombstone early.
+    pub tombstone_changed_at: Option<i64>,
     /// Revoked asset id -> until when it stays revoked.
     pub revoked: HashMap<Box<str>, Instant>,
-    /// The entries filled under this fence's current generation, one per
-    /// organization at most, each with the completion number it was
-    /// registered under. Registered under this lock by the fill that
-    /// decided to cache it, taken whole by the next invalidation: so the
-    /// invalidation knows exactly which asset ids were live (no snapshot
-    /// of moka that a concurrent fill could slip past), and which of them
-    /// were filled before a given mutation was sent.
-    pub live: Vec<LiveEntry>,
+    /// The last fills that were cached, newest last, at most
+    /// `MAX_RECORDS`: which organization, which asset ids, and the
+    /// completion number. Registered under this lock by the fill that
+    /// decided to cache; kept across invalidations (a caption change must
+    /// not make a regenerate in flight forget the ids filled before it was
+    /// sent), and taken by the mutation invalidation they are older than.
+    pub records: VecDeque<FillRecord>,
     /// Orders fill completions and mutation marks on this container.
-    /// Guarded by the lock; only grows.
+    /// Guarded by the lock; only grows while the fence lives, and a mark
+    /// keeps its fence alive (see `MutationMark`).
     pub seq: u64,
-    /// The newest origin change time (`updatedAt`, unix ms) an invalidation
-    /// reported, and until when it is remembered: a fill whose body is
-    /// older comes from a lagging origin replica and is not cached.
-    pub floor: Option<(i64, Instant)>,
+    /// The newest origin change time an invalidation reported (see `Floor`).
+    pub floor: Option<Floor>,
 }
 
-/// One live entry, as its fence knows it.
-pub struct LiveEntry {
+/// Fills cached per fence that it remembers (one per organization usually).
+pub const MAX_RECORDS: usize = 16;
+
+/// One cached fill, as its fence remembers it.
+pub struct FillRecord {
     pub org: Arc<str>,
-    /// Weak: the fence must not keep an evicted entry alive. An evicted
-    /// entry's ids are no longer served, so losing them loses nothing.
-    pub entry: Weak<CachedContainer>,
+    pub asset_ids: Arc<[Box<str>]>,
     /// `FenceState::seq` when the fill completed.
+    pub seq: u64,
+}
+
+/// A change time (`updatedAt`, unix ms) an invalidation reported, until
+/// when it is remembered, and whether the change revoked assets: a fill
+/// whose body is older comes from a lagging origin replica.
+#[derive(Clone, Debug)]
+pub struct Floor {
+    pub at: i64,
+    pub until: Instant,
+    pub revokes_assets: bool,
+    /// The asset ids the change named as current (a regenerate's answer or
+    /// event): while the floor stands, an asset read from the origin that
+    /// is not one of them is from before the change.
+    pub current: Option<Arc<[Box<str>]>>,
+}
+
+/// Taken before a mutation of the container is sent to the origin. Holds
+/// the fence, so it cannot be swept (and its completion numbers restart)
+/// while the mutation is at the origin.
+#[derive(Clone)]
+pub struct MutationMark {
+    pub fence: Arc<Fence>,
     pub seq: u64,
 }
 
@@ -93,12 +119,15 @@ impl Fence {
     }
 
     /// Marks the moment a mutation of this container is sent to the
-    /// origin: entries registered before the mark hold data the mutation
-    /// replaces (see `cache::revoke`).
-    pub fn mark(&self) -> u64 {
+    /// origin: fills recorded before the mark hold data the mutation
+    /// replaces (see `cache/invalidate.rs`).
+    pub fn mark(self: &Arc<Self>) -> MutationMark {
         let mut st = self.lock();
         st.seq += 1;
-        st.seq
+        MutationMark {
+            fence: self.clone(),
+            seq: st.seq,
+        }
     }
 }
 
@@ -112,19 +141,20 @@ impl FenceState {
     }
 
     /// The change-time floor, while it stands.
-    pub fn floor(&self, now: Instant) -> Option<i64> {
-        self.floor.filter(|(_, until)| now < *until).map(|(t, _)| t)
+    pub fn floor(&self, now: Instant) -> Option<&Floor> {
+        self.floor.as_ref().filter(|f| now < f.until)
     }
 
-    /// Records a live entry (under the lock, by the fill that caches it).
-    pub fn register(&mut self, org: Arc<str>, entry: &Arc<CachedContainer>) {
+    /// Records a cached fill (under the lock, by the fill that caches it).
+    pub fn register(&mut self, org: Arc<str>, entry: &CachedContainer) {
         self.seq += 1;
-        let seq = self.seq;
-        self.live.retain(|l| l.org != org && l.entry.strong_count() > 0);
-        self.live.push(LiveEntry {
+        if self.records.len() >= MAX_RECORDS {
+            self.records.pop_front();
+        }
+        self.records.push_back(FillRecord {
             org,
-            entry: Arc::downgrade(entry),
-            seq,
+            asset_ids: entry.asset_ids().map(Box::from).collect(),
+            seq: self.seq,
         });
     }
 

@@ -2,9 +2,10 @@
 //!
 //! The revocation rule: an invalidation revokes
 //! 1. the ids the event names (`previousAssetIds`, a delete's `assets`), and
-//! 2. for a mutation proxied through this gateway, the ids of every entry
-//!    whose fill completed before the mutation was sent to the origin: those
-//!    are provably older than the state the origin answered with;
+//! 2. for a mutation proxied through this gateway, the ids of every fill
+//!    cached before the mutation was sent to the origin (before its first
+//!    attempt, for a retry with the same `Idempotency-Key`): those are
+//!    provably older than the state the origin answered with;
 //!
 //! less the ids the event or the origin's answer names as current. Nothing
 //! else: an entry filled after the change (or whose age relative to it
@@ -13,10 +14,17 @@
 //! bumps the generation, so no entry filled before it is ever served again;
 //! the revoked set only guards later fills against a lagging origin replica.
 //!
-//! The live entries are known to the fence itself (registered under its
-//! lock by the fill that cached them), so the ids are taken under the same
-//! lock that bumps the generation: a fill cannot complete in between.
+//! The cached fills are recorded by the fence itself (under its lock, by
+//! the fill that cached them), so the ids are taken under the same lock
+//! that bumps the generation: a fill cannot complete in between. Records
+//! outlive invalidations that revoke nothing, so a caption change landing
+//! while a regenerate is at the origin does not make it forget them.
+//!
+//! A tombstone is lifted early only by a `content.generated` shown to be
+//! later than the delete (its change time after the delete's), so a late
+//! or retried `generated` never resurrects a deleted container.
 
+use super::fence::{Floor, MutationMark};
 use super::ContentCache;
 use crate::events::{EventType, Invalidation};
 use crate::ids::ContainerId;
@@ -47,8 +55,8 @@ impl ContentCache {
 
     /// Applies the invalidation of a mutation this gateway proxied: `mark`
     /// is [`ContentCache::mark_mutation`]'s value from before it was sent.
-    pub async fn invalidate_after_mutation(&self, inv: &Invalidation, mark: u64) -> Applied {
-        self.apply(inv, Some(mark)).await
+    pub async fn invalidate_after_mutation(&self, inv: &Invalidation, mark: &MutationMark) -> Applied {
+        self.apply(inv, Some(mark.seq)).await
     }
 
     async fn apply(&self, inv: &Invalidation, mark: Option<u64>) -> Applied {
@@ -85,18 +93,24 @@ impl ContentCache {
     ) -> (Vec<std::sync::Arc<str>>, Vec<String>) {
         let fence = self.fences.get_or_create(id);
         let now = Instant::now();
+        let now_ms = self.clock.unix_millis_at(now);
         let mut st = fence.lock();
         fence.bump(&mut st);
-        let live = std::mem::take(&mut st.live);
+        let mut orgs: Vec<std::sync::Arc<str>> = Vec::new();
+        for r in &st.records {
+            if !orgs.contains(&r.org) {
+                orgs.push(r.org.clone());
+            }
+        }
         let mut revoked: Vec<String> = Vec::new();
         if inv.event_type.revokes_assets() {
             revoked.extend(inv.revoked_asset_ids.iter().cloned());
             if let Some(mark) = mark {
-                for l in live.iter().filter(|l| l.seq < mark) {
-                    if let Some(e) = l.entry.upgrade() {
-                        revoked.extend(e.asset_ids().map(str::to_owned));
-                    }
+                for r in st.records.iter().filter(|r| r.seq < mark) {
+                    revoked.extend(r.asset_ids.iter().map(|a| a.to_string()));
                 }
+                // Revoked now; later mutations need not see them again.
+                st.records.retain(|r| r.seq >= mark);
             }
             revoked.retain(|a| !inv.current_asset_ids.contains(a));
             revoked.sort_unstable();
@@ -123,16 +137,44 @@ impl ContentCache {
             st.revoked.insert(a.as_str().into(), until);
         }
         match inv.event_type {
-            EventType::Deleted => st.tombstone_until = Some(now + self.settings.tombstone_ttl),
-            EventType::Generated => st.tombstone_until = None,
+            EventType::Deleted => {
+                st.tombstone_until = Some(now + self.settings.tombstone_ttl);
+                st.tombstone_changed_at = Some(inv.changed_at.unwrap_or(now_ms));
+            }
+            EventType::Generated => {
+                let later = match (inv.changed_at, st.tombstone_changed_at) {
+                    (Some(at), Some(deleted)) => at > deleted,
+                    (_, None) => true,
+                    (None, Some(_)) => false,
+                };
+                if later {
+                    st.tombstone_until = None;
+                    st.tombstone_changed_at = None;
+                } else if st.is_tombstoned(now) {
+                    tracing::info!(container = %id, "content.generated not shown to follow the delete: tombstone kept");
+                }
+            }
             _ => {}
         }
         if let Some(at) = inv.changed_at {
-            let newer = st.floor(now).is_none_or(|f| f < at);
-            if newer {
-                st.floor = Some((at, until));
+            // The newest reported change wins; an older one arriving late
+            // never lowers it.
+            if st.floor(now).is_none_or(|f| f.at < at) {
+                let revokes_assets = inv.event_type.revokes_assets();
+                let current = (revokes_assets && !inv.current_asset_ids.is_empty()).then(|| {
+                    inv.current_asset_ids
+                        .iter()
+                        .map(|a| Box::from(a.as_str()))
+                        .collect()
+                });
+                st.floor = Some(Floor {
+                    at,
+                    until,
+                    revokes_assets,
+                    current,
+                });
             }
         }
-        (live.into_iter().map(|l| l.org).collect(), revoked)
+        (orgs, revoked)
     }
 }

@@ -105,9 +105,9 @@ async fn an_invalidation_revokes_the_ids_of_an_entry_not_yet_in_moka() {
         .unwrap();
     assert_eq!(discard, None);
     // Not inserted into moka: the insert happens after the fence lock.
-    let mark = cache.mark_mutation(id());
+    let mark = cache.mark_mutation(id(), None);
     let applied = cache
-        .invalidate_after_mutation(&inv(EventType::Regenerated, &[]), mark)
+        .invalidate_after_mutation(&inv(EventType::Regenerated, &[]), &mark)
         .await;
     assert_eq!(applied.revoked, ["old-1", "old-2"]);
     assert!(matches!(
@@ -121,14 +121,14 @@ async fn an_invalidation_revokes_the_ids_of_an_entry_not_yet_in_moka() {
 #[tokio::test(start_paused = true)]
 async fn only_entries_filled_before_the_mutation_was_sent_are_revoked() {
     let cache = ContentCache::new(settings(), None, None);
-    let mark = cache.mark_mutation(id());
+    let mark = cache.mark_mutation(id(), None);
     let fence = cache.fences.get_or_create(id());
     let lease = fence.lease(Instant::now()).unwrap();
     cache
         .complete_fill(org(), id(), &fence, lease, 0, body(&["new-1"]))
         .unwrap();
     let applied = cache
-        .invalidate_after_mutation(&inv(EventType::Regenerated, &[]), mark)
+        .invalidate_after_mutation(&inv(EventType::Regenerated, &[]), &mark)
         .await;
     assert!(applied.revoked.is_empty(), "{:?}", applied.revoked);
     let applied = cache.invalidate(&inv(EventType::Regenerated, &["old-9"])).await;

@@ -17,7 +17,7 @@ use crate::ids::ContainerId;
 use crate::origin::empty_body;
 use crate::routes::{ASSET_TEMPLATE, CONTAINER_TEMPLATE};
 use http::header::{HeaderValue, CONTENT_LENGTH};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 
 impl Gateway {
     /// `path` is what the origin is asked for (the caller's path and query
@@ -36,6 +36,8 @@ impl Gateway {
             OriginVerdict::Pass => None,
             OriginVerdict::Gone => Some(Err(GatewayError::not_found())),
             OriginVerdict::AssetRevoked => Some(Err(GatewayError::asset_not_found())),
+            OriginVerdict::Unreadable => Some(Err(GatewayError::upstream_error())),
+            OriginVerdict::Lagging => Some(Err(crate::cache::lagging_origin())),
         };
         if let Some(r) = refuse(cache.judge_origin(id, asset, None)) {
             return r;
@@ -59,7 +61,7 @@ impl Gateway {
         *req.headers_mut() = read_headers(parts, rid);
         let reply = self.state.origin.fetch(req, template, &principal.org).await?;
         let mut body = reply.body;
-        let verdict = if reply.status == StatusCode::OK && method == Method::GET {
+        let verdict = if reply.status.is_success() && method == Method::GET {
             cache.judge_origin(id, asset, Some(&mut body))
         } else {
             cache.judge_origin(id, asset, None)

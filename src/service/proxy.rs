@@ -118,15 +118,36 @@ impl Gateway {
             strip_hop_by_hop(&mut parts.headers);
             return Ok(Response::from_parts(parts, ResponseBody::Stream(body)));
         };
-        let retried = parts.headers.contains_key("idempotency-key");
-        // Entries filled before this point hold data the mutation replaces.
-        let mark = self.state.cache.mark_mutation(id);
+        // Fills cached before this point hold data the mutation replaces
+        // (before the first attempt, for a retry with the same key).
+        let org: std::sync::Arc<str> = std::sync::Arc::from(org);
+        let key = parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+        let mark = self.state.cache.mark_mutation(id, key.map(|k| (&org, k)));
         let gw = self.clone();
-        let org = org.to_owned();
         // The whole exchange runs in its own task: the caller going away
         // (a disconnect, an h2 reset) drops only its wait for the result.
         let exchange = tokio::spawn(async move {
-            let resp = gw.state.origin.stream(req, template, &org).await?;
+            let resp = match gw.state.origin.stream(req, template, &org).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    if matches!(e.code, ErrorCode::UpstreamError | ErrorCode::UpstreamTimeout) {
+                        // Sent, but no answer: the origin may have committed.
+                        // Drop what is cached (a generation bump); revoke
+                        // and tombstone nothing on a guess.
+                        let purge = Invalidation {
+                            event_id: None,
+                            source: Source::WriteThrough,
+                            event_type: EventType::Purge,
+                            container: Some(id),
+                            revoked_asset_ids: Vec::new(),
+                            current_asset_ids: Vec::new(),
+                            changed_at: None,
+                        };
+                        let _ = gw.accept_invalidation(&purge).await;
+                    }
+                    return Err(e);
+                }
+            };
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             if !parts.status.is_success() {
@@ -149,17 +170,9 @@ impl Gateway {
                 current_asset_ids,
                 changed_at,
             };
-            // Without the answer, a retried request (same Idempotency-Key)
-            // may be naming the state it created itself: entries filled
-            // before this send may then be current, so only the generation
-            // bump (and a delete's tombstone) applies. Otherwise they are
-            // provably older. A failed publish is re-sent from the outbox,
-            // and the origin's own webhook is a second path to every instance.
-            let _ = if read.is_err() && retried {
-                gw.accept_invalidation(&inv).await
-            } else {
-                gw.accept_mutation(&inv, mark).await
-            };
+            // A failed publish is re-sent from the outbox, and the origin's
+            // own webhook is a second path to every instance.
+            let _ = gw.accept_mutation(&inv, &mark).await;
             read.map(|bytes| Response::from_parts(parts, ResponseBody::full(bytes)))
         });
         match exchange.await {
