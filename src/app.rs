@@ -34,7 +34,9 @@ async fn bind(field: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub fn bind_error_reason(e: &std::io::Error) -> String {
     use std::io::ErrorKind;
     match e.kind() {
-        ErrorKind::AddrInUse => "address in use (another process listens there: stop it or choose another port)".into(),
+        ErrorKind::AddrInUse => {
+            "address in use (another process listens there: stop it or choose another port)".into()
+        }
         ErrorKind::AddrNotAvailable => "address not available (no interface of this host has that IP)".into(),
         ErrorKind::PermissionDenied => {
             "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE or root)".into()

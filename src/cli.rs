@@ -100,7 +100,10 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> ExitC
         }
     };
     match cli.cmd {
-        Cmd::CheckConfig { file, allow_demo_keys } => load::check_config(&file, allow_demo_keys),
+        Cmd::CheckConfig {
+            file,
+            allow_demo_keys,
+        } => load::check_config(&file, allow_demo_keys),
         Cmd::HashKey {
             org,
             scopes,

@@ -627,7 +627,9 @@ impl Config {
 
 /// Whether TOML text has anything but comments and blank lines.
 fn has_settings(text: &str) -> bool {
-    text.lines().map(str::trim).any(|l| !l.is_empty() && !l.starts_with('#'))
+    text.lines()
+        .map(str::trim)
+        .any(|l| !l.is_empty() && !l.starts_with('#'))
 }
 
 /// `text` with every whole-word `word` (not part of a longer identifier)
@@ -637,7 +639,10 @@ fn replace_word(text: &str, word: &str, with: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find(word) {
-        let (before, after) = (rest[..i].chars().next_back(), rest[i + word.len()..].chars().next());
+        let (before, after) = (
+            rest[..i].chars().next_back(),
+            rest[i + word.len()..].chars().next(),
+        );
         out.push_str(&rest[..i]);
         out.push_str(if ident(before) || ident(after) { word } else { with });
         rest = &rest[i + word.len()..];
@@ -652,8 +657,11 @@ mod tests {
 
     #[test]
     fn origin_guard_errors_name_config_keys_only() {
-        let e = Config::parse("[origin]\nmax_inflight = 10\nmax_inflight_per_org = 10\n", PathBuf::new())
-            .unwrap_err();
+        let e = Config::parse(
+            "[origin]\nmax_inflight = 10\nmax_inflight_per_org = 10\n",
+            PathBuf::new(),
+        )
+        .unwrap_err();
         assert!(e.starts_with("origin.max_inflight_per_org: "), "{e}");
         assert!(e.contains("origin.max_inflight (10)"), "{e}");
         assert!(!e.contains("global_max") && !e.contains("per_org_max"), "{e}");

@@ -104,8 +104,15 @@ fn check_config_accepts_the_shipped_config_only_with_allow_demo_keys() {
     // published demo keys, which serve refuses unless told otherwise.
     let o = run(&["check-config", "config/gateway.toml"], None);
     assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG), "stderr: {}", stderr(&o));
-    assert!(stderr(&o).contains("published demo keys"), "stderr: {}", stderr(&o));
-    let o = run(&["check-config", "config/gateway.toml", "--allow-demo-keys"], None);
+    assert!(
+        stderr(&o).contains("published demo keys"),
+        "stderr: {}",
+        stderr(&o)
+    );
+    let o = run(
+        &["check-config", "config/gateway.toml", "--allow-demo-keys"],
+        None,
+    );
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("ok"));
 }
@@ -117,24 +124,38 @@ fn check_config_accepts_the_production_example_with_real_keys() {
     assert!(text.contains("env = \"live\""), "auth.env = live");
     assert!(text.contains("format = \"json\""), "JSON logs");
     let keys = dir.join("keys.toml");
-    let entry = layers_gateway::auth::keys::keys_file_entry(NEW_KEY, "org_x", &["content:read"], "standard").unwrap();
+    let entry =
+        layers_gateway::auth::keys::keys_file_entry(NEW_KEY, "org_x", &["content:read"], "standard").unwrap();
     std::fs::write(&keys, entry).unwrap();
     let keys_line = "keys_file = \"/etc/layers-gateway/keys.toml\"";
     assert!(text.contains(keys_line), "the example names its keys file");
     let path = dir.join("gateway.toml");
-    std::fs::write(&path, text.replace(keys_line, &format!("keys_file = {:?}", keys.display().to_string()))).unwrap();
-    let o = run_env(&["check-config", path.to_str().unwrap()], &[("LAYERS_WEBHOOK_SECRETS", "s1")]);
+    std::fs::write(
+        &path,
+        text.replace(
+            keys_line,
+            &format!("keys_file = {:?}", keys.display().to_string()),
+        ),
+    )
+    .unwrap();
+    let o = run_env(
+        &["check-config", path.to_str().unwrap()],
+        &[("LAYERS_WEBHOOK_SECRETS", "s1")],
+    );
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
     // The one thing left to the operator: the admin token.
     let warnings: Vec<String> = stderr(&o).lines().map(str::to_owned).collect();
     assert!(
-        warnings.iter().all(|w| w.starts_with("warning: admin.token_sha256") || w.starts_with("warning: origin.url")),
+        warnings
+            .iter()
+            .all(|w| w.starts_with("warning: admin.token_sha256") || w.starts_with("warning: origin.url")),
         "{warnings:#?}"
     );
     // The example with the demo keys file is refused.
-    let demo = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace(&format!("keys_file = {:?}", keys.display().to_string()), &format!("keys_file = {:?}", shipped("keys.toml").display().to_string()));
+    let demo = std::fs::read_to_string(&path).unwrap().replace(
+        &format!("keys_file = {:?}", keys.display().to_string()),
+        &format!("keys_file = {:?}", shipped("keys.toml").display().to_string()),
+    );
     std::fs::write(&path, demo).unwrap();
     let o = run(&["check-config", path.to_str().unwrap()], None);
     assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG), "stderr: {}", stderr(&o));
@@ -145,26 +166,46 @@ fn check_config_accepts_the_production_example_with_real_keys() {
 fn check_text(name: &str, edit: impl FnOnce(String) -> String) -> Output {
     let dir = scratch(name);
     let path = config_copy(&dir, edit);
-    run(&["check-config", path.to_str().unwrap(), "--allow-demo-keys"], None)
+    run(
+        &["check-config", path.to_str().unwrap(), "--allow-demo-keys"],
+        None,
+    )
 }
 
 #[test]
 fn check_config_refuses_a_log_level_that_is_not_a_level() {
-    let o = check_text("log-level", |t| t.replacen("level = \"info\"", "level = \"verbose\"", 1));
+    let o = check_text("log-level", |t| {
+        t.replacen("level = \"info\"", "level = \"verbose\"", 1)
+    });
     assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG), "stderr: {}", stderr(&o));
-    assert!(stderr(&o).contains("log.level: \"verbose\" is not a level"), "stderr: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("log.level: \"verbose\" is not a level"),
+        "stderr: {}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn check_config_names_the_dotted_field_of_a_type_error() {
-    let o = check_text("type-error", |t| t.replacen("max_inflight = 512", "max_inflight = \"many\"", 1));
+    let o = check_text("type-error", |t| {
+        t.replacen("max_inflight = 512", "max_inflight = \"many\"", 1)
+    });
     assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG));
-    assert!(stderr(&o).contains("origin.max_inflight: invalid type"), "stderr: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("origin.max_inflight: invalid type"),
+        "stderr: {}",
+        stderr(&o)
+    );
     // A rule the origin guard refuses names config keys, not internal names.
-    let o = check_text("guard-names", |t| t.replacen("max_inflight_per_org = 64", "max_inflight_per_org = 600", 1));
+    let o = check_text("guard-names", |t| {
+        t.replacen("max_inflight_per_org = 64", "max_inflight_per_org = 600", 1)
+    });
     assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG));
     let e = stderr(&o);
-    assert!(e.contains("origin.max_inflight_per_org: must be less than origin.max_inflight (512)"), "{e}");
+    assert!(
+        e.contains("origin.max_inflight_per_org: must be less than origin.max_inflight (512)"),
+        "{e}"
+    );
     assert!(!e.contains("global_max"), "{e}");
 }
 
@@ -194,7 +235,11 @@ fn check_config_refuses_an_unknown_tier_in_the_keys_file() {
     });
     let o = run(&["check-config", path.to_str().unwrap()], None);
     assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG), "stderr: {}", stderr(&o));
-    assert!(stderr(&o).contains("keys[2].tier: unknown tier \"gold\""), "stderr: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("keys[2].tier: unknown tier \"gold\""),
+        "stderr: {}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -268,10 +313,16 @@ fn check_config_refuses_a_missing_keys_file_naming_auth_keys_file() {
         let shipped_keys = format!("keys_file = {:?}", shipped("keys.toml").display().to_string());
         t.replace(&shipped_keys, "keys_file = \"relative-keys.toml\"")
     });
-    let o = run(&["check-config", path.to_str().unwrap(), "--allow-demo-keys"], None);
+    let o = run(
+        &["check-config", path.to_str().unwrap(), "--allow-demo-keys"],
+        None,
+    );
     assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG), "not there yet");
     std::fs::copy(shipped("keys.toml"), dir.join("relative-keys.toml")).unwrap();
-    let o = run(&["check-config", path.to_str().unwrap(), "--allow-demo-keys"], None);
+    let o = run(
+        &["check-config", path.to_str().unwrap(), "--allow-demo-keys"],
+        None,
+    );
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
 }
 
@@ -323,7 +374,15 @@ fn hash_key_refuses_an_empty_org_and_an_unknown_tier() {
     )
     .unwrap();
     let o = run(
-        &["hash-key", "--org", "org_x", "--tier", "gold", "--config", path.to_str().unwrap()],
+        &[
+            "hash-key",
+            "--org",
+            "org_x",
+            "--tier",
+            "gold",
+            "--config",
+            path.to_str().unwrap(),
+        ],
         Some(&format!("{NEW_KEY}\n")),
     );
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
@@ -448,12 +507,20 @@ async fn serve_reloads_the_keys_file_on_sighup() {
 /// The shipped config on the given ports, keys file `keys` (absolute).
 fn serve_config(dir: &Path, gw: u16, admin: u16, keys: &Path) -> PathBuf {
     config_copy(dir, |t| {
-        t.replacen("listen = \"127.0.0.1:8080\"", &format!("listen = \"127.0.0.1:{gw}\""), 1)
-            .replacen("listen = \"127.0.0.1:9091\"", &format!("listen = \"127.0.0.1:{admin}\""), 1)
-            .replace(
-                &format!("keys_file = {:?}", shipped("keys.toml").display().to_string()),
-                &format!("keys_file = {:?}", keys.display().to_string()),
-            )
+        t.replacen(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:{gw}\""),
+            1,
+        )
+        .replacen(
+            "listen = \"127.0.0.1:9091\"",
+            &format!("listen = \"127.0.0.1:{admin}\""),
+            1,
+        )
+        .replace(
+            &format!("keys_file = {:?}", shipped("keys.toml").display().to_string()),
+            &format!("keys_file = {:?}", keys.display().to_string()),
+        )
     })
 }
 
@@ -465,11 +532,17 @@ fn serve_refuses_the_published_demo_keys_unless_allowed() {
     let o = run(&["serve", "--config", path.to_str().unwrap()], None);
     assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG), "stderr: {}", stderr(&o));
     let e = stderr(&o);
-    assert!(e.contains("auth.keys_file") && e.contains("published demo keys") && e.contains("--allow-demo-keys"), "{e}");
+    assert!(
+        e.contains("auth.keys_file") && e.contains("published demo keys") && e.contains("--allow-demo-keys"),
+        "{e}"
+    );
     // With --allow-demo-keys it starts: a port in use then stops it at bind,
     // which shows it got past every check.
     let taken = std::net::TcpListener::bind(("127.0.0.1", gw)).unwrap();
-    let o = run(&["serve", "--config", path.to_str().unwrap(), "--allow-demo-keys"], None);
+    let o = run(
+        &["serve", "--config", path.to_str().unwrap(), "--allow-demo-keys"],
+        None,
+    );
     drop(taken);
     assert_eq!(o.status.code(), Some(1), "stderr: {}", stderr(&o));
 }
@@ -478,7 +551,11 @@ fn serve_refuses_the_published_demo_keys_unless_allowed() {
 fn serve_names_the_listener_and_address_that_cannot_bind() {
     let dir = scratch("serve-bind");
     let keys = dir.join("keys.toml");
-    std::fs::write(&keys, layers_gateway::auth::keys::keys_file_entry(NEW_KEY, "org_x", &["*"], "standard").unwrap()).unwrap();
+    std::fs::write(
+        &keys,
+        layers_gateway::auth::keys::keys_file_entry(NEW_KEY, "org_x", &["*"], "standard").unwrap(),
+    )
+    .unwrap();
     for field in ["server.listen", "admin.listen"] {
         let (gw, admin) = (free_port(), free_port());
         let path = serve_config(&dir, gw, admin, &keys);
@@ -499,5 +576,8 @@ fn serve_outside_the_checkout_says_where_it_looked_for_the_config() {
     assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG));
     let e = stderr(&o);
     assert!(e.contains("config/gateway.toml"), "{e}");
-    assert!(e.contains("hint: ") && e.contains("--config") && e.contains(dir.to_str().unwrap()), "{e}");
+    assert!(
+        e.contains("hint: ") && e.contains("--config") && e.contains(dir.to_str().unwrap()),
+        "{e}"
+    );
 }

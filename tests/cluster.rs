@@ -857,5 +857,8 @@ fn skipping_without_redis_prints_one_visible_line() {
     let skipped: Vec<&str> = stderr.lines().filter(|l| l.starts_with("SKIPPED: ")).collect();
     assert_eq!(skipped.len(), 1, "one line, however many tests skip: {stderr}");
     assert!(skipped[0].starts_with("SKIPPED: tests/cluster.rs: "), "{stderr}");
-    assert!(skipped[0].contains("redis-server") && skipped[0].contains("LAYERS_REQUIRE_REDIS=1"), "{stderr}");
+    assert!(
+        skipped[0].contains("redis-server") && skipped[0].contains("LAYERS_REQUIRE_REDIS=1"),
+        "{stderr}"
+    );
 }

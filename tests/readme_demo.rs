@@ -50,8 +50,16 @@ async fn start_demo(name: &str) -> Demo {
     let shipped = |f: &str| PathBuf::from(MANIFEST_DIR).join("config").join(f);
     let text = std::fs::read_to_string(shipped("gateway.toml"))
         .unwrap()
-        .replacen(&format!("\"{README_GATEWAY}\""), &format!("\"127.0.0.1:{gw}\""), 1)
-        .replacen(&format!("\"{README_ADMIN}\""), &format!("\"127.0.0.1:{admin}\""), 1)
+        .replacen(
+            &format!("\"{README_GATEWAY}\""),
+            &format!("\"127.0.0.1:{gw}\""),
+            1,
+        )
+        .replacen(
+            &format!("\"{README_ADMIN}\""),
+            &format!("\"127.0.0.1:{admin}\""),
+            1,
+        )
         .replacen(
             &format!("\"http://{README_ORIGIN}\""),
             &format!("\"http://127.0.0.1:{origin}\""),
@@ -91,7 +99,10 @@ async fn start_demo(name: &str) -> Demo {
         false
     })
     .await;
-    assert!(matches!(ready, Ok(true)), "demo did not print its commands: {lines:#?}");
+    assert!(
+        matches!(ready, Ok(true)),
+        "demo did not print its commands: {lines:#?}"
+    );
     // Keep draining stdout (the access log) so the demo never blocks on a full pipe.
     let rest = tokio::spawn(async move {
         let mut all = String::new();
@@ -122,7 +133,11 @@ impl Demo {
     }
 
     fn curl_lines(&self) -> Vec<String> {
-        self.lines.iter().filter(|l| l.starts_with("curl ")).cloned().collect()
+        self.lines
+            .iter()
+            .filter(|l| l.starts_with("curl "))
+            .cloned()
+            .collect()
     }
 
     /// `X=value` lines printed by the demo, as variables.
@@ -132,7 +147,12 @@ impl Demo {
             .filter_map(|l| {
                 let (name, rest) = l.split_once('=')?;
                 let ok = name.len() == 1 && name.chars().all(|c| c.is_ascii_uppercase());
-                ok.then(|| (name.to_owned(), rest.split_whitespace().next().unwrap_or("").to_owned()))
+                ok.then(|| {
+                    (
+                        name.to_owned(),
+                        rest.split_whitespace().next().unwrap_or("").to_owned(),
+                    )
+                })
             })
             .collect()
     }
@@ -140,7 +160,11 @@ impl Demo {
     /// SIGTERM, then the exit status and the rest of stdout.
     async fn stop(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().expect("still running").to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
         let status = match tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await {
             Ok(s) => s.unwrap(),
             Err(_) => {
@@ -199,7 +223,10 @@ fn shell_words(line: &str, vars: &HashMap<String, String>) -> Vec<String> {
                     name.push(n);
                     chars.next();
                 }
-                cur.push_str(vars.get(&name).unwrap_or_else(|| panic!("${name} is not printed: {line}")));
+                cur.push_str(
+                    vars.get(&name)
+                        .unwrap_or_else(|| panic!("${name} is not printed: {line}")),
+                );
                 in_word = true;
             }
             '|' | '#' if !single && !double => break,
@@ -280,7 +307,9 @@ async fn exec(c: &Curl) -> Reply {
 /// Whether a reply is the answer a command's comment names.
 fn matches(c: &Curl, r: &Reply) -> bool {
     let mut parts = c.answer.split(", ");
-    let status_ok = parts.next().is_none_or(|s| s.is_empty() || s == r.status.as_str());
+    let status_ok = parts
+        .next()
+        .is_none_or(|s| s.is_empty() || s == r.status.as_str());
     let cache_ok = parts.all(|p| match p.strip_prefix("x-cache: ") {
         Some(want) => r.header("x-cache") == Some(want),
         None => true,
@@ -297,13 +326,17 @@ async fn the_readme_shows_exactly_the_curl_commands_the_demo_prints() {
     let demo = start_demo("lines").await;
     let readme: Vec<String> = readme_demo_block()
         .iter()
-        .filter(|l| l.starts_with("curl ") || (l.starts_with("K=") || l.starts_with("C=") || l.starts_with("A=")))
+        .filter(|l| {
+            l.starts_with("curl ") || (l.starts_with("K=") || l.starts_with("C=") || l.starts_with("A="))
+        })
         .map(|l| demo.localize(l))
         .collect();
     let printed: Vec<String> = demo
         .lines
         .iter()
-        .filter(|l| l.starts_with("curl ") || l.starts_with("K=") || l.starts_with("C=") || l.starts_with("A="))
+        .filter(|l| {
+            l.starts_with("curl ") || l.starts_with("K=") || l.starts_with("C=") || l.starts_with("A=")
+        })
         .cloned()
         .collect();
     assert_eq!(readme, printed, "README demo block vs demo output");
@@ -322,7 +355,10 @@ async fn every_printed_command_gets_the_answer_its_comment_names() {
     let cmds: Vec<Curl> = demo.curl_lines().iter().map(|l| parse_curl(l, &vars)).collect();
     let targets = [demo.gateway, demo.admin, demo.origin];
     assert!(cmds.iter().all(|c| targets.contains(&c.addr)), "{cmds:#?}");
-    assert!(cmds.iter().any(|c| c.addr == demo.origin), "a command regenerates at the simulator");
+    assert!(
+        cmds.iter().any(|c| c.addr == demo.origin),
+        "a command regenerates at the simulator"
+    );
     let mut bodies = Vec::new();
     for (i, c) in cmds.iter().enumerate() {
         // After a regenerate at the simulator, its webhook reaches the
@@ -352,15 +388,28 @@ async fn every_printed_command_gets_the_answer_its_comment_names() {
     let reads: Vec<&String> = cmds
         .iter()
         .zip(&bodies)
-        .filter(|(c, _)| c.addr == demo.gateway && c.path == format!("/v1/content/{}", vars["C"]) && c.answer.contains("200"))
+        .filter(|(c, _)| {
+            c.addr == demo.gateway
+                && c.path == format!("/v1/content/{}", vars["C"])
+                && c.answer.contains("200")
+        })
         .map(|(_, b)| b)
         .collect();
     assert!(reads[0].contains(asset.as_str()), "the first read shows $A");
-    assert!(reads[2..].iter().all(|b| !b.contains(asset.as_str())), "after regenerate, $A is gone");
-    assert_ne!(reads[2], reads[3], "the simulator's regenerate changed the container");
+    assert!(
+        reads[2..].iter().all(|b| !b.contains(asset.as_str())),
+        "after regenerate, $A is gone"
+    );
+    assert_ne!(
+        reads[2], reads[3],
+        "the simulator's regenerate changed the container"
+    );
     // Logs (after the commands) carry no ANSI colour codes: stdout is a pipe.
     let (status, log) = demo.stop().await;
     assert!(status.success(), "{status:?}");
     assert!(log.contains("INFO"), "the access log is on stdout: {log}");
-    assert!(!log.contains('\u{1b}'), "no ANSI escape codes in a piped log: {log:?}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no ANSI escape codes in a piped log: {log:?}"
+    );
 }

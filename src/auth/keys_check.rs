@@ -31,7 +31,12 @@ struct File {
 }
 
 /// Checks a parsed keys file against the config. `Ok` carries warnings.
-pub fn check_keys(text: &str, store: &KeyStore, cfg: &Config, allow_demo_keys: bool) -> Result<Vec<String>, String> {
+pub fn check_keys(
+    text: &str,
+    store: &KeyStore,
+    cfg: &Config,
+    allow_demo_keys: bool,
+) -> Result<Vec<String>, String> {
     let file: File = toml::from_str(text).map_err(|e| crate::config::describe_toml_error(text, &e))?;
     let tiers = cfg.shaping.effective_tiers();
     let mut warnings = Vec::new();
@@ -90,7 +95,12 @@ mod tests {
 
     fn check(keys: &str, config: &str, allow: bool) -> Result<Vec<String>, String> {
         let store = KeyStore::parse(keys)?;
-        check_keys(keys, &store, &Config::parse(config, PathBuf::new()).unwrap(), allow)
+        check_keys(
+            keys,
+            &store,
+            &Config::parse(config, PathBuf::new()).unwrap(),
+            allow,
+        )
     }
 
     #[test]
@@ -107,7 +117,10 @@ mod tests {
     #[test]
     fn the_demo_keys_are_refused_unless_allowed() {
         let e = check(crate::demo::DEMO_KEYS_FILE, "", false).unwrap_err();
-        assert!(e.starts_with("auth.keys_file: holds the published demo keys (admin"), "{e}");
+        assert!(
+            e.starts_with("auth.keys_file: holds the published demo keys (admin"),
+            "{e}"
+        );
         check(crate::demo::DEMO_KEYS_FILE, "", true).expect("allowed");
         // Refused with auth.env = "live" too, where these test keys could
         // not authenticate: the file itself is the mistake.
@@ -127,6 +140,9 @@ mod tests {
     #[test]
     fn an_empty_keys_file_warns() {
         let w = check("", "", false).unwrap();
-        assert!(w.iter().any(|l| l.starts_with("auth.keys_file: holds no keys")), "{w:?}");
+        assert!(
+            w.iter().any(|l| l.starts_with("auth.keys_file: holds no keys")),
+            "{w:?}"
+        );
     }
 }

@@ -57,7 +57,8 @@ async fn demo(mut cfg: Config, keys: KeyStore) -> ExitCode {
     };
     // The simulator authenticates like the origin: against the same keys.
     let keys = Arc::new(keys);
-    let sim = Simulator::from_json(DEMO_CONTAINERS_JSON, keys.clone()).expect("embedded demo containers are valid");
+    let sim =
+        Simulator::from_json(DEMO_CONTAINERS_JSON, keys.clone()).expect("embedded demo containers are valid");
     let origin_listener = match tokio::net::TcpListener::bind(&origin_addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -102,7 +103,12 @@ async fn demo(mut cfg: Config, keys: KeyStore) -> ExitCode {
 
 fn print_demo(sim: &Simulator, app: &App, origin: &str, admin_token: &str) {
     let keys = demo_keys();
-    let key = |name: &str| keys.iter().find(|k| k.name == name).map(|k| k.key.clone()).unwrap_or_default();
+    let key = |name: &str| {
+        keys.iter()
+            .find(|k| k.name == name)
+            .map(|k| k.key.clone())
+            .unwrap_or_default()
+    };
     println!("layers-gateway demo");
     println!("  origin simulator  http://{origin}");
     println!("  gateway           http://{}", app.addr);
@@ -115,13 +121,20 @@ fn print_demo(sim: &Simulator, app: &App, origin: &str, admin_token: &str) {
     for k in &keys {
         println!("  {:<12} {}  {}", k.name, k.key, k.description);
     }
-    let first = sim.container_ids().into_iter().find(|(o, _)| o == "org_demo_a").map(|(_, id)| id);
+    let first = sim
+        .container_ids()
+        .into_iter()
+        .find(|(o, _)| o == "org_demo_a")
+        .map(|(_, id)| id);
     if let Some(id) = first {
         let c = sim.container(id).unwrap_or_default();
         let asset = c["assets"][0]["assetId"].as_str().unwrap_or("slide-1").to_owned();
-        let (container, admin, reader, partner_b) = (id.to_string(), key("admin"), key("reader"), key("partner_b"));
+        let (container, admin, reader, partner_b) =
+            (id.to_string(), key("admin"), key("reader"), key("partner_b"));
         println!();
-        println!("Paste these into another shell (header names are lowercase on the wire: x-cache, x-request-id):");
+        println!(
+            "Paste these into another shell (header names are lowercase on the wire: x-cache, x-request-id):"
+        );
         println!();
         for line in demo_script::lines(&Inputs {
             gateway: app.addr,

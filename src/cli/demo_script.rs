@@ -35,8 +35,14 @@ pub struct Inputs<'a> {
 /// The lines to print, in order: blank lines and `# ...` headings between
 /// steps, `X=value` variables, `curl ...   # answer` commands.
 pub fn lines(i: &Inputs<'_>) -> Vec<String> {
-    let (gw, adm, origin) = (format!("http://{}", i.gateway), format!("http://{}", i.admin), i.origin);
-    let get = |key: &str, path: &str, answer: &str| format!("{CURL} -H \"X-Api-Key: ${key}\" {gw}{path}   # {answer}");
+    let (gw, adm, origin) = (
+        format!("http://{}", i.gateway),
+        format!("http://{}", i.admin),
+        i.origin,
+    );
+    let get = |key: &str, path: &str, answer: &str| {
+        format!("{CURL} -H \"X-Api-Key: ${key}\" {gw}{path}   # {answer}")
+    };
     let container = "/v1/content/$C";
     let asset = "/v1/content/$C/assets/$A";
     vec![

@@ -40,9 +40,16 @@ fn entry(org: &str, scopes: &str, tier: &str, config: Option<&Path>) -> Result<S
         } else {
             ""
         };
-        return Err(format!("--tier: unknown tier {tier:?} (known: {}{more})", known.join(", ")));
+        return Err(format!(
+            "--tier: unknown tier {tier:?} (known: {}{more})",
+            known.join(", ")
+        ));
     }
-    let scopes: Vec<&str> = scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let scopes: Vec<&str> = scopes
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     ScopeSet::parse(scopes.iter().copied()).map_err(|e| format!("--scopes: {e}"))?;
     let mut key = String::new();
     std::io::stdin()

@@ -11,7 +11,9 @@ pub fn init(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour);
     let _ = if cfg.log.format == "json" {
         b.json().try_init()
     } else {

@@ -64,7 +64,12 @@ fn visit_table(t: &DeTable<'_>, prefix: &str, span: &Range<usize>, best: &mut Op
     }
 }
 
-fn visit_value(v: &Spanned<DeValue<'_>>, path: &str, span: &Range<usize>, best: &mut Option<(usize, String)>) {
+fn visit_value(
+    v: &Spanned<DeValue<'_>>,
+    path: &str,
+    span: &Range<usize>,
+    best: &mut Option<(usize, String)>,
+) {
     offer(best, &v.span(), span, path);
     match v.get_ref() {
         DeValue::Table(t) => visit_table(t, path, span, best),

@@ -14,7 +14,9 @@ pub const LEVEL_NAMES: &str = "trace, debug, info, warn, error, off";
 /// Checks `log.level`; the error names the field and the directive.
 pub fn check(level: &str) -> Result<(), String> {
     if level.trim().is_empty() {
-        return Err(format!("log.level: must not be empty (one of {LEVEL_NAMES}, or target=level directives)"));
+        return Err(format!(
+            "log.level: must not be empty (one of {LEVEL_NAMES}, or target=level directives)"
+        ));
     }
     tracing_subscriber::EnvFilter::try_new(level).map_err(|e| format!("log.level: {e}"))?;
     for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
@@ -45,7 +47,14 @@ mod tests {
 
     #[test]
     fn levels_and_target_directives_pass() {
-        for ok in ["info", "WARN", "debug,hyper=info", "layers_gateway=debug", "off", "info,h2[conn]=warn"] {
+        for ok in [
+            "info",
+            "WARN",
+            "debug,hyper=info",
+            "layers_gateway=debug",
+            "off",
+            "info,h2[conn]=warn",
+        ] {
             assert_eq!(check(ok), Ok(()), "{ok}");
         }
     }

@@ -93,12 +93,18 @@ mod tests {
             ("", "auth.env"),
             ("[origin]\nurl = \"http://api.example.com\"\n", "origin.url"),
             ("[webhooks]\nsecrets = [\"s\"]\n", "webhooks.secrets"),
-            ("[webhooks]\nsecrets_env = \"LAYERS_TEST_UNSET_VARIABLE\"\n", "webhooks.secrets"),
+            (
+                "[webhooks]\nsecrets_env = \"LAYERS_TEST_UNSET_VARIABLE\"\n",
+                "webhooks.secrets",
+            ),
             ("", "admin.token_sha256"),
             ("[admin]\nlisten = \"0.0.0.0:9091\"\n", "admin.listen"),
             ("[log]\nlevel = \"layers_gateway=debug\"\n", "log.level"),
             ("[shaping]\nenabled = false\n", "shaping.enabled"),
-            ("[cache]\nfill_wait_timeout_ms = 1000\n", "cache.fill_wait_timeout_ms"),
+            (
+                "[cache]\nfill_wait_timeout_ms = 1000\n",
+                "cache.fill_wait_timeout_ms",
+            ),
         ] {
             assert!(has(&warnings(text), field), "{text:?} should warn about {field}");
         }
@@ -111,6 +117,9 @@ mod tests {
              [origin]\nurl = \"https://api.example.com\"\n[webhooks]\nsecrets_env = \"PATH\"\n",
         );
         assert!(w.is_empty(), "{w:#?}");
-        assert!(!has(&warnings("[origin]\nurl = \"http://localhost:8081\"\n"), "origin.url"));
+        assert!(!has(
+            &warnings("[origin]\nurl = \"http://localhost:8081\"\n"),
+            "origin.url"
+        ));
     }
 }
