@@ -304,8 +304,16 @@ async fn exec(c: &Curl) -> Reply {
     .unwrap_or_else(|_| panic!("no answer in time to {c:?}"))
 }
 
+/// The lines compared between README and demo: the curl commands and the
+/// variables that do not change between runs (`T=`, the admin token, does).
+fn compared(line: &str) -> bool {
+    ["curl ", "K=", "R=", "B=", "C=", "A="]
+        .iter()
+        .any(|p| line.starts_with(p))
+}
+
 /// Whether a reply is the answer a command's comment names.
-fn matches(c: &Curl, r: &Reply) -> bool {
+fn answered_as_commented(c: &Curl, r: &Reply) -> bool {
     let mut parts = c.answer.split(", ");
     let status_ok = parts
         .next()
@@ -326,19 +334,10 @@ async fn the_readme_shows_exactly_the_curl_commands_the_demo_prints() {
     let demo = start_demo("lines").await;
     let readme: Vec<String> = readme_demo_block()
         .iter()
-        .filter(|l| {
-            l.starts_with("curl ") || (l.starts_with("K=") || l.starts_with("C=") || l.starts_with("A="))
-        })
+        .filter(|l| compared(l))
         .map(|l| demo.localize(l))
         .collect();
-    let printed: Vec<String> = demo
-        .lines
-        .iter()
-        .filter(|l| {
-            l.starts_with("curl ") || l.starts_with("K=") || l.starts_with("C=") || l.starts_with("A=")
-        })
-        .cloned()
-        .collect();
+    let printed: Vec<String> = demo.lines.iter().filter(|l| compared(l)).cloned().collect();
     assert_eq!(readme, printed, "README demo block vs demo output");
     assert!(printed.iter().filter(|l| l.starts_with("curl ")).count() >= 12);
     let (status, _) = demo.stop().await;
@@ -367,14 +366,14 @@ async fn every_printed_command_gets_the_answer_its_comment_names() {
         let after_simulator = i > 0 && cmds[i - 1].addr == demo.origin;
         let mut reply = exec(c).await;
         for _ in 0..100 {
-            if !after_simulator || matches(c, &reply) {
+            if !after_simulator || answered_as_commented(c, &reply) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
             reply = exec(c).await;
         }
         assert!(
-            matches(c, &reply),
+            answered_as_commented(c, &reply),
             "command {i} {c:?}\nanswered {} x-cache {:?}: {}",
             reply.status,
             reply.x_cache(),

@@ -94,8 +94,9 @@ async fn demo(mut cfg: Config, keys: KeyStore) -> ExitCode {
         url: format!("http://{}{}", app.addr, webhook_path),
         secrets: vec![webhook_secret.into_bytes()],
     }));
+    let stop = signals::shutdown();
     print_demo(&sim, &app, &origin_addr, &admin_token);
-    app.run_until(signals::shutdown()).await;
+    app.run_until(stop).await;
     let _ = stop_tx.send(true);
     let _ = sim_task.await;
     ExitCode::from(exit::OK)

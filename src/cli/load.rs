@@ -7,6 +7,7 @@ use crate::auth::keys_check::check_keys;
 use crate::auth::KeyStore;
 use crate::config::warnings::config_warnings;
 use crate::config::Config;
+use crate::origin::HttpUpstream;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -14,6 +15,9 @@ use std::process::ExitCode;
 pub struct Loaded {
     pub config: Config,
     pub keys: KeyStore,
+    /// The origin client (TLS roots loaded): built here so that a failure
+    /// is a config error `check-config` sees too.
+    pub upstream: HttpUpstream,
     /// `<dotted.field>: ...` lines (see `config::warnings`).
     pub warnings: Vec<String>,
 }
@@ -24,6 +28,7 @@ pub fn load(path: &Path, allow_demo_keys: bool) -> Result<Loaded, String> {
     let config = Config::load(path).map_err(|e| with_missing_hint(path, e))?;
     // JWKS files, shared secrets in the environment, JWKS URLs.
     Authenticator::check(&config)?;
+    let upstream = HttpUpstream::new(&config.origin)?;
     let keys_path = config.keys_path();
     let text = std::fs::read_to_string(&keys_path)
         .map_err(|e| format!("auth.keys_file: cannot read {}: {e}", keys_path.display()))?;
@@ -36,6 +41,7 @@ pub fn load(path: &Path, allow_demo_keys: bool) -> Result<Loaded, String> {
     Ok(Loaded {
         config,
         keys,
+        upstream,
         warnings,
     })
 }

@@ -3,7 +3,7 @@
 use super::{exit, load, logging, runtime, signals};
 use crate::app::App;
 use crate::auth::reload::watch_keys_file;
-use crate::origin::{HttpUpstream, Upstream};
+use crate::origin::Upstream;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,19 +23,14 @@ async fn serve(loaded: load::Loaded) -> ExitCode {
     let load::Loaded {
         config: cfg,
         keys,
+        upstream,
         warnings,
     } = loaded;
     logging::init(&cfg);
     for w in &warnings {
         tracing::warn!("config: {w}");
     }
-    let upstream: Arc<dyn Upstream> = match HttpUpstream::new(&cfg.origin) {
-        Ok(u) => Arc::new(u),
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(exit::BAD_CONFIG);
-        }
-    };
+    let upstream: Arc<dyn Upstream> = Arc::new(upstream);
     let keys_path = cfg.keys_path();
     let reload_poll = std::time::Duration::from_secs(cfg.auth.reload_poll_secs);
     let app = match App::start(cfg, keys, upstream).await {
@@ -59,8 +54,9 @@ async fn serve(loaded: load::Loaded) -> ExitCode {
             let _ = stop_rx.wait_for(|s| *s).await;
         },
     ));
+    let stop = signals::shutdown();
     tracing::info!(addr = %app.addr, admin = %app.admin_addr, "layers-gateway serving");
-    app.run_until(signals::shutdown()).await;
+    app.run_until(stop).await;
     let _ = stop_watch.send(true);
     let _ = watcher.await;
     ExitCode::from(exit::OK)

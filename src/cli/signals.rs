@@ -2,23 +2,34 @@
 
 use std::sync::Arc;
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed
+/// by this call, not when the future is first polled: `serve` and `demo`
+/// announce themselves before they await it, and a SIGTERM sent right after
+/// that announcement must drain, not kill, the process. Call it inside the
+/// runtime.
+pub fn shutdown() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    };
+    async move {
+        #[cfg(unix)]
+        match signals {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown signal received; draining");
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown signal received; draining");
 }
 
 /// Forwards every SIGHUP to the keys-file watcher. `notify_one` keeps one
