@@ -1,7 +1,8 @@
 //! What `serve` and `check-config` check in a keys file beyond its syntax
 //! (which [`KeyStore::parse`] checks): checks that need the config.
 //!
-//! - `keys[N].tier` must name a tier the config defines. At request time an
+//! - `keys[N].tier` must name a tier the config defines (at start and on
+//!   every reload, see `reload.rs`). At request time an
 //!   unknown tier falls back to `standard`, which is right for a tier named
 //!   by the origin or a JWT, but in a file the operator wrote it is a typo
 //!   that would silently give a partner the smallest limits.
@@ -12,6 +13,7 @@
 use super::KeyStore;
 use crate::config::Config;
 use serde::Deserialize;
+use std::collections::BTreeSet;
 
 /// The fields these checks read, in file order (the file's syntax was
 /// checked by `KeyStore::parse`; other fields are ignored here).
@@ -30,6 +32,26 @@ struct File {
     keys: Vec<Entry>,
 }
 
+fn entries(text: &str) -> Result<Vec<Entry>, String> {
+    let file: File = toml::from_str(text).map_err(|e| crate::config::describe_toml_error(text, &e))?;
+    Ok(file.keys)
+}
+
+/// Every `keys[N].tier` is one of `known` (the config's tier names). Also
+/// run on every reload, so a typo in a new file keeps the old keys in force.
+pub fn check_tiers(text: &str, known: &BTreeSet<String>) -> Result<(), String> {
+    for (i, k) in entries(text)?.iter().enumerate() {
+        if let Some(tier) = k.tier.as_ref().filter(|t| !known.contains(*t)) {
+            let names: Vec<&str> = known.iter().map(String::as_str).collect();
+            return Err(format!(
+                "keys[{i}].tier: unknown tier {tier:?} (known: {}; [shaping.tiers] in the config adds more)",
+                names.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a parsed keys file against the config. `Ok` carries warnings.
 pub fn check_keys(
     text: &str,
@@ -37,19 +59,9 @@ pub fn check_keys(
     cfg: &Config,
     allow_demo_keys: bool,
 ) -> Result<Vec<String>, String> {
-    let file: File = toml::from_str(text).map_err(|e| crate::config::describe_toml_error(text, &e))?;
-    let tiers = cfg.shaping.effective_tiers();
+    check_tiers(text, &cfg.shaping.effective_tiers().into_keys().collect())?;
     let mut warnings = Vec::new();
-    for (i, k) in file.keys.iter().enumerate() {
-        if let Some(tier) = &k.tier {
-            if !tiers.contains_key(tier) {
-                let known: Vec<&str> = tiers.keys().map(String::as_str).collect();
-                return Err(format!(
-                    "keys[{i}].tier: unknown tier {tier:?} (known: {}; [shaping.tiers] in the config adds more)",
-                    known.join(", ")
-                ));
-            }
-        }
+    for (i, k) in entries(text)?.iter().enumerate() {
         if let Some(env) = cfg.auth.env.as_deref() {
             if k.env != env {
                 warnings.push(format!(
