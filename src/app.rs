@@ -21,6 +21,30 @@ pub struct App {
     tasks: JoinSet<()>,
 }
 
+/// Binds one listener; the error names the config field and the address
+/// (`server.listen 127.0.0.1:8080: address in use ...`), so an operator
+/// knows which of the two listeners failed without reading code.
+async fn bind(field: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{field} {addr}: {}", bind_error_reason(&e))))
+}
+
+/// Why a bind failed, in words an operator can act on.
+pub fn bind_error_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::AddrInUse => {
+            "address in use (another process listens there: stop it or choose another port)".into()
+        }
+        ErrorKind::AddrNotAvailable => "address not available (no interface of this host has that IP)".into(),
+        ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE or root)".into()
+        }
+        _ => e.to_string(),
+    }
+}
+
 /// Resolves when the shutdown flag turns true.
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
@@ -34,8 +58,8 @@ impl App {
         keys: impl Into<Arc<KeyStore>>,
         upstream: Arc<dyn Upstream>,
     ) -> std::io::Result<App> {
-        let listener = TcpListener::bind(config.server.listen).await?;
-        let admin = TcpListener::bind(config.admin.listen).await?;
+        let listener = bind("server.listen", config.server.listen).await?;
+        let admin = bind("admin.listen", config.admin.listen).await?;
         let (addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
         let gateway = Gateway::new(config, keys, upstream);
         // JWKS refreshers (one task per jwks_url issuer); they stop when the

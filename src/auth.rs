@@ -9,6 +9,7 @@ pub mod introspect;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;
+pub mod keys_check;
 pub mod reload;
 pub mod scopes;
 pub mod settings;

@@ -2,6 +2,12 @@
 //! same value, documented, in `config/gateway.toml`. Unknown keys are an
 //! error; `validate()` runs before any port is bound.
 
+mod field_path;
+pub mod log_level;
+pub mod warnings;
+
+pub use field_path::describe as describe_toml_error;
+
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -446,15 +452,28 @@ impl ShapingConfig {
 }
 
 impl Config {
-    /// Reads, parses and validates a config file.
+    /// Reads, parses and validates a config file. A file with no settings
+    /// (only comments and blank lines) is refused: it is a truncated file
+    /// or a wrong path far more often than a wish to run on the built-in
+    /// defaults (origin http://127.0.0.1:8081, demo-style listeners).
     pub fn load(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !has_settings(&text) {
+            return Err(format!(
+                "{}: the file is empty (no settings, only comments or blank lines); refused, so a \
+                 truncated file does not start a gateway on built-in defaults. Write at least \
+                 [origin] url and [auth] keys_file (config/production.example.toml is a start)",
+                path.display()
+            ));
+        }
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Config::parse(&text, base).map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// Parses and validates config text. Errors name the dotted field,
+    /// type errors included (`origin.max_inflight: invalid type ...`).
     pub fn parse(text: &str, base_dir: PathBuf) -> Result<Config, String> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut cfg: Config = toml::from_str(text).map_err(|e| field_path::describe(text, &e))?;
         cfg.base_dir = base_dir;
         cfg.validate()?;
         Ok(cfg)
@@ -512,7 +531,8 @@ impl Config {
         nonzero(self.origin.timeout_ms, "origin.timeout_ms")?;
         nonzero(self.origin.max_response_bytes, "origin.max_response_bytes")?;
         nonzero(self.origin.max_inflight as u64, "origin.max_inflight")?;
-        // The shaping modules name their own fields; map them to config keys.
+        // The shaping modules name their own fields; map them to config
+        // keys, in the field and in the message ("less than global_max").
         let origin_field = |e: String| {
             const NAMES: [(&str, &str); 7] = [
                 ("global_max", "max_inflight"),
@@ -525,6 +545,9 @@ impl Config {
             ];
             let (field, rest) = e.split_once(':').unwrap_or((&e, ""));
             let name = NAMES.iter().find(|(k, _)| *k == field).map_or(field, |(_, v)| v);
+            let rest = NAMES.iter().fold(rest.to_owned(), |r, (k, v)| {
+                replace_word(&r, k, &format!("origin.{v}"))
+            });
             format!("origin.{name}:{rest}")
         };
         self.origin_guard().validate().map_err(origin_field)?;
@@ -611,7 +634,7 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err("log.format: must be \"text\" or \"json\"".into());
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| format!("log.level: {e}"))?;
+        log_level::check(&self.log.level)?;
         Ok(())
     }
 
@@ -646,9 +669,74 @@ impl Config {
     }
 }
 
+/// Whether TOML text has anything but comments and blank lines.
+fn has_settings(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .any(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// `text` with every whole-word `word` (not part of a longer identifier)
+/// replaced by `with`.
+fn replace_word(text: &str, word: &str, with: &str) -> String {
+    let ident = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(word) {
+        let (before, after) = (
+            rest[..i].chars().next_back(),
+            rest[i + word.len()..].chars().next(),
+        );
+        out.push_str(&rest[..i]);
+        out.push_str(if ident(before) || ident(after) { word } else { with });
+        rest = &rest[i + word.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origin_guard_errors_name_config_keys_only() {
+        let e = Config::parse(
+            "[origin]\nmax_inflight = 10\nmax_inflight_per_org = 10\n",
+            PathBuf::new(),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("origin.max_inflight_per_org: "), "{e}");
+        assert!(e.contains("origin.max_inflight (10)"), "{e}");
+        assert!(!e.contains("global_max") && !e.contains("per_org_max"), "{e}");
+    }
+
+    #[test]
+    fn a_type_error_names_the_dotted_field() {
+        let e = Config::parse("[origin]\nmax_inflight = \"many\"\n", PathBuf::new()).unwrap_err();
+        assert!(e.starts_with("origin.max_inflight: invalid type"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn a_log_level_that_is_not_a_level_is_refused() {
+        let e = Config::parse("[log]\nlevel = \"verbose\"\n", PathBuf::new()).unwrap_err();
+        assert!(e.starts_with("log.level: \"verbose\" is not a level"), "{e}");
+        Config::parse("[log]\nlevel = \"warn,layers_gateway=debug\"\n", PathBuf::new()).unwrap();
+    }
+
+    #[test]
+    fn an_empty_config_file_is_refused_by_load() {
+        let dir = std::env::temp_dir().join(format!("layers-empty-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, "# nothing here\n\n   \n").unwrap();
+        let e = Config::load(&path).unwrap_err();
+        assert!(e.contains("the file is empty"), "{e}");
+        std::fs::write(&path, "[cache]\nttl_secs = 60\n").unwrap();
+        Config::load(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn empty_config_is_the_defaults_and_valid() {

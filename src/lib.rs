@@ -20,12 +20,14 @@
 //! - [`ids`]: container, asset and request ids.
 //! - [`header_text`]: response header values without an allocation each.
 //! - [`demo`]: the built-in origin simulator (demo, tests, benches).
+//! - [`cli`]: the command line (`serve`, `demo`, `check-config`, `hash-key`).
 
 pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod body;
 pub mod cache;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod demo;

@@ -1239,6 +1239,24 @@ async fn sighup_reload_revokes_at_once_and_refuses_a_bad_file() {
 }
 
 #[tokio::test]
+async fn a_reloaded_keys_file_naming_an_unknown_tier_is_refused_and_the_old_keys_stay() {
+    init();
+    let mut w = watched("reload-tier", Duration::from_secs(3600)).await;
+    let gold = keys_file(&[KEY_B]).replace("tier = \"standard\"", "tier = \"gold\"");
+    assert!(gold.contains("\"gold\""));
+    std::fs::write(&w.path, gold).unwrap();
+    w.hup.notify_one();
+    let r = w.wait(|r| r.refused == 1).await;
+    let e = r.last_error.unwrap();
+    assert!(e.contains("keys[0].tier: unknown tier \"gold\""), "{e}");
+    assert!(
+        w.auth.authenticate(&api_key(KEY_A)).await.is_ok(),
+        "the old keys stay"
+    );
+    let _ = w.stop.send(true);
+}
+
+#[tokio::test]
 async fn polling_notices_content_changes_and_logs_a_bad_file_once() {
     init();
     let mut w = watched("reload-poll", Duration::from_millis(20)).await;

@@ -837,3 +837,30 @@ async fn two_instances_sharing_a_daily_cap_admit_exactly_the_cap() {
     }
     assert!(sa.lease_fallbacks.get() >= 100 && sb.lease_fallbacks.get() >= 100);
 }
+
+/// Without redis-server the tests that need it pass without running; a
+/// plain `cargo test` shows that in one line per test binary, not only
+/// under `--nocapture`. Runs this very test binary again, with a PATH that
+/// has no redis-server, on the tests whose names contain "instance".
+#[test]
+fn skipping_without_redis_prints_one_visible_line() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["instance", "--test-threads", "2"])
+        .env("PATH", "/nonexistent")
+        .env_remove("LAYERS_REQUIRE_REDIS")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("passed"), "{stdout}");
+    let skipped: Vec<&str> = stderr.lines().filter(|l| l.starts_with("SKIPPED: ")).collect();
+    assert_eq!(skipped.len(), 1, "one line, however many tests skip: {stderr}");
+    assert!(skipped[0].starts_with("SKIPPED: tests/cluster.rs: "), "{stderr}");
+    assert!(
+        skipped[0].contains("redis-server") && skipped[0].contains("LAYERS_REQUIRE_REDIS=1"),
+        "{stderr}"
+    );
+}

@@ -116,6 +116,8 @@ pub struct Authenticator {
     reloads: watch::Sender<ReloadReport>,
     /// JWKS refreshers; aborted when the authenticator is dropped.
     background: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The config's tier names: a reloaded keys file may name only these.
+    tiers: std::collections::BTreeSet<String>,
 }
 
 impl Authenticator {
@@ -159,7 +161,13 @@ impl Authenticator {
             introspector,
             reloads: watch::Sender::new(ReloadReport::default()),
             background: Mutex::new(Vec::new()),
+            tiers: cfg.shaping.effective_tiers().into_keys().collect(),
         })
+    }
+
+    /// The tier names a keys file may use (the config's tiers).
+    pub fn known_tiers(&self) -> &std::collections::BTreeSet<String> {
+        &self.tiers
     }
 
     /// Checks everything the auth config points at (JWKS files, shared

@@ -149,7 +149,9 @@ impl KeyStore {
     }
 
     pub fn parse(text: &str) -> Result<KeyStore, String> {
-        let file: KeysFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        // Type errors name the entry and field (`keys[2].tier: invalid type ...`).
+        let file: KeysFile =
+            toml::from_str(text).map_err(|e| crate::config::describe_toml_error(text, &e))?;
         let mut by_id = HashMap::with_capacity_and_hasher(file.keys.len(), Default::default());
         for (i, k) in file.keys.into_iter().enumerate() {
             let at = format!("keys[{i}]");

@@ -53,15 +53,19 @@ impl Trigger {
 /// number of keys, or why the old keys stay.
 pub async fn reload_keys_file(path: &Path, auth: &Authenticator, trigger: Trigger) -> Result<usize, String> {
     let result = match read(path).await {
-        Ok(bytes) => parse(path, &bytes),
+        Ok(bytes) => parse(path, &bytes, auth),
         Err(e) => Err(format!("cannot read keys file {}: {e}", path.display())),
     };
     apply(auth, result, trigger)
 }
 
-fn parse(path: &Path, bytes: &[u8]) -> Result<KeyStore, String> {
+fn parse(path: &Path, bytes: &[u8], auth: &Authenticator) -> Result<KeyStore, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| format!("keys file {}: not UTF-8", path.display()))?;
-    KeyStore::parse(text).map_err(|e| format!("keys file {}: {e}", path.display()))
+    let store = KeyStore::parse(text).map_err(|e| format!("keys file {}: {e}", path.display()))?;
+    // A tier typo is refused as at start (keys_check), not silently `standard`.
+    super::keys_check::check_tiers(text, auth.known_tiers())
+        .map_err(|e| format!("keys file {}: {e}", path.display()))?;
+    Ok(store)
 }
 
 fn apply(auth: &Authenticator, result: Result<KeyStore, String>, trigger: Trigger) -> Result<usize, String> {
@@ -125,7 +129,7 @@ pub async fn watch_keys_file(
     match fingerprint(&path).await {
         Some((bytes, d)) => {
             seen = Some(d);
-            let _ = apply(&auth, parse(&path, &bytes), Trigger::Changed);
+            let _ = apply(&auth, parse(&path, &bytes, &auth), Trigger::Changed);
         }
         None => {
             unreadable_logged = true;
@@ -153,7 +157,7 @@ pub async fn watch_keys_file(
             (Some((bytes, d)), _) => {
                 unreadable_logged = false;
                 seen = Some(d);
-                let _ = apply(&auth, parse(&path, &bytes), trigger);
+                let _ = apply(&auth, parse(&path, &bytes, &auth), trigger);
             }
         }
     }

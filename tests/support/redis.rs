@@ -3,9 +3,13 @@
 //! a test can SIGKILL and restart on the same port; and a TCP proxy in front
 //! of it that a test can cut (a network partition of one instance).
 //!
-//! Without `redis-server` on PATH, [`RedisServer::start`] prints
-//! "skipped: redis-server not installed" and returns `None` (the test
-//! returns), unless `LAYERS_REQUIRE_REDIS=1`, when it panics.
+//! Without `redis-server` on PATH, [`RedisServer::start`] returns `None`
+//! (the test returns, and libtest counts it as passed: stable Rust has no
+//! "skipped" outcome), unless `LAYERS_REQUIRE_REDIS=1`, when it panics. The
+//! first skip in a test binary writes one line, `SKIPPED: ...`, straight to
+//! the process's stderr: libtest captures `print!`/`eprint!` of a passing
+//! test, not writes to the stderr handle, so the line shows in a plain
+//! `cargo test` run, once per test binary.
 //!
 //! Include with `#[path = "support/redis.rs"] mod redis_support;`.
 #![allow(dead_code)]
@@ -36,9 +40,29 @@ fn available() -> bool {
         if std::env::var("LAYERS_REQUIRE_REDIS").as_deref() == Ok("1") {
             panic!("redis-server not installed, and LAYERS_REQUIRE_REDIS=1");
         }
-        println!("skipped: redis-server not installed");
+        report_skip();
     }
     found
+}
+
+/// Writes the skip line once per test binary, past libtest's capture.
+fn report_skip() {
+    static REPORTED: std::sync::Once = std::sync::Once::new();
+    REPORTED.call_once(|| {
+        use std::io::Write;
+        let exe = std::env::current_exe().ok();
+        let binary = exe
+            .as_deref()
+            .and_then(|p| p.file_stem())
+            .and_then(|s| s.to_str())
+            .map_or("?", |s| s.split('-').next().unwrap_or(s))
+            .to_owned();
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: tests/{binary}.rs: the tests that need redis-server pass without running \
+             (not installed: apt-get install redis-server; LAYERS_REQUIRE_REDIS=1 makes this a failure)"
+        );
+    });
 }
 
 fn free_port() -> u16 {

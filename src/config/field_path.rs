@@ -1,0 +1,140 @@
+//! TOML errors that name the dotted field (`origin.max_inflight`,
+//! `keys[2].tier`), not only a line and column.
+//!
+//! serde reports a type error ("invalid type: string, expected usize") with
+//! the byte span of the offending value but no field path; the path is
+//! found by parsing the same text again into toml's spanned tree and
+//! taking the innermost key or value whose span holds the error's span.
+
+use std::ops::Range;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// One line: `<dotted.path>: <what serde said> (line L, column C)`. Without
+/// a span (or for a syntax error that keeps the document from parsing) the
+/// path is left out, the line and column kept.
+pub fn describe(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim_end();
+    let Some(span) = err.span() else {
+        return message.to_owned();
+    };
+    let at = line_column(text, span.start);
+    match path_at(text, &span) {
+        Some(path) if !path.is_empty() => format!("{path}: {message} ({at})"),
+        _ => format!("{message} ({at})"),
+    }
+}
+
+/// `line L, column C`, both counted from 1, for a byte offset.
+fn line_column(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}")
+}
+
+/// The dotted path of the innermost key or value whose span holds `span`.
+fn path_at(text: &str, span: &Range<usize>) -> Option<String> {
+    let root = DeTable::parse(text).ok()?;
+    let mut best: Option<(usize, String)> = None;
+    visit_table(root.get_ref(), "", span, &mut best);
+    best.map(|(_, path)| path)
+}
+
+fn holds(outer: &Range<usize>, inner: &Range<usize>) -> bool {
+    outer.start <= inner.start && inner.end <= outer.end.max(outer.start + 1)
+}
+
+/// Keeps the candidate with the smallest span: the most specific field.
+fn offer(best: &mut Option<(usize, String)>, at: &Range<usize>, span: &Range<usize>, path: &str) {
+    if holds(at, span) && best.as_ref().is_none_or(|(len, _)| at.len() <= *len) {
+        *best = Some((at.len(), path.to_owned()));
+    }
+}
+
+fn visit_table(t: &DeTable<'_>, prefix: &str, span: &Range<usize>, best: &mut Option<(usize, String)>) {
+    for (key, value) in t.iter() {
+        let path = if prefix.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", key.get_ref())
+        };
+        offer(best, &key.span(), span, &path);
+        visit_value(value, &path, span, best);
+    }
+}
+
+fn visit_value(
+    v: &Spanned<DeValue<'_>>,
+    path: &str,
+    span: &Range<usize>,
+    best: &mut Option<(usize, String)>,
+) {
+    offer(best, &v.span(), span, path);
+    match v.get_ref() {
+        DeValue::Table(t) => visit_table(t, path, span, best),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                visit_value(item, &format!("{path}[{i}]"), span, best);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_of<T: serde::de::DeserializeOwned + std::fmt::Debug>(text: &str) -> String {
+        describe(text, &toml::from_str::<T>(text).unwrap_err())
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Origin {
+        max_inflight: usize,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Doc {
+        origin: Origin,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Key {
+        tier: String,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Keys {
+        keys: Vec<Key>,
+    }
+
+    #[test]
+    fn a_type_error_names_the_dotted_field_and_the_line() {
+        let e = err_of::<Doc>("[origin]\nmax_inflight = \"many\"\n");
+        assert!(e.starts_with("origin.max_inflight: invalid type"), "{e}");
+        assert!(e.ends_with("(line 2, column 16)"), "{e}");
+    }
+
+    #[test]
+    fn an_error_in_an_array_of_tables_names_the_index() {
+        let e = err_of::<Keys>("[[keys]]\ntier = \"a\"\n[[keys]]\ntier = \"b\"\n[[keys]]\ntier = 3\n");
+        assert!(e.starts_with("keys[2].tier: invalid type"), "{e}");
+    }
+
+    #[test]
+    fn inline_tables_and_dotted_keys_are_paths_too() {
+        let e = err_of::<Doc>("origin = { max_inflight = -1 }\n");
+        assert!(e.starts_with("origin.max_inflight: invalid value"), "{e}");
+        let e = err_of::<Doc>("origin.max_inflight = true\n");
+        assert!(e.starts_with("origin.max_inflight: invalid type"), "{e}");
+    }
+
+    #[test]
+    fn a_syntax_error_keeps_line_and_column() {
+        let e = err_of::<Doc>("[origin\n");
+        assert!(e.contains("line 1"), "{e}");
+    }
+}
