@@ -18,6 +18,7 @@
 //! - [`config`]: typed config with defaults, validated before binding.
 //! - [`error`]: `GatewayError` and the Layers error envelope.
 //! - [`ids`]: container, asset and request ids.
+//! - [`log_limit`]: refusal logs at a bounded rate (token bucket).
 //! - [`header_text`]: response header values without an allocation each.
 //! - [`demo`]: the built-in origin simulator (demo, tests, benches).
 
@@ -33,6 +34,7 @@ pub mod error;
 pub mod events;
 pub mod header_text;
 pub mod ids;
+pub mod log_limit;
 pub mod metrics;
 pub mod origin;
 pub mod routes;
