@@ -20,11 +20,11 @@ pub const DEFAULT_RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 pub const DEFAULT_H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 64;
 /// The h2 protocol's own default (RFC 9113 section 6.9.2).
 pub const DEFAULT_H2_STREAM_WINDOW_BYTES: u32 = 65_535;
-pub const DEFAULT_H2_CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
-pub const DEFAULT_H2_MAX_SEND_BUF_BYTES: usize = 64 * 1024;
+pub const DEFAULT_H2_CONNECTION_WINDOW_BYTES: u32 = 256 * 1024;
+pub const DEFAULT_H2_MAX_SEND_BUF_BYTES: usize = 16 * 1024;
 pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 16;
 pub const DEFAULT_LOG_REFUSALS_PER_SEC: u32 = 10;
 pub const DEFAULT_ORIGIN_URL: &str = "http://127.0.0.1:8081";
@@ -51,6 +51,7 @@ pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/layers";
 pub const DEFAULT_WEBHOOK_SECRETS_ENV: &str = "LAYERS_WEBHOOK_SECRETS";
 pub const DEFAULT_WEBHOOK_TOLERANCE: Duration = Duration::from_secs(300);
 pub const DEFAULT_WEBHOOK_MAX_BODY_BYTES: u64 = 256 * 1024;
+pub const DEFAULT_WEBHOOK_MAX_CONCURRENT_READS: usize = 32;
 pub const DEFAULT_DEDUPE_MAX_ENTRIES: u64 = 1_000_000;
 pub const DEFAULT_DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(15 * 60);
@@ -358,6 +359,9 @@ pub struct WebhookConfig {
     pub secrets_env: String,
     pub tolerance_secs: u64,
     pub max_body_bytes: u64,
+    /// Webhook bodies read at once (they are buffered whole, before the
+    /// signature can be checked); past it: 503 with Retry-After.
+    pub max_concurrent_reads: usize,
     pub dedupe_max_entries: u64,
     pub dedupe_ttl_secs: u64,
 }
@@ -370,6 +374,7 @@ impl Default for WebhookConfig {
             secrets_env: DEFAULT_WEBHOOK_SECRETS_ENV.into(),
             tolerance_secs: DEFAULT_WEBHOOK_TOLERANCE.as_secs(),
             max_body_bytes: DEFAULT_WEBHOOK_MAX_BODY_BYTES,
+            max_concurrent_reads: DEFAULT_WEBHOOK_MAX_CONCURRENT_READS,
             dedupe_max_entries: DEFAULT_DEDUPE_MAX_ENTRIES,
             dedupe_ttl_secs: DEFAULT_DEDUPE_TTL.as_secs(),
         }
@@ -648,6 +653,10 @@ impl Config {
         }
         nonzero(self.webhooks.tolerance_secs, "webhooks.tolerance_secs")?;
         nonzero(self.webhooks.max_body_bytes, "webhooks.max_body_bytes")?;
+        nonzero(
+            self.webhooks.max_concurrent_reads as u64,
+            "webhooks.max_concurrent_reads",
+        )?;
         nonzero(self.webhooks.dedupe_max_entries, "webhooks.dedupe_max_entries")?;
         if self.webhooks.dedupe_ttl_secs < 24 * 3600 {
             return Err(

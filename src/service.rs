@@ -64,6 +64,9 @@ pub struct State {
     pub cluster: Option<Arc<ClusterNode>>,
     /// Refusal log lines at a bounded rate (`log.refusals_per_sec`).
     pub refusal_logs: crate::log_limit::RefusalLogs,
+    /// Webhook bodies being read (`webhooks.max_concurrent_reads`): they
+    /// are buffered before their signature can be checked.
+    webhook_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// The gateway service. Cheap to clone (one `Arc`).
@@ -138,6 +141,7 @@ impl Gateway {
             }
         });
         let refusal_logs = crate::log_limit::RefusalLogs::new(config.log.refusals_per_sec);
+        let webhook_reads = Arc::new(tokio::sync::Semaphore::new(config.webhooks.max_concurrent_reads));
         Gateway {
             state: Arc::new(State {
                 config,
@@ -152,6 +156,7 @@ impl Gateway {
                 limits,
                 cluster,
                 refusal_logs,
+                webhook_reads,
             }),
         }
     }

@@ -4,13 +4,13 @@
 
 use super::{json_response, Gateway};
 use crate::body::{BoxError, ResponseBody};
+use crate::body::{ClientBody, ClientBodyError};
 use crate::cache::time::unix_now;
 use crate::error::{ErrorCode, GatewayError};
 use crate::events::webhook::{parse_event, ParsedEvent, WebhookRejection};
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{Response, StatusCode};
-use crate::body::{ClientBody, ClientBodyError};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 impl Gateway {
@@ -48,6 +48,15 @@ impl Gateway {
         if declared.is_some_and(|n| n > max) {
             return Err(reject_large());
         }
+        // Unsigned until read: a bounded number at once, each bounded in
+        // size and time.
+        let Ok(_reading) = st.webhook_reads.try_acquire() else {
+            st.metrics
+                .webhook_rejections
+                .with_label_values(&["too_many_reads"])
+                .inc();
+            return Err(GatewayError::overloaded(1));
+        };
         // Read under `server.body_read_timeout_ms`: a body that never
         // arrives does not hold memory (or an h2 stream) without limit.
         let body = ClientBody::new(body, st.config.server.body_read_timeout());
