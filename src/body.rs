@@ -147,8 +147,7 @@ pub struct BodyWatch {
 
 impl BodyWatch {
     pub fn waiting_on_client(&self) -> bool {
-        self.waiting_on_client
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.waiting_on_client.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn set(&self, waiting: bool) {

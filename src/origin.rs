@@ -298,7 +298,10 @@ impl OriginClient {
             }
             // The caller's body was too large, malformed or slow: says
             // nothing about the origin (the ticket is dropped unreported).
-            Err(UpstreamFailure::RequestBodyTooLarge) => (Err(classify(UpstreamFailure::RequestBodyTooLarge)), "request_too_large".into()),
+            Err(UpstreamFailure::RequestBodyTooLarge) => (
+                Err(classify(UpstreamFailure::RequestBodyTooLarge)),
+                "request_too_large".into(),
+            ),
             Err(UpstreamFailure::ClientBody(c)) => {
                 let label = match c {
                     ClientBodyError::TimedOut => "client_body_timeout",

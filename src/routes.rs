@@ -67,9 +67,9 @@ pub fn is_canonical(path: &str) -> bool {
     if b.contains(&b'\\') {
         return false;
     }
-    let encoded_separator = b.windows(3).any(|w| {
-        w[0] == b'%' && matches!((w[1], w[2].to_ascii_lowercase()), (b'2', b'f') | (b'5', b'c'))
-    });
+    let encoded_separator = b
+        .windows(3)
+        .any(|w| w[0] == b'%' && matches!((w[1], w[2].to_ascii_lowercase()), (b'2', b'f') | (b'5', b'c')));
     !encoded_separator && !path.split('/').any(|seg| is_dot_segment(seg.as_bytes()))
 }
 

@@ -141,7 +141,10 @@ async fn serve<H, F>(
     // all back is how the drain knows every connection has closed.
     let slots = Arc::new(Semaphore::new(l.max_connections));
     let stalled = l.cut.connections_cut.with_label_values(&["response_stalled"]);
-    let b = Arc::new(builder(cfg, StreamExec::new(cfg.response_write_timeout(), Some(stalled))));
+    let b = Arc::new(builder(
+        cfg,
+        StreamExec::new(cfg.response_write_timeout(), Some(stalled)),
+    ));
     let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
     tokio::pin!(shutdown);
     loop {
@@ -165,7 +168,14 @@ async fn serve<H, F>(
             tokio::spawn(shed(stream));
             continue;
         };
-        let conn = serve_connection(stream, b.clone(), handler.clone(), cfg, phase_rx.clone(), l.cut.clone());
+        let conn = serve_connection(
+            stream,
+            b.clone(),
+            handler.clone(),
+            cfg,
+            phase_rx.clone(),
+            l.cut.clone(),
+        );
         let open = l.metrics.as_ref().map(|m| m.connections_open.clone());
         tokio::spawn(async move {
             if let Some(g) = &open {
@@ -182,7 +192,10 @@ async fn serve<H, F>(
     let _ = phase_tx.send(Phase::Draining);
     let all = l.max_connections as u32;
     let grace = Duration::from_millis(cfg.shutdown_grace_ms);
-    if tokio::time::timeout(grace, slots.acquire_many(all)).await.is_err() {
+    if tokio::time::timeout(grace, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
         tracing::warn!(
             grace_ms = grace.as_millis() as u64,
             listener = l.name,

@@ -266,10 +266,23 @@ mod tests {
         let s = store();
         let wrong_secret = KEY.replace("abcdef", "abcdeg");
         let unknown_id = KEY.replace("01HZDEM00000000A", "01HZDEM00000000B");
-        let known = work_of(|| assert_eq!(s.authenticate(&wrong_secret, None).unwrap_err(), KeyRejection::WrongSecret));
-        let unknown = work_of(|| assert_eq!(s.authenticate(&unknown_id, None).unwrap_err(), KeyRejection::UnknownKey));
+        let known = work_of(|| {
+            assert_eq!(
+                s.authenticate(&wrong_secret, None).unwrap_err(),
+                KeyRejection::WrongSecret
+            )
+        });
+        let unknown = work_of(|| {
+            assert_eq!(
+                s.authenticate(&unknown_id, None).unwrap_err(),
+                KeyRejection::UnknownKey
+            )
+        });
         assert_eq!(known, (1, 1));
-        assert_eq!(unknown, known, "an unknown key id is hashed and compared like a known one");
+        assert_eq!(
+            unknown, known,
+            "an unknown key id is hashed and compared like a known one"
+        );
     }
 
     #[test]

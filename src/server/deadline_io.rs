@@ -81,7 +81,11 @@ fn no_head() -> io::Error {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for DeadlineIo<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if let Some(head) = &this.head {
             if this.conn.first_request_seen() {
