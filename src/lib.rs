@@ -21,6 +21,7 @@
 //! - [`log_limit`]: refusal logs at a bounded rate (token bucket).
 //! - [`header_text`]: response header values without an allocation each.
 //! - [`demo`]: the built-in origin simulator (demo, tests, benches).
+//! - `fuzzing`: entry points of the fuzz targets (`fuzz/`) and their corpus test.
 
 pub mod admin;
 pub mod app;
@@ -32,6 +33,8 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod header_text;
 pub mod ids;
 pub mod log_limit;
