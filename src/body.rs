@@ -273,7 +273,9 @@ mod tests {
         let body = ClientBody::new(Stalled(false), Duration::from_secs(3));
         let watch = body.watch();
         let started = tokio::time::Instant::now();
-        let err = body.collect().await.err().expect("times out");
+        let Err(err) = body.collect().await else {
+            panic!("a stalled body must time out");
+        };
         assert_eq!(started.elapsed(), Duration::from_secs(3));
         let found = ClientBodyError::find(&*err).expect("a client body error");
         assert!(matches!(found, ClientBodyError::TimedOut));

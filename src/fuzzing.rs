@@ -173,8 +173,11 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// An entry point: arbitrary bytes in, a panic on a finding.
+pub type Entry = fn(&[u8]);
+
 /// Every target by name, for the corpus runner.
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Entry); 7] = [
     ("route", route),
     ("key", key),
     ("webhook_signature", webhook_signature),

@@ -1287,7 +1287,7 @@ async fn malformed_ids_are_404_without_an_origin_call() {
     ];
     // Encoded separators and dot-segments are not ids at all: the path is
     // refused before routing (400 BAD_REQUEST, see docs/limits.md).
-    let not_canonical = vec![
+    let not_canonical = [
         content(&VIDEO.replacen('-', "%2F", 1)),
         content(&format!("cnt_%2F{uuid}")),
         content(&format!("{VIDEO}%2Fassets%2F{VIDEO_ASSET}")),
