@@ -27,6 +27,29 @@ pub struct Principal {
     pub key_id: std::sync::Arc<str>,
     pub scopes: ScopeSet,
     pub tier: std::sync::Arc<str>,
+    /// The rate-limit identity: where the credential came from, the
+    /// organization and the key id or subject, encoded so that no two
+    /// principals share it ([`rate_key`]). Never a bare key id: a JWT
+    /// whose `sub` equals another organization's API key id must not spend
+    /// that key's budget.
+    pub rate_key: std::sync::Arc<str>,
+}
+
+/// The source of an API key (keys file or origin introspection: one key
+/// space, one budget per key).
+pub const RATE_SOURCE_KEY: &str = "key";
+
+/// A rate-limit identity from its parts (source, then organization and id;
+/// a JWT adds its issuer). Each part is length-prefixed, so the encoding
+/// is injective whatever characters the parts (claims) hold.
+pub fn rate_key(parts: &[&str]) -> std::sync::Arc<str> {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len() + 4).sum());
+    for p in parts {
+        out.push_str(itoa::Buffer::new().format(p.len()));
+        out.push(':');
+        out.push_str(p);
+    }
+    out.into()
 }
 
 /// The credential presented on a request, borrowed from its headers.
@@ -60,6 +83,13 @@ mod tests {
         assert_eq!(presented_credential(&h).unwrap(), "from-bearer");
         h.insert("x-api-key", "from-header".parse().unwrap());
         assert_eq!(presented_credential(&h).unwrap(), "from-header");
+    }
+
+    #[test]
+    fn rate_keys_never_collide_across_part_boundaries() {
+        assert_ne!(rate_key(&["key", "a:b", "c"]), rate_key(&["key", "a", "b:c"]));
+        assert_ne!(rate_key(&["key", "o", "K"]), rate_key(&["jwt", "o", "K"]));
+        assert_eq!(&*rate_key(&["key", "org", "K1"]), "3:key3:org2:K1");
     }
 
     #[test]

@@ -21,6 +21,18 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+pub const DEFAULT_H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 64;
+/// The h2 protocol's own default (RFC 9113 section 6.9.2).
+pub const DEFAULT_H2_STREAM_WINDOW_BYTES: u32 = 65_535;
+pub const DEFAULT_H2_CONNECTION_WINDOW_BYTES: u32 = 256 * 1024;
+pub const DEFAULT_H2_MAX_SEND_BUF_BYTES: usize = 16 * 1024;
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 16;
+pub const DEFAULT_LOG_REFUSALS_PER_SEC: u32 = 10;
 pub const DEFAULT_ORIGIN_URL: &str = "http://127.0.0.1:8081";
 pub const DEFAULT_ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,6 +70,7 @@ pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/layers";
 pub const DEFAULT_WEBHOOK_SECRETS_ENV: &str = "LAYERS_WEBHOOK_SECRETS";
 pub const DEFAULT_WEBHOOK_TOLERANCE: Duration = Duration::from_secs(300);
 pub const DEFAULT_WEBHOOK_MAX_BODY_BYTES: u64 = 256 * 1024;
+pub const DEFAULT_WEBHOOK_MAX_CONCURRENT_READS: usize = 32;
 pub const DEFAULT_DEDUPE_MAX_ENTRIES: u64 = 1_000_000;
 pub const DEFAULT_DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(15 * 60);
@@ -98,6 +111,29 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     pub max_connections: usize,
     pub shutdown_grace_ms: u64,
+    /// A request body (webhook, proxied upload) must arrive whole within
+    /// this long of the gateway starting to read it; past it: 408.
+    pub body_read_timeout_ms: u64,
+    /// A response that makes no write progress this long (the client
+    /// stopped reading, or left an h2 stream's window at zero) is cut, and
+    /// its origin connection and connection slot are released.
+    pub response_write_timeout_ms: u64,
+    /// A connection with no request in flight this long is closed (h2 with
+    /// GOAWAY; HTTP/1 idles out sooner, at `header_read_timeout_ms`).
+    pub idle_timeout_ms: u64,
+    /// h2 keep-alive: a PING this often ...
+    pub h2_keep_alive_interval_ms: u64,
+    /// ... and the connection is closed when it is not answered in this long.
+    pub h2_keep_alive_timeout_ms: u64,
+    /// Streams one h2 connection may have open at once.
+    pub h2_max_concurrent_streams: u32,
+    /// Request-body bytes a client may send on one h2 stream before the
+    /// gateway has read them (the stream's receive window).
+    pub h2_stream_window_bytes: u32,
+    /// The same for all streams of one connection together.
+    pub h2_connection_window_bytes: u32,
+    /// Response bytes buffered per h2 stream waiting for the client's window.
+    pub h2_max_send_buf_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -110,7 +146,34 @@ impl Default for ServerConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE.as_millis() as u64,
+            body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT.as_millis() as u64,
+            response_write_timeout_ms: DEFAULT_RESPONSE_WRITE_TIMEOUT.as_millis() as u64,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
+            h2_keep_alive_interval_ms: DEFAULT_H2_KEEP_ALIVE_INTERVAL.as_millis() as u64,
+            h2_keep_alive_timeout_ms: DEFAULT_H2_KEEP_ALIVE_TIMEOUT.as_millis() as u64,
+            h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            h2_stream_window_bytes: DEFAULT_H2_STREAM_WINDOW_BYTES,
+            h2_connection_window_bytes: DEFAULT_H2_CONNECTION_WINDOW_BYTES,
+            h2_max_send_buf_bytes: DEFAULT_H2_MAX_SEND_BUF_BYTES,
         }
+    }
+}
+
+impl ServerConfig {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+
+    pub fn response_write_timeout(&self) -> Duration {
+        Duration::from_millis(self.response_write_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
     }
 }
 
@@ -120,6 +183,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// SHA-256 (hex) of the admin token; purge is refused while unset.
     pub token_sha256: Option<String>,
+    /// Open admin connections; past it new ones get 503. Small and separate
+    /// from the partner cap, so a partner flood never starves `/healthz`.
+    pub max_connections: usize,
 }
 
 impl Default for AdminConfig {
@@ -127,6 +193,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default"),
             token_sha256: None,
+            max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
         }
     }
 }
@@ -330,6 +397,9 @@ pub struct WebhookConfig {
     pub secrets_env: String,
     pub tolerance_secs: u64,
     pub max_body_bytes: u64,
+    /// Webhook bodies read at once (they are buffered whole, before the
+    /// signature can be checked); past it: 503 with Retry-After.
+    pub max_concurrent_reads: usize,
     pub dedupe_max_entries: u64,
     pub dedupe_ttl_secs: u64,
 }
@@ -342,6 +412,7 @@ impl Default for WebhookConfig {
             secrets_env: DEFAULT_WEBHOOK_SECRETS_ENV.into(),
             tolerance_secs: DEFAULT_WEBHOOK_TOLERANCE.as_secs(),
             max_body_bytes: DEFAULT_WEBHOOK_MAX_BODY_BYTES,
+            max_concurrent_reads: DEFAULT_WEBHOOK_MAX_CONCURRENT_READS,
             dedupe_max_entries: DEFAULT_DEDUPE_MAX_ENTRIES,
             dedupe_ttl_secs: DEFAULT_DEDUPE_TTL.as_secs(),
         }
@@ -391,6 +462,10 @@ pub struct LogConfig {
     pub level: String,
     /// `text` or `json`.
     pub format: String,
+    /// Refusal log lines (failed authentication, rejected webhooks) per
+    /// second and per kind, with a burst of as many; the rest are counted in
+    /// a "suppressed N" line. Metrics count every refusal. 0 logs none.
+    pub refusals_per_sec: u32,
 }
 
 impl Default for LogConfig {
@@ -398,6 +473,7 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: "text".into(),
+            refusals_per_sec: DEFAULT_LOG_REFUSALS_PER_SEC,
         }
     }
 }
@@ -502,6 +578,40 @@ impl Config {
         }
         nonzero(self.server.max_body_bytes, "server.max_body_bytes")?;
         nonzero(self.server.max_connections as u64, "server.max_connections")?;
+        nonzero(self.server.body_read_timeout_ms, "server.body_read_timeout_ms")?;
+        nonzero(
+            self.server.response_write_timeout_ms,
+            "server.response_write_timeout_ms",
+        )?;
+        nonzero(self.server.idle_timeout_ms, "server.idle_timeout_ms")?;
+        nonzero(
+            self.server.h2_keep_alive_interval_ms,
+            "server.h2_keep_alive_interval_ms",
+        )?;
+        nonzero(
+            self.server.h2_keep_alive_timeout_ms,
+            "server.h2_keep_alive_timeout_ms",
+        )?;
+        if !(1..=1000).contains(&self.server.h2_max_concurrent_streams) {
+            return Err("server.h2_max_concurrent_streams: must be between 1 and 1000".into());
+        }
+        // h2 caps windows at 2^31-1; below 1 KiB a stream crawls.
+        const H2_MAX_WINDOW: u32 = (1 << 31) - 1;
+        if !(1024..=H2_MAX_WINDOW).contains(&self.server.h2_stream_window_bytes) {
+            return Err("server.h2_stream_window_bytes: must be between 1024 and 2147483647".into());
+        }
+        if self.server.h2_connection_window_bytes < self.server.h2_stream_window_bytes
+            || self.server.h2_connection_window_bytes > H2_MAX_WINDOW
+        {
+            return Err(
+                "server.h2_connection_window_bytes: must be at least h2_stream_window_bytes and at most 2147483647"
+                    .into(),
+            );
+        }
+        if self.server.h2_max_send_buf_bytes < 1024 {
+            return Err("server.h2_max_send_buf_bytes: must be at least 1024".into());
+        }
+        nonzero(self.admin.max_connections as u64, "admin.max_connections")?;
         if self.server.listen == self.admin.listen && self.server.listen.port() != 0 {
             return Err("admin.listen: must differ from server.listen".into());
         }
@@ -610,6 +720,10 @@ impl Config {
         }
         nonzero(self.webhooks.tolerance_secs, "webhooks.tolerance_secs")?;
         nonzero(self.webhooks.max_body_bytes, "webhooks.max_body_bytes")?;
+        nonzero(
+            self.webhooks.max_concurrent_reads as u64,
+            "webhooks.max_concurrent_reads",
+        )?;
         nonzero(self.webhooks.dedupe_max_entries, "webhooks.dedupe_max_entries")?;
         if self.webhooks.dedupe_ttl_secs < 24 * 3600 {
             return Err(

@@ -18,9 +18,11 @@
 //! - [`config`]: typed config with defaults, validated before binding.
 //! - [`error`]: `GatewayError` and the Layers error envelope.
 //! - [`ids`]: container, asset and request ids.
+//! - [`log_limit`]: refusal logs at a bounded rate (token bucket).
 //! - [`header_text`]: response header values without an allocation each.
 //! - [`demo`]: the built-in origin simulator (demo, tests, benches).
 //! - [`cli`]: the command line (`serve`, `demo`, `check-config`, `hash-key`).
+//! - `fuzzing`: entry points of the fuzz targets (`fuzz/`) and their corpus test.
 
 pub mod admin;
 pub mod app;
@@ -33,8 +35,11 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod header_text;
 pub mod ids;
+pub mod log_limit;
 pub mod metrics;
 pub mod origin;
 pub mod routes;

@@ -44,6 +44,13 @@ pub struct Metrics {
     pub origin_queued: IntGauge,
     pub breaker_state: IntGauge,
     pub breaker_rejections: IntCounter,
+    /// Times the breaker opened, by the cause of the failure that opened it
+    /// (`5xx`, `timeout`, `connect`, `reset`, `error`).
+    pub breaker_trips: IntCounterVec,
+    /// Responses cut because they made no write progress for
+    /// `server.response_write_timeout_ms`, and connections closed by a
+    /// deadline, by `reason` (`response_stalled`, `idle`).
+    pub connections_cut: IntCounterVec,
     pub origin_retries: IntCounterVec,
     /// Pre-resolved series of the cache-hit path (container, asset), so a
     /// hit does not hash label values on every request.
@@ -272,6 +279,18 @@ impl Metrics {
             breaker_rejections: single(
                 "origin_breaker_rejections_total",
                 "Origin requests refused fast because the breaker was open.",
+            ),
+            breaker_trips: counter(
+                &r,
+                "origin_breaker_trips_total",
+                "Times the origin breaker opened, by the cause of the failure that opened it.",
+                &["cause"],
+            ),
+            connections_cut: counter(
+                &r,
+                "connections_cut_total",
+                "Responses and connections cut by a gateway deadline: response_stalled, idle.",
+                &["reason"],
             ),
             origin_retries: counter(
                 &r,

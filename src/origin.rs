@@ -2,12 +2,11 @@
 //! https, or the in-process simulator), wrapped with deadlines, body caps
 //! and error classification.
 
-use crate::body::{BoxError, StreamBody};
+use crate::body::{BodyWatch, BoxError, ClientBody, ClientBodyError, StreamBody};
 use crate::config::Config;
 use crate::config::OriginConfig;
-use crate::error::ErrorCode;
 use crate::error::GatewayError;
-use crate::metrics::{InflightGuard, Metrics};
+use crate::metrics::Metrics;
 use crate::shaping::breaker::Breaker;
 use crate::shaping::origin_guard::{Admission, OriginGuard};
 use crate::shaping::retry_budget::{is_retryable, RetryBudget};
@@ -34,8 +33,14 @@ pub enum UpstreamFailure {
     Reset(BoxError),
     /// The request body exceeded the gateway's cap while streaming.
     RequestBodyTooLarge,
+    /// Reading the request body from the client failed (malformed, aborted,
+    /// too slow): the client's fault, never the origin's.
+    ClientBody(ClientBodyError),
     /// Anything else: reset, protocol error.
     Other(BoxError),
+    /// No response head within `origin.timeout_ms` (made by the client
+    /// wrapper, never by an `Upstream`).
+    Timeout,
 }
 
 /// Something that answers origin requests. Requests carry an absolute path
@@ -115,6 +120,11 @@ impl Upstream for HttpUpstream {
                 Err(e) => {
                     if has_source::<http_body_util::LengthLimitError>(&e) {
                         Err(UpstreamFailure::RequestBodyTooLarge)
+                    } else if let Some(c) = ClientBodyError::find(&e) {
+                        Err(UpstreamFailure::ClientBody(match c {
+                            ClientBodyError::TimedOut => ClientBodyError::TimedOut,
+                            ClientBodyError::Failed(_) => ClientBodyError::Failed(e.into()),
+                        }))
                     } else if is_reset(&e) {
                         Err(UpstreamFailure::Reset(e.into()))
                     } else {
@@ -171,6 +181,9 @@ pub struct OriginReply {
 pub struct OriginClient {
     upstream: Arc<dyn Upstream>,
     timeout: Duration,
+    /// `server.body_read_timeout_ms`: request bodies sent on are read from
+    /// the client under it.
+    body_read_timeout: Duration,
     max_response_bytes: usize,
     metrics: Arc<Metrics>,
     /// Set on the first answer of any kind; `/readyz` reads it.
@@ -191,6 +204,7 @@ impl OriginClient {
         OriginClient {
             upstream,
             timeout: Duration::from_millis(cfg.origin.timeout_ms),
+            body_read_timeout: cfg.server.body_read_timeout(),
             max_response_bytes: cfg.origin.max_response_bytes as usize,
             metrics,
             seen,
@@ -211,13 +225,19 @@ impl OriginClient {
     /// Sends one origin request for `org` under the breaker, the in-flight
     /// caps and the deadline; retries a body-less idempotent request once on
     /// a connect error or a reset before any response, if the retry budget
-    /// allows. Counts everything.
+    /// allows. Counts everything. The returned [`OriginHold`] keeps the
+    /// origin slot (and `origin_inflight`) until the response body is done.
+    ///
+    /// Blame goes to the side that failed: a request body the client fails
+    /// to deliver (malformed, aborted, or still trickling in when the
+    /// deadline passes) answers 400 or 408 and is neither a breaker failure
+    /// nor a retry.
     async fn send(
         &self,
         req: Request<StreamBody>,
         route: &'static str,
         org: &str,
-    ) -> Result<Response<StreamBody>, GatewayError> {
+    ) -> Result<(Response<StreamBody>, OriginHold), GatewayError> {
         let m = &self.metrics;
         let ticket = self.breaker.try_acquire().map_err(|open| {
             m.breaker_rejections.inc();
@@ -232,8 +252,9 @@ impl OriginClient {
             Admission::Queued => "queued",
         };
         m.origin_admissions.with_label_values(&[admission]).inc();
-        let _inflight = InflightGuard::new(&m.origin_inflight);
+        let inflight = OwnedInflight::new(&m.origin_inflight);
         let mut spare = retry_copy(&req);
+        let (req, watch) = self.watch_client_body(req);
         self.budget.deposit();
         let started = tokio::time::Instant::now();
         let deadline = started + self.timeout;
@@ -250,42 +271,88 @@ impl OriginClient {
                         }
                         Some(_) => {
                             m.origin_retries.with_label_values(&["budget_exhausted"]).inc();
-                            break Err(classify(f));
+                            break Err(f);
                         }
-                        None => break Err(classify(f)),
+                        None => break Err(f),
                     }
                 }
-                Ok(Err(f)) => break Err(classify(f)),
-                Err(_) => break Err(GatewayError::upstream_timeout()),
+                Ok(Err(f)) => break Err(f),
+                // Still waiting for the client's upload: the client is slow,
+                // not the origin.
+                Err(_) if watch.as_ref().is_some_and(|w| w.waiting_on_client()) => {
+                    break Err(UpstreamFailure::ClientBody(ClientBodyError::TimedOut))
+                }
+                Err(_) => break Err(UpstreamFailure::Timeout),
             }
         };
-        let status = match &result {
+        let (result, status) = match result {
             Ok(resp) => {
                 self.seen.store(true, Ordering::Release);
                 if resp.status().is_server_error() {
-                    ticket.failure();
+                    self.failed(ticket, "5xx");
                 } else {
                     ticket.success();
                 }
-                resp.status().as_str().to_owned()
+                let status = resp.status().as_str().to_owned();
+                (Ok(resp), status)
             }
-            Err(e) if e.code == ErrorCode::UpstreamTimeout => {
-                ticket.failure();
-                "timeout".into()
+            // The caller's body was too large, malformed or slow: says
+            // nothing about the origin (the ticket is dropped unreported).
+            Err(UpstreamFailure::RequestBodyTooLarge) => (
+                Err(classify(UpstreamFailure::RequestBodyTooLarge)),
+                "request_too_large".into(),
+            ),
+            Err(UpstreamFailure::ClientBody(c)) => {
+                let label = match c {
+                    ClientBodyError::TimedOut => "client_body_timeout",
+                    ClientBodyError::Failed(_) => "client_body_error",
+                };
+                tracing::debug!(error = %c, "request body failed on the client's side");
+                (Err(c.to_gateway_error()), label.into())
             }
-            // The caller's body was too large: says nothing about the origin.
-            Err(e) if e.code == ErrorCode::PayloadTooLarge => "request_too_large".into(),
-            Err(_) => {
-                ticket.failure();
-                "error".into()
+            Err(f) => {
+                let cause = match &f {
+                    UpstreamFailure::Connect(_) => "connect",
+                    UpstreamFailure::Reset(_) => "reset",
+                    UpstreamFailure::Timeout => "timeout",
+                    _ => "error",
+                };
+                self.failed(ticket, cause);
+                let label = if cause == "timeout" { "timeout" } else { "error" };
+                (Err(classify(f)), label.into())
             }
         };
-        drop(permit);
         m.origin_requests.with_label_values(&[route, &status]).inc();
         m.origin_duration
             .with_label_values(&[route])
             .observe(started.elapsed().as_secs_f64());
-        result
+        result.map(|resp| {
+            let hold = OriginHold {
+                _permit: permit,
+                _inflight: inflight,
+            };
+            (resp, hold)
+        })
+    }
+
+    /// Reports an origin failure to the breaker; when it opens the breaker,
+    /// counts the trip under its cause.
+    fn failed(&self, ticket: crate::shaping::breaker::BreakerTicket, cause: &'static str) {
+        if ticket.failure() {
+            self.metrics.breaker_trips.with_label_values(&[cause]).inc();
+        }
+    }
+
+    /// Reads a request body with content through [`ClientBody`]: under
+    /// `server.body_read_timeout_ms`, its errors marked as the client's.
+    fn watch_client_body(&self, req: Request<StreamBody>) -> (Request<StreamBody>, Option<Arc<BodyWatch>>) {
+        if http_body::Body::size_hint(req.body()).exact() == Some(0) {
+            return (req, None);
+        }
+        let (parts, body) = req.into_parts();
+        let body = ClientBody::new(body, self.body_read_timeout);
+        let watch = body.watch();
+        (Request::from_parts(parts, body.boxed_unsync()), Some(watch))
     }
 
     /// Sends a request and reads the whole response under the total deadline.
@@ -297,7 +364,7 @@ impl OriginClient {
     ) -> Result<OriginReply, GatewayError> {
         let max = self.max_response_bytes;
         let exchange = async {
-            let resp = self.send(req, route, org).await?;
+            let (resp, _hold) = self.send(req, route, org).await?;
             let (parts, body) = resp.into_parts();
             let body = collect_capped(body, max).await.map_err(|e| {
                 tracing::warn!(error = %e, "origin response body failed or exceeded the cap");
@@ -336,14 +403,26 @@ impl OriginClient {
         route: &'static str,
         org: &str,
     ) -> Result<Response<StreamBody>, GatewayError> {
-        let resp = self.send(req, route, org).await?;
+        let (resp, hold) = self.send(req, route, org).await?;
         let max = self.max_response_bytes;
-        Ok(resp.map(|b| cap_body(b, max)))
+        // The origin slot stays taken while the body streams: a caller that
+        // stops reading holds an origin connection, and the caps and
+        // `origin_inflight` must see it (until the response-write timeout
+        // cuts it).
+        Ok(resp.map(|b| {
+            HeldBody {
+                inner: cap_body(b, max),
+                _hold: hold,
+            }
+            .boxed_unsync()
+        }))
     }
 }
 
 fn classify(f: UpstreamFailure) -> GatewayError {
     match f {
+        UpstreamFailure::Timeout => GatewayError::upstream_timeout(),
+        UpstreamFailure::ClientBody(c) => c.to_gateway_error(),
         UpstreamFailure::Connect(e) => {
             tracing::warn!(error = %e, "origin connect failed");
             GatewayError::upstream_error()
@@ -356,6 +435,56 @@ fn classify(f: UpstreamFailure) -> GatewayError {
             tracing::warn!(error = %e, "origin exchange failed");
             GatewayError::upstream_error()
         }
+    }
+}
+
+/// What an origin request holds until its response body is done: its
+/// origin slot and its count in `origin_inflight`.
+pub struct OriginHold {
+    _permit: crate::shaping::origin_guard::OriginPermit,
+    _inflight: OwnedInflight,
+}
+
+/// `origin_inflight`, counted up while this lives.
+struct OwnedInflight(prometheus::IntGauge);
+
+impl OwnedInflight {
+    fn new(g: &prometheus::IntGauge) -> Self {
+        g.inc();
+        OwnedInflight(g.clone())
+    }
+}
+
+impl Drop for OwnedInflight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// An origin response body that releases its [`OriginHold`] when it ends
+/// or is dropped.
+struct HeldBody {
+    inner: StreamBody,
+    _hold: OriginHold,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -1,8 +1,16 @@
 //! Routing: method + raw path -> `Route`, with ids parsed and canonicalized,
 //! and the route-to-scope table from config.
 //!
-//! Paths are matched as received (still percent-encoded), so `%2F` inside an
-//! id is part of the id and makes it invalid rather than a path separator.
+//! Paths are matched as received (still percent-encoded), and forwarded to
+//! the origin byte for byte as received. So that the origin (or a proxy in
+//! front of it) can never read a path as another route than the one whose
+//! scope was checked, a path that some server might resolve differently is
+//! refused before routing with 400 `BAD_REQUEST` ([`is_canonical`]): a
+//! dot-segment (`.` or `..`, also percent-encoded: `%2e`, `.%2E`, ...), an
+//! encoded separator (`%2F`, `%5C`, any case) or a literal `\`. Refusing
+//! rather than normalizing keeps one rule: the path checked is the path
+//! sent, unchanged. No legitimate Layers path has any of these (ids are
+//! UUIDs and `[A-Za-z0-9_-]` names).
 
 use crate::auth::scopes::Scope;
 use crate::config::Config;
@@ -47,6 +55,47 @@ pub enum Route<'a> {
     },
     /// Outside `/v1` and not the webhook path.
     NotFound,
+    /// Not canonical (see [`is_canonical`]): 400, never routed or forwarded.
+    BadPath,
+}
+
+/// The error a non-canonical path answers with.
+pub fn bad_path() -> crate::error::GatewayError {
+    crate::error::GatewayError::new(
+        crate::error::ErrorCode::BadRequest,
+        "The request path has dot-segments or encoded separators; send the canonical path.",
+    )
+}
+
+/// Whether a raw (still percent-encoded) path is canonical: no dot-segment,
+/// plain or percent-encoded, no `%2F` or `%5C` in any case, no `\`.
+pub fn is_canonical(path: &str) -> bool {
+    let b = path.as_bytes();
+    // The common path (`/v1/content/cnt_...`) has none of these bytes: one scan.
+    if !b.iter().any(|&c| matches!(c, b'%' | b'.' | b'\\')) {
+        return true;
+    }
+    if b.contains(&b'\\') {
+        return false;
+    }
+    let encoded_separator = b
+        .windows(3)
+        .any(|w| w[0] == b'%' && matches!((w[1], w[2].to_ascii_lowercase()), (b'2', b'f') | (b'5', b'c')));
+    !encoded_separator && !path.split('/').any(|seg| is_dot_segment(seg.as_bytes()))
+}
+
+/// `.` or `..`, with any of the dots written `%2e` or `%2E`.
+fn is_dot_segment(seg: &[u8]) -> bool {
+    let (mut dots, mut i) = (0, 0);
+    while i < seg.len() {
+        match seg[i] {
+            b'.' => i += 1,
+            b'%' if seg.get(i + 1) == Some(&b'2') && matches!(seg.get(i + 2), Some(b'e' | b'E')) => i += 3,
+            _ => return false,
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 /// One parsed rule of the route-to-scope table.
@@ -112,6 +161,9 @@ impl RouteTable {
     /// Parses a request's route. `has_query` makes a read of a cached route
     /// a `ContentVariant` (the cache does not key on queries).
     pub fn route<'a>(&self, method: &Method, path: &'a str, has_query: bool) -> Route<'a> {
+        if !is_canonical(path) {
+            return Route::BadPath;
+        }
         if path == self.webhook_path {
             return Route::Webhook;
         }
@@ -277,7 +329,7 @@ impl RouteTable {
             Route::ContentVariant { asset: Some(_), .. } => self.asset_scope,
             Route::Proxy { rule: Some(i), .. } => self.rules[*i].scope,
             Route::Proxy { rule: None, .. } => Some(self.default_scope),
-            Route::BadContentId { .. } | Route::Webhook | Route::NotFound => None,
+            Route::BadContentId { .. } | Route::Webhook | Route::NotFound | Route::BadPath => None,
         }
     }
 
@@ -305,6 +357,7 @@ impl RouteTable {
             Route::Proxy { rule: None, .. } => OTHER_TEMPLATE,
             Route::Webhook => "webhook",
             Route::NotFound => "not_found",
+            Route::BadPath => "bad_path",
         }
     }
 }
@@ -347,10 +400,8 @@ mod tests {
         let t = table();
         for p in [
             "/v1/content/nope".to_string(),
-            format!("/v1/content/{ID}%2F"),
-            "/v1/content/cnt_0b8f5a3e%2F6a63-4c5e-9d36-1f2a3b4c5d6e".into(),
-            format!("/v1/content/{ID}/assets/a%2Fb"),
             format!("/v1/content/{ID}/assets/"),
+            format!("/v1/content/{ID}/assets/a%20b"),
         ] {
             assert!(
                 matches!(t.route(&Method::GET, &p, false), Route::BadContentId { .. }),
@@ -361,6 +412,40 @@ mod tests {
             t.route(&Method::DELETE, "/v1/content/x", false),
             Route::BadContentId { .. }
         ));
+    }
+
+    #[test]
+    fn non_canonical_paths_are_refused_before_routing() {
+        let t = table();
+        for p in [
+            "/v1/content/..".to_string(),
+            "/v1/content/.".into(),
+            "/v1/./content/x".into(),
+            "/v1/content/%2e%2e/assets/%2e%2e".into(),
+            "/v1/content/%2E%2e".into(),
+            "/v1/content/.%2E/x".into(),
+            "/v1/content/%2e".into(),
+            "/v1/content/..%2F..%2Fadmin%2Fpurge".into(),
+            "/v1/content/..%5c..%5Cadmin".into(),
+            "/v1/content/a\\b".into(),
+            format!("/v1/content/{ID}%2F"),
+            format!("/v1/content/{ID}/assets/a%2fb"),
+            "/webhooks/layers/..".into(),
+        ] {
+            assert_eq!(t.route(&Method::GET, &p, false), Route::BadPath, "{p}");
+            assert!(!is_canonical(&p), "{p}");
+        }
+        // Dots inside a name, and other escapes, are fine.
+        for p in [
+            format!("/v1/content/{ID}"),
+            "/v1/content/.../x".into(),
+            "/v1/projects/a.b".into(),
+            "/v1/content/..x".into(),
+            "/v1/content/%2e%2e%2e".into(),
+            "/v1/content/a%20b".into(),
+        ] {
+            assert!(is_canonical(&p), "{p}");
+        }
     }
 
     #[test]

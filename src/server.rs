@@ -1,36 +1,58 @@
 //! Accept loops for the partner and admin listeners: HTTP/1.1 and h2 on one
-//! port, header limits and read timeout, a connection cap past which new
-//! connections are shed with a 503, and graceful shutdown with a deadline.
+//! port, header limits, a connection cap past which new connections are
+//! shed with a 503, a deadline on every wait, and graceful shutdown with a
+//! deadline.
+//!
+//! The deadlines of one connection (see docs/limits.md):
+//! - the first request head (protocol detection included) within
+//!   `header_read_timeout_ms` of accept ([`deadline_io`]); later HTTP/1
+//!   heads within the same, by hyper;
+//! - no request in flight for `idle_timeout_ms`: closed (h2 with GOAWAY);
+//!   h2 PINGs every `h2_keep_alive_interval_ms`, unanswered: closed;
+//! - a response that makes no write progress for
+//!   `response_write_timeout_ms`: cut (a blocked socket write fails the
+//!   connection in [`deadline_io`]; an h2 stream left at a zero window is
+//!   reset by its [`watchdog`]);
+//! - request bodies: `body_read_timeout_ms`, where they are read
+//!   ([`crate::body::ClientBody`]).
 //!
 //! `run` takes its listener and a shutdown future, so tests bind
 //! `127.0.0.1:0` and stop the server at will.
 
+mod deadline_io;
+mod watchdog;
+
 use crate::admin;
+use crate::body::ResponseBody;
 use crate::config::ServerConfig;
 use crate::error::GatewayError;
 use crate::ids::new_request_id;
+use crate::metrics::Metrics;
 use crate::service::Gateway;
+use deadline_io::DeadlineIo;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
+use watchdog::{ConnState, StreamExec, TrackedBody};
 
 /// hyper's default header-count limit; up to it, parsing does not allocate.
 const HYPER_STACK_HEADERS: usize = 100;
 
-fn builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
+fn builder(cfg: &ServerConfig, exec: StreamExec) -> auto::Builder<StreamExec> {
+    let mut b = auto::Builder::new(exec);
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(cfg.header_read_timeout_ms))
+        .header_read_timeout(cfg.header_read_timeout())
         // hyper's own limits are a backstop above the configured ones, so
         // the configured limits are enforced in `Gateway::handle`, where the
         // refusal gets an envelope and a request id. The count backstop is
@@ -42,18 +64,88 @@ fn builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size((cfg.max_header_bytes * 2) as u32)
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(cfg.h2_max_concurrent_streams)
+        .initial_stream_window_size(cfg.h2_stream_window_bytes)
+        .initial_connection_window_size(cfg.h2_connection_window_bytes)
+        .max_send_buf_size(cfg.h2_max_send_buf_bytes)
+        .keep_alive_interval(Duration::from_millis(cfg.h2_keep_alive_interval_ms))
+        .keep_alive_timeout(Duration::from_millis(cfg.h2_keep_alive_timeout_ms));
     b
+}
+
+/// Where a listener's connections are in the server's life.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Serving,
+    /// Finish what is in flight, take nothing new.
+    Draining,
+    /// The grace has passed: close now.
+    Closing,
+}
+
+/// What differs between the partner and the admin listener.
+struct Listener {
+    name: &'static str,
+    max_connections: usize,
+    /// The partner listener counts its connections; the admin one does not.
+    metrics: Option<Arc<Metrics>>,
+    cut: Arc<Metrics>,
 }
 
 /// Serves partner traffic until `shutdown` resolves, then drains in-flight
 /// requests for up to `shutdown_grace_ms`.
 pub async fn run(listener: TcpListener, gateway: Gateway, shutdown: impl Future<Output = ()>) {
     let cfg = gateway.state().config.server.clone();
-    let slots = Arc::new(Semaphore::new(cfg.max_connections));
-    let b = builder(&cfg);
-    let graceful = GracefulShutdown::new();
     let metrics = gateway.state().metrics.clone();
+    let l = Listener {
+        name: "partner",
+        max_connections: cfg.max_connections,
+        metrics: Some(metrics.clone()),
+        cut: metrics,
+    };
+    let handler = move |req: Request<Incoming>| {
+        let gw = gateway.clone();
+        async move { gw.handle(req).await }
+    };
+    serve(listener, &cfg, l, handler, shutdown).await;
+}
+
+/// Serves the admin listener (`/metrics`, `/healthz`, `/readyz`, purge):
+/// its own small connection cap, the same deadlines.
+pub async fn run_admin(listener: TcpListener, gateway: Gateway, shutdown: impl Future<Output = ()>) {
+    let cfg = gateway.state().config.server.clone();
+    let l = Listener {
+        name: "admin",
+        max_connections: gateway.state().config.admin.max_connections,
+        metrics: None,
+        cut: gateway.state().metrics.clone(),
+    };
+    let handler = move |req: Request<Incoming>| {
+        let gw = gateway.clone();
+        async move { admin::handle(&gw, req).await }
+    };
+    serve(listener, &cfg, l, handler, shutdown).await;
+}
+
+async fn serve<H, F>(
+    listener: TcpListener,
+    cfg: &ServerConfig,
+    l: Listener,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
+    // Every connection task holds one permit until it ends, so taking them
+    // all back is how the drain knows every connection has closed.
+    let slots = Arc::new(Semaphore::new(l.max_connections));
+    let stalled = l.cut.connections_cut.with_label_values(&["response_stalled"]);
+    let b = Arc::new(builder(
+        cfg,
+        StreamExec::new(cfg.response_write_timeout(), Some(stalled)),
+    ));
+    let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
     tokio::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -61,7 +153,7 @@ pub async fn run(listener: TcpListener, gateway: Gateway, shutdown: impl Future<
                 Ok(c) => c,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(error = %e, listener = l.name, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -70,37 +162,127 @@ pub async fn run(listener: TcpListener, gateway: Gateway, shutdown: impl Future<
         };
         let _ = stream.set_nodelay(true);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics.connections_rejected.inc();
+            if let Some(m) = &l.metrics {
+                m.connections_rejected.inc();
+            }
             tokio::spawn(shed(stream));
             continue;
         };
-        let gw = gateway.clone();
-        let svc = service_fn(move |req: hyper::Request<Incoming>| {
-            let gw = gw.clone();
-            async move { Ok::<_, Infallible>(gw.handle(req).await) }
-        });
-        let conn = b.serve_connection(TokioIo::new(stream), svc).into_owned();
-        let conn = graceful.watch(conn);
-        let open = metrics.connections_open.clone();
-        open.inc();
+        let conn = serve_connection(
+            stream,
+            b.clone(),
+            handler.clone(),
+            cfg,
+            phase_rx.clone(),
+            l.cut.clone(),
+        );
+        let open = l.metrics.as_ref().map(|m| m.connections_open.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            if let Some(g) = &open {
+                g.inc();
             }
-            open.dec();
+            conn.await;
+            if let Some(g) = &open {
+                g.dec();
+            }
             drop(permit);
         });
     }
     drop(listener);
-    drain(graceful, Duration::from_millis(cfg.shutdown_grace_ms)).await;
-}
-
-async fn drain(graceful: GracefulShutdown, grace: Duration) {
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    let _ = phase_tx.send(Phase::Draining);
+    let all = l.max_connections as u32;
+    let grace = Duration::from_millis(cfg.shutdown_grace_ms);
+    if tokio::time::timeout(grace, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
         tracing::warn!(
             grace_ms = grace.as_millis() as u64,
+            listener = l.name,
             "shutdown deadline passed; closing remaining connections"
         );
+        let _ = phase_tx.send(Phase::Closing);
+        let _ = tokio::time::timeout(Duration::from_secs(1), slots.acquire_many(all)).await;
+    }
+}
+
+/// Serves one connection until it ends, is idle too long, or the server
+/// closes.
+fn serve_connection<H, F>(
+    stream: TcpStream,
+    b: Arc<auto::Builder<StreamExec>>,
+    handler: H,
+    cfg: &ServerConfig,
+    mut phase: watch::Receiver<Phase>,
+    metrics: Arc<Metrics>,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
+    let state = ConnState::new();
+    let io = DeadlineIo::new(
+        stream,
+        state.clone(),
+        cfg.header_read_timeout(),
+        cfg.response_write_timeout(),
+    );
+    let (idle, close_grace) = (cfg.idle_timeout(), cfg.header_read_timeout());
+    let st = state.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let active = st.begin();
+        let fut = handler(req);
+        async move {
+            let resp = fut.await;
+            Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, active)))
+        }
+    });
+    async move {
+        let conn = b.serve_connection(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        let timer = tokio::time::sleep(idle);
+        tokio::pin!(timer);
+        // Set once a graceful close has begun: past it, the connection is dropped.
+        let mut close_by: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = timer.as_mut() => {
+                    let now = Instant::now();
+                    if close_by.is_some_and(|t| now >= t) {
+                        return;
+                    }
+                    if close_by.is_none() {
+                        match state.idle_deadline(idle) {
+                            Some(at) if at <= now => {
+                                metrics.connections_cut.with_label_values(&["idle"]).inc();
+                                conn.as_mut().graceful_shutdown();
+                                close_by = Some(now + close_grace);
+                            }
+                            Some(at) => timer.as_mut().reset(at),
+                            // Busy: look again an idle period from now.
+                            None => timer.as_mut().reset(now + idle),
+                        }
+                    }
+                    if let Some(t) = close_by {
+                        timer.as_mut().reset(t);
+                    }
+                }
+                changed = phase.changed() => {
+                    let p = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Closing };
+                    match p {
+                        Phase::Serving => {}
+                        Phase::Draining => conn.as_mut().graceful_shutdown(),
+                        Phase::Closing => return,
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -120,41 +302,6 @@ async fn shed(mut stream: TcpStream) {
     .await;
 }
 
-/// Serves the admin listener (`/metrics`, `/healthz`, `/readyz`, purge).
-pub async fn run_admin(listener: TcpListener, gateway: Gateway, shutdown: impl Future<Output = ()>) {
-    let cfg = gateway.state().config.server.clone();
-    let b = builder(&cfg);
-    let graceful = GracefulShutdown::new();
-    // The admin port is for operators; a small fixed cap keeps it bounded.
-    let slots = Arc::new(Semaphore::new(64));
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
-            },
-            _ = &mut shutdown => break,
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(shed(stream));
-            continue;
-        };
-        let gw = gateway.clone();
-        let svc = service_fn(move |req: hyper::Request<Incoming>| {
-            let gw = gw.clone();
-            async move { Ok::<_, Infallible>(admin::handle(&gw, req).await) }
-        });
-        let conn = graceful.watch(b.serve_connection(TokioIo::new(stream), svc).into_owned());
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
-        });
-    }
-    drop(listener);
-    drain(graceful, Duration::from_millis(cfg.shutdown_grace_ms)).await;
-}
-
 /// Background upkeep: fence sweeps and the readiness probe of the origin.
 pub async fn maintain(gateway: Gateway, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
@@ -166,6 +313,8 @@ pub async fn maintain(gateway: Gateway, shutdown: impl Future<Output = ()>) {
             _ = &mut shutdown => return,
         }
         n += 1;
+        // A flood of refusals that stopped is still summed up in the log.
+        gateway.state().refusal_logs.flush();
         if !gateway.is_ready() {
             gateway.probe_origin().await;
         }

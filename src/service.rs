@@ -64,6 +64,11 @@ pub struct State {
     /// routes check, and where accepted invalidations are published.
     /// `None`: a single instance that never touches Redis.
     pub cluster: Option<Arc<ClusterNode>>,
+    /// Refusal log lines at a bounded rate (`log.refusals_per_sec`).
+    pub refusal_logs: crate::log_limit::RefusalLogs,
+    /// Webhook bodies being read (`webhooks.max_concurrent_reads`): they
+    /// are buffered before their signature can be checked.
+    webhook_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// The gateway service. Cheap to clone (one `Arc`).
@@ -141,6 +146,8 @@ impl Gateway {
                 None => policy,
             }
         });
+        let refusal_logs = crate::log_limit::RefusalLogs::new(config.log.refusals_per_sec);
+        let webhook_reads = Arc::new(tokio::sync::Semaphore::new(config.webhooks.max_concurrent_reads));
         Gateway {
             state: Arc::new(State {
                 config,
@@ -154,6 +161,8 @@ impl Gateway {
                 origin_seen,
                 limits,
                 cluster,
+                refusal_logs,
+                webhook_reads,
             }),
         }
     }
@@ -371,6 +380,7 @@ impl Gateway {
         }
         match route {
             Route::NotFound => return Err(GatewayError::not_found()),
+            Route::BadPath => return Err(crate::routes::bad_path()),
             // The cold routes' futures are boxed (here and below) so that
             // a hit's future stays small: hyper moves it on every request.
             Route::Webhook => return Box::pin(self.webhook(parts, body)).await,
@@ -425,7 +435,7 @@ impl Gateway {
                 let template = self.state.routes.template(route);
                 Box::pin(self.proxy(parts, body, template, *write_through, rid, &principal.org)).await
             }
-            Route::Webhook | Route::NotFound => Err(GatewayError::not_found()),
+            Route::Webhook | Route::NotFound | Route::BadPath => Err(GatewayError::not_found()),
         }
     }
 
@@ -437,7 +447,9 @@ impl Gateway {
         st.auth.authenticate(headers).await.map_err(|e| {
             let reason = e.reason();
             st.metrics.auth_failures.with_label_values(&[reason]).inc();
-            tracing::info!(reason, "authentication failed");
+            if st.refusal_logs.auth.allow() {
+                tracing::info!(reason, "authentication failed");
+            }
             GatewayError::from(e)
         })
     }

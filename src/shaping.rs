@@ -21,7 +21,7 @@
 //!     let pre = daily.peek(&p.org, tier.daily_writes, clock.unix_at(now));
 //!     if !pre.allowed { return Err(daily_limited_error(&pre)) }   // spends nothing
 //! }
-//! let d = gcra.check(&p.key_id, class, tier.limit(class), now);
+//! let d = gcra.check(&p.rate_key, class, tier.limit(class), now);
 //! render(resp_headers, class, &d);
 //! if !d.allowed { return Err(rate_limited_error(&d, class)) }     // spends nothing
 //! if class is a write {

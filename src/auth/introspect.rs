@@ -309,13 +309,14 @@ fn principal_from_whoami(body: &[u8], key_id: &str) -> Option<Principal> {
         .iter()
         .map(String::as_str)
         .filter(|n| *n == "*" || Scope::parse(n).is_some());
+    let key_id = w
+        .api_key_id
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| key_id.to_owned());
     Some(Principal {
+        rate_key: super::rate_key(&[super::RATE_SOURCE_KEY, &w.organization_id, &key_id]),
         org: w.organization_id.into(),
-        key_id: w
-            .api_key_id
-            .filter(|k| !k.is_empty())
-            .unwrap_or_else(|| key_id.to_owned())
-            .into(),
+        key_id: key_id.into(),
         scopes: ScopeSet::parse(known).unwrap_or_default(),
         tier: w
             .rate_limit_tier

@@ -317,6 +317,8 @@ impl JwtVerifier {
             (None, None) => ScopeSet::default(),
         };
         Ok(Arc::new(Principal {
+            // The issuer too: two issuers may mint the same subject.
+            rate_key: super::rate_key(&["jwt", &issuer.name, &org, &sub]),
             org: org.into(),
             key_id: sub.into(),
             scopes,

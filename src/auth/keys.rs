@@ -90,13 +90,22 @@ static KEY_BYTE: [u8; 256] = {
 };
 
 pub fn sha256(key: &str) -> [u8; 32] {
+    #[cfg(test)]
+    tests::WORK.with(|w| w.set((w.get().0 + 1, w.get().1)));
     Sha256::digest(key.as_bytes()).into()
 }
+
+/// What an unknown key id's key is compared with. No key hashes to it
+/// (finding one would be a SHA-256 preimage), and it is compared only to
+/// spend the same time as a real record.
+const DUMMY_DIGEST: [u8; 32] = [0x5a; 32];
 
 /// Constant-time digest comparison, a 64-bit word at a time: as safe as
 /// comparing byte by byte (`subtle` hides every word from the optimizer),
 /// with an eighth of the barriers on the path every request takes.
 fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    #[cfg(test)]
+    tests::WORK.with(|w| w.set((w.get().0, w.get().1 + 1)));
     let words = |d: &[u8; 32]| -> [u64; 4] {
         std::array::from_fn(|i| u64::from_ne_bytes(d[i * 8..i * 8 + 8].try_into().expect("8 bytes")))
     };
@@ -172,6 +181,7 @@ impl KeyStore {
                 return Err(format!("{at}.org: must not be empty"));
             }
             let principal = Arc::new(Principal {
+                rate_key: super::rate_key(&[super::RATE_SOURCE_KEY, &k.org, &k.key_id]),
                 org: k.org.into(),
                 key_id: k.key_id.clone().into(),
                 scopes,
@@ -205,8 +215,14 @@ impl KeyStore {
         expected_env: Option<&str>,
     ) -> Result<Arc<Principal>, KeyRejection> {
         let parsed = parse_key(key).ok_or(KeyRejection::Malformed)?;
-        let rec = self.by_id.get(parsed.key_id).ok_or(KeyRejection::UnknownKey)?;
-        if !digests_equal(&sha256(key), &rec.sha256) {
+        let rec = self.by_id.get(parsed.key_id);
+        // An unknown key id is hashed and compared too, against a fixed
+        // dummy digest, so its answer takes as long as a known id's with a
+        // wrong secret: timing does not tell which key ids exist.
+        let want = rec.map_or(&DUMMY_DIGEST, |r| &r.sha256);
+        let matches = digests_equal(&sha256(key), want);
+        let rec = rec.ok_or(KeyRejection::UnknownKey)?;
+        if !matches {
             return Err(KeyRejection::WrongSecret);
         }
         if &*rec.env != parsed.env || expected_env.is_some_and(|e| e != parsed.env) {
@@ -234,6 +250,42 @@ pub fn keys_file_entry(key: &str, org: &str, scopes: &[&str], tier: &str) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// (SHA-256 digests, constant-time compares) done on this thread.
+        pub(super) static WORK: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+    }
+
+    /// The work `f` does: digests and compares.
+    fn work_of(f: impl FnOnce()) -> (u32, u32) {
+        WORK.with(|w| w.set((0, 0)));
+        f();
+        WORK.with(|w| w.get())
+    }
+
+    #[test]
+    fn an_unknown_key_id_costs_what_a_known_one_with_a_wrong_secret_costs() {
+        let s = store();
+        let wrong_secret = KEY.replace("abcdef", "abcdeg");
+        let unknown_id = KEY.replace("01HZDEM00000000A", "01HZDEM00000000B");
+        let known = work_of(|| {
+            assert_eq!(
+                s.authenticate(&wrong_secret, None).unwrap_err(),
+                KeyRejection::WrongSecret
+            )
+        });
+        let unknown = work_of(|| {
+            assert_eq!(
+                s.authenticate(&unknown_id, None).unwrap_err(),
+                KeyRejection::UnknownKey
+            )
+        });
+        assert_eq!(known, (1, 1));
+        assert_eq!(
+            unknown, known,
+            "an unknown key id is hashed and compared like a known one"
+        );
+    }
 
     #[test]
     fn digests_equal_only_when_every_byte_is() {

@@ -4,13 +4,14 @@
 
 use super::{json_response, Gateway};
 use crate::body::{BoxError, ResponseBody};
+use crate::body::{ClientBody, ClientBodyError};
 use crate::cache::time::unix_now;
 use crate::error::{ErrorCode, GatewayError};
 use crate::events::webhook::{parse_event, ParsedEvent, WebhookRejection};
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 impl Gateway {
     pub(super) async fn webhook<B>(
@@ -47,16 +48,44 @@ impl Gateway {
         if declared.is_some_and(|n| n > max) {
             return Err(reject_large());
         }
+        // Unsigned until read: a bounded number at once, each bounded in
+        // size and time.
+        let Ok(_reading) = st.webhook_reads.try_acquire() else {
+            st.metrics
+                .webhook_rejections
+                .with_label_values(&["too_many_reads"])
+                .inc();
+            return Err(GatewayError::overloaded(1));
+        };
+        // Read under `server.body_read_timeout_ms`: a body that never
+        // arrives does not hold memory (or an h2 stream) without limit.
+        let body = ClientBody::new(body, st.config.server.body_read_timeout());
         let raw = match Limited::new(body, max as usize).collect().await {
             Ok(b) => b.to_bytes(),
-            Err(_) => return Err(reject_large()),
+            Err(e) if e.is::<LengthLimitError>() => return Err(reject_large()),
+            Err(e) => {
+                // Every error of this body is the sender's (ClientBody
+                // marks them); the fallback only keeps the match total.
+                let (reason, err) = match ClientBodyError::find(&*e) {
+                    Some(c @ ClientBodyError::TimedOut) => ("body_timeout", c.to_gateway_error()),
+                    Some(c) => ("body_failed", c.to_gateway_error()),
+                    None => ("body_failed", ClientBodyError::Failed(e).to_gateway_error()),
+                };
+                st.metrics.webhook_rejections.with_label_values(&[reason]).inc();
+                if st.refusal_logs.webhook.allow() {
+                    tracing::warn!(reason, "webhook rejected");
+                }
+                return Err(err);
+            }
         };
         let reject = |r: WebhookRejection| {
             st.metrics
                 .webhook_rejections
                 .with_label_values(&[r.as_str()])
                 .inc();
-            tracing::warn!(reason = r.as_str(), "webhook rejected");
+            if st.refusal_logs.webhook.allow() {
+                tracing::warn!(reason = r.as_str(), "webhook rejected");
+            }
             let code = if r.status() == StatusCode::UNAUTHORIZED {
                 ErrorCode::Unauthenticated
             } else {

@@ -5,7 +5,9 @@
 //! `open_for`.
 //!
 //! What counts as a failure is the caller's choice (connect errors,
-//! timeouts, 5xx from the origin; not 4xx, which are the caller's fault).
+//! timeouts, 5xx from the origin; not 4xx, nor a request body the client
+//! failed to deliver, which are the caller's fault). `failure()` says
+//! whether it opened the breaker, so the caller can count trips by cause.
 //!
 //! A ticket dropped without `success()` or `failure()` counts as neither:
 //! a cancelled request (the client went away) says nothing about the
@@ -250,10 +252,11 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn record(&self, epoch: u64, probe: bool, outcome: Option<bool>) {
+    /// Records an outcome; true when it opened the breaker.
+    fn record(&self, epoch: u64, probe: bool, outcome: Option<bool>) -> bool {
         let mut st = self.lock();
         if st.epoch != epoch {
-            return; // Admitted under a state that has since ended.
+            return false; // Admitted under a state that has since ended.
         }
         match (st.phase, outcome) {
             (Phase::Closed, Some(true)) => st.failures = 0,
@@ -261,6 +264,7 @@ impl Inner {
                 st.failures += 1;
                 if st.failures >= self.settings.failure_threshold {
                     self.open(&mut st);
+                    return true;
                 }
             }
             (Phase::HalfOpen, _) if probe => {
@@ -272,12 +276,16 @@ impl Inner {
                         st.failures = 0;
                         st.probes = 0;
                     }
-                    Some(false) => self.open(&mut st),
+                    Some(false) => {
+                        self.open(&mut st);
+                        return true;
+                    }
                     None => {}
                 }
             }
             _ => {}
         }
+        false
     }
 
     fn open(&self, st: &mut State) {
@@ -326,12 +334,14 @@ impl BreakerTicket {
 
     pub fn success(mut self) {
         self.reported = true;
-        self.inner.record(self.epoch, self.probe, Some(true));
+        let _ = self.inner.record(self.epoch, self.probe, Some(true));
     }
 
-    pub fn failure(mut self) {
+    /// Reports a failure of the origin; true when this failure opened the
+    /// breaker (the caller counts the trip under its cause).
+    pub fn failure(mut self) -> bool {
         self.reported = true;
-        self.inner.record(self.epoch, self.probe, Some(false));
+        self.inner.record(self.epoch, self.probe, Some(false))
     }
 }
 
@@ -339,7 +349,7 @@ impl Drop for BreakerTicket {
     fn drop(&mut self) {
         if !self.reported && self.probe {
             // Neither outcome; only give the probe place back.
-            self.inner.record(self.epoch, true, None);
+            let _ = self.inner.record(self.epoch, true, None);
         }
     }
 }
@@ -367,7 +377,7 @@ mod tests {
 
     fn fail(b: &Breaker, n: u32) {
         for _ in 0..n {
-            b.try_acquire().unwrap().failure();
+            let _ = b.try_acquire().unwrap().failure();
         }
     }
 

@@ -1,4 +1,5 @@
-//! The rate-limit policy of one gateway: tiers, the per-key GCRA limiter and
+//! The rate-limit policy of one gateway: tiers, the per-principal GCRA
+//! limiter (keyed by `Principal::rate_key`, never a bare key id) and
 //! the per-org daily write cap, applied in the order the module docs give,
 //! so a refusal by either limit spends neither budget.
 
@@ -92,13 +93,13 @@ impl RatePolicy {
         }
         let limit = tier.limit(class);
         let d = match &self.cluster {
-            None => self.limiter.check(&p.key_id, class, limit, now),
+            None => self.limiter.check(&p.rate_key, class, limit, now),
             // Synchronous while the local lease has tokens.
-            Some((c, _)) => match c.try_check(&p.key_id, class, limit, now) {
+            Some((c, _)) => match c.try_check(&p.rate_key, class, limit, now) {
                 Some(d) => d,
                 // Boxed: a Redis round trip's future is large, and the
                 // local paths should not carry its space.
-                None => Box::pin(c.check(&p.key_id, class, limit)).await,
+                None => Box::pin(c.check(&p.rate_key, class, limit)).await,
             },
         };
         if !d.allowed {

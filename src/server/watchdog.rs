@@ -1,0 +1,264 @@
+//! What a connection's deadlines need to know about its requests:
+//!
+//! - [`ConnState`]: whether the first request head has arrived (for
+//!   [`super::deadline_io`]) and how many requests are in flight, and since
+//!   when none is (for the idle timeout).
+//! - [`StreamExec`]: the executor hyper spawns each h2 stream on. It runs
+//!   every stream under a watchdog: once the stream's response has started,
+//!   if its body makes no progress for `response_write_timeout_ms` (the
+//!   client keeps the stream's flow-control window at zero, so hyper never
+//!   even polls the body), the stream is dropped: h2 resets it, and the
+//!   response body, with the origin connection and origin slot behind it,
+//!   is released. A stalled socket is caught by the write-stall deadline of
+//!   `DeadlineIo` instead; a window stall never blocks a socket write.
+//! - [`TrackedBody`]: the response body as served, which keeps both up to
+//!   date.
+
+use crate::body::{BoxError, ResponseBody};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use prometheus::IntCounter;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// Milliseconds since `base`, plus one, so 0 can mean "never".
+fn stamp(base: Instant) -> u64 {
+    Instant::now().saturating_duration_since(base).as_millis() as u64 + 1
+}
+
+fn at(base: Instant, stamp: u64) -> Instant {
+    base + Duration::from_millis(stamp.saturating_sub(1))
+}
+
+/// Shared by a connection's socket wrapper, its service and its task.
+/// Atomics: written by request tasks (h2 streams run on their own tasks),
+/// read by the connection task; no ordering between them matters beyond
+/// each value's own.
+pub struct ConnState {
+    base: Instant,
+    first_request: AtomicBool,
+    /// Requests whose response body is not finished yet.
+    active: AtomicUsize,
+    /// When `active` last changed (a [`stamp`]).
+    changed: AtomicU64,
+}
+
+impl ConnState {
+    pub fn new() -> Arc<ConnState> {
+        let base = Instant::now();
+        Arc::new(ConnState {
+            base,
+            first_request: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            changed: AtomicU64::new(1),
+        })
+    }
+
+    pub fn first_request_seen(&self) -> bool {
+        self.first_request.load(Ordering::Relaxed)
+    }
+
+    /// A request head arrived; the guard counts it until its response
+    /// body is done.
+    pub fn begin(self: &Arc<Self>) -> ActiveGuard {
+        self.first_request.store(true, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::AcqRel);
+        self.changed.store(stamp(self.base), Ordering::Release);
+        ActiveGuard(self.clone())
+    }
+
+    /// When the connection will have been idle for `idle`; `None` while a
+    /// request is in flight.
+    pub fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(at(self.base, self.changed.load(Ordering::Acquire)) + idle)
+    }
+}
+
+/// One request in flight on a connection.
+pub struct ActiveGuard(Arc<ConnState>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        let c = &self.0;
+        c.changed.store(stamp(c.base), Ordering::Release);
+        c.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// When the response of one h2 stream last made progress; 0 while it has
+/// no response yet (the service is bounded by the origin's own deadlines)
+/// or once its body has ended.
+pub struct StreamClock {
+    base: Instant,
+    progress: AtomicU64,
+}
+
+impl StreamClock {
+    fn new() -> StreamClock {
+        StreamClock {
+            base: Instant::now(),
+            progress: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.progress.store(stamp(self.base), Ordering::Release);
+    }
+
+    fn finish(&self) {
+        self.progress.store(0, Ordering::Release);
+    }
+
+    fn last_progress(&self) -> Option<Instant> {
+        match self.progress.load(Ordering::Acquire) {
+            0 => None,
+            s => Some(at(self.base, s)),
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The clock of the h2 stream whose task is running (unset on HTTP/1,
+    /// whose connection task polls the service itself).
+    static STREAM: Arc<StreamClock>;
+}
+
+/// hyper's executor for h2 streams: each runs under a [`Watchdog`].
+#[derive(Clone)]
+pub struct StreamExec {
+    write_timeout: Duration,
+    cut: Option<IntCounter>,
+}
+
+impl StreamExec {
+    pub fn new(write_timeout: Duration, cut: Option<IntCounter>) -> StreamExec {
+        StreamExec { write_timeout, cut }
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for StreamExec
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let clock = Arc::new(StreamClock::new());
+        tokio::spawn(Watchdog {
+            fut: Box::pin(STREAM.scope(clock.clone(), fut)),
+            clock,
+            timeout: self.write_timeout,
+            sleep: None,
+            cut: self.cut.clone(),
+        });
+    }
+}
+
+/// Runs a stream's future; drops it once its response has made no
+/// progress for `timeout`.
+struct Watchdog<F> {
+    fut: Pin<Box<F>>,
+    clock: Arc<StreamClock>,
+    timeout: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    cut: Option<IntCounter>,
+}
+
+impl<F: Future<Output = ()>> Future for Watchdog<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        loop {
+            if this.fut.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            let Some(last) = this.clock.last_progress() else {
+                return Poll::Pending;
+            };
+            let deadline = last + this.timeout;
+            if Instant::now() >= deadline {
+                tracing::debug!("h2 response made no progress; stream reset");
+                if let Some(c) = &this.cut {
+                    c.inc();
+                }
+                // Dropping the stream's future (with `self`) resets it.
+                return Poll::Ready(());
+            }
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// A response body as served: counts its request as in flight until it is
+/// dropped, and, on h2, tells the stream's watchdog about its progress.
+pub struct TrackedBody {
+    inner: ResponseBody,
+    clock: Option<Arc<StreamClock>>,
+    _active: ActiveGuard,
+}
+
+impl TrackedBody {
+    /// Wraps a response that is ready to be sent; called in the task that
+    /// will send it (so an h2 stream finds its clock).
+    pub fn new(inner: ResponseBody, active: ActiveGuard) -> TrackedBody {
+        let clock = STREAM.try_with(Arc::clone).ok();
+        if let Some(c) = &clock {
+            c.touch();
+        }
+        TrackedBody {
+            inner,
+            clock,
+            _active: active,
+        }
+    }
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Poll::Ready(r), Some(c)) = (&r, &self.clock) {
+            match r {
+                Some(Ok(_)) => c.touch(),
+                _ => c.finish(),
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        if let Some(c) = &self.clock {
+            c.finish();
+        }
+    }
+}
