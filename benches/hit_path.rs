@@ -109,25 +109,12 @@ fn cache_lookup(c: &mut Criterion) {
     let cache = gw.state().cache.clone();
     let mut g = c.benchmark_group("cache_lookup");
     g.bench_function("lookup_and_clone_body", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                black_box(
-                    cache
-                        .lookup(&org, id, tokio::time::Instant::now())
-                        .await
-                        .map(|e| e.body.clone()),
-                )
-            })
-        })
+        b.iter(|| rt.block_on(async { black_box(cache.lookup(&org, id).await.map(|e| e.body.clone())) }))
     });
     // Naive: re-serialize the container JSON per hit.
     let value = serde_json::to_value(
-        serde_json::from_slice::<serde_json::Value>(
-            &rt.block_on(cache.lookup(&org, id, tokio::time::Instant::now()))
-                .unwrap()
-                .body,
-        )
-        .unwrap(),
+        serde_json::from_slice::<serde_json::Value>(&rt.block_on(cache.lookup(&org, id)).unwrap().body)
+            .unwrap(),
     )
     .unwrap();
     g.bench_function("naive_serialize_per_hit", |b| {
