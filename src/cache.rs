@@ -472,15 +472,20 @@ impl ContentCache {
                 (true, false) => Some(DiscardReason::Lagging),
             }
         });
-        let discard = if fence.generation() != lease.generation
+        // Lagging first: an answer older than a reported change is asked
+        // for once more whatever else happened meanwhile. Were a newer
+        // invalidation to win, the fill would be discarded without the
+        // retry and its older body served to the waiters, who started
+        // after that change.
+        let discard = if lagging.is_some() {
+            lagging
+        } else if fence.generation() != lease.generation
             || st.is_tombstoned(now)
             || self.epoch.load(Ordering::Acquire) != epoch
         {
             Some(DiscardReason::Generation)
         } else if rendered.removed_revoked {
             Some(DiscardReason::Revoked)
-        } else if lagging.is_some() {
-            lagging
         } else if expires_at <= now {
             Some(DiscardReason::Expired)
         } else if !self.may_serve_cached() {

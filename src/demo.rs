@@ -13,8 +13,10 @@
 //!
 //! Test controls make races deterministic: [`Simulator::hold`] freezes the
 //! answers of `GET /v1/content/:id` after they took their snapshot,
-//! [`Simulator::set_failure`] injects errors, resets and delays, and the
-//! counters say how many requests reached the origin.
+//! [`Simulator::set_failure`] injects errors, resets and delays,
+//! [`Simulator::inject_once`] delays or cuts the answer of one request,
+//! [`Simulator::set_replica_lag`] makes a container's reads lag behind its
+//! mutations, and the counters say how many requests reached the origin.
 //!
 //! Files: `demo/store.rs` (data and mutations), `demo/media.rs` (new asset
 //! ids, URLs, timestamps), `demo/idempotency.rs` (`Idempotency-Key`
@@ -33,17 +35,19 @@ mod store;
 mod webhooks;
 
 pub use bodies::MAX_BODY_BYTES;
-pub use controls::{FailureMode, Gate};
+pub use controls::{FailureMode, Gate, Injection};
 pub use webhooks::{signature_header, WebhookTarget};
 
 use crate::auth::KeyStore;
 use crate::error::GatewayError;
 use crate::ids::ContainerId;
 use bytes::Bytes;
-use controls::{Counters, HoldSlot};
+use controls::{Counters, HoldSlot, Injections};
 use handler::Outcome;
 use http_body_util::Full;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 use store::Store;
 use webhooks::{Event, Outbox};
 
@@ -74,6 +78,10 @@ struct Inner {
     hold: Arc<HoldSlot>,
     /// Injected failure; read once per request on arrival.
     failure: Mutex<Option<FailureMode>>,
+    /// One-shot injections for single requests.
+    injections: Injections,
+    /// Whether empty path segments (a trailing slash) are ignored.
+    lenient_paths: AtomicBool,
     outbox: Outbox,
 }
 
@@ -131,6 +139,8 @@ impl Simulator {
                 counters: Counters::default(),
                 hold: Arc::new(HoldSlot::default()),
                 failure: Mutex::new(None),
+                injections: Injections::default(),
+                lenient_paths: AtomicBool::new(false),
                 outbox: Outbox::new(),
             }),
         })
@@ -149,14 +159,15 @@ impl Simulator {
     }
 
     /// Answers one request in-process. An injected `ResetConnection`
-    /// answers 502 here, having no connection to drop.
+    /// answers 502 here, having no connection to drop, and a body that
+    /// `Injection::FailBody` would cut is answered whole.
     pub async fn handle<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>
     where
         B: http_body::Body<Data = Bytes> + Send,
         B::Error: std::fmt::Display,
     {
         match self.respond(req).await {
-            Outcome::Response(r) => r,
+            Outcome::Response(r) | Outcome::FailBody(r) => r,
             Outcome::Reset(rid) => handler::error_response(&GatewayError::upstream_error(), &rid),
         }
     }
@@ -185,6 +196,30 @@ impl Simulator {
 
     pub fn set_failure(&self, mode: Option<FailureMode>) {
         *self.inner.failure.lock().unwrap_or_else(|e| e.into_inner()) = mode;
+    }
+
+    /// Applies `what` to the next request with this method and exact path
+    /// (no query), and to no other; see [`Injection`].
+    pub fn inject_once(&self, method: &str, path: &str, what: Injection) {
+        self.inner.injections.arm(method, path, what);
+    }
+
+    /// From now on, for `lag` after each mutation of container `id`, its
+    /// reads (container and assets, any org) answer the version before
+    /// that mutation, or 404 if it did not exist: a lagging read replica.
+    /// `None` makes its reads current again.
+    pub fn set_replica_lag(&self, id: ContainerId, lag: Option<Duration>) {
+        self.store_mut().set_replica_lag(id, lag);
+    }
+
+    /// Whether a trailing or doubled slash is ignored when routing (as many
+    /// web frameworks do); off by default.
+    pub fn set_lenient_paths(&self, on: bool) {
+        self.inner.lenient_paths.store(on, Ordering::Relaxed);
+    }
+
+    pub(crate) fn lenient_paths(&self) -> bool {
+        self.inner.lenient_paths.load(Ordering::Relaxed)
     }
 
     pub(crate) fn failure_mode(&self) -> Option<FailureMode> {

@@ -16,7 +16,9 @@
 //!   window instead of the TTL; never an invalidated entry, never unsynced.
 //! - a read from the origin that the cache does not answer (a query
 //!   string, an alias, an unsynced cluster instance): [`ContentCache::judge_origin`],
-//!   before the call and on the answer.
+//!   before the call and on the answer; a container body older than a
+//!   change an invalidation reported ([`ContentCache::origin_is_behind`])
+//!   is asked for once more after `cache.lag_retry_ms`, as a fill is.
 //!
 //! Callers never re-implement a part of this; they act on the [`Verdict`].
 
@@ -120,6 +122,37 @@ impl ContentCache {
                 }
             }
         }
+    }
+
+    /// Whether a container body the origin answered is older (`updatedAt`)
+    /// than a change an invalidation reported: it comes from a lagging
+    /// replica. A fill then asks once more after [`ContentCache::lag_retry`]
+    /// and does not cache; a read the cache does not answer asks once more
+    /// the same way. A body without `updatedAt` (an asset descriptor) cannot
+    /// be told apart.
+    pub fn origin_is_behind(&self, id: ContainerId, body: &[u8]) -> bool {
+        let Some(fence) = self.fences.get(id) else {
+            return false;
+        };
+        let Some(floor) = fence.lock().floor(Instant::now()).map(|f| f.at) else {
+            return false;
+        };
+        #[derive(serde::Deserialize)]
+        struct Stamp {
+            #[serde(rename = "updatedAt")]
+            updated_at: Option<String>,
+        }
+        serde_json::from_slice::<Stamp>(body)
+            .ok()
+            .and_then(|s| s.updated_at)
+            .and_then(|t| super::time::parse_rfc3339_millis(&t))
+            .is_some_and(|at| at < floor)
+    }
+
+    /// How long a read that got a lagging replica's answer waits before it
+    /// asks once more (`cache.lag_retry_ms`; zero: it does not).
+    pub fn lag_retry(&self) -> std::time::Duration {
+        self.settings.lag_retry
     }
 
     /// The fence decision for a read answered by the origin and not kept.

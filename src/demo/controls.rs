@@ -1,5 +1,6 @@
-//! Test controls of the simulator: request counters, the hold gate and
-//! failure injection.
+//! Test controls of the simulator: request counters, the hold gate,
+//! failure injection (for every request, or once for one request), and
+//! replica lag.
 //!
 //! These exist so gateway tests can make races deterministic (hold a fill
 //! after the origin took its snapshot, mutate, release) and observe how many
@@ -23,6 +24,47 @@ pub enum FailureMode {
     /// Do the work on arrival (snapshot, mutation), then wait this long
     /// (tokio time, so paused-clock tests advance it) before answering.
     Delay(Duration),
+}
+
+/// What the simulator does to one request, armed with
+/// `Simulator::inject_once` for the next request of a method and path. The
+/// request is answered normally otherwise (the mutation happens), so a
+/// test can fail exactly the exchange it is about without touching the
+/// reads that run beside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Injection {
+    /// Do the work, then wait this long (tokio time) before answering: a
+    /// window in which the caller can go away after the origin committed.
+    DelayAnswer(Duration),
+    /// Do the work and answer the head (status, headers, a Content-Length
+    /// of the whole body), then fail the body after half of it: the
+    /// connection is cut mid-body. Only a 2xx answer is cut; `serve()`
+    /// only (`handle()` has no connection and answers the whole body).
+    FailBody,
+}
+
+/// One-shot injections, by (method, path as received).
+#[derive(Default)]
+pub(crate) struct Injections {
+    /// A mutex, not a concurrent map: a fixture, one lookup per request,
+    /// never held across an await.
+    armed: Mutex<HashMap<(String, String), Injection>>,
+}
+
+impl Injections {
+    pub(crate) fn arm(&self, method: &str, path: &str, what: Injection) {
+        let mut map = self.armed.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert((method.to_owned(), path.to_owned()), what);
+    }
+
+    /// The injection for this request, if one is armed; disarms it.
+    pub(crate) fn take(&self, method: &str, path: &str) -> Option<Injection> {
+        let mut map = self.armed.lock().unwrap_or_else(|e| e.into_inner());
+        if map.is_empty() {
+            return None;
+        }
+        map.remove(&(method.to_owned(), path.to_owned()))
+    }
 }
 
 /// Counters of received requests. Counted on arrival, before failure
@@ -173,6 +215,15 @@ mod tests {
         let _new = slot.install();
         drop(old);
         assert!(slot.current().is_some());
+    }
+
+    #[test]
+    fn an_injection_fires_once_for_its_request_only() {
+        let i = Injections::default();
+        i.arm("POST", "/v1/x", Injection::FailBody);
+        assert_eq!(i.take("GET", "/v1/x"), None);
+        assert_eq!(i.take("POST", "/v1/x"), Some(Injection::FailBody));
+        assert_eq!(i.take("POST", "/v1/x"), None);
     }
 
     #[test]

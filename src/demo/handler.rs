@@ -6,7 +6,7 @@
 //! Another org's container is the same 404 as a missing one.
 
 use super::bodies::{create_fields, patch_caption, read_body, regenerate_caption};
-use super::controls::FailureMode;
+use super::controls::{FailureMode, Injection};
 use super::idempotency::Idempotent;
 use super::webhooks::Event;
 use super::Simulator;
@@ -24,9 +24,11 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// What the simulator does with a request: answer it, or (only in
-/// `serve()`) drop the connection.
+/// `serve()`) drop the connection or cut the body.
 pub(crate) enum Outcome {
     Response(Response<Full<Bytes>>),
+    /// Answer the head, then fail the body half-way (`Injection::FailBody`).
+    FailBody(Response<Full<Bytes>>),
     /// Carries the request id for `handle()`'s stand-in 502.
     Reset(String),
 }
@@ -46,11 +48,19 @@ enum Route<'a> {
 }
 
 impl<'a> Route<'a> {
-    fn parse(method: &Method, path: &'a str) -> Route<'a> {
+    /// HEAD is answered as GET (hyper leaves the body out). `lenient`
+    /// ignores empty segments (a trailing or doubled slash), as many web
+    /// frameworks do.
+    fn parse(method: &Method, path: &'a str, lenient: bool) -> Route<'a> {
         let Some(rest) = path.strip_prefix("/v1/") else {
             return Route::Unknown;
         };
-        let segs: Vec<&str> = rest.split('/').collect();
+        let segs: Vec<&str> = rest.split('/').filter(|s| !lenient || !s.is_empty()).collect();
+        let method = if *method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
         match (method, segs.as_slice()) {
             (&Method::GET, ["whoami"]) => Route::Whoami,
             (&Method::GET, ["projects"]) => Route::Projects,
@@ -71,7 +81,7 @@ impl<'a> Route<'a> {
     fn endpoint_class(self, method: &Method) -> &'static str {
         match self {
             Route::Regenerate(_) | Route::Create => "long-running",
-            _ if method == Method::GET => "read-light",
+            _ if method == Method::GET || method == Method::HEAD => "read-light",
             _ => "write-light",
         }
     }
@@ -88,7 +98,8 @@ impl Simulator {
         let rid = request_id_from_header(parts.headers.get("x-request-id").map(|v| v.as_bytes()));
         let path = parts.uri.path();
         self.inner.counters.record(parts.method.as_str(), path);
-        let route = Route::parse(&parts.method, path);
+        let injection = self.inner.injections.take(parts.method.as_str(), path);
+        let route = Route::parse(&parts.method, path, self.lenient_paths());
         let failure = self.failure_mode();
         // The answer is fixed here, on arrival: a held or delayed request
         // answers with this snapshot whatever happens meanwhile.
@@ -120,7 +131,16 @@ impl Simulator {
         if let Some(FailureMode::Delay(d)) = failure {
             tokio::time::sleep(d).await;
         }
-        outcome
+        match (injection, outcome) {
+            (Some(Injection::DelayAnswer(d)), outcome) => {
+                tokio::time::sleep(d).await;
+                outcome
+            }
+            (Some(Injection::FailBody), Outcome::Response(r)) if r.status().is_success() => {
+                Outcome::FailBody(r)
+            }
+            (_, outcome) => outcome,
+        }
     }
 
     async fn dispatch<B>(
@@ -351,20 +371,24 @@ mod tests {
     #[test]
     fn routes_by_method_and_shape() {
         let get = Method::GET;
-        assert_eq!(Route::parse(&get, "/v1/whoami"), Route::Whoami);
-        assert_eq!(Route::parse(&get, "/v1/content/x"), Route::Container("x"));
+        let parse = |m: &Method, p| Route::parse(m, p, false);
+        assert_eq!(parse(&get, "/v1/whoami"), Route::Whoami);
+        assert_eq!(parse(&get, "/v1/content/x"), Route::Container("x"));
+        assert_eq!(parse(&Method::HEAD, "/v1/content/x"), Route::Container("x"));
+        assert_eq!(parse(&get, "/v1/content/x/assets/a"), Route::Asset("x", "a"));
         assert_eq!(
-            Route::parse(&get, "/v1/content/x/assets/a"),
-            Route::Asset("x", "a")
-        );
-        assert_eq!(
-            Route::parse(&Method::POST, "/v1/content/x/regenerate"),
+            parse(&Method::POST, "/v1/content/x/regenerate"),
             Route::Regenerate("x")
         );
-        assert_eq!(Route::parse(&Method::PUT, "/v1/content/x"), Route::Unknown);
-        assert_eq!(Route::parse(&get, "/v1/content/x/"), Route::Unknown);
-        assert_eq!(Route::parse(&get, "/v2/whoami"), Route::Unknown);
-        assert_eq!(Route::parse(&get, "/v1/content"), Route::Unknown);
+        assert_eq!(parse(&Method::PUT, "/v1/content/x"), Route::Unknown);
+        assert_eq!(parse(&get, "/v1/content/x/"), Route::Unknown);
+        assert_eq!(parse(&get, "/v2/whoami"), Route::Unknown);
+        assert_eq!(parse(&get, "/v1/content"), Route::Unknown);
+        assert_eq!(Route::parse(&get, "/v1/content/x/", true), Route::Container("x"));
+        assert_eq!(
+            Route::parse(&Method::HEAD, "/v1/content//x/assets/a/", true),
+            Route::Asset("x", "a")
+        );
         assert_eq!(Route::Create.endpoint_class(&Method::POST), "long-running");
         assert_eq!(Route::Unknown.endpoint_class(&get), "read-light");
         assert_eq!(Route::Delete("x").endpoint_class(&Method::DELETE), "write-light");

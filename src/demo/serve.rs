@@ -3,11 +3,16 @@
 
 use super::handler::Outcome;
 use super::Simulator;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -28,6 +33,65 @@ impl std::fmt::Display for ResetRequested {
 }
 
 impl std::error::Error for ResetRequested {}
+
+/// A body that announces its whole length, sends the first half of it,
+/// waits `CUT_AFTER` (so the head and that half are on the wire and read
+/// before the cut) and then fails (`Injection::FailBody`): hyper cuts the
+/// connection mid-body.
+struct CutBody {
+    first_half: Option<Bytes>,
+    len: u64,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// How long a cut body stalls after its first half.
+const CUT_AFTER: Duration = Duration::from_millis(20);
+
+impl CutBody {
+    fn new(whole: Bytes) -> CutBody {
+        let len = whole.len() as u64;
+        CutBody {
+            first_half: Some(whole.slice(..whole.len() / 2)),
+            len,
+            wait: None,
+        }
+    }
+}
+
+impl Body for CutBody {
+    type Data = Bytes;
+    type Error = ResetRequested;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(b) = self.first_half.take() {
+            self.wait = Some(Box::pin(tokio::time::sleep(CUT_AFTER)));
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        if let Some(w) = self.wait.as_mut() {
+            if w.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(Some(Err(ResetRequested)))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len)
+    }
+}
+
+/// Cuts a whole answer's body half-way.
+async fn cut(r: http::Response<Full<Bytes>>) -> http::Response<CutBody> {
+    let (parts, body) = r.into_parts();
+    let whole = http_body_util::BodyExt::collect(body)
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    http::Response::from_parts(parts, CutBody::new(whole))
+}
 
 impl Simulator {
     /// Serves HTTP/1.1 and h2 on `listener` until `shutdown` resolves, then
@@ -61,7 +125,8 @@ impl Simulator {
                         let sim = sim.clone();
                         async move {
                             match sim.respond(req).await {
-                                Outcome::Response(r) => Ok(r),
+                                Outcome::Response(r) => Ok(r.map(Either::Left)),
+                                Outcome::FailBody(r) => Ok(cut(r).await.map(Either::Right)),
                                 Outcome::Reset(_) => Err(ResetRequested),
                             }
                         }

@@ -5,15 +5,21 @@
 //! response bodies pre-rendered at load or mutation time. A GET therefore
 //! takes its snapshot by cloning `Bytes` (a reference count), which keeps the
 //! simulator cheap enough to sit behind benchmarks.
+//!
+//! A container may be given a lagging read replica (a test control): for a
+//! while after each of its mutations, reads answer the version before it.
 
 use super::idempotency::IdempotencyRecords;
 use super::media::{now_rfc3339, random_uuid, replacement_asset, CDN_BASE};
 use super::Regenerated;
+use crate::cache::time::{format_rfc3339_millis, parse_rfc3339_millis};
 use crate::ids::ContainerId;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// What `whoami` reports about an organization.
 #[derive(Clone, Debug)]
@@ -91,9 +97,49 @@ impl Entry {
             .collect()
     }
 
+    /// Sets `updatedAt` to now, and always later than it was: two
+    /// versions of one container never share a change time.
     fn touch(&mut self) {
-        self.value.insert("updatedAt".into(), Value::from(now_rfc3339()));
+        let now = now_rfc3339();
+        let (Some(now_ms), Some(prev_ms)) = (
+            parse_rfc3339_millis(&now),
+            self.value
+                .get("updatedAt")
+                .and_then(Value::as_str)
+                .and_then(parse_rfc3339_millis),
+        ) else {
+            self.value.insert("updatedAt".into(), Value::from(now));
+            return;
+        };
+        let ms = now_ms.max(prev_ms + 1);
+        let at = format_rfc3339_millis(ms.div_euclid(1000), ms.rem_euclid(1000) as u32);
+        self.value.insert("updatedAt".into(), Value::from(at));
     }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            org: self.org.clone(),
+            body: self.body.clone(),
+            assets: self.assets.clone(),
+        }
+    }
+}
+
+/// What a lagging replica still answers for a container.
+struct Snapshot {
+    org: Arc<str>,
+    body: Bytes,
+    assets: HashMap<String, Bytes>,
+}
+
+/// A lagging read replica of one container: for `lag` after each mutation
+/// of it, reads answer the version before that mutation (or 404 when it
+/// did not exist). Mutations always act on the primary.
+struct ReplicaLag {
+    lag: Duration,
+    /// `None`: the container did not exist before the last mutation.
+    previous: Option<Snapshot>,
+    until: Option<Instant>,
 }
 
 fn asset_objects(c: &Map<String, Value>) -> impl Iterator<Item = &Map<String, Value>> {
@@ -119,6 +165,8 @@ pub(crate) struct Store {
     /// Lives here, under the same lock, so checking a key, mutating and
     /// recording the answer is one atomic step.
     pub(crate) idempotency: IdempotencyRecords,
+    /// Containers with a lagging read replica (test control).
+    lagging: HashMap<ContainerId, ReplicaLag>,
 }
 
 impl Store {
@@ -171,12 +219,51 @@ impl Store {
         let Value::Object(map) = value else {
             unreachable!("checked by container_id_of")
         };
+        self.before_mutation(id);
         let entry = Entry::new(org.into(), map);
         self.issued.extend(entry.assets.keys().cloned());
         if self.containers.insert(id, entry).is_none() {
             self.order.push(id);
         }
         Ok(id)
+    }
+
+    /// Gives `id` a lagging read replica (`None`: reads are current again).
+    pub(crate) fn set_replica_lag(&mut self, id: ContainerId, lag: Option<Duration>) {
+        match lag {
+            Some(lag) => {
+                self.lagging.insert(
+                    id,
+                    ReplicaLag {
+                        lag,
+                        previous: None,
+                        until: None,
+                    },
+                );
+            }
+            None => {
+                self.lagging.remove(&id);
+            }
+        }
+    }
+
+    /// Called by every mutation of `id` before it changes anything: a
+    /// lagging replica keeps answering the version as it is now.
+    fn before_mutation(&mut self, id: ContainerId) {
+        if let Some(l) = self.lagging.get_mut(&id) {
+            l.previous = self.containers.get(&id).map(Entry::snapshot);
+            l.until = Some(Instant::now() + l.lag);
+        }
+    }
+
+    /// What a read of `id` sees while its replica lags: `Some(None)` when
+    /// the lagging version does not exist; `None` when reads are current.
+    fn lagging(&self, id: ContainerId, org: &str) -> Option<Option<&Snapshot>> {
+        let l = self.lagging.get(&id)?;
+        if l.until.is_none_or(|t| Instant::now() >= t) {
+            return None;
+        }
+        Some(l.previous.as_ref().filter(|s| *s.org == *org))
     }
 
     pub(crate) fn org_info(&self, org: &str) -> OrgInfo {
@@ -202,6 +289,9 @@ impl Store {
 
     /// The body of `GET /v1/content/:id`.
     pub(crate) fn container_body(&self, id: ContainerId, org: Option<&str>) -> Option<Bytes> {
+        if let Some(lagging) = org.and_then(|o| self.lagging(id, o)) {
+            return lagging.map(|s| s.body.clone());
+        }
         self.visible(id, org).map(|e| e.body.clone())
     }
 
@@ -211,6 +301,9 @@ impl Store {
 
     /// `Ok(None)`: the container is visible but has no such asset.
     pub(crate) fn asset_body(&self, id: ContainerId, org: &str, asset_id: &str) -> Option<Option<Bytes>> {
+        if let Some(lagging) = self.lagging(id, org) {
+            return lagging.map(|s| s.assets.get(asset_id).cloned());
+        }
         self.visible(id, Some(org))
             .map(|e| e.assets.get(asset_id).cloned())
     }
@@ -254,10 +347,9 @@ impl Store {
         org: Option<&str>,
         caption: Option<String>,
     ) -> Option<(Regenerated, Bytes, Vec<AssetRef>)> {
-        let entry = self
-            .containers
-            .get(&id)
-            .filter(|e| org.is_none_or(|o| *e.org == *o))?;
+        self.visible(id, org)?;
+        self.before_mutation(id);
+        let entry = self.containers.get(&id)?;
         let base = format!("{CDN_BASE}/{}/{}", entry.org, id.uuid_string());
         let mut previous = Regenerated {
             previous_asset_ids: Vec::new(),
@@ -301,6 +393,7 @@ impl Store {
     /// Removes the container; returns the assets it had.
     pub(crate) fn delete(&mut self, id: ContainerId, org: Option<&str>) -> Option<Vec<AssetRef>> {
         self.visible(id, org)?;
+        self.before_mutation(id);
         let entry = self.containers.remove(&id)?;
         self.order.retain(|x| *x != id);
         Some(entry.asset_refs())
@@ -312,6 +405,8 @@ impl Store {
         org: Option<&str>,
         caption: &str,
     ) -> Option<Bytes> {
+        self.visible(id, org)?;
+        self.before_mutation(id);
         let entry = self.visible_mut(id, org)?;
         entry.value.insert("caption".into(), Value::from(caption));
         entry.touch();
@@ -396,6 +491,51 @@ mod tests {
         assert_eq!(keys, ["id", "status", "caption", "assets", "zExtra", "updatedAt"]);
         assert!(s.asset_body(id, "org_a", "slide-1").unwrap().is_none());
         assert!(s.asset_body(id, "org_a", &r.new_asset_ids[0]).unwrap().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lagging_replica_answers_the_version_before_each_change() {
+        let (mut s, id) = store();
+        let lag = Duration::from_millis(50);
+        s.set_replica_lag(id, Some(lag));
+        let before = s.container_body(id, Some("org_a")).unwrap();
+        s.update_caption(id, Some("org_a"), "new").unwrap();
+        assert_eq!(s.container_body(id, Some("org_a")).unwrap(), before);
+        assert!(s.container_body(id, Some("org_b")).is_none());
+        tokio::time::advance(lag).await;
+        let after = s.container_body(id, Some("org_a")).unwrap();
+        assert_ne!(after, before);
+        let (r, _, _) = s.regenerate(id, Some("org_a"), None).unwrap();
+        let old = &r.previous_asset_ids[0];
+        assert!(
+            s.asset_body(id, "org_a", old).unwrap().is_some(),
+            "still the old media"
+        );
+        s.delete(id, Some("org_a")).unwrap();
+        assert!(
+            s.asset_body(id, "org_a", old).unwrap().is_none(),
+            "one version behind"
+        );
+        assert!(
+            s.container_body(id, Some("org_a")).is_some(),
+            "deleted, still answered"
+        );
+        tokio::time::advance(lag).await;
+        assert!(s.container_body(id, Some("org_a")).is_none());
+    }
+
+    #[test]
+    fn every_change_moves_updated_at_forward() {
+        let (mut s, id) = store();
+        let at = |s: &Store| {
+            let v = s.container_value(id).unwrap();
+            parse_rfc3339_millis(v["updatedAt"].as_str().unwrap()).unwrap()
+        };
+        s.update_caption(id, None, "a").unwrap();
+        let first = at(&s);
+        s.update_caption(id, None, "b").unwrap();
+        s.regenerate(id, None, None).unwrap();
+        assert!(at(&s) >= first + 2);
     }
 
     #[test]

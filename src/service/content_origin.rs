@@ -4,7 +4,9 @@
 //! decides on them twice: before the call (a tombstoned container or a
 //! revoked asset answers 404 without one) and on the answer (a tombstone
 //! set meanwhile, a revoked asset named by the body, revoked assets left
-//! out of a container body). Nothing is cached.
+//! out of a container body). A container body older than a change an
+//! invalidation reported (a lagging replica) is asked for once more after
+//! `cache.lag_retry_ms`, as a fill is. Nothing is cached.
 
 use super::content::read_headers;
 use super::proxy::strip_hop_by_hop;
@@ -17,7 +19,7 @@ use crate::ids::ContainerId;
 use crate::origin::empty_body;
 use crate::routes::{ASSET_TEMPLATE, CONTAINER_TEMPLATE};
 use http::header::{HeaderValue, CONTENT_LENGTH};
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 
 impl Gateway {
     /// `path` is what the origin is asked for (the caller's path and query
@@ -53,13 +55,26 @@ impl Gateway {
         } else {
             Method::GET
         };
-        let mut req = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .body(empty_body())
-            .map_err(|e| GatewayError::internal(&e))?;
-        *req.headers_mut() = read_headers(parts, rid);
-        let reply = self.state.origin.fetch(req, template, &principal.org).await?;
+        let mut retried = false;
+        let reply = loop {
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .body(empty_body())
+                .map_err(|e| GatewayError::internal(&e))?;
+            *req.headers_mut() = read_headers(parts, rid);
+            let reply = self.state.origin.fetch(req, template, &principal.org).await?;
+            let behind = reply.status == StatusCode::OK
+                && method == Method::GET
+                && asset.is_none()
+                && cache.origin_is_behind(id, &reply.body);
+            if behind && !retried && !cache.lag_retry().is_zero() {
+                retried = true;
+                tokio::time::sleep(cache.lag_retry()).await;
+                continue;
+            }
+            break reply;
+        };
         let mut body = reply.body;
         let verdict = if reply.status.is_success() && method == Method::GET {
             cache.judge_origin(id, asset, Some(&mut body))
