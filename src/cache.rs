@@ -499,6 +499,7 @@ impl ContentCache {
         } else {
             u64::MAX
         };
+        let updated_at = rendered.updated_at;
         let entry = Arc::new(entry::build(
             org.clone(),
             id,
@@ -510,7 +511,7 @@ impl ContentCache {
             stale_until,
         ));
         match discard {
-            None => st.register(org, &entry),
+            None => st.register(org, &entry, updated_at),
             Some(reason) => {
                 drop(st);
                 self.count_discard(id, reason);

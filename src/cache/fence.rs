@@ -54,6 +54,8 @@ pub const MAX_RECORDS: usize = 16;
 pub struct FillRecord {
     pub org: Arc<str>,
     pub asset_ids: Arc<[Box<str>]>,
+    /// The body's `updatedAt` (unix ms), when it had one.
+    pub updated_at: Option<i64>,
     /// `FenceState::seq` when the fill completed.
     pub seq: u64,
 }
@@ -146,7 +148,7 @@ impl FenceState {
     }
 
     /// Records a cached fill (under the lock, by the fill that caches it).
-    pub fn register(&mut self, org: Arc<str>, entry: &CachedContainer) {
+    pub fn register(&mut self, org: Arc<str>, entry: &CachedContainer, updated_at: Option<i64>) {
         self.seq += 1;
         if self.records.len() >= MAX_RECORDS {
             self.records.pop_front();
@@ -154,6 +156,7 @@ impl FenceState {
         self.records.push_back(FillRecord {
             org,
             asset_ids: entry.asset_ids().map(Box::from).collect(),
+            updated_at,
             seq: self.seq,
         });
     }

@@ -2,7 +2,11 @@
 //!
 //! The revocation rule: an invalidation revokes
 //! 1. the ids the event names (`previousAssetIds`, a delete's `assets`), and
-//! 2. for a mutation proxied through this gateway, the ids of every fill
+//! 2. the ids of every fill whose `updatedAt` is older than the change
+//!    time the event or the origin's answer reports (provably older; this
+//!    is how a cluster peer learns which of its own fills a change on
+//!    another instance replaced), and
+//! 3. for a mutation proxied through this gateway, the ids of every fill
 //!    cached before the mutation was sent to the origin (before its first
 //!    attempt, for a retry with the same `Idempotency-Key`): those are
 //!    provably older than the state the origin answered with;
@@ -105,6 +109,13 @@ impl ContentCache {
         let mut revoked: Vec<String> = Vec::new();
         if inv.event_type.revokes_assets() {
             revoked.extend(inv.revoked_asset_ids.iter().cloned());
+            if let Some(changed) = inv.changed_at {
+                let older = |r: &super::fence::FillRecord| r.updated_at.is_some_and(|u| u < changed);
+                for r in st.records.iter().filter(|r| older(r)) {
+                    revoked.extend(r.asset_ids.iter().map(|a| a.to_string()));
+                }
+                st.records.retain(|r| !older(r));
+            }
             if let Some(mark) = mark {
                 for r in st.records.iter().filter(|r| r.seq < mark) {
                     revoked.extend(r.asset_ids.iter().map(|a| a.to_string()));

@@ -181,3 +181,48 @@ async fn a_new_leader_reads_what_the_last_flight_cached_instead_of_the_origin() 
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// A cluster peer learns which of its own fills a change on another
+/// instance replaced from the change time: fills older than it are revoked,
+/// fills as new or newer are not.
+#[tokio::test(start_paused = true)]
+async fn fills_older_than_a_reported_change_time_are_revoked_and_newer_ones_kept() {
+    let cache = ContentCache::new(settings(), None, None);
+    let fence = cache.fences.get_or_create(id());
+    let stamped = |ids: &[&str], at: &str| {
+        let assets: Vec<_> = ids.iter().map(|a| serde_json::json!({"assetId": a})).collect();
+        Bytes::from(
+            serde_json::json!({"id": id().to_string(), "updatedAt": at, "assets": assets}).to_string(),
+        )
+    };
+    let lease = fence.lease(Instant::now()).unwrap();
+    cache
+        .complete_fill(
+            org(),
+            id(),
+            &fence,
+            lease,
+            0,
+            stamped(&["old-1"], "2030-01-01T00:00:00.000Z"),
+        )
+        .unwrap();
+    let mut e = inv(EventType::Regenerated, &[]);
+    e.changed_at = Some(1_893_456_000_500);
+    e.current_asset_ids = vec!["new-1".into()];
+    assert_eq!(cache.invalidate(&e).await.revoked, ["old-1"]);
+
+    let lease = fence.lease(Instant::now()).unwrap();
+    cache
+        .complete_fill(
+            org(),
+            id(),
+            &fence,
+            lease,
+            0,
+            stamped(&["new-1"], "2030-01-01T00:00:00.500Z"),
+        )
+        .unwrap();
+    // The same change arriving again (a replay, the webhook after the
+    // stream entry) revokes nothing current.
+    assert!(cache.invalidate(&e).await.revoked.is_empty());
+}

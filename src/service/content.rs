@@ -89,6 +89,21 @@ impl Gateway {
                 .content_via_origin(parts, principal, id, asset, &path, rid)
                 .await;
         }
+        if asset.is_some() {
+            // A revoked asset is 404 without asking the origin, whatever
+            // state the container's fill would be in.
+            match cache.judge_origin(id, asset, None) {
+                crate::cache::OriginVerdict::AssetRevoked => {
+                    outcome.cache = Some(CacheStatus::Revoked);
+                    return Err(GatewayError::asset_not_found());
+                }
+                crate::cache::OriginVerdict::Gone => {
+                    outcome.cache = Some(CacheStatus::Tombstone);
+                    return Err(GatewayError::not_found());
+                }
+                _ => {}
+            }
+        }
         if let Some(e) = cache.lookup_negative(&principal.org, id) {
             outcome.cache = Some(CacheStatus::Negative);
             return Err(e);
