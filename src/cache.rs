@@ -462,10 +462,13 @@ impl ContentCache {
             // After a regenerate whose current ids are known, a body with
             // other ids is from before it (or from a later change whose
             // event has not arrived yet: not cached either way).
-            let other_ids = floor
-                .current
-                .as_ref()
-                .is_some_and(|cur| rendered.all_asset_ids.iter().any(|a| !cur.iter().any(|c| c == a)));
+            // A body newer than the floor is never behind it.
+            let newer = rendered.updated_at.is_some_and(|at| at > floor.at);
+            let other_ids = !newer
+                && floor
+                    .current
+                    .as_ref()
+                    .is_some_and(|cur| rendered.all_asset_ids.iter().any(|a| !cur.iter().any(|c| c == a)));
             match (older || other_ids, floor.revokes_assets) {
                 (false, _) => None,
                 (true, true) => Some(DiscardReason::LaggingAssets),

@@ -167,6 +167,18 @@ impl ContentCache {
             }
             _ => {}
         }
+        if inv.changed_at.is_none() && inv.event_type.revokes_assets() && !inv.current_asset_ids.is_empty() {
+            // A change that cannot be dated names ids as current: they may
+            // be newer than the floor's, so they are allowed too (the ids it
+            // names as previous are revoked above either way).
+            if let Some(f) = st.floor.as_mut().filter(|f| now < f.until) {
+                if let Some(cur) = &f.current {
+                    let mut all: Vec<Box<str>> = cur.iter().cloned().collect();
+                    all.extend(inv.current_asset_ids.iter().map(|a| Box::from(a.as_str())));
+                    f.current = Some(all.into());
+                }
+            }
+        }
         if let Some(at) = inv.changed_at {
             // The newest reported change wins; an older one arriving late
             // never lowers it.
