@@ -89,6 +89,7 @@ async fn run(name: &str, a: &ClusterNode, applied: &Applied, events: usize, pace
             revoked_asset_ids: vec![format!("video-{i}")],
             current_asset_ids: vec![format!("video-{}", i + 1)],
             changed_at: None,
+            created_at: None,
         };
         let t0 = Instant::now();
         a.publish(&inv).await.expect("publish");

@@ -147,6 +147,7 @@ async fn purge(gw: &Gateway, query: &str) -> Result<Response<ResponseBody>, Gate
         revoked_asset_ids: Vec::new(),
         current_asset_ids: Vec::new(),
         changed_at: None,
+        created_at: None,
     };
     let (applied, published) = gw.accept_invalidation(&inv).await;
     if let Err(e) = published {

@@ -410,9 +410,14 @@ impl ContentCache {
                     tokio::time::sleep(self.settings.lag_retry).await;
                 }
                 // The origin still answers a version older than a change
-                // that revoked assets: its URLs may be revoked ones the
-                // event did not name. Not served; the caller may retry.
-                Some(DiscardReason::LaggingAssets) => return Err(lagging_origin()),
+                // that revoked assets: the ids it lists that the change did
+                // not name as current are provably old, so they are revoked
+                // now, and the fence decision leaves them out when it is
+                // served (not cached).
+                Some(DiscardReason::LaggingAssets) => {
+                    self.revoke_behind_floor(&fence, &entry);
+                    return Ok(entry);
+                }
                 Some(_) => return Ok(entry),
             }
         }
@@ -521,6 +526,25 @@ impl ContentCache {
             }
         }
         Ok((entry, discard))
+    }
+
+    /// Revokes the ids of a lagging body that the floor's change did not
+    /// name as current, when the body is dated older than that change.
+    fn revoke_behind_floor(&self, fence: &Arc<Fence>, entry: &CachedContainer) {
+        let now = Instant::now();
+        let until = now + self.settings.revoked_ttl;
+        let mut st = fence.lock();
+        let Some(current) = st.floor(now).and_then(|f| f.current.clone()) else {
+            return;
+        };
+        let old: Vec<Box<str>> = entry
+            .asset_ids()
+            .filter(|a| !current.iter().any(|c| **c == **a))
+            .map(Box::from)
+            .collect();
+        for a in old {
+            st.revoked.insert(a, until);
+        }
     }
 
     /// Remembers the origin's 404 for the container, if nothing was

@@ -104,4 +104,8 @@ pub struct Invalidation {
     /// answered a mutation with, or `data.updatedAt` of an event), unix ms.
     /// A fill older than this comes from a lagging replica: not cached.
     pub changed_at: Option<i64>,
+    /// When the event was created (unix ms, from an `evt_<ULID>` id), for
+    /// ordering a `content.generated` against a delete when neither is
+    /// dated. Not a change time: never used for the lag floor.
+    pub created_at: Option<i64>,
 }

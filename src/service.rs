@@ -252,6 +252,7 @@ impl Gateway {
                     revoked_asset_ids: Vec::new(),
                     current_asset_ids: Vec::new(),
                     changed_at: None,
+                    created_at: None,
                 };
                 gw.apply_invalidation(&all).await;
             })

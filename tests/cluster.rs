@@ -133,6 +133,7 @@ fn purge_all() -> Invalidation {
         revoked_asset_ids: Vec::new(),
         current_asset_ids: Vec::new(),
         changed_at: None,
+        created_at: None,
     }
 }
 
@@ -146,6 +147,7 @@ fn regenerated(id: ContainerId, current: Vec<String>) -> Invalidation {
         revoked_asset_ids: Vec::new(),
         current_asset_ids: current,
         changed_at: None,
+        created_at: None,
     }
 }
 

@@ -104,6 +104,9 @@ const ORG: &str = "org_demo_a";
 /// Extra gateway config. The readers use the admin demo key (tier
 /// `pilot`): rate limiting stays on (the full request path is checked),
 /// with that tier raised so the checker's volume is never refused.
+/// One organization reads thousands of uncached variants a second here:
+/// its miss budget (origin protection, tested in tests/negative.rs) is off.
+const ORIGIN_CONFIG: &str = "miss_budget_per_org_per_sec = 0";
 const GATEWAY_CONFIG: &str = "[cache]\nlag_retry_ms = 100\nclock_skew_ms = 500\n\n[shaping.tiers.pilot]\nread_light_per_min = 10000000\nwrite_light_per_min = 1000000\nlong_running_per_min = 1000000\ndaily_writes = 100000000\n";
 const WEBHOOK: &str = "/webhooks/layers";
 /// Violations and unexpected answers kept for the failure message.
@@ -944,6 +947,9 @@ impl Driver {
             self.local[ci].deleted = false;
             let mut data = self.regenerated_data(ci, &[]);
             data["previousAssetIds"] = json!([]);
+            // Dated: the gateway lifts a delete's tombstone only for a
+            // `generated` shown to come after it.
+            data["updatedAt"] = json!(rfc3339_ms(updated));
             self.event(ci, "content.generated", data).await?;
             return Ok("content.generated");
         }
@@ -1348,10 +1354,15 @@ async fn no_read_ever_carries_a_revoked_url_or_asset() {
 
     // The webhook target stays unset: the driver delivers every event.
     let (harness, gw, gateway, addr) = if in_process_mode {
-        let g = in_process(&sim, GATEWAY_CONFIG);
+        let cfg = test_config_with("http://127.0.0.1:1", ORIGIN_CONFIG, GATEWAY_CONFIG);
+        let g = layers_gateway::service::Gateway::new(
+            cfg,
+            demo_keys(),
+            std::sync::Arc::new(layers_gateway::origin::SimulatorUpstream(sim.clone())),
+        );
         (None, Gw::Local(g.clone()), g, None)
     } else {
-        let h = Harness::with(sim.clone(), GATEWAY_CONFIG).await;
+        let h = Harness::with_origin(sim.clone(), ORIGIN_CONFIG, GATEWAY_CONFIG).await;
         let gw = Gw::Tcp(Box::new(h.client.clone()));
         let (g, addr) = (h.gateway().clone(), h.app.addr);
         (Some(h), gw, g, Some(addr))

@@ -500,3 +500,28 @@ async fn after_a_regenerate_through_the_gateway_the_new_container_is_cached() {
         urls(&a)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn behind_a_replica_that_lags_less_than_the_retry_delay_reads_after_a_regenerate_succeed() {
+    let sim = demo_simulator();
+    let gw = in_process(&sim, "[cache]\nlag_retry_ms = 100\n");
+    let (id, _) = first_container(&sim);
+    sim.set_replica_lag(id, Some(Duration::from_millis(40)));
+    let p = format!("/v1/content/{id}");
+    assert_eq!(get(&gw, &p).await.status, 200);
+    for (method, suffix) in [(Method::POST, "/regenerate"), (Method::PATCH, "")] {
+        let r = call(
+            &gw,
+            method,
+            &format!("{p}{suffix}"),
+            &[("x-api-key", &admin_key()), ("content-type", "application/json")],
+            Bytes::from_static(br#"{"caption":"x"}"#),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", urls(&r));
+        for q in ["", "?x=1"] {
+            let r = get(&gw, &format!("{p}{q}")).await;
+            assert_eq!(r.status, 200, "{suffix} then GET {q}: {}", urls(&r));
+        }
+    }
+}

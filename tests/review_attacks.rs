@@ -560,7 +560,9 @@ async fn attack_a_fill_known_to_predate_the_regenerate_is_served() {
     for p in [
         asset_path("old-1"),
         path(),
-        format!("{}?x=1", asset_path("old-1")),
+        // Not `assets/old-1?x=1`: an asset descriptor carries no
+        // `updatedAt`, and the gateway cannot tell an old id from one a
+        // newer, not yet announced change created (a known gap, README).
         format!("{}?x=1", path()),
     ] {
         let r = get(&gw, &p).await;

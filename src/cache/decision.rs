@@ -182,17 +182,6 @@ impl ContentCache {
         let Some(body) = body else {
             return OriginVerdict::Pass;
         };
-        if let (Some(a), Some(f)) = (asset, st.floor(now)) {
-            // After a regenerate whose current ids are known, an asset the
-            // origin still resolves that is not one of them comes from a
-            // replica behind the change.
-            if f.current
-                .as_ref()
-                .is_some_and(|cur| !cur.iter().any(|c| **c == *a))
-            {
-                return OriginVerdict::Lagging;
-            }
-        }
         let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
             // An asset was checked by id above; a container body the
             // gateway cannot read might list revoked assets.
@@ -206,11 +195,12 @@ impl ContentCache {
             .get("updatedAt")
             .and_then(Value::as_str)
             .and_then(super::time::parse_rfc3339_millis);
-        if let (Some(f), Some(at)) = (st.floor(now), updated) {
-            if f.revokes_assets && at < f.at {
-                return OriginVerdict::Lagging;
-            }
-        }
+        // A container body dated older than a change that revoked assets:
+        // the ids that change did not name as current are left out below.
+        let behind: Option<std::sync::Arc<[Box<str>]>> = match (st.floor(now), updated) {
+            (Some(f), Some(at)) if f.revokes_assets && at < f.at => f.current.clone(),
+            _ => None,
+        };
         if asset.is_some() {
             let named = obj.get("assetId").and_then(Value::as_str);
             if named.is_some_and(|a| st.is_revoked(a, now)) {
@@ -225,10 +215,11 @@ impl ContentCache {
             };
         };
         let before = items.len();
+        let old = |a: &str| behind.as_ref().is_some_and(|cur| !cur.iter().any(|c| **c == *a));
         items.retain(|a| {
             !a.get("assetId")
                 .and_then(Value::as_str)
-                .is_some_and(|a| st.is_revoked(a, now))
+                .is_some_and(|a| st.is_revoked(a, now) || old(a))
         });
         if items.len() != before {
             if let Ok(v) = serde_json::to_vec(&Value::Object(obj)) {

@@ -150,10 +150,11 @@ impl ContentCache {
         match inv.event_type {
             EventType::Deleted => {
                 st.tombstone_until = Some(now + self.settings.tombstone_ttl);
-                st.tombstone_changed_at = Some(inv.changed_at.unwrap_or(now_ms));
+                let at = inv.changed_at.or(inv.created_at).unwrap_or(now_ms);
+                st.tombstone_changed_at = Some(at);
             }
             EventType::Generated => {
-                let later = match (inv.changed_at, st.tombstone_changed_at) {
+                let later = match (inv.changed_at.or(inv.created_at), st.tombstone_changed_at) {
                     (Some(at), Some(deleted)) => at > deleted,
                     (_, None) => true,
                     (None, Some(_)) => false,

@@ -46,6 +46,7 @@ fn inv(event_type: EventType, revoked: &[&str]) -> Invalidation {
         revoked_asset_ids: revoked.iter().map(|s| s.to_string()).collect(),
         current_asset_ids: Vec::new(),
         changed_at: None,
+        created_at: None,
     }
 }
 

@@ -72,6 +72,9 @@ pub struct Payload {
     /// readers ignore it (serde skips unknown fields).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_at: Option<i64>,
+    /// `Invalidation::created_at` (unix ms); absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<i64>,
     /// Where the accepting instance got it (`webhook`, `write_through`, `admin`).
     pub source: String,
     /// The accepting instance.
@@ -88,6 +91,7 @@ pub fn encode(inv: &Invalidation, event_id: &str, origin: &str) -> String {
         revoked: inv.revoked_asset_ids.clone(),
         current: inv.current_asset_ids.clone(),
         changed_at: inv.changed_at,
+        created_at: inv.created_at,
         source: inv.source.as_str().to_owned(),
         origin: origin.to_owned(),
     };
@@ -119,6 +123,7 @@ pub fn decode(json: &[u8]) -> Result<(Invalidation, String), DecodeError> {
         revoked_asset_ids: p.revoked,
         current_asset_ids: p.current,
         changed_at: p.changed_at,
+        created_at: p.created_at,
     };
     Ok((inv, p.origin))
 }
@@ -149,6 +154,7 @@ pub fn purge_all(event_id: Option<String>, source: Source) -> Invalidation {
         revoked_asset_ids: Vec::new(),
         current_asset_ids: Vec::new(),
         changed_at: None,
+        created_at: None,
     }
 }
 
@@ -190,6 +196,7 @@ mod tests {
                 revoked_asset_ids: vec!["video-1".into()],
                 current_asset_ids: vec!["video-2".into()],
                 changed_at: None,
+                created_at: None,
             };
             let json = encode(&inv, "evt_1", "gw-a");
             let (back, origin) = decode(json.as_bytes()).unwrap();

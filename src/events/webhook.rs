@@ -269,6 +269,7 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent, WebhookRejection> {
     .find(|id| valid_event_id(id))
     .map(str::to_owned);
 
+    let created_at = event_id.as_deref().and_then(ulid_millis);
     Ok(ParsedEvent::Apply(Invalidation {
         event_id,
         source: Source::Webhook,
@@ -280,6 +281,7 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent, WebhookRejection> {
             .get("updatedAt")
             .and_then(Value::as_str)
             .and_then(crate::cache::time::parse_rfc3339_millis),
+        created_at,
     }))
 }
 
@@ -320,6 +322,18 @@ fn take_ids<'a>(ids: impl Iterator<Item = &'a str>, out: &mut Vec<String>, budge
         *budget -= 1;
         out.push(id.to_owned());
     }
+}
+
+/// When an event was created, from its id when that is `evt_<ULID>` (the
+/// origin's form): the same for every retry of the event, so a late retry
+/// is recognisably old.
+fn ulid_millis(event_id: &str) -> Option<i64> {
+    let u = event_id.strip_prefix("evt_")?;
+    if u.len() != 26 {
+        return None;
+    }
+    let ms = ulid::Ulid::from_string(u).ok()?.timestamp_ms();
+    i64::try_from(ms).ok()
 }
 
 /// `evt_` followed by 1..=64 of `[A-Za-z0-9_-]`.

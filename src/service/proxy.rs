@@ -142,6 +142,7 @@ impl Gateway {
                             revoked_asset_ids: Vec::new(),
                             current_asset_ids: Vec::new(),
                             changed_at: None,
+                            created_at: None,
                         };
                         let _ = gw.accept_invalidation(&purge).await;
                     }
@@ -169,6 +170,7 @@ impl Gateway {
                 revoked_asset_ids: Vec::new(),
                 current_asset_ids,
                 changed_at,
+                created_at: None,
             };
             // A failed publish is re-sent from the outbox, and the origin's
             // own webhook is a second path to every instance.
