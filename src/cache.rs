@@ -200,16 +200,6 @@ const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// Most first-attempt marks kept (each holds its container's fence).
 const MAX_IDEMPOTENT_MARKS: usize = 10_000;
 
-/// 503: the origin keeps answering a version older than a change that
-/// revoked assets.
-pub fn lagging_origin() -> GatewayError {
-    GatewayError::new(
-        crate::error::ErrorCode::Overloaded,
-        "The origin has not caught up with a recent change of this container; retry shortly.",
-    )
-    .with_retry_after(1)
-}
-
 impl ContentCache {
     /// `evictions` counts entries leaving the cache by cause and
     /// `fills_discarded` fills that were served but not cached, when given.

@@ -64,8 +64,6 @@ pub enum OriginVerdict {
     AssetRevoked,
     /// A 2xx container body that cannot be checked: 502.
     Unreadable,
-    /// Older than a change that revoked assets (a lagging replica): 503.
-    Lagging,
 }
 
 impl ContentCache {
@@ -161,7 +159,8 @@ impl ContentCache {
     /// body it answered: a revoked asset or a tombstone set meanwhile is
     /// still 404, revoked assets are left out of a container body, a
     /// container body that cannot be parsed is not passed on, and one older
-    /// than a change that revoked assets is not either.
+    /// than a change that revoked assets loses the ids that change did not
+    /// name as current.
     pub fn judge_origin(
         &self,
         id: ContainerId,

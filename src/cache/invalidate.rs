@@ -155,7 +155,12 @@ impl ContentCache {
             }
             EventType::Generated => {
                 let later = match (inv.changed_at.or(inv.created_at), st.tombstone_changed_at) {
-                    (Some(at), Some(deleted)) => at > deleted,
+                    // The delete's time may be this host's clock and the
+                    // generated one the origin's: later by more than the
+                    // skew margin, to be sure.
+                    (Some(at), Some(deleted)) => {
+                        at > deleted.saturating_add(self.settings.clock_skew.as_millis() as i64)
+                    }
                     (_, None) => true,
                     (None, Some(_)) => false,
                 };

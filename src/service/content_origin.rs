@@ -39,7 +39,6 @@ impl Gateway {
             OriginVerdict::Gone => Some(Err(GatewayError::not_found())),
             OriginVerdict::AssetRevoked => Some(Err(GatewayError::asset_not_found())),
             OriginVerdict::Unreadable => Some(Err(GatewayError::upstream_error())),
-            OriginVerdict::Lagging => Some(Err(crate::cache::lagging_origin())),
         };
         if let Some(r) = refuse(cache.judge_origin(id, asset, None)) {
             return r;
