@@ -155,12 +155,10 @@ impl ContentCache {
             }
             EventType::Generated => {
                 let later = match (inv.changed_at.or(inv.created_at), st.tombstone_changed_at) {
-                    // The delete's time may be this host's clock and the
-                    // generated one the origin's: later by more than the
-                    // skew margin, to be sure.
-                    (Some(at), Some(deleted)) => {
-                        at > deleted.saturating_add(self.settings.clock_skew.as_millis() as i64)
-                    }
+                    // When the delete was only dated by this host's clock,
+                    // the comparison trusts the two clocks to agree (a
+                    // known limit, stated in the README).
+                    (Some(at), Some(deleted)) => at > deleted,
                     (_, None) => true,
                     (None, Some(_)) => false,
                 };
