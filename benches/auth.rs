@@ -94,16 +94,21 @@ fn bench(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("layers-gateway-auth-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("jwks.json"), set.to_string()).unwrap();
-    let cfg = Config::parse(
-        &format!(
-            "[[auth.jwt.issuers]]\nissuer = \"https://idp\"\naudience = \"layers-gateway\"\njwks_file = \"jwks.json\"\n\
-             [[auth.jwt.issuers]]\nissuer = \"https://svc\"\naudience = \"layers-gateway\"\nshared_secret_env = \"{SECRET_ENV}\"\n"
-        ),
-        dir.clone(),
-    )
-    .unwrap();
+    // `cache_entries` 0: every token verified; else the verified-token cache.
+    let cfg = |cache_entries: u64| {
+        Config::parse(
+            &format!(
+                "[auth.jwt]\ncache_max_entries = {cache_entries}\n\
+                 [[auth.jwt.issuers]]\nissuer = \"https://idp\"\naudience = \"layers-gateway\"\njwks_file = \"jwks.json\"\n\
+                 [[auth.jwt.issuers]]\nissuer = \"https://svc\"\naudience = \"layers-gateway\"\nshared_secret_env = \"{SECRET_ENV}\"\n"
+            ),
+            dir.clone(),
+        )
+        .unwrap()
+    };
     let keys = Arc::new(KeyStore::parse(DEMO_KEYS_FILE).unwrap());
-    let auth = Authenticator::new(&cfg, keys, None).unwrap();
+    let auth = Authenticator::new(&cfg(0), keys.clone(), None).unwrap();
+    let cached = Authenticator::new(&cfg(10_000), keys, None).unwrap();
 
     let mut g = c.benchmark_group("auth");
     let mut key = HeaderMap::new();
@@ -145,6 +150,16 @@ fn bench(c: &mut Criterion) {
             b.iter(|| black_box(ready(auth.authenticate(black_box(&h))).unwrap()))
         });
     }
+    // The verified-token cache: the same tokens, answered from memory.
+    for (name, t) in tokens.iter().filter(|(n, _)| matches!(*n, "jwt_es256" | "jwt_hs256")) {
+        let h = bearer(t);
+        assert!(ready(cached.authenticate(&h)).is_ok(), "{name}");
+        g.bench_function(format!("{name}_cached"), |b| {
+            b.iter(|| black_box(ready(cached.authenticate(black_box(&h))).unwrap()))
+        });
+    }
+    let hits = cached.jwt().unwrap().token_cache().hits();
+    assert!(hits > 0, "the cached rows were answered from memory");
     g.finish();
     let _ = std::fs::remove_dir_all(&dir);
 }

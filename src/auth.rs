@@ -13,6 +13,7 @@ pub mod keys_check;
 pub mod reload;
 pub mod scopes;
 pub mod settings;
+pub mod token_cache;
 
 use http::header::{HeaderMap, HeaderName};
 use scopes::ScopeSet;

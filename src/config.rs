@@ -2,6 +2,7 @@
 //! same value, documented, in `config/gateway.toml`. Unknown keys are an
 //! error; `validate()` runs before any port is bound.
 
+pub mod access_log;
 mod field_path;
 pub mod log_level;
 pub mod warnings;
@@ -31,6 +32,8 @@ pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 64;
 pub const DEFAULT_H2_STREAM_WINDOW_BYTES: u32 = 65_535;
 pub const DEFAULT_H2_CONNECTION_WINDOW_BYTES: u32 = 256 * 1024;
 pub const DEFAULT_H2_MAX_SEND_BUF_BYTES: usize = 16 * 1024;
+/// The h2 protocol's smallest (and default) largest frame (RFC 9113 4.2).
+pub const DEFAULT_H2_MAX_FRAME_BYTES: u32 = 16 * 1024;
 pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 16;
 pub const DEFAULT_LOG_REFUSALS_PER_SEC: u32 = 10;
 pub const DEFAULT_ORIGIN_URL: &str = "http://127.0.0.1:8081";
@@ -91,6 +94,7 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     pub invalidation: InvalidationConfig,
     pub log: LogConfig,
+    pub access_log: access_log::AccessLogConfig,
     pub metrics: MetricsConfig,
     pub shaping: ShapingConfig,
     /// Present: run as one of many instances sharing invalidations and
@@ -134,6 +138,11 @@ pub struct ServerConfig {
     pub h2_connection_window_bytes: u32,
     /// Response bytes buffered per h2 stream waiting for the client's window.
     pub h2_max_send_buf_bytes: usize,
+    /// Largest h2 frame payload the gateway accepts (SETTINGS_MAX_FRAME_SIZE).
+    pub h2_max_frame_bytes: u32,
+    /// Grow the receive windows from measured bandwidth-delay (BDP pings)
+    /// instead of keeping the configured sizes.
+    pub h2_adaptive_window: bool,
 }
 
 impl Default for ServerConfig {
@@ -155,6 +164,8 @@ impl Default for ServerConfig {
             h2_stream_window_bytes: DEFAULT_H2_STREAM_WINDOW_BYTES,
             h2_connection_window_bytes: DEFAULT_H2_CONNECTION_WINDOW_BYTES,
             h2_max_send_buf_bytes: DEFAULT_H2_MAX_SEND_BUF_BYTES,
+            h2_max_frame_bytes: DEFAULT_H2_MAX_FRAME_BYTES,
+            h2_adaptive_window: false,
         }
     }
 }
@@ -555,6 +566,15 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The access log's file, relative to the config file's directory;
+    /// `None` for `stdout` and `off`.
+    pub fn access_log_file(&self) -> Option<PathBuf> {
+        match self.access_log.path.as_str() {
+            "stdout" | "off" => None,
+            p => Some(self.base_dir.join(p)),
+        }
+    }
+
     pub fn keys_path(&self) -> PathBuf {
         self.base_dir.join(&self.auth.keys_file)
     }
@@ -610,6 +630,10 @@ impl Config {
         }
         if self.server.h2_max_send_buf_bytes < 1024 {
             return Err("server.h2_max_send_buf_bytes: must be at least 1024".into());
+        }
+        // The protocol's own bounds (RFC 9113 section 6.5.2).
+        if !((1 << 14)..=(1 << 24) - 1).contains(&self.server.h2_max_frame_bytes) {
+            return Err("server.h2_max_frame_bytes: must be between 16384 and 16777215".into());
         }
         nonzero(self.admin.max_connections as u64, "admin.max_connections")?;
         if self.server.listen == self.admin.listen && self.server.listen.port() != 0 {
@@ -749,6 +773,7 @@ impl Config {
             return Err("log.format: must be \"text\" or \"json\"".into());
         }
         log_level::check(&self.log.level)?;
+        self.access_log.validate()?;
         Ok(())
     }
 

@@ -13,6 +13,7 @@
 //! - [`cluster`]: cluster mode on Redis (shared invalidation stream,
 //!   cluster-wide limits).
 //! - [`metrics`]: Prometheus registry and typed handles.
+//! - [`access_log`]: the access log (per-worker buffers, a writer thread).
 //! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, purge).
 //! - [`app`]: starting and stopping listeners and background tasks.
 //! - [`config`]: typed config with defaults, validated before binding.
@@ -24,6 +25,7 @@
 //! - [`cli`]: the command line (`serve`, `demo`, `check-config`, `hash-key`).
 //! - `fuzzing`: entry points of the fuzz targets (`fuzz/`) and their corpus test.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod auth;

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub webhook_rejections: IntCounterVec,
     pub webhooks_ignored: IntCounter,
     pub webhooks_duplicate: IntCounter,
+    /// Access lines dropped because the writer fell behind (never waited for).
+    pub access_log_dropped: IntCounter,
     pub fills_discarded: IntCounterVec,
     pub auth_failures: IntCounterVec,
     pub connections_open: IntGauge,
@@ -142,6 +144,10 @@ impl Metrics {
             "webhooks_duplicate_total",
             "Signed webhooks already applied (same event id).",
         );
+        let access_log_dropped = single(
+            "access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind.",
+        );
         let connections_rejected = single(
             "connections_rejected_total",
             "Connections shed because the connection cap was reached.",
@@ -242,6 +248,7 @@ impl Metrics {
             ),
             webhooks_ignored,
             webhooks_duplicate,
+            access_log_dropped,
             fills_discarded: counter(
                 &r,
                 "fills_discarded_total",

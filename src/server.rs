@@ -47,6 +47,13 @@ use watchdog::{ConnState, StreamExec, TrackedBody};
 
 /// hyper's default header-count limit; up to it, parsing does not allocate.
 const HYPER_STACK_HEADERS: usize = 100;
+/// Streams a client may reset before the gateway has accepted them, per
+/// connection (HTTP/2 rapid reset, CVE-2023-44487). The h2 crate's default,
+/// pinned here so that a dependency update cannot loosen it.
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams the gateway may reset for a client's protocol errors before the
+/// connection is closed (hyper's default, pinned for the same reason).
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 fn builder(cfg: &ServerConfig, exec: StreamExec) -> auto::Builder<StreamExec> {
     let mut b = auto::Builder::new(exec);
@@ -61,13 +68,20 @@ fn builder(cfg: &ServerConfig, exec: StreamExec) -> auto::Builder<StreamExec> {
         .max_headers((cfg.max_headers + cfg.max_headers / 2).max(HYPER_STACK_HEADERS))
         // hyper's floor for the read buffer is 8 KiB.
         .max_buf_size((cfg.max_header_bytes * 2).max(8192));
+    // Every h2 option is set here, none left to a default (reasons in
+    // config/gateway.toml). The header list cap also bounds a CONTINUATION
+    // flood: h2 stops buffering a header block past it.
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size((cfg.max_header_bytes * 2) as u32)
         .max_concurrent_streams(cfg.h2_max_concurrent_streams)
         .initial_stream_window_size(cfg.h2_stream_window_bytes)
         .initial_connection_window_size(cfg.h2_connection_window_bytes)
+        .adaptive_window(cfg.h2_adaptive_window)
+        .max_frame_size(cfg.h2_max_frame_bytes)
         .max_send_buf_size(cfg.h2_max_send_buf_bytes)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
         .keep_alive_interval(Duration::from_millis(cfg.h2_keep_alive_interval_ms))
         .keep_alive_timeout(Duration::from_millis(cfg.h2_keep_alive_timeout_ms));
     b

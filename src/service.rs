@@ -69,6 +69,9 @@ pub struct State {
     /// Webhook bodies being read (`webhooks.max_concurrent_reads`): they
     /// are buffered before their signature can be checked.
     webhook_reads: Arc<tokio::sync::Semaphore>,
+    /// One line per partner request, written by its own thread
+    /// (`[access_log]`); off when the log filter drops them.
+    pub access_log: crate::access_log::AccessLog,
 }
 
 /// The gateway service. Cheap to clone (one `Arc`).
@@ -94,6 +97,17 @@ impl Gateway {
         Gateway::with_clock(config, keys, upstream, UnixClock::system())
     }
 
+    /// Like `new`, with the access log on and written to `output` whatever
+    /// the log filter says (tests capture or stall it; benches time it).
+    pub fn with_access_log(
+        config: Config,
+        keys: impl Into<Arc<KeyStore>>,
+        upstream: Arc<dyn Upstream>,
+        output: crate::access_log::Output,
+    ) -> std::io::Result<Gateway> {
+        Gateway::build(config, keys, upstream, UnixClock::system(), Some(output))
+    }
+
     /// Like `new`, with the wall clock the daily write cap uses (tests start
     /// it at a chosen date and move it with tokio's paused clock).
     pub fn with_clock(
@@ -102,6 +116,16 @@ impl Gateway {
         upstream: Arc<dyn Upstream>,
         clock: UnixClock,
     ) -> Gateway {
+        Gateway::build(config, keys, upstream, clock, None).expect("the config's access log opens")
+    }
+
+    fn build(
+        config: Config,
+        keys: impl Into<Arc<KeyStore>>,
+        upstream: Arc<dyn Upstream>,
+        clock: UnixClock,
+        access_output: Option<crate::access_log::Output>,
+    ) -> std::io::Result<Gateway> {
         let metrics = Arc::new(Metrics::new(
             config.metrics.per_org_label,
             config.metrics.max_org_labels,
@@ -148,7 +172,14 @@ impl Gateway {
         });
         let refusal_logs = crate::log_limit::RefusalLogs::new(config.log.refusals_per_sec);
         let webhook_reads = Arc::new(tokio::sync::Semaphore::new(config.webhooks.max_concurrent_reads));
-        Gateway {
+        let dropped = metrics.access_log_dropped.clone();
+        let access_log = match access_output {
+            Some(out) => {
+                crate::access_log::AccessLog::start(out, crate::access_log::Settings::from_config(&config), dropped)?
+            }
+            None => crate::access_log::AccessLog::from_config(&config, dropped),
+        };
+        Ok(Gateway {
             state: Arc::new(State {
                 config,
                 auth,
@@ -163,8 +194,9 @@ impl Gateway {
                 cluster,
                 refusal_logs,
                 webhook_reads,
+                access_log,
             }),
-        }
+        })
     }
 
     pub fn state(&self) -> &State {
@@ -538,18 +570,24 @@ impl Gateway {
         rid: &str,
         cache: &'static str,
     ) {
-        tracing::info!(
-            target: "access",
-            request_id = rid,
-            route = template,
-            method = %method,
-            status = status.as_u16(),
-            code = code.unwrap_or(""),
-            duration_us = started.elapsed().as_micros() as u64,
+        let log = &self.state.access_log;
+        if !log.is_on() {
+            return;
+        }
+        let principal = outcome.principal.as_deref();
+        let line = crate::access_log::Line {
+            request_id: rid,
+            route: template,
+            method: method.as_str(),
+            status: status.as_u16(),
+            code: code.unwrap_or(""),
+            duration_us: started.elapsed().as_micros() as u64,
             cache,
-            org = outcome.principal.as_ref().map_or("", |p| &*p.org),
-            key_id = outcome.principal.as_ref().map_or("", |p| &*p.key_id),
-        );
+            org: principal.map_or("", |p| &*p.org),
+            key_id: principal.map_or("", |p| &*p.key_id),
+        };
+        let hit_2xx = outcome.cache == Some(CacheStatus::Hit) && status.is_success();
+        log.record(&line, hit_2xx);
     }
 }
 

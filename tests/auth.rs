@@ -347,6 +347,11 @@ impl Drop for TempDir {
 }
 
 fn jwt_config(jwks_url: &str, dir: &Path) -> Config {
+    jwt_config_with(jwks_url, dir, "")
+}
+
+/// `jwt_config` with `extra` lines in `[auth.jwt]`.
+fn jwt_config_with(jwks_url: &str, dir: &Path, extra: &str) -> Config {
     std::fs::write(
         dir.join("file-jwks.json"),
         jwks(&[&KEYS.file_ec, &KEYS.file_rsa]).to_string(),
@@ -360,6 +365,7 @@ jwks_max_age_secs = 300
 unknown_kid_refresh_secs = 10
 jwks_stale_grace_secs = 600
 jwks_fetch_timeout_ms = 2000
+{extra}
 
 [[auth.jwt.issuers]]
 issuer = "{IDP}"
@@ -903,6 +909,175 @@ async fn the_background_refresher_fetches_ahead_of_requests() {
         tokio::task::yield_now().await;
     }
     assert_eq!(server.hits("/jwks.json"), 2);
+}
+
+// ---------------------------------------------------------------- verified-token cache, paused clock
+
+/// An authenticator as `jwt_auth` builds it, with `extra` lines in `[auth.jwt]`.
+fn jwt_auth_with(server: &JwksServer, dir: &TempDir, extra: &str) -> Arc<Authenticator> {
+    let cfg = jwt_config_with(&server.url("/jwks.json"), &dir.0, extra);
+    Arc::new(Authenticator::with_clock(&cfg, Arc::default(), None, UnixClock::starting_at(T0)).unwrap())
+}
+
+/// Answers the verified-token cache gave so far.
+fn cache_hits(auth: &Authenticator) -> u64 {
+    auth.jwt().unwrap().token_cache().hits()
+}
+
+fn hs256(c: &Value) -> String {
+    jwt(&json!({"alg": "HS256", "typ": "JWT"}), c, |m| hmac(SECRET.as_bytes(), m))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cached_token_is_refused_from_the_first_millisecond_past_exp() {
+    init();
+    let _hold = hold_clock();
+    let dir = TempDir::new("cache-exp");
+    let server = JwksServer::start(&published()).await;
+    let auth = jwt_auth(&server, &dir);
+    let mut c = claims(SVC, T0);
+    c["exp"] = json!(T0 + 100);
+    let t = hs256(&c);
+    assert!(auth.authenticate(&bearer(&t)).await.is_ok());
+    assert_eq!(cache_hits(&auth), 0, "verified, then remembered");
+    // exp + leeway (30 s) is T0 + 130 s: remembered until the millisecond before.
+    tokio::time::advance(Duration::from_millis(129_999)).await;
+    assert!(auth.authenticate(&bearer(&t)).await.is_ok());
+    assert_eq!(cache_hits(&auth), 1);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(rejected(auth.authenticate(&bearer(&t)).await), "jwt_expired");
+    assert_eq!(cache_hits(&auth), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_configured_maximum_age_caps_a_cached_token() {
+    init();
+    let _hold = hold_clock();
+    let dir = TempDir::new("cache-max-age");
+    let server = JwksServer::start(&published()).await;
+    let auth = jwt_auth_with(&server, &dir, "cache_max_age_secs = 60");
+    let t = hs256(&claims(SVC, T0));
+    assert!(auth.authenticate(&bearer(&t)).await.is_ok());
+    tokio::time::advance(Duration::from_millis(59_999)).await;
+    assert!(auth.authenticate(&bearer(&t)).await.is_ok());
+    assert_eq!(cache_hits(&auth), 1);
+    // At 60 s it is verified again (still valid), and remembered afresh.
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(auth.authenticate(&bearer(&t)).await.is_ok());
+    assert_eq!(cache_hits(&auth), 1);
+    assert!(auth.authenticate(&bearer(&t)).await.is_ok());
+    assert_eq!(cache_hits(&auth), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kid_withdrawn_from_the_jwks_is_not_answered_from_the_cache() {
+    init();
+    let _hold = hold_clock();
+    let dir = TempDir::new("cache-rotation");
+    let server = JwksServer::start(&jwks(&[&KEYS.ec, &KEYS.ed])).await;
+    let auth = jwt_auth(&server, &dir);
+    let withdrawn = KEYS.ec.token(&claims(IDP, T0));
+    let kept = KEYS.ed.token(&claims(IDP, T0));
+    for t in [&withdrawn, &kept, &withdrawn, &kept] {
+        assert!(auth.authenticate(&bearer(t)).await.is_ok());
+    }
+    assert_eq!(cache_hits(&auth), 2);
+    assert_eq!(server.hits("/jwks.json"), 1);
+    // The issuer withdraws ec-1 and adds rsa-2; a token with the new kid
+    // makes the gateway fetch the set again, long before its max age.
+    server.set(&jwks(&[&KEYS.ed, &KEYS.rsa2]));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert!(auth
+        .authenticate(&bearer(&KEYS.rsa2.token(&claims(IDP, T0 + 10))))
+        .await
+        .is_ok());
+    assert_eq!(server.hits("/jwks.json"), 2);
+    // The remembered ec-1 token is checked against the new set: refused.
+    assert_eq!(
+        rejected(auth.authenticate(&bearer(&withdrawn)).await),
+        "jwt_unknown_kid"
+    );
+    // A kid still published is verified again once, then remembered.
+    let hits = cache_hits(&auth);
+    assert!(auth.authenticate(&bearer(&kept)).await.is_ok());
+    assert_eq!(cache_hits(&auth), hits);
+    assert!(auth.authenticate(&bearer(&kept)).await.is_ok());
+    assert_eq!(cache_hits(&auth), hits + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cached_token_is_refused_once_its_jwks_is_due_for_a_refresh_and_the_kid_is_gone() {
+    init();
+    let _hold = hold_clock();
+    let dir = TempDir::new("cache-max-age-jwks");
+    let server = JwksServer::start(&jwks(&[&KEYS.ec, &KEYS.ed])).await;
+    let auth = jwt_auth_with(&server, &dir, "cache_max_age_secs = 3600");
+    let mut c = claims(IDP, T0);
+    c["exp"] = json!(T0 + 3000);
+    let t = KEYS.ec.token(&c);
+    assert!(auth.authenticate(&bearer(&t)).await.is_ok());
+    // Withdrawn at the issuer; nothing makes the gateway fetch before the
+    // set's max age (300 s), when an uncached token would see it gone.
+    server.set(&jwks(&[&KEYS.ed]));
+    tokio::time::advance(Duration::from_millis(299_999)).await;
+    assert!(auth.authenticate(&bearer(&t)).await.is_ok());
+    assert_eq!(cache_hits(&auth), 1);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(rejected(auth.authenticate(&bearer(&t)).await), "jwt_unknown_kid");
+    assert_eq!(server.hits("/jwks.json"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_with_the_same_claims_and_another_signature_is_not_a_cache_hit() {
+    init();
+    let _hold = hold_clock();
+    let dir = TempDir::new("cache-forged");
+    let server = JwksServer::start(&published()).await;
+    let auth = jwt_auth(&server, &dir);
+    let forge = |genuine: &str, sig: Vec<u8>| {
+        let (signed, _) = genuine.rsplit_once('.').unwrap();
+        format!("{signed}.{}", b64(sig))
+    };
+    // HS256: the genuine token is remembered; the same header and claims
+    // signed with another secret are verified, and refused.
+    let genuine = hs256(&claims(SVC, T0));
+    assert!(auth.authenticate(&bearer(&genuine)).await.is_ok());
+    assert!(auth.authenticate(&bearer(&genuine)).await.is_ok());
+    assert_eq!(cache_hits(&auth), 1);
+    let (signed, _) = genuine.rsplit_once('.').unwrap();
+    let forged = forge(&genuine, hmac(b"another-secret-0123456789abcdef-x", signed.as_bytes()));
+    assert_eq!(rejected(auth.authenticate(&bearer(&forged)).await), "jwt_bad_signature");
+    // ES256 (file issuer): signed by the attacker's key under the same kid.
+    let genuine = KEYS.file_ec.token(&claims(FILE_ISS, T0));
+    assert!(auth.authenticate(&bearer(&genuine)).await.is_ok());
+    assert!(auth.authenticate(&bearer(&genuine)).await.is_ok());
+    assert_eq!(cache_hits(&auth), 2);
+    let (signed, _) = genuine.rsplit_once('.').unwrap();
+    let forged = forge(&genuine, KEYS.attacker.sign(signed.as_bytes()));
+    assert_eq!(rejected(auth.authenticate(&bearer(&forged)).await), "jwt_bad_signature");
+    assert_eq!(cache_hits(&auth), 2);
+}
+
+#[tokio::test]
+async fn the_verified_token_cache_holds_at_most_its_configured_entries() {
+    init();
+    let dir = TempDir::new("cache-bound");
+    let server = JwksServer::start(&published()).await;
+    let auth = jwt_auth_with(&server, &dir, "cache_max_entries = 50");
+    for i in 0..500 {
+        let mut c = claims(SVC, T0);
+        c["sub"] = json!(format!("user-{i}"));
+        assert!(auth.authenticate(&bearer(&hs256(&c))).await.is_ok());
+    }
+    let n = auth.jwt().unwrap().token_cache().len();
+    assert!((1..=50).contains(&n), "{n} entries");
+    // Off: nothing is remembered.
+    let off = jwt_auth_with(&server, &dir, "cache_max_entries = 0");
+    let t = hs256(&claims(SVC, T0));
+    for _ in 0..3 {
+        assert!(off.authenticate(&bearer(&t)).await.is_ok());
+    }
+    assert_eq!(cache_hits(&off), 0);
 }
 
 // ---------------------------------------------------------------- introspection

@@ -504,6 +504,94 @@ async fn serve_reloads_the_keys_file_on_sighup() {
     child.kill().await.unwrap();
 }
 
+/// `serve` reopens its access log file on SIGUSR1: after logrotate renamed
+/// the file, the next lines go to a new file of the old name.
+#[tokio::test]
+async fn serve_reopens_the_access_log_on_sigusr1() {
+    let dir = scratch("sigusr1");
+    let keys = dir.join("keys.toml");
+    let entry = layers_gateway::auth::keys::keys_file_entry(NEW_KEY, "org_x", &["*"], "standard").unwrap();
+    std::fs::write(&keys, &entry).unwrap();
+    let log = dir.join("access.log");
+    let (gw, admin) = (free_port(), free_port());
+    let path = config_copy(&dir, |t| {
+        let t = t
+            .replacen("listen = \"127.0.0.1:8080\"", &format!("listen = \"127.0.0.1:{gw}\""), 1)
+            .replacen("listen = \"127.0.0.1:9091\"", &format!("listen = \"127.0.0.1:{admin}\""), 1)
+            .replace(
+                &format!("keys_file = {:?}", shipped("keys.toml").display().to_string()),
+                &format!("keys_file = {:?}", keys.display().to_string()),
+            )
+            // No origin listens here: an authenticated whoami is a 502.
+            .replace(
+                "url = \"http://127.0.0.1:8081\"",
+                &format!("url = \"http://127.0.0.1:{}\"", free_port()),
+            );
+        assert!(t.contains("path = \"stdout\"\n") && t.contains("flush_ms = 1000\n"));
+        t.replacen("path = \"stdout\"\n", &format!("path = {:?}\n", log.display().to_string()), 1)
+            .replacen("flush_ms = 1000\n", "flush_ms = 10\n", 1)
+    });
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("serve starts");
+    let addr = SocketAddr::from(([127, 0, 0, 1], gw));
+    let client = TestClient::new(addr);
+    let whoami = |rid: &'static str| {
+        let client = &client;
+        async move {
+            tokio::net::TcpStream::connect(addr).await.ok()?;
+            let h = [("x-api-key", NEW_KEY), ("x-request-id", rid)];
+            Some(client.send(Method::GET, "/v1/whoami", &h, Bytes::new()).await.status.as_u16())
+        }
+    };
+    // Polls (bounded) until `file` holds `rid`.
+    async fn wait_for_line(file: &Path, rid: &str) -> bool {
+        for _ in 0..200 {
+            if std::fs::read_to_string(file).is_ok_and(|t| t.contains(rid)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+    let mut up = None;
+    for _ in 0..100 {
+        up = whoami("req_beforeRotation").await;
+        if up.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(up, Some(502));
+    assert!(wait_for_line(&log, "req_beforeRotation").await, "first line written");
+    let rotated = dir.join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let pid = child.id().expect("running").to_string();
+    let sent = Command::new("kill").args(["-USR1", &pid]).status().expect("kill runs");
+    assert!(sent.success());
+    // The reopen is asynchronous: ask until a line lands in the new file.
+    let mut reopened = false;
+    for _ in 0..10 {
+        assert_eq!(whoami("req_afterRotation").await, Some(502));
+        if wait_for_line(&log, "req_afterRotation").await {
+            reopened = true;
+            break;
+        }
+    }
+    assert!(reopened, "a new access.log was created after SIGUSR1");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("req_beforeRotation"), "{old}");
+    assert!(!log.exists() || !std::fs::read_to_string(&log).unwrap().contains("req_beforeRotation"));
+    child.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The shipped config on the given ports, keys file `keys` (absolute).
 fn serve_config(dir: &Path, gw: u16, admin: u16, keys: &Path) -> PathBuf {
     config_copy(dir, |t| {

@@ -1261,6 +1261,26 @@ impl Captured {
     }
 }
 
+/// An in-process gateway whose access log (in `format`) is written to
+/// `access`, whatever the log filter says.
+fn in_process_with_access_log(sim: &layers_gateway::demo::Simulator, format: &str, access: &Captured) -> Gateway {
+    let cfg = test_config(
+        "http://127.0.0.1:1",
+        &format!("[access_log]\nformat = \"{format}\"\n"),
+    );
+    let out = access.clone();
+    let output = layers_gateway::access_log::Output::Custom(Arc::new(move || {
+        Ok(Box::new(out.clone()) as Box<dyn std::io::Write + Send>)
+    }));
+    Gateway::with_access_log(
+        cfg,
+        demo_keys(),
+        Arc::new(layers_gateway::origin::SimulatorUpstream(sim.clone())),
+        output,
+    )
+    .unwrap()
+}
+
 async fn admin_call(gw: &Gateway, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
     use http_body_util::{BodyExt, Full};
     let mut b = http::Request::builder().method(method).uri(path);
@@ -1408,9 +1428,12 @@ async fn no_secret_reaches_the_json_log_or_the_scrape_and_the_access_line_has_it
     // this thread's events, so recompute the interest now.
     tracing::callsite::rebuild_interest_cache();
     let sim = demo_simulator();
-    let gw = in_process(&sim, "");
+    let access_log = Captured::default();
+    let gw = in_process_with_access_log(&sim, "json", &access_log);
     let secrets = exercise_credentials(&gw, &sim).await;
-    let text = log.text();
+    assert!(gw.state().access_log.flush(Duration::from_secs(10)));
+    // Other log lines (tracing) and the access log's own writer.
+    let text = log.text() + &access_log.text();
     let scrape = render(&gw);
     for s in &secrets {
         assert!(
@@ -1488,9 +1511,11 @@ async fn no_secret_reaches_the_text_log_and_the_access_line_has_its_fields() {
     // this thread's events, so recompute the interest now.
     tracing::callsite::rebuild_interest_cache();
     let sim = demo_simulator();
-    let gw = in_process(&sim, "");
+    let access_log = Captured::default();
+    let gw = in_process_with_access_log(&sim, "text", &access_log);
     let secrets = exercise_credentials(&gw, &sim).await;
-    let text = log.text();
+    assert!(gw.state().access_log.flush(Duration::from_secs(10)));
+    let text = log.text() + &access_log.text();
     for s in &secrets {
         assert!(
             !text.contains(s.as_str()),

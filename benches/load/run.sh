@@ -2,12 +2,12 @@
 # Load benchmark: layers-gateway side by side with nginx proxy_cache and a
 # bare hyper server, on loopback, with wrk.
 #
-#   bash benches/load/run.sh            # full run (about 10-15 minutes)
-#   bash benches/load/run.sh --smoke    # CI: a few seconds per system, scenarios a + c
+#   bash benches/load/run.sh            # full run (about 20 minutes)
+#   bash benches/load/run.sh --smoke    # CI: a few seconds per system, scenarios a + c + deployed
 #   bash benches/load/run.sh --help
 #
-# Needs wrk and nginx (apt-get install -y wrk nginx), curl, taskset and
-# cargo. Servers run pinned to core 0, load generators to core 1. Prints
+# Needs wrk, nginx, haproxy and h2load (apt-get install -y wrk nginx
+# haproxy nghttp2-client), curl, taskset and cargo. Servers run pinned to core 0, load generators to core 1. Prints
 # markdown tables; BENCHMARKS.md explains them and records a full run.
 # Stops only the processes it started (their PIDs are recorded).
 set -euo pipefail
@@ -16,14 +16,18 @@ usage() {
   cat <<'EOF'
 usage: bash benches/load/run.sh [--smoke] [--scenarios "a b c d e"] [--out FILE] [--profile]
 
-  --smoke        one short round of scenario a (and c); exits non-zero if
-                 anything fails to start or a gateway hit reaches the origin
-  --scenarios    which scenarios to run (default: a b c d e; smoke: a c)
+  --smoke        one short round of scenarios a, c and deployed; exits non-zero
+                 if anything fails to start or a gateway hit reaches the origin
+  --scenarios    which scenarios to run (default: a b c d e deployed; smoke: a c deployed)
                    a  one hot asset, 100% cache hits
                    b  Zipf(s=1.0) over 100,000 containers x 4 assets
                    c  1,000 concurrent requests on one cold container
                    d  scenario a while 100 invalidation webhooks/s arrive
                    e  gateway memory after 100,000 and 1,000,000 containers
+                   deployed  as deployed, interleaved: gateway with its access log
+                      off / on (JSON to a file), JWT callers (ES256, HS256),
+                      nginx log off / buffered, HAProxy cache, bare hyper, and
+                      h2 (h2load) against the gateway and nginx (benches/load/deployed.sh)
   --out FILE     also write the markdown results to FILE
   --profile      after the scenarios, record the gateway under `perf record` (dwarf call graphs)
                  during a short scenario-a run and print the top hot spots
@@ -34,6 +38,8 @@ Environment (defaults in brackets; smoke values after the slash):
   LAYERS_BENCH_WARMUP       seconds of unmeasured load [3 / 1]
   LAYERS_BENCH_ROUNDS       interleaved rounds         [3 / 1]
   LAYERS_BENCH_CONNECTIONS  wrk connections            [64]
+  LAYERS_BENCH_H2_CLIENTS   h2load clients (deployed)  [16]
+  LAYERS_BENCH_H2_STREAMS   h2load streams per client  [10]
   LAYERS_BENCH_CONTAINERS   scenario b working set     [100000 / 1000]
   LAYERS_BENCH_BURST        scenario c concurrency     [1000]
   LAYERS_BENCH_MEMORY_MAX   scenario e largest fill    [1000000]
@@ -67,7 +73,7 @@ HERE=$ROOT/benches/load
 if [ "$SMOKE" = 1 ]; then
   : "${LAYERS_BENCH_DURATION:=3}" "${LAYERS_BENCH_WARMUP:=1}" "${LAYERS_BENCH_ROUNDS:=1}"
   : "${LAYERS_BENCH_CONTAINERS:=1000}"
-  : "${SCENARIOS:=a c}"
+  : "${SCENARIOS:=a c deployed}"
 fi
 DURATION=${LAYERS_BENCH_DURATION:-10}
 WARMUP=${LAYERS_BENCH_WARMUP:-3}
@@ -77,7 +83,7 @@ CONTAINERS=${LAYERS_BENCH_CONTAINERS:-100000}
 BURST=${LAYERS_BENCH_BURST:-1000}
 MEMORY_MAX=${LAYERS_BENCH_MEMORY_MAX:-1000000}
 BUILD_PROFILE=${LAYERS_BENCH_PROFILE:-release}
-SCENARIOS=${SCENARIOS:-a b c d e}
+SCENARIOS=${SCENARIOS:-a b c d e deployed}
 COLD=64
 
 # Loopback ports (benches/load/gateway.toml names the gateway's three).
@@ -96,6 +102,9 @@ NGINX=http://127.0.0.1:$NGINX_PORT
 HYPER=http://127.0.0.1:$HYPER_PORT
 HYPER_HEAD=http://127.0.0.1:$HYPER_HEAD_PORT
 GW_CONFIG=$HERE/gateway.toml
+# The deployed scenario's systems, ports and functions.
+# shellcheck source=benches/load/deployed.sh
+source "$HERE/deployed.sh"
 
 # The demo `admin` key (config/demo-keys.toml: published, test-only): org
 # org_demo_a, every scope, tier pilot (raised in gateway.toml).
@@ -111,11 +120,16 @@ missing=()
 for tool in wrk nginx curl taskset cargo awk; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+case " $SCENARIOS " in
+  *" deployed "*)
+    for tool in haproxy h2load; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done ;;
+esac
 if [ ${#missing[@]} -gt 0 ]; then
   pkgs=()
   for t in "${missing[@]}"; do
     case "$t" in
-      wrk|nginx|curl) pkgs+=("$t") ;;
+      wrk|nginx|curl|haproxy) pkgs+=("$t") ;;
+      h2load) pkgs+=(nghttp2-client) ;;
       taskset) pkgs+=(util-linux) ;;
       awk) pkgs+=(gawk) ;;
       cargo) echo "run.sh: cargo is missing: install the Rust toolchain (rustup)" >&2 ;;
@@ -147,7 +161,8 @@ else
   PIN_CLIENT=("${PRIO[@]}")
 fi
 
-for p in $GW_PORT $ADMIN_PORT $ORIGIN_PORT $STATS_PORT $NGINX_PORT $HYPER_PORT $SINK_PORT $HYPER_HEAD_PORT; do
+for p in $GW_PORT $ADMIN_PORT $ORIGIN_PORT $STATS_PORT $NGINX_PORT $HYPER_PORT $SINK_PORT $HYPER_HEAD_PORT \
+  $GW_LOG_PORT $ADMIN_LOG_PORT $NGINX_LOG_PORT $HAPROXY_PORT $NGINX_H2_PORT; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     die "port $p is already in use on 127.0.0.1 (another benchmark running?)"
   fi
@@ -231,9 +246,11 @@ else
   BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 fi
 for b in layers-gateway examples/bench_origin examples/bench_baseline examples/bench_fill \
-  examples/bench_burst examples/bench_webhooks; do
+  examples/bench_burst examples/bench_webhooks examples/bench_jwt; do
   [ -x "$BIN/$b" ] || die "not built: $BIN/$b"
 done
+# JWT keys and tokens, and the derived configs (GW_CONFIG moves to $WORK).
+deployed_prepare
 "$BIN/layers-gateway" check-config "$GW_CONFIG" --allow-demo-keys >/dev/null || die "$GW_CONFIG is not a valid config"
 
 # ------------------------------------------------------------- servers
@@ -262,7 +279,9 @@ mkdir -p "$WORK/nginx/cache"
 NGINX_USER=""
 [ "$(id -u)" = 0 ] && NGINX_USER="user root;"
 sed -e "s|@TMP@|$WORK/nginx|g" -e "s|@KEY@|$KEY|g" -e "s|@ORIGIN@|127.0.0.1:$ORIGIN_PORT|g" \
-  -e "s|@LISTEN@|127.0.0.1:$NGINX_PORT|g" "$HERE/nginx.conf.in" >"$WORK/nginx/nginx.conf"
+  -e "s|@LISTEN@|127.0.0.1:$NGINX_PORT|g" -e "s|@LOG_LISTEN@|127.0.0.1:$NGINX_LOG_PORT|g" \
+  -e "s|@H2_LISTEN@|127.0.0.1:$NGINX_H2_PORT|g" "$HERE/nginx.conf.in" >"$WORK/nginx/nginx.conf"
+cp "$HERE/nginx-location.conf.in" "$WORK/nginx/layers-location.conf"
 [ -n "$NGINX_USER" ] && sed -i "1i $NGINX_USER" "$WORK/nginx/nginx.conf"
 "$NGINX_BIN" -t -q -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/nginx-error.log" \
   || die "nginx rejected $WORK/nginx/nginx.conf"
@@ -312,11 +331,34 @@ header_names() { curl -s -D - -o /dev/null "$@" | tr -d '\r' | awk -F: 'NR > 1 &
   || die "the header-block baseline does not send the gateway's header names"
 
 url_of() {
-  case "$1" in gateway*) echo "$GW" ;; nginx) echo "$NGINX" ;; hyper) echo "$HYPER" ;; hyper-head) echo "$HYPER_HEAD" ;; esac
+  case "$1" in
+    gateway-log) echo "$GW_LOG" ;;
+    gateway*) echo "$GW" ;;
+    nginx) echo "$NGINX" ;;
+    nginx-log) echo "$NGINX_LOG" ;;
+    haproxy) echo "$HAPROXY" ;;
+    hyper) echo "$HYPER" ;;
+    hyper-head) echo "$HYPER_HEAD" ;;
+  esac
+}
+# The credential a system's callers send (JWT rows: a bearer token).
+auth_header_of() {
+  case "$1" in
+    gateway-es256) echo "Authorization: Bearer $ES256_TOKEN" ;;
+    gateway-hs256) echo "Authorization: Bearer $HS256_TOKEN" ;;
+    *) echo "X-Api-Key: $KEY" ;;
+  esac
 }
 label_of() {
   case "$1" in
     gateway) echo "layers-gateway" ;;
+    gateway-log) echo "layers-gateway, access log on (JSON to a file)" ;;
+    gateway-es256) echo "layers-gateway, ES256 JWT callers" ;;
+    gateway-hs256) echo "layers-gateway, HS256 JWT callers" ;;
+    gateway-h2) echo "layers-gateway over h2" ;;
+    nginx-h2) echo "nginx http2 listener" ;;
+    nginx-log) echo "nginx, access log on (buffer=64k)" ;;
+    haproxy) echo "HAProxy $(haproxy -v 2>/dev/null | awk 'NR==1{print $3}') cache + key check" ;;
     gateway+webhooks) echo "layers-gateway + 100 webhooks/s" ;;
     gateway+sink) echo "layers-gateway, 100 webhooks/s sent to a sink" ;;
     nginx) echo "nginx $(nginx -v 2>&1 | sed 's|.*nginx/||') proxy_cache" ;;
@@ -354,7 +396,7 @@ wrk_run() {
   before=$(origin_total)
   cpu_before=$(cpu_ticks "$spid")
   # wrk passes the arguments after the URL to the script's init().
-  "${PIN_CLIENT[@]}" wrk -t1 -c"$CONNS" -d"${secs}s" --latency -H "X-Api-Key: $KEY" "${opts[@]}" "$url$path" \
+  "${PIN_CLIENT[@]}" wrk -t1 -c"$CONNS" -d"${secs}s" --latency -H "$(auth_header_of "$sys")" "${opts[@]}" "$url$path" \
     "${script_args[@]}" >"$out" 2>&1 || die "wrk failed against $sys (see $out)"
   cpu_after=$(cpu_ticks "$spid")
   after=$(origin_total)
@@ -381,7 +423,14 @@ wrk_run() {
 }
 
 # The server process of a system (whose CPU time is measured).
-pid_of() { case "$1" in gateway*) echo "${PIDS[gateway]}" ;; *) echo "${PIDS[$1]}" ;; esac; }
+pid_of() {
+  case "$1" in
+    gateway-log) echo "${PIDS[gateway-log]}" ;;
+    gateway*) echo "${PIDS[gateway]}" ;;
+    nginx*) echo "${PIDS[nginx]}" ;;
+    *) echo "${PIDS[$1]}" ;;
+  esac
+}
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 # cpu_ticks PID: user + system clock ticks of PID and its children (nginx's worker).
 cpu_ticks() {
@@ -453,6 +502,12 @@ if has a; then
   emit ""
   summarize a gateway gateway nginx hyper hyper-head | tee -a "$REPORT"
   emit ""
+fi
+
+# ------------------------------------------- scenario deployed
+if has deployed; then
+  deployed_start
+  deployed_run
 fi
 
 # ----------------------------------------------------- scenario b: Zipf

@@ -239,6 +239,11 @@ impl Authenticator {
         self.jwt.is_some()
     }
 
+    /// The JWT verifier, when issuers are configured.
+    pub fn jwt(&self) -> Option<&JwtVerifier> {
+        self.jwt.as_ref()
+    }
+
     pub fn introspector(&self) -> Option<&Introspector> {
         self.introspector.as_ref()
     }

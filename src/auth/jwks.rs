@@ -24,6 +24,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
+use sha2::Digest;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
@@ -87,6 +88,9 @@ pub struct KeySet {
     by_kid: HashMap<String, Vec<Arc<VerifyKey>>>,
     without_kid: Vec<Arc<VerifyKey>>,
     len: usize,
+    /// SHA-256 of the document: a fetch that returns another document is a
+    /// rotation (verified tokens of the issuer are checked again).
+    fingerprint: [u8; 32],
 }
 
 /// One JWK as published; only the public parameters are read.
@@ -182,7 +186,10 @@ impl KeySet {
         if raw.keys.len() > MAX_JWKS_KEYS {
             return Err(format!("more than {MAX_JWKS_KEYS} keys"));
         }
-        let mut set = KeySet::default();
+        let mut set = KeySet {
+            fingerprint: sha2::Sha256::digest(json).into(),
+            ..KeySet::default()
+        };
         for (i, v) in raw.keys.into_iter().enumerate() {
             let parsed = serde_json::from_value::<RawJwk>(v)
                 .map_err(|e| e.to_string())
@@ -325,6 +332,10 @@ pub struct RemoteJwks {
     /// Fetch attempts finished; a waiter that sees it move knows a fetch
     /// completed while it waited and does not start another.
     attempts: AtomicU64,
+    /// Bumped each time a fetch installs a set that differs from the
+    /// previous one; the verified-token cache keeps the value each entry
+    /// was verified under and verifies again once it moved.
+    generation: Arc<AtomicU64>,
 }
 
 impl RemoteJwks {
@@ -336,7 +347,13 @@ impl RemoteJwks {
             current: RwLock::new(None),
             fetch: Arc::new(AsyncMutex::new(None)),
             attempts: AtomicU64::new(0),
+            generation: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The key-set generation (see the field).
+    pub fn generation(&self) -> &Arc<AtomicU64> {
+        &self.generation
     }
 
     fn snapshot(&self) -> Option<Arc<Fetched>> {
@@ -350,13 +367,14 @@ impl RemoteJwks {
         }
     }
 
-    /// The key for a token of this issuer. `Ok(None)`: the set (fresh, or
-    /// just refreshed) has no key for this `kid` and `alg`.
+    /// The key for a token of this issuer, with the instant its set needs a
+    /// refresh. `Ok(None)`: the set (fresh, or just refreshed) has no key
+    /// for this `kid` and `alg`.
     pub async fn key_for(
         self: &Arc<Self>,
         kid: Option<&str>,
         alg: Algorithm,
-    ) -> Result<Option<Arc<VerifyKey>>, AuthError> {
+    ) -> Result<Option<(Arc<VerifyKey>, Instant)>, AuthError> {
         let fresh = |f: &Fetched| Instant::now() < f.at + self.timing.max_age;
         let mut snap = self.snapshot();
         if !snap.as_deref().is_some_and(fresh) {
@@ -371,7 +389,7 @@ impl RemoteJwks {
             return Err(self.unavailable());
         }
         if let Some(k) = set.keys.find(kid, alg) {
-            return Ok(Some(k));
+            return Ok(Some((k, set.at + self.timing.max_age)));
         }
         if kid.is_none() {
             return Ok(None);
@@ -382,7 +400,9 @@ impl RemoteJwks {
         if self.attempts.load(Ordering::Acquire) == before {
             return Ok(None);
         }
-        Ok(self.snapshot().and_then(|s| s.keys.find(kid, alg)))
+        Ok(self
+            .snapshot()
+            .and_then(|s| Some((s.keys.find(kid, alg)?, s.at + self.timing.max_age))))
     }
 
     /// Fetches the set unless a fetch finished while this caller waited,
@@ -408,7 +428,14 @@ impl RemoteJwks {
                 Ok(keys) => {
                     tracing::info!(url = %this.url, keys = keys.len(), "JWKS fetched");
                     let fetched = Arc::new(Fetched { keys, at: now });
-                    *this.current.write().unwrap_or_else(|p| p.into_inner()) = Some(fetched);
+                    let mut current = this.current.write().unwrap_or_else(|p| p.into_inner());
+                    let changed = current
+                        .as_ref()
+                        .is_none_or(|old| old.keys.fingerprint != fetched.keys.fingerprint);
+                    *current = Some(fetched);
+                    if changed {
+                        this.generation.fetch_add(1, Ordering::AcqRel);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(url = %this.url, error = %e, "JWKS fetch failed; keeping the last good set")

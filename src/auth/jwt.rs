@@ -39,7 +39,9 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use super::token_cache::{token_key, TokenCache, Validity};
 
 /// Where one issuer's keys are.
 enum IssuerKeys {
@@ -50,6 +52,9 @@ enum IssuerKeys {
 
 struct Issuer {
     name: Box<str>,
+    /// The key-set generation the verified-token cache checks: a fetched
+    /// JWKS bumps it on every change; file and secret keys never change.
+    keys_generation: Arc<AtomicU64>,
     audience: Box<[Box<str>]>,
     /// The allowlist, each with its prepared `jsonwebtoken` validation
     /// (signature only: claims are checked here, on the gateway's clock).
@@ -62,6 +67,8 @@ pub struct JwtVerifier {
     issuers: HashMap<Box<str>, Issuer>,
     leeway_millis: i64,
     clock: UnixClock,
+    /// Tokens verified recently (`auth.jwt.cache_*`).
+    cache: TokenCache,
 }
 
 /// The header fields read; everything else (`jwk`, `jku`, `x5u`, `x5c`,
@@ -192,8 +199,13 @@ impl JwtVerifier {
                     Ok((alg, signature_only(alg)))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
+            let keys_generation = match &keys {
+                IssuerKeys::Remote(r) => r.generation().clone(),
+                IssuerKeys::Secret(_) | IssuerKeys::File(_) => Arc::new(AtomicU64::new(0)),
+            };
             let issuer = Issuer {
                 name: s.issuer.as_str().into(),
+                keys_generation,
                 audience: s.audience.iter().map(|a| a.as_str().into()).collect(),
                 algorithms,
                 keys,
@@ -204,7 +216,16 @@ impl JwtVerifier {
             issuers,
             leeway_millis: (settings.leeway_secs as i64).saturating_mul(1000),
             clock,
+            cache: TokenCache::new(
+                settings.cache_max_entries,
+                std::time::Duration::from_secs(settings.cache_max_age_secs),
+            ),
         })
+    }
+
+    /// The verified-token cache (tests and benches read its counters).
+    pub fn token_cache(&self) -> &TokenCache {
+        &self.cache
     }
 
     pub fn is_empty(&self) -> bool {
@@ -222,8 +243,31 @@ impl JwtVerifier {
             .collect()
     }
 
-    /// Verifies a token (already known to contain a `.`).
+    /// Verifies a token (already known to contain a `.`), or answers it from
+    /// the verified-token cache.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+        let key = self.cache.is_on().then(|| token_key(token));
+        if let Some(k) = &key {
+            if let Some(p) = self.cache.get(k, self.clock.now_unix_millis()) {
+                return Ok(p);
+            }
+        }
+        let (principal, verified) = self.verify_uncached(token).await?;
+        if let Some(k) = key {
+            let v = verified;
+            self.cache.insert(
+                k,
+                principal.clone(),
+                v.validity,
+                v.now_millis,
+                v.keys_generation,
+                v.generation,
+            );
+        }
+        Ok(principal)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<(Arc<Principal>, Verified), AuthError> {
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(_sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
         else {
@@ -258,12 +302,15 @@ impl JwtVerifier {
         if kid.is_some_and(|k| k.len() > MAX_KID_LEN) {
             return Err(reject("jwt_malformed"));
         }
-        let key = match &issuer.keys {
-            IssuerKeys::Secret(k) => Some(k.clone()),
-            IssuerKeys::File(set) => set.find(kid, alg),
-            IssuerKeys::Remote(remote) => remote.key_for(kid, alg).await?,
+        // Read before the key is looked up: a set replaced after this makes
+        // the cache entry stale at once rather than trusted.
+        let generation = issuer.keys_generation.load(Ordering::Acquire);
+        let (key, refresh_at) = match &issuer.keys {
+            IssuerKeys::Secret(k) => Some((k.clone(), None)),
+            IssuerKeys::File(set) => set.find(kid, alg).map(|k| (k, None)),
+            IssuerKeys::Remote(remote) => remote.key_for(kid, alg).await?.map(|(k, at)| (k, Some(at))),
         }
-        .filter(|k| k.accepts(alg))
+        .filter(|(k, _)| k.accepts(alg))
         .ok_or(reject("jwt_unknown_kid"))?;
         let claims = jsonwebtoken::decode::<Claims>(token, &key.key, validation)
             .map_err(|e| match e.kind() {
@@ -277,18 +324,33 @@ impl JwtVerifier {
                 _ => reject("jwt_malformed"),
             })?
             .claims;
-        self.check_claims(issuer, claims)
+        let (principal, mut validity) = self.check_claims(issuer, claims)?;
+        if let Some(at) = refresh_at {
+            // The set is fetched again then; an uncached token would see a
+            // withdrawn key from that moment, so a cached one must too.
+            validity.until_millis = validity.until_millis.min(self.clock.unix_millis_at(at));
+        }
+        let verified = Verified {
+            validity,
+            now_millis: self.clock.now_unix_millis(),
+            keys_generation: issuer.keys_generation.clone(),
+            generation,
+        };
+        Ok((principal, verified))
     }
 
-    fn check_claims(&self, issuer: &Issuer, c: Claims) -> Result<Arc<Principal>, AuthError> {
+    fn check_claims(&self, issuer: &Issuer, c: Claims) -> Result<(Arc<Principal>, Validity), AuthError> {
         let now = self.clock.now_unix_millis();
         let millis = |secs: f64| (secs * 1000.0) as i64;
         let exp = c.exp.ok_or(reject("jwt_missing_exp"))?;
-        if now >= millis(exp).saturating_add(self.leeway_millis) {
+        let until_millis = millis(exp).saturating_add(self.leeway_millis);
+        if now >= until_millis {
             return Err(reject("jwt_expired"));
         }
+        let mut not_before_millis = i64::MIN;
         if let Some(nbf) = c.nbf {
-            if now.saturating_add(self.leeway_millis) < millis(nbf) {
+            not_before_millis = millis(nbf).saturating_sub(self.leeway_millis);
+            if now < not_before_millis {
                 return Err(reject("jwt_not_yet_valid"));
             }
         }
@@ -316,7 +378,11 @@ impl JwtVerifier {
             (Some(s), _) | (None, Some(s)) => scope_set(s),
             (None, None) => ScopeSet::default(),
         };
-        Ok(Arc::new(Principal {
+        let validity = Validity {
+            until_millis,
+            not_before_millis,
+        };
+        let principal = Arc::new(Principal {
             // The issuer too: two issuers may mint the same subject.
             rate_key: super::rate_key(&["jwt", &issuer.name, &org, &sub]),
             org: org.into(),
@@ -327,8 +393,17 @@ impl JwtVerifier {
                 .filter(|t| !t.is_empty())
                 .unwrap_or_else(|| "standard".into())
                 .into(),
-        }))
+        });
+        Ok((principal, validity))
     }
+}
+
+/// A token that passed every check, and what the cache needs to remember it.
+struct Verified {
+    validity: Validity,
+    now_millis: i64,
+    keys_generation: Arc<AtomicU64>,
+    generation: u64,
 }
 
 /// Scopes from a space-delimited string or a list; unknown names ignored.
@@ -370,16 +445,18 @@ mod tests {
             issuers: HashMap::new(),
             leeway_millis: 30_000,
             clock: UnixClock::starting_at(1_000),
+            cache: TokenCache::new(0, std::time::Duration::ZERO),
         };
         let issuer = Issuer {
             name: "iss".into(),
+            keys_generation: Arc::default(),
             audience: vec!["gw".into()].into_boxed_slice(),
             algorithms: vec![],
             keys: IssuerKeys::File(KeySet::default()),
         };
         let claims = |json: &str| serde_json::from_str::<Claims>(json).unwrap();
         let ok = r#"{"exp":2000,"iss":"iss","aud":"gw","org_id":"o","sub":"s"}"#;
-        let p = v.check_claims(&issuer, claims(ok)).unwrap();
+        let (p, _) = v.check_claims(&issuer, claims(ok)).unwrap();
         assert_eq!((&*p.org, &*p.key_id, &*p.tier), ("o", "s", "standard"));
         for (json, reason) in [
             (

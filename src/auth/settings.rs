@@ -25,6 +25,12 @@ pub const DEFAULT_JWKS_STALE_GRACE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A JWKS document larger than this is refused.
 pub const DEFAULT_JWKS_MAX_BYTES: u64 = 256 * 1024;
+/// Verified tokens remembered (by the SHA-256 of the whole token); 0 turns
+/// the verified-token cache off.
+pub const DEFAULT_JWT_CACHE_MAX_ENTRIES: u64 = 10_000;
+/// The longest a verified token is answered from memory before its
+/// signature is checked again (it also ends at `exp` and at a JWKS change).
+pub const DEFAULT_JWT_CACHE_MAX_AGE: Duration = Duration::from_secs(300);
 /// Algorithms accepted for an issuer with a JWKS when none are configured.
 pub const DEFAULT_ALGORITHMS: [&str; 3] = ["RS256", "ES256", "EdDSA"];
 /// The only algorithm of an issuer with a shared secret.
@@ -66,6 +72,10 @@ pub struct JwtSettings {
     pub jwks_fetch_timeout_ms: u64,
     /// Largest JWKS document accepted, in bytes.
     pub jwks_max_bytes: u64,
+    /// Verified tokens remembered; 0: every token is verified every time.
+    pub cache_max_entries: u64,
+    /// The longest a verified token is remembered, in seconds.
+    pub cache_max_age_secs: u64,
 }
 
 impl Default for JwtSettings {
@@ -78,6 +88,8 @@ impl Default for JwtSettings {
             jwks_stale_grace_secs: DEFAULT_JWKS_STALE_GRACE.as_secs(),
             jwks_fetch_timeout_ms: DEFAULT_JWKS_FETCH_TIMEOUT.as_millis() as u64,
             jwks_max_bytes: DEFAULT_JWKS_MAX_BYTES,
+            cache_max_entries: DEFAULT_JWT_CACHE_MAX_ENTRIES,
+            cache_max_age_secs: DEFAULT_JWT_CACHE_MAX_AGE.as_secs(),
         }
     }
 }
@@ -180,6 +192,12 @@ impl JwtSettings {
         nonzero(self.unknown_kid_refresh_secs, "unknown_kid_refresh_secs")?;
         nonzero(self.jwks_fetch_timeout_ms, "jwks_fetch_timeout_ms")?;
         nonzero(self.jwks_max_bytes, "jwks_max_bytes")?;
+        if self.cache_max_entries > 1_000_000 {
+            return Err("auth.jwt.cache_max_entries: must be at most 1000000".into());
+        }
+        if self.cache_max_entries > 0 && !(1..=86_400).contains(&self.cache_max_age_secs) {
+            return Err("auth.jwt.cache_max_age_secs: must be between 1 and 86400".into());
+        }
         if self.leeway_secs > 300 {
             return Err("auth.jwt.leeway_secs: must be at most 300".into());
         }

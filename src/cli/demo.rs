@@ -96,7 +96,16 @@ async fn demo(mut cfg: Config, keys: KeyStore) -> ExitCode {
     }));
     let stop = signals::shutdown();
     print_demo(&sim, &app, &origin_addr, &admin_token);
+    let gateway = app.gateway.clone();
     app.run_until(stop).await;
+    // The access lines still in the writer's buffers.
+    let _ = tokio::task::spawn_blocking(move || {
+        gateway
+            .state()
+            .access_log
+            .flush(std::time::Duration::from_secs(5))
+    })
+    .await;
     let _ = stop_tx.send(true);
     let _ = sim_task.await;
     ExitCode::from(exit::OK)

@@ -29,6 +29,7 @@ pub fn load(path: &Path, allow_demo_keys: bool) -> Result<Loaded, String> {
     // JWKS files, shared secrets in the environment, JWKS URLs.
     Authenticator::check(&config)?;
     let upstream = HttpUpstream::new(&config.origin)?;
+    check_access_log_file(&config)?;
     let keys_path = config.keys_path();
     let text = std::fs::read_to_string(&keys_path)
         .map_err(|e| format!("auth.keys_file: cannot read {}: {e}", keys_path.display()))?;
@@ -44,6 +45,26 @@ pub fn load(path: &Path, allow_demo_keys: bool) -> Result<Loaded, String> {
         upstream,
         warnings,
     })
+}
+
+/// The access log's file must be writable where `serve` will append to it:
+/// its directory exists, and the file, when it exists, opens for appending.
+/// Nothing is created here (`check-config` changes nothing).
+fn check_access_log_file(config: &Config) -> Result<(), String> {
+    let Some(p) = config.access_log_file() else { return Ok(()) };
+    let fail = |why: String| format!("access_log.path: cannot write {}: {why}", p.display());
+    if p.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .map_err(|e| fail(e.to_string()))?;
+        return Ok(());
+    }
+    let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(fail(format!("directory {} does not exist", dir.display())));
+    }
+    Ok(())
 }
 
 /// A config path that does not exist gets a hint: the default one is

@@ -54,10 +54,20 @@ async fn serve(loaded: load::Loaded) -> ExitCode {
             let _ = stop_rx.wait_for(|s| *s).await;
         },
     ));
+    tokio::spawn(signals::forward_sigusr1(app.gateway.clone()));
+    let gateway = app.gateway.clone();
     let stop = signals::shutdown();
     tracing::info!(addr = %app.addr, admin = %app.admin_addr, "layers-gateway serving");
     app.run_until(stop).await;
     let _ = stop_watch.send(true);
     let _ = watcher.await;
+    // The drained requests' lines, before the process exits.
+    let _ = tokio::task::spawn_blocking(move || {
+        gateway
+            .state()
+            .access_log
+            .flush(std::time::Duration::from_secs(5))
+    })
+    .await;
     ExitCode::from(exit::OK)
 }

@@ -1,4 +1,5 @@
-//! Process signals: SIGTERM/SIGINT start a drain, SIGHUP reloads the keys file.
+//! Process signals: SIGTERM/SIGINT start a drain, SIGHUP reloads the keys
+//! file, SIGUSR1 reopens the access log file (logrotate).
 
 use std::sync::Arc;
 
@@ -49,4 +50,23 @@ pub async fn forward_sighup(hup: Arc<tokio::sync::Notify>) {
     }
     #[cfg(not(unix))]
     let _ = hup;
+}
+
+/// Reopens the access log on every SIGUSR1: logrotate renames the file,
+/// sends the signal, and the next lines go to a new file of the old name.
+pub async fn forward_sigusr1(gateway: crate::service::Gateway) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut s) = signal(SignalKind::user_defined1()) else {
+            tracing::warn!("cannot listen for SIGUSR1; the access log is not reopened on rotation");
+            return;
+        };
+        while s.recv().await.is_some() {
+            tracing::info!("SIGUSR1: reopening the access log");
+            gateway.state().access_log.reopen();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = gateway;
 }
