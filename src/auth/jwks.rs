@@ -429,9 +429,11 @@ impl RemoteJwks {
                     tracing::info!(url = %this.url, keys = keys.len(), "JWKS fetched");
                     let fetched = Arc::new(Fetched { keys, at: now });
                     let mut current = this.current.write().unwrap_or_else(|p| p.into_inner());
+                    // The first set replaces none: no token was verified
+                    // before it, so nothing remembered needs checking again.
                     let changed = current
                         .as_ref()
-                        .is_none_or(|old| old.keys.fingerprint != fetched.keys.fingerprint);
+                        .is_some_and(|old| old.keys.fingerprint != fetched.keys.fingerprint);
                     *current = Some(fetched);
                     if changed {
                         this.generation.fetch_add(1, Ordering::AcqRel);
