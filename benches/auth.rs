@@ -151,7 +151,10 @@ fn bench(c: &mut Criterion) {
         });
     }
     // The verified-token cache: the same tokens, answered from memory.
-    for (name, t) in tokens.iter().filter(|(n, _)| matches!(*n, "jwt_es256" | "jwt_hs256")) {
+    for (name, t) in tokens
+        .iter()
+        .filter(|(n, _)| matches!(*n, "jwt_es256" | "jwt_hs256"))
+    {
         let h = bearer(t);
         assert!(ready(cached.authenticate(&h)).is_ok(), "{name}");
         g.bench_function(format!("{name}_cached"), |b| {

@@ -55,7 +55,9 @@ fn main() {
             _ => usage(),
         }
     }
-    let (Some(jwks_out), Some(secret)) = (jwks_out, secret) else { usage() };
+    let (Some(jwks_out), Some(secret)) = (jwks_out, secret) else {
+        usage()
+    };
     let rng = SystemRandom::new();
     let ec = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
     let p = ec.public_key().as_ref();

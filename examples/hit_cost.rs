@@ -64,7 +64,12 @@ fn main() {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--mode" => mode = args.next().unwrap_or_else(|| usage()),
-            "--requests" => n = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
+            "--requests" => {
+                n = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
             _ => usage(),
         }
     }
@@ -104,7 +109,11 @@ fn main() {
             "authorization",
             format!(
                 "Bearer {}",
-                token("ES256", "https://idp", |m| ec.sign(&rng, m).unwrap().as_ref().to_vec())
+                token("ES256", "https://idp", |m| ec
+                    .sign(&rng, m)
+                    .unwrap()
+                    .as_ref()
+                    .to_vec())
             ),
         ),
         "hs256" => (

@@ -39,7 +39,11 @@ pub struct Settings {
 impl Settings {
     pub fn from_config(cfg: &Config) -> Settings {
         let a = &cfg.access_log;
-        let format = if a.format.is_empty() { &cfg.log.format } else { &a.format };
+        let format = if a.format.is_empty() {
+            &cfg.log.format
+        } else {
+            &a.format
+        };
         Settings {
             format: Format::parse(format).unwrap_or(Format::Text),
             buffer_bytes: a.buffer_bytes,
@@ -162,7 +166,9 @@ impl AccessLog {
     pub fn start(output: Output, settings: Settings, dropped: IntCounter) -> std::io::Result<AccessLog> {
         let open = output.opener();
         let out = open()?;
-        let shards = std::thread::available_parallelism().map_or(4, |n| n.get()).clamp(1, 64);
+        let shards = std::thread::available_parallelism()
+            .map_or(4, |n| n.get())
+            .clamp(1, 64);
         let shared = Arc::new(Shared {
             shards: (0..shards)
                 .map(|_| {

@@ -174,9 +174,11 @@ impl Gateway {
         let webhook_reads = Arc::new(tokio::sync::Semaphore::new(config.webhooks.max_concurrent_reads));
         let dropped = metrics.access_log_dropped.clone();
         let access_log = match access_output {
-            Some(out) => {
-                crate::access_log::AccessLog::start(out, crate::access_log::Settings::from_config(&config), dropped)?
-            }
+            Some(out) => crate::access_log::AccessLog::start(
+                out,
+                crate::access_log::Settings::from_config(&config),
+                dropped,
+            )?,
             None => crate::access_log::AccessLog::from_config(&config, dropped),
         };
         Ok(Gateway {

@@ -160,7 +160,11 @@ async fn a_stalled_writer_costs_counted_lines_never_a_request() {
     writer.set_closed(false);
     assert!(gw.state().access_log.flush(FLUSH));
     let written = json_lines(&writer.inner.text()).len() as u64;
-    assert_eq!(written + dropped, REQUESTS, "written {written}, dropped {dropped}");
+    assert_eq!(
+        written + dropped,
+        REQUESTS,
+        "written {written}, dropped {dropped}"
+    );
     assert_eq!(gw.state().access_log.written(), written);
 }
 
@@ -168,12 +172,21 @@ async fn a_stalled_writer_costs_counted_lines_never_a_request() {
 async fn sampling_keeps_one_in_n_2xx_hits_and_every_other_line() {
     let sim = demo_simulator();
     let capture = Capture::default();
-    let gw = gateway(&sim, "format = \"json\"\nsample_2xx_hits = 10\n", capture.output());
+    let gw = gateway(
+        &sim,
+        "format = \"json\"\nsample_2xx_hits = 10\n",
+        capture.output(),
+    );
     let (id, asset) = first_container(&sim);
     let key = admin_key();
     // One miss, then 100 hits, then 5 refusals.
     for _ in 0..101 {
-        assert_eq!(call_get(&gw, &format!("/v1/content/{id}/assets/{asset}"), &key).await.status, 200);
+        assert_eq!(
+            call_get(&gw, &format!("/v1/content/{id}/assets/{asset}"), &key)
+                .await
+                .status,
+            200
+        );
     }
     for _ in 0..5 {
         call_get(&gw, &format!("/v1/content/{id}"), "lp_test_nope")
@@ -187,7 +200,11 @@ async fn sampling_keeps_one_in_n_2xx_hits_and_every_other_line() {
     assert_eq!(by_cache("hit"), 10, "the 1st, 11th, ... 91st hit");
     assert_eq!(lines.iter().filter(|l| l["fields"]["status"] == 401).count(), 5);
     assert_eq!(lines.len(), 16);
-    assert_eq!(gw.state().metrics.access_log_dropped.get(), 0, "sampled-out lines are not drops");
+    assert_eq!(
+        gw.state().metrics.access_log_dropped.get(),
+        0,
+        "sampled-out lines are not drops"
+    );
 }
 
 #[tokio::test]
@@ -224,7 +241,10 @@ async fn reopen_after_a_rename_writes_to_a_new_file() {
     assert!(gw.state().access_log.flush(FLUSH));
     let old = std::fs::read_to_string(&rotated).unwrap();
     let new = std::fs::read_to_string(&path).expect("a new file was created");
-    assert!(old.contains("req_beforeRotation") && old.contains("req_beforeReopen"), "{old}");
+    assert!(
+        old.contains("req_beforeRotation") && old.contains("req_beforeReopen"),
+        "{old}"
+    );
     assert!(!old.contains("req_afterReopen"), "{old}");
     assert_eq!(new.lines().count(), 1, "{new}");
     assert!(new.contains("request_id=\"req_afterReopen\""), "{new}");

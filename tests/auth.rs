@@ -925,7 +925,9 @@ fn cache_hits(auth: &Authenticator) -> u64 {
 }
 
 fn hs256(c: &Value) -> String {
-    jwt(&json!({"alg": "HS256", "typ": "JWT"}), c, |m| hmac(SECRET.as_bytes(), m))
+    jwt(&json!({"alg": "HS256", "typ": "JWT"}), c, |m| {
+        hmac(SECRET.as_bytes(), m)
+    })
 }
 
 #[tokio::test(start_paused = true)]
@@ -1045,8 +1047,14 @@ async fn a_token_with_the_same_claims_and_another_signature_is_not_a_cache_hit()
     assert!(auth.authenticate(&bearer(&genuine)).await.is_ok());
     assert_eq!(cache_hits(&auth), 1);
     let (signed, _) = genuine.rsplit_once('.').unwrap();
-    let forged = forge(&genuine, hmac(b"another-secret-0123456789abcdef-x", signed.as_bytes()));
-    assert_eq!(rejected(auth.authenticate(&bearer(&forged)).await), "jwt_bad_signature");
+    let forged = forge(
+        &genuine,
+        hmac(b"another-secret-0123456789abcdef-x", signed.as_bytes()),
+    );
+    assert_eq!(
+        rejected(auth.authenticate(&bearer(&forged)).await),
+        "jwt_bad_signature"
+    );
     // ES256 (file issuer): signed by the attacker's key under the same kid.
     let genuine = KEYS.file_ec.token(&claims(FILE_ISS, T0));
     assert!(auth.authenticate(&bearer(&genuine)).await.is_ok());
@@ -1054,7 +1062,10 @@ async fn a_token_with_the_same_claims_and_another_signature_is_not_a_cache_hit()
     assert_eq!(cache_hits(&auth), 2);
     let (signed, _) = genuine.rsplit_once('.').unwrap();
     let forged = forge(&genuine, KEYS.attacker.sign(signed.as_bytes()));
-    assert_eq!(rejected(auth.authenticate(&bearer(&forged)).await), "jwt_bad_signature");
+    assert_eq!(
+        rejected(auth.authenticate(&bearer(&forged)).await),
+        "jwt_bad_signature"
+    );
     assert_eq!(cache_hits(&auth), 2);
 }
 

@@ -516,8 +516,16 @@ async fn serve_reopens_the_access_log_on_sigusr1() {
     let (gw, admin) = (free_port(), free_port());
     let path = config_copy(&dir, |t| {
         let t = t
-            .replacen("listen = \"127.0.0.1:8080\"", &format!("listen = \"127.0.0.1:{gw}\""), 1)
-            .replacen("listen = \"127.0.0.1:9091\"", &format!("listen = \"127.0.0.1:{admin}\""), 1)
+            .replacen(
+                "listen = \"127.0.0.1:8080\"",
+                &format!("listen = \"127.0.0.1:{gw}\""),
+                1,
+            )
+            .replacen(
+                "listen = \"127.0.0.1:9091\"",
+                &format!("listen = \"127.0.0.1:{admin}\""),
+                1,
+            )
             .replace(
                 &format!("keys_file = {:?}", shipped("keys.toml").display().to_string()),
                 &format!("keys_file = {:?}", keys.display().to_string()),
@@ -528,8 +536,12 @@ async fn serve_reopens_the_access_log_on_sigusr1() {
                 &format!("url = \"http://127.0.0.1:{}\"", free_port()),
             );
         assert!(t.contains("path = \"stdout\"\n") && t.contains("flush_ms = 1000\n"));
-        t.replacen("path = \"stdout\"\n", &format!("path = {:?}\n", log.display().to_string()), 1)
-            .replacen("flush_ms = 1000\n", "flush_ms = 10\n", 1)
+        t.replacen(
+            "path = \"stdout\"\n",
+            &format!("path = {:?}\n", log.display().to_string()),
+            1,
+        )
+        .replacen("flush_ms = 1000\n", "flush_ms = 10\n", 1)
     });
     let mut child = tokio::process::Command::new(BIN)
         .args(["serve", "--config", path.to_str().unwrap()])
@@ -547,7 +559,13 @@ async fn serve_reopens_the_access_log_on_sigusr1() {
         async move {
             tokio::net::TcpStream::connect(addr).await.ok()?;
             let h = [("x-api-key", NEW_KEY), ("x-request-id", rid)];
-            Some(client.send(Method::GET, "/v1/whoami", &h, Bytes::new()).await.status.as_u16())
+            Some(
+                client
+                    .send(Method::GET, "/v1/whoami", &h, Bytes::new())
+                    .await
+                    .status
+                    .as_u16(),
+            )
         }
     };
     // Polls (bounded) until `file` holds `rid`.
@@ -569,11 +587,17 @@ async fn serve_reopens_the_access_log_on_sigusr1() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(up, Some(502));
-    assert!(wait_for_line(&log, "req_beforeRotation").await, "first line written");
+    assert!(
+        wait_for_line(&log, "req_beforeRotation").await,
+        "first line written"
+    );
     let rotated = dir.join("access.log.1");
     std::fs::rename(&log, &rotated).unwrap();
     let pid = child.id().expect("running").to_string();
-    let sent = Command::new("kill").args(["-USR1", &pid]).status().expect("kill runs");
+    let sent = Command::new("kill")
+        .args(["-USR1", &pid])
+        .status()
+        .expect("kill runs");
     assert!(sent.success());
     // The reopen is asynchronous: ask until a line lands in the new file.
     let mut reopened = false;
@@ -587,7 +611,12 @@ async fn serve_reopens_the_access_log_on_sigusr1() {
     assert!(reopened, "a new access.log was created after SIGUSR1");
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert!(old.contains("req_beforeRotation"), "{old}");
-    assert!(!log.exists() || !std::fs::read_to_string(&log).unwrap().contains("req_beforeRotation"));
+    assert!(
+        !log.exists()
+            || !std::fs::read_to_string(&log)
+                .unwrap()
+                .contains("req_beforeRotation")
+    );
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1263,7 +1263,11 @@ impl Captured {
 
 /// An in-process gateway whose access log (in `format`) is written to
 /// `access`, whatever the log filter says.
-fn in_process_with_access_log(sim: &layers_gateway::demo::Simulator, format: &str, access: &Captured) -> Gateway {
+fn in_process_with_access_log(
+    sim: &layers_gateway::demo::Simulator,
+    format: &str,
+    access: &Captured,
+) -> Gateway {
     let cfg = test_config(
         "http://127.0.0.1:1",
         &format!("[access_log]\nformat = \"{format}\"\n"),

@@ -231,7 +231,13 @@ mod tests {
     #[test]
     fn a_json_line_parses_and_escapes_what_it_must() {
         let mut out = Vec::new();
-        write(Format::Json, &mut Timestamps::default(), SystemTime::now(), &sample(), &mut out);
+        write(
+            Format::Json,
+            &mut Timestamps::default(),
+            SystemTime::now(),
+            &sample(),
+            &mut out,
+        );
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["target"], "access");
@@ -243,11 +249,23 @@ mod tests {
     #[test]
     fn a_text_line_is_one_line() {
         let mut out = Vec::new();
-        write(Format::Text, &mut Timestamps::default(), SystemTime::now(), &sample(), &mut out);
+        write(
+            Format::Text,
+            &mut Timestamps::default(),
+            SystemTime::now(),
+            &sample(),
+            &mut out,
+        );
         let s = String::from_utf8(out).unwrap();
         assert_eq!(s.matches('\n').count(), 1, "{s}");
-        assert!(s.contains(" INFO access: request_id=\"req_01M8EFVZA94VWRPEJ3WXH9WQMJ\" route="), "{s}");
-        assert!(s.contains(" method=GET status=200 code=\"\" duration_us=524 cache=\"miss\""), "{s}");
+        assert!(
+            s.contains(" INFO access: request_id=\"req_01M8EFVZA94VWRPEJ3WXH9WQMJ\" route="),
+            "{s}"
+        );
+        assert!(
+            s.contains(" method=GET status=200 code=\"\" duration_us=524 cache=\"miss\""),
+            "{s}"
+        );
         assert!(s.contains("org=\"org \\\"a\\\"\\n\\u0001\""), "{s}");
     }
 }

@@ -29,6 +29,7 @@ use super::authenticator::AuthError;
 use super::jwks::{JwksClient, JwksTiming, KeySet, RemoteJwks, VerifyKey, MAX_KID_LEN};
 use super::scopes::{Scope, ScopeSet};
 use super::settings::{JwtSettings, KeySource, MIN_SHARED_SECRET_BYTES};
+use super::token_cache::{token_key, TokenCache, Validity};
 use super::Principal;
 use crate::shaping::clock::UnixClock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -41,7 +42,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use super::token_cache::{token_key, TokenCache, Validity};
 
 /// Where one issuer's keys are.
 enum IssuerKeys {

@@ -51,7 +51,9 @@ pub fn load(path: &Path, allow_demo_keys: bool) -> Result<Loaded, String> {
 /// its directory exists, and the file, when it exists, opens for appending.
 /// Nothing is created here (`check-config` changes nothing).
 fn check_access_log_file(config: &Config) -> Result<(), String> {
-    let Some(p) = config.access_log_file() else { return Ok(()) };
+    let Some(p) = config.access_log_file() else {
+        return Ok(());
+    };
     let fail = |why: String| format!("access_log.path: cannot write {}: {why}", p.display());
     if p.exists() {
         std::fs::OpenOptions::new()
@@ -60,7 +62,10 @@ fn check_access_log_file(config: &Config) -> Result<(), String> {
             .map_err(|e| fail(e.to_string()))?;
         return Ok(());
     }
-    let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !dir.is_dir() {
         return Err(fail(format!("directory {} does not exist", dir.display())));
     }

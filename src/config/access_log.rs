@@ -79,11 +79,18 @@ mod tests {
             ("[access_log]\nbuffer_bytes = 10\n", "access_log.buffer_bytes"),
             ("[access_log]\nqueue_buffers = 0\n", "access_log.queue_buffers"),
             ("[access_log]\nflush_ms = 0\n", "access_log.flush_ms"),
-            ("[access_log]\nsample_2xx_hits = 0\n", "access_log.sample_2xx_hits"),
+            (
+                "[access_log]\nsample_2xx_hits = 0\n",
+                "access_log.sample_2xx_hits",
+            ),
         ] {
             let e = Config::parse(toml, PathBuf::new()).unwrap_err();
             assert!(e.starts_with(field), "{toml}: {e}");
         }
-        Config::parse("[access_log]\npath = \"off\"\nsample_2xx_hits = 100\n", PathBuf::new()).unwrap();
+        Config::parse(
+            "[access_log]\npath = \"off\"\nsample_2xx_hits = 100\n",
+            PathBuf::new(),
+        )
+        .unwrap();
     }
 }
