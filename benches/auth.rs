@@ -1,5 +1,5 @@
 //! Authentication micro-benchmarks through `Authenticator::authenticate`:
-//! one API-key check (keys file) and one JWT verification per algorithm
+//! one API-key check (keys file), one JWT verification per algorithm
 //! (RS256 with RSA 2048, ES256 with P-256, EdDSA with Ed25519: JWKS file
 //! issuers; HS256: shared-secret issuer). Each future is polled once with a
 //! no-op waker and must be ready: none of these paths waits on anything.
@@ -15,6 +15,12 @@
 //! | auth/jwt_es256       | 73.4 µs      |
 //! | auth/jwt_eddsa       | 36.6 µs      |
 //! | auth/jwt_hs256       | 4.0 µs       |
+//!
+//! The `_cached` rows answer the same token from the verified-token cache
+//! (a SHA-256 of the whole token and a lookup). Measured 30 Nov 2026 in
+//! quick mode while other builds ran (load average 4 to 6), in the same
+//! run: api_key_file 235 ns, jwt_es256 82.8 µs, jwt_es256_cached 493 ns,
+//! jwt_hs256 4.3 µs, jwt_hs256_cached 635 ns.
 //!
 //! The API-key check is one SHA-256 of the key, a hash-map lookup and a
 //! constant-time compare. A JWT check also decodes the header and payload
