@@ -102,6 +102,16 @@ fn slot_of(name: &HeaderName) -> Slot {
     }
 }
 
+/// A value that differs from one reply to the next (request id, remaining
+/// requests): marked so that h2's HPACK encoder writes it as a literal
+/// "never indexed" instead of inserting it into the connection's dynamic
+/// table, where it would evict the repeating headers and be evicted before
+/// it is ever used again. HTTP/1 ignores the mark.
+fn once(mut v: HeaderValue) -> HeaderValue {
+    v.set_sensitive(true);
+    v
+}
+
 thread_local! {
     static TEMPLATES: RefCell<Vec<Template>> = const { RefCell::new(Vec::new()) };
 }
@@ -143,10 +153,10 @@ pub(super) fn cached_reply_headers(
             match (*slot, decision) {
                 (Slot::Fixed, _) => {}
                 (Slot::XCache, _) => *value = x_cache.clone(),
-                (Slot::RequestId, _) => *value = request_id.clone(),
-                (Slot::Remaining, Some(d)) => *value = int_value(u64::from(d.remaining)),
+                (Slot::RequestId, _) => *value = once(request_id.clone()),
+                (Slot::Remaining, Some(d)) => *value = once(int_value(u64::from(d.remaining))),
                 (Slot::Reset, Some(_)) => *value = int_value(reset),
-                (Slot::Current, Some(d)) => *value = current_value(class, d.remaining, reset),
+                (Slot::Current, Some(d)) => *value = once(current_value(class, d.remaining, reset)),
                 (_, None) => unreachable!("an unshaped template has no rate-limit slots"),
             }
         }
@@ -244,6 +254,14 @@ mod tests {
         assert_eq!(second["x-ratelimit-remaining"], "99");
         assert_eq!(second["x-ratelimit-reset"], "3");
         assert_eq!(second["ratelimit"], "\"read-light\";r=99;t=3");
+        // Values that change every reply stay out of h2's HPACK table;
+        // the repeating ones may be indexed.
+        for name in ["x-request-id", "x-ratelimit-remaining", "ratelimit"] {
+            assert!(second[name].is_sensitive(), "{name}");
+        }
+        for name in ["content-type", "x-cache", "x-ratelimit-limit", "ratelimit-policy"] {
+            assert!(!second[name].is_sensitive(), "{name}");
+        }
     }
 
     #[test]
