@@ -111,9 +111,9 @@ fn escaped(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     // Almost every field needs no escape: a branch-free scan (the compiler
     // vectorizes a fold, not a short-circuiting `any`) and one copy.
-    let special = bytes
-        .iter()
-        .fold(false, |acc, &b| acc | (b < 0x20) | (b == b'"') | (b == b'\\') | (b == 0x7f));
+    let special = bytes.iter().fold(false, |acc, &b| {
+        acc | (b < 0x20) | (b == b'"') | (b == b'\\') | (b == 0x7f)
+    });
     if !special {
         out.extend_from_slice(bytes);
         return;
@@ -151,7 +151,8 @@ fn quoted(out: &mut Vec<u8>, s: &str) {
 /// A field that cannot need an escape (see [`Line`]), copied as it is.
 fn trusted(out: &mut Vec<u8>, s: &str) {
     debug_assert!(
-        !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f),
+        !s.bytes()
+            .any(|b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f),
         "{s:?}"
     );
     out.push(b'"');
