@@ -253,7 +253,7 @@ impl AccessLog {
     }
 
     /// Asks the writer to reopen its output (after logrotate renamed the
-    /// file); lines already handed over go to the old file.
+    /// file). Lines recorded around the call may land in either file.
     pub fn reopen(&self) {
         if let Some(r) = &self.running {
             r.shared.reopen.store(true, Ordering::Release);
