@@ -110,6 +110,10 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
     pub max_connections: usize,
+    /// Open connections from one client address (IPv6: one /64); past it
+    /// that client's new connections get 503. Unset: `max_connections`
+    /// less an eighth, so other clients always have an eighth of the slots.
+    pub max_connections_per_peer: Option<usize>,
     pub shutdown_grace_ms: u64,
     /// A request body (webhook, proxied upload) must arrive whole within
     /// this long of the gateway starting to read it; past it: 408.
@@ -145,6 +149,7 @@ impl Default for ServerConfig {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: None,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE.as_millis() as u64,
             body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT.as_millis() as u64,
             response_write_timeout_ms: DEFAULT_RESPONSE_WRITE_TIMEOUT.as_millis() as u64,
@@ -174,6 +179,14 @@ impl ServerConfig {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// Connections one client address may hold: the configured value, or
+    /// `max_connections` less an eighth.
+    pub fn per_peer_connections(&self) -> usize {
+        self.max_connections_per_peer
+            .unwrap_or(self.max_connections - self.max_connections / 8)
+            .clamp(1, self.max_connections.max(1))
     }
 }
 
@@ -578,6 +591,14 @@ impl Config {
         }
         nonzero(self.server.max_body_bytes, "server.max_body_bytes")?;
         nonzero(self.server.max_connections as u64, "server.max_connections")?;
+        if let Some(p) = self.server.max_connections_per_peer {
+            if p == 0 || p > self.server.max_connections {
+                return Err(format!(
+                    "server.max_connections_per_peer: must be between 1 and server.max_connections ({})",
+                    self.server.max_connections
+                ));
+            }
+        }
         nonzero(self.server.body_read_timeout_ms, "server.body_read_timeout_ms")?;
         nonzero(
             self.server.response_write_timeout_ms,

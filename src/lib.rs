@@ -42,6 +42,7 @@ pub mod ids;
 pub mod log_limit;
 pub mod metrics;
 pub mod origin;
+pub mod peer;
 pub mod routes;
 pub mod server;
 pub mod service;

@@ -49,6 +49,13 @@ pub trait Upstream: Send + Sync + 'static {
     fn send(&self, req: Request<StreamBody>) -> UpstreamFuture;
 }
 
+/// Whether an origin request may wait in the guard's shared queue.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    Wait,
+    Never,
+}
+
 /// The real origin over the network, pooled, http and https.
 pub struct HttpUpstream {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, StreamBody>,
@@ -237,13 +244,18 @@ impl OriginClient {
         req: Request<StreamBody>,
         route: &'static str,
         org: &str,
+        queue: Queue,
     ) -> Result<(Response<StreamBody>, OriginHold), GatewayError> {
         let m = &self.metrics;
         let ticket = self.breaker.try_acquire().map_err(|open| {
             m.breaker_rejections.inc();
             GatewayError::from(open)
         })?;
-        let permit = self.guard.acquire(org).await.map_err(|shed| {
+        let permit = match queue {
+            Queue::Wait => self.guard.acquire(org).await,
+            Queue::Never => self.guard.try_acquire(org),
+        };
+        let permit = permit.map_err(|shed| {
             m.origin_admissions.with_label_values(&[shed.as_str()]).inc();
             GatewayError::from(shed)
         })?;
@@ -362,9 +374,31 @@ impl OriginClient {
         route: &'static str,
         org: &str,
     ) -> Result<OriginReply, GatewayError> {
+        self.fetch_admitted(req, route, org, Queue::Wait).await
+    }
+
+    /// [`OriginClient::fetch`] that takes origin slots only if they are free
+    /// now and never waits in the shared queue (503 otherwise): for calls on
+    /// behalf of clients not known yet (origin introspection).
+    pub async fn fetch_unqueued(
+        &self,
+        req: Request<StreamBody>,
+        route: &'static str,
+        org: &str,
+    ) -> Result<OriginReply, GatewayError> {
+        self.fetch_admitted(req, route, org, Queue::Never).await
+    }
+
+    async fn fetch_admitted(
+        &self,
+        req: Request<StreamBody>,
+        route: &'static str,
+        org: &str,
+        queue: Queue,
+    ) -> Result<OriginReply, GatewayError> {
         let max = self.max_response_bytes;
         let exchange = async {
-            let (resp, _hold) = self.send(req, route, org).await?;
+            let (resp, _hold) = self.send(req, route, org, queue).await?;
             let (parts, body) = resp.into_parts();
             let body = collect_capped(body, max).await.map_err(|e| {
                 tracing::warn!(error = %e, "origin response body failed or exceeded the cap");
@@ -403,7 +437,7 @@ impl OriginClient {
         route: &'static str,
         org: &str,
     ) -> Result<Response<StreamBody>, GatewayError> {
-        let (resp, hold) = self.send(req, route, org).await?;
+        let (resp, hold) = self.send(req, route, org, Queue::Wait).await?;
         let max = self.max_response_bytes;
         // The origin slot stays taken while the body streams: a caller that
         // stops reading holds an origin connection, and the caps and

@@ -20,6 +20,7 @@
 //! `127.0.0.1:0` and stop the server at will.
 
 mod deadline_io;
+mod peer_slots;
 mod watchdog;
 
 use crate::admin;
@@ -35,8 +36,10 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use peer_slots::PeerSlots;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -44,6 +47,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use watchdog::{ConnState, StreamExec, TrackedBody};
+
+/// Connections over a cap being answered 503 at once; past it they are
+/// closed without an answer, so a connect flood cannot pile up tasks.
+const MAX_SHEDDING: usize = 64;
 
 /// hyper's default header-count limit; up to it, parsing does not allocate.
 const HYPER_STACK_HEADERS: usize = 100;
@@ -87,6 +94,8 @@ enum Phase {
 struct Listener {
     name: &'static str,
     max_connections: usize,
+    /// Connections one client address may hold.
+    per_peer: usize,
     /// The partner listener counts its connections; the admin one does not.
     metrics: Option<Arc<Metrics>>,
     cut: Arc<Metrics>,
@@ -100,12 +109,13 @@ pub async fn run(listener: TcpListener, gateway: Gateway, shutdown: impl Future<
     let l = Listener {
         name: "partner",
         max_connections: cfg.max_connections,
+        per_peer: cfg.per_peer_connections(),
         metrics: Some(metrics.clone()),
         cut: metrics,
     };
-    let handler = move |req: Request<Incoming>| {
+    let handler = move |req: Request<Incoming>, peer: IpAddr| {
         let gw = gateway.clone();
-        async move { gw.handle(req).await }
+        async move { gw.handle_from(req, Some(peer)).await }
     };
     serve(listener, &cfg, l, handler, shutdown).await;
 }
@@ -117,10 +127,13 @@ pub async fn run_admin(listener: TcpListener, gateway: Gateway, shutdown: impl F
     let l = Listener {
         name: "admin",
         max_connections: gateway.state().config.admin.max_connections,
+        // Probes and scrapers often come from one address (a node agent,
+        // loopback): the admin listener has no per-client share.
+        per_peer: gateway.state().config.admin.max_connections,
         metrics: None,
         cut: gateway.state().metrics.clone(),
     };
-    let handler = move |req: Request<Incoming>| {
+    let handler = move |req: Request<Incoming>, _peer: IpAddr| {
         let gw = gateway.clone();
         async move { admin::handle(&gw, req).await }
     };
@@ -134,12 +147,14 @@ async fn serve<H, F>(
     handler: H,
     shutdown: impl Future<Output = ()>,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, IpAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     // Every connection task holds one permit until it ends, so taking them
     // all back is how the drain knows every connection has closed.
     let slots = Arc::new(Semaphore::new(l.max_connections));
+    let peers = PeerSlots::new(l.per_peer);
+    let shedding = Arc::new(Semaphore::new(MAX_SHEDDING));
     let stalled = l.cut.connections_cut.with_label_values(&["response_stalled"]);
     let b = Arc::new(builder(
         cfg,
@@ -148,7 +163,7 @@ async fn serve<H, F>(
     let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
                 Err(e) => {
@@ -161,15 +176,28 @@ async fn serve<H, F>(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let peer = peer.ip();
+        let taken = slots
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .and_then(|global| peers.take(peer).map(|share| (global, share)));
+        let Some(permit) = taken else {
             if let Some(m) = &l.metrics {
                 m.connections_rejected.inc();
             }
-            tokio::spawn(shed(stream));
+            // Dropping the stream closes it; a 503 only while few are shed.
+            if let Ok(p) = shedding.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    shed(stream).await;
+                    drop(p);
+                });
+            }
             continue;
         };
         let conn = serve_connection(
             stream,
+            peer,
             b.clone(),
             handler.clone(),
             cfg,
@@ -210,6 +238,7 @@ async fn serve<H, F>(
 /// closes.
 fn serve_connection<H, F>(
     stream: TcpStream,
+    peer: IpAddr,
     b: Arc<auto::Builder<StreamExec>>,
     handler: H,
     cfg: &ServerConfig,
@@ -217,7 +246,7 @@ fn serve_connection<H, F>(
     metrics: Arc<Metrics>,
 ) -> impl Future<Output = ()> + Send + 'static
 where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, IpAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     let state = ConnState::new();
@@ -231,7 +260,7 @@ where
     let st = state.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let active = st.begin();
-        let fut = handler(req);
+        let fut = handler(req, peer);
         async move {
             let resp = fut.await;
             Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, active)))

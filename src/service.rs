@@ -30,6 +30,7 @@ use bytes::Bytes;
 use cached_head::cached_reply_headers;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, Response};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -283,9 +284,20 @@ impl Gateway {
         );
     }
 
-    /// Answers one partner request. Never fails: every error becomes an
-    /// envelope response here.
+    /// Answers one partner request with no known client address (tests,
+    /// benchmarks, embedding). See [`Gateway::handle_from`].
     pub async fn handle<B>(&self, req: Request<B>) -> Response<ResponseBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.handle_from(req, None).await
+    }
+
+    /// Answers one partner request from `peer` (the client's address, which
+    /// bounds the origin introspections it may start). Never fails: every
+    /// error becomes an envelope response here.
+    pub async fn handle_from<B>(&self, req: Request<B>, peer: Option<IpAddr>) -> Response<ResponseBody>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -301,7 +313,7 @@ impl Gateway {
             .route(&parts.method, parts.uri.path(), parts.uri.query().is_some());
         let template = st.routes.template(&route);
         let mut outcome = Outcome::default();
-        let result = self.dispatch(&parts, body, &route, rid, &mut outcome).await;
+        let result = self.dispatch(&parts, body, &route, rid, peer, &mut outcome).await;
         let (resp, code) = self.respond(result, &parts.method, &route, &outcome, &rid_value, rid);
         self.record(&parts.method, template, &resp, code, &outcome, started, rid);
         resp
@@ -359,6 +371,7 @@ impl Gateway {
         body: B,
         route: &Route<'_>,
         rid: &str,
+        peer: Option<IpAddr>,
         outcome: &mut Outcome,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
@@ -387,7 +400,7 @@ impl Gateway {
             Route::Webhook => return Box::pin(self.webhook(parts, body)).await,
             _ => {}
         }
-        let principal = self.authenticate(&parts.headers).await?;
+        let principal = self.authenticate(&parts.headers, peer).await?;
         // Read after authenticating, which may have waited on JWKS or the
         // origin: limits are judged at this instant. Freshness is judged
         // later, by the fence decision, at a clock read of its own taken
@@ -443,9 +456,13 @@ impl Gateway {
     /// Every refusal is the same 401; an outage of a credential source
     /// (JWKS, origin introspection) is a 503 with `Retry-After`. The reason
     /// only goes to the log and `auth_failures_total{reason}`.
-    async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Arc<Principal>, GatewayError> {
+    async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Result<Arc<Principal>, GatewayError> {
         let st = &*self.state;
-        st.auth.authenticate(headers).await.map_err(|e| {
+        st.auth.authenticate_from(headers, peer).await.map_err(|e| {
             let reason = e.reason();
             st.metrics.auth_failures.with_label_values(&[reason]).inc();
             if st.refusal_logs.auth.allow() {

@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::error::{ErrorCode, ErrorSource, GatewayError};
 use crate::origin::OriginClient;
 use crate::shaping::clock::UnixClock;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::watch;
 
@@ -43,6 +44,9 @@ pub enum AuthError {
         retry_after_secs: u64,
         reason: &'static str,
     },
+    /// This client address started too many origin introspections (new
+    /// keys): 429 `RATE_LIMITED` with `Retry-After`.
+    Throttled { retry_after_secs: u64 },
 }
 
 impl AuthError {
@@ -51,6 +55,7 @@ impl AuthError {
         match self {
             AuthError::Rejected(r) => r,
             AuthError::Unavailable { reason, .. } => reason,
+            AuthError::Throttled { .. } => super::introspect::INTROSPECTION_THROTTLED,
         }
     }
 }
@@ -76,6 +81,11 @@ impl From<AuthError> for GatewayError {
                 g.source = ErrorSource::Upstream;
                 g
             }
+            AuthError::Throttled { retry_after_secs } => GatewayError::new(
+                ErrorCode::RateLimited,
+                "Too many requests with credentials the gateway does not know yet from this address; retry later.",
+            )
+            .with_retry_after(retry_after_secs.max(1)),
         }
     }
 }
@@ -196,6 +206,17 @@ impl Authenticator {
     /// fetches, introspection) are boxed, so the keys-file path, the one
     /// every API-key request takes, keeps a small future.
     pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Arc<Principal>, AuthError> {
+        self.authenticate_from(headers, None).await
+    }
+
+    /// [`Authenticator::authenticate`] for a request from `peer` (the
+    /// client's address), which bounds the origin introspections one client
+    /// may start; see [`super::lookup_limit`].
+    pub async fn authenticate_from(
+        &self,
+        headers: &http::HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Result<Arc<Principal>, AuthError> {
         let cred = presented_credential(headers)?;
         if !cred.starts_with("lp_") && cred.contains('.') {
             return match &self.jwt {
@@ -204,9 +225,22 @@ impl Authenticator {
             };
         }
         match (self.source, &self.introspector) {
-            (Source::Origin, Some(i)) => Box::pin(i.authenticate(cred, self.env.as_deref())).await,
+            (Source::Origin, Some(i)) => Box::pin(i.authenticate(cred, self.env.as_deref(), peer)).await,
             (Source::Both, Some(i)) => match self.check_file(cred) {
-                Err(KeyRejection::UnknownKey) => Box::pin(i.authenticate(cred, self.env.as_deref())).await,
+                Err(KeyRejection::UnknownKey) => {
+                    Box::pin(i.authenticate(cred, self.env.as_deref(), peer)).await
+                }
+                // A known key id with a wrong secret takes the same path as
+                // an unknown id (the same whoami call, limits and caching),
+                // so neither the answer nor its timing tells a caller which
+                // key ids the keys file holds. Whatever the origin says, the
+                // keys file has the last word: refused.
+                Err(KeyRejection::WrongSecret) => {
+                    match Box::pin(i.authenticate(cred, self.env.as_deref(), peer)).await {
+                        Ok(_) | Err(AuthError::Rejected(_)) => Err(KeyRejection::WrongSecret.into()),
+                        Err(e) => Err(e),
+                    }
+                }
                 r => r.map_err(Into::into),
             },
             _ => self.check_file(cred).map_err(Into::into),

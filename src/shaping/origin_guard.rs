@@ -234,6 +234,33 @@ impl OriginGuard {
         self.wait(org_ref, None).await
     }
 
+    /// Both slots if they are free now, never a place in the queue: for
+    /// calls made on behalf of clients the gateway does not know yet
+    /// (origin introspection), which must not take the queue that
+    /// partners' requests wait in.
+    pub fn try_acquire(&self, org: &str) -> Result<OriginPermit, Shed> {
+        let sh = &self.shared;
+        let org_ref = self.org_ref(org)?;
+        let admitted = org_ref
+            .sem
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .and_then(|op| Some((sh.global.clone().try_acquire_owned().ok()?, op)));
+        match admitted {
+            Some((gp, op)) => {
+                sh.admitted_immediate.fetch_add(1, Ordering::Relaxed);
+                Ok(OriginPermit::new(gp, op, org_ref, Admission::Immediate))
+            }
+            None => {
+                sh.shed_queue_full.fetch_add(1, Ordering::Relaxed);
+                Err(Shed::QueueFull {
+                    retry_after_secs: self.retry_after_secs(),
+                })
+            }
+        }
+    }
+
     /// The slow path: a queue place, then the missing slots, under the
     /// deadline. `org_permit` is the per-org slot if the fast path got it.
     async fn wait(
