@@ -269,10 +269,12 @@ impl OriginClient {
         let (req, watch) = self.watch_client_body(req);
         self.budget.deposit();
         let started = tokio::time::Instant::now();
-        let deadline = started + self.timeout;
         let mut req = req;
         let result = loop {
-            match tokio::time::timeout_at(deadline, self.upstream.send(req)).await {
+            match self
+                .head_within_deadline(self.upstream.send(req), started, watch.as_deref())
+                .await
+            {
                 Ok(Ok(resp)) => break Ok(resp),
                 Ok(Err(f @ (UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_)))) => {
                     match spare.take() {
@@ -289,12 +291,7 @@ impl OriginClient {
                     }
                 }
                 Ok(Err(f)) => break Err(f),
-                // Still waiting for the client's upload: the client is slow,
-                // not the origin.
-                Err(_) if watch.as_ref().is_some_and(|w| w.waiting_on_client()) => {
-                    break Err(UpstreamFailure::ClientBody(ClientBodyError::TimedOut))
-                }
-                Err(_) => break Err(UpstreamFailure::Timeout),
+                Err(f) => break Err(f),
             }
         };
         let (result, status) = match result {
@@ -365,6 +362,37 @@ impl OriginClient {
         let body = ClientBody::new(body, self.body_read_timeout);
         let watch = body.watch();
         (Request::from_parts(parts, body.boxed_unsync()), Some(watch))
+    }
+
+    /// Waits for a response head: `origin.timeout_ms` from `started`, or
+    /// from the moment the client delivered the last part of its body if
+    /// that is later (an origin cannot answer before it has the request, so
+    /// a slow upload never counts against it). Past the deadline, blame
+    /// goes to the client if the body is still waiting on it, else to the
+    /// origin. Bounded: the body itself must arrive within
+    /// `server.body_read_timeout_ms`.
+    async fn head_within_deadline(
+        &self,
+        send: UpstreamFuture,
+        started: tokio::time::Instant,
+        watch: Option<&BodyWatch>,
+    ) -> Result<Result<Response<StreamBody>, UpstreamFailure>, UpstreamFailure> {
+        tokio::pin!(send);
+        let mut deadline = started + self.timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, send.as_mut()).await {
+                Ok(r) => return Ok(r),
+                // Still waiting for the client's upload: the client is slow,
+                // not the origin.
+                Err(_) if watch.is_some_and(|w| w.waiting_on_client()) => {
+                    return Err(UpstreamFailure::ClientBody(ClientBodyError::TimedOut))
+                }
+                Err(_) => match watch.and_then(BodyWatch::last_frame_at) {
+                    Some(last) if last + self.timeout > deadline => deadline = last + self.timeout,
+                    _ => return Err(UpstreamFailure::Timeout),
+                },
+            }
+        }
     }
 
     /// Sends a request and reads the whole response under the total deadline.

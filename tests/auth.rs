@@ -949,6 +949,11 @@ async fn origin_auth(source: &str, file_keys: KeyStore) -> Origin {
 }
 
 impl Origin {
+    /// Waits for background refreshes in flight to be answered and cached.
+    async fn settled(&self) {
+        self.auth.introspector().unwrap().settle().await;
+    }
+
     fn whoami_calls(&self) -> u64 {
         self.sim.request_count("GET", "/v1/whoami")
     }
@@ -994,8 +999,11 @@ async fn introspection_asks_the_origin_once_per_key_per_ttl() {
     tokio::time::advance(Duration::from_secs(59)).await;
     assert!(o.auth.authenticate(&api_key(&reader)).await.is_ok());
     assert_eq!(o.whoami_calls(), 2);
+    // The cached principal answers at once; the refresh runs behind it.
     tokio::time::advance(Duration::from_secs(1)).await;
     assert!(o.auth.authenticate(&api_key(&reader)).await.is_ok());
+    assert!(o.auth.authenticate(&api_key(&reader)).await.is_ok());
+    o.settled().await;
     assert!(o.auth.authenticate(&api_key(&reader)).await.is_ok());
     assert_eq!(o.whoami_calls(), 3);
     // Malformed keys never reach the origin.
@@ -1084,10 +1092,12 @@ async fn origin_down_cached_key_works_uncached_key_is_unavailable() {
     tokio::time::advance(Duration::from_secs(120)).await;
     for _ in 0..20 {
         assert!(o.auth.authenticate(&api_key(&reader)).await.is_ok());
+        o.settled().await;
     }
     assert_eq!(o.attempts(), 2);
     tokio::time::advance(Duration::from_secs(5)).await;
     assert!(o.auth.authenticate(&api_key(&reader)).await.is_ok());
+    o.settled().await;
     assert_eq!(o.attempts(), 3);
     let e = o
         .auth

@@ -16,7 +16,12 @@
 //! - A new call (not a cached answer, not joining a call in flight) must be
 //!   admitted by [`LookupLimit`]: per client address, all clients, and
 //!   in flight. That is what stops keyless clients from spending the
-//!   origin's capacity with random keys.
+//!   origin's capacity with random keys. The refresh of a key the origin
+//!   vouched for has in-flight slots of its own and no rate budget (there
+//!   are at most as many as cached principals per TTL); the cached
+//!   principal is served at once while the refresh runs (within `grace`),
+//!   and the refresh's answer, a refusal included, applies from the next
+//!   request on.
 
 use super::authenticator::AuthError;
 use super::keys::{parse_key, sha256};
@@ -162,17 +167,36 @@ impl Introspector {
         if let Some(outcome) = self.inner.cached(&hash).await {
             return outcome;
         }
-        self.lookup(key, hash, parsed.key_id, peer).await
+        // A key the origin vouched for, past its TTL but within its grace:
+        // served as it is while its refresh runs in the background; the
+        // refresh is never refused by the budgets for new keys.
+        let known = self.inner.usable(&hash).await;
+        self.lookup(key, hash, parsed.key_id, peer, known).await
     }
 
     /// Joins the whoami call for this key, starting it if none is in flight.
-    async fn lookup(&self, key: &str, hash: [u8; 32], key_id: &str, peer: Option<IpAddr>) -> Outcome {
+    async fn lookup(
+        &self,
+        key: &str,
+        hash: [u8; 32],
+        key_id: &str,
+        peer: Option<IpAddr>,
+        known: Option<Arc<Principal>>,
+    ) -> Outcome {
         let mut rx = {
             let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
             match flights.get(&hash) {
                 Some(rx) => rx.clone(),
                 None => {
-                    let permit = self.inner.limit.admit(peer).map_err(refused)?;
+                    let permit = match &known {
+                        // Refreshes have slots of their own, so keyless
+                        // clients flooding new keys cannot lock partners out.
+                        Some(principal) => match self.inner.limit.admit_refresh() {
+                            Some(p) => p,
+                            None => return Ok(principal.clone()),
+                        },
+                        None => self.inner.limit.admit(peer).map_err(refused)?,
+                    };
                     let (tx, rx) = watch::channel(None);
                     flights.insert(hash, rx.clone());
                     let leader = Leader {
@@ -197,6 +221,12 @@ impl Introspector {
                 }
             }
         };
+        // A known key does not wait for its refresh: the cached principal
+        // answers now and the refresh's outcome (a refusal included)
+        // applies from the next request on.
+        if let Some(principal) = known {
+            return Ok(principal);
+        }
         let unavailable = AuthError::Unavailable {
             retry_after_secs: OUTAGE_RETRY.as_secs(),
             reason: INTROSPECTION_UNAVAILABLE,
@@ -207,6 +237,18 @@ impl Introspector {
             Ok(Err(_)) | Err(_) => Err(unavailable),
         };
         outcome
+    }
+
+    /// Waits until the whoami calls in flight now have answered and their
+    /// answers are cached (refreshes run in the background; for tests).
+    pub async fn settle(&self) {
+        let flights: Vec<Slot> = {
+            let f = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+            f.values().cloned().collect()
+        };
+        for mut rx in flights {
+            let _ = rx.wait_for(Option::is_some).await;
+        }
     }
 
     /// Results cached now (positive and negative); for tests and metrics.
@@ -232,6 +274,19 @@ fn refused(r: LookupRefusal) -> AuthError {
 }
 
 impl Inner {
+    /// The principal of a key the origin vouched for, while it may still be
+    /// used (within `positive_ttl + grace` of the last good answer).
+    async fn usable(&self, hash: &[u8; 32]) -> Option<Arc<Principal>> {
+        match self.cache.get(hash).await? {
+            Entry::Known {
+                principal,
+                usable_until,
+                ..
+            } if Instant::now() < usable_until => Some(principal),
+            _ => None,
+        }
+    }
+
     /// The cached outcome, if one may be used now without asking the origin.
     async fn cached(&self, hash: &[u8; 32]) -> Option<Outcome> {
         let now = Instant::now();

@@ -13,6 +13,9 @@
 //! - all clients together: `lookups_per_sec` -> 503 with `Retry-After`;
 //! - calls in flight: `max_inflight`, never queued -> 503 at once.
 //!
+//! Refreshing a key whose principal is cached is not a new call: it has
+//! `max_inflight` slots of its own and no rate budget ([`LookupLimit::admit_refresh`]).
+//!
 //! The whoami calls themselves still go through the origin guard, but with
 //! at most `max_inflight` of them they can never fill its shared queue.
 
@@ -70,6 +73,9 @@ impl Bucket {
 
 pub struct LookupLimit {
     inflight: Arc<Semaphore>,
+    /// Refreshes of keys the origin already vouched for: as many slots
+    /// again, never taken by new keys.
+    refresh: Arc<Semaphore>,
     global: Mutex<Bucket>,
     global_rate: f64,
     peers: moka::sync::Cache<PeerKey, Arc<Mutex<Bucket>>>,
@@ -88,6 +94,7 @@ impl LookupLimit {
         let global_rate = s.lookups_per_sec as f64;
         LookupLimit {
             inflight: Arc::new(Semaphore::new(s.max_inflight)),
+            refresh: Arc::new(Semaphore::new(s.max_inflight)),
             global: Mutex::new(Bucket::full(global_rate, now)),
             global_rate,
             peers: moka::sync::Cache::builder()
@@ -128,7 +135,14 @@ impl LookupLimit {
         Ok(permit)
     }
 
-    /// whoami calls running now.
+    /// Admits the refresh of a key whose principal is cached: no rate
+    /// budget (refreshes are bounded by the cached principals), only its
+    /// own in-flight slots. `None`: serve the cached principal instead.
+    pub fn admit_refresh(&self) -> Option<OwnedSemaphorePermit> {
+        self.refresh.clone().try_acquire_owned().ok()
+    }
+
+    /// whoami calls for new keys running now.
     pub fn inflight(&self, max: usize) -> usize {
         max - self.inflight.available_permits()
     }
