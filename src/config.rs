@@ -111,8 +111,8 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     pub max_connections: usize,
     /// Open connections from one client address (IPv6: one /64); past it
-    /// that client's new connections get 503. Unset: `max_connections`
-    /// less an eighth, so other clients always have an eighth of the slots.
+    /// that client's new connections get 503. Unset: no cap of its own
+    /// (idle connections are evicted at `max_connections` anyway).
     pub max_connections_per_peer: Option<usize>,
     pub shutdown_grace_ms: u64,
     /// A request body (webhook, proxied upload) must arrive whole within
@@ -182,10 +182,10 @@ impl ServerConfig {
     }
 
     /// Connections one client address may hold: the configured value, or
-    /// `max_connections` less an eighth.
+    /// `max_connections`.
     pub fn per_peer_connections(&self) -> usize {
         self.max_connections_per_peer
-            .unwrap_or(self.max_connections - self.max_connections / 8)
+            .unwrap_or(self.max_connections)
             .clamp(1, self.max_connections.max(1))
     }
 }

@@ -289,7 +289,7 @@ impl Metrics {
             connections_cut: counter(
                 &r,
                 "connections_cut_total",
-                "Responses and connections cut by a gateway deadline: response_stalled, idle.",
+                "Responses and connections cut by a gateway deadline or the connection cap: response_stalled, idle, evicted_idle.",
                 &["reason"],
             ),
             origin_retries: counter(

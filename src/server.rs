@@ -20,6 +20,7 @@
 //! `127.0.0.1:0` and stop the server at will.
 
 mod deadline_io;
+mod idle_evict;
 mod peer_slots;
 mod watchdog;
 
@@ -36,6 +37,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use idle_evict::OpenConns;
 use peer_slots::PeerSlots;
 use std::convert::Infallible;
 use std::future::Future;
@@ -44,13 +46,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
 use watchdog::{ConnState, StreamExec, TrackedBody};
 
 /// Connections over a cap being answered 503 at once; past it they are
 /// closed without an answer, so a connect flood cannot pile up tasks.
 const MAX_SHEDDING: usize = 64;
+/// At the cap, how long a new connection waits for the slot of the idle
+/// connection it evicted (that connection's task has to run to free it).
+const EVICTION_WAIT: Duration = Duration::from_millis(100);
 
 /// hyper's default header-count limit; up to it, parsing does not allocate.
 const HYPER_STACK_HEADERS: usize = 100;
@@ -153,7 +158,9 @@ async fn serve<H, F>(
     // Every connection task holds one permit until it ends, so taking them
     // all back is how the drain knows every connection has closed.
     let slots = Arc::new(Semaphore::new(l.max_connections));
-    let peers = PeerSlots::new(l.per_peer);
+    // A cap per address only when it is below the listener's own cap.
+    let peers = (l.per_peer < l.max_connections).then(|| PeerSlots::new(l.per_peer));
+    let conns = OpenConns::new();
     let shedding = Arc::new(Semaphore::new(MAX_SHEDDING));
     let stalled = l.cut.connections_cut.with_label_values(&["response_stalled"]);
     let b = Arc::new(builder(
@@ -177,11 +184,26 @@ async fn serve<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let peer = peer.ip();
-        let taken = slots
-            .clone()
-            .try_acquire_owned()
-            .ok()
-            .and_then(|global| peers.take(peer).map(|share| (global, share)));
+        let share = match &peers {
+            Some(p) => p.take(peer),
+            None => Some(None),
+        };
+        let taken = match share {
+            // Over its own share: never at the expense of other clients.
+            None => None,
+            Some(share) => match slots.clone().try_acquire_owned() {
+                Ok(global) => Some((global, share)),
+                // At the cap: an idle connection makes room.
+                Err(_) if conns.evict_one() => {
+                    tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .map(|global| (global, share))
+                }
+                Err(_) => None,
+            },
+        };
         let Some(permit) = taken else {
             if let Some(m) = &l.metrics {
                 m.connections_rejected.inc();
@@ -195,9 +217,16 @@ async fn serve<H, F>(
             }
             continue;
         };
-        let conn = serve_connection(
+        let (state, close) = (ConnState::new(), Arc::new(Notify::new()));
+        let registration = conns.register(state.clone(), close.clone());
+        let accepted = Accepted {
             stream,
             peer,
+            state,
+            close,
+        };
+        let conn = serve_connection(
+            accepted,
             b.clone(),
             handler.clone(),
             cfg,
@@ -213,6 +242,7 @@ async fn serve<H, F>(
             if let Some(g) = &open {
                 g.dec();
             }
+            drop(registration);
             drop(permit);
         });
     }
@@ -234,11 +264,20 @@ async fn serve<H, F>(
     }
 }
 
-/// Serves one connection until it ends, is idle too long, or the server
-/// closes.
-fn serve_connection<H, F>(
+/// A connection just accepted, with what its task shares with the
+/// listener: its state (read to pick an idle connection to evict) and the
+/// signal that evicts it.
+struct Accepted {
     stream: TcpStream,
     peer: IpAddr,
+    state: Arc<ConnState>,
+    close: Arc<Notify>,
+}
+
+/// Serves one connection until it ends, is idle too long, is evicted at the
+/// cap, or the server closes.
+fn serve_connection<H, F>(
+    accepted: Accepted,
     b: Arc<auto::Builder<StreamExec>>,
     handler: H,
     cfg: &ServerConfig,
@@ -249,7 +288,12 @@ where
     H: Fn(Request<Incoming>, IpAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
-    let state = ConnState::new();
+    let Accepted {
+        stream,
+        peer,
+        state,
+        close,
+    } = accepted;
     let io = DeadlineIo::new(
         stream,
         state.clone(),
@@ -301,6 +345,11 @@ where
                     if let Some(t) = close_by {
                         timer.as_mut().reset(t);
                     }
+                }
+                _ = close.notified() => {
+                    // Evicted at the cap: nothing in flight, so nothing lost.
+                    metrics.connections_cut.with_label_values(&["evicted_idle"]).inc();
+                    return;
                 }
                 changed = phase.changed() => {
                     let p = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Closing };

@@ -285,10 +285,10 @@ async fn one_address_is_throttled_on_new_keys_and_partners_are_not() {
     app.stop().await;
 }
 
-/// Silent sockets from one address hold at most its share of the
-/// connection slots; a client from another address is still served.
+/// Silent sockets cannot keep anyone out: at the cap a new connection
+/// takes the slot of one that never sent a request, whatever its address.
 #[tokio::test]
-async fn one_address_cannot_hold_every_connection_slot() {
+async fn silent_sockets_at_the_cap_make_room_for_clients_that_send_requests() {
     let (app, stop, sim) = start("max_connections = 16\nheader_read_timeout_ms = 60000", "").await;
     let path = format!(
         "/v1/content/{}",
@@ -302,7 +302,49 @@ async fn one_address_cannot_hold_every_connection_slot() {
     for _ in 0..16 {
         silent.push(TcpStream::connect(app.addr).await.unwrap());
     }
-    // 14 held (16 less an eighth), 2 shed; give the server time to accept them all.
+    assert_eq!(
+        get_from("127.0.0.1", app.addr, &path, &admin_key()).await,
+        Some(200),
+        "the same address gets a slot"
+    );
+    assert_eq!(
+        get_from("127.0.0.3", app.addr, &path, &admin_key()).await,
+        Some(200),
+        "another address gets a slot"
+    );
+    let m = &app.gateway.state().metrics;
+    let evicted = m.connections_cut.with_label_values(&["evicted_idle"]).get();
+    assert!(
+        evicted >= 1,
+        "{evicted} evicted; rejected {}",
+        m.connections_rejected.get()
+    );
+    drop(silent);
+    let _ = stop.send(true);
+    app.stop().await;
+}
+
+/// With `max_connections_per_peer`, one address holds at most that many
+/// connections, and another address is not affected.
+#[tokio::test]
+async fn a_per_address_cap_refuses_that_address_only() {
+    let (app, stop, sim) = start(
+        "max_connections = 16\nmax_connections_per_peer = 4\nheader_read_timeout_ms = 60000",
+        "",
+    )
+    .await;
+    let path = format!(
+        "/v1/content/{}",
+        sim.container_ids()
+            .into_iter()
+            .find(|(o, _)| o == "org_demo_a")
+            .unwrap()
+            .1
+    );
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(TcpStream::connect(app.addr).await.unwrap());
+    }
     assert_eq!(
         get_from("127.0.0.1", app.addr, &path, &admin_key())
             .await
@@ -313,7 +355,7 @@ async fn one_address_cannot_hold_every_connection_slot() {
     assert_eq!(
         get_from("127.0.0.3", app.addr, &path, &admin_key()).await,
         Some(200),
-        "another address gets a slot"
+        "another address is served"
     );
     drop(silent);
     let _ = stop.send(true);

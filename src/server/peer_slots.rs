@@ -32,7 +32,9 @@ impl PeerSlots {
 
     /// A slot for a new connection from `ip`, or `None` when the address
     /// already holds `per_peer` connections.
-    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
+    /// The outer `Option` is the refusal; the inner one is the slot (so a
+    /// listener without a cap per address passes `Some(None)` along).
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<Option<PeerSlot>> {
         let key = PeerKey::of(ip);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = open.entry(key).or_insert(0);
@@ -40,10 +42,10 @@ impl PeerSlots {
             return None;
         }
         *n += 1;
-        Some(PeerSlot {
+        Some(Some(PeerSlot {
             slots: self.clone(),
             key,
-        })
+        }))
     }
 
     /// Addresses with a connection open.
