@@ -267,7 +267,11 @@ impl OriginClient {
         let inflight = OwnedInflight::new(&m.origin_inflight);
         let mut spare = retry_copy(&req);
         let (req, watch) = self.watch_client_body(req);
-        self.budget.deposit();
+        // Calls on behalf of clients not known yet (introspection) earn no
+        // retries: a keyless flood must not raise partners' retry allowance.
+        if queue == Queue::Wait {
+            self.budget.deposit();
+        }
         let started = tokio::time::Instant::now();
         let mut req = req;
         let result = loop {

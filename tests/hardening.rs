@@ -362,6 +362,7 @@ async fn past_the_cap_with_every_connection_busy_a_new_one_gets_503_overloaded()
     let (waited, _) = wait_closed(&mut third).await;
     assert!(waited < Duration::from_secs(2), "closed after the 503");
     assert_eq!(st.metric("connections_cut_total", &["evicted_idle"]), 0);
+    assert_eq!(st.metric("connections_rejected_total", &[]), 1);
     drop(held);
     st.stop().await;
 }

@@ -361,3 +361,59 @@ async fn a_per_address_cap_refuses_that_address_only() {
     let _ = stop.send(true);
     app.stop().await;
 }
+
+/// A cached key past its TTL is served while its refresh runs; the refresh's
+/// refusal (the key was revoked at the origin) applies to the next request.
+#[tokio::test(start_paused = true)]
+async fn a_refresh_that_finds_the_key_revoked_refuses_it_from_the_next_request_on() {
+    let origin = Arc::new(Scripted::default());
+    origin.set(
+        Method::GET,
+        "/v1/whoami",
+        Answer::Json(
+            200,
+            json!({"organizationId": "org_a", "scopes": ["*"], "apiKeyId": "k"}),
+        ),
+    );
+    origin.set(
+        Method::GET,
+        "/v1/projects/p1",
+        Answer::Json(200, json!({"id": "p1"})),
+    );
+    let gw = scripted_gateway(&origin, "", "[auth]\nsource = \"origin\"\n");
+    let key = random_key(7);
+    let get = |gw: layers_gateway::service::Gateway, key: String| async move {
+        call(
+            &gw,
+            Method::GET,
+            "/v1/projects/p1",
+            &[("x-api-key", &key)],
+            Bytes::new(),
+        )
+        .await
+        .status
+        .as_u16()
+    };
+    assert_eq!(get(gw.clone(), key.clone()).await, 200);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    origin.set(
+        Method::GET,
+        "/v1/whoami",
+        Answer::Json(
+            401,
+            json!({"error": {"code": "UNAUTHENTICATED", "message": "revoked", "requestId": "r"}}),
+        ),
+    );
+    assert_eq!(
+        get(gw.clone(), key.clone()).await,
+        200,
+        "served while the refresh runs"
+    );
+    gw.state().auth.introspector().unwrap().settle().await;
+    assert_eq!(origin.count(Method::GET, "/v1/whoami"), 2);
+    assert_eq!(
+        get(gw.clone(), key.clone()).await,
+        401,
+        "refused once the origin said so"
+    );
+}
