@@ -50,10 +50,13 @@ pub struct State {
     /// issuers and origin introspection. Shared with the keys-file watcher
     /// that `main` starts.
     pub auth: Arc<Authenticator>,
-    pub routes: RouteTable,
+    /// Route scopes and classes; swapped whole by a config reload, read
+    /// once per decision.
+    pub routes: arc_swap::ArcSwap<RouteTable>,
     pub cache: Arc<ContentCache>,
     pub origin: OriginClient,
-    webhook: WebhookVerifier,
+    /// Webhook secrets and tolerance; swapped whole by a config reload.
+    pub(crate) webhook: arc_swap::ArcSwap<WebhookVerifier>,
     dedupe: EventDedupe,
     pub metrics: Arc<Metrics>,
     /// Set once the origin has answered anything; `/readyz` reads it.
@@ -69,6 +72,9 @@ pub struct State {
     /// Webhook bodies being read (`webhooks.max_concurrent_reads`): they
     /// are buffered before their signature can be checked.
     webhook_reads: Arc<tokio::sync::Semaphore>,
+    /// Live config reload (SIGHUP, `POST /admin/reload`): the settings in
+    /// force and the outcome of the last reload.
+    pub reload: crate::reload::Reloader,
 }
 
 /// The gateway service. Cheap to clone (one `Arc`).
@@ -127,7 +133,7 @@ impl Gateway {
             config.webhooks.dedupe_max_entries,
             Duration::from_secs(config.webhooks.dedupe_ttl_secs),
         );
-        let routes = RouteTable::from_config(&config);
+        let routes = arc_swap::ArcSwap::from_pointee(RouteTable::from_config(&config));
         let cluster = config.cluster.as_ref().map(|c| {
             let stats = Arc::new(ClusterStats::new());
             metrics.register_cluster(&stats);
@@ -150,12 +156,13 @@ impl Gateway {
         let webhook_reads = Arc::new(tokio::sync::Semaphore::new(config.webhooks.max_concurrent_reads));
         Gateway {
             state: Arc::new(State {
+                reload: crate::reload::Reloader::new(&config, &metrics),
                 config,
                 auth,
                 routes,
                 cache,
                 origin,
-                webhook,
+                webhook: arc_swap::ArcSwap::from_pointee(webhook),
                 dedupe,
                 metrics,
                 origin_seen,
@@ -296,10 +303,14 @@ impl Gateway {
         // Kept ids are checked well-formed ASCII and fresh ones are ASCII.
         let rid = rid_value.to_str().unwrap_or("req_invalid");
         let st = &*self.state;
-        let route = st
-            .routes
-            .route(&parts.method, parts.uri.path(), parts.uri.query().is_some());
-        let template = st.routes.template(&route);
+        // One route table for the routing of this request (a reload may
+        // swap it; the guard is dropped before any await).
+        let (route, template) = {
+            let routes = st.routes.load();
+            let route = routes.route(&parts.method, parts.uri.path(), parts.uri.query().is_some());
+            let template = routes.template(&route);
+            (route, template)
+        };
         let mut outcome = Outcome::default();
         let result = self.dispatch(&parts, body, &route, rid, &mut outcome).await;
         let (resp, code) = self.respond(result, &parts.method, &route, &outcome, &rid_value, rid);
@@ -321,7 +332,7 @@ impl Gateway {
         let st = &*self.state;
         let result = match (result, outcome.cached_reply) {
             (Ok(mut resp), Some(x_cache)) => {
-                let class = st.routes.class(method, route);
+                let class = st.routes.load().class(method, route);
                 let mut h = cached_reply_headers(class, outcome.rate.per_minute.as_ref(), x_cache, rid_value);
                 // What the reply set itself (a HEAD's Content-Length) wins;
                 // `extend` keeps every value of a name set more than once.
@@ -334,7 +345,7 @@ impl Gateway {
         let retry_after = result.as_ref().err().and_then(|e| e.retry_after_secs);
         let (mut resp, code) = finish(result, rid_value, rid);
         if *route != Route::Webhook {
-            let class = st.routes.class(method, route);
+            let class = st.routes.load().class(method, route);
             match &outcome.rate {
                 Decisions {
                     daily_refusal: Some(d),
@@ -394,13 +405,13 @@ impl Gateway {
         // after the admission (which may await a Redis lease).
         let now = Instant::now();
         outcome.principal = Some(principal.clone());
-        if let Some(scope) = self.state.routes.required_scope(route) {
+        if let Some(scope) = self.state.routes.load().required_scope(route) {
             if !principal.scopes.contains(scope) {
                 return Err(GatewayError::forbidden_scope(scope.as_str()));
             }
         }
         if let Some(limits) = &self.state.limits {
-            let class = self.state.routes.class(&parts.method, route);
+            let class = self.state.routes.load().class(&parts.method, route);
             let (decision, admitted) = limits.admit(&principal, class, now).await;
             outcome.rate = decision;
             let m = &self.state.metrics;
@@ -433,7 +444,7 @@ impl Gateway {
             }
             Route::BadContentId { .. } => Err(GatewayError::not_found()),
             Route::Proxy { write_through, .. } => {
-                let template = self.state.routes.template(route);
+                let template = self.state.routes.load().template(route);
                 Box::pin(self.proxy(parts, body, template, *write_through, rid, &principal.org)).await
             }
             Route::Webhook | Route::NotFound | Route::BadPath => Err(GatewayError::not_found()),
