@@ -119,7 +119,9 @@ impl Gateway {
         let r = &st.reload;
         let mut current = lock(&r.current);
         let outcome = match lock(&r.source).clone() {
-            None => Err("this gateway was not started from a config file; restart it to change settings".into()),
+            None => {
+                Err("this gateway was not started from a config file; restart it to change settings".into())
+            }
             Some((path, allow_demo_keys)) => crate::cli::load::load(&path, allow_demo_keys)
                 .map_err(|e| format!("{}: {e}", path.display()))
                 .and_then(|loaded| self.apply(&current, loaded.config)),
@@ -162,8 +164,13 @@ impl Gateway {
             new.webhooks.all_secrets(),
             std::time::Duration::from_secs(new.webhooks.tolerance_secs),
         );
-        let ttls = crate::cache::ttls::CacheTtls::from_settings(&crate::cache::CacheSettings::from_config(&new));
-        let log_level = changes.live.iter().any(|c| c == "log.level").then(|| new.log.level.clone());
+        let ttls =
+            crate::cache::ttls::CacheTtls::from_settings(&crate::cache::CacheSettings::from_config(&new));
+        let log_level = changes
+            .live
+            .iter()
+            .any(|c| c == "log.level")
+            .then(|| new.log.level.clone());
         let mut restart_required = changes.restart;
         // Swaps: each one pointer store.
         if let Some(limits) = &st.limits {

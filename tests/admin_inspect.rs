@@ -40,7 +40,12 @@ async fn every_inspect_endpoint_refuses_a_missing_or_wrong_token_with_the_error_
         r.assert_error(401, "UNAUTHENTICATED");
         let r = h
             .admin()
-            .send(Method::GET, &path, &[("authorization", "Bearer wrong")], Bytes::new())
+            .send(
+                Method::GET,
+                &path,
+                &[("authorization", "Bearer wrong")],
+                Bytes::new(),
+            )
             .await;
         r.assert_error(401, "UNAUTHENTICATED");
         assert!(!String::from_utf8_lossy(&r.body).contains("org_demo_a"), "{path}");
@@ -106,7 +111,10 @@ async fn a_container_shows_its_entry_then_its_revocations_then_its_tombstone() {
         .await;
     assert!(r.status.is_success(), "{}", r.status);
     let v = inspect(&h, &path).await;
-    assert!(v["fence"]["tombstone"]["expiresInMs"].as_u64().unwrap() > 0, "{v}");
+    assert!(
+        v["fence"]["tombstone"]["expiresInMs"].as_u64().unwrap() > 0,
+        "{v}"
+    );
     h.stop().await;
 }
 
@@ -114,7 +122,10 @@ async fn a_container_shows_its_entry_then_its_revocations_then_its_tombstone() {
 async fn an_origin_404_shows_in_the_negative_cache_of_that_organization() {
     let h = Harness::start().await;
     let unknown = "cnt_00000000-0000-4000-8000-000000000404";
-    let r = h.client.get(&format!("/v1/content/{unknown}"), &admin_key()).await;
+    let r = h
+        .client
+        .get(&format!("/v1/content/{unknown}"), &admin_key())
+        .await;
     assert_eq!(r.status, 404);
     let v = inspect(&h, &format!("/admin/containers/{unknown}")).await;
     let negatives = v["negativeCache"]["entries"].as_array().unwrap();
@@ -143,7 +154,11 @@ async fn a_key_shows_its_principal_and_budgets_but_never_its_digest_or_secret() 
     assert_eq!(before["keyId"], key_id);
     assert_eq!(before["organizationId"], "org_demo_a");
     assert_eq!(before["tier"], "pilot");
-    assert!(before["scopes"].as_array().unwrap().iter().any(|s| s == "content:read"));
+    assert!(before["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s == "content:read"));
     let read = |v: &Value| -> u64 {
         v["rateLimits"]["classes"]
             .as_array()
@@ -179,7 +194,10 @@ async fn a_key_shows_its_principal_and_budgets_but_never_its_digest_or_secret() 
 
     let text = after.to_string();
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
-    assert!(!text.to_lowercase().contains(&digest), "the key's digest leaked: {text}");
+    assert!(
+        !text.to_lowercase().contains(&digest),
+        "the key's digest leaked: {text}"
+    );
     let secret = key.splitn(4, '_').nth(3).unwrap();
     assert!(!text.contains(secret), "the secret leaked: {text}");
     assert!(!text.contains("sha256"), "{text}");
@@ -187,7 +205,9 @@ async fn a_key_shows_its_principal_and_budgets_but_never_its_digest_or_secret() 
     admin_get(&h, "/admin/keys/ZZZZZZZZZZZZZZZZ")
         .await
         .assert_error(404, "NOT_FOUND");
-    admin_get(&h, "/admin/keys/short").await.assert_error(422, "VALIDATION");
+    admin_get(&h, "/admin/keys/short")
+        .await
+        .assert_error(422, "VALIDATION");
     h.stop().await;
 }
 

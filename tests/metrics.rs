@@ -1126,6 +1126,7 @@ async fn exposition_parses_as_prometheus_text() {
         "tombstone",
         "revoked",
         "stale",
+        "negative",
     ]);
     assert!(results.is_subset(&documented), "{results:?}");
     h.stop().await;

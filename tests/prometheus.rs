@@ -55,10 +55,15 @@ fn every_alert_has_a_unit_test_and_a_runbook_section() {
     assert!(alerts.len() >= 9, "{alerts:?}");
     for a in &alerts {
         assert!(
-            tests.contains(&format!("alertname: {a}\n        exp_alerts:\n          - exp_labels")),
+            tests.contains(&format!(
+                "alertname: {a}\n        exp_alerts:\n          - exp_labels"
+            )),
             "no firing unit test for {a}"
         );
-        assert!(runbook.contains(&format!("### {a}\n")), "no runbook section for {a}");
+        assert!(
+            runbook.contains(&format!("### {a}\n")),
+            "no runbook section for {a}"
+        );
         assert!(
             rules.contains(&format!("docs/operations.md#{}", a.to_lowercase())),
             "{a} does not link its runbook"
@@ -156,10 +161,7 @@ fn grafana_to_promql(expr: &str) -> String {
 /// Evaluates `expr` once: it must not error (data or not).
 fn evaluate(prom: &PrometheusServer, expr: &str, what: &str) -> Value {
     let answer = prom.query(expr);
-    assert_eq!(
-        answer["status"], "success",
-        "{what}: `{expr}` failed: {answer}"
-    );
+    assert_eq!(answer["status"], "success", "{what}: `{expr}` failed: {answer}");
     answer
 }
 
@@ -206,8 +208,7 @@ fn alert_exprs(rules: &str) -> Vec<(String, String)> {
                 let mut body = Vec::new();
                 i += 1;
                 while i < lines.len()
-                    && (lines[i].trim().is_empty()
-                        || lines[i].len() - lines[i].trim_start().len() >= indent)
+                    && (lines[i].trim().is_empty() || lines[i].len() - lines[i].trim_start().len() >= indent)
                 {
                     body.push(lines[i].trim());
                     i += 1;

@@ -162,13 +162,25 @@ async fn a_tier_change_applies_to_the_next_request_on_the_same_connection() {
     let (code, answer) = g.reload().await;
     assert_eq!(code, 200, "{answer}");
     assert_eq!(answer["status"], "applied");
-    assert_eq!(answer["applied"], serde_json::json!(["shaping.tiers"]), "{answer}");
+    assert_eq!(
+        answer["applied"],
+        serde_json::json!(["shaping.tiers"]),
+        "{answer}"
+    );
     assert_eq!(answer["restartRequired"], serde_json::json!([]), "{answer}");
 
     let (status, limit) = conn.get("/v1/whoami").await;
-    assert_eq!((status, limit.as_str()), (200, "2400"), "the new tier, same connection");
+    assert_eq!(
+        (status, limit.as_str()),
+        (200, "2400"),
+        "the new tier, same connection"
+    );
     assert!(!conn.closed.is_finished(), "the connection was not dropped");
-    assert_eq!(g.metric("layers_gateway_config_reloads_total{result=\"applied\"}").await, Some(1.0));
+    assert_eq!(
+        g.metric("layers_gateway_config_reloads_total{result=\"applied\"}")
+            .await,
+        Some(1.0)
+    );
     g.stop().await;
 }
 
@@ -177,18 +189,33 @@ async fn an_invalid_file_is_refused_with_its_reason_and_the_old_settings_stay() 
     let g = FileGateway::start().await;
     let mut conn = OneConnection::open(g.app.addr).await;
     // A tier change that would apply, next to a field that fails validation.
-    g.write_config(&config_text(&g.origin_url, 2400, "[cache]\nttl_secs = \"five\"\n"));
+    g.write_config(&config_text(
+        &g.origin_url,
+        2400,
+        "[cache]\nttl_secs = \"five\"\n",
+    ));
     let (code, answer) = g.reload().await;
     assert_eq!(code, 422, "{answer}");
     assert_eq!(answer["status"], "refused");
     let error = answer["error"].as_str().unwrap();
-    assert!(error.contains("cache.ttl_secs"), "the reason names the field: {error}");
+    assert!(
+        error.contains("cache.ttl_secs"),
+        "the reason names the field: {error}"
+    );
     assert_eq!(answer["applied"], serde_json::json!([]));
 
     let (status, limit) = conn.get("/v1/whoami").await;
     assert_eq!((status, limit.as_str()), (200, "1000"), "the old tier stays");
-    assert_eq!(g.metric("layers_gateway_config_reloads_total{result=\"refused\"}").await, Some(1.0));
-    assert_eq!(g.metric("layers_gateway_config_reloads_total{result=\"applied\"}").await, Some(0.0));
+    assert_eq!(
+        g.metric("layers_gateway_config_reloads_total{result=\"refused\"}")
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        g.metric("layers_gateway_config_reloads_total{result=\"applied\"}")
+            .await,
+        Some(0.0)
+    );
 
     // The admin listener remembers the last outcome.
     let last = TestClient::new(g.app.admin_addr)
@@ -214,8 +241,15 @@ async fn an_invalid_file_is_refused_with_its_reason_and_the_old_settings_stay() 
 #[tokio::test]
 async fn restart_only_settings_are_named_and_the_rest_still_applies() {
     let g = FileGateway::start().await;
-    let text = config_text(&g.origin_url, 3000, "[cache]\nttl_secs = 30\nmax_entries = 1000\n")
-        .replace("listen = \"127.0.0.1:0\"\n\n[admin]", "listen = \"127.0.0.1:1\"\n\n[admin]");
+    let text = config_text(
+        &g.origin_url,
+        3000,
+        "[cache]\nttl_secs = 30\nmax_entries = 1000\n",
+    )
+    .replace(
+        "listen = \"127.0.0.1:0\"\n\n[admin]",
+        "listen = \"127.0.0.1:1\"\n\n[admin]",
+    );
     g.write_config(&text);
     let (code, answer) = g.reload().await;
     assert_eq!(code, 200, "{answer}");
@@ -252,7 +286,10 @@ async fn a_request_in_flight_during_a_reload_completes_under_its_settings() {
     // The request has passed the limiter and waits on the origin.
     let deadline = tokio::time::Instant::now() + WAIT;
     while g.sim.container_gets() < 1 {
-        assert!(tokio::time::Instant::now() < deadline, "the fill never reached the origin");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the fill never reached the origin"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     g.write_config(&config_text(&g.origin_url, 2400, ""));

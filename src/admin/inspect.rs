@@ -4,10 +4,10 @@
 //! do, and where this instance stands in its cluster. JSON; nothing here
 //! changes state, and no answer carries a key, its digest or a secret.
 
+use crate::body::ResponseBody;
 use crate::error::{ErrorCode, GatewayError};
 use crate::ids::ContainerId;
 use crate::service::{json_response, Gateway};
-use crate::body::ResponseBody;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -19,7 +19,10 @@ fn ok(v: Value) -> Response<ResponseBody> {
 /// `GET /admin/containers/:id`: fence, entries per organization, negative cache.
 pub fn container(gw: &Gateway, raw_id: &str) -> Result<Response<ResponseBody>, GatewayError> {
     let id = ContainerId::parse(raw_id).ok_or_else(|| {
-        GatewayError::new(ErrorCode::Validation, "The container id must be cnt_<uuid> or a UUID.")
+        GatewayError::new(
+            ErrorCode::Validation,
+            "The container id must be cnt_<uuid> or a UUID.",
+        )
     })?;
     Ok(ok(gw.state().cache.inspect(id)))
 }
@@ -36,7 +39,10 @@ pub fn key(gw: &Gateway, key_id: &str) -> Result<Response<ResponseBody>, Gateway
     }
     let keys = gw.authenticator().keys();
     let Some((env, p)) = keys.describe(key_id) else {
-        return Err(GatewayError::new(ErrorCode::NotFound, "No such key id in the keys file."));
+        return Err(GatewayError::new(
+            ErrorCode::NotFound,
+            "No such key id in the keys file.",
+        ));
     };
     let st = gw.state();
     let limits = st

@@ -33,9 +33,9 @@ impl ContentCache {
                 .map(|(a, until)| (&**a, ms_until(*until, now)))
                 .collect();
             revoked.sort_unstable();
-            let tombstone = st.tombstone_until.filter(|t| *t > now).map(|t| {
-                json!({ "expiresInMs": ms_until(t, now), "changedAtUnixMs": st.tombstone_changed_at })
-            });
+            let tombstone = st.tombstone_until.filter(|t| *t > now).map(
+                |t| json!({ "expiresInMs": ms_until(t, now), "changedAtUnixMs": st.tombstone_changed_at }),
+            );
             json!({
                 "generation": f.generation(),
                 "tombstone": tombstone,
@@ -75,8 +75,8 @@ impl ContentCache {
             .into_iter()
             .filter(|(_, n)| n.until > now)
             .map(|(org, n)| {
-                let current = n.fence.generation() == n.generation
-                    && n.epoch == self.epoch.load(Ordering::Acquire);
+                let current =
+                    n.fence.generation() == n.generation && n.epoch == self.epoch.load(Ordering::Acquire);
                 let v = json!({
                     "organizationId": &*org,
                     "status": n.error.status.as_u16(),

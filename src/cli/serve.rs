@@ -42,7 +42,10 @@ async fn serve(loaded: load::Loaded, config_path: std::path::PathBuf, allow_demo
         }
     };
     // SIGHUP and `POST /admin/reload` re-read the config file.
-    app.gateway.state().reload.set_source(config_path, allow_demo_keys);
+    app.gateway
+        .state()
+        .reload
+        .set_source(config_path, allow_demo_keys);
     tokio::spawn(signals::reload_config_on_sighup(app.gateway.clone()));
     // The keys file reloads on SIGHUP and when its content changes.
     let hup = Arc::new(tokio::sync::Notify::new());

@@ -41,7 +41,13 @@ const WEBHOOK_REJECTIONS: &[&str] = &[
 ];
 /// `auth_failures_total{reason}`: the API-key reasons (JWT reasons appear
 /// only where JWTs are configured).
-const AUTH_FAILURES: &[&str] = &["missing", "malformed", "unknown_key", "wrong_secret", "env_mismatch"];
+const AUTH_FAILURES: &[&str] = &[
+    "missing",
+    "malformed",
+    "unknown_key",
+    "wrong_secret",
+    "env_mismatch",
+];
 /// `origin_admissions_total{result}`.
 const ADMISSIONS: &[&str] = &["immediate", "queued", "queue_full", "deadline", "too_many_orgs"];
 /// `origin_retries_total{result}`.

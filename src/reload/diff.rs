@@ -37,13 +37,43 @@ pub fn diff(a: &Config, b: &Config) -> Changes {
     c.check("routes", true, &a.routes, &b.routes);
     c.check("webhooks.path", true, &a.webhooks.path, &b.webhooks.path);
     c.check("webhooks.secrets", true, &a.webhooks.secrets, &b.webhooks.secrets);
-    c.check("webhooks.secrets_env", true, &a.webhooks.secrets_env, &b.webhooks.secrets_env);
-    c.check("webhooks.tolerance_secs", true, &a.webhooks.tolerance_secs, &b.webhooks.tolerance_secs);
+    c.check(
+        "webhooks.secrets_env",
+        true,
+        &a.webhooks.secrets_env,
+        &b.webhooks.secrets_env,
+    );
+    c.check(
+        "webhooks.tolerance_secs",
+        true,
+        &a.webhooks.tolerance_secs,
+        &b.webhooks.tolerance_secs,
+    );
     c.check("cache.ttl_secs", true, &a.cache.ttl_secs, &b.cache.ttl_secs);
-    c.check("cache.stale_if_error_secs", true, &a.cache.stale_if_error_secs, &b.cache.stale_if_error_secs);
-    c.check("cache.negative_ttl_secs", true, &a.cache.negative_ttl_secs, &b.cache.negative_ttl_secs);
-    c.check("invalidation.tombstone_secs", true, &a.invalidation.tombstone_secs, &b.invalidation.tombstone_secs);
-    c.check("invalidation.revoked_ttl_secs", true, &a.invalidation.revoked_ttl_secs, &b.invalidation.revoked_ttl_secs);
+    c.check(
+        "cache.stale_if_error_secs",
+        true,
+        &a.cache.stale_if_error_secs,
+        &b.cache.stale_if_error_secs,
+    );
+    c.check(
+        "cache.negative_ttl_secs",
+        true,
+        &a.cache.negative_ttl_secs,
+        &b.cache.negative_ttl_secs,
+    );
+    c.check(
+        "invalidation.tombstone_secs",
+        true,
+        &a.invalidation.tombstone_secs,
+        &b.invalidation.tombstone_secs,
+    );
+    c.check(
+        "invalidation.revoked_ttl_secs",
+        true,
+        &a.invalidation.revoked_ttl_secs,
+        &b.invalidation.revoked_ttl_secs,
+    );
     c.check("log.level", true, &a.log.level, &b.log.level);
 
     // Restart only, named where operators look for them first.
@@ -82,7 +112,12 @@ pub fn diff(a: &Config, b: &Config) -> Changes {
     c.check("auth", false, &ma.auth, &mb.auth);
     c.check("cache (other fields)", false, &ma.cache, &mb.cache);
     c.check("webhooks (other fields)", false, &ma.webhooks, &mb.webhooks);
-    c.check("invalidation (other fields)", false, &ma.invalidation, &mb.invalidation);
+    c.check(
+        "invalidation (other fields)",
+        false,
+        &ma.invalidation,
+        &mb.invalidation,
+    );
     c.check("log (other fields)", false, &ma.log, &mb.log);
     c.check("metrics", false, &ma.metrics, &mb.metrics);
     c.check("shaping (other fields)", false, &ma.shaping, &mb.shaping);
@@ -96,7 +131,11 @@ mod tests {
     use std::path::PathBuf;
 
     fn parse(extra: &str) -> Config {
-        Config::parse(&format!("[webhooks]\nsecrets = [\"s1\"]\n{extra}"), PathBuf::new()).unwrap()
+        Config::parse(
+            &format!("[webhooks]\nsecrets = [\"s1\"]\n{extra}"),
+            PathBuf::new(),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -310,9 +310,7 @@ impl GcraLimiter {
             return self.check(key, class, limit, now);
         };
         let now = self.nanos(now);
-        let tat = lock(self.shard(key))
-            .get(key)
-            .map_or(0, |e| e.tat[class.index()]);
+        let tat = lock(self.shard(key)).get(key).map_or(0, |e| e.tat[class.index()]);
         let debt = tat.max(now) - now;
         let remaining = if debt <= p.tau {
             ((p.tau - debt) / p.t + 1).min(u64::from(p.burst)) as u32

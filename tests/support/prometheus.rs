@@ -95,7 +95,10 @@ impl PrometheusServer {
         ));
         std::fs::create_dir_all(dir.join("data")).expect("temp dir");
         let targets: Vec<String> = targets.iter().map(|a| format!("\"{a}\"")).collect();
-        let rules: Vec<String> = rule_files.iter().map(|p| format!("\"{}\"", p.display())).collect();
+        let rules: Vec<String> = rule_files
+            .iter()
+            .map(|p| format!("\"{}\"", p.display()))
+            .collect();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
              rule_files: [{}]\n\
@@ -122,7 +125,10 @@ impl PrometheusServer {
     fn spawn(&mut self) -> bool {
         let log = std::fs::File::create(self.dir.join("prometheus.log")).expect("log file");
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", self.dir.join("prometheus.yml").display()))
+            .arg(format!(
+                "--config.file={}",
+                self.dir.join("prometheus.yml").display()
+            ))
             .arg(format!("--storage.tsdb.path={}", self.dir.join("data").display()))
             .arg(format!("--web.listen-address={}", self.addr))
             .arg("--storage.tsdb.retention.time=1h")
