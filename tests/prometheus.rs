@@ -237,7 +237,7 @@ async fn run_traffic(client: TestClient, admin: TestClient, container: String, s
         }
         let _ = client.get(&path, "lp_test_not_a_key").await;
         let _ = client.get("/v1/whoami", &key).await;
-        if round % 3 == 0 {
+        if round.is_multiple_of(3) {
             let r = admin
                 .send(
                     http::Method::POST,
