@@ -9,6 +9,10 @@
 //!   `invalidation.tombstone_secs`, `invalidation.revoked_ttl_secs`: for what
 //!   is stored from then on;
 //! - `webhooks.secrets`, `webhooks.secrets_env`, `webhooks.tolerance_secs`;
+//! - `origin.max_inflight`, `origin.max_inflight_per_org`, `origin.queue_max`,
+//!   `origin.queue_deadline_ms`, `origin.breaker_failures`,
+//!   `origin.breaker_open_ms`, `origin.retry_budget_ratio`,
+//!   `origin.retry_min_per_sec`;
 //! - `log.level` (unless `RUST_LOG` overrides it).
 //!
 //! Every other changed field is named in the answer as needing a restart,
@@ -179,6 +183,7 @@ impl Gateway {
         st.routes.store(Arc::new(routes));
         st.webhook.store(Arc::new(webhook));
         st.cache.set_ttls(ttls);
+        st.origin.apply_live_settings(&new);
         let mut applied = changes.live;
         if let Some(level) = log_level {
             if std::env::var_os("RUST_LOG").is_some() {

@@ -552,7 +552,11 @@ async fn serve_reloads_its_config_file_on_sighup() {
     )
     .unwrap();
     let pid = child.id().expect("running").to_string();
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
     for _ in 0..100 {
         seen = limit().await;
         if seen.as_deref() == Some("240") {

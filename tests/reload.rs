@@ -249,18 +249,27 @@ async fn restart_only_settings_are_named_and_the_rest_still_applies() {
     .replace(
         "listen = \"127.0.0.1:0\"\n\n[admin]",
         "listen = \"127.0.0.1:1\"\n\n[admin]",
+    )
+    .replace(
+        "timeout_ms = 5000\n",
+        "timeout_ms = 6000\nbreaker_failures = 9\nmax_inflight = 100\n",
     );
     g.write_config(&text);
     let (code, answer) = g.reload().await;
     assert_eq!(code, 200, "{answer}");
     assert_eq!(
         answer["applied"],
-        serde_json::json!(["shaping.tiers", "cache.ttl_secs"]),
+        serde_json::json!([
+            "shaping.tiers",
+            "cache.ttl_secs",
+            "origin.max_inflight",
+            "origin.breaker_failures"
+        ]),
         "{answer}"
     );
     assert_eq!(
         answer["restartRequired"],
-        serde_json::json!(["server.listen", "cache (other fields)"]),
+        serde_json::json!(["server.listen", "origin (other fields)", "cache (other fields)"]),
         "{answer}"
     );
     assert_eq!(
@@ -268,6 +277,9 @@ async fn restart_only_settings_are_named_and_the_rest_still_applies() {
         Duration::from_secs(30),
         "the new TTL is in force"
     );
+    let origin = &g.app.gateway.state().origin;
+    assert_eq!(origin.breaker().settings().failure_threshold, 9);
+    assert_eq!(origin.guard().settings().global_max, 100);
     // Still serving on the port it started on.
     let r = TestClient::new(g.app.addr).get("/v1/whoami", &admin_key()).await;
     assert_eq!(r.status, 200);

@@ -75,6 +75,45 @@ pub fn diff(a: &Config, b: &Config) -> Changes {
         &b.invalidation.revoked_ttl_secs,
     );
     c.check("log.level", true, &a.log.level, &b.log.level);
+    let (oa, ob) = (&a.origin, &b.origin);
+    c.check("origin.max_inflight", true, &oa.max_inflight, &ob.max_inflight);
+    c.check(
+        "origin.max_inflight_per_org",
+        true,
+        &oa.max_inflight_per_org,
+        &ob.max_inflight_per_org,
+    );
+    c.check("origin.queue_max", true, &oa.queue_max, &ob.queue_max);
+    c.check(
+        "origin.queue_deadline_ms",
+        true,
+        &oa.queue_deadline_ms,
+        &ob.queue_deadline_ms,
+    );
+    c.check(
+        "origin.breaker_failures",
+        true,
+        &oa.breaker_failures,
+        &ob.breaker_failures,
+    );
+    c.check(
+        "origin.breaker_open_ms",
+        true,
+        &oa.breaker_open_ms,
+        &ob.breaker_open_ms,
+    );
+    c.check(
+        "origin.retry_budget_ratio",
+        true,
+        &oa.retry_budget_ratio,
+        &ob.retry_budget_ratio,
+    );
+    c.check(
+        "origin.retry_min_per_sec",
+        true,
+        &oa.retry_min_per_sec,
+        &ob.retry_min_per_sec,
+    );
 
     // Restart only, named where operators look for them first.
     c.check("server.listen", false, &a.server.listen, &b.server.listen);
@@ -100,6 +139,14 @@ pub fn diff(a: &Config, b: &Config) -> Changes {
         m.invalidation.tombstone_secs = 0;
         m.invalidation.revoked_ttl_secs = 0;
         m.log.level = String::new();
+        m.origin.max_inflight = 0;
+        m.origin.max_inflight_per_org = 0;
+        m.origin.queue_max = 0;
+        m.origin.queue_deadline_ms = 0;
+        m.origin.breaker_failures = 0;
+        m.origin.breaker_open_ms = 0;
+        m.origin.retry_budget_ratio = 0.0;
+        m.origin.retry_min_per_sec = 0;
         m.server.listen = ([0, 0, 0, 0], 0).into();
         m.admin.listen = ([0, 0, 0, 0], 0).into();
         if let Some(s) = m.cluster.as_mut() {
@@ -108,7 +155,7 @@ pub fn diff(a: &Config, b: &Config) -> Changes {
     }
     c.check("server (other fields)", false, &ma.server, &mb.server);
     c.check("admin (other fields)", false, &ma.admin, &mb.admin);
-    c.check("origin", false, &ma.origin, &mb.origin);
+    c.check("origin (other fields)", false, &ma.origin, &mb.origin);
     c.check("auth", false, &ma.auth, &mb.auth);
     c.check("cache (other fields)", false, &ma.cache, &mb.cache);
     c.check("webhooks (other fields)", false, &ma.webhooks, &mb.webhooks);
