@@ -3,6 +3,8 @@
 //! (`/admin/keys/:keyId`) and the cluster state (`/admin/cluster`). All
 //! need the admin token; none shows a key, its digest or a secret.
 
+#[path = "support/redis.rs"]
+mod redis_support;
 mod support;
 
 use bytes::Bytes;
@@ -216,5 +218,37 @@ async fn a_single_instance_says_it_has_no_cluster() {
     let h = Harness::start().await;
     let v = inspect(&h, "/admin/cluster").await;
     assert_eq!(v, serde_json::json!({ "enabled": false }));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_instance_shows_its_sync_state_and_why_it_lost_it() {
+    let Some(mut redis) = redis_support::RedisServer::start() else {
+        return;
+    };
+    let cluster = format!(
+        "[cluster]\nredis_url = \"{}\"\ninstance_id = \"inspect-a\"\nmax_unsynced_ms = 600\nblock_ms = 100\n\
+         connect_timeout_ms = 300\ncommand_timeout_ms = 300\nlease_retry_ms = 300\n",
+        redis.url()
+    );
+    let h = Harness::with(demo_simulator(), &cluster).await;
+    let v = inspect(&h, "/admin/cluster").await;
+    assert_eq!(v["enabled"], true, "{v}");
+    assert_eq!(v["instanceId"], "inspect-a");
+    assert_eq!(v["synced"], true, "{v}");
+    assert_eq!(v["outbox"]["depth"], 0);
+    assert!(!v.to_string().contains(&redis.url()), "the Redis URL is never shown: {v}");
+
+    redis.kill();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let v = loop {
+        let v = inspect(&h, "/admin/cluster").await;
+        if v["synced"] == false {
+            break v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never unsynced: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(v["reason"].as_str().unwrap().contains("served from the origin"), "{v}");
     h.stop().await;
 }
