@@ -84,7 +84,6 @@ pub struct Gateway {
 }
 
 /// What a request turned into, for metrics and the access log.
-#[derive(Default)]
 struct Outcome {
     cache: Option<CacheStatus>,
     principal: Option<Arc<Principal>>,
@@ -93,6 +92,22 @@ struct Outcome {
     /// Set by a reply from the cache, to its `X-Cache` value: the reply
     /// leaves its header block to `respond`.
     cached_reply: Option<&'static HeaderValue>,
+    /// The route table this request is routed, authorized and classed
+    /// by, read once when it arrives: a config reload during the request
+    /// does not change its scope or class halfway.
+    routes: Arc<RouteTable>,
+}
+
+impl Outcome {
+    fn new(routes: Arc<RouteTable>) -> Outcome {
+        Outcome {
+            cache: None,
+            principal: None,
+            rate: Decisions::default(),
+            cached_reply: None,
+            routes,
+        }
+    }
 }
 
 impl Gateway {
@@ -303,15 +318,11 @@ impl Gateway {
         // Kept ids are checked well-formed ASCII and fresh ones are ASCII.
         let rid = rid_value.to_str().unwrap_or("req_invalid");
         let st = &*self.state;
-        // One route table for the routing of this request (a reload may
-        // swap it; the guard is dropped before any await).
-        let (route, template) = {
-            let routes = st.routes.load();
-            let route = routes.route(&parts.method, parts.uri.path(), parts.uri.query().is_some());
-            let template = routes.template(&route);
-            (route, template)
-        };
-        let mut outcome = Outcome::default();
+        // One route table for the whole of this request (see `Outcome`).
+        let routes = st.routes.load_full();
+        let route = routes.route(&parts.method, parts.uri.path(), parts.uri.query().is_some());
+        let template = routes.template(&route);
+        let mut outcome = Outcome::new(routes);
         let result = self.dispatch(&parts, body, &route, rid, &mut outcome).await;
         let (resp, code) = self.respond(result, &parts.method, &route, &outcome, &rid_value, rid);
         self.record(&parts.method, template, &resp, code, &outcome, started, rid);
@@ -329,10 +340,9 @@ impl Gateway {
         rid_value: &HeaderValue,
         rid: &str,
     ) -> (Response<ResponseBody>, Option<&'static str>) {
-        let st = &*self.state;
         let result = match (result, outcome.cached_reply) {
             (Ok(mut resp), Some(x_cache)) => {
-                let class = st.routes.load().class(method, route);
+                let class = outcome.routes.class(method, route);
                 let mut h = cached_reply_headers(class, outcome.rate.per_minute.as_ref(), x_cache, rid_value);
                 // What the reply set itself (a HEAD's Content-Length) wins;
                 // `extend` keeps every value of a name set more than once.
@@ -345,7 +355,7 @@ impl Gateway {
         let retry_after = result.as_ref().err().and_then(|e| e.retry_after_secs);
         let (mut resp, code) = finish(result, rid_value, rid);
         if *route != Route::Webhook {
-            let class = st.routes.load().class(method, route);
+            let class = outcome.routes.class(method, route);
             match &outcome.rate {
                 Decisions {
                     daily_refusal: Some(d),
@@ -405,13 +415,13 @@ impl Gateway {
         // after the admission (which may await a Redis lease).
         let now = Instant::now();
         outcome.principal = Some(principal.clone());
-        if let Some(scope) = self.state.routes.load().required_scope(route) {
+        if let Some(scope) = outcome.routes.required_scope(route) {
             if !principal.scopes.contains(scope) {
                 return Err(GatewayError::forbidden_scope(scope.as_str()));
             }
         }
         if let Some(limits) = &self.state.limits {
-            let class = self.state.routes.load().class(&parts.method, route);
+            let class = outcome.routes.class(&parts.method, route);
             let (decision, admitted) = limits.admit(&principal, class, now).await;
             outcome.rate = decision;
             let m = &self.state.metrics;
@@ -444,7 +454,7 @@ impl Gateway {
             }
             Route::BadContentId { .. } => Err(GatewayError::not_found()),
             Route::Proxy { write_through, .. } => {
-                let template = self.state.routes.load().template(route);
+                let template = outcome.routes.template(route);
                 Box::pin(self.proxy(parts, body, template, *write_through, rid, &principal.org)).await
             }
             Route::Webhook | Route::NotFound | Route::BadPath => Err(GatewayError::not_found()),

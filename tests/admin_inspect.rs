@@ -237,7 +237,10 @@ async fn a_cluster_instance_shows_its_sync_state_and_why_it_lost_it() {
     assert_eq!(v["instanceId"], "inspect-a");
     assert_eq!(v["synced"], true, "{v}");
     assert_eq!(v["outbox"]["depth"], 0);
-    assert!(!v.to_string().contains(&redis.url()), "the Redis URL is never shown: {v}");
+    assert!(
+        !v.to_string().contains(&redis.url()),
+        "the Redis URL is never shown: {v}"
+    );
 
     redis.kill();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -249,6 +252,9 @@ async fn a_cluster_instance_shows_its_sync_state_and_why_it_lost_it() {
         assert!(tokio::time::Instant::now() < deadline, "never unsynced: {v}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    assert!(v["reason"].as_str().unwrap().contains("served from the origin"), "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("served from the origin"),
+        "{v}"
+    );
     h.stop().await;
 }

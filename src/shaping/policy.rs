@@ -7,7 +7,7 @@ use super::clock::UnixClock;
 use super::daily::{DailyCap, DailyDecision};
 use super::gcra::{Decision, GcraLimiter};
 use super::headers::{daily_limited_error, rate_limited_error};
-use super::tiers::{EndpointClass, Tiers};
+use super::tiers::{EndpointClass, TierConfig, Tiers};
 use crate::auth::Principal;
 use crate::cluster::{ClusterDailyCap, ClusterLimiter};
 use crate::config::ShapingConfig;
@@ -76,7 +76,9 @@ impl RatePolicy {
         class: EndpointClass,
         now: Instant,
     ) -> (Decisions, Result<(), (GatewayError, Refusal)>) {
-        let tier = self.tiers.load().get(&p.tier).clone();
+        // A copy of the few numbers (no reference count on the hit path);
+        // a reload during this decision does not change it halfway.
+        let tier: TierConfig = (**self.tiers.load().get(&p.tier)).clone();
         let write = class != EndpointClass::ReadLight;
         if write {
             let today = self.clock.unix_at(now);
