@@ -35,7 +35,7 @@ const MAIN_PANELS: &[&str] = &[
 ];
 
 #[test]
-fn alert_rules_pass_promtool_and_their_unit_tests() {
+fn alert_rules_and_the_scrape_config_pass_promtool_and_the_rule_unit_tests() {
     if !prometheus_available() {
         return;
     }
@@ -43,6 +43,9 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
     assert!(checked.contains("SUCCESS"), "{checked}");
     let tested = promtool(&["test", "rules", "config/alerts.test.yml"]);
     assert!(tested.contains("SUCCESS"), "{tested}");
+    // The shipped scrape config is valid and loads the rules.
+    let config = promtool(&["check", "config", "config/prometheus.yml"]);
+    assert!(config.contains("1 rule files found"), "{config}");
 }
 
 /// Every alert in `config/alerts.yml` has a unit test and a runbook section.
