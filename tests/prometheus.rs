@@ -9,6 +9,8 @@
 
 #[path = "support/prometheus.rs"]
 mod prometheus_support;
+#[path = "support/redis.rs"]
+mod redis_support;
 mod support;
 
 use prometheus_support::{prometheus_available, promtool, repo_root, PrometheusServer};
@@ -33,6 +35,10 @@ const MAIN_PANELS: &[&str] = &[
     "5xx share",
     "Origin errors",
 ];
+
+/// Panels that must return data when the gateway runs in cluster mode
+/// (when `redis-server` is installed).
+const CLUSTER_PANELS: &[&str] = &["Cluster sync and stream lag", "Cluster stream and leases"];
 
 #[test]
 fn alert_rules_and_the_scrape_config_pass_promtool_and_the_rule_unit_tests() {
@@ -79,7 +85,16 @@ async fn dashboard_and_alert_expressions_evaluate_in_a_real_prometheus() {
     if !prometheus_available() {
         return;
     }
-    let h = Harness::start().await;
+    // In cluster mode when redis-server is there, so the cluster panels
+    // are checked for data too.
+    let redis = redis_support::RedisServer::start();
+    let cluster = redis.as_ref().map_or(String::new(), |r| {
+        format!(
+            "[cluster]\nredis_url = \"{}\"\ninstance_id = \"prom-a\"\nmax_unsynced_ms = 2000\nblock_ms = 100\n",
+            r.url()
+        )
+    });
+    let h = Harness::with(demo_simulator(), &cluster).await;
     let alerts = repo_root().join("config/alerts.yml");
     let prom = PrometheusServer::start(&[h.app.admin_addr], &[alerts.as_path()]);
 
@@ -106,7 +121,7 @@ async fn dashboard_and_alert_expressions_evaluate_in_a_real_prometheus() {
         let title = panel["title"].as_str().unwrap_or("");
         for target in panel["targets"].as_array().into_iter().flatten() {
             let expr = grafana_to_promql(target["expr"].as_str().unwrap());
-            if MAIN_PANELS.contains(&title) {
+            if MAIN_PANELS.contains(&title) || (redis.is_some() && CLUSTER_PANELS.contains(&title)) {
                 wait_for_data(&prom, &expr).await;
             } else {
                 evaluate(&prom, &expr, title);
@@ -152,6 +167,7 @@ async fn dashboard_and_alert_expressions_evaluate_in_a_real_prometheus() {
     traffic.await.unwrap();
     drop(prom);
     h.stop().await;
+    drop(redis);
 }
 
 /// Grafana's variables as the dashboard's "All" selection sends them.
