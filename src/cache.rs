@@ -19,10 +19,12 @@ pub mod decision;
 pub mod entry;
 pub mod fence;
 pub mod flight;
+mod inspect;
 mod invalidate;
 pub mod miss_budget;
 mod negative;
 pub mod time;
+pub mod ttls;
 
 use crate::config::Config;
 use crate::error::GatewayError;
@@ -173,6 +175,9 @@ pub struct ContentCache {
     /// Bumped by purge-all; entries of an older epoch are never served.
     epoch: AtomicU64,
     settings: CacheSettings,
+    /// The lifetimes given to what is stored; a config reload swaps them
+    /// (see `ttls.rs`), so they are read from here, not from `settings`.
+    ttls: arc_swap::ArcSwap<ttls::CacheTtls>,
     /// The wall clock `expiresAt` and `updatedAt` are read against
     /// (tests start it at a chosen date and move it with tokio's clock).
     clock: UnixClock,
@@ -246,6 +251,7 @@ impl ContentCache {
             fences: Fences::with_capacity(settings.max_entries.min(1 << 24) as usize),
             flights: Arc::default(),
             epoch: AtomicU64::new(0),
+            ttls: arc_swap::ArcSwap::from_pointee(ttls::CacheTtls::from_settings(&settings)),
             settings,
             clock,
             sync_gate: OnceLock::new(),
@@ -446,8 +452,9 @@ impl ContentCache {
                 time::instant_before_unix_millis(t, now, now_ms, skew)
             }
         });
-        let fresh_until = now + self.settings.ttl;
-        let stale_until = fresh_until + self.settings.stale_if_error;
+        let ttls = self.ttls.load();
+        let fresh_until = now + ttls.ttl;
+        let stale_until = fresh_until + ttls.stale_if_error;
         let (expires_at, stale_until) = match hard_limit {
             Some(h) => (fresh_until.min(h), stale_until.min(h)),
             None => (fresh_until, stale_until),
@@ -522,7 +529,7 @@ impl ContentCache {
     /// name as current, when the body is dated older than that change.
     fn revoke_behind_floor(&self, fence: &Arc<Fence>, entry: &CachedContainer) {
         let now = Instant::now();
-        let until = now + self.settings.revoked_ttl;
+        let until = now + self.ttls.load().revoked_ttl;
         let mut st = fence.lock();
         let Some(current) = st.floor(now).and_then(|f| f.current.clone()) else {
             return;
@@ -566,7 +573,7 @@ impl ContentCache {
                 fence: fence.clone(),
                 generation: lease.generation,
                 epoch,
-                until: now + self.negatives.ttl,
+                until: now + self.ttls.load().negative_ttl,
                 error: e.clone(),
             },
         );

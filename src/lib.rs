@@ -13,7 +13,9 @@
 //! - [`cluster`]: cluster mode on Redis (shared invalidation stream,
 //!   cluster-wide limits).
 //! - [`metrics`]: Prometheus registry and typed handles.
-//! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, purge).
+//! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, purge,
+//!   inspect endpoints, reload).
+//! - [`reload`]: live config reload (SIGHUP, `POST /admin/reload`).
 //! - [`app`]: starting and stopping listeners and background tasks.
 //! - [`config`]: typed config with defaults, validated before binding.
 //! - [`error`]: `GatewayError` and the Layers error envelope.
@@ -43,6 +45,7 @@ pub mod log_limit;
 pub mod metrics;
 pub mod origin;
 pub mod peer;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod service;

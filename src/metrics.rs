@@ -5,6 +5,8 @@
 //! per-org series are capped: past `max_org_labels` distinct orgs, new ones
 //! fold into `other`.
 
+mod initial_series;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -201,7 +203,7 @@ impl Metrics {
             ["admitted", "limited", "daily_cap"]
                 .map(|r| rate_limit_decisions.with_label_values(&[c.as_str(), r]))
         });
-        Metrics {
+        let m = Metrics {
             requests,
             rate_decisions,
             request_duration,
@@ -301,7 +303,9 @@ impl Metrics {
             org_labels: Mutex::new(HashSet::new()),
             max_org_labels,
             registry: r,
-        }
+        };
+        m.create_initial_series();
+        m
     }
 
     /// The `org` label value for an org: itself while under the cap.

@@ -221,6 +221,16 @@ impl OriginClient {
         }
     }
 
+    /// Puts a reloaded config's in-flight caps, queue bounds, breaker and
+    /// retry-budget settings in force (see `OriginGuard::resize`,
+    /// `Breaker::set_settings`, `RetryBudget::set`). Timeouts, body caps
+    /// and the connection pool keep their values until a restart.
+    pub fn apply_live_settings(&self, cfg: &Config) {
+        self.guard.resize(cfg.origin_guard());
+        self.breaker.set_settings(cfg.breaker());
+        self.budget.set(&cfg.retry_budget());
+    }
+
     pub fn guard(&self) -> &OriginGuard {
         &self.guard
     }

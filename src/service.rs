@@ -51,10 +51,13 @@ pub struct State {
     /// issuers and origin introspection. Shared with the keys-file watcher
     /// that `main` starts.
     pub auth: Arc<Authenticator>,
-    pub routes: RouteTable,
+    /// Route scopes and classes; swapped whole by a config reload, read
+    /// once per decision.
+    pub routes: arc_swap::ArcSwap<RouteTable>,
     pub cache: Arc<ContentCache>,
     pub origin: OriginClient,
-    webhook: WebhookVerifier,
+    /// Webhook secrets and tolerance; swapped whole by a config reload.
+    pub(crate) webhook: arc_swap::ArcSwap<WebhookVerifier>,
     dedupe: EventDedupe,
     pub metrics: Arc<Metrics>,
     /// Set once the origin has answered anything; `/readyz` reads it.
@@ -70,6 +73,9 @@ pub struct State {
     /// Webhook bodies being read (`webhooks.max_concurrent_reads`): they
     /// are buffered before their signature can be checked.
     webhook_reads: Arc<tokio::sync::Semaphore>,
+    /// Live config reload (SIGHUP, `POST /admin/reload`): the settings in
+    /// force and the outcome of the last reload.
+    pub reload: crate::reload::Reloader,
 }
 
 /// The gateway service. Cheap to clone (one `Arc`).
@@ -79,7 +85,6 @@ pub struct Gateway {
 }
 
 /// What a request turned into, for metrics and the access log.
-#[derive(Default)]
 struct Outcome {
     cache: Option<CacheStatus>,
     principal: Option<Arc<Principal>>,
@@ -88,6 +93,22 @@ struct Outcome {
     /// Set by a reply from the cache, to its `X-Cache` value: the reply
     /// leaves its header block to `respond`.
     cached_reply: Option<&'static HeaderValue>,
+    /// The route table this request is routed, authorized and classed
+    /// by, read once when it arrives: a config reload during the request
+    /// does not change its scope or class halfway.
+    routes: Arc<RouteTable>,
+}
+
+impl Outcome {
+    fn new(routes: Arc<RouteTable>) -> Outcome {
+        Outcome {
+            cache: None,
+            principal: None,
+            rate: Decisions::default(),
+            cached_reply: None,
+            routes,
+        }
+    }
 }
 
 impl Gateway {
@@ -128,7 +149,7 @@ impl Gateway {
             config.webhooks.dedupe_max_entries,
             Duration::from_secs(config.webhooks.dedupe_ttl_secs),
         );
-        let routes = RouteTable::from_config(&config);
+        let routes = arc_swap::ArcSwap::from_pointee(RouteTable::from_config(&config));
         let cluster = config.cluster.as_ref().map(|c| {
             let stats = Arc::new(ClusterStats::new());
             metrics.register_cluster(&stats);
@@ -151,12 +172,13 @@ impl Gateway {
         let webhook_reads = Arc::new(tokio::sync::Semaphore::new(config.webhooks.max_concurrent_reads));
         Gateway {
             state: Arc::new(State {
+                reload: crate::reload::Reloader::new(&config, &metrics),
                 config,
                 auth,
                 routes,
                 cache,
                 origin,
-                webhook,
+                webhook: arc_swap::ArcSwap::from_pointee(webhook),
                 dedupe,
                 metrics,
                 origin_seen,
@@ -308,11 +330,11 @@ impl Gateway {
         // Kept ids are checked well-formed ASCII and fresh ones are ASCII.
         let rid = rid_value.to_str().unwrap_or("req_invalid");
         let st = &*self.state;
-        let route = st
-            .routes
-            .route(&parts.method, parts.uri.path(), parts.uri.query().is_some());
-        let template = st.routes.template(&route);
-        let mut outcome = Outcome::default();
+        // One route table for the whole of this request (see `Outcome`).
+        let routes = st.routes.load_full();
+        let route = routes.route(&parts.method, parts.uri.path(), parts.uri.query().is_some());
+        let template = routes.template(&route);
+        let mut outcome = Outcome::new(routes);
         let result = self.dispatch(&parts, body, &route, rid, peer, &mut outcome).await;
         let (resp, code) = self.respond(result, &parts.method, &route, &outcome, &rid_value, rid);
         self.record(&parts.method, template, &resp, code, &outcome, started, rid);
@@ -330,10 +352,9 @@ impl Gateway {
         rid_value: &HeaderValue,
         rid: &str,
     ) -> (Response<ResponseBody>, Option<&'static str>) {
-        let st = &*self.state;
         let result = match (result, outcome.cached_reply) {
             (Ok(mut resp), Some(x_cache)) => {
-                let class = st.routes.class(method, route);
+                let class = outcome.routes.class(method, route);
                 let mut h = cached_reply_headers(class, outcome.rate.per_minute.as_ref(), x_cache, rid_value);
                 // What the reply set itself (a HEAD's Content-Length) wins;
                 // `extend` keeps every value of a name set more than once.
@@ -346,7 +367,7 @@ impl Gateway {
         let retry_after = result.as_ref().err().and_then(|e| e.retry_after_secs);
         let (mut resp, code) = finish(result, rid_value, rid);
         if *route != Route::Webhook {
-            let class = st.routes.class(method, route);
+            let class = outcome.routes.class(method, route);
             match &outcome.rate {
                 Decisions {
                     daily_refusal: Some(d),
@@ -407,13 +428,13 @@ impl Gateway {
         // after the admission (which may await a Redis lease).
         let now = Instant::now();
         outcome.principal = Some(principal.clone());
-        if let Some(scope) = self.state.routes.required_scope(route) {
+        if let Some(scope) = outcome.routes.required_scope(route) {
             if !principal.scopes.contains(scope) {
                 return Err(GatewayError::forbidden_scope(scope.as_str()));
             }
         }
         if let Some(limits) = &self.state.limits {
-            let class = self.state.routes.class(&parts.method, route);
+            let class = outcome.routes.class(&parts.method, route);
             let (decision, admitted) = limits.admit(&principal, class, now).await;
             outcome.rate = decision;
             let m = &self.state.metrics;
@@ -446,7 +467,7 @@ impl Gateway {
             }
             Route::BadContentId { .. } => Err(GatewayError::not_found()),
             Route::Proxy { write_through, .. } => {
-                let template = self.state.routes.template(route);
+                let template = outcome.routes.template(route);
                 Box::pin(self.proxy(parts, body, template, *write_through, rid, &principal.org)).await
             }
             Route::Webhook | Route::NotFound | Route::BadPath => Err(GatewayError::not_found()),

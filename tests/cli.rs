@@ -504,6 +504,70 @@ async fn serve_reloads_the_keys_file_on_sighup() {
     child.kill().await.unwrap();
 }
 
+/// `serve` re-reads its config file on SIGHUP: a changed tier shows in the
+/// next answer's `X-RateLimit-Limit`, without a restart.
+#[tokio::test]
+async fn serve_reloads_its_config_file_on_sighup() {
+    let dir = scratch("sighup-config");
+    let keys = dir.join("keys.toml");
+    let entry = layers_gateway::auth::keys::keys_file_entry(NEW_KEY, "org_x", &["*"], "standard").unwrap();
+    std::fs::write(&keys, &entry).unwrap();
+    let (gw, admin) = (free_port(), free_port());
+    let path = serve_config(&dir, gw, admin, &keys);
+    let original = std::fs::read_to_string(&path).unwrap();
+    assert!(original.contains("read_light_per_min = 120\n"));
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("serve starts");
+    let addr = SocketAddr::from(([127, 0, 0, 1], gw));
+    let client = TestClient::new(addr);
+    let limit = || async {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return None;
+        }
+        let r = client
+            .send(Method::GET, "/v1/whoami", &[("x-api-key", NEW_KEY)], Bytes::new())
+            .await;
+        r.header("x-ratelimit-limit").map(str::to_owned)
+    };
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = limit().await;
+        if seen.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen.as_deref(), Some("120"), "the standard tier at start");
+
+    std::fs::write(
+        &path,
+        original.replacen("read_light_per_min = 120\n", "read_light_per_min = 240\n", 1),
+    )
+    .unwrap();
+    let pid = child.id().expect("running").to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    for _ in 0..100 {
+        seen = limit().await;
+        if seen.as_deref() == Some("240") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen.as_deref(), Some("240"), "the reloaded tier, same process");
+    child.kill().await.unwrap();
+}
+
 /// The shipped config on the given ports, keys file `keys` (absolute).
 fn serve_config(dir: &Path, gw: u16, admin: u16, keys: &Path) -> PathBuf {
     config_copy(dir, |t| {

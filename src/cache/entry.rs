@@ -45,6 +45,8 @@ pub struct CachedContainer {
     /// Until then the entry may still be served when the origin fails
     /// (stale-if-error): never past the earliest `expiresAt`.
     pub stale_until: Instant,
+    /// When the entry was built (its age, for the admin inspect endpoint).
+    pub filled_at: Instant,
 }
 
 /// One asset's descriptor: where its id is in `asset_ids` and where its
@@ -275,6 +277,7 @@ pub fn build(
         asset_ids: r.asset_ids.into_boxed_str(),
         expires_at,
         stale_until,
+        filled_at: Instant::now(),
     }
 }
 

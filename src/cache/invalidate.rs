@@ -127,7 +127,7 @@ impl ContentCache {
             revoked.sort_unstable();
             revoked.dedup();
         }
-        let until = now + self.settings.revoked_ttl;
+        let until = now + self.ttls.load().revoked_ttl;
         // Current ids only keep this event from revoking them; they never
         // lift an earlier revocation (events may arrive out of order).
         for a in &revoked {
@@ -149,7 +149,7 @@ impl ContentCache {
         }
         match inv.event_type {
             EventType::Deleted => {
-                st.tombstone_until = Some(now + self.settings.tombstone_ttl);
+                st.tombstone_until = Some(now + self.ttls.load().tombstone_ttl);
                 let at = inv.changed_at.or(inv.created_at).unwrap_or(now_ms);
                 st.tombstone_changed_at = Some(at);
             }

@@ -1,4 +1,5 @@
-//! Process signals: SIGTERM/SIGINT start a drain, SIGHUP reloads the keys file.
+//! Process signals: SIGTERM/SIGINT start a drain, SIGHUP reloads the keys
+//! file and the config file.
 
 use std::sync::Arc;
 
@@ -49,4 +50,24 @@ pub async fn forward_sighup(hup: Arc<tokio::sync::Notify>) {
     }
     #[cfg(not(unix))]
     let _ = hup;
+}
+
+/// Reloads the config file on every SIGHUP (see `reload.rs`). The reload
+/// reads files, so it runs on a blocking thread; it logs its outcome.
+pub async fn reload_config_on_sighup(gateway: crate::service::Gateway) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut s) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; POST /admin/reload still reloads the config");
+            return;
+        };
+        while s.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config file");
+            let gw = gateway.clone();
+            let _ = tokio::task::spawn_blocking(move || gw.reload_config()).await;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = gateway;
 }
