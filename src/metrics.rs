@@ -5,6 +5,9 @@
 //! per-org series are capped: past `max_org_labels` distinct orgs, new ones
 //! fold into `other`.
 
+mod representation;
+
+pub use representation::RepresentationMetrics;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -52,6 +55,8 @@ pub struct Metrics {
     /// deadline, by `reason` (`response_stalled`, `idle`).
     pub connections_cut: IntCounterVec,
     pub origin_retries: IntCounterVec,
+    /// 304s, compressed replies, and the variants cached entries hold.
+    pub representation: RepresentationMetrics,
     /// Pre-resolved series of the cache-hit path (container, asset), so a
     /// hit does not hash label values on every request.
     hot: [HotSeries; 2],
@@ -298,6 +303,7 @@ impl Metrics {
                 "Retries of idempotent origin requests: sent, or refused by the retry budget.",
                 &["result"],
             ),
+            representation: RepresentationMetrics::new(&r),
             org_labels: Mutex::new(HashSet::new()),
             max_org_labels,
             registry: r,
