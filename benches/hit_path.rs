@@ -188,11 +188,28 @@ fn representations(c: &mut Criterion) {
     };
     rt.block_on(gw.handle(mk(&container_path, &[])));
     let (container_tag, asset_tag) = (tag(&container_path, "identity"), tag(&asset_path, "identity"));
-    let cases: [(&str, &str, Vec<(&str, &str)>, u16); 6] = [
+    /// Name, path, extra request headers, expected status.
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+    let cases: [Case<'_>; 6] = [
         ("container_200", &container_path, vec![], 200),
-        ("container_304", &container_path, vec![("if-none-match", &container_tag)], 304),
-        ("container_br", &container_path, vec![("accept-encoding", "gzip, br")], 200),
-        ("container_gzip", &container_path, vec![("accept-encoding", "gzip")], 200),
+        (
+            "container_304",
+            &container_path,
+            vec![("if-none-match", &container_tag)],
+            304,
+        ),
+        (
+            "container_br",
+            &container_path,
+            vec![("accept-encoding", "gzip, br")],
+            200,
+        ),
+        (
+            "container_gzip",
+            &container_path,
+            vec![("accept-encoding", "gzip")],
+            200,
+        ),
         ("asset_200", &asset_path, vec![], 200),
         ("asset_304", &asset_path, vec![("if-none-match", &asset_tag)], 304),
     ];

@@ -313,9 +313,8 @@ async fn with_etag(resp: http::Response<Full<Bytes>>) -> http::Response<Full<Byt
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
-    let Ok(collected) = http_body_util::BodyExt::collect(body).await else {
-        return http::Response::from_parts(parts, Full::new(Bytes::new()));
-    };
+    // `Full` never fails.
+    let Ok(collected) = http_body_util::BodyExt::collect(body).await;
     let bytes = collected.to_bytes();
     let tag = layers_gateway::cache::representation::strong_tag(&[&bytes]);
     if let Ok(v) = http::HeaderValue::from_bytes(&tag) {

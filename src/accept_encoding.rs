@@ -214,7 +214,10 @@ fn parse_qvalue(v: &[u8]) -> Option<u16> {
 
 fn trim(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(s.len());
-    let end = s.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |i| i + 1);
+    let end = s
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
     &s[start..end]
 }
 
@@ -271,8 +274,16 @@ mod tests {
         assert_eq!(chosen("gzip;q=0", &BOTH), Identity);
         assert_eq!(chosen("gzip;q=0, br", &BOTH), Br);
         assert_eq!(chosen("br;q=0, gzip;q=0.000", &BOTH), Identity);
-        assert_eq!(chosen("*;q=0", &BOTH), Identity, "nothing acceptable: identity anyway");
-        assert_eq!(chosen("identity;q=0", &BOTH), Identity, "nothing listed is available");
+        assert_eq!(
+            chosen("*;q=0", &BOTH),
+            Identity,
+            "nothing acceptable: identity anyway"
+        );
+        assert_eq!(
+            chosen("identity;q=0", &BOTH),
+            Identity,
+            "nothing listed is available"
+        );
         assert_eq!(chosen("identity;q=0, gzip", &BOTH), Gzip);
         assert_eq!(chosen("*;q=0, br", &BOTH), Br);
         assert_eq!(chosen("*;q=0, identity", &BOTH), Identity);

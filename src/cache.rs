@@ -35,8 +35,8 @@ use entry::CachedContainer;
 use fence::{Fence, Fences, Lease, MutationMark};
 use flight::{FlightKey, Flights};
 pub use invalidate::Applied;
-use std::future::Future;
 use representation::{CompressSettings, Variant};
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -421,7 +421,8 @@ impl ContentCache {
                 }
             };
             let variants = self.compress(&body).await;
-            let (entry, discard) = self.complete_fill(org.clone(), id, &fence, lease, epoch, body, variants)?;
+            let (entry, discard) =
+                self.complete_fill(org.clone(), id, &fence, lease, epoch, body, variants)?;
             match discard {
                 None => {
                     if Instant::now() < entry.expires_at {

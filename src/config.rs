@@ -967,7 +967,10 @@ mod tests {
                 "cache.compress_encodings[1]",
             ),
             ("[cache]\ncompress_gzip_level = 0\n", "cache.compress_gzip_level"),
-            ("[cache]\ncompress_brotli_quality = 12\n", "cache.compress_brotli_quality"),
+            (
+                "[cache]\ncompress_brotli_quality = 12\n",
+                "cache.compress_brotli_quality",
+            ),
             (
                 "[cache]\ncontainer_cache_control = \"private\\n\"\n",
                 "cache.container_cache_control",

@@ -191,7 +191,10 @@ pub fn accept_encoding(data: &[u8]) {
         }
         let best = available.iter().filter_map(|&x| a.weight(x)).max();
         if let (Some(best), Some(got)) = (best, a.weight(e)) {
-            assert!(got >= best || e == Encoding::Identity, "{e:?} is not the heaviest");
+            assert!(
+                got >= best || e == Encoding::Identity,
+                "{e:?} is not the heaviest"
+            );
         }
     }
     if let Ok(v) = HeaderValue::from_bytes(data) {
@@ -212,7 +215,11 @@ pub fn if_none_match(data: &[u8]) {
     for t in tags(list) {
         assert!(t.opaque.len() >= 2 && t.opaque[0] == b'"' && t.opaque[t.opaque.len() - 1] == b'"');
         assert!(!t.opaque[1..t.opaque.len() - 1].contains(&b'"'));
-        assert!(value_matches(data, t.opaque), "{:?}", String::from_utf8_lossy(t.opaque));
+        assert!(
+            value_matches(data, t.opaque),
+            "{:?}",
+            String::from_utf8_lossy(t.opaque)
+        );
     }
     assert!(!value_matches(data, b"\"not\"a-tag\""));
 }

@@ -7,11 +7,11 @@
 
 mod representation;
 
-pub use representation::RepresentationMetrics;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+pub use representation::RepresentationMetrics;
 use std::collections::HashSet;
 use std::sync::Mutex;
 

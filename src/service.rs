@@ -441,7 +441,16 @@ impl Gateway {
             Route::ContentVariant { id, asset } => {
                 let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
                 outcome.cache = Some(CacheStatus::Bypass);
-                Box::pin(self.content_via_origin(parts, &principal, *id, asset.as_deref(), path, rid, outcome)).await
+                Box::pin(self.content_via_origin(
+                    parts,
+                    &principal,
+                    *id,
+                    asset.as_deref(),
+                    path,
+                    rid,
+                    outcome,
+                ))
+                .await
             }
             Route::BadContentId { .. } => Err(GatewayError::not_found()),
             Route::Proxy { write_through, .. } => {

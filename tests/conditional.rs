@@ -41,7 +41,9 @@ async fn send(gw: &Gateway, method: Method, path: &str, extra: &[(&str, &str)]) 
 }
 
 fn etag(r: &Reply) -> String {
-    let t = r.header("etag").expect("a 200 of a content route carries an ETag");
+    let t = r
+        .header("etag")
+        .expect("a 200 of a content route carries an ETag");
     assert!(
         t.starts_with('"') && t.ends_with('"') && !t.starts_with("W/"),
         "a strong tag: {t}"
@@ -146,7 +148,11 @@ async fn requests_coalesced_on_one_fill_all_get_304() {
         statuses.push(r.x_cache().unwrap().to_owned());
     }
     assert_eq!(sim.container_gets(), gets_before + 1, "one fill for all four");
-    assert_eq!(statuses.iter().filter(|s| *s == "MISS").count(), 4, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "MISS").count(),
+        4,
+        "{statuses:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -325,12 +331,7 @@ async fn cache_control_is_set_per_route_and_errors_are_no_store() {
     let r = get(&gw, &asset(), &[]).await;
     assert_eq!(r.status, 200);
     assert!(r.header("cache-control").is_none());
-    let r = get(
-        &gw,
-        "/v1/content/cnt_00000000-0000-4000-8000-0000000000a1",
-        &[],
-    )
-    .await;
+    let r = get(&gw, "/v1/content/cnt_00000000-0000-4000-8000-0000000000a1", &[]).await;
     r.assert_error(404, "NOT_FOUND");
     assert_eq!(r.header("cache-control"), Some("no-store"));
     assert!(r.header("etag").is_none());

@@ -62,9 +62,17 @@ async fn every_coding_decompresses_to_the_identity_bytes_and_has_its_own_tag() {
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-encoding"), Some(coding));
         assert_eq!(r.header("vary"), Some("accept-encoding"));
-        assert_eq!(r.x_cache(), Some("HIT"), "made at fill time, served from the entry");
+        assert_eq!(
+            r.x_cache(),
+            Some("HIT"),
+            "made at fill time, served from the entry"
+        );
         assert!(r.body.len() < identity.body.len(), "{coding} is smaller");
-        assert_eq!(decode(&r), identity.body, "{coding} decodes to the identity bytes");
+        assert_eq!(
+            decode(&r),
+            identity.body,
+            "{coding} decodes to the identity bytes"
+        );
         let tag = r.header("etag").unwrap().to_owned();
         assert!(!tags.contains(&tag), "{coding} has a tag of its own");
         tags.push(tag.clone());
@@ -97,7 +105,10 @@ async fn every_coding_decompresses_to_the_identity_bytes_and_has_its_own_tag() {
             Bytes::new(),
         )
         .await;
-        assert_eq!(other.status, 200, "the identity tag does not name the {coding} bytes");
+        assert_eq!(
+            other.status, 200,
+            "the identity tag does not name the {coding} bytes"
+        );
         assert_eq!(decode(&other), identity.body);
     }
     assert_eq!(sim.container_gets(), 1);
@@ -191,7 +202,11 @@ async fn on_the_wire_content_length_is_exact_for_every_coding_and_head() {
             .await;
         assert_eq!(head.status, 200);
         assert!(head.body.is_empty());
-        assert_eq!(head.header("content-length"), r.header("content-length"), "{accept}");
+        assert_eq!(
+            head.header("content-length"),
+            r.header("content-length"),
+            "{accept}"
+        );
         assert_eq!(head.header("content-encoding"), r.header("content-encoding"));
         assert_eq!(head.header("etag"), r.header("etag"), "{accept}");
         // A 304 on the wire: no body, and no length of a body.
@@ -211,7 +226,10 @@ async fn on_the_wire_content_length_is_exact_for_every_coding_and_head() {
             .await;
         assert_eq!(nm.status, 304);
         assert!(nm.body.is_empty());
-        assert!(nm.header("content-length").is_none(), "RFC 9110 8.6: no length but the 200's");
+        assert!(
+            nm.header("content-length").is_none(),
+            "RFC 9110 8.6: no length but the 200's"
+        );
         assert!(nm.header("content-type").is_none());
         assert_eq!(nm.header("etag"), Some(tag));
         lengths.push(len);
@@ -254,8 +272,14 @@ async fn metrics_count_compressed_replies_bytes_saved_and_variants_stored() {
             .unwrap_or_else(|| panic!("{series} not in:\n{text}"))
     };
     let n = identity.body.len() as u64;
-    assert_eq!(value("layers_gateway_compressed_responses_total{encoding=\"gzip\"}"), 1);
-    assert_eq!(value("layers_gateway_compressed_responses_total{encoding=\"br\"}"), 2);
+    assert_eq!(
+        value("layers_gateway_compressed_responses_total{encoding=\"gzip\"}"),
+        1
+    );
+    assert_eq!(
+        value("layers_gateway_compressed_responses_total{encoding=\"br\"}"),
+        2
+    );
     assert_eq!(
         value("layers_gateway_compression_bytes_saved_total{encoding=\"gzip\"}"),
         n - gz.body.len() as u64

@@ -154,8 +154,8 @@ impl CachedContainer {
             .iter()
             .map(|v| v.body.len() + std::mem::size_of::<Variant>())
             .sum();
-        (self.body.len() + self.prefix.len() + assets + self.tags.len() + variants + 256).min(u32::MAX as usize)
-            as u32
+        (self.body.len() + self.prefix.len() + assets + self.tags.len() + variants + 256)
+            .min(u32::MAX as usize) as u32
     }
 }
 

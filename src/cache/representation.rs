@@ -139,7 +139,9 @@ mod tests {
     fn sample() -> Vec<u8> {
         let mut s = String::from("{\"id\":\"cnt_x\",\"assets\":[");
         for i in 0..20 {
-            s.push_str(&format!("{{\"assetId\":\"slide-{i}\",\"url\":\"https://cdn.example/slide-{i}.png\"}},"));
+            s.push_str(&format!(
+                "{{\"assetId\":\"slide-{i}\",\"url\":\"https://cdn.example/slide-{i}.png\"}},"
+            ));
         }
         s.push_str("{}]}");
         s.into_bytes()

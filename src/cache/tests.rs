@@ -103,7 +103,15 @@ async fn an_invalidation_revokes_the_ids_of_an_entry_not_yet_in_moka() {
     let fence = cache.fences.get_or_create(id());
     let lease = fence.lease(Instant::now()).unwrap();
     let (entry, discard) = cache
-        .complete_fill(org(), id(), &fence, lease, 0, body(&["old-1", "old-2"]), Vec::new())
+        .complete_fill(
+            org(),
+            id(),
+            &fence,
+            lease,
+            0,
+            body(&["old-1", "old-2"]),
+            Vec::new(),
+        )
         .unwrap();
     assert_eq!(discard, None);
     // Not inserted into moka: the insert happens after the fence lock.
