@@ -374,3 +374,57 @@ async fn metrics_count_304s_and_the_bytes_they_saved() {
         "layers_gateway_requests_total{{code=\"\",method=\"GET\",{c},status=\"304\"}} 3"
     )));
 }
+
+/// Over real sockets: a read the cache does not answer whose body the
+/// fence rewrote (an asset revoked while the origin still lists it) is
+/// sent with the length and tag of the rewritten bytes, and that tag
+/// revalidates it. (With the origin's Content-Length kept, hyper refused
+/// to write the reply: its length was the origin's, not the body's.)
+#[tokio::test]
+async fn a_body_the_fence_rewrote_carries_its_own_length_and_tag() {
+    use layers_gateway::events::{EventType, Invalidation, Source};
+    let h = Harness::start().await;
+    let id = layers_gateway::ids::ContainerId::parse(SLIDESHOW).unwrap();
+    let revoke = Invalidation {
+        event_id: None,
+        source: Source::Admin,
+        event_type: EventType::Regenerated,
+        container: Some(id),
+        revoked_asset_ids: vec![SLIDE.into()],
+        current_asset_ids: Vec::new(),
+        changed_at: None,
+        created_at: None,
+    };
+    h.gateway().apply_invalidation(&revoke).await;
+    let path = format!("{}?view=full", container());
+    let key = reader_key();
+    let r = h.client.get(&path, &key).await;
+    assert_eq!(r.status, 200);
+    let assets = r.json()["assets"].as_array().unwrap().clone();
+    assert!(!assets.is_empty());
+    assert!(
+        assets.iter().all(|a| a["assetId"] != SLIDE),
+        "the revoked asset is left out"
+    );
+    assert_eq!(
+        r.header("content-length").map(|l| l.parse::<usize>().unwrap()),
+        Some(r.body.len())
+    );
+    let tag = etag(&r);
+    assert_eq!(
+        tag.as_bytes(),
+        &layers_gateway::cache::representation::strong_tag(&[&r.body])[..]
+    );
+    let nm = h
+        .client
+        .send(
+            Method::GET,
+            &path,
+            &[("x-api-key", &key), ("if-none-match", &tag)],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(nm.status, 304);
+    assert!(nm.header("content-length").is_none());
+    h.stop().await;
+}

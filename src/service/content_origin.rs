@@ -118,8 +118,11 @@ impl Gateway {
                 &self.state.content_headers,
                 outcome,
             );
+            // The origin's length is of its body, which the fence may have
+            // rewritten: hyper writes the length of the body sent, and a
+            // 304 has none.
+            headers.remove(CONTENT_LENGTH);
             if resp.status() == StatusCode::NOT_MODIFIED {
-                headers.remove(CONTENT_LENGTH);
                 headers.remove(http::header::CONTENT_TYPE);
             }
             // The origin's other headers (content type, its own extras),
