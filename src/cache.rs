@@ -455,7 +455,10 @@ impl ContentCache {
     /// lock is taken (a large body off the runtime's workers).
     async fn compress(&self, body: &Bytes) -> Vec<Variant> {
         let s = &self.settings.compress;
-        if s.encodings.is_empty() || body.len() < s.min_bytes {
+        if s.encodings.is_empty()
+            || body.len() < s.min_bytes
+            || body.len() > representation::COMPRESS_MAX_BYTES
+        {
             return Vec::new();
         }
         if body.len() < COMPRESS_INLINE_MAX {

@@ -72,6 +72,10 @@ impl Default for CompressSettings {
 /// window would only cost the encoder memory at fill time.
 const BROTLI_LGWIN: u32 = 18;
 
+/// Bodies longer than this stay identity only: it bounds the memory fills
+/// in flight spend on compression (containers are a few KiB).
+pub const COMPRESS_MAX_BYTES: usize = 1024 * 1024;
+
 /// One compressed variant of a container body.
 pub struct Variant {
     pub encoding: Encoding,
@@ -80,9 +84,10 @@ pub struct Variant {
 }
 
 /// The compressed variants of `body` the settings ask for, each only when
-/// it is smaller than the body itself.
+/// it is smaller than the body itself; none for a body under
+/// `min_bytes` or over [`COMPRESS_MAX_BYTES`].
 pub fn compress(body: &[u8], s: &CompressSettings) -> Vec<Variant> {
-    if body.len() < s.min_bytes {
+    if body.len() < s.min_bytes || body.len() > COMPRESS_MAX_BYTES {
         return Vec::new();
     }
     let mut out = Vec::with_capacity(s.encodings.len());

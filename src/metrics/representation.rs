@@ -1,7 +1,8 @@
 //! Metrics of validators and compressed variants: 304s and the bytes they
 //! saved, compressed replies and the bytes compression saved, and the
 //! variants cached entries hold. Series are resolved once, so a hit that
-//! counts into them hashes no label values.
+//! counts into them hashes no label values. Names are written out whole
+//! (`tests/metrics.rs` reads them here to check the docs).
 
 use crate::accept_encoding::Encoding;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
@@ -30,28 +31,27 @@ fn coding_index(e: Encoding) -> Option<usize> {
 impl RepresentationMetrics {
     pub fn new(r: &Registry) -> RepresentationMetrics {
         let counter = |name: &str, help: &str, label: &str| {
-            let c = IntCounterVec::new(Opts::new(format!("layers_gateway_{name}"), help), &[label])
-                .expect("valid metric");
+            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
             r.register(Box::new(c.clone())).expect("unique metric");
             c
         };
         let not_modified = counter(
-            "not_modified_total",
+            "layers_gateway_not_modified_total",
             "Content replies answered 304 Not Modified (If-None-Match matched), by route.",
             "route",
         );
         let not_modified_bytes = counter(
-            "not_modified_bytes_saved_total",
+            "layers_gateway_not_modified_bytes_saved_total",
             "Body bytes not sent because a GET was answered 304, by route.",
             "route",
         );
         let compressed = counter(
-            "compressed_responses_total",
+            "layers_gateway_compressed_responses_total",
             "Container replies sent as a compressed variant, by encoding.",
             "encoding",
         );
         let compression_bytes = counter(
-            "compression_bytes_saved_total",
+            "layers_gateway_compression_bytes_saved_total",
             "Identity body bytes less the bytes sent, over compressed GET replies, by encoding.",
             "encoding",
         );
