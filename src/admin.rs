@@ -70,6 +70,11 @@ async fn route<B>(gw: &Gateway, req: &Request<B>) -> Result<Response<ResponseBod
             st.metrics
                 .cache_weighted_bytes
                 .set(st.cache.weighted_size() as i64);
+            let v = st.cache.variant_counts();
+            st.metrics.representation.set_variants(
+                v.gzip.load(std::sync::atomic::Ordering::Relaxed),
+                v.br.load(std::sync::atomic::Ordering::Relaxed),
+            );
             let mut r = Response::new(ResponseBody::full(Bytes::from(st.metrics.render())));
             r.headers_mut().insert(
                 CONTENT_TYPE,

@@ -5,7 +5,10 @@
 //! - [`service`]: the request path; the one place `Result` -> `Response`.
 //! - [`routes`]: method + path -> `Route`, the route table and scopes.
 //! - [`auth`]: credentials -> `Principal`; keys file, scopes.
-//! - [`cache`]: lookup / single-flight fill / invalidate under fences.
+//! - [`cache`]: lookup / single-flight fill / invalidate under fences;
+//!   entity tags and compressed variants made at fill time.
+//! - [`accept_encoding`], [`conditional`]: `Accept-Encoding` negotiation
+//!   and `If-None-Match` (304) for the content routes.
 //! - [`origin`]: the upstream client (pooled, deadlines, body caps).
 //! - [`events`]: `Invalidation` and its sources (signed webhooks).
 //! - [`shaping`]: tiers, endpoint classes, GCRA limits, daily write cap,
@@ -26,6 +29,7 @@
 //! - [`cli`]: the command line (`serve`, `demo`, `check-config`, `hash-key`).
 //! - `fuzzing`: entry points of the fuzz targets (`fuzz/`) and their corpus test.
 
+pub mod accept_encoding;
 pub mod admin;
 pub mod app;
 pub mod auth;
@@ -33,6 +37,7 @@ pub mod body;
 pub mod cache;
 pub mod cli;
 pub mod cluster;
+pub mod conditional;
 pub mod config;
 pub mod demo;
 pub mod error;

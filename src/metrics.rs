@@ -6,11 +6,13 @@
 //! fold into `other`.
 
 mod initial_series;
+mod representation;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+pub use representation::RepresentationMetrics;
 use std::collections::HashSet;
 use std::sync::Mutex;
 
@@ -54,6 +56,8 @@ pub struct Metrics {
     /// deadline, by `reason` (`response_stalled`, `idle`).
     pub connections_cut: IntCounterVec,
     pub origin_retries: IntCounterVec,
+    /// 304s, compressed replies, and the variants cached entries hold.
+    pub representation: RepresentationMetrics,
     /// Pre-resolved series of the cache-hit path (container, asset), so a
     /// hit does not hash label values on every request.
     hot: [HotSeries; 2],
@@ -300,6 +304,7 @@ impl Metrics {
                 "Retries of idempotent origin requests: sent, or refused by the retry budget.",
                 &["result"],
             ),
+            representation: RepresentationMetrics::new(&r),
             org_labels: Mutex::new(HashSet::new()),
             max_org_labels,
             registry: r,

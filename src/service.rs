@@ -7,6 +7,7 @@ mod content;
 mod content_origin;
 mod forward;
 mod proxy;
+mod validators;
 mod webhook;
 
 use crate::auth::authenticator::Authenticator;
@@ -40,7 +41,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// Room for every header a response of the gateway carries, so the map is
 /// allocated once at its final size.
-pub(crate) const RESPONSE_HEADERS: usize = 12;
+pub(crate) const RESPONSE_HEADERS: usize = 16;
 pub(crate) static JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// Everything a request may touch. Shared by every connection through an
@@ -76,6 +77,8 @@ pub struct State {
     /// Live config reload (SIGHUP, `POST /admin/reload`): the settings in
     /// force and the outcome of the last reload.
     pub reload: crate::reload::Reloader,
+    /// Cache-Control and Vary of the content routes (from `[cache]`).
+    content_headers: validators::ContentHeaders,
 }
 
 /// The gateway service. Cheap to clone (one `Arc`).
@@ -97,6 +100,8 @@ struct Outcome {
     /// by, read once when it arrives: a config reload during the request
     /// does not change its scope or class halfway.
     routes: Arc<RouteTable>,
+    /// A content reply's representation: 304, coding, bytes saved.
+    served: Option<validators::Served>,
 }
 
 impl Outcome {
@@ -107,6 +112,7 @@ impl Outcome {
             rate: Decisions::default(),
             cached_reply: None,
             routes,
+            served: None,
         }
     }
 }
@@ -170,6 +176,7 @@ impl Gateway {
         });
         let refusal_logs = crate::log_limit::RefusalLogs::new(config.log.refusals_per_sec);
         let webhook_reads = Arc::new(tokio::sync::Semaphore::new(config.webhooks.max_concurrent_reads));
+        let content_headers = validators::ContentHeaders::from_config(&config.cache);
         Gateway {
             state: Arc::new(State {
                 reload: crate::reload::Reloader::new(&config, &metrics),
@@ -186,6 +193,7 @@ impl Gateway {
                 cluster,
                 refusal_logs,
                 webhook_reads,
+                content_headers,
             }),
         }
     }
@@ -356,8 +364,13 @@ impl Gateway {
             (Ok(mut resp), Some(x_cache)) => {
                 let class = outcome.routes.class(method, route);
                 let mut h = cached_reply_headers(class, outcome.rate.per_minute.as_ref(), x_cache, rid_value);
-                // What the reply set itself (a HEAD's Content-Length) wins;
-                // `extend` keeps every value of a name set more than once.
+                if resp.status() == http::StatusCode::NOT_MODIFIED {
+                    // A 304 has no content to describe (RFC 9110 section 15.4.5).
+                    h.remove(CONTENT_TYPE);
+                }
+                // What the reply set itself (a HEAD's Content-Length, ETag,
+                // Cache-Control) wins; `extend` keeps every value of a
+                // name set more than once.
                 h.extend(std::mem::take(resp.headers_mut()));
                 *resp.headers_mut() = h;
                 return (resp, None);
@@ -463,7 +476,16 @@ impl Gateway {
             Route::ContentVariant { id, asset } => {
                 let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
                 outcome.cache = Some(CacheStatus::Bypass);
-                Box::pin(self.content_via_origin(parts, &principal, *id, asset.as_deref(), path, rid)).await
+                Box::pin(self.content_via_origin(
+                    parts,
+                    &principal,
+                    *id,
+                    asset.as_deref(),
+                    path,
+                    rid,
+                    outcome,
+                ))
+                .await
             }
             Route::BadContentId { .. } => Err(GatewayError::not_found()),
             Route::Proxy { write_through, .. } => {
@@ -520,6 +542,16 @@ impl Gateway {
             m.record_get_hit(asset_route, started.elapsed().as_secs_f64());
         } else {
             self.record_series(m, method, template, status, code, outcome, started, cache);
+        }
+        if let (Some(served), Some(asset_route)) = (outcome.served, hot_asset) {
+            let get = method == http::Method::GET;
+            if served.not_modified {
+                m.representation
+                    .not_modified(asset_route, if get { served.len } else { 0 });
+            } else if get && status == http::StatusCode::OK {
+                m.representation
+                    .compressed(served.encoding, served.saved_by_compression);
+            }
         }
         if let (Some(org_requests), Some(p)) = (&m.org_requests, &outcome.principal) {
             let class = match status.as_u16() / 100 {
@@ -626,6 +658,8 @@ fn finish(
             h.insert(CONTENT_TYPE, JSON.clone());
             h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
             h.insert(X_REQUEST_ID, rid_value.clone());
+            // An error is about this request only: no cache keeps it.
+            h.insert(http::header::CACHE_CONTROL, validators::NO_STORE.clone());
             if let Some(s) = e.retry_after_secs {
                 h.insert(RETRY_AFTER, HeaderValue::from(s));
             }

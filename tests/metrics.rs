@@ -1971,11 +1971,16 @@ async fn open_and_evicted_connections_are_counted() {
 // Ops files and docs stay in step with the code
 // ---------------------------------------------------------------------------
 
-/// Metric family names registered in `src/metrics.rs` (without the prefix):
-/// the string literal after `counter(&r,` / `gauge(&r,` / `histogram(&r,` /
-/// `single(`, and any literal `layers_gateway_<name>`.
+/// Metric family names registered in `src/metrics.rs` and its submodules
+/// (without the prefix): the string literal after `counter(&r,` /
+/// `gauge(&r,` / `histogram(&r,` / `single(`, and any literal
+/// `layers_gateway_<name>`.
 fn registered_families() -> BTreeSet<String> {
-    let src = include_str!("../src/metrics.rs");
+    let src = &[
+        include_str!("../src/metrics.rs"),
+        include_str!("../src/metrics/representation.rs"),
+    ]
+    .join("\n");
     let mut out = BTreeSet::new();
     let mut i = 0;
     let b = src.as_bytes();

@@ -3,7 +3,7 @@
 # bare hyper server, on loopback, with wrk.
 #
 #   bash benches/load/run.sh            # full run (about 10-15 minutes)
-#   bash benches/load/run.sh --smoke    # CI: a few seconds per system, scenarios a + c
+#   bash benches/load/run.sh --smoke    # CI: a few seconds per system, scenarios a c f g
 #   bash benches/load/run.sh --help
 #
 # Needs wrk and nginx (apt-get install -y wrk nginx), curl, taskset and
@@ -14,16 +14,18 @@ set -euo pipefail
 
 usage() {
   cat <<'EOF'
-usage: bash benches/load/run.sh [--smoke] [--scenarios "a b c d e"] [--out FILE] [--profile]
+usage: bash benches/load/run.sh [--smoke] [--scenarios "a b c d e f g"] [--out FILE] [--profile]
 
-  --smoke        one short round of scenario a (and c); exits non-zero if
+  --smoke        one short round of scenarios a, c, f and g; exits non-zero if
                  anything fails to start or a gateway hit reaches the origin
-  --scenarios    which scenarios to run (default: a b c d e; smoke: a c)
+  --scenarios    which scenarios to run (default: a b c d e f g; smoke: a c f g)
                    a  one hot asset, 100% cache hits
                    b  Zipf(s=1.0) over 100,000 containers x 4 assets
                    c  1,000 concurrent requests on one cold container
                    d  scenario a while 100 invalidation webhooks/s arrive
                    e  gateway memory after 100,000 and 1,000,000 containers
+                   f  polling with If-None-Match: every answer a 304 (conditional.sh)
+                   g  the hot container with Accept-Encoding: gzip, br (conditional.sh)
   --out FILE     also write the markdown results to FILE
   --profile      after the scenarios, record the gateway under `perf record` (dwarf call graphs)
                  during a short scenario-a run and print the top hot spots
@@ -40,6 +42,7 @@ Environment (defaults in brackets; smoke values after the slash):
   LAYERS_BENCH_NICE         nice value of servers and load generators [0]; on a
                             shared machine -10 (root) keeps other jobs' compiles
                             from taking the pinned cores away mid-run
+  LAYERS_BENCH_GATEWAY_CONFIG  the gateway's config [benches/load/gateway.toml]
   LAYERS_BENCH_KEEP=1       keep the work directory (logs, wrk output)
 EOF
 }
@@ -67,7 +70,7 @@ HERE=$ROOT/benches/load
 if [ "$SMOKE" = 1 ]; then
   : "${LAYERS_BENCH_DURATION:=3}" "${LAYERS_BENCH_WARMUP:=1}" "${LAYERS_BENCH_ROUNDS:=1}"
   : "${LAYERS_BENCH_CONTAINERS:=1000}"
-  : "${SCENARIOS:=a c}"
+  : "${SCENARIOS:=a c f g}"
 fi
 DURATION=${LAYERS_BENCH_DURATION:-10}
 WARMUP=${LAYERS_BENCH_WARMUP:-3}
@@ -77,7 +80,7 @@ CONTAINERS=${LAYERS_BENCH_CONTAINERS:-100000}
 BURST=${LAYERS_BENCH_BURST:-1000}
 MEMORY_MAX=${LAYERS_BENCH_MEMORY_MAX:-1000000}
 BUILD_PROFILE=${LAYERS_BENCH_PROFILE:-release}
-SCENARIOS=${SCENARIOS:-a b c d e}
+SCENARIOS=${SCENARIOS:-a b c d e f g}
 COLD=64
 
 # Loopback ports (benches/load/gateway.toml names the gateway's three).
@@ -95,7 +98,7 @@ STATS=http://127.0.0.1:$STATS_PORT/stats
 NGINX=http://127.0.0.1:$NGINX_PORT
 HYPER=http://127.0.0.1:$HYPER_PORT
 HYPER_HEAD=http://127.0.0.1:$HYPER_HEAD_PORT
-GW_CONFIG=$HERE/gateway.toml
+GW_CONFIG=${LAYERS_BENCH_GATEWAY_CONFIG:-$HERE/gateway.toml}
 
 # The demo `admin` key (config/demo-keys.toml: published, test-only): org
 # org_demo_a, every scope, tier pilot (raised in gateway.toml).
@@ -530,6 +533,12 @@ if has d; then
   emit "Webhooks, per round: $(grep '^webhooks' "$WEBHOOKS_LOG" | sed 's/^webhooks //' | paste -sd ';' - | sed 's/;/; /g')."
   emit ""
 fi
+
+# ------------------------------- scenarios f and g: 304s, compression
+# shellcheck source=benches/load/conditional.sh
+. "$HERE/conditional.sh"
+if has f; then scenario_f; fi
+if has g; then scenario_g; fi
 
 # ------------------------------------------ scenario c: cold burst
 if has c; then
