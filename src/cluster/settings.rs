@@ -16,8 +16,9 @@ pub const DEFAULT_STREAM: &str = "layers:invalidations";
 pub const DEFAULT_STREAM_MAXLEN: u64 = 100_000;
 /// Longest an instance serves from cache without showing it is caught up.
 pub const DEFAULT_MAX_UNSYNCED: Duration = Duration::from_millis(2_000);
-/// `XREAD BLOCK` timeout. At most half of `max_unsynced`, so an idle but
-/// healthy reader proves it is caught up well before the bound runs out.
+/// `XREAD BLOCK` timeout: how long an idle reader waits for new entries
+/// between two proofs. `block + 3 x command_timeout` must fit in
+/// `max_unsynced` (see [`ClusterSettings::validate`]).
 pub const DEFAULT_BLOCK: Duration = Duration::from_millis(500);
 /// Entries read per `XREAD` (`COUNT`).
 pub const DEFAULT_READ_COUNT: usize = 512;
@@ -40,6 +41,12 @@ pub const DEFAULT_LEASE_RETRY: Duration = Duration::from_millis(1_000);
 /// Invalidations kept for re-publishing while `XADD` fails. Past it the
 /// queue collapses into one purge-all (safe, and bounded).
 pub const DEFAULT_OUTBOX_MAX: usize = 10_000;
+/// Fence records (tombstones and revocations) kept in Redis for rebuilding
+/// the fences of an instance that joins or lost entries. Past it the ones
+/// that expire first are dropped.
+pub const DEFAULT_FENCE_MAX_ENTRIES: u64 = 50_000;
+/// Largest `fence_max_entries` (a rebuild reads them all in one reply).
+pub const MAX_FENCE_ENTRIES: u64 = 1_000_000;
 /// Event ids remembered to apply each stream entry once.
 pub const DEFAULT_DEDUPE_MAX_ENTRIES: u64 = 100_000;
 /// How long an applied event id is remembered.
@@ -63,7 +70,8 @@ pub struct ClusterSettings {
     /// Disconnected (or behind) longer than this, an instance serves cached
     /// routes from the origin and reports `degraded`.
     pub max_unsynced_ms: u64,
-    /// `XREAD BLOCK` timeout; at most `max_unsynced_ms / 2`.
+    /// `XREAD BLOCK` timeout; `block_ms + 3 x command_timeout_ms` at most
+    /// `max_unsynced_ms`.
     pub block_ms: u64,
     /// Entries per `XREAD`.
     pub read_count: usize,
@@ -85,6 +93,8 @@ pub struct ClusterSettings {
     pub outbox_max: usize,
     /// Applied event ids remembered (dedupe of stream entries).
     pub dedupe_max_entries: u64,
+    /// Fence records kept in Redis (see `DEFAULT_FENCE_MAX_ENTRIES`).
+    pub fence_max_entries: u64,
 }
 
 impl Default for ClusterSettings {
@@ -105,6 +115,7 @@ impl Default for ClusterSettings {
             lease_retry_ms: DEFAULT_LEASE_RETRY.as_millis() as u64,
             outbox_max: DEFAULT_OUTBOX_MAX,
             dedupe_max_entries: DEFAULT_DEDUPE_MAX_ENTRIES,
+            fence_max_entries: DEFAULT_FENCE_MAX_ENTRIES,
         }
     }
 }
@@ -180,16 +191,30 @@ impl ClusterSettings {
         if self.stream.is_empty() {
             return Err("cluster.stream: must not be empty".into());
         }
+        if self.stream.contains(['{', '}']) && super::keys::hash_tag(&self.stream).is_none() {
+            return Err(
+                "cluster.stream: braces must form a non-empty hash tag, as in {layers}:invalidations".into(),
+            );
+        }
         if self.stream_maxlen == 0 {
             return Err("cluster.stream_maxlen: must be greater than 0".into());
         }
         if !(100..=600_000).contains(&self.max_unsynced_ms) {
             return Err("cluster.max_unsynced_ms: must be between 100 and 600000".into());
         }
-        if self.block_ms < 10 || self.block_ms > self.max_unsynced_ms / 2 {
+        // An idle instance renews its proof at most `block_ms` plus three
+        // replies (the proof round, the blocking wait, the next proof round)
+        // after the last one was sent: with every reply within
+        // command_timeout_ms, that must fit in max_unsynced_ms, or a healthy
+        // idle instance flaps.
+        let renewal = self
+            .block_ms
+            .saturating_add(self.command_timeout_ms.saturating_mul(3));
+        if self.block_ms < 10 || renewal > self.max_unsynced_ms {
             return Err(format!(
-                "cluster.block_ms: must be between 10 and max_unsynced_ms / 2 ({})",
-                self.max_unsynced_ms / 2
+                "cluster.block_ms: must be at least 10, and block_ms + 3 x command_timeout_ms ({renewal}) \
+                 at most max_unsynced_ms ({}), or an idle instance cannot renew its proof in time",
+                self.max_unsynced_ms
             ));
         }
         if !(1..=10_000).contains(&self.read_count) {
@@ -219,10 +244,14 @@ impl ClusterSettings {
             (self.lease_retry_ms, "lease_retry_ms"),
             (self.outbox_max as u64, "outbox_max"),
             (self.dedupe_max_entries, "dedupe_max_entries"),
+            (self.fence_max_entries, "fence_max_entries"),
         ] {
             if v == 0 {
                 return Err(format!("cluster.{f}: must be greater than 0"));
             }
+        }
+        if self.fence_max_entries > MAX_FENCE_ENTRIES {
+            return Err(format!("cluster.fence_max_entries: at most {MAX_FENCE_ENTRIES}"));
         }
         Ok(())
     }
@@ -331,6 +360,16 @@ mod tests {
             (
                 "redis_url = \"redis://a:1\"\nblock_ms = 1500\n",
                 "cluster.block_ms:",
+            ),
+            (
+                // The idle flap of issue 15: a 500 ms block cannot renew a
+                // 1000 ms proof with 250 ms replies.
+                "redis_url = \"redis://a:1\"\nmax_unsynced_ms = 1000\n",
+                "cluster.block_ms:",
+            ),
+            (
+                "redis_url = \"redis://a:1\"\nfence_max_entries = 0\n",
+                "cluster.fence_max_entries:",
             ),
             (
                 "redis_url = \"redis://a:1\"\nread_count = 0\n",
