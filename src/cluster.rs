@@ -12,6 +12,8 @@
 //! - [`gap`]: exact gap detection from the entries' ordinals.
 //! - [`scripts`]: the Lua scripts of the stream and their answers.
 //! - [`keys`]: the stream's derived keys, in one hash slot.
+//! - [`connect`]: the Redis client: URL, TLS roots, ACL credentials from
+//!   the environment.
 //! - [`limiter`]: [`ClusterLimiter`], per-minute GCRA leases from Redis
 //!   spent locally, with a local share when Redis is unreachable.
 //! - [`daily`]: [`ClusterDailyCap`], the daily write cap leased the same way.
@@ -32,6 +34,7 @@
 //! first, then [`ClusterNode::publish`]ed; a cached route checks
 //! [`ClusterNode::is_synced`] before the cache lookup.
 
+pub mod connect;
 pub mod daily;
 pub mod entry;
 pub mod gap;

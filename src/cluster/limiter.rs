@@ -268,8 +268,7 @@ impl ClusterLimiter {
 
 /// A lazily connecting, self-reconnecting connection for leases.
 pub(super) fn connect_lazily(settings: &ClusterSettings) -> Result<ConnectionManager, String> {
-    let client =
-        redis::Client::open(settings.redis_url.as_str()).map_err(|e| format!("cluster.redis_url: {e}"))?;
+    let client = settings.client()?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(settings.connect_timeout()))
         .set_response_timeout(Some(settings.command_timeout()))

@@ -199,8 +199,7 @@ impl ClusterNode {
     /// first read). Must be called inside a tokio runtime.
     pub fn new(settings: &ClusterSettings, stats: Arc<ClusterStats>) -> Result<Arc<ClusterNode>, String> {
         settings.validate()?;
-        let client = redis::Client::open(settings.redis_url.as_str())
-            .map_err(|e| format!("cluster.redis_url: {e}"))?;
+        let client = settings.client()?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout()))
             .set_response_timeout(Some(settings.command_timeout()))

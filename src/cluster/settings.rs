@@ -60,8 +60,18 @@ pub const MAX_KEY_LEN: usize = 200;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSettings {
-    /// `redis://[user:password@]host:port[/db]` (required).
+    /// `redis://[user:password@]host:port[/db]`, `rediss://...` (TLS) or
+    /// `redis+unix://...` (required).
     pub redis_url: String,
+    /// PEM file of the CA certificates a `rediss://` server's certificate
+    /// must chain to; default: the system's roots.
+    pub tls_ca_file: Option<String>,
+    /// Name of the environment variable holding the ACL user name
+    /// (overrides the URL's).
+    pub username_env: Option<String>,
+    /// Name of the environment variable holding the password (overrides
+    /// the URL's; keeps the secret out of the config file).
+    pub password_env: Option<String>,
     /// Key of the invalidation stream.
     pub stream: String,
     /// Approximate length cap of the stream (`MAXLEN ~`). An instance that
@@ -101,6 +111,9 @@ impl Default for ClusterSettings {
     fn default() -> Self {
         ClusterSettings {
             redis_url: String::new(),
+            tls_ca_file: None,
+            username_env: None,
+            password_env: None,
             stream: DEFAULT_STREAM.to_owned(),
             stream_maxlen: DEFAULT_STREAM_MAXLEN,
             max_unsynced_ms: DEFAULT_MAX_UNSYNCED.as_millis() as u64,
@@ -145,6 +158,11 @@ impl ClusterSettings {
         Duration::from_millis(self.lease_retry_ms)
     }
 
+    /// The Redis client these settings describe (see `connect.rs`).
+    pub fn client(&self) -> Result<redis::Client, String> {
+        super::connect::client(self)
+    }
+
     /// The configured `instance_id`, or `<host>-<pid>`.
     pub fn resolved_instance_id(&self) -> String {
         match &self.instance_id {
@@ -175,12 +193,9 @@ impl ClusterSettings {
         if self.redis_url.is_empty() {
             return Err("cluster.redis_url: must be set (redis://host:port)".into());
         }
-        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("redis+unix://") {
-            return Err("cluster.redis_url: scheme must be redis:// or redis+unix://".into());
-        }
-        // Parses the URL exactly as the client will (connects to nothing).
-        redis::Client::open(self.redis_url.as_str())
-            .map_err(|e| format!("cluster.redis_url: {}", redact(&e.to_string(), &self.redis_url)))?;
+        // Builds the client exactly as the node will: parses the URL, reads
+        // the CA file and the credential variables (connects to nothing).
+        self.client()?;
         for (v, f) in [(&self.stream, "stream"), (&self.key_prefix, "key_prefix")] {
             if v.len() > MAX_KEY_LEN || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(format!(
@@ -277,20 +292,6 @@ fn default_instance_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// An error message with any password of the URL blanked out.
-fn redact(msg: &str, url: &str) -> String {
-    let password = url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split_once('@'))
-        .and_then(|(userinfo, _)| userinfo.split_once(':'))
-        .map(|(_, p)| p)
-        .filter(|p| !p.is_empty());
-    match password {
-        Some(p) => msg.replace(p, "***"),
-        None => msg.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +344,10 @@ mod tests {
         for (extra, field) in [
             ("", "cluster.redis_url:"),
             ("redis_url = \"http://x\"\n", "cluster.redis_url:"),
+            (
+                "redis_url = \"rediss://a:1\"\ntls_ca_file = \"/nonexistent\"\n",
+                "cluster.tls_ca_file:",
+            ),
             ("redis_url = \"redis://\"\n", "cluster.redis_url:"),
             ("redis_url = \"redis://a:1\"\nstream = \"\"\n", "cluster.stream:"),
             (
@@ -405,14 +410,5 @@ mod tests {
         }
         let e = parse(&format!("{url}bogus = 1\n")).unwrap_err();
         assert!(e.contains("unknown field `bogus`"), "{e}");
-    }
-
-    #[test]
-    fn a_password_never_reaches_the_message() {
-        assert_eq!(
-            redact("bad url redis://u:s3cret@h:x", "redis://u:s3cret@h:x"),
-            "bad url redis://u:***@h:x"
-        );
-        assert_eq!(redact("no password", "redis://h:1"), "no password");
     }
 }

@@ -26,6 +26,10 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// More `redis-server` arguments (TLS, ACL users).
+    extra: Vec<String>,
+    /// The ACL user and password this harness connects as, if not default.
+    auth: Option<(String, String)>,
 }
 
 /// Whether `redis-server` can be run; else the skip/panic policy.
@@ -65,7 +69,7 @@ fn report_skip() {
     });
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
@@ -75,6 +79,12 @@ fn free_port() -> u16 {
 impl RedisServer {
     /// Starts a server on a free port, or `None` when the test must skip.
     pub fn start() -> Option<RedisServer> {
+        RedisServer::start_with(Vec::new(), None)
+    }
+
+    /// As `start`, with more server arguments, connecting (`url`,
+    /// `connection`, `cmd`) as `auth`'s user when given.
+    pub fn start_with(extra: Vec<String>, auth: Option<(String, String)>) -> Option<RedisServer> {
         if !available() {
             return None;
         }
@@ -91,6 +101,8 @@ impl RedisServer {
                 port: free_port(),
                 dir: dir.clone(),
                 child: None,
+                extra: extra.clone(),
+                auth: auth.clone(),
             };
             if s.spawn() {
                 return Some(s);
@@ -108,6 +120,7 @@ impl RedisServer {
             .args(["--daemonize", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -148,7 +161,10 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.auth {
+            Some((user, password)) => format!("redis://{user}:{password}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
     /// SIGKILL (no shutdown, no save) and reap it.
