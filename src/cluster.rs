@@ -14,6 +14,8 @@
 //! - [`keys`]: the stream's derived keys, in one hash slot.
 //! - [`connect`]: the Redis client: URL, TLS roots, ACL credentials from
 //!   the environment.
+//! - [`target`]: where the primary is (fixed or asked of Sentinel) and the
+//!   shared connection that follows it.
 //! - [`limiter`]: [`ClusterLimiter`], per-minute GCRA leases from Redis
 //!   spent locally, with a local share when Redis is unreachable.
 //! - [`daily`]: [`ClusterDailyCap`], the daily write cap leased the same way.
@@ -46,6 +48,7 @@ mod reader;
 pub mod scripts;
 pub mod settings;
 pub mod stats;
+pub mod target;
 
 pub use daily::ClusterDailyCap;
 pub use gap::{detect_gap, Gap, Position};

@@ -42,9 +42,9 @@ use super::reader::{self, unix_millis};
 use super::scripts::PUBLISH_SCRIPT;
 use super::settings::ClusterSettings;
 use super::stats::ClusterStats;
+use super::target::{SharedConn, Target};
 use crate::events::dedupe::EventDedupe;
 use crate::events::{Invalidation, Source};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -134,12 +134,14 @@ pub struct ClusterNode {
     pub(super) keys: StreamKeys,
     /// Fence lifetime and export, set once by the wiring.
     fences: OnceLock<FenceSource>,
-    /// Client for the reader's dedicated connections (a blocking `XREAD`
-    /// must not share a multiplexed connection with `XADD`s and leases).
-    pub(super) client: redis::Client,
-    /// Shared, self-reconnecting connection for `XADD` and lease scripts.
-    /// Cloning it is cheap (one `Arc`); no lock.
-    conn: ConnectionManager,
+    /// Where the primary is (fixed, or asked of Sentinel by the reader on
+    /// each connect): the reader's dedicated connections go there (a
+    /// blocking `XREAD` must not share a multiplexed connection with
+    /// publishes and leases).
+    pub(super) target: Target,
+    /// Shared, self-reconnecting connection for publishes and lease
+    /// scripts, pointed at the primary the reader found.
+    pub(super) conn: SharedConn,
     /// The synced flag and its proof clock; see the module docs.
     pub(super) sync: SyncState,
     /// Event ids already applied (or published) here. Own lock inside.
@@ -199,15 +201,8 @@ impl ClusterNode {
     /// first read). Must be called inside a tokio runtime.
     pub fn new(settings: &ClusterSettings, stats: Arc<ClusterStats>) -> Result<Arc<ClusterNode>, String> {
         settings.validate()?;
-        let client = settings.client()?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout()))
-            .set_response_timeout(Some(settings.command_timeout()))
-            .set_number_of_retries(1)
-            .set_min_delay(MIN_BACKOFF)
-            .set_max_delay(MAX_BACKOFF);
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| format!("cluster: {e}"))?;
+        let target = Target::new(settings)?;
+        let conn = SharedConn::new(settings)?;
         let dedupe_ttl = super::settings::DEFAULT_DEDUPE_TTL;
         stats.set_state(SyncReason::Read);
         Ok(Arc::new(ClusterNode {
@@ -216,7 +211,7 @@ impl ClusterNode {
             instance_id: settings.resolved_instance_id().into(),
             nonce: format!("{:08x}", rand::random::<u32>()),
             seq: AtomicU64::new(0),
-            client,
+            target,
             conn,
             sync: SyncState {
                 synced: AtomicBool::new(false),
@@ -399,7 +394,7 @@ impl ClusterNode {
             .arg(p.fence_until.map(|t| t.to_string()).unwrap_or_default())
             .arg(unix_millis())
             .arg(self.settings.fence_max_entries);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.get();
         let reply = tokio::time::timeout(
             self.settings.command_timeout(),
             cmd.query_async::<String>(&mut conn),

@@ -124,17 +124,24 @@ pub(super) async fn run(node: Arc<ClusterNode>, apply: ApplyFn, flush: FlushFn, 
 }
 
 impl Reader {
+    /// Connects to the primary (asking Sentinel, if configured, each time)
+    /// and points the shared connection there too.
     async fn connect(&self) -> Result<MultiplexedConnection, String> {
         let s = &self.node.settings;
+        let client = self.node.target.primary(s.connect_timeout() * 2).await?;
+        if self.node.conn.follow(&client)? {
+            self.node.stats.primary_moves.inc();
+            tracing::warn!(
+                primary = %client.get_connection_info().addr(),
+                "cluster: following the Redis primary Sentinel names"
+            );
+        }
         // The wait blocks up to block_ms; only a reply later than that (plus
         // a command's time) means the connection is dead.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(s.connect_timeout()))
             .set_response_timeout(Some(s.block() + s.command_timeout()));
-        let connect = self
-            .node
-            .client
-            .get_multiplexed_async_connection_with_config(&config);
+        let connect = client.get_multiplexed_async_connection_with_config(&config);
         match tokio::time::timeout(s.connect_timeout() * 2, connect).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(e.to_string()),
@@ -203,6 +210,10 @@ impl Reader {
                 if !self.write_refused {
                     self.write_refused = true;
                     tracing::warn!(error = %e, "cluster: Redis refuses this instance's writes; it cannot show it is synced");
+                }
+                if self.node.target.is_sentinel() {
+                    // Perhaps a demoted primary: ask Sentinel again.
+                    return Err(format!("the primary refused a write ({e})"));
                 }
             }
         }

@@ -53,6 +53,8 @@ pub const DEFAULT_DEDUPE_MAX_ENTRIES: u64 = 100_000;
 pub const DEFAULT_DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Longest `instance_id`; it is part of generated event ids.
 pub const MAX_INSTANCE_ID_LEN: usize = 64;
+/// Most `sentinels` addresses.
+pub const MAX_SENTINELS: usize = 16;
 /// Longest `stream` and `key_prefix`.
 pub const MAX_KEY_LEN: usize = 200;
 
@@ -72,6 +74,12 @@ pub struct ClusterSettings {
     /// Name of the environment variable holding the password (overrides
     /// the URL's; keeps the secret out of the config file).
     pub password_env: Option<String>,
+    /// Redis Sentinel addresses (`host:port`); when set, the primary is the
+    /// one they name `sentinel_master`, and `redis_url` only gives the
+    /// database, credentials and scheme.
+    pub sentinels: Vec<String>,
+    /// The master name the sentinels monitor.
+    pub sentinel_master: String,
     /// Key of the invalidation stream.
     pub stream: String,
     /// Approximate length cap of the stream (`MAXLEN ~`). An instance that
@@ -114,6 +122,8 @@ impl Default for ClusterSettings {
             tls_ca_file: None,
             username_env: None,
             password_env: None,
+            sentinels: Vec::new(),
+            sentinel_master: String::new(),
             stream: DEFAULT_STREAM.to_owned(),
             stream_maxlen: DEFAULT_STREAM_MAXLEN,
             max_unsynced_ms: DEFAULT_MAX_UNSYNCED.as_millis() as u64,
@@ -196,6 +206,27 @@ impl ClusterSettings {
         // Builds the client exactly as the node will: parses the URL, reads
         // the CA file and the credential variables (connects to nothing).
         self.client()?;
+        if !self.sentinels.is_empty() {
+            if self.sentinels.len() > MAX_SENTINELS {
+                return Err(format!("cluster.sentinels: at most {MAX_SENTINELS}"));
+            }
+            if self.redis_url.starts_with("rediss://") {
+                return Err("cluster.sentinels: not with a rediss:// redis_url yet".into());
+            }
+            for a in &self.sentinels {
+                let ok = a
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+                if !ok {
+                    return Err(format!("cluster.sentinels: {a:?} is not host:port"));
+                }
+            }
+            if self.sentinel_master.is_empty() || self.sentinel_master.len() > MAX_KEY_LEN {
+                return Err("cluster.sentinel_master: must be set (the name the sentinels monitor)".into());
+            }
+        } else if !self.sentinel_master.is_empty() {
+            return Err("cluster.sentinel_master: only with cluster.sentinels".into());
+        }
         for (v, f) in [(&self.stream, "stream"), (&self.key_prefix, "key_prefix")] {
             if v.len() > MAX_KEY_LEN || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(format!(
@@ -371,6 +402,14 @@ mod tests {
                 // 1000 ms proof with 250 ms replies.
                 "redis_url = \"redis://a:1\"\nmax_unsynced_ms = 1000\n",
                 "cluster.block_ms:",
+            ),
+            (
+                "redis_url = \"redis://a:1\"\nsentinels = [\"a:1\"]\n",
+                "cluster.sentinel_master:",
+            ),
+            (
+                "redis_url = \"redis://a:1\"\nsentinels = [\"nope\"]\nsentinel_master = \"m\"\n",
+                "cluster.sentinels:",
             ),
             (
                 "redis_url = \"redis://a:1\"\nfence_max_entries = 0\n",

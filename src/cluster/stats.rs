@@ -25,6 +25,9 @@ pub struct ClusterStats {
     /// Times another Redis server process answered (its `run_id` changed:
     /// a restart or a failover): each is treated as a gap.
     pub failovers: IntCounter,
+    /// Times the stream reader found the primary at another address than
+    /// before (a Sentinel failover followed).
+    pub primary_moves: IntCounter,
     /// Fence rebuilds (at join and after every gap).
     pub fence_rebuilds: IntCounter,
     /// Fence records applied by the latest rebuild.
@@ -104,6 +107,10 @@ impl ClusterStats {
             failovers: counter(
                 "redis_failovers_total",
                 "Times another Redis server process answered (restart or failover); each flushes and rebuilds.",
+            ),
+            primary_moves: counter(
+                "primary_moves_total",
+                "Times Sentinel named another primary and this instance followed it.",
             ),
             fence_rebuilds: counter(
                 "fence_rebuilds_total",
@@ -196,6 +203,7 @@ impl ClusterStats {
         r.register(Box::new(self.sync_state.clone()))?;
         r.register(Box::new(self.heartbeat_errors.clone()))?;
         r.register(Box::new(self.failovers.clone()))?;
+        r.register(Box::new(self.primary_moves.clone()))?;
         r.register(Box::new(self.fence_rebuilds.clone()))?;
         r.register(Box::new(self.fence_records.clone()))?;
         r.register(Box::new(self.fences_republished.clone()))?;
@@ -226,7 +234,7 @@ mod tests {
         let r = Registry::new();
         s.register(&r).unwrap();
         let names: Vec<String> = r.gather().iter().map(|f| f.name().to_owned()).collect();
-        assert_eq!(names.len(), 20, "{names:?}");
+        assert_eq!(names.len(), 21, "{names:?}");
         assert!(names.iter().all(|n| n.starts_with("layers_gateway_cluster_")));
         assert!(s.register(&r).is_err(), "a second registration is refused");
     }
