@@ -106,7 +106,7 @@ fn tls_redis(pki: &Pki) -> Option<(RedisServer, u16)> {
 
 /// Settings for `rediss://` on `port`, trusting `ca`, with the credentials
 /// in environment variables of names unique to this test.
-fn tls_settings(port: u16, ca: &PathBuf, id: &str, tag: &str) -> ClusterSettings {
+fn tls_settings(port: u16, ca: &std::path::Path, id: &str, tag: &str) -> ClusterSettings {
     let (user_var, password_var) = (
         format!("LAYERS_TEST_REDIS_USER_{tag}"),
         format!("LAYERS_TEST_REDIS_PASSWORD_{tag}"),

@@ -87,14 +87,12 @@ pub fn detect_gap(prev_run_id: &str, pos: Position, r: &Round) -> Option<Gap> {
     if r.max_deleted > pos.id {
         return Some(Gap::Trimmed);
     }
-    let mut expect = pos.n + 1;
-    for e in &r.entries {
+    for (expect, e) in (pos.n + 1..).zip(&r.entries) {
         match e.n {
             Some(n) if n < expect => return Some(Gap::Recreated),
             Some(n) if n > expect => return Some(Gap::Trimmed),
             _ => {}
         }
-        expect += 1;
     }
     None
 }
