@@ -36,6 +36,7 @@
 //! first, then [`ClusterNode::publish`]ed; a cached route checks
 //! [`ClusterNode::is_synced`] before the cache lookup.
 
+mod conn;
 pub mod connect;
 pub mod daily;
 pub mod entry;

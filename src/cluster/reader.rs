@@ -33,11 +33,12 @@
 //! cannot read, no proof arrives and the watchdog turns the node unsynced
 //! after `max_unsynced`.
 
+use super::conn::Conn;
 use super::entry::{self, StreamId};
 use super::gap::{detect_gap, Gap, Position};
 use super::node::{ApplyFn, ClusterNode, FlushFn, SyncReason, MAX_BACKOFF, MIN_BACKOFF};
 use super::scripts::{Rebuild, Round, REBUILD_SCRIPT, SYNC_SCRIPT};
-use redis::aio::MultiplexedConnection;
+use super::target::Target;
 use redis::{AsyncConnectionConfig, Value};
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -47,7 +48,7 @@ struct Reader {
     node: Arc<ClusterNode>,
     apply: ApplyFn,
     flush: FlushFn,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Conn>,
     /// The last applied entry; `None` until joined, and after a gap until
     /// the rebuild is done.
     position: Option<Position>,
@@ -126,8 +127,16 @@ pub(super) async fn run(node: Arc<ClusterNode>, apply: ApplyFn, flush: FlushFn, 
 impl Reader {
     /// Connects to the primary (asking Sentinel, if configured, each time)
     /// and points the shared connection there too.
-    async fn connect(&self) -> Result<MultiplexedConnection, String> {
+    async fn connect(&self) -> Result<Conn, String> {
         let s = &self.node.settings;
+        if let Target::Cluster(c) = &self.node.target {
+            let connect = c.get_async_connection();
+            return match tokio::time::timeout(s.connect_timeout() * 2, connect).await {
+                Ok(Ok(c)) => Ok(Conn::Cluster(c)),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("connect timed out".into()),
+            };
+        }
         let client = self.node.target.primary(s.connect_timeout() * 2).await?;
         if self.node.conn.follow(&client)? {
             self.node.stats.primary_moves.inc();
@@ -143,7 +152,7 @@ impl Reader {
             .set_response_timeout(Some(s.block() + s.command_timeout()));
         let connect = client.get_multiplexed_async_connection_with_config(&config);
         match tokio::time::timeout(s.connect_timeout() * 2, connect).await {
-            Ok(Ok(c)) => Ok(c),
+            Ok(Ok(c)) => Ok(Conn::Single(c)),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("connect timed out".into()),
         }

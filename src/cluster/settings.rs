@@ -53,7 +53,7 @@ pub const DEFAULT_DEDUPE_MAX_ENTRIES: u64 = 100_000;
 pub const DEFAULT_DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Longest `instance_id`; it is part of generated event ids.
 pub const MAX_INSTANCE_ID_LEN: usize = 64;
-/// Most `sentinels` addresses.
+/// Most `sentinels` (and `redis_cluster_nodes`) addresses.
 pub const MAX_SENTINELS: usize = 16;
 /// Longest `stream` and `key_prefix`.
 pub const MAX_KEY_LEN: usize = 200;
@@ -80,6 +80,9 @@ pub struct ClusterSettings {
     pub sentinels: Vec<String>,
     /// The master name the sentinels monitor.
     pub sentinel_master: String,
+    /// Seed nodes (`host:port`) of a Redis Cluster; when set, `redis_url`
+    /// only gives the credentials.
+    pub redis_cluster_nodes: Vec<String>,
     /// Key of the invalidation stream.
     pub stream: String,
     /// Approximate length cap of the stream (`MAXLEN ~`). An instance that
@@ -124,6 +127,7 @@ impl Default for ClusterSettings {
             password_env: None,
             sentinels: Vec::new(),
             sentinel_master: String::new(),
+            redis_cluster_nodes: Vec::new(),
             stream: DEFAULT_STREAM.to_owned(),
             stream_maxlen: DEFAULT_STREAM_MAXLEN,
             max_unsynced_ms: DEFAULT_MAX_UNSYNCED.as_millis() as u64,
@@ -206,6 +210,20 @@ impl ClusterSettings {
         // Builds the client exactly as the node will: parses the URL, reads
         // the CA file and the credential variables (connects to nothing).
         self.client()?;
+        if !self.redis_cluster_nodes.is_empty() {
+            if !self.sentinels.is_empty() {
+                return Err("cluster.redis_cluster_nodes: not with cluster.sentinels".into());
+            }
+            if self.redis_url.starts_with("rediss://") {
+                return Err("cluster.redis_cluster_nodes: not with a rediss:// redis_url yet".into());
+            }
+            if self.redis_cluster_nodes.len() > MAX_SENTINELS {
+                return Err(format!("cluster.redis_cluster_nodes: at most {MAX_SENTINELS}"));
+            }
+            if let Some(a) = self.redis_cluster_nodes.iter().find(|a| !is_host_port(a)) {
+                return Err(format!("cluster.redis_cluster_nodes: {a:?} is not host:port"));
+            }
+        }
         if !self.sentinels.is_empty() {
             if self.sentinels.len() > MAX_SENTINELS {
                 return Err(format!("cluster.sentinels: at most {MAX_SENTINELS}"));
@@ -213,13 +231,8 @@ impl ClusterSettings {
             if self.redis_url.starts_with("rediss://") {
                 return Err("cluster.sentinels: not with a rediss:// redis_url yet".into());
             }
-            for a in &self.sentinels {
-                let ok = a
-                    .rsplit_once(':')
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-                if !ok {
-                    return Err(format!("cluster.sentinels: {a:?} is not host:port"));
-                }
+            if let Some(a) = self.sentinels.iter().find(|a| !is_host_port(a)) {
+                return Err(format!("cluster.sentinels: {a:?} is not host:port"));
             }
             if self.sentinel_master.is_empty() || self.sentinel_master.len() > MAX_KEY_LEN {
                 return Err("cluster.sentinel_master: must be set (the name the sentinels monitor)".into());
@@ -301,6 +314,11 @@ impl ClusterSettings {
         }
         Ok(())
     }
+}
+
+fn is_host_port(a: &str) -> bool {
+    a.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 /// `<host>-<pid>` with the host name reduced to the allowed characters.
