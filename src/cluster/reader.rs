@@ -158,8 +158,12 @@ impl Reader {
         }
     }
 
-    async fn eval(&mut self, cmd: redis::Cmd, what: &str) -> Result<Value, String> {
-        let timeout = self.node.settings.command_timeout();
+    async fn eval(
+        &mut self,
+        cmd: redis::Cmd,
+        what: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Value, String> {
         let conn = self.conn.as_mut().expect("connected");
         tokio::time::timeout(timeout, cmd.query_async::<Value>(conn))
             .await
@@ -269,7 +273,10 @@ impl Reader {
         if gap.is_some() {
             self.node.unsync(SyncReason::Rebuilding);
         }
-        let reply = self.eval(cmd, "rebuilding the fences").await?;
+        // Up to fence_max_entries records in one reply: as long as the
+        // connection allows, not one command's time.
+        let timeout = s.block() + s.command_timeout();
+        let reply = self.eval(cmd, "rebuilding the fences", timeout).await?;
         let r = Rebuild::parse(&reply)?;
         let stats = self.node.stats.clone();
         if gap.is_some() {
@@ -325,7 +332,8 @@ impl Reader {
             .arg(pos.id.to_string())
             .arg(s.read_count)
             .arg(&*self.node.instance_id);
-        let reply = self.eval(cmd, "a sync round").await?;
+        let timeout = s.command_timeout();
+        let reply = self.eval(cmd, "a sync round", timeout).await?;
         Round::parse(&reply)
     }
 
