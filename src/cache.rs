@@ -18,6 +18,7 @@
 pub mod decision;
 pub mod entry;
 pub mod fence;
+mod fence_export;
 pub mod flight;
 mod inspect;
 mod invalidate;

@@ -291,6 +291,18 @@ impl Gateway {
         (apply, flush)
     }
 
+    /// Wires the cluster node's fence records to this gateway's cache: their
+    /// lifetime, and the export of live fences for re-publishing. Call
+    /// before `ClusterNode::start`; nothing without `[cluster]`.
+    pub fn wire_cluster_fences(&self) {
+        let Some(node) = &self.state.cluster else {
+            return;
+        };
+        let cache = self.state.cache.clone();
+        let export: crate::cluster::ExportFn = Arc::new(move || cache.export_fences());
+        node.set_fence_source(self.state.cache.fence_retention(), export);
+    }
+
     /// Applies an invalidation from any source and counts it.
     pub async fn apply_invalidation(&self, inv: &Invalidation) -> Applied {
         let applied = self.state.cache.invalidate(inv).await;

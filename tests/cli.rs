@@ -645,3 +645,44 @@ fn serve_outside_the_checkout_says_where_it_looked_for_the_config() {
         "{e}"
     );
 }
+
+#[test]
+fn check_config_refuses_cluster_tls_and_credential_settings_that_cannot_work() {
+    let cluster = |extra: &str| {
+        let extra = extra.to_owned();
+        move |t: String| format!("{t}\n[cluster]\nredis_url = \"rediss://127.0.0.1:6380/\"\n{extra}")
+    };
+    let o = check_text("cluster-ca", cluster("tls_ca_file = \"/nonexistent/ca.pem\"\n"));
+    assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG), "stderr: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cluster.tls_ca_file: /nonexistent/ca.pem"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = check_text(
+        "cluster-password",
+        cluster("password_env = \"LAYERS_CLI_TEST_UNSET_PASSWORD\"\n"),
+    );
+    assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG), "stderr: {}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("cluster.password_env: environment variable LAYERS_CLI_TEST_UNSET_PASSWORD is not set"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Set, the secret is read but never shown, even when something else fails.
+    let dir = scratch("cluster-secret");
+    let path = config_copy(
+        &dir,
+        cluster("password_env = \"LAYERS_CLI_TEST_PASSWORD\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n"),
+    );
+    let o = run_env(
+        &["check-config", path.to_str().unwrap(), "--allow-demo-keys"],
+        &[("LAYERS_CLI_TEST_PASSWORD", "cli-s3cret-value")],
+    );
+    assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG));
+    let all = format!("{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
+    assert!(!all.contains("cli-s3cret-value"), "{all}");
+}
