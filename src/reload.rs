@@ -13,6 +13,7 @@
 //!   `origin.queue_deadline_ms`, `origin.breaker_failures`,
 //!   `origin.breaker_open_ms`, `origin.retry_budget_ratio`,
 //!   `origin.retry_min_per_sec`;
+//! - `auth.jwt`: the JWT issuers and their settings (JWKS refreshers restart);
 //! - `log.level` (unless `RUST_LOG` overrides it).
 //!
 //! Every other changed field is named in the answer as needing a restart,
@@ -170,6 +171,11 @@ impl Gateway {
         );
         let ttls =
             crate::cache::ttls::CacheTtls::from_settings(&crate::cache::CacheSettings::from_config(&new));
+        let jwt = if changes.live.iter().any(|c| c == "auth.jwt") {
+            Some(st.auth.build_jwt(&new)?)
+        } else {
+            None
+        };
         let log_level = changes
             .live
             .iter()
@@ -184,6 +190,9 @@ impl Gateway {
         st.webhook.store(Arc::new(webhook));
         st.cache.set_ttls(ttls);
         st.origin.apply_live_settings(&new);
+        if let Some(jwt) = jwt {
+            st.auth.replace_jwt(jwt);
+        }
         let mut applied = changes.live;
         if let Some(level) = log_level {
             if std::env::var_os("RUST_LOG").is_some() {

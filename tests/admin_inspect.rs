@@ -238,6 +238,10 @@ async fn a_cluster_instance_shows_its_sync_state_and_why_it_lost_it() {
     assert_eq!(v["synced"], true, "{v}");
     assert_eq!(v["outbox"]["depth"], 0);
     assert!(
+        v["lastProofAgoMs"].as_u64().unwrap() < 5_000,
+        "a recent read to the stream's end: {v}"
+    );
+    assert!(
         !v.to_string().contains(&redis.url()),
         "the Redis URL is never shown: {v}"
     );

@@ -163,6 +163,15 @@ async fn dashboard_and_alert_expressions_evaluate_in_a_real_prometheus() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // A healthy gateway under ordinary traffic raises no alert, not even
+    // a pending one.
+    let alerts_now = evaluate(&prom, "ALERTS", "ALERTS");
+    assert_eq!(
+        alerts_now["data"]["result"],
+        serde_json::json!([]),
+        "alerts on a healthy gateway"
+    );
+
     stop.store(true, Ordering::Release);
     traffic.await.unwrap();
     drop(prom);

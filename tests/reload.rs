@@ -334,3 +334,63 @@ async fn reload_needs_the_admin_token() {
     r.assert_error(401, "UNAUTHENTICATED");
     g.stop().await;
 }
+
+/// An HS256 secret for the reload test's JWT issuer, in the environment
+/// (set once per test binary, before any gateway reads it).
+const JWT_SECRET_ENV: &str = "LAYERS_GATEWAY_RELOAD_TEST_JWT_SECRET";
+const JWT_SECRET: &str = "reload-test-secret-of-at-least-32-bytes!!";
+
+fn hs256_token(issuer: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let exp = unix_now() + 600;
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = URL_SAFE_NO_PAD.encode(
+        serde_json::json!({"iss": issuer, "aud": "layers-gateway", "org_id": "org_jwt", "sub": "batch", "exp": exp})
+            .to_string(),
+    );
+    let msg = format!("{header}.{claims}");
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, JWT_SECRET.as_bytes());
+    let sig = URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&key, msg.as_bytes()).as_ref());
+    format!("{msg}.{sig}")
+}
+
+#[tokio::test]
+async fn a_jwt_issuer_added_by_a_reload_is_trusted_from_the_next_request() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| std::env::set_var(JWT_SECRET_ENV, JWT_SECRET));
+    let g = FileGateway::start().await;
+    let token = hs256_token("reload-batch");
+    let whoami = || async {
+        TestClient::new(g.app.addr)
+            .send(
+                Method::GET,
+                "/v1/whoami",
+                &[("authorization", &format!("Bearer {token}"))],
+                Bytes::new(),
+            )
+            .await
+    };
+    // No issuer yet: refused by the gateway before any rate decision.
+    let r = whoami().await;
+    r.assert_error(401, "UNAUTHENTICATED");
+    assert_eq!(r.header("x-ratelimit-limit"), None);
+
+    let issuer = format!(
+        "[[auth.jwt.issuers]]\nissuer = \"reload-batch\"\naudience = \"layers-gateway\"\nshared_secret_env = \"{JWT_SECRET_ENV}\"\n"
+    );
+    g.write_config(&config_text(&g.origin_url, 1000, &issuer));
+    let (code, answer) = g.reload().await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["applied"], serde_json::json!(["auth.jwt"]), "{answer}");
+    // Authenticated now (org_jwt, tier standard): the limiter decided.
+    let r = whoami().await;
+    assert_eq!(r.header("x-ratelimit-limit"), Some("120"), "{:?}", r.headers);
+
+    // And removed again: refused.
+    g.write_config(&config_text(&g.origin_url, 1000, ""));
+    let (code, answer) = g.reload().await;
+    assert_eq!(code, 200, "{answer}");
+    whoami().await.assert_error(401, "UNAUTHENTICATED");
+    g.stop().await;
+}

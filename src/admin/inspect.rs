@@ -82,6 +82,9 @@ pub fn cluster(gw: &Gateway) -> Result<Response<ResponseBody>, GatewayError> {
         "synced": synced,
         "reason": reason,
         "maxUnsyncedMs": settings.max_unsynced_ms,
+        // The heartbeat: when this instance last showed it had read the
+        // stream to its end.
+        "lastProofAgoMs": node.last_proof_age().map(|d| d.as_millis() as u64),
         "lag": {
             "entries": s.lag_entries.get(),
             "seconds": lag_seconds,

@@ -117,8 +117,13 @@ pub struct Authenticator {
     keys: RwLock<Arc<KeyStore>>,
     env: Option<Box<str>>,
     source: Source,
-    /// `None` when no issuer is configured: every JWT is refused.
-    jwt: Option<JwtVerifier>,
+    /// `None` when no issuer is configured: every JWT is refused. Swapped
+    /// whole by a config reload ([`Authenticator::replace_jwt`]); a JWT
+    /// request reads it once.
+    jwt: arc_swap::ArcSwapOption<JwtVerifier>,
+    /// The wall clock JWT `exp`/`nbf` are checked against (kept for
+    /// verifiers built by a reload).
+    clock: UnixClock,
     /// `Some` when `source` is `origin` or `both`.
     introspector: Option<Introspector>,
     /// Outcomes of keys-file reloads (written by `reload`), for tests and
@@ -167,7 +172,8 @@ impl Authenticator {
             keys: RwLock::new(keys),
             env: a.env.as_deref().map(Into::into),
             source,
-            jwt: (!jwt.is_empty()).then_some(jwt),
+            jwt: arc_swap::ArcSwapOption::new((!jwt.is_empty()).then(|| Arc::new(jwt))),
+            clock,
             introspector,
             reloads: watch::Sender::new(ReloadReport::default()),
             background: Mutex::new(Vec::new()),
@@ -193,12 +199,33 @@ impl Authenticator {
     /// them a URL issuer's set is fetched by the first request that needs
     /// it. Idempotent enough: call once, after the runtime is up.
     pub fn start_background(&self) {
-        if let Some(j) = &self.jwt {
+        if let Some(j) = self.jwt.load_full() {
             let handles = j.start_background();
             self.background
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .extend(handles);
+        }
+    }
+
+    /// Builds the JWT verifier of a reloaded `[auth.jwt]` (the error names
+    /// the field); nothing changes until [`Authenticator::replace_jwt`].
+    pub fn build_jwt(&self, cfg: &Config) -> Result<Option<Arc<JwtVerifier>>, String> {
+        let jwt = JwtVerifier::new(&cfg.auth.jwt, &cfg.base_dir, self.clock)?;
+        Ok((!jwt.is_empty()).then(|| Arc::new(jwt)))
+    }
+
+    /// Puts a verifier built by `build_jwt` in force (config reload): the
+    /// next JWT is checked against the new issuers, the old JWKS
+    /// refreshers stop and the new ones start (within a runtime).
+    pub fn replace_jwt(&self, jwt: Option<Arc<JwtVerifier>>) {
+        self.jwt.store(jwt);
+        let old: Vec<_> = std::mem::take(&mut *self.background.lock().unwrap_or_else(|p| p.into_inner()));
+        for h in old {
+            h.abort();
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.start_background();
         }
     }
 
@@ -219,7 +246,7 @@ impl Authenticator {
     ) -> Result<Arc<Principal>, AuthError> {
         let cred = presented_credential(headers)?;
         if !cred.starts_with("lp_") && cred.contains('.') {
-            return match &self.jwt {
+            return match self.jwt.load_full() {
                 Some(j) => Box::pin(j.verify(cred)).await,
                 None => Err(AuthError::Rejected("jwt_unknown_issuer")),
             };
@@ -270,7 +297,7 @@ impl Authenticator {
     }
 
     pub fn jwt_enabled(&self) -> bool {
-        self.jwt.is_some()
+        self.jwt.load().is_some()
     }
 
     pub fn introspector(&self) -> Option<&Introspector> {

@@ -521,6 +521,15 @@ impl ClusterNode {
         self.sync.changed.notify_one();
     }
 
+    /// How long ago the latest proof (a read that reached the stream's
+    /// end) was sent; `None` before the first. For `GET /admin/cluster`.
+    pub fn last_proof_age(&self) -> Option<Duration> {
+        match self.sync.proof.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some((self.sync.base + Duration::from_millis(ms - 1)).elapsed()),
+        }
+    }
+
     /// When the latest proof stops counting, if there is one.
     fn deadline(&self) -> Option<Instant> {
         match self.sync.proof.load(Ordering::Acquire) {

@@ -75,6 +75,7 @@ pub fn diff(a: &Config, b: &Config) -> Changes {
         &b.invalidation.revoked_ttl_secs,
     );
     c.check("log.level", true, &a.log.level, &b.log.level);
+    c.check("auth.jwt", true, &a.auth.jwt, &b.auth.jwt);
     let (oa, ob) = (&a.origin, &b.origin);
     c.check("origin.max_inflight", true, &oa.max_inflight, &ob.max_inflight);
     c.check(
@@ -139,6 +140,7 @@ pub fn diff(a: &Config, b: &Config) -> Changes {
         m.invalidation.tombstone_secs = 0;
         m.invalidation.revoked_ttl_secs = 0;
         m.log.level = String::new();
+        m.auth.jwt = Default::default();
         m.origin.max_inflight = 0;
         m.origin.max_inflight_per_org = 0;
         m.origin.queue_max = 0;
