@@ -132,7 +132,9 @@ async fn no_read_in_a_faulty_cluster_carries_a_url_revoked_max_unsynced_earlier(
                             let _: String = redis.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
                             let _: String = redis.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
                         });
-                        tokio::time::sleep(Duration::from_millis(1_500)).await;
+                        // Well past max_unsynced: long enough for an instance
+                        // that does not fail closed to serve old data.
+                        tokio::time::sleep(MAX_UNSYNCED * 5 / 2).await;
                         blocking(|| {
                             let _: String = redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
                         });
