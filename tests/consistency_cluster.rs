@@ -83,7 +83,8 @@ async fn no_read_in_a_faulty_cluster_carries_a_url_revoked_max_unsynced_earlier(
         let inst = if r % 2 == 0 { b.clone() } else { a.clone() };
         let name = if r % 2 == 0 { "B" } else { "A" };
         let (ids, changes, stop) = (ids.clone(), changes.clone(), stop.clone());
-        let (reads, violations, hits, notes) = (reads.clone(), violations.clone(), hits.clone(), notes.clone());
+        let (reads, violations, hits, notes) =
+            (reads.clone(), violations.clone(), hits.clone(), notes.clone());
         tasks.spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed ^ r as u64);
             while !stop.load(Ordering::Acquire) {
@@ -203,7 +204,10 @@ async fn no_read_in_a_faulty_cluster_carries_a_url_revoked_max_unsynced_earlier(
     let notes = notes.lock().unwrap();
     let shown: Vec<&String> = notes.iter().take(20).collect();
     assert_eq!(violations, 0, "seed {seed}: {shown:#?}");
-    assert!(reads > 1_000 && events > 50 && hits > 100, "the run exercised the cache");
+    assert!(
+        reads > 1_000 && events > 50 && hits > 100,
+        "the run exercised the cache"
+    );
     assert!(done.len() >= 3, "every kind of fault was injected: {done:?}");
     a.node.stop();
     b.node.stop();
