@@ -162,6 +162,69 @@ fn service_call(c: &mut Criterion) {
     g.finish();
 }
 
+/// The content routes' representations, each a service call without a
+/// socket: the hot container and asset as a 200 hit, as a 304 (If-None-Match
+/// naming the current tag), and the container as its brotli and gzip
+/// variants (made at fill time: a hit only picks one). What a 304 saves on
+/// the wire (writing the body) is not in these figures.
+fn representations(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_, gw, container_path, asset_path) = setup();
+    let key = demo_key("admin");
+    let mk = |path: &str, extra: &[(&str, &str)]| {
+        let mut b = Request::get(path).header("x-api-key", &key);
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
+        b.body(Full::new(Bytes::new())).unwrap()
+    };
+    let tag = |path: &str, accept: &str| -> String {
+        let resp = rt.block_on(gw.handle(mk(path, &[("accept-encoding", accept)])));
+        assert_eq!(resp.headers()["x-cache"], "HIT");
+        resp.headers()["etag"].to_str().unwrap().to_owned()
+    };
+    rt.block_on(gw.handle(mk(&container_path, &[])));
+    let (container_tag, asset_tag) = (tag(&container_path, "identity"), tag(&asset_path, "identity"));
+    /// Name, path, extra request headers, expected status.
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+    let cases: [Case<'_>; 6] = [
+        ("container_200", &container_path, vec![], 200),
+        (
+            "container_304",
+            &container_path,
+            vec![("if-none-match", &container_tag)],
+            304,
+        ),
+        (
+            "container_br",
+            &container_path,
+            vec![("accept-encoding", "gzip, br")],
+            200,
+        ),
+        (
+            "container_gzip",
+            &container_path,
+            vec![("accept-encoding", "gzip")],
+            200,
+        ),
+        ("asset_200", &asset_path, vec![], 200),
+        ("asset_304", &asset_path, vec![("if-none-match", &asset_tag)], 304),
+    ];
+    let mut g = c.benchmark_group("representations");
+    for (name, path, extra, status) in &cases {
+        let resp = rt.block_on(gw.handle(mk(path, extra)));
+        assert_eq!(resp.status().as_u16(), *status, "{name}");
+        assert_eq!(resp.headers()["x-cache"], "HIT", "{name}");
+        g.bench_function(*name, |b| {
+            b.iter(|| rt.block_on(async { black_box(gw.handle(mk(path, extra)).await) }))
+        });
+    }
+    g.finish();
+}
+
 /// The six rate-limit headers of a hit: values cut from the per-thread slab
 /// (`header_text`), against formatting each with `format!` and copying it
 /// into a `HeaderValue`.
@@ -211,6 +274,7 @@ criterion_group!(
     key_check,
     cache_lookup,
     rate_limit_headers,
-    service_call
+    service_call,
+    representations
 );
 criterion_main!(benches);

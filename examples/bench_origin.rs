@@ -294,7 +294,7 @@ async fn main() {
                 TokioIo::new(stream),
                 service_fn(move |req| {
                     let sim = o.sim();
-                    async move { Ok::<_, Infallible>(sim.handle(req).await) }
+                    async move { Ok::<_, Infallible>(with_etag(sim.handle(req).await).await) }
                 }),
             )
             .into_owned();
@@ -302,4 +302,23 @@ async fn main() {
             let _ = conn.await;
         });
     }
+}
+
+/// Adds a strong `ETag` (of the body) to a 200, as an origin with
+/// validators would: nginx's cache then answers `If-None-Match` with its
+/// own 304s in scenario f. The gateway drops the origin's validators and
+/// tags what it serves itself.
+async fn with_etag(resp: http::Response<Full<Bytes>>) -> http::Response<Full<Bytes>> {
+    if resp.status() != http::StatusCode::OK {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // `Full` never fails.
+    let Ok(collected) = http_body_util::BodyExt::collect(body).await;
+    let bytes = collected.to_bytes();
+    let tag = layers_gateway::cache::representation::strong_tag(&[&bytes]);
+    if let Ok(v) = http::HeaderValue::from_bytes(&tag) {
+        parts.headers.insert(http::header::ETAG, v);
+    }
+    http::Response::from_parts(parts, Full::new(bytes))
 }

@@ -1,6 +1,8 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz` and the purge
-//! endpoint. It never serves partner traffic, and the partner port never
-//! serves these paths.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, the purge
+//! endpoint and the inspect endpoints (`inspect.rs`). It never serves
+//! partner traffic, and the partner port never serves these paths.
+
+mod inspect;
 
 use crate::body::{BoxError, ResponseBody};
 use crate::error::{ErrorCode, GatewayError};
@@ -68,6 +70,11 @@ async fn route<B>(gw: &Gateway, req: &Request<B>) -> Result<Response<ResponseBod
             st.metrics
                 .cache_weighted_bytes
                 .set(st.cache.weighted_size() as i64);
+            let v = st.cache.variant_counts();
+            st.metrics.representation.set_variants(
+                v.gzip.load(std::sync::atomic::Ordering::Relaxed),
+                v.br.load(std::sync::atomic::Ordering::Relaxed),
+            );
             let mut r = Response::new(ResponseBody::full(Bytes::from(st.metrics.render())));
             r.headers_mut().insert(
                 CONTENT_TYPE,
@@ -79,13 +86,53 @@ async fn route<B>(gw: &Gateway, req: &Request<B>) -> Result<Response<ResponseBod
             authorize(gw, req)?;
             purge(gw, req.uri().query().unwrap_or("")).await
         }
-        (_, "/healthz" | "/readyz" | "/metrics" | "/admin/purge") => Err(GatewayError::new(
+        (&Method::GET, path) if path.starts_with(CONTAINERS) => {
+            authorize(gw, req)?;
+            inspect::container(gw, &path[CONTAINERS.len()..])
+        }
+        (&Method::GET, path) if path.starts_with(KEYS) => {
+            authorize(gw, req)?;
+            inspect::key(gw, &path[KEYS.len()..])
+        }
+        (&Method::POST, "/admin/reload") => {
+            authorize(gw, req)?;
+            // It reads files (and the TLS roots): off the async workers.
+            let g = gw.clone();
+            let outcome = tokio::task::spawn_blocking(move || g.reload_config())
+                .await
+                .map_err(|_| GatewayError::new(ErrorCode::Internal, "The reload did not finish."))?;
+            let status = if outcome.status == "applied" {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            let body = serde_json::to_vec(&outcome).unwrap_or_default();
+            Ok(json_response(status, Bytes::from(body)))
+        }
+        (&Method::GET, "/admin/reload") => {
+            authorize(gw, req)?;
+            let last = gw.state().reload.last();
+            let body = serde_json::json!({ "lastReload": last });
+            Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
+        }
+        (&Method::GET, "/admin/cluster") => {
+            authorize(gw, req)?;
+            inspect::cluster(gw)
+        }
+        (_, path) if path.starts_with(CONTAINERS) || path.starts_with(KEYS) => Err(GatewayError::new(
+            ErrorCode::MethodNotAllowed,
+            "Method not allowed on this path.",
+        )),
+        (_, "/healthz" | "/readyz" | "/metrics" | "/admin/purge" | "/admin/cluster" | "/admin/reload") => Err(GatewayError::new(
             ErrorCode::MethodNotAllowed,
             "Method not allowed on this path.",
         )),
         _ => Err(GatewayError::not_found()),
     }
 }
+
+const CONTAINERS: &str = "/admin/containers/";
+const KEYS: &str = "/admin/keys/";
 
 /// `Authorization: Bearer <admin token>`, compared by SHA-256 in constant time.
 fn authorize<B>(gw: &Gateway, req: &Request<B>) -> Result<(), GatewayError> {

@@ -70,6 +70,7 @@ impl App {
             // Joins the invalidation stream before serving (bounded: on
             // failure the node starts unsynced and keeps trying).
             let (apply, flush) = gateway.cluster_callbacks();
+            gateway.wire_cluster_fences();
             node.start(apply, flush, stopped(rx.clone())).await;
         }
         let mut tasks = JoinSet::new();

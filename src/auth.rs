@@ -10,6 +10,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod keys;
 pub mod keys_check;
+pub mod lookup_limit;
 pub mod reload;
 pub mod scopes;
 pub mod settings;

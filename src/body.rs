@@ -137,12 +137,27 @@ impl ClientBodyError {
 }
 
 /// Shared between a [`ClientBody`] and whoever sent it on: whether the body
-/// is, right now, waiting for bytes from the client. The origin client
-/// reads it when its deadline passes, to blame the right side: an origin
-/// that is still being fed a slow upload has not failed.
-#[derive(Debug, Default)]
+/// is, right now, waiting for bytes from the client, and when the client
+/// last delivered some. The origin client reads it when its deadline
+/// passes, to blame the right side: an origin that is still being fed a
+/// slow upload has not failed, and one that got the last bytes of a slow
+/// upload a moment ago has had its whole deadline from then on.
+#[derive(Debug)]
 pub struct BodyWatch {
     waiting_on_client: std::sync::atomic::AtomicBool,
+    base: tokio::time::Instant,
+    /// When the client last delivered a frame, in µs after `base` (0: never).
+    last_frame_us: std::sync::atomic::AtomicU64,
+}
+
+impl Default for BodyWatch {
+    fn default() -> Self {
+        BodyWatch {
+            waiting_on_client: Default::default(),
+            base: tokio::time::Instant::now(),
+            last_frame_us: Default::default(),
+        }
+    }
 }
 
 impl BodyWatch {
@@ -150,9 +165,25 @@ impl BodyWatch {
         self.waiting_on_client.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// When the client last delivered part of the body, if it has.
+    pub fn last_frame_at(&self) -> Option<tokio::time::Instant> {
+        match self.last_frame_us.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            us => Some(self.base + std::time::Duration::from_micros(us)),
+        }
+    }
+
     fn set(&self, waiting: bool) {
         self.waiting_on_client
             .store(waiting, std::sync::atomic::Ordering::Release);
+    }
+
+    fn frame_delivered(&self) {
+        let us = tokio::time::Instant::now()
+            .saturating_duration_since(self.base)
+            .as_micros() as u64;
+        self.last_frame_us
+            .store(us.max(1), std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -215,6 +246,7 @@ where
             }
             Poll::Ready(Some(Ok(frame))) => {
                 this.watch.set(false);
+                this.watch.frame_delivered();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {

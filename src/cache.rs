@@ -18,11 +18,15 @@
 pub mod decision;
 pub mod entry;
 pub mod fence;
+mod fence_export;
 pub mod flight;
+mod inspect;
 mod invalidate;
 pub mod miss_budget;
 mod negative;
+pub mod representation;
 pub mod time;
+pub mod ttls;
 
 use crate::config::Config;
 use crate::error::GatewayError;
@@ -34,8 +38,9 @@ use entry::CachedContainer;
 use fence::{Fence, Fences, Lease, MutationMark};
 use flight::{FlightKey, Flights};
 pub use invalidate::Applied;
+use representation::{CompressSettings, Variant};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -138,6 +143,8 @@ pub struct CacheSettings {
     pub negative_max_entries: u64,
     /// Origin reads for misses per organization per second (0: no limit).
     pub miss_budget_per_sec: u32,
+    /// Compressed variants made at fill time.
+    pub compress: CompressSettings,
 }
 
 impl CacheSettings {
@@ -156,6 +163,7 @@ impl CacheSettings {
             negative_ttl: Duration::from_secs(c.cache.negative_ttl_secs),
             negative_max_entries: c.cache.negative_max_entries,
             miss_budget_per_sec: c.origin.miss_budget_per_org_per_sec,
+            compress: c.cache.compress_settings(),
         }
     }
 }
@@ -173,6 +181,9 @@ pub struct ContentCache {
     /// Bumped by purge-all; entries of an older epoch are never served.
     epoch: AtomicU64,
     settings: CacheSettings,
+    /// The lifetimes given to what is stored; a config reload swaps them
+    /// (see `ttls.rs`), so they are read from here, not from `settings`.
+    ttls: arc_swap::ArcSwap<ttls::CacheTtls>,
     /// The wall clock `expiresAt` and `updatedAt` are read against
     /// (tests start it at a chosen date and move it with tokio's clock).
     clock: UnixClock,
@@ -188,7 +199,33 @@ pub struct ContentCache {
     pub counters: CacheCounters,
     /// `fills_discarded_total{reason}`, when metrics are wired.
     fills_discarded: Option<prometheus::IntCounterVec>,
+    /// Compressed variants held by cached entries, by coding; shared with
+    /// the eviction listener, which takes an entry's away when it leaves.
+    variants: Arc<VariantCounts>,
 }
+
+/// Compressed variants held by cached entries (`cache_variants{encoding}`).
+#[derive(Default)]
+pub struct VariantCounts {
+    pub gzip: AtomicI64,
+    pub br: AtomicI64,
+}
+
+impl VariantCounts {
+    fn add(&self, entry: &CachedContainer, sign: i64) {
+        for v in entry.variants() {
+            let c = match v.encoding {
+                crate::accept_encoding::Encoding::Gzip => &self.gzip,
+                crate::accept_encoding::Encoding::Br => &self.br,
+                crate::accept_encoding::Encoding::Identity => continue,
+            };
+            c.fetch_add(sign, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Bodies at least this long are compressed off the runtime's workers.
+const COMPRESS_INLINE_MAX: usize = 64 * 1024;
 
 /// What a fetch gives a fill: the origin's 200 body, or the error to answer.
 pub type FetchResult = Result<Bytes, GatewayError>;
@@ -220,12 +257,15 @@ impl ContentCache {
         // moka bounds one quantity. Weighing each entry at least
         // max_bytes / max_entries makes the byte bound imply the count bound.
         let floor = (settings.max_bytes / settings.max_entries.max(1)).clamp(1, u32::MAX as u64) as u32;
+        let variants = Arc::new(VariantCounts::default());
+        let held = variants.clone();
         let entries = moka::future::Cache::builder()
             .max_capacity(settings.max_bytes)
             .weigher(move |_k: &Key, v: &Arc<CachedContainer>| v.weight().max(floor))
             // Kept past the TTL for stale-if-error; freshness is checked per hit.
             .time_to_live(settings.ttl + settings.stale_if_error)
-            .eviction_listener(move |_k, _v, cause| {
+            .eviction_listener(move |_k, v: Arc<CachedContainer>, cause| {
+                held.add(&v, -1);
                 if let Some(c) = &evictions {
                     let cause = match cause {
                         moka::notification::RemovalCause::Expired => "expired",
@@ -246,6 +286,7 @@ impl ContentCache {
             fences: Fences::with_capacity(settings.max_entries.min(1 << 24) as usize),
             flights: Arc::default(),
             epoch: AtomicU64::new(0),
+            ttls: arc_swap::ArcSwap::from_pointee(ttls::CacheTtls::from_settings(&settings)),
             settings,
             clock,
             sync_gate: OnceLock::new(),
@@ -254,6 +295,7 @@ impl ContentCache {
             miss_budget,
             counters: CacheCounters::default(),
             fills_discarded,
+            variants,
         })
     }
 
@@ -385,10 +427,13 @@ impl ContentCache {
                     return Err(e);
                 }
             };
-            let (entry, discard) = self.complete_fill(org.clone(), id, &fence, lease, epoch, body)?;
+            let variants = self.compress(&body).await;
+            let (entry, discard) =
+                self.complete_fill(org.clone(), id, &fence, lease, epoch, body, variants)?;
             match discard {
                 None => {
                     if Instant::now() < entry.expires_at {
+                        self.variants.add(&entry, 1);
                         self.entries.insert(key, entry.clone()).await;
                     }
                     return Ok(entry);
@@ -413,10 +458,35 @@ impl ContentCache {
         }
     }
 
+    /// The compressed variants of an origin body, made before the fence
+    /// lock is taken (a large body off the runtime's workers).
+    async fn compress(&self, body: &Bytes) -> Vec<Variant> {
+        let s = &self.settings.compress;
+        if s.encodings.is_empty()
+            || body.len() < s.min_bytes
+            || body.len() > representation::COMPRESS_MAX_BYTES
+        {
+            return Vec::new();
+        }
+        if body.len() < COMPRESS_INLINE_MAX {
+            return representation::compress(body, s);
+        }
+        let (body, s) = (body.clone(), s.clone());
+        tokio::task::spawn_blocking(move || representation::compress(&body, &s))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Compressed variants held by cached entries, by coding.
+    pub fn variant_counts(&self) -> &VariantCounts {
+        &self.variants
+    }
+
     /// Renders the origin body and decides, under the fence lock, whether it
     /// may be cached; a cached one is registered with its fence (so the
     /// next invalidation knows its asset ids) under that same lock. Waiters
     /// get the rendering either way; revoked assets are left out of it.
+    #[allow(clippy::too_many_arguments)]
     fn complete_fill(
         &self,
         org: Arc<str>,
@@ -425,6 +495,7 @@ impl ContentCache {
         lease: Lease,
         epoch: u64,
         body: Bytes,
+        variants: Vec<Variant>,
     ) -> Result<(Arc<CachedContainer>, Option<DiscardReason>), GatewayError> {
         let now = Instant::now();
         let now_ms = self.clock.unix_millis_at(now);
@@ -446,8 +517,9 @@ impl ContentCache {
                 time::instant_before_unix_millis(t, now, now_ms, skew)
             }
         });
-        let fresh_until = now + self.settings.ttl;
-        let stale_until = fresh_until + self.settings.stale_if_error;
+        let ttls = self.ttls.load();
+        let fresh_until = now + ttls.ttl;
+        let stale_until = fresh_until + ttls.stale_if_error;
         let (expires_at, stale_until) = match hard_limit {
             Some(h) => (fresh_until.min(h), stale_until.min(h)),
             None => (fresh_until, stale_until),
@@ -498,6 +570,12 @@ impl ContentCache {
             u64::MAX
         };
         let updated_at = rendered.updated_at;
+        // Variants are of the origin's bytes: none for a re-rendered body.
+        let variants = if rendered.removed_revoked {
+            Vec::new()
+        } else {
+            variants
+        };
         let entry = Arc::new(entry::build(
             org.clone(),
             id,
@@ -505,6 +583,7 @@ impl ContentCache {
             epoch,
             fence.clone(),
             rendered,
+            variants,
             expires_at,
             stale_until,
         ));
@@ -522,7 +601,7 @@ impl ContentCache {
     /// name as current, when the body is dated older than that change.
     fn revoke_behind_floor(&self, fence: &Arc<Fence>, entry: &CachedContainer) {
         let now = Instant::now();
-        let until = now + self.settings.revoked_ttl;
+        let until = now + self.ttls.load().revoked_ttl;
         let mut st = fence.lock();
         let Some(current) = st.floor(now).and_then(|f| f.current.clone()) else {
             return;
@@ -566,7 +645,7 @@ impl ContentCache {
                 fence: fence.clone(),
                 generation: lease.generation,
                 epoch,
-                until: now + self.negatives.ttl,
+                until: now + self.ttls.load().negative_ttl,
                 error: e.clone(),
             },
         );

@@ -68,6 +68,18 @@ pub const DEFAULT_NEGATIVE_MAX_ENTRIES: u64 = 100_000;
 /// (bursts of twice that); 0 disables.
 pub const DEFAULT_MISS_BUDGET_PER_ORG_PER_SEC: u32 = 500;
 pub const DEFAULT_FILL_WAIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Container bodies at least this long get compressed variants at fill time.
+pub const DEFAULT_COMPRESS_MIN_BYTES: usize = 512;
+/// The compressed variants fills make, smallest first.
+pub const DEFAULT_COMPRESS_ENCODINGS: [&str; 2] = ["br", "gzip"];
+pub const DEFAULT_GZIP_LEVEL: u32 = 9;
+pub const DEFAULT_BROTLI_QUALITY: u32 = 9;
+/// `Cache-Control` of the two content routes: a partner's cache may keep
+/// the answer but must revalidate it every time (a 304 is cheap), because
+/// a regenerate or delete can come at any moment.
+pub const DEFAULT_CONTENT_CACHE_CONTROL: &str = "private, no-cache";
+/// Longest `Cache-Control` value the config accepts.
+const MAX_CACHE_CONTROL_LEN: usize = 256;
 pub const DEFAULT_DEFAULT_SCOPE: &str = "org:admin";
 pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/layers";
 pub const DEFAULT_WEBHOOK_SECRETS_ENV: &str = "LAYERS_WEBHOOK_SECRETS";
@@ -114,6 +126,10 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
     pub max_connections: usize,
+    /// Open connections from one client address (IPv6: one /64); past it
+    /// that client's new connections get 503. Unset: no cap of its own
+    /// (idle connections are evicted at `max_connections` anyway).
+    pub max_connections_per_peer: Option<usize>,
     pub shutdown_grace_ms: u64,
     /// A request body (webhook, proxied upload) must arrive whole within
     /// this long of the gateway starting to read it; past it: 408.
@@ -154,6 +170,7 @@ impl Default for ServerConfig {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: None,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE.as_millis() as u64,
             body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT.as_millis() as u64,
             response_write_timeout_ms: DEFAULT_RESPONSE_WRITE_TIMEOUT.as_millis() as u64,
@@ -185,6 +202,14 @@ impl ServerConfig {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// Connections one client address may hold: the configured value, or
+    /// `max_connections`.
+    pub fn per_peer_connections(&self) -> usize {
+        self.max_connections_per_peer
+            .unwrap_or(self.max_connections)
+            .clamp(1, self.max_connections.max(1))
     }
 }
 
@@ -311,6 +336,65 @@ pub struct CacheConfig {
     pub negative_ttl_secs: u64,
     /// Most remembered 404s (past it the least used go).
     pub negative_max_entries: u64,
+    /// Container bodies at least this long get compressed variants.
+    pub compress_min_bytes: u64,
+    /// Which variants: `"br"`, `"gzip"`; empty turns compression off.
+    pub compress_encodings: Vec<String>,
+    /// gzip level, 1 to 9.
+    pub compress_gzip_level: u32,
+    /// brotli quality, 0 to 11.
+    pub compress_brotli_quality: u32,
+    /// `Cache-Control` of `GET /v1/content/:containerId` (empty: none).
+    pub container_cache_control: String,
+    /// `Cache-Control` of `GET /v1/content/:containerId/assets/:assetId`.
+    pub asset_cache_control: String,
+}
+
+impl CacheConfig {
+    /// The compression settings fills use (validated config).
+    pub fn compress_settings(&self) -> crate::cache::representation::CompressSettings {
+        crate::cache::representation::CompressSettings {
+            min_bytes: usize::try_from(self.compress_min_bytes).unwrap_or(usize::MAX),
+            encodings: self
+                .compress_encodings
+                .iter()
+                .filter_map(|e| crate::accept_encoding::Encoding::from_name(e.as_bytes()))
+                .filter(|e| *e != crate::accept_encoding::Encoding::Identity)
+                .collect(),
+            gzip_level: self.compress_gzip_level,
+            brotli_quality: self.compress_brotli_quality,
+        }
+    }
+
+    fn validate_representations(&self) -> Result<(), String> {
+        for (i, e) in self.compress_encodings.iter().enumerate() {
+            if e != "gzip" && e != "br" {
+                return Err(format!(
+                    "cache.compress_encodings[{i}]: {e:?} is not \"gzip\" or \"br\""
+                ));
+            }
+            if self.compress_encodings[..i].contains(e) {
+                return Err(format!("cache.compress_encodings[{i}]: {e:?} is listed twice"));
+            }
+        }
+        if !(1..=9).contains(&self.compress_gzip_level) {
+            return Err("cache.compress_gzip_level: must be 1 to 9".into());
+        }
+        if self.compress_brotli_quality > 11 {
+            return Err("cache.compress_brotli_quality: must be 0 to 11".into());
+        }
+        for (name, v) in [
+            ("container_cache_control", &self.container_cache_control),
+            ("asset_cache_control", &self.asset_cache_control),
+        ] {
+            if v.len() > MAX_CACHE_CONTROL_LEN || http::HeaderValue::from_str(v).is_err() {
+                return Err(format!(
+                    "cache.{name}: must be a header value of visible ASCII, at most {MAX_CACHE_CONTROL_LEN} bytes"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for CacheConfig {
@@ -325,6 +409,12 @@ impl Default for CacheConfig {
             lag_retry_ms: DEFAULT_LAG_RETRY.as_millis() as u64,
             negative_ttl_secs: DEFAULT_NEGATIVE_TTL.as_secs(),
             negative_max_entries: DEFAULT_NEGATIVE_MAX_ENTRIES,
+            compress_min_bytes: DEFAULT_COMPRESS_MIN_BYTES as u64,
+            compress_encodings: DEFAULT_COMPRESS_ENCODINGS.map(String::from).to_vec(),
+            compress_gzip_level: DEFAULT_GZIP_LEVEL,
+            compress_brotli_quality: DEFAULT_BROTLI_QUALITY,
+            container_cache_control: DEFAULT_CONTENT_CACHE_CONTROL.into(),
+            asset_cache_control: DEFAULT_CONTENT_CACHE_CONTROL.into(),
         }
     }
 }
@@ -598,6 +688,14 @@ impl Config {
         }
         nonzero(self.server.max_body_bytes, "server.max_body_bytes")?;
         nonzero(self.server.max_connections as u64, "server.max_connections")?;
+        if let Some(p) = self.server.max_connections_per_peer {
+            if p == 0 || p > self.server.max_connections {
+                return Err(format!(
+                    "server.max_connections_per_peer: must be between 1 and server.max_connections ({})",
+                    self.server.max_connections
+                ));
+            }
+        }
         nonzero(self.server.body_read_timeout_ms, "server.body_read_timeout_ms")?;
         nonzero(
             self.server.response_write_timeout_ms,
@@ -714,6 +812,7 @@ impl Config {
         if self.cache.lag_retry_ms > 5_000 {
             return Err("cache.lag_retry_ms must be at most 5000 (it delays a miss)".into());
         }
+        self.cache.validate_representations()?;
         crate::auth::scopes::Scope::parse(&self.routes.default_scope).ok_or_else(|| {
             format!(
                 "routes.default_scope: unknown scope {:?}",
@@ -905,6 +1004,23 @@ mod tests {
             ),
             ("[log]\nformat = \"xml\"\n", "log.format"),
             ("[admin]\ntoken_sha256 = \"abc\"\n", "admin.token_sha256"),
+            (
+                "[cache]\ncompress_encodings = [\"br\", \"zstd\"]\n",
+                "cache.compress_encodings[1]",
+            ),
+            (
+                "[cache]\ncompress_encodings = [\"gzip\", \"gzip\"]\n",
+                "cache.compress_encodings[1]",
+            ),
+            ("[cache]\ncompress_gzip_level = 0\n", "cache.compress_gzip_level"),
+            (
+                "[cache]\ncompress_brotli_quality = 12\n",
+                "cache.compress_brotli_quality",
+            ),
+            (
+                "[cache]\ncontainer_cache_control = \"private\\n\"\n",
+                "cache.container_cache_control",
+            ),
         ] {
             let e = Config::parse(text, PathBuf::new()).unwrap_err();
             assert!(e.starts_with(field), "{text:?} -> {e}");

@@ -172,11 +172,63 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// The `Accept-Encoding` parser: any field value picks a coding among
+/// those available (identity always among them), and a coding the field
+/// gives weight 0 is never picked over one it accepts.
+pub fn accept_encoding(data: &[u8]) {
+    use crate::accept_encoding::{Accepted, Encoding};
+    let mut a = Accepted::default();
+    a.add_field(data);
+    for available in [
+        &[][..],
+        &[Encoding::Gzip][..],
+        &[Encoding::Br, Encoding::Gzip][..],
+    ] {
+        let e = a.choose(available);
+        assert!(e == Encoding::Identity || available.contains(&e), "{e:?}");
+        if e != Encoding::Identity {
+            assert!(a.weight(e).is_some(), "picked an unacceptable {e:?}");
+        }
+        let best = available.iter().filter_map(|&x| a.weight(x)).max();
+        if let (Some(best), Some(got)) = (best, a.weight(e)) {
+            assert!(
+                got >= best || e == Encoding::Identity,
+                "{e:?} is not the heaviest"
+            );
+        }
+    }
+    if let Ok(v) = HeaderValue::from_bytes(data) {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::ACCEPT_ENCODING, v);
+        assert_eq!(Accepted::from_headers(&h), a);
+    }
+}
+
+/// The `If-None-Match` parser: every tag it yields is quoted with no quote
+/// inside, and a field matches each tag it yields (weak comparison).
+pub fn if_none_match(data: &[u8]) {
+    use crate::conditional::{field, tags, value_matches, Field};
+    let Field::List(list) = field(data) else {
+        assert!(value_matches(data, b"\"x\""));
+        return;
+    };
+    for t in tags(list) {
+        assert!(t.opaque.len() >= 2 && t.opaque[0] == b'"' && t.opaque[t.opaque.len() - 1] == b'"');
+        assert!(!t.opaque[1..t.opaque.len() - 1].contains(&b'"'));
+        assert!(
+            value_matches(data, t.opaque),
+            "{:?}",
+            String::from_utf8_lossy(t.opaque)
+        );
+    }
+    assert!(!value_matches(data, b"\"not\"a-tag\""));
+}
+
 /// An entry point: arbitrary bytes in, a panic on a finding.
 pub type Entry = fn(&[u8]);
 
 /// Every target by name, for the corpus runner.
-pub const TARGETS: [(&str, Entry); 7] = [
+pub const TARGETS: [(&str, Entry); 9] = [
     ("route", route),
     ("key", key),
     ("webhook_signature", webhook_signature),
@@ -184,4 +236,6 @@ pub const TARGETS: [(&str, Entry); 7] = [
     ("jwt", jwt),
     ("request_id", request_id),
     ("config", config),
+    ("accept_encoding", accept_encoding),
+    ("if_none_match", if_none_match),
 ];

@@ -5,7 +5,10 @@
 //! - [`service`]: the request path; the one place `Result` -> `Response`.
 //! - [`routes`]: method + path -> `Route`, the route table and scopes.
 //! - [`auth`]: credentials -> `Principal`; keys file, scopes.
-//! - [`cache`]: lookup / single-flight fill / invalidate under fences.
+//! - [`cache`]: lookup / single-flight fill / invalidate under fences;
+//!   entity tags and compressed variants made at fill time.
+//! - [`accept_encoding`], [`conditional`]: `Accept-Encoding` negotiation
+//!   and `If-None-Match` (304) for the content routes.
 //! - [`origin`]: the upstream client (pooled, deadlines, body caps).
 //! - [`events`]: `Invalidation` and its sources (signed webhooks).
 //! - [`shaping`]: tiers, endpoint classes, GCRA limits, daily write cap,
@@ -14,7 +17,9 @@
 //!   cluster-wide limits).
 //! - [`metrics`]: Prometheus registry and typed handles.
 //! - [`access_log`]: the access log (per-worker buffers, a writer thread).
-//! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, purge).
+//! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, purge,
+//!   inspect endpoints, reload).
+//! - [`reload`]: live config reload (SIGHUP, `POST /admin/reload`).
 //! - [`app`]: starting and stopping listeners and background tasks.
 //! - [`config`]: typed config with defaults, validated before binding.
 //! - [`error`]: `GatewayError` and the Layers error envelope.
@@ -25,6 +30,7 @@
 //! - [`cli`]: the command line (`serve`, `demo`, `check-config`, `hash-key`).
 //! - `fuzzing`: entry points of the fuzz targets (`fuzz/`) and their corpus test.
 
+pub mod accept_encoding;
 pub mod access_log;
 pub mod admin;
 pub mod app;
@@ -33,6 +39,7 @@ pub mod body;
 pub mod cache;
 pub mod cli;
 pub mod cluster;
+pub mod conditional;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -44,6 +51,8 @@ pub mod ids;
 pub mod log_limit;
 pub mod metrics;
 pub mod origin;
+pub mod peer;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod service;

@@ -5,10 +5,14 @@
 //! per-org series are capped: past `max_org_labels` distinct orgs, new ones
 //! fold into `other`.
 
+mod initial_series;
+mod representation;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+pub use representation::RepresentationMetrics;
 use std::collections::HashSet;
 use std::sync::Mutex;
 
@@ -54,6 +58,8 @@ pub struct Metrics {
     /// deadline, by `reason` (`response_stalled`, `idle`).
     pub connections_cut: IntCounterVec,
     pub origin_retries: IntCounterVec,
+    /// 304s, compressed replies, and the variants cached entries hold.
+    pub representation: RepresentationMetrics,
     /// Pre-resolved series of the cache-hit path (container, asset), so a
     /// hit does not hash label values on every request.
     hot: [HotSeries; 2],
@@ -207,7 +213,7 @@ impl Metrics {
             ["admitted", "limited", "daily_cap"]
                 .map(|r| rate_limit_decisions.with_label_values(&[c.as_str(), r]))
         });
-        Metrics {
+        let m = Metrics {
             requests,
             rate_decisions,
             request_duration,
@@ -296,7 +302,7 @@ impl Metrics {
             connections_cut: counter(
                 &r,
                 "connections_cut_total",
-                "Responses and connections cut by a gateway deadline: response_stalled, idle.",
+                "Responses and connections cut by a gateway deadline or the connection cap: response_stalled, idle, evicted_idle.",
                 &["reason"],
             ),
             origin_retries: counter(
@@ -305,10 +311,13 @@ impl Metrics {
                 "Retries of idempotent origin requests: sent, or refused by the retry budget.",
                 &["result"],
             ),
+            representation: RepresentationMetrics::new(&r),
             org_labels: Mutex::new(HashSet::new()),
             max_org_labels,
             registry: r,
-        }
+        };
+        m.create_initial_series();
+        m
     }
 
     /// The `org` label value for an org: itself while under the cap.

@@ -49,6 +49,13 @@ pub trait Upstream: Send + Sync + 'static {
     fn send(&self, req: Request<StreamBody>) -> UpstreamFuture;
 }
 
+/// Whether an origin request may wait in the guard's shared queue.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    Wait,
+    Never,
+}
+
 /// The real origin over the network, pooled, http and https.
 pub struct HttpUpstream {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, StreamBody>,
@@ -214,6 +221,16 @@ impl OriginClient {
         }
     }
 
+    /// Puts a reloaded config's in-flight caps, queue bounds, breaker and
+    /// retry-budget settings in force (see `OriginGuard::resize`,
+    /// `Breaker::set_settings`, `RetryBudget::set`). Timeouts, body caps
+    /// and the connection pool keep their values until a restart.
+    pub fn apply_live_settings(&self, cfg: &Config) {
+        self.guard.resize(cfg.origin_guard());
+        self.breaker.set_settings(cfg.breaker());
+        self.budget.set(&cfg.retry_budget());
+    }
+
     pub fn guard(&self) -> &OriginGuard {
         &self.guard
     }
@@ -237,13 +254,18 @@ impl OriginClient {
         req: Request<StreamBody>,
         route: &'static str,
         org: &str,
+        queue: Queue,
     ) -> Result<(Response<StreamBody>, OriginHold), GatewayError> {
         let m = &self.metrics;
         let ticket = self.breaker.try_acquire().map_err(|open| {
             m.breaker_rejections.inc();
             GatewayError::from(open)
         })?;
-        let permit = self.guard.acquire(org).await.map_err(|shed| {
+        let permit = match queue {
+            Queue::Wait => self.guard.acquire(org).await,
+            Queue::Never => self.guard.try_acquire(org),
+        };
+        let permit = permit.map_err(|shed| {
             m.origin_admissions.with_label_values(&[shed.as_str()]).inc();
             GatewayError::from(shed)
         })?;
@@ -255,12 +277,18 @@ impl OriginClient {
         let inflight = OwnedInflight::new(&m.origin_inflight);
         let mut spare = retry_copy(&req);
         let (req, watch) = self.watch_client_body(req);
-        self.budget.deposit();
+        // Calls on behalf of clients not known yet (introspection) earn no
+        // retries: a keyless flood must not raise partners' retry allowance.
+        if queue == Queue::Wait {
+            self.budget.deposit();
+        }
         let started = tokio::time::Instant::now();
-        let deadline = started + self.timeout;
         let mut req = req;
         let result = loop {
-            match tokio::time::timeout_at(deadline, self.upstream.send(req)).await {
+            match self
+                .head_within_deadline(self.upstream.send(req), started, watch.as_deref())
+                .await
+            {
                 Ok(Ok(resp)) => break Ok(resp),
                 Ok(Err(f @ (UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_)))) => {
                     match spare.take() {
@@ -277,12 +305,7 @@ impl OriginClient {
                     }
                 }
                 Ok(Err(f)) => break Err(f),
-                // Still waiting for the client's upload: the client is slow,
-                // not the origin.
-                Err(_) if watch.as_ref().is_some_and(|w| w.waiting_on_client()) => {
-                    break Err(UpstreamFailure::ClientBody(ClientBodyError::TimedOut))
-                }
-                Err(_) => break Err(UpstreamFailure::Timeout),
+                Err(f) => break Err(f),
             }
         };
         let (result, status) = match result {
@@ -355,6 +378,37 @@ impl OriginClient {
         (Request::from_parts(parts, body.boxed_unsync()), Some(watch))
     }
 
+    /// Waits for a response head: `origin.timeout_ms` from `started`, or
+    /// from the moment the client delivered the last part of its body if
+    /// that is later (an origin cannot answer before it has the request, so
+    /// a slow upload never counts against it). Past the deadline, blame
+    /// goes to the client if the body is still waiting on it, else to the
+    /// origin. Bounded: the body itself must arrive within
+    /// `server.body_read_timeout_ms`.
+    async fn head_within_deadline(
+        &self,
+        send: UpstreamFuture,
+        started: tokio::time::Instant,
+        watch: Option<&BodyWatch>,
+    ) -> Result<Result<Response<StreamBody>, UpstreamFailure>, UpstreamFailure> {
+        tokio::pin!(send);
+        let mut deadline = started + self.timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, send.as_mut()).await {
+                Ok(r) => return Ok(r),
+                // Still waiting for the client's upload: the client is slow,
+                // not the origin.
+                Err(_) if watch.is_some_and(|w| w.waiting_on_client()) => {
+                    return Err(UpstreamFailure::ClientBody(ClientBodyError::TimedOut))
+                }
+                Err(_) => match watch.and_then(BodyWatch::last_frame_at) {
+                    Some(last) if last + self.timeout > deadline => deadline = last + self.timeout,
+                    _ => return Err(UpstreamFailure::Timeout),
+                },
+            }
+        }
+    }
+
     /// Sends a request and reads the whole response under the total deadline.
     pub async fn fetch(
         &self,
@@ -362,9 +416,31 @@ impl OriginClient {
         route: &'static str,
         org: &str,
     ) -> Result<OriginReply, GatewayError> {
+        self.fetch_admitted(req, route, org, Queue::Wait).await
+    }
+
+    /// [`OriginClient::fetch`] that takes origin slots only if they are free
+    /// now and never waits in the shared queue (503 otherwise): for calls on
+    /// behalf of clients not known yet (origin introspection).
+    pub async fn fetch_unqueued(
+        &self,
+        req: Request<StreamBody>,
+        route: &'static str,
+        org: &str,
+    ) -> Result<OriginReply, GatewayError> {
+        self.fetch_admitted(req, route, org, Queue::Never).await
+    }
+
+    async fn fetch_admitted(
+        &self,
+        req: Request<StreamBody>,
+        route: &'static str,
+        org: &str,
+        queue: Queue,
+    ) -> Result<OriginReply, GatewayError> {
         let max = self.max_response_bytes;
         let exchange = async {
-            let (resp, _hold) = self.send(req, route, org).await?;
+            let (resp, _hold) = self.send(req, route, org, queue).await?;
             let (parts, body) = resp.into_parts();
             let body = collect_capped(body, max).await.map_err(|e| {
                 tracing::warn!(error = %e, "origin response body failed or exceeded the cap");
@@ -403,7 +479,7 @@ impl OriginClient {
         route: &'static str,
         org: &str,
     ) -> Result<Response<StreamBody>, GatewayError> {
-        let (resp, hold) = self.send(req, route, org).await?;
+        let (resp, hold) = self.send(req, route, org, Queue::Wait).await?;
         let max = self.max_response_bytes;
         // The origin slot stays taken while the body streams: a caller that
         // stops reading holds an origin connection, and the caps and

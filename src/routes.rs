@@ -98,6 +98,20 @@ fn is_dot_segment(seg: &[u8]) -> bool {
     dots == 1 || dots == 2
 }
 
+/// A route template as a `&'static str`, leaked once per distinct text:
+/// a reload that rebuilds the table reuses the earlier leak, so memory is
+/// bounded by the distinct templates ever configured, not by reloads.
+fn intern_template(path: &str) -> &'static str {
+    static INTERNED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut all = INTERNED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(t) = all.iter().find(|t| **t == path) {
+        return t;
+    }
+    let t: &'static str = Box::leak(path.to_owned().into_boxed_str());
+    all.push(t);
+    t
+}
+
 /// One parsed rule of the route-to-scope table.
 #[derive(Debug)]
 struct Rule {
@@ -134,7 +148,8 @@ impl RouteTable {
                     .collect(),
                 // Templates live as long as the process; leaking them once
                 // lets metric labels be `&'static str` on every request.
-                template: Box::leak(r.path.clone().into_boxed_str()),
+                // Interned, so config reloads do not leak them again.
+                template: intern_template(&r.path),
                 scope: r.scope.as_deref().and_then(Scope::parse),
                 long_running: r.class.as_deref() == Some("long-running"),
             })

@@ -20,6 +20,8 @@
 //! `127.0.0.1:0` and stop the server at will.
 
 mod deadline_io;
+mod idle_evict;
+mod peer_slots;
 mod watchdog;
 
 use crate::admin;
@@ -35,15 +37,25 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use idle_evict::OpenConns;
+use peer_slots::PeerSlots;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
 use watchdog::{ConnState, StreamExec, TrackedBody};
+
+/// Connections over a cap being answered 503 at once; past it they are
+/// closed without an answer, so a connect flood cannot pile up tasks.
+const MAX_SHEDDING: usize = 64;
+/// At the cap, how long a new connection waits for the slot of the idle
+/// connection it evicted (that connection's task has to run to free it).
+const EVICTION_WAIT: Duration = Duration::from_millis(100);
 
 /// hyper's default header-count limit; up to it, parsing does not allocate.
 const HYPER_STACK_HEADERS: usize = 100;
@@ -101,6 +113,8 @@ enum Phase {
 struct Listener {
     name: &'static str,
     max_connections: usize,
+    /// Connections one client address may hold.
+    per_peer: usize,
     /// The partner listener counts its connections; the admin one does not.
     metrics: Option<Arc<Metrics>>,
     cut: Arc<Metrics>,
@@ -114,12 +128,13 @@ pub async fn run(listener: TcpListener, gateway: Gateway, shutdown: impl Future<
     let l = Listener {
         name: "partner",
         max_connections: cfg.max_connections,
+        per_peer: cfg.per_peer_connections(),
         metrics: Some(metrics.clone()),
         cut: metrics,
     };
-    let handler = move |req: Request<Incoming>| {
+    let handler = move |req: Request<Incoming>, peer: IpAddr| {
         let gw = gateway.clone();
-        async move { gw.handle(req).await }
+        async move { gw.handle_from(req, Some(peer)).await }
     };
     serve(listener, &cfg, l, handler, shutdown).await;
 }
@@ -131,10 +146,13 @@ pub async fn run_admin(listener: TcpListener, gateway: Gateway, shutdown: impl F
     let l = Listener {
         name: "admin",
         max_connections: gateway.state().config.admin.max_connections,
+        // Probes and scrapers often come from one address (a node agent,
+        // loopback): the admin listener has no per-client share.
+        per_peer: gateway.state().config.admin.max_connections,
         metrics: None,
         cut: gateway.state().metrics.clone(),
     };
-    let handler = move |req: Request<Incoming>| {
+    let handler = move |req: Request<Incoming>, _peer: IpAddr| {
         let gw = gateway.clone();
         async move { admin::handle(&gw, req).await }
     };
@@ -148,12 +166,16 @@ async fn serve<H, F>(
     handler: H,
     shutdown: impl Future<Output = ()>,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, IpAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     // Every connection task holds one permit until it ends, so taking them
     // all back is how the drain knows every connection has closed.
     let slots = Arc::new(Semaphore::new(l.max_connections));
+    // A cap per address only when it is below the listener's own cap.
+    let peers = (l.per_peer < l.max_connections).then(|| PeerSlots::new(l.per_peer));
+    let conns = OpenConns::new();
+    let shedding = Arc::new(Semaphore::new(MAX_SHEDDING));
     let stalled = l.cut.connections_cut.with_label_values(&["response_stalled"]);
     let b = Arc::new(builder(
         cfg,
@@ -162,7 +184,7 @@ async fn serve<H, F>(
     let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
                 Err(e) => {
@@ -175,15 +197,50 @@ async fn serve<H, F>(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let peer = peer.ip();
+        let share = match &peers {
+            Some(p) => p.take(peer),
+            None => Some(None),
+        };
+        let taken = match share {
+            // Over its own share: never at the expense of other clients.
+            None => None,
+            Some(share) => match slots.clone().try_acquire_owned() {
+                Ok(global) => Some((global, share)),
+                // At the cap: an idle connection makes room.
+                Err(_) if conns.evict_one() => {
+                    tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .map(|global| (global, share))
+                }
+                Err(_) => None,
+            },
+        };
+        let Some(permit) = taken else {
             if let Some(m) = &l.metrics {
                 m.connections_rejected.inc();
             }
-            tokio::spawn(shed(stream));
+            // Dropping the stream closes it; a 503 only while few are shed.
+            if let Ok(p) = shedding.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    shed(stream).await;
+                    drop(p);
+                });
+            }
             continue;
         };
-        let conn = serve_connection(
+        let (state, close) = (ConnState::new(), Arc::new(Notify::new()));
+        let registration = conns.register(state.clone(), close.clone());
+        let accepted = Accepted {
             stream,
+            peer,
+            state,
+            close,
+        };
+        let conn = serve_connection(
+            accepted,
             b.clone(),
             handler.clone(),
             cfg,
@@ -199,6 +256,7 @@ async fn serve<H, F>(
             if let Some(g) = &open {
                 g.dec();
             }
+            drop(registration);
             drop(permit);
         });
     }
@@ -220,10 +278,20 @@ async fn serve<H, F>(
     }
 }
 
-/// Serves one connection until it ends, is idle too long, or the server
-/// closes.
-fn serve_connection<H, F>(
+/// A connection just accepted, with what its task shares with the
+/// listener: its state (read to pick an idle connection to evict) and the
+/// signal that evicts it.
+struct Accepted {
     stream: TcpStream,
+    peer: IpAddr,
+    state: Arc<ConnState>,
+    close: Arc<Notify>,
+}
+
+/// Serves one connection until it ends, is idle too long, is evicted at the
+/// cap, or the server closes.
+fn serve_connection<H, F>(
+    accepted: Accepted,
     b: Arc<auto::Builder<StreamExec>>,
     handler: H,
     cfg: &ServerConfig,
@@ -231,10 +299,15 @@ fn serve_connection<H, F>(
     metrics: Arc<Metrics>,
 ) -> impl Future<Output = ()> + Send + 'static
 where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, IpAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
-    let state = ConnState::new();
+    let Accepted {
+        stream,
+        peer,
+        state,
+        close,
+    } = accepted;
     let io = DeadlineIo::new(
         stream,
         state.clone(),
@@ -245,7 +318,7 @@ where
     let st = state.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let active = st.begin();
-        let fut = handler(req);
+        let fut = handler(req, peer);
         async move {
             let resp = fut.await;
             Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, active)))
@@ -286,6 +359,11 @@ where
                     if let Some(t) = close_by {
                         timer.as_mut().reset(t);
                     }
+                }
+                _ = close.notified() => {
+                    // Evicted at the cap: nothing in flight, so nothing lost.
+                    metrics.connections_cut.with_label_values(&["evicted_idle"]).inc();
+                    return;
                 }
                 changed = phase.changed() => {
                     let p = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Closing };

@@ -7,6 +7,7 @@ mod content;
 mod content_origin;
 mod forward;
 mod proxy;
+mod validators;
 mod webhook;
 
 use crate::auth::authenticator::Authenticator;
@@ -30,6 +31,7 @@ use bytes::Bytes;
 use cached_head::cached_reply_headers;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, Response};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +41,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// Room for every header a response of the gateway carries, so the map is
 /// allocated once at its final size.
-pub(crate) const RESPONSE_HEADERS: usize = 12;
+pub(crate) const RESPONSE_HEADERS: usize = 16;
 pub(crate) static JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// Everything a request may touch. Shared by every connection through an
@@ -50,10 +52,13 @@ pub struct State {
     /// issuers and origin introspection. Shared with the keys-file watcher
     /// that `main` starts.
     pub auth: Arc<Authenticator>,
-    pub routes: RouteTable,
+    /// Route scopes and classes; swapped whole by a config reload, read
+    /// once per decision.
+    pub routes: arc_swap::ArcSwap<RouteTable>,
     pub cache: Arc<ContentCache>,
     pub origin: OriginClient,
-    webhook: WebhookVerifier,
+    /// Webhook secrets and tolerance; swapped whole by a config reload.
+    pub(crate) webhook: arc_swap::ArcSwap<WebhookVerifier>,
     dedupe: EventDedupe,
     pub metrics: Arc<Metrics>,
     /// Set once the origin has answered anything; `/readyz` reads it.
@@ -72,6 +77,11 @@ pub struct State {
     /// One line per partner request, written by its own thread
     /// (`[access_log]`); off when the log filter drops them.
     pub access_log: crate::access_log::AccessLog,
+    /// Live config reload (SIGHUP, `POST /admin/reload`): the settings in
+    /// force and the outcome of the last reload.
+    pub reload: crate::reload::Reloader,
+    /// Cache-Control and Vary of the content routes (from `[cache]`).
+    content_headers: validators::ContentHeaders,
 }
 
 /// The gateway service. Cheap to clone (one `Arc`).
@@ -81,7 +91,6 @@ pub struct Gateway {
 }
 
 /// What a request turned into, for metrics and the access log.
-#[derive(Default)]
 struct Outcome {
     cache: Option<CacheStatus>,
     principal: Option<Arc<Principal>>,
@@ -90,6 +99,25 @@ struct Outcome {
     /// Set by a reply from the cache, to its `X-Cache` value: the reply
     /// leaves its header block to `respond`.
     cached_reply: Option<&'static HeaderValue>,
+    /// The route table this request is routed, authorized and classed
+    /// by, read once when it arrives: a config reload during the request
+    /// does not change its scope or class halfway.
+    routes: Arc<RouteTable>,
+    /// A content reply's representation: 304, coding, bytes saved.
+    served: Option<validators::Served>,
+}
+
+impl Outcome {
+    fn new(routes: Arc<RouteTable>) -> Outcome {
+        Outcome {
+            cache: None,
+            principal: None,
+            rate: Decisions::default(),
+            cached_reply: None,
+            routes,
+            served: None,
+        }
+    }
 }
 
 impl Gateway {
@@ -151,7 +179,7 @@ impl Gateway {
             config.webhooks.dedupe_max_entries,
             Duration::from_secs(config.webhooks.dedupe_ttl_secs),
         );
-        let routes = RouteTable::from_config(&config);
+        let routes = arc_swap::ArcSwap::from_pointee(RouteTable::from_config(&config));
         let cluster = config.cluster.as_ref().map(|c| {
             let stats = Arc::new(ClusterStats::new());
             metrics.register_cluster(&stats);
@@ -172,6 +200,7 @@ impl Gateway {
         });
         let refusal_logs = crate::log_limit::RefusalLogs::new(config.log.refusals_per_sec);
         let webhook_reads = Arc::new(tokio::sync::Semaphore::new(config.webhooks.max_concurrent_reads));
+        let content_headers = validators::ContentHeaders::from_config(&config.cache);
         let dropped = metrics.access_log_dropped.clone();
         let access_log = match access_output {
             Some(out) => crate::access_log::AccessLog::start(
@@ -183,12 +212,13 @@ impl Gateway {
         };
         Ok(Gateway {
             state: Arc::new(State {
+                reload: crate::reload::Reloader::new(&config, &metrics),
                 config,
                 auth,
                 routes,
                 cache,
                 origin,
-                webhook,
+                webhook: arc_swap::ArcSwap::from_pointee(webhook),
                 dedupe,
                 metrics,
                 origin_seen,
@@ -197,6 +227,7 @@ impl Gateway {
                 refusal_logs,
                 webhook_reads,
                 access_log,
+                content_headers,
             }),
         })
     }
@@ -294,6 +325,18 @@ impl Gateway {
         (apply, flush)
     }
 
+    /// Wires the cluster node's fence records to this gateway's cache: their
+    /// lifetime, and the export of live fences for re-publishing. Call
+    /// before `ClusterNode::start`; nothing without `[cluster]`.
+    pub fn wire_cluster_fences(&self) {
+        let Some(node) = &self.state.cluster else {
+            return;
+        };
+        let cache = self.state.cache.clone();
+        let export: crate::cluster::ExportFn = Arc::new(move || cache.export_fences());
+        node.set_fence_source(self.state.cache.fence_retention(), export);
+    }
+
     /// Applies an invalidation from any source and counts it.
     pub async fn apply_invalidation(&self, inv: &Invalidation) -> Applied {
         let applied = self.state.cache.invalidate(inv).await;
@@ -317,9 +360,20 @@ impl Gateway {
         );
     }
 
-    /// Answers one partner request. Never fails: every error becomes an
-    /// envelope response here.
+    /// Answers one partner request with no known client address (tests,
+    /// benchmarks, embedding). See [`Gateway::handle_from`].
     pub async fn handle<B>(&self, req: Request<B>) -> Response<ResponseBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.handle_from(req, None).await
+    }
+
+    /// Answers one partner request from `peer` (the client's address, which
+    /// bounds the origin introspections it may start). Never fails: every
+    /// error becomes an envelope response here.
+    pub async fn handle_from<B>(&self, req: Request<B>, peer: Option<IpAddr>) -> Response<ResponseBody>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -330,12 +384,12 @@ impl Gateway {
         // Kept ids are checked well-formed ASCII and fresh ones are ASCII.
         let rid = rid_value.to_str().unwrap_or("req_invalid");
         let st = &*self.state;
-        let route = st
-            .routes
-            .route(&parts.method, parts.uri.path(), parts.uri.query().is_some());
-        let template = st.routes.template(&route);
-        let mut outcome = Outcome::default();
-        let result = self.dispatch(&parts, body, &route, rid, &mut outcome).await;
+        // One route table for the whole of this request (see `Outcome`).
+        let routes = st.routes.load_full();
+        let route = routes.route(&parts.method, parts.uri.path(), parts.uri.query().is_some());
+        let template = routes.template(&route);
+        let mut outcome = Outcome::new(routes);
+        let result = self.dispatch(&parts, body, &route, rid, peer, &mut outcome).await;
         let (resp, code) = self.respond(result, &parts.method, &route, &outcome, &rid_value, rid);
         self.record(&parts.method, template, &resp, code, &outcome, started, rid);
         resp
@@ -352,13 +406,17 @@ impl Gateway {
         rid_value: &HeaderValue,
         rid: &str,
     ) -> (Response<ResponseBody>, Option<&'static str>) {
-        let st = &*self.state;
         let result = match (result, outcome.cached_reply) {
             (Ok(mut resp), Some(x_cache)) => {
-                let class = st.routes.class(method, route);
+                let class = outcome.routes.class(method, route);
                 let mut h = cached_reply_headers(class, outcome.rate.per_minute.as_ref(), x_cache, rid_value);
-                // What the reply set itself (a HEAD's Content-Length) wins;
-                // `extend` keeps every value of a name set more than once.
+                if resp.status() == http::StatusCode::NOT_MODIFIED {
+                    // A 304 has no content to describe (RFC 9110 section 15.4.5).
+                    h.remove(CONTENT_TYPE);
+                }
+                // What the reply set itself (a HEAD's Content-Length, ETag,
+                // Cache-Control) wins; `extend` keeps every value of a
+                // name set more than once.
                 h.extend(std::mem::take(resp.headers_mut()));
                 *resp.headers_mut() = h;
                 return (resp, None);
@@ -368,7 +426,7 @@ impl Gateway {
         let retry_after = result.as_ref().err().and_then(|e| e.retry_after_secs);
         let (mut resp, code) = finish(result, rid_value, rid);
         if *route != Route::Webhook {
-            let class = st.routes.class(method, route);
+            let class = outcome.routes.class(method, route);
             match &outcome.rate {
                 Decisions {
                     daily_refusal: Some(d),
@@ -393,6 +451,7 @@ impl Gateway {
         body: B,
         route: &Route<'_>,
         rid: &str,
+        peer: Option<IpAddr>,
         outcome: &mut Outcome,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
@@ -421,20 +480,20 @@ impl Gateway {
             Route::Webhook => return Box::pin(self.webhook(parts, body)).await,
             _ => {}
         }
-        let principal = self.authenticate(&parts.headers).await?;
+        let principal = self.authenticate(&parts.headers, peer).await?;
         // Read after authenticating, which may have waited on JWKS or the
         // origin: limits are judged at this instant. Freshness is judged
         // later, by the fence decision, at a clock read of its own taken
         // after the admission (which may await a Redis lease).
         let now = Instant::now();
         outcome.principal = Some(principal.clone());
-        if let Some(scope) = self.state.routes.required_scope(route) {
+        if let Some(scope) = outcome.routes.required_scope(route) {
             if !principal.scopes.contains(scope) {
                 return Err(GatewayError::forbidden_scope(scope.as_str()));
             }
         }
         if let Some(limits) = &self.state.limits {
-            let class = self.state.routes.class(&parts.method, route);
+            let class = outcome.routes.class(&parts.method, route);
             let (decision, admitted) = limits.admit(&principal, class, now).await;
             outcome.rate = decision;
             let m = &self.state.metrics;
@@ -463,11 +522,20 @@ impl Gateway {
             Route::ContentVariant { id, asset } => {
                 let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
                 outcome.cache = Some(CacheStatus::Bypass);
-                Box::pin(self.content_via_origin(parts, &principal, *id, asset.as_deref(), path, rid)).await
+                Box::pin(self.content_via_origin(
+                    parts,
+                    &principal,
+                    *id,
+                    asset.as_deref(),
+                    path,
+                    rid,
+                    outcome,
+                ))
+                .await
             }
             Route::BadContentId { .. } => Err(GatewayError::not_found()),
             Route::Proxy { write_through, .. } => {
-                let template = self.state.routes.template(route);
+                let template = outcome.routes.template(route);
                 Box::pin(self.proxy(parts, body, template, *write_through, rid, &principal.org)).await
             }
             Route::Webhook | Route::NotFound | Route::BadPath => Err(GatewayError::not_found()),
@@ -477,9 +545,13 @@ impl Gateway {
     /// Every refusal is the same 401; an outage of a credential source
     /// (JWKS, origin introspection) is a 503 with `Retry-After`. The reason
     /// only goes to the log and `auth_failures_total{reason}`.
-    async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Arc<Principal>, GatewayError> {
+    async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Result<Arc<Principal>, GatewayError> {
         let st = &*self.state;
-        st.auth.authenticate(headers).await.map_err(|e| {
+        st.auth.authenticate_from(headers, peer).await.map_err(|e| {
             let reason = e.reason();
             st.metrics.auth_failures.with_label_values(&[reason]).inc();
             if st.refusal_logs.auth.allow() {
@@ -516,6 +588,16 @@ impl Gateway {
             m.record_get_hit(asset_route, started.elapsed().as_secs_f64());
         } else {
             self.record_series(m, method, template, status, code, outcome, started, cache);
+        }
+        if let (Some(served), Some(asset_route)) = (outcome.served, hot_asset) {
+            let get = method == http::Method::GET;
+            if served.not_modified {
+                m.representation
+                    .not_modified(asset_route, if get { served.len } else { 0 });
+            } else if get && status == http::StatusCode::OK {
+                m.representation
+                    .compressed(served.encoding, served.saved_by_compression);
+            }
         }
         if let (Some(org_requests), Some(p)) = (&m.org_requests, &outcome.principal) {
             let class = match status.as_u16() / 100 {
@@ -628,6 +710,8 @@ fn finish(
             h.insert(CONTENT_TYPE, JSON.clone());
             h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
             h.insert(X_REQUEST_ID, rid_value.clone());
+            // An error is about this request only: no cache keeps it.
+            h.insert(http::header::CACHE_CONTROL, validators::NO_STORE.clone());
             if let Some(s) = e.retry_after_secs {
                 h.insert(RETRY_AFTER, HeaderValue::from(s));
             }

@@ -504,6 +504,70 @@ async fn serve_reloads_the_keys_file_on_sighup() {
     child.kill().await.unwrap();
 }
 
+/// `serve` re-reads its config file on SIGHUP: a changed tier shows in the
+/// next answer's `X-RateLimit-Limit`, without a restart.
+#[tokio::test]
+async fn serve_reloads_its_config_file_on_sighup() {
+    let dir = scratch("sighup-config");
+    let keys = dir.join("keys.toml");
+    let entry = layers_gateway::auth::keys::keys_file_entry(NEW_KEY, "org_x", &["*"], "standard").unwrap();
+    std::fs::write(&keys, &entry).unwrap();
+    let (gw, admin) = (free_port(), free_port());
+    let path = serve_config(&dir, gw, admin, &keys);
+    let original = std::fs::read_to_string(&path).unwrap();
+    assert!(original.contains("read_light_per_min = 120\n"));
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("serve starts");
+    let addr = SocketAddr::from(([127, 0, 0, 1], gw));
+    let client = TestClient::new(addr);
+    let limit = || async {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return None;
+        }
+        let r = client
+            .send(Method::GET, "/v1/whoami", &[("x-api-key", NEW_KEY)], Bytes::new())
+            .await;
+        r.header("x-ratelimit-limit").map(str::to_owned)
+    };
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = limit().await;
+        if seen.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen.as_deref(), Some("120"), "the standard tier at start");
+
+    std::fs::write(
+        &path,
+        original.replacen("read_light_per_min = 120\n", "read_light_per_min = 240\n", 1),
+    )
+    .unwrap();
+    let pid = child.id().expect("running").to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    for _ in 0..100 {
+        seen = limit().await;
+        if seen.as_deref() == Some("240") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen.as_deref(), Some("240"), "the reloaded tier, same process");
+    child.kill().await.unwrap();
+}
+
 /// `serve` reopens its access log file on SIGUSR1: after logrotate renamed
 /// the file, the next lines go to a new file of the old name.
 #[tokio::test]
@@ -697,4 +761,45 @@ fn serve_outside_the_checkout_says_where_it_looked_for_the_config() {
         e.contains("hint: ") && e.contains("--config") && e.contains(dir.to_str().unwrap()),
         "{e}"
     );
+}
+
+#[test]
+fn check_config_refuses_cluster_tls_and_credential_settings_that_cannot_work() {
+    let cluster = |extra: &str| {
+        let extra = extra.to_owned();
+        move |t: String| format!("{t}\n[cluster]\nredis_url = \"rediss://127.0.0.1:6380/\"\n{extra}")
+    };
+    let o = check_text("cluster-ca", cluster("tls_ca_file = \"/nonexistent/ca.pem\"\n"));
+    assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG), "stderr: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cluster.tls_ca_file: /nonexistent/ca.pem"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = check_text(
+        "cluster-password",
+        cluster("password_env = \"LAYERS_CLI_TEST_UNSET_PASSWORD\"\n"),
+    );
+    assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG), "stderr: {}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("cluster.password_env: environment variable LAYERS_CLI_TEST_UNSET_PASSWORD is not set"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Set, the secret is read but never shown, even when something else fails.
+    let dir = scratch("cluster-secret");
+    let path = config_copy(
+        &dir,
+        cluster("password_env = \"LAYERS_CLI_TEST_PASSWORD\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n"),
+    );
+    let o = run_env(
+        &["check-config", path.to_str().unwrap(), "--allow-demo-keys"],
+        &[("LAYERS_CLI_TEST_PASSWORD", "cli-s3cret-value")],
+    );
+    assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG));
+    let all = format!("{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
+    assert!(!all.contains("cli-s3cret-value"), "{all}");
 }

@@ -11,24 +11,24 @@
 //! route is served through the gateway (possibly from cache) only while
 //! `is_synced()`, else from the origin.
 
+#[path = "support/cluster.rs"]
+mod cluster_support;
 #[path = "support/redis.rs"]
 mod redis_support;
 mod support;
 
 use bytes::Bytes;
+use cluster_support::*;
 use http::Method;
-use http_body_util::BodyExt;
 use layers_gateway::cluster::{
     ApplyFn, ClusterDailyCap, ClusterLimiter, ClusterNode, ClusterSettings, ClusterStats, FlushFn,
 };
-use layers_gateway::demo::Simulator;
 use layers_gateway::events::webhook::{parse_event, ParsedEvent};
-use layers_gateway::events::{EventType, Invalidation, Source};
+use layers_gateway::events::{EventType, Invalidation};
 use layers_gateway::ids::ContainerId;
-use layers_gateway::service::Gateway;
 use layers_gateway::shaping::{EndpointClass, Limit};
 use redis_support::{Partition, RedisServer};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,214 +37,6 @@ use support::*;
 use tokio::time::Instant;
 
 const WEBHOOK: &str = "/webhooks/layers";
-/// Short timings so outages are detected (and tests end) quickly.
-const MAX_UNSYNCED: Duration = Duration::from_millis(600);
-/// Slack for a loaded 2-core machine on top of a bound under test.
-const MARGIN: Duration = Duration::from_millis(1_000);
-
-fn settings(url: &str, id: &str) -> ClusterSettings {
-    ClusterSettings {
-        instance_id: Some(id.to_owned()),
-        max_unsynced_ms: MAX_UNSYNCED.as_millis() as u64,
-        block_ms: 100,
-        connect_timeout_ms: 300,
-        command_timeout_ms: 300,
-        lease_retry_ms: 300,
-        ..ClusterSettings::with_url(url)
-    }
-}
-
-/// One gateway instance with its cluster node.
-struct Instance {
-    gw: Gateway,
-    node: Arc<ClusterNode>,
-    /// Flush callbacks run.
-    flushes: Arc<AtomicU64>,
-}
-
-impl Instance {
-    /// A gateway in front of `sim` joined to the cluster (the node has
-    /// started and made its first attempt to join).
-    async fn start(sim: &Simulator, s: ClusterSettings) -> Instance {
-        let gw = in_process(sim, "");
-        let node = ClusterNode::new(&s, Arc::new(ClusterStats::new())).unwrap();
-        let flushes = Arc::new(AtomicU64::new(0));
-        let (apply, flush) = wiring(&gw, flushes.clone());
-        node.start(apply, flush, std::future::pending()).await;
-        Instance { gw, node, flushes }
-    }
-
-    fn stat(&self, f: impl Fn(&ClusterStats) -> u64) -> u64 {
-        f(self.node.stats())
-    }
-
-    /// What the wired gateway does for a cached route.
-    async fn serve(&self, sim: &Simulator, path: &str) -> Served {
-        if self.node.is_synced() {
-            let r = call_get(&self.gw, path, &admin_key()).await;
-            Served {
-                from_cache: r.x_cache() == Some("HIT"),
-                reply: r,
-            }
-        } else {
-            self.node.note_bypass();
-            Served {
-                from_cache: false,
-                reply: origin_get(sim, path).await,
-            }
-        }
-    }
-
-    /// An invalidation this instance accepted: applied here, then published.
-    async fn accept(&self, inv: &Invalidation) -> Result<(), String> {
-        self.gw.apply_invalidation(inv).await;
-        self.node.publish(inv).await
-    }
-}
-
-/// The service's wiring: stream entries go to `apply_invalidation`; a
-/// flush is a purge-all.
-fn wiring(gw: &Gateway, flushes: Arc<AtomicU64>) -> (ApplyFn, FlushFn) {
-    let g = gw.clone();
-    let apply: ApplyFn = Arc::new(move |inv: Invalidation| {
-        let g = g.clone();
-        Box::pin(async move {
-            g.apply_invalidation(&inv).await;
-        })
-    });
-    let g = gw.clone();
-    let flush: FlushFn = Arc::new(move || {
-        let g = g.clone();
-        let flushes = flushes.clone();
-        Box::pin(async move {
-            g.apply_invalidation(&purge_all()).await;
-            flushes.fetch_add(1, Ordering::Relaxed);
-        })
-    });
-    (apply, flush)
-}
-
-fn purge_all() -> Invalidation {
-    Invalidation {
-        event_id: None,
-        source: Source::Cluster,
-        event_type: EventType::PurgeAll,
-        container: None,
-        revoked_asset_ids: Vec::new(),
-        current_asset_ids: Vec::new(),
-        changed_at: None,
-        created_at: None,
-    }
-}
-
-/// A regenerate as the write-through path builds it.
-fn regenerated(id: ContainerId, current: Vec<String>) -> Invalidation {
-    Invalidation {
-        event_id: None,
-        source: Source::WriteThrough,
-        event_type: EventType::Regenerated,
-        container: Some(id),
-        revoked_asset_ids: Vec::new(),
-        current_asset_ids: current,
-        changed_at: None,
-        created_at: None,
-    }
-}
-
-struct Served {
-    from_cache: bool,
-    reply: Reply,
-}
-
-/// A GET answered by the simulator itself (the wiring's bypass).
-async fn origin_get(sim: &Simulator, path: &str) -> Reply {
-    let req = http::Request::get(path)
-        .header("x-api-key", admin_key())
-        .body(http_body_util::Full::new(Bytes::new()))
-        .unwrap();
-    let resp = sim.handle(req).await;
-    let (parts, body) = resp.into_parts();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
-}
-
-fn container_path(id: ContainerId) -> String {
-    format!("/v1/content/{id}")
-}
-
-fn asset_ids(v: &Value) -> Vec<String> {
-    v["assets"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| x["assetId"].as_str().unwrap().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn carries_any(body: &[u8], needles: &[String]) -> bool {
-    let text = String::from_utf8_lossy(body);
-    needles.iter().any(|n| text.contains(n.as_str()))
-}
-
-/// Reads the container twice through the gateway: the second is a HIT.
-async fn warm(gw: &Gateway, id: ContainerId) -> Value {
-    let a = call_get(gw, &container_path(id), &admin_key()).await;
-    assert_eq!(a.status, 200);
-    let b = call_get(gw, &container_path(id), &admin_key()).await;
-    assert_eq!(b.x_cache(), Some("HIT"));
-    b.json()
-}
-
-/// Polls `cond` every 10 ms for up to `within`; panics with `what` after.
-async fn eventually<F, Fut>(what: &str, within: Duration, mut cond: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if cond().await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < within, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Reads `path` on `inst` every few ms until stopped; records every answer.
-struct Traffic {
-    log: Arc<Mutex<Vec<(Instant, Served)>>>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Traffic {
-    fn start(inst: Arc<Instance>, sim: Simulator, path: String) -> Traffic {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (l, s) = (log.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            while !s.load(Ordering::Acquire) {
-                let at = Instant::now();
-                let served = inst.serve(&sim, &path).await;
-                l.lock().unwrap().push((at, served));
-                tokio::time::sleep(Duration::from_millis(3)).await;
-            }
-        });
-        Traffic { log, stop, task }
-    }
-
-    async fn stop(self) -> Vec<(Instant, Served)> {
-        self.stop.store(true, Ordering::Release);
-        self.task.await.unwrap();
-        std::mem::take(&mut *self.log.lock().unwrap())
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Propagation.
@@ -601,7 +393,11 @@ async fn an_instance_starting_while_events_flow_applies_every_event_after_it_joi
         tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Acquire) {
+                // Caption changes: no fence record, so what B applies is
+                // exactly the stream entries it read (a join also applies
+                // the fence records of older deletes and regenerates).
                 let mut inv = regenerated(ids[n as usize % ids.len()], Vec::new());
+                inv.event_type = EventType::Updated;
                 let event_id = format!("evt_startup_{n:06}");
                 inv.event_id = Some(event_id.clone());
                 let started = Instant::now();

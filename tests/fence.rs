@@ -9,69 +9,13 @@ mod support;
 use bytes::Bytes;
 use http::Method;
 use layers_gateway::cache::SyncGate;
-use layers_gateway::service::Gateway;
-use layers_gateway::shaping::clock::UnixClock;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::scripted::{Answer, Scripted, ScriptedUpstream};
+use support::fence_fixtures::*;
+use support::scripted::{Answer, Scripted};
 use support::*;
-
-const ID: &str = "cnt_0b8f5a3e-6a63-4c5e-9d36-1f2a3b4c5d6e";
-const OTHER_ID: &str = "cnt_11111111-2222-4333-8444-555555555555";
-const WEBHOOK: &str = "/webhooks/layers";
-
-/// Wall-clock start of the tests that read `expiresAt`: 700 ms past a
-/// whole second, where truncating "now" to the second errs most.
-const T0_MS: i64 = 1_893_456_000_700;
-
-fn gateway(origin: &Arc<Scripted>, extra: &str) -> Gateway {
-    let cfg = test_config("http://127.0.0.1:1", extra);
-    Gateway::with_clock(
-        cfg,
-        demo_keys(),
-        Arc::new(ScriptedUpstream(origin.clone())),
-        UnixClock::starting_at_millis(T0_MS),
-    )
-}
-
-fn rfc3339_ms(ms: i64) -> String {
-    let secs = layers_gateway::cache::time::format_rfc3339(ms.div_euclid(1000));
-    format!("{}.{:03}Z", secs.trim_end_matches('Z'), ms.rem_euclid(1000))
-}
-
-fn container(ids: &[&str], caption: &str) -> Value {
-    json!({
-        "id": ID,
-        "projectId": "prj_1",
-        "status": "completed",
-        "caption": caption,
-        "assets": ids.iter().map(|a| json!({"assetId": a, "kind": "image", "url": format!("https://cdn.example/{a}.png"), "thumbnailUrl": null})).collect::<Vec<_>>(),
-    })
-}
-
-fn path() -> String {
-    format!("/v1/content/{ID}")
-}
-
-fn asset_path(a: &str) -> String {
-    format!("/v1/content/{ID}/assets/{a}")
-}
-
-async fn get(gw: &Gateway, p: &str) -> Reply {
-    call_get(gw, p, &admin_key()).await
-}
-
-async fn deliver(gw: &Gateway, body: Value, header_id: Option<&str>) -> Reply {
-    let body = body.to_string();
-    let mut headers = signed_webhook(&body, WEBHOOK_SECRET, unix_now());
-    if let Some(id) = header_id {
-        headers.push(("x-layers-event-id".into(), id.into()));
-    }
-    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    call(gw, Method::POST, WEBHOOK, &h, Bytes::from(body)).await
-}
 
 fn urls(r: &Reply) -> String {
     String::from_utf8_lossy(&r.body).into_owned()

@@ -671,7 +671,7 @@ impl Model {
             }
             Kind::Generated => {
                 let later = match (inv.changed_at, st.tombstone_at) {
-                    (Some(at), Some(deleted)) => at > deleted,
+                    (Some(at), Some(deleted)) => at >= deleted,
                     (_, None) => true,
                     (None, Some(_)) => false,
                 };

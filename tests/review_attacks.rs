@@ -3,202 +3,19 @@
 //! the first version of that fix and must hold now; `held_*` ones held
 //! from the start.
 //!
-//! Same scripted-origin style as `tests/fence.rs`; the origin here can
-//! also normalise dot-segments (as nginx, Envoy's `normalize_path`, or a
-//! CDN in front of it does, RFC 3986 section 5.2.4).
+//! Same scripted origin and fixtures as `tests/fence.rs`; some attacks
+//! have the origin normalise dot-segments, as a proxy in front of it may.
 
 mod support;
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
-use http_body_util::BodyExt;
-use layers_gateway::body::{BoxError, StreamBody};
-use layers_gateway::origin::{Upstream, UpstreamFuture};
-use layers_gateway::service::Gateway;
-use layers_gateway::shaping::clock::UnixClock;
+use http::Method;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
+use support::fence_fixtures::*;
+use support::scripted::{Answer, Scripted};
 use support::*;
-
-const ID: &str = "cnt_0b8f5a3e-6a63-4c5e-9d36-1f2a3b4c5d6e";
-const WEBHOOK: &str = "/webhooks/layers";
-const T0_MS: i64 = 1_893_456_000_700;
-
-#[derive(Clone)]
-enum Answer {
-    Json(u16, Value),
-    /// Raw bytes with a status and content type.
-    Raw(u16, &'static str, Bytes),
-    FailingBody(u16),
-    Held(Arc<tokio::sync::Notify>, Box<Answer>),
-}
-
-#[derive(Default)]
-struct Scripted {
-    answers: Mutex<HashMap<(Method, String), Answer>>,
-    requests: Mutex<HashMap<(Method, String), u64>>,
-    /// Resolve dot-segments and ignore a trailing slash before matching,
-    /// like a normalising reverse proxy in front of the origin.
-    normalise: AtomicBool,
-    /// Every path the origin was asked for, as sent.
-    seen: Mutex<Vec<String>>,
-}
-
-impl Scripted {
-    fn set(&self, method: Method, path: &str, a: Answer) {
-        self.answers.lock().unwrap().insert((method, path.to_owned()), a);
-    }
-    fn count(&self, method: Method, path: &str) -> u64 {
-        let r = self.requests.lock().unwrap();
-        r.get(&(method, path.to_owned())).copied().unwrap_or(0)
-    }
-}
-
-/// RFC 3986 remove_dot_segments (on the percent-decoded `.`), then drop a
-/// trailing slash.
-fn normalise(path: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for seg in path.split('/').skip(1) {
-        match seg.to_ascii_lowercase().as_str() {
-            "." | "%2e" => {}
-            ".." | "%2e%2e" | ".%2e" | "%2e." => {
-                out.pop();
-            }
-            _ => out.push(seg),
-        }
-    }
-    let mut p = String::new();
-    for s in out.iter().filter(|s| !s.is_empty()) {
-        p.push('/');
-        p.push_str(s);
-    }
-    p
-}
-
-struct ErrBody;
-
-impl http_body::Body for ErrBody {
-    type Data = Bytes;
-    type Error = BoxError;
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        Poll::Ready(Some(Err("connection reset mid-body".into())))
-    }
-}
-
-fn respond(a: Answer) -> Pin<Box<dyn std::future::Future<Output = Response<StreamBody>> + Send>> {
-    Box::pin(async move {
-        match a {
-            Answer::Json(status, v) => {
-                let body = http_body_util::Full::new(Bytes::from(v.to_string()))
-                    .map_err(|never| match never {})
-                    .boxed_unsync();
-                let mut r = Response::new(body);
-                *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                r.headers_mut()
-                    .insert("content-type", "application/json".parse().unwrap());
-                r
-            }
-            Answer::Raw(status, ct, b) => {
-                let body = http_body_util::Full::new(b)
-                    .map_err(|never| match never {})
-                    .boxed_unsync();
-                let mut r = Response::new(body);
-                *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                r.headers_mut().insert("content-type", ct.parse().unwrap());
-                r
-            }
-            Answer::FailingBody(status) => {
-                let mut r = Response::new(ErrBody.boxed_unsync());
-                *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                r
-            }
-            Answer::Held(gate, then) => {
-                gate.notified().await;
-                respond(*then).await
-            }
-        }
-    })
-}
-
-struct ScriptedUpstream(Arc<Scripted>);
-
-impl Upstream for ScriptedUpstream {
-    fn send(&self, req: Request<StreamBody>) -> UpstreamFuture {
-        let raw = req.uri().path().to_owned();
-        self.0.seen.lock().unwrap().push(
-            req.uri()
-                .path_and_query()
-                .map_or(raw.clone(), |p| p.as_str().to_owned()),
-        );
-        let p = if self.0.normalise.load(Ordering::SeqCst) {
-            normalise(&raw)
-        } else {
-            raw
-        };
-        let key = (req.method().clone(), p);
-        *self.0.requests.lock().unwrap().entry(key.clone()).or_default() += 1;
-        let answer = self.0.answers.lock().unwrap().get(&key).cloned();
-        Box::pin(async move {
-            let a = answer.unwrap_or(Answer::Json(
-                404,
-                json!({"error": {"code": "NOT_FOUND", "message": "no", "requestId": "req_x"}}),
-            ));
-            Ok(respond(a).await)
-        })
-    }
-}
-
-fn gateway(origin: &Arc<Scripted>, extra: &str) -> Gateway {
-    let cfg = test_config("http://127.0.0.1:1", extra);
-    Gateway::with_clock(
-        cfg,
-        demo_keys(),
-        Arc::new(ScriptedUpstream(origin.clone())),
-        UnixClock::starting_at_millis(T0_MS),
-    )
-}
-
-fn rfc3339_ms(ms: i64) -> String {
-    let secs = layers_gateway::cache::time::format_rfc3339(ms.div_euclid(1000));
-    format!("{}.{:03}Z", secs.trim_end_matches('Z'), ms.rem_euclid(1000))
-}
-
-fn container(ids: &[&str], caption: &str) -> Value {
-    json!({
-        "id": ID,
-        "projectId": "prj_1",
-        "status": "completed",
-        "caption": caption,
-        "assets": ids.iter().map(|a| json!({"assetId": a, "kind": "image", "url": format!("https://cdn.example/{a}.png"), "thumbnailUrl": null})).collect::<Vec<_>>(),
-    })
-}
-
-fn path() -> String {
-    format!("/v1/content/{ID}")
-}
-
-fn asset_path(a: &str) -> String {
-    format!("/v1/content/{ID}/assets/{a}")
-}
-
-async fn get(gw: &Gateway, p: &str) -> Reply {
-    call_get(gw, p, &admin_key()).await
-}
-
-async fn deliver(gw: &Gateway, body: Value) -> Reply {
-    let body = body.to_string();
-    let headers = signed_webhook(&body, WEBHOOK_SECRET, unix_now());
-    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    call(gw, Method::POST, WEBHOOK, &h, Bytes::from(body)).await
-}
 
 fn text(r: &Reply) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
@@ -222,7 +39,7 @@ async fn wait_for(origin: &Scripted, m: Method, p: &str) {
 #[tokio::test(start_paused = true)]
 async fn attack_dot_segment_paths_reach_a_deleted_container_without_the_fence() {
     let origin = Arc::new(Scripted::default());
-    origin.normalise.store(true, Ordering::SeqCst);
+    origin.normalise_paths();
     // A lagging replica that still has the deleted container.
     origin.set(
         Method::GET,
@@ -234,6 +51,7 @@ async fn attack_dot_segment_paths_reach_a_deleted_container_without_the_fence() 
     let r = deliver(
         &gw,
         json!({"id": "evt_del_dot", "type": "content.deleted", "data": {"id": ID, "assets": ["a1"]}}),
+        None,
     )
     .await;
     assert_eq!(r.status, 200);
@@ -275,6 +93,7 @@ async fn attack_a_late_generated_event_lifts_the_tombstone_and_the_deleted_conta
     let r = deliver(
         &gw,
         json!({"id": "evt_delete_9", "type": "content.deleted", "data": {"id": ID}}),
+        None,
     )
     .await;
     assert_eq!(r.status, 200);
@@ -282,7 +101,7 @@ async fn attack_a_late_generated_event_lifts_the_tombstone_and_the_deleted_conta
     // The origin retries the earlier content.generated delivery.
     let r = deliver(
         &gw,
-        json!({"id": "evt_generated_1", "type": "content.generated", "data": {"id": ID, "assets": [{"assetId": "a1"}]}}),
+        json!({"id": "evt_generated_1", "type": "content.generated", "data": {"id": ID, "assets": [{"assetId": "a1"}]}}), None,
     )
     .await;
     assert_eq!(r.status, 200);
@@ -317,7 +136,7 @@ async fn attack_a_late_generated_event_lifts_the_tombstone_of_a_write_through_de
     assert_eq!(get(&gw, &path()).await.status, 404);
     let r = deliver(
         &gw,
-        json!({"id": "evt_generated_2", "type": "content.generated", "data": {"id": ID, "assets": [{"assetId": "a1"}]}}),
+        json!({"id": "evt_generated_2", "type": "content.generated", "data": {"id": ID, "assets": [{"assetId": "a1"}]}}), None,
     )
     .await;
     assert_eq!(r.status, 200);
@@ -363,6 +182,7 @@ async fn attack_sweep_between_mark_and_write_through_revokes_the_current_assets(
     let r = deliver(
         &gw,
         json!({"id": "evt_upd_s", "type": "content.updated", "data": {"id": ID}}),
+        None,
     )
     .await;
     assert_eq!(r.status, 200);
@@ -469,6 +289,7 @@ async fn attack_an_approval_event_during_a_regenerate_cancels_the_old_asset_revo
     let r = deliver(
         &gw,
         json!({"id": "evt_appr", "type": "content.approved", "data": {"id": ID}}),
+        None,
     )
     .await;
     assert_eq!(r.status, 200);
@@ -610,7 +431,7 @@ async fn attack_the_variant_path_passes_bodies_it_cannot_parse_unfiltered() {
     ] {
         let origin = Arc::new(Scripted::default());
         let gw = gateway(&origin, "");
-        let r = deliver(&gw, json!({"id": "evt_rg_v", "type": "content.regenerated", "data": {"id": ID, "previousAssetIds": ["old-1"], "assets": [{"assetId": "new-1"}]}})).await;
+        let r = deliver(&gw, json!({"id": "evt_rg_v", "type": "content.regenerated", "data": {"id": ID, "previousAssetIds": ["old-1"], "assets": [{"assetId": "new-1"}]}}), None).await;
         assert_eq!(r.status, 200);
         let p = format!("{}?x=1", path());
         origin.set(Method::GET, &path(), answer);
@@ -633,7 +454,7 @@ async fn attack_the_variant_path_passes_bodies_it_cannot_parse_unfiltered() {
 #[tokio::test(start_paused = true)]
 async fn held_spellings_of_a_deleted_container_are_404() {
     let origin = Arc::new(Scripted::default());
-    origin.normalise.store(true, Ordering::SeqCst);
+    origin.normalise_paths();
     origin.set(Method::GET, &path(), Answer::Json(200, container(&["a1"], "v1")));
     origin.set(
         Method::GET,
@@ -644,6 +465,7 @@ async fn held_spellings_of_a_deleted_container_are_404() {
     let r = deliver(
         &gw,
         json!({"id": "evt_del_h", "type": "content.deleted", "data": {"id": ID}}),
+        None,
     )
     .await;
     assert_eq!(r.status, 200);

@@ -34,8 +34,8 @@ export LAYERS_BENCH_JWT_SECRET=bench-only-hs256-secret-0123456789abcdef
 # path and the two JWT issuers of examples/bench_jwt.rs (keys in $WORK).
 deployed_config() {
   local src=$1 out=$2
+  # The default bench config names the keys file relative to itself.
   sed -e "s|^keys_file = \"../../config/keys.toml\"|keys_file = \"$ROOT/config/keys.toml\"|" "$src" >"$out"
-  grep -q "^keys_file = \"$ROOT/config/keys.toml\"" "$out" || die "$src: keys_file line not found"
   cat >>"$out" <<CONF
 
 # Added by benches/load/deployed.sh: JWT callers (examples/bench_jwt.rs).
@@ -61,10 +61,11 @@ deployed_prepare() {
   ES256_TOKEN=$(awk '$1=="es256"{print $2}' <<<"$tokens")
   HS256_TOKEN=$(awk '$1=="hs256"{print $2}' <<<"$tokens")
   [ -n "$ES256_TOKEN" ] && [ -n "$HS256_TOKEN" ] || die "bench_jwt printed no tokens"
-  deployed_config "$HERE/gateway.toml" "$WORK/gateway.toml"
+  local src=$GW_CONFIG
+  deployed_config "$src" "$WORK/gateway.toml"
   GW_CONFIG=$WORK/gateway.toml
   # The log-on gateway: its own ports, INFO level, JSON, access log to a file.
-  deployed_config "$HERE/gateway.toml" "$WORK/gateway-log.toml"
+  deployed_config "$src" "$WORK/gateway-log.toml"
   sed -i -e "s|^listen = \"127.0.0.1:$GW_PORT\"|listen = \"127.0.0.1:$GW_LOG_PORT\"|" \
     -e "s|^listen = \"127.0.0.1:$ADMIN_PORT\"|listen = \"127.0.0.1:$ADMIN_LOG_PORT\"|" \
     -e 's|^level = "warn"|level = "info"|' -e 's|^format = "text"|format = "json"|' "$WORK/gateway-log.toml"

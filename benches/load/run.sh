@@ -2,8 +2,8 @@
 # Load benchmark: layers-gateway side by side with nginx proxy_cache and a
 # bare hyper server, on loopback, with wrk.
 #
-#   bash benches/load/run.sh            # full run (about 20 minutes)
-#   bash benches/load/run.sh --smoke    # CI: a few seconds per system, scenarios a + c + deployed
+#   bash benches/load/run.sh            # full run (about 25 minutes)
+#   bash benches/load/run.sh --smoke    # CI: a few seconds per system, scenarios a c f g deployed
 #   bash benches/load/run.sh --help
 #
 # Needs wrk, nginx, haproxy and h2load (apt-get install -y wrk nginx
@@ -14,16 +14,18 @@ set -euo pipefail
 
 usage() {
   cat <<'EOF'
-usage: bash benches/load/run.sh [--smoke] [--scenarios "a b c d e"] [--out FILE] [--profile]
+usage: bash benches/load/run.sh [--smoke] [--scenarios "a b c d e f g"] [--out FILE] [--profile]
 
-  --smoke        one short round of scenarios a, c and deployed; exits non-zero
-                 if anything fails to start or a gateway hit reaches the origin
-  --scenarios    which scenarios to run (default: a b c d e deployed; smoke: a c deployed)
+  --smoke        one short round of scenarios a, c, f, g and deployed; exits
+                 non-zero if anything fails to start or a gateway hit reaches the origin
+  --scenarios    which scenarios to run (default: a b c d e f g deployed; smoke: a c f g deployed)
                    a  one hot asset, 100% cache hits
                    b  Zipf(s=1.0) over 100,000 containers x 4 assets
                    c  1,000 concurrent requests on one cold container
                    d  scenario a while 100 invalidation webhooks/s arrive
                    e  gateway memory after 100,000 and 1,000,000 containers
+                   f  polling with If-None-Match: every answer a 304 (conditional.sh)
+                   g  the hot container with Accept-Encoding: gzip, br (conditional.sh)
                    deployed  as deployed, interleaved: gateway with its access log
                       off / on (JSON to a file), JWT callers (ES256, HS256),
                       nginx log off / buffered, HAProxy cache, bare hyper, and
@@ -46,6 +48,7 @@ Environment (defaults in brackets; smoke values after the slash):
   LAYERS_BENCH_NICE         nice value of servers and load generators [0]; on a
                             shared machine -10 (root) keeps other jobs' compiles
                             from taking the pinned cores away mid-run
+  LAYERS_BENCH_GATEWAY_CONFIG  the gateway's config [benches/load/gateway.toml]
   LAYERS_BENCH_KEEP=1       keep the work directory (logs, wrk output)
 EOF
 }
@@ -73,7 +76,7 @@ HERE=$ROOT/benches/load
 if [ "$SMOKE" = 1 ]; then
   : "${LAYERS_BENCH_DURATION:=3}" "${LAYERS_BENCH_WARMUP:=1}" "${LAYERS_BENCH_ROUNDS:=1}"
   : "${LAYERS_BENCH_CONTAINERS:=1000}"
-  : "${SCENARIOS:=a c deployed}"
+  : "${SCENARIOS:=a c f g deployed}"
 fi
 DURATION=${LAYERS_BENCH_DURATION:-10}
 WARMUP=${LAYERS_BENCH_WARMUP:-3}
@@ -83,7 +86,7 @@ CONTAINERS=${LAYERS_BENCH_CONTAINERS:-100000}
 BURST=${LAYERS_BENCH_BURST:-1000}
 MEMORY_MAX=${LAYERS_BENCH_MEMORY_MAX:-1000000}
 BUILD_PROFILE=${LAYERS_BENCH_PROFILE:-release}
-SCENARIOS=${SCENARIOS:-a b c d e deployed}
+SCENARIOS=${SCENARIOS:-a b c d e f g deployed}
 COLD=64
 
 # Loopback ports (benches/load/gateway.toml names the gateway's three).
@@ -101,7 +104,7 @@ STATS=http://127.0.0.1:$STATS_PORT/stats
 NGINX=http://127.0.0.1:$NGINX_PORT
 HYPER=http://127.0.0.1:$HYPER_PORT
 HYPER_HEAD=http://127.0.0.1:$HYPER_HEAD_PORT
-GW_CONFIG=$HERE/gateway.toml
+GW_CONFIG=${LAYERS_BENCH_GATEWAY_CONFIG:-$HERE/gateway.toml}
 # The deployed scenario's systems, ports and functions.
 # shellcheck source=benches/load/deployed.sh
 source "$HERE/deployed.sh"
@@ -585,6 +588,12 @@ if has d; then
   emit "Webhooks, per round: $(grep '^webhooks' "$WEBHOOKS_LOG" | sed 's/^webhooks //' | paste -sd ';' - | sed 's/;/; /g')."
   emit ""
 fi
+
+# ------------------------------- scenarios f and g: 304s, compression
+# shellcheck source=benches/load/conditional.sh
+. "$HERE/conditional.sh"
+if has f; then scenario_f; fi
+if has g; then scenario_g; fi
 
 # ------------------------------------------ scenario c: cold burst
 if has c; then

@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::error::{ErrorCode, ErrorSource, GatewayError};
 use crate::origin::OriginClient;
 use crate::shaping::clock::UnixClock;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::watch;
 
@@ -43,6 +44,9 @@ pub enum AuthError {
         retry_after_secs: u64,
         reason: &'static str,
     },
+    /// This client address started too many origin introspections (new
+    /// keys): 429 `RATE_LIMITED` with `Retry-After`.
+    Throttled { retry_after_secs: u64 },
 }
 
 impl AuthError {
@@ -51,6 +55,7 @@ impl AuthError {
         match self {
             AuthError::Rejected(r) => r,
             AuthError::Unavailable { reason, .. } => reason,
+            AuthError::Throttled { .. } => super::introspect::INTROSPECTION_THROTTLED,
         }
     }
 }
@@ -76,6 +81,11 @@ impl From<AuthError> for GatewayError {
                 g.source = ErrorSource::Upstream;
                 g
             }
+            AuthError::Throttled { retry_after_secs } => GatewayError::new(
+                ErrorCode::RateLimited,
+                "Too many requests with credentials the gateway does not know yet from this address; retry later.",
+            )
+            .with_retry_after(retry_after_secs.max(1)),
         }
     }
 }
@@ -107,8 +117,13 @@ pub struct Authenticator {
     keys: RwLock<Arc<KeyStore>>,
     env: Option<Box<str>>,
     source: Source,
-    /// `None` when no issuer is configured: every JWT is refused.
-    jwt: Option<JwtVerifier>,
+    /// `None` when no issuer is configured: every JWT is refused. Swapped
+    /// whole by a config reload ([`Authenticator::replace_jwt`]); a JWT
+    /// request reads it once.
+    jwt: arc_swap::ArcSwapOption<JwtVerifier>,
+    /// The wall clock JWT `exp`/`nbf` are checked against (kept for
+    /// verifiers built by a reload).
+    clock: UnixClock,
     /// `Some` when `source` is `origin` or `both`.
     introspector: Option<Introspector>,
     /// Outcomes of keys-file reloads (written by `reload`), for tests and
@@ -157,7 +172,8 @@ impl Authenticator {
             keys: RwLock::new(keys),
             env: a.env.as_deref().map(Into::into),
             source,
-            jwt: (!jwt.is_empty()).then_some(jwt),
+            jwt: arc_swap::ArcSwapOption::new((!jwt.is_empty()).then(|| Arc::new(jwt))),
+            clock,
             introspector,
             reloads: watch::Sender::new(ReloadReport::default()),
             background: Mutex::new(Vec::new()),
@@ -183,7 +199,7 @@ impl Authenticator {
     /// them a URL issuer's set is fetched by the first request that needs
     /// it. Idempotent enough: call once, after the runtime is up.
     pub fn start_background(&self) {
-        if let Some(j) = &self.jwt {
+        if let Some(j) = self.jwt.load_full() {
             let handles = j.start_background();
             self.background
                 .lock()
@@ -192,21 +208,66 @@ impl Authenticator {
         }
     }
 
+    /// Builds the JWT verifier of a reloaded `[auth.jwt]` (the error names
+    /// the field); nothing changes until [`Authenticator::replace_jwt`].
+    pub fn build_jwt(&self, cfg: &Config) -> Result<Option<Arc<JwtVerifier>>, String> {
+        let jwt = JwtVerifier::new(&cfg.auth.jwt, &cfg.base_dir, self.clock)?;
+        Ok((!jwt.is_empty()).then(|| Arc::new(jwt)))
+    }
+
+    /// Puts a verifier built by `build_jwt` in force (config reload): the
+    /// next JWT is checked against the new issuers, the old JWKS
+    /// refreshers stop and the new ones start (within a runtime).
+    pub fn replace_jwt(&self, jwt: Option<Arc<JwtVerifier>>) {
+        self.jwt.store(jwt);
+        let old: Vec<_> = std::mem::take(&mut *self.background.lock().unwrap_or_else(|p| p.into_inner()));
+        for h in old {
+            h.abort();
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.start_background();
+        }
+    }
+
     /// Who is calling. The futures of the paths that may wait (JWKS
     /// fetches, introspection) are boxed, so the keys-file path, the one
     /// every API-key request takes, keeps a small future.
     pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Arc<Principal>, AuthError> {
+        self.authenticate_from(headers, None).await
+    }
+
+    /// [`Authenticator::authenticate`] for a request from `peer` (the
+    /// client's address), which bounds the origin introspections one client
+    /// may start; see [`super::lookup_limit`].
+    pub async fn authenticate_from(
+        &self,
+        headers: &http::HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Result<Arc<Principal>, AuthError> {
         let cred = presented_credential(headers)?;
         if !cred.starts_with("lp_") && cred.contains('.') {
-            return match &self.jwt {
+            return match self.jwt.load_full() {
                 Some(j) => Box::pin(j.verify(cred)).await,
                 None => Err(AuthError::Rejected("jwt_unknown_issuer")),
             };
         }
         match (self.source, &self.introspector) {
-            (Source::Origin, Some(i)) => Box::pin(i.authenticate(cred, self.env.as_deref())).await,
+            (Source::Origin, Some(i)) => Box::pin(i.authenticate(cred, self.env.as_deref(), peer)).await,
             (Source::Both, Some(i)) => match self.check_file(cred) {
-                Err(KeyRejection::UnknownKey) => Box::pin(i.authenticate(cred, self.env.as_deref())).await,
+                Err(KeyRejection::UnknownKey) => {
+                    Box::pin(i.authenticate(cred, self.env.as_deref(), peer)).await
+                }
+                // A known key id with a wrong secret takes the same path as
+                // an unknown id (the same whoami call, limits and caching),
+                // so neither the answer nor its timing tells a caller which
+                // key ids the keys file holds. Whatever the origin says, the
+                // keys file has the last word: refused.
+                Err(KeyRejection::WrongSecret) => {
+                    match Box::pin(i.authenticate(cred, self.env.as_deref(), peer)).await {
+                        Ok(_) | Err(AuthError::Rejected(_)) => Err(KeyRejection::WrongSecret.into()),
+                        Err(e) => Err(e),
+                    }
+                }
                 r => r.map_err(Into::into),
             },
             _ => self.check_file(cred).map_err(Into::into),
@@ -236,12 +297,13 @@ impl Authenticator {
     }
 
     pub fn jwt_enabled(&self) -> bool {
-        self.jwt.is_some()
+        self.jwt.load().is_some()
     }
 
-    /// The JWT verifier, when issuers are configured.
-    pub fn jwt(&self) -> Option<&JwtVerifier> {
-        self.jwt.as_ref()
+    /// The JWT verifier in force, when issuers are configured (a config
+    /// reload replaces it, and its verified-token cache with it).
+    pub fn jwt(&self) -> Option<Arc<JwtVerifier>> {
+        self.jwt.load_full()
     }
 
     pub fn introspector(&self) -> Option<&Introspector> {

@@ -13,15 +13,26 @@
 //!   task so a caller that goes away does not abandon the others.
 //! - Bounded: at most `max_entries` results; origin calls go through the
 //!   origin client's in-flight caps, breaker and deadline.
+//! - A new call (not a cached answer, not joining a call in flight) must be
+//!   admitted by [`LookupLimit`]: per client address, all clients, and
+//!   in flight. That is what stops keyless clients from spending the
+//!   origin's capacity with random keys. The refresh of a key the origin
+//!   vouched for has in-flight slots of its own and no rate budget (there
+//!   are at most as many as cached principals per TTL); the cached
+//!   principal is served at once while the refresh runs (within `grace`),
+//!   and the refresh's answer, a refusal included, applies from the next
+//!   request on.
 
 use super::authenticator::AuthError;
 use super::keys::{parse_key, sha256};
+use super::lookup_limit::{LookupLimit, LookupRefusal};
 use super::scopes::{Scope, ScopeSet};
 use super::settings::IntrospectionSettings;
 use super::Principal;
 use crate::origin::{empty_body, OriginClient};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -39,6 +50,10 @@ pub const INTROSPECTION_BUCKET: &str = "-introspection";
 pub const ORIGIN_REJECTED: &str = "origin_rejected";
 /// Reason when the origin could not answer and nothing usable was cached.
 pub const INTROSPECTION_UNAVAILABLE: &str = "introspection_unavailable";
+/// Reason when a new call was not admitted (all clients, or in flight).
+pub const INTROSPECTION_BUSY: &str = "introspection_busy";
+/// Reason when one client address started too many new calls.
+pub const INTROSPECTION_THROTTLED: &str = "introspection_throttled";
 
 type Outcome = Result<Arc<Principal>, AuthError>;
 type Slot = watch::Receiver<Option<Outcome>>;
@@ -79,6 +94,7 @@ struct Inner {
     grace: Duration,
     /// A waiter gives up (503) after this: the origin deadline plus margin.
     wait: Duration,
+    limit: LookupLimit,
 }
 
 /// Checks `lp_` keys with the origin, cached.
@@ -133,14 +149,16 @@ impl Introspector {
                 negative_ttl: settings.negative_ttl(),
                 grace: settings.grace(),
                 wait: origin_timeout + Duration::from_secs(1),
+                limit: LookupLimit::new(settings),
             }),
         }
     }
 
     /// Authenticates a presented key with the origin (cached). The key's
     /// shape and environment are checked first: a malformed key never
-    /// reaches the origin.
-    pub async fn authenticate(&self, key: &str, expected_env: Option<&str>) -> Outcome {
+    /// reaches the origin. `peer` is the client's address, for the
+    /// per-client bound on new calls (`None`: not bounded per client).
+    pub async fn authenticate(&self, key: &str, expected_env: Option<&str>, peer: Option<IpAddr>) -> Outcome {
         let parsed = parse_key(key).ok_or(AuthError::Rejected("malformed"))?;
         if expected_env.is_some_and(|e| e != parsed.env) {
             return Err(AuthError::Rejected("env_mismatch"));
@@ -149,16 +167,36 @@ impl Introspector {
         if let Some(outcome) = self.inner.cached(&hash).await {
             return outcome;
         }
-        self.lookup(key, hash, parsed.key_id).await
+        // A key the origin vouched for, past its TTL but within its grace:
+        // served as it is while its refresh runs in the background; the
+        // refresh is never refused by the budgets for new keys.
+        let known = self.inner.usable(&hash).await;
+        self.lookup(key, hash, parsed.key_id, peer, known).await
     }
 
     /// Joins the whoami call for this key, starting it if none is in flight.
-    async fn lookup(&self, key: &str, hash: [u8; 32], key_id: &str) -> Outcome {
+    async fn lookup(
+        &self,
+        key: &str,
+        hash: [u8; 32],
+        key_id: &str,
+        peer: Option<IpAddr>,
+        known: Option<Arc<Principal>>,
+    ) -> Outcome {
         let mut rx = {
             let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
             match flights.get(&hash) {
                 Some(rx) => rx.clone(),
                 None => {
+                    let permit = match &known {
+                        // Refreshes have slots of their own, so keyless
+                        // clients flooding new keys cannot lock partners out.
+                        Some(principal) => match self.inner.limit.admit_refresh() {
+                            Some(p) => p,
+                            None => return Ok(principal.clone()),
+                        },
+                        None => self.inner.limit.admit(peer).map_err(refused)?,
+                    };
                     let (tx, rx) = watch::channel(None);
                     flights.insert(hash, rx.clone());
                     let leader = Leader {
@@ -168,6 +206,7 @@ impl Introspector {
                     };
                     let (key, key_id) = (key.to_owned(), key_id.to_owned());
                     tokio::spawn(async move {
+                        let _permit = permit;
                         // A call that finished just before this one was
                         // registered has already cached its answer.
                         if let Some(outcome) = leader.inner.cached(&hash).await {
@@ -182,6 +221,12 @@ impl Introspector {
                 }
             }
         };
+        // A known key does not wait for its refresh: the cached principal
+        // answers now and the refresh's outcome (a refusal included)
+        // applies from the next request on.
+        if let Some(principal) = known {
+            return Ok(principal);
+        }
         let unavailable = AuthError::Unavailable {
             retry_after_secs: OUTAGE_RETRY.as_secs(),
             reason: INTROSPECTION_UNAVAILABLE,
@@ -194,6 +239,18 @@ impl Introspector {
         outcome
     }
 
+    /// Waits until the whoami calls in flight now have answered and their
+    /// answers are cached (refreshes run in the background; for tests).
+    pub async fn settle(&self) {
+        let flights: Vec<Slot> = {
+            let f = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+            f.values().cloned().collect()
+        };
+        for mut rx in flights {
+            let _ = rx.wait_for(Option::is_some).await;
+        }
+    }
+
     /// Results cached now (positive and negative); for tests and metrics.
     pub async fn cached_entries(&self) -> u64 {
         self.inner.cache.run_pending_tasks().await;
@@ -201,7 +258,35 @@ impl Introspector {
     }
 }
 
+/// A call the limits did not admit: 429 for one noisy client, 503 otherwise.
+fn refused(r: LookupRefusal) -> AuthError {
+    match r {
+        LookupRefusal::PeerRate { retry_after_secs } => AuthError::Throttled { retry_after_secs },
+        LookupRefusal::GlobalRate { retry_after_secs } => AuthError::Unavailable {
+            retry_after_secs,
+            reason: INTROSPECTION_BUSY,
+        },
+        LookupRefusal::Busy => AuthError::Unavailable {
+            retry_after_secs: 1,
+            reason: INTROSPECTION_BUSY,
+        },
+    }
+}
+
 impl Inner {
+    /// The principal of a key the origin vouched for, while it may still be
+    /// used (within `positive_ttl + grace` of the last good answer).
+    async fn usable(&self, hash: &[u8; 32]) -> Option<Arc<Principal>> {
+        match self.cache.get(hash).await? {
+            Entry::Known {
+                principal,
+                usable_until,
+                ..
+            } if Instant::now() < usable_until => Some(principal),
+            _ => None,
+        }
+    }
+
     /// The cached outcome, if one may be used now without asking the origin.
     async fn cached(&self, hash: &[u8; 32]) -> Option<Outcome> {
         let now = Instant::now();
@@ -225,7 +310,11 @@ impl Inner {
             Ok(r) => r,
             Err(_) => return Answer::Refused,
         };
-        let reply = match self.origin.fetch(req, WHOAMI, INTROSPECTION_BUCKET).await {
+        let reply = match self
+            .origin
+            .fetch_unqueued(req, WHOAMI, INTROSPECTION_BUCKET)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(code = e.code.as_str(), "introspection: origin unreachable");

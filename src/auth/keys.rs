@@ -207,6 +207,12 @@ impl KeyStore {
         self.by_id.is_empty()
     }
 
+    /// The principal and environment of a key id, without any secret (the
+    /// admin endpoint `GET /admin/keys/:keyId`; the digest never leaves).
+    pub fn describe(&self, key_id: &str) -> Option<(&str, Arc<Principal>)> {
+        self.by_id.get(key_id).map(|r| (&*r.env, r.principal.clone()))
+    }
+
     /// Authenticates a presented key. `expected_env` is the gateway's
     /// environment (`None` accepts both).
     pub fn authenticate(

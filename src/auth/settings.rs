@@ -47,6 +47,14 @@ pub const DEFAULT_INTROSPECTION_NEGATIVE_TTL: Duration = Duration::from_secs(5);
 pub const DEFAULT_INTROSPECTION_GRACE: Duration = Duration::from_secs(300);
 /// Cached introspection results (positive and negative) at most.
 pub const DEFAULT_INTROSPECTION_MAX_ENTRIES: u64 = 100_000;
+/// whoami calls in flight at most (never queued past it).
+pub const DEFAULT_INTROSPECTION_MAX_INFLIGHT: usize = 32;
+/// New whoami calls per second, all clients together.
+pub const DEFAULT_INTROSPECTION_LOOKUPS_PER_SEC: u64 = 200;
+/// New whoami calls per second from one client address (IPv6: one /64).
+pub const DEFAULT_INTROSPECTION_LOOKUPS_PER_PEER_PER_SEC: u64 = 5;
+/// A client address may start this many at once before its rate applies.
+pub const DEFAULT_INTROSPECTION_PEER_BURST: u64 = 20;
 
 /// Every algorithm the gateway can verify (jsonwebtoken with aws-lc-rs).
 pub const ASYMMETRIC_ALGORITHMS: [&str; 9] = [
@@ -282,6 +290,16 @@ pub struct IntrospectionSettings {
     pub grace_secs: u64,
     /// Cached results at most (positive and negative together).
     pub max_entries: u64,
+    /// whoami calls in flight at most; past it a new key gets 503 at once
+    /// (never a place in the origin guard's shared queue).
+    pub max_inflight: usize,
+    /// New whoami calls per second, all clients together (503 past it).
+    pub lookups_per_sec: u64,
+    /// New whoami calls per second from one client address, IPv6 by /64
+    /// (429 past it).
+    pub lookups_per_peer_per_sec: u64,
+    /// Burst of new whoami calls one client address may make.
+    pub peer_burst: u64,
 }
 
 impl Default for IntrospectionSettings {
@@ -291,6 +309,10 @@ impl Default for IntrospectionSettings {
             negative_ttl_secs: DEFAULT_INTROSPECTION_NEGATIVE_TTL.as_secs(),
             grace_secs: DEFAULT_INTROSPECTION_GRACE.as_secs(),
             max_entries: DEFAULT_INTROSPECTION_MAX_ENTRIES,
+            max_inflight: DEFAULT_INTROSPECTION_MAX_INFLIGHT,
+            lookups_per_sec: DEFAULT_INTROSPECTION_LOOKUPS_PER_SEC,
+            lookups_per_peer_per_sec: DEFAULT_INTROSPECTION_LOOKUPS_PER_PEER_PER_SEC,
+            peer_burst: DEFAULT_INTROSPECTION_PEER_BURST,
         }
     }
 }
@@ -312,10 +334,17 @@ impl IntrospectionSettings {
             (self.positive_ttl_secs, "positive_ttl_secs"),
             (self.negative_ttl_secs, "negative_ttl_secs"),
             (self.max_entries, "max_entries"),
+            (self.max_inflight as u64, "max_inflight"),
+            (self.lookups_per_sec, "lookups_per_sec"),
+            (self.lookups_per_peer_per_sec, "lookups_per_peer_per_sec"),
+            (self.peer_burst, "peer_burst"),
         ] {
             if v == 0 {
                 return Err(format!("auth.introspection.{f}: must be greater than 0"));
             }
+        }
+        if self.max_inflight > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err("auth.introspection.max_inflight: too large".into());
         }
         Ok(())
     }

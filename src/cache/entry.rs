@@ -8,9 +8,11 @@
 //! bookkeeping.
 
 use super::fence::Fence;
+use super::representation::{strong_tag, tag_value, Variant, TAG_LEN};
 use super::time::parse_rfc3339_millis;
 use crate::ids::ContainerId;
 use bytes::Bytes;
+use http::header::HeaderValue;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -31,6 +33,14 @@ pub struct CachedContainer {
     pub fence: Arc<Fence>,
     /// `GET /v1/content/:id` body.
     pub body: Bytes,
+    /// The body's strong entity tag (a slice of `tags`).
+    pub etag: Option<HeaderValue>,
+    /// Compressed variants of the body, made at fill time (none for a
+    /// body under `cache.compress_min_bytes`, or with compression off).
+    variants: Box<[Variant]>,
+    /// Entity tags back to back, `TAG_LEN` bytes each: the body's, then
+    /// each asset descriptor's in the order of `assets`. One allocation.
+    tags: Bytes,
     /// `{"containerId":<id>,`: the start of every descriptor whose asset
     /// object lacks `containerId`.
     prefix: Bytes,
@@ -45,6 +55,8 @@ pub struct CachedContainer {
     /// Until then the entry may still be served when the origin fails
     /// (stale-if-error): never past the earliest `expiresAt`.
     pub stale_until: Instant,
+    /// When the entry was built (its age, for the admin inspect endpoint).
+    pub filled_at: Instant,
 }
 
 /// One asset's descriptor: where its id is in `asset_ids` and where its
@@ -78,19 +90,46 @@ impl Span {
     }
 }
 
+/// One asset's descriptor as served: an optional prefix and the rest,
+/// sent one after the other, and the strong tag of the two together.
+pub struct Descriptor {
+    pub prefix: Option<Bytes>,
+    pub rest: Bytes,
+    pub etag: Option<HeaderValue>,
+}
+
+impl Descriptor {
+    pub fn len(&self) -> usize {
+        self.prefix.as_ref().map_or(0, Bytes::len) + self.rest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl CachedContainer {
-    /// The descriptor of an asset: an optional prefix and the rest, sent
-    /// one after the other.
-    pub fn asset(&self, asset_id: &str) -> Option<(Option<Bytes>, Bytes)> {
+    /// The descriptor of an asset.
+    pub fn asset(&self, asset_id: &str) -> Option<Descriptor> {
         let i = self
             .assets
             .binary_search_by(|a| self.asset_ids[a.id.range()].cmp(asset_id))
             .ok()?;
         let a = &self.assets[i];
-        Some((
-            a.prefixed.then(|| self.prefix.clone()),
-            self.body.slice(a.rest.range()),
-        ))
+        let tag = (i + 1) * TAG_LEN;
+        Some(Descriptor {
+            prefix: a.prefixed.then(|| self.prefix.clone()),
+            rest: self.body.slice(a.rest.range()),
+            etag: self
+                .tags
+                .get(tag..tag + TAG_LEN)
+                .and_then(|_| tag_value(self.tags.slice(tag..tag + TAG_LEN))),
+        })
+    }
+
+    /// The compressed variants of the container body.
+    pub fn variants(&self) -> &[Variant] {
+        &self.variants
     }
 
     pub fn asset_ids(&self) -> impl Iterator<Item = &str> {
@@ -112,7 +151,13 @@ impl CachedContainer {
     pub fn weight(&self) -> u32 {
         // The slices share the body's allocation: count only bookkeeping.
         let assets = self.asset_ids.len() + self.assets.len() * std::mem::size_of::<AssetSlice>();
-        (self.body.len() + self.prefix.len() + assets + 256).min(u32::MAX as usize) as u32
+        let variants: usize = self
+            .variants
+            .iter()
+            .map(|v| v.body.len() + std::mem::size_of::<Variant>())
+            .sum();
+        (self.body.len() + self.prefix.len() + assets + self.tags.len() + variants + 256)
+            .min(u32::MAX as usize) as u32
     }
 }
 
@@ -251,7 +296,19 @@ fn slice_assets(body: &Bytes, kept: Vec<(Box<str>, bool)>) -> Result<(Vec<AssetS
     Ok((out, ids))
 }
 
-/// Assembles an entry from a rendering.
+/// The entity tags of a rendering: its body's, then each descriptor's.
+fn tags_of(r: &Rendered) -> Bytes {
+    let mut tags = Vec::with_capacity((r.assets.len() + 1) * TAG_LEN);
+    tags.extend_from_slice(&strong_tag(&[&r.body]));
+    for a in &r.assets {
+        let prefix: &[u8] = if a.prefixed { &r.prefix } else { b"" };
+        tags.extend_from_slice(&strong_tag(&[prefix, &r.body[a.rest.range()]]));
+    }
+    Bytes::from(tags)
+}
+
+/// Assembles an entry from a rendering. `variants` are compressed
+/// variants of the rendering's body (none when it was re-rendered).
 #[allow(clippy::too_many_arguments)]
 pub fn build(
     org: Arc<str>,
@@ -260,21 +317,27 @@ pub fn build(
     epoch: u64,
     fence: Arc<Fence>,
     r: Rendered,
+    variants: Vec<Variant>,
     expires_at: Instant,
     stale_until: Instant,
 ) -> CachedContainer {
+    let tags = tags_of(&r);
     CachedContainer {
         org,
         container,
         generation,
         epoch,
         fence,
+        etag: tag_value(tags.slice(..TAG_LEN)),
+        variants: variants.into_boxed_slice(),
+        tags,
         body: r.body,
         prefix: r.prefix,
         assets: r.assets.into_boxed_slice(),
         asset_ids: r.asset_ids.into_boxed_str(),
         expires_at,
         stale_until,
+        filled_at: Instant::now(),
     }
 }
 
@@ -324,12 +387,15 @@ mod tests {
             0,
             fence,
             render(&b, id(9), |_| false).unwrap(),
+            Vec::new(),
             now,
             now,
         );
         let descriptor = |id: &str| -> Option<Value> {
-            let (prefix, rest) = e.asset(id)?;
-            let whole = [prefix.as_deref().unwrap_or_default(), &rest[..]].concat();
+            let d = e.asset(id)?;
+            let whole = [d.prefix.as_deref().unwrap_or_default(), &d.rest[..]].concat();
+            // Each descriptor's tag is of exactly the bytes served.
+            assert_eq!(d.etag.unwrap().as_bytes(), &strong_tag(&[&whole])[..]);
             Some(serde_json::from_slice(&whole).unwrap())
         };
         assert_eq!(descriptor("zeta").unwrap()["n"], 1);

@@ -241,6 +241,15 @@ impl Fences {
         }
     }
 
+    /// Calls `f` on every fence with its container id.
+    pub fn for_each_with_id(&self, mut f: impl FnMut(ContainerId, &Arc<Fence>)) {
+        for s in self.shards.iter() {
+            for (id, fence) in s.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                f(ContainerId::from_u128(*id), fence);
+            }
+        }
+    }
+
     /// Drops fences nothing depends on: no entry and no in-flight fill holds
     /// them (the map's reference is the only one), and their tombstone and
     /// revocations have expired. Expired revocations are pruned from the

@@ -25,8 +25,9 @@
 //! while a regenerate is at the origin does not make it forget them.
 //!
 //! A tombstone is lifted early only by a `content.generated` shown to be
-//! later than the delete (its change time after the delete's), so a late
-//! or retried `generated` never resurrects a deleted container.
+//! later than the delete (its change time not before the delete's; in the
+//! same millisecond, arriving after it), so a late or retried `generated`
+//! never resurrects a deleted container.
 
 use super::fence::{Floor, MutationMark};
 use super::ContentCache;
@@ -127,7 +128,7 @@ impl ContentCache {
             revoked.sort_unstable();
             revoked.dedup();
         }
-        let until = now + self.settings.revoked_ttl;
+        let until = now + self.ttls.load().revoked_ttl;
         // Current ids only keep this event from revoking them; they never
         // lift an earlier revocation (events may arrive out of order).
         for a in &revoked {
@@ -149,7 +150,7 @@ impl ContentCache {
         }
         match inv.event_type {
             EventType::Deleted => {
-                st.tombstone_until = Some(now + self.settings.tombstone_ttl);
+                st.tombstone_until = Some(now + self.ttls.load().tombstone_ttl);
                 let at = inv.changed_at.or(inv.created_at).unwrap_or(now_ms);
                 st.tombstone_changed_at = Some(at);
             }
@@ -158,7 +159,10 @@ impl ContentCache {
                     // When the delete was only dated by this host's clock,
                     // the comparison trusts the two clocks to agree (a
                     // known limit, stated in the README).
-                    (Some(at), Some(deleted)) => at > deleted,
+                    // Both are dated to the millisecond: within the same
+                    // one, the order of arrival is all there is to go by
+                    // (a delete and a re-create a moment apart).
+                    (Some(at), Some(deleted)) => at >= deleted,
                     (_, None) => true,
                     (None, Some(_)) => false,
                 };

@@ -54,6 +54,16 @@ impl Negatives {
         self.map.get(key)
     }
 
+    /// Every organization's remembered 404 of one container (walks the
+    /// whole map: for the admin inspect endpoint only).
+    pub fn for_container(&self, container: u128) -> Vec<(Arc<str>, Negative)> {
+        self.map
+            .iter()
+            .filter(|(k, _)| k.1 == container)
+            .map(|(k, n)| (k.0.clone(), n))
+            .collect()
+    }
+
     pub fn insert(&self, key: Key, n: Negative) {
         self.map.insert(key, n);
     }

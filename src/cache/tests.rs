@@ -22,6 +22,7 @@ fn settings() -> CacheSettings {
         negative_ttl: Duration::from_secs(5),
         negative_max_entries: 1000,
         miss_budget_per_sec: 0,
+        compress: representation::CompressSettings::default(),
     }
 }
 
@@ -66,7 +67,7 @@ async fn a_fill_completing_while_tombstoned_is_never_cached_even_with_a_current_
     let lease = fence.lease(Instant::now()).unwrap();
     fence.lock().tombstone_until = Some(Instant::now() + Duration::from_secs(60));
     let (entry, discard) = cache
-        .complete_fill(org(), id(), &fence, lease, 0, body(&["a"]))
+        .complete_fill(org(), id(), &fence, lease, 0, body(&["a"]), Vec::new())
         .unwrap();
     assert_eq!(discard, Some(DiscardReason::Generation));
     assert!(matches!(cache.judge(&entry, Source::Fill, None), Verdict::Gone));
@@ -102,7 +103,15 @@ async fn an_invalidation_revokes_the_ids_of_an_entry_not_yet_in_moka() {
     let fence = cache.fences.get_or_create(id());
     let lease = fence.lease(Instant::now()).unwrap();
     let (entry, discard) = cache
-        .complete_fill(org(), id(), &fence, lease, 0, body(&["old-1", "old-2"]))
+        .complete_fill(
+            org(),
+            id(),
+            &fence,
+            lease,
+            0,
+            body(&["old-1", "old-2"]),
+            Vec::new(),
+        )
         .unwrap();
     assert_eq!(discard, None);
     // Not inserted into moka: the insert happens after the fence lock.
@@ -126,7 +135,7 @@ async fn only_entries_filled_before_the_mutation_was_sent_are_revoked() {
     let fence = cache.fences.get_or_create(id());
     let lease = fence.lease(Instant::now()).unwrap();
     cache
-        .complete_fill(org(), id(), &fence, lease, 0, body(&["new-1"]))
+        .complete_fill(org(), id(), &fence, lease, 0, body(&["new-1"]), Vec::new())
         .unwrap();
     let applied = cache
         .invalidate_after_mutation(&inv(EventType::Regenerated, &[]), &mark)
@@ -205,6 +214,7 @@ async fn fills_older_than_a_reported_change_time_are_revoked_and_newer_ones_kept
             lease,
             0,
             stamped(&["old-1"], "2030-01-01T00:00:00.000Z"),
+            Vec::new(),
         )
         .unwrap();
     let mut e = inv(EventType::Regenerated, &[]);
@@ -221,6 +231,7 @@ async fn fills_older_than_a_reported_change_time_are_revoked_and_newer_ones_kept
             lease,
             0,
             stamped(&["new-1"], "2030-01-01T00:00:00.500Z"),
+            Vec::new(),
         )
         .unwrap();
     // The same change arriving again (a replay, the webhook after the

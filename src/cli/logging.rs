@@ -14,9 +14,22 @@ pub fn init(cfg: &Config) {
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour);
-    let _ = if cfg.log.format == "json" {
-        b.json().try_init()
+    // The filter is reloadable: a config reload changes `log.level` live.
+    macro_rules! install {
+        ($b:expr) => {{
+            let b = $b.with_filter_reloading();
+            let handle = b.reload_handle();
+            if b.try_init().is_ok() {
+                crate::reload::set_log_level_hook(Box::new(move |level: &str| {
+                    let f = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+                    handle.reload(f).map_err(|e| e.to_string())
+                }));
+            }
+        }};
+    }
+    if cfg.log.format == "json" {
+        install!(b.json())
     } else {
-        b.try_init()
-    };
+        install!(b)
+    }
 }

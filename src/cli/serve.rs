@@ -16,10 +16,10 @@ pub fn run(config: &Path, allow_demo_keys: bool) -> ExitCode {
             return ExitCode::from(exit::BAD_CONFIG);
         }
     };
-    runtime(|| serve(loaded))
+    runtime(|| serve(loaded, config.to_path_buf(), allow_demo_keys))
 }
 
-async fn serve(loaded: load::Loaded) -> ExitCode {
+async fn serve(loaded: load::Loaded, config_path: std::path::PathBuf, allow_demo_keys: bool) -> ExitCode {
     let load::Loaded {
         config: cfg,
         keys,
@@ -41,6 +41,12 @@ async fn serve(loaded: load::Loaded) -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
+    // SIGHUP and `POST /admin/reload` re-read the config file.
+    app.gateway
+        .state()
+        .reload
+        .set_source(config_path, allow_demo_keys);
+    tokio::spawn(signals::reload_config_on_sighup(app.gateway.clone()));
     // The keys file reloads on SIGHUP and when its content changes.
     let hup = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(signals::forward_sighup(hup.clone()));

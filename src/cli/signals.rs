@@ -1,5 +1,6 @@
 //! Process signals: SIGTERM/SIGINT start a drain, SIGHUP reloads the keys
-//! file, SIGUSR1 reopens the access log file (logrotate).
+//! file and the config file; SIGUSR1 reopens the access log file
+//! (logrotate).
 
 use std::sync::Arc;
 
@@ -65,6 +66,26 @@ pub async fn forward_sigusr1(gateway: crate::service::Gateway) {
         while s.recv().await.is_some() {
             tracing::info!("SIGUSR1: reopening the access log");
             gateway.state().access_log.reopen();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = gateway;
+}
+
+/// Reloads the config file on every SIGHUP (see `reload.rs`). The reload
+/// reads files, so it runs on a blocking thread; it logs its outcome.
+pub async fn reload_config_on_sighup(gateway: crate::service::Gateway) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut s) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; POST /admin/reload still reloads the config");
+            return;
+        };
+        while s.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config file");
+            let gw = gateway.clone();
+            let _ = tokio::task::spawn_blocking(move || gw.reload_config()).await;
         }
     }
     #[cfg(not(unix))]

@@ -25,8 +25,8 @@
 use super::lease::{DownFlag, LeaseMap};
 use super::settings::ClusterSettings;
 use super::stats::ClusterStats;
+use super::target::SharedConn;
 use crate::shaping::daily::{DailyCap, DailyDecision, DAY_SECS};
-use redis::aio::ConnectionManager;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -76,7 +76,7 @@ fn idle(s: &DaySlot) -> bool {
 
 /// The cluster daily cap; see the module docs.
 pub struct ClusterDailyCap {
-    conn: ConnectionManager,
+    conn: SharedConn,
     script: redis::Script,
     /// `<key_prefix>daily:`.
     prefix: String,
@@ -102,7 +102,7 @@ impl ClusterDailyCap {
 
     pub(super) fn with_connection(
         settings: &ClusterSettings,
-        conn: ConnectionManager,
+        conn: SharedConn,
         stats: Arc<ClusterStats>,
         max_orgs: usize,
     ) -> ClusterDailyCap {
@@ -168,7 +168,7 @@ impl ClusterDailyCap {
         let next_midnight = (day + 1) * DAY_SECS;
         // Kept a day past its own so late instances still see the count.
         let ttl = (next_midnight - now_unix) + DAY_SECS;
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.get();
         let mut invocation = self.script.key(format!("{}{day}:{org}", self.prefix));
         invocation
             .arg(cap)

@@ -16,6 +16,9 @@ use std::fmt;
 pub const FIELD_EVENT: &str = "event";
 /// Field holding the accepting instance's id.
 pub const FIELD_ORIGIN: &str = "origin";
+/// Field holding the entry's ordinal in the stream (`entries-added` when it
+/// was appended; see `gap.rs`).
+pub const FIELD_N: &str = "n";
 /// Field holding the JSON payload.
 pub const FIELD_INV: &str = "inv";
 /// Payload format version.

@@ -43,9 +43,9 @@
 use super::lease::{DownFlag, LeaseMap};
 use super::settings::ClusterSettings;
 use super::stats::ClusterStats;
+use super::target::SharedConn;
 use crate::shaping::gcra::{Decision, GcraLimiter};
 use crate::shaping::tiers::{EndpointClass, Limit};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -103,8 +103,8 @@ fn idle(slots: &Slots) -> bool {
 /// The cluster limiter; see the module docs. Shared by every connection
 /// task (`Arc<ClusterLimiter>`).
 pub struct ClusterLimiter {
-    /// Shared reconnecting connection; cloning it is one `Arc`.
-    conn: ConnectionManager,
+    /// Shared reconnecting connection (follows the primary).
+    conn: SharedConn,
     script: redis::Script,
     /// `<key_prefix>rl:`.
     prefix: String,
@@ -137,7 +137,7 @@ impl ClusterLimiter {
 
     pub(super) fn with_connection(
         settings: &ClusterSettings,
-        conn: ConnectionManager,
+        conn: SharedConn,
         stats: Arc<ClusterStats>,
         max_keys: usize,
     ) -> ClusterLimiter {
@@ -194,7 +194,7 @@ impl ClusterLimiter {
         }
         let (t, tau) = params(limit);
         let want = self.lease_size(limit);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.get();
         let rkey = format!("{}{}:{key}", self.prefix, class.as_str());
         let mut invocation = self.script.key(rkey);
         invocation.arg(t).arg(tau).arg(want);
@@ -266,15 +266,13 @@ impl ClusterLimiter {
     }
 }
 
-/// A lazily connecting, self-reconnecting connection for leases.
-pub(super) fn connect_lazily(settings: &ClusterSettings) -> Result<ConnectionManager, String> {
-    let client =
-        redis::Client::open(settings.redis_url.as_str()).map_err(|e| format!("cluster.redis_url: {e}"))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(settings.connect_timeout()))
-        .set_response_timeout(Some(settings.command_timeout()))
-        .set_number_of_retries(1);
-    ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("cluster: {e}"))
+/// A lazily connecting, self-reconnecting connection for leases, to the
+/// URL's server (a standalone limiter does not follow Sentinel).
+pub(super) fn connect_lazily(settings: &ClusterSettings) -> Result<SharedConn, String> {
+    if !settings.sentinels.is_empty() {
+        return Err("cluster.sentinels: a limiter follows Sentinel only through a ClusterNode".into());
+    }
+    SharedConn::new(settings)
 }
 
 /// Takes one leased token, or repeats a refusal still in force; `None`

@@ -5,33 +5,51 @@
 //!
 //! # Synced
 //!
-//! The reader records a *proof* each time a read shows it has applied every
-//! entry appended before the read was sent (the reply held fewer entries
-//! than asked for, or none after the `BLOCK` timeout, and they were applied;
-//! or a gap was found and the cache flushed). The proof is the read's send
-//! time, not its reply time, so a long `BLOCK` never overstates freshness.
+//! The reader records a *proof* each time one atomic round on Redis (see
+//! `reader.rs`) shows both halves:
+//!
+//! - **read**: it returned fewer entries than asked for, and the node
+//!   applied them: nothing appended before the round was sent is unapplied;
+//! - **write**: the round's heartbeat `XADD` was accepted, so Redis takes
+//!   this instance's writes (a Redis that refuses writes, from
+//!   `maxmemory` + `noeviction`, a read-only replica or an ACL without
+//!   `XADD`, would also refuse peers' invalidations, which then never show
+//!   up in the stream to be read).
+//!
+//! The proof is the round's send time, and a round never blocks (waiting for
+//! new entries is a separate command), so freshness is never overstated
+//! and never depends on how long a blocking read waited.
 //!
 //! `is_synced()` is true from a fresh proof until `max_unsynced` after the
 //! latest one: the reader sets it, the watchdog task clears it when the
 //! deadline passes without a newer proof. Hence: an invalidation whose
-//! `XADD` completed at `t` is applied on every instance, or that instance
-//! has stopped serving from cache, by `t + max_unsynced` (plus the time to
-//! apply it). The hit path pays one `Acquire` load of an `AtomicBool`.
+//! publication completed at `t` is applied on every instance, or that
+//! instance has stopped serving from cache, by `t + max_unsynced` (plus the
+//! time to apply it). The hit path pays one `Acquire` load of an
+//! `AtomicBool`.
+//!
+//! It is also cleared at once, without waiting for the deadline, while an
+//! invalidation this instance accepted is not yet published (the outbox is
+//! not empty: the instance refuses to serve from cache until it is; there is
+//! no journal on disk, so a restart loses the outbox, see docs/cluster.md),
+//! and from a gap until the fences are rebuilt.
 
 use super::daily::ClusterDailyCap;
-use super::entry::{self, StreamId, FIELD_EVENT, FIELD_INV, FIELD_ORIGIN};
+use super::entry::{self, StreamId};
+use super::keys::StreamKeys;
 use super::limiter::ClusterLimiter;
-use super::reader;
+use super::reader::{self, unix_millis};
+use super::scripts::PUBLISH_SCRIPT;
 use super::settings::ClusterSettings;
 use super::stats::ClusterStats;
+use super::target::{SharedConn, Target};
 use crate::events::dedupe::EventDedupe;
 use crate::events::{Invalidation, Source};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
@@ -44,6 +62,57 @@ pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 pub type ApplyFn = Arc<dyn Fn(Invalidation) -> BoxFuture + Send + Sync>;
 /// Drops the whole cache (a purge-all), after a gap in the stream.
 pub type FlushFn = Arc<dyn Fn() -> BoxFuture + Send + Sync>;
+/// This instance's live fences as invalidations (a delete per tombstone,
+/// a regenerate per container with revoked asset ids), for re-publishing
+/// after Redis lost the fence records (`ContentCache::export_fences`).
+pub type ExportFn = Arc<dyn Fn() -> Vec<Invalidation> + Send + Sync>;
+
+/// Fence records expire this long after publication when no
+/// [`ClusterNode::set_fence_source`] says otherwise (the default revoked-id
+/// retention, the longer of the two fence lifetimes).
+pub const DEFAULT_FENCE_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Why the node is (not) synced (metric `cluster_sync_state{state}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SyncReason {
+    Synced = 0,
+    /// No fresh proof that the stream was read to its end.
+    Read = 1,
+    /// Redis refuses this instance's writes (heartbeat or publish).
+    Write = 2,
+    /// A gap was found: flushing.
+    Gap = 3,
+    /// Reading the fence records back.
+    Rebuilding = 4,
+}
+
+impl SyncReason {
+    pub const ALL: [SyncReason; 5] = [
+        SyncReason::Synced,
+        SyncReason::Read,
+        SyncReason::Write,
+        SyncReason::Gap,
+        SyncReason::Rebuilding,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncReason::Synced => "synced",
+            SyncReason::Read => "read",
+            SyncReason::Write => "write",
+            SyncReason::Gap => "gap",
+            SyncReason::Rebuilding => "rebuilding",
+        }
+    }
+
+    fn from_u8(v: u8) -> SyncReason {
+        SyncReason::ALL
+            .get(v as usize)
+            .copied()
+            .unwrap_or(SyncReason::Read)
+    }
+}
 
 /// Reconnect backoff bounds (reader and outbox).
 pub(super) const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -61,12 +130,18 @@ pub struct ClusterNode {
     nonce: String,
     /// Sequence of generated event ids. Atomic: publishes run concurrently.
     seq: AtomicU64,
-    /// Client for the reader's dedicated connections (a blocking `XREAD`
-    /// must not share a multiplexed connection with `XADD`s and leases).
-    pub(super) client: redis::Client,
-    /// Shared, self-reconnecting connection for `XADD` and lease scripts.
-    /// Cloning it is cheap (one `Arc`); no lock.
-    conn: ConnectionManager,
+    /// The stream and its derived keys (one hash slot); immutable.
+    pub(super) keys: StreamKeys,
+    /// Fence lifetime and export, set once by the wiring.
+    fences: OnceLock<FenceSource>,
+    /// Where the primary is (fixed, or asked of Sentinel by the reader on
+    /// each connect): the reader's dedicated connections go there (a
+    /// blocking `XREAD` must not share a multiplexed connection with
+    /// publishes and leases).
+    pub(super) target: Target,
+    /// Shared, self-reconnecting connection for publishes and lease
+    /// scripts, pointed at the primary the reader found.
+    pub(super) conn: SharedConn,
     /// The synced flag and its proof clock; see the module docs.
     pub(super) sync: SyncState,
     /// Event ids already applied (or published) here. Own lock inside.
@@ -88,6 +163,18 @@ pub struct ClusterNode {
 struct Pending {
     event_id: String,
     payload: String,
+    /// Expiry (unix ms) of its fence record, for events that tombstone or
+    /// revoke; `None` for the others.
+    fence_until: Option<i64>,
+    /// A collapsed outbox's purge-all: once it is published, this
+    /// instance's fences are re-published (the collapsed events' records
+    /// were never written).
+    republish_after: bool,
+}
+
+struct FenceSource {
+    retention: Duration,
+    export: ExportFn,
 }
 
 pub(super) struct SyncState {
@@ -101,6 +188,11 @@ pub(super) struct SyncState {
     proof: AtomicU64,
     /// Wakes the watchdog when a proof arrives.
     changed: Notify,
+    /// The state `cluster_sync_state` shows (a `SyncReason`).
+    state: AtomicU8,
+    /// What was failing last (`Read` or `Write`): the reason the watchdog
+    /// gives when the proof runs out.
+    failing: AtomicU8,
 }
 
 impl ClusterNode {
@@ -109,28 +201,25 @@ impl ClusterNode {
     /// first read). Must be called inside a tokio runtime.
     pub fn new(settings: &ClusterSettings, stats: Arc<ClusterStats>) -> Result<Arc<ClusterNode>, String> {
         settings.validate()?;
-        let client = redis::Client::open(settings.redis_url.as_str())
-            .map_err(|e| format!("cluster.redis_url: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout()))
-            .set_response_timeout(Some(settings.command_timeout()))
-            .set_number_of_retries(1)
-            .set_min_delay(MIN_BACKOFF)
-            .set_max_delay(MAX_BACKOFF);
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| format!("cluster: {e}"))?;
+        let target = Target::new(settings)?;
+        let conn = SharedConn::new(settings)?;
         let dedupe_ttl = super::settings::DEFAULT_DEDUPE_TTL;
+        stats.set_state(SyncReason::Read);
         Ok(Arc::new(ClusterNode {
+            keys: StreamKeys::new(&settings.stream),
+            fences: OnceLock::new(),
             instance_id: settings.resolved_instance_id().into(),
             nonce: format!("{:08x}", rand::random::<u32>()),
             seq: AtomicU64::new(0),
-            client,
+            target,
             conn,
             sync: SyncState {
                 synced: AtomicBool::new(false),
                 base: Instant::now(),
                 proof: AtomicU64::new(0),
                 changed: Notify::new(),
+                state: AtomicU8::new(SyncReason::Read as u8),
+                failing: AtomicU8::new(SyncReason::Read as u8),
             },
             dedupe: EventDedupe::new(settings.dedupe_max_entries, dedupe_ttl),
             outbox: Mutex::new(VecDeque::new()),
@@ -181,9 +270,21 @@ impl ClusterNode {
     /// node then stays unsynced.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
-        if self.sync.synced.swap(false, Ordering::AcqRel) {
-            self.stats.synced.set(0);
-        }
+        self.unsync(SyncReason::Read);
+    }
+
+    /// How long fence records live in Redis (the longer of the tombstone
+    /// and revoked-id lifetimes) and how to export this instance's fences
+    /// for re-publishing. Set once, before [`ClusterNode::start`]; without
+    /// it records live [`DEFAULT_FENCE_RETENTION`] and nothing is
+    /// re-published.
+    pub fn set_fence_source(&self, retention: Duration, export: ExportFn) {
+        let _ = self.fences.set(FenceSource { retention, export });
+    }
+
+    /// Why the node is (not) synced right now.
+    pub fn sync_reason(&self) -> SyncReason {
+        SyncReason::from_u8(self.sync.state.load(Ordering::Acquire))
     }
 
     /// Whether this instance may serve cached routes from its cache: it has
@@ -209,15 +310,25 @@ impl ClusterNode {
         // the reader meets it.
         self.dedupe.mark(&event_id);
         let payload = entry::encode(inv, &event_id, &self.instance_id);
-        match self.xadd(&event_id, &payload).await {
+        let fence_until = inv
+            .event_type
+            .revokes_assets()
+            .then(|| unix_millis() + self.fence_retention().as_millis() as i64);
+        let p = Pending {
+            event_id,
+            payload,
+            fence_until,
+            republish_after: false,
+        };
+        match self.append(&p).await {
             Ok(_) => {
                 self.stats.published.with_label_values(&["ok"]).inc();
                 Ok(())
             }
             Err(e) => {
                 self.stats.published.with_label_values(&["error"]).inc();
-                tracing::warn!(event_id, error = %e, "cluster: publishing an invalidation failed; queued for retry");
-                self.enqueue(Pending { event_id, payload });
+                tracing::warn!(event_id = %p.event_id, error = %e, "cluster: publishing an invalidation failed; queued for retry");
+                self.enqueue(p);
                 Err(format!("cluster stream unavailable ({e}); queued for retry"))
             }
         }
@@ -264,20 +375,26 @@ impl ClusterNode {
         format!("{}:{}:{n}", self.instance_id, self.nonce)
     }
 
-    async fn xadd(&self, event_id: &str, payload: &str) -> Result<StreamId, String> {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&self.settings.stream)
-            .arg("MAXLEN")
-            .arg("~")
+    fn fence_retention(&self) -> Duration {
+        self.fences.get().map_or(DEFAULT_FENCE_RETENTION, |f| f.retention)
+    }
+
+    /// Records the fence record (if any) and appends the entry, in one
+    /// [`PUBLISH_SCRIPT`].
+    async fn append(&self, p: &Pending) -> Result<StreamId, String> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(PUBLISH_SCRIPT)
+            .arg(2)
+            .arg(&self.keys.stream)
+            .arg(&self.keys.fences)
             .arg(self.settings.stream_maxlen)
-            .arg("*")
-            .arg(FIELD_EVENT)
-            .arg(event_id)
-            .arg(FIELD_ORIGIN)
+            .arg(&p.event_id)
             .arg(&*self.instance_id)
-            .arg(FIELD_INV)
-            .arg(payload);
-        let mut conn = self.conn.clone();
+            .arg(&p.payload)
+            .arg(p.fence_until.map(|t| t.to_string()).unwrap_or_default())
+            .arg(unix_millis())
+            .arg(self.settings.fence_max_entries);
+        let mut conn = self.conn.get();
         let reply = tokio::time::timeout(
             self.settings.command_timeout(),
             cmd.query_async::<String>(&mut conn),
@@ -285,12 +402,40 @@ impl ClusterNode {
         match reply.await {
             Ok(Ok(id)) => StreamId::parse(&id).ok_or_else(|| format!("XADD answered {id:?}")),
             Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("XADD timed out".into()),
+            Err(_) => Err("publishing timed out".into()),
         }
+    }
+
+    /// Re-publishes this instance's live fences (in a task of its own):
+    /// after Redis lost data, the fence records of every instance may be
+    /// gone, and each instance puts back what it holds.
+    pub(super) fn republish_fences(self: &Arc<Self>) {
+        let Some(src) = self.fences.get() else {
+            return;
+        };
+        let invs = (src.export)();
+        if invs.is_empty() {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            let n = invs.len();
+            for inv in invs {
+                // A failure is queued in the outbox (and unsyncs this node
+                // until it is published).
+                let _ = node.publish(&inv).await;
+            }
+            node.stats.fences_republished.inc_by(n as u64);
+            tracing::info!(records = n, "cluster: re-published this instance's fences");
+        });
     }
 
     /// Queues an unpublished event; past `outbox_max` the queue collapses
     /// into one purge-all (it covers everything that was queued).
+    /// Past `outbox_max` the queue collapses into one purge-all, after
+    /// which this instance's fences are re-published (they cover the
+    /// tombstones and revocations of what was dropped). Until the outbox is
+    /// empty the node is unsynced: it refuses to serve from cache.
     fn enqueue(&self, p: Pending) {
         let mut q = self.lock_outbox();
         if q.len() >= self.settings.outbox_max {
@@ -303,12 +448,19 @@ impl ClusterNode {
             let inv = entry::purge_all(Some(event_id.clone()), Source::Admin);
             let payload = entry::encode(&inv, &event_id, &self.instance_id);
             self.dedupe.mark(&event_id);
-            q.push_back(Pending { event_id, payload });
+            q.push_back(Pending {
+                event_id,
+                payload,
+                fence_until: None,
+                republish_after: true,
+            });
         } else {
             q.push_back(p);
         }
         self.stats.outbox.set(q.len() as i64);
         drop(q);
+        self.note_failing(SyncReason::Write);
+        self.unsync(SyncReason::Write);
         self.outbox_kick.notify_one();
     }
 
@@ -322,11 +474,40 @@ impl ClusterNode {
         Stopped(self.stop.subscribe())
     }
 
-    /// Records a proof sent at `sent`: sets the flag if it is still fresh.
+    /// Clears the synced flag now (a gap, a rebuild, an unpublished
+    /// invalidation); the next proof sets it again.
+    pub(super) fn unsync(&self, why: SyncReason) {
+        self.sync.state.store(why as u8, Ordering::Release);
+        self.stats.set_state(why);
+        if self.sync.synced.swap(false, Ordering::AcqRel) {
+            self.stats.synced.set(0);
+            tracing::warn!(
+                instance = &*self.instance_id,
+                reason = why.as_str(),
+                "cluster: not synced; serving cached routes from the origin"
+            );
+        }
+    }
+
+    /// Remembers what failed last, for the reason the watchdog reports.
+    pub(super) fn note_failing(&self, why: SyncReason) {
+        self.sync.failing.store(why as u8, Ordering::Release);
+    }
+
+    /// Records a proof sent at `sent`: sets the flag if it is still fresh
+    /// and nothing this instance accepted is waiting to be published.
     pub(super) fn proven(&self, sent: Instant) {
+        if !self.lock_outbox().is_empty() {
+            return;
+        }
+        self.note_failing(SyncReason::Read);
         let ms = sent.saturating_duration_since(self.sync.base).as_millis() as u64 + 1;
         self.sync.proof.fetch_max(ms, Ordering::AcqRel);
         let fresh = sent.elapsed() < self.settings.max_unsynced();
+        if fresh && !*self.stop.borrow() {
+            self.sync.state.store(SyncReason::Synced as u8, Ordering::Release);
+            self.stats.set_state(SyncReason::Synced);
+        }
         if fresh && !*self.stop.borrow() && !self.sync.synced.swap(true, Ordering::AcqRel) {
             self.stats.synced.set(1);
             tracing::info!(
@@ -338,6 +519,15 @@ impl ClusterNode {
             self.stats.lag_seconds.set(0.0);
         }
         self.sync.changed.notify_one();
+    }
+
+    /// How long ago the latest proof (a read that reached the stream's
+    /// end) was sent; `None` before the first. For `GET /admin/cluster`.
+    pub fn last_proof_age(&self) -> Option<Duration> {
+        match self.sync.proof.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some((self.sync.base + Duration::from_millis(ms - 1)).elapsed()),
+        }
     }
 
     /// When the latest proof stops counting, if there is one.
@@ -371,13 +561,18 @@ async fn watchdog(node: Arc<ClusterNode>) {
         let wake = match node.deadline() {
             Some(deadline) if now < deadline => deadline,
             deadline => {
-                if node.sync.synced.swap(false, Ordering::AcqRel) {
-                    node.stats.synced.set(0);
+                if node.is_synced() {
                     tracing::warn!(
                         instance = &*node.instance_id,
                         max_unsynced_ms = node.settings.max_unsynced_ms,
-                        "cluster: cannot show it is caught up with the invalidation stream; serving cached routes from the origin"
+                        "cluster: cannot show it is caught up with the invalidation stream"
                     );
+                }
+                let why = SyncReason::from_u8(node.sync.failing.load(Ordering::Acquire));
+                let current = node.sync_reason();
+                // A gap or rebuild in progress keeps its reason.
+                if !matches!(current, SyncReason::Gap | SyncReason::Rebuilding) {
+                    node.unsync(why);
                 }
                 if let Some(d) = deadline {
                     let since = now.saturating_duration_since(d) + node.settings.max_unsynced();
@@ -406,7 +601,7 @@ async fn drain_outbox(node: Arc<ClusterNode>) {
                 () = stopped.wait() => return,
             }
         };
-        match node.xadd(&p.event_id, &p.payload).await {
+        match node.append(&p).await {
             Ok(_) => {
                 backoff = MIN_BACKOFF;
                 node.stats.published.with_label_values(&["ok"]).inc();
@@ -418,6 +613,10 @@ async fn drain_outbox(node: Arc<ClusterNode>) {
                 node.stats.outbox.set(q.len() as i64);
                 if q.is_empty() {
                     tracing::info!("cluster: outbox drained");
+                }
+                drop(q);
+                if p.republish_after {
+                    node.republish_fences();
                 }
             }
             Err(_) => {

@@ -16,8 +16,9 @@ pub const DEFAULT_STREAM: &str = "layers:invalidations";
 pub const DEFAULT_STREAM_MAXLEN: u64 = 100_000;
 /// Longest an instance serves from cache without showing it is caught up.
 pub const DEFAULT_MAX_UNSYNCED: Duration = Duration::from_millis(2_000);
-/// `XREAD BLOCK` timeout. At most half of `max_unsynced`, so an idle but
-/// healthy reader proves it is caught up well before the bound runs out.
+/// `XREAD BLOCK` timeout: how long an idle reader waits for new entries
+/// between two proofs. `block + 3 x command_timeout` must fit in
+/// `max_unsynced` (see [`ClusterSettings::validate`]).
 pub const DEFAULT_BLOCK: Duration = Duration::from_millis(500);
 /// Entries read per `XREAD` (`COUNT`).
 pub const DEFAULT_READ_COUNT: usize = 512;
@@ -40,12 +41,20 @@ pub const DEFAULT_LEASE_RETRY: Duration = Duration::from_millis(1_000);
 /// Invalidations kept for re-publishing while `XADD` fails. Past it the
 /// queue collapses into one purge-all (safe, and bounded).
 pub const DEFAULT_OUTBOX_MAX: usize = 10_000;
+/// Fence records (tombstones and revocations) kept in Redis for rebuilding
+/// the fences of an instance that joins or lost entries. Past it the ones
+/// that expire first are dropped.
+pub const DEFAULT_FENCE_MAX_ENTRIES: u64 = 50_000;
+/// Largest `fence_max_entries` (a rebuild reads them all in one reply).
+pub const MAX_FENCE_ENTRIES: u64 = 1_000_000;
 /// Event ids remembered to apply each stream entry once.
 pub const DEFAULT_DEDUPE_MAX_ENTRIES: u64 = 100_000;
 /// How long an applied event id is remembered.
 pub const DEFAULT_DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Longest `instance_id`; it is part of generated event ids.
 pub const MAX_INSTANCE_ID_LEN: usize = 64;
+/// Most `sentinels` (and `redis_cluster_nodes`) addresses.
+pub const MAX_SENTINELS: usize = 16;
 /// Longest `stream` and `key_prefix`.
 pub const MAX_KEY_LEN: usize = 200;
 
@@ -53,8 +62,27 @@ pub const MAX_KEY_LEN: usize = 200;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSettings {
-    /// `redis://[user:password@]host:port[/db]` (required).
+    /// `redis://[user:password@]host:port[/db]`, `rediss://...` (TLS) or
+    /// `redis+unix://...` (required).
     pub redis_url: String,
+    /// PEM file of the CA certificates a `rediss://` server's certificate
+    /// must chain to; default: the system's roots.
+    pub tls_ca_file: Option<String>,
+    /// Name of the environment variable holding the ACL user name
+    /// (overrides the URL's).
+    pub username_env: Option<String>,
+    /// Name of the environment variable holding the password (overrides
+    /// the URL's; keeps the secret out of the config file).
+    pub password_env: Option<String>,
+    /// Redis Sentinel addresses (`host:port`); when set, the primary is the
+    /// one they name `sentinel_master`, and `redis_url` only gives the
+    /// database, credentials and scheme.
+    pub sentinels: Vec<String>,
+    /// The master name the sentinels monitor.
+    pub sentinel_master: String,
+    /// Seed nodes (`host:port`) of a Redis Cluster; when set, `redis_url`
+    /// only gives the credentials.
+    pub redis_cluster_nodes: Vec<String>,
     /// Key of the invalidation stream.
     pub stream: String,
     /// Approximate length cap of the stream (`MAXLEN ~`). An instance that
@@ -63,7 +91,8 @@ pub struct ClusterSettings {
     /// Disconnected (or behind) longer than this, an instance serves cached
     /// routes from the origin and reports `degraded`.
     pub max_unsynced_ms: u64,
-    /// `XREAD BLOCK` timeout; at most `max_unsynced_ms / 2`.
+    /// `XREAD BLOCK` timeout; `block_ms + 3 x command_timeout_ms` at most
+    /// `max_unsynced_ms`.
     pub block_ms: u64,
     /// Entries per `XREAD`.
     pub read_count: usize,
@@ -85,12 +114,20 @@ pub struct ClusterSettings {
     pub outbox_max: usize,
     /// Applied event ids remembered (dedupe of stream entries).
     pub dedupe_max_entries: u64,
+    /// Fence records kept in Redis (see `DEFAULT_FENCE_MAX_ENTRIES`).
+    pub fence_max_entries: u64,
 }
 
 impl Default for ClusterSettings {
     fn default() -> Self {
         ClusterSettings {
             redis_url: String::new(),
+            tls_ca_file: None,
+            username_env: None,
+            password_env: None,
+            sentinels: Vec::new(),
+            sentinel_master: String::new(),
+            redis_cluster_nodes: Vec::new(),
             stream: DEFAULT_STREAM.to_owned(),
             stream_maxlen: DEFAULT_STREAM_MAXLEN,
             max_unsynced_ms: DEFAULT_MAX_UNSYNCED.as_millis() as u64,
@@ -105,6 +142,7 @@ impl Default for ClusterSettings {
             lease_retry_ms: DEFAULT_LEASE_RETRY.as_millis() as u64,
             outbox_max: DEFAULT_OUTBOX_MAX,
             dedupe_max_entries: DEFAULT_DEDUPE_MAX_ENTRIES,
+            fence_max_entries: DEFAULT_FENCE_MAX_ENTRIES,
         }
     }
 }
@@ -132,6 +170,11 @@ impl ClusterSettings {
     }
     pub fn lease_retry(&self) -> Duration {
         Duration::from_millis(self.lease_retry_ms)
+    }
+
+    /// The Redis client these settings describe (see `connect.rs`).
+    pub fn client(&self) -> Result<redis::Client, String> {
+        super::connect::client(self)
     }
 
     /// The configured `instance_id`, or `<host>-<pid>`.
@@ -164,12 +207,39 @@ impl ClusterSettings {
         if self.redis_url.is_empty() {
             return Err("cluster.redis_url: must be set (redis://host:port)".into());
         }
-        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("redis+unix://") {
-            return Err("cluster.redis_url: scheme must be redis:// or redis+unix://".into());
+        // Builds the client exactly as the node will: parses the URL, reads
+        // the CA file and the credential variables (connects to nothing).
+        self.client()?;
+        if !self.redis_cluster_nodes.is_empty() {
+            if !self.sentinels.is_empty() {
+                return Err("cluster.redis_cluster_nodes: not with cluster.sentinels".into());
+            }
+            if self.redis_url.starts_with("rediss://") {
+                return Err("cluster.redis_cluster_nodes: not with a rediss:// redis_url yet".into());
+            }
+            if self.redis_cluster_nodes.len() > MAX_SENTINELS {
+                return Err(format!("cluster.redis_cluster_nodes: at most {MAX_SENTINELS}"));
+            }
+            if let Some(a) = self.redis_cluster_nodes.iter().find(|a| !is_host_port(a)) {
+                return Err(format!("cluster.redis_cluster_nodes: {a:?} is not host:port"));
+            }
         }
-        // Parses the URL exactly as the client will (connects to nothing).
-        redis::Client::open(self.redis_url.as_str())
-            .map_err(|e| format!("cluster.redis_url: {}", redact(&e.to_string(), &self.redis_url)))?;
+        if !self.sentinels.is_empty() {
+            if self.sentinels.len() > MAX_SENTINELS {
+                return Err(format!("cluster.sentinels: at most {MAX_SENTINELS}"));
+            }
+            if self.redis_url.starts_with("rediss://") {
+                return Err("cluster.sentinels: not with a rediss:// redis_url yet".into());
+            }
+            if let Some(a) = self.sentinels.iter().find(|a| !is_host_port(a)) {
+                return Err(format!("cluster.sentinels: {a:?} is not host:port"));
+            }
+            if self.sentinel_master.is_empty() || self.sentinel_master.len() > MAX_KEY_LEN {
+                return Err("cluster.sentinel_master: must be set (the name the sentinels monitor)".into());
+            }
+        } else if !self.sentinel_master.is_empty() {
+            return Err("cluster.sentinel_master: only with cluster.sentinels".into());
+        }
         for (v, f) in [(&self.stream, "stream"), (&self.key_prefix, "key_prefix")] {
             if v.len() > MAX_KEY_LEN || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(format!(
@@ -180,16 +250,30 @@ impl ClusterSettings {
         if self.stream.is_empty() {
             return Err("cluster.stream: must not be empty".into());
         }
+        if self.stream.contains(['{', '}']) && super::keys::hash_tag(&self.stream).is_none() {
+            return Err(
+                "cluster.stream: braces must form a non-empty hash tag, as in {layers}:invalidations".into(),
+            );
+        }
         if self.stream_maxlen == 0 {
             return Err("cluster.stream_maxlen: must be greater than 0".into());
         }
         if !(100..=600_000).contains(&self.max_unsynced_ms) {
             return Err("cluster.max_unsynced_ms: must be between 100 and 600000".into());
         }
-        if self.block_ms < 10 || self.block_ms > self.max_unsynced_ms / 2 {
+        // An idle instance renews its proof at most `block_ms` plus three
+        // replies (the proof round, the blocking wait, the next proof round)
+        // after the last one was sent: with every reply within
+        // command_timeout_ms, that must fit in max_unsynced_ms, or a healthy
+        // idle instance flaps.
+        let renewal = self
+            .block_ms
+            .saturating_add(self.command_timeout_ms.saturating_mul(3));
+        if self.block_ms < 10 || renewal > self.max_unsynced_ms {
             return Err(format!(
-                "cluster.block_ms: must be between 10 and max_unsynced_ms / 2 ({})",
-                self.max_unsynced_ms / 2
+                "cluster.block_ms: must be at least 10, and block_ms + 3 x command_timeout_ms ({renewal}) \
+                 at most max_unsynced_ms ({}), or an idle instance cannot renew its proof in time",
+                self.max_unsynced_ms
             ));
         }
         if !(1..=10_000).contains(&self.read_count) {
@@ -219,13 +303,22 @@ impl ClusterSettings {
             (self.lease_retry_ms, "lease_retry_ms"),
             (self.outbox_max as u64, "outbox_max"),
             (self.dedupe_max_entries, "dedupe_max_entries"),
+            (self.fence_max_entries, "fence_max_entries"),
         ] {
             if v == 0 {
                 return Err(format!("cluster.{f}: must be greater than 0"));
             }
         }
+        if self.fence_max_entries > MAX_FENCE_ENTRIES {
+            return Err(format!("cluster.fence_max_entries: at most {MAX_FENCE_ENTRIES}"));
+        }
         Ok(())
     }
+}
+
+fn is_host_port(a: &str) -> bool {
+    a.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 /// `<host>-<pid>` with the host name reduced to the allowed characters.
@@ -246,20 +339,6 @@ fn default_instance_id() -> String {
         host
     };
     format!("{host}-{}", std::process::id())
-}
-
-/// An error message with any password of the URL blanked out.
-fn redact(msg: &str, url: &str) -> String {
-    let password = url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split_once('@'))
-        .and_then(|(userinfo, _)| userinfo.split_once(':'))
-        .map(|(_, p)| p)
-        .filter(|p| !p.is_empty());
-    match password {
-        Some(p) => msg.replace(p, "***"),
-        None => msg.to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -314,6 +393,10 @@ mod tests {
         for (extra, field) in [
             ("", "cluster.redis_url:"),
             ("redis_url = \"http://x\"\n", "cluster.redis_url:"),
+            (
+                "redis_url = \"rediss://a:1\"\ntls_ca_file = \"/nonexistent\"\n",
+                "cluster.tls_ca_file:",
+            ),
             ("redis_url = \"redis://\"\n", "cluster.redis_url:"),
             ("redis_url = \"redis://a:1\"\nstream = \"\"\n", "cluster.stream:"),
             (
@@ -331,6 +414,24 @@ mod tests {
             (
                 "redis_url = \"redis://a:1\"\nblock_ms = 1500\n",
                 "cluster.block_ms:",
+            ),
+            (
+                // The idle flap of issue 15: a 500 ms block cannot renew a
+                // 1000 ms proof with 250 ms replies.
+                "redis_url = \"redis://a:1\"\nmax_unsynced_ms = 1000\n",
+                "cluster.block_ms:",
+            ),
+            (
+                "redis_url = \"redis://a:1\"\nsentinels = [\"a:1\"]\n",
+                "cluster.sentinel_master:",
+            ),
+            (
+                "redis_url = \"redis://a:1\"\nsentinels = [\"nope\"]\nsentinel_master = \"m\"\n",
+                "cluster.sentinels:",
+            ),
+            (
+                "redis_url = \"redis://a:1\"\nfence_max_entries = 0\n",
+                "cluster.fence_max_entries:",
             ),
             (
                 "redis_url = \"redis://a:1\"\nread_count = 0\n",
@@ -366,14 +467,5 @@ mod tests {
         }
         let e = parse(&format!("{url}bogus = 1\n")).unwrap_err();
         assert!(e.contains("unknown field `bogus`"), "{e}");
-    }
-
-    #[test]
-    fn a_password_never_reaches_the_message() {
-        assert_eq!(
-            redact("bad url redis://u:s3cret@h:x", "redis://u:s3cret@h:x"),
-            "bad url redis://u:***@h:x"
-        );
-        assert_eq!(redact("no password", "redis://h:1"), "no password");
     }
 }

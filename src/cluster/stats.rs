@@ -4,7 +4,8 @@
 //! reader and the limiter update them without locks and tests read them
 //! without a registry.
 
-use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use super::node::SyncReason;
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Every cluster metric. Shared (`Arc`) by the node, its tasks and the
 /// limiter; registered once.
@@ -13,8 +14,28 @@ pub struct ClusterStats {
     /// serves cached routes from cache), 0 while it cannot (it serves them
     /// from the origin and `/readyz` says `degraded`).
     pub synced: IntGauge,
+    /// One-hot by `state`: `synced`, or why not: `read` (no fresh proof of
+    /// reading the stream to its end), `write` (Redis refuses this
+    /// instance's heartbeat or publications, or one waits in the outbox),
+    /// `gap` (entries were lost: flushing), `rebuilding` (reading the
+    /// fence records back).
+    pub sync_state: IntGaugeVec,
+    /// Heartbeat writes Redis refused (the write half of the proof).
+    pub heartbeat_errors: IntCounter,
+    /// Times another Redis server process answered (its `run_id` changed:
+    /// a restart or a failover): each is treated as a gap.
+    pub failovers: IntCounter,
+    /// Times the stream reader found the primary at another address than
+    /// before (a Sentinel failover followed).
+    pub primary_moves: IntCounter,
+    /// Fence rebuilds (at join and after every gap).
+    pub fence_rebuilds: IntCounter,
+    /// Fence records applied by the latest rebuild.
+    pub fence_records: IntGauge,
+    /// Fences this instance re-published after Redis lost data.
+    pub fences_republished: IntCounter,
     /// Entries in the stream after the last one this instance applied, as
-    /// of its last read (capped at `LAG_COUNT_CAP`).
+    /// of its last round (from the ordinals: exact).
     pub lag_entries: IntGauge,
     /// Seconds since this instance last showed it was caught up, while it
     /// is not; 0 while it is.
@@ -71,9 +92,41 @@ impl ClusterStats {
                 "synced",
                 "1 while caught up with the invalidation stream (cache in use), 0 while serving cached routes from the origin.",
             ),
+            sync_state: IntGaugeVec::new(
+                Opts::new(
+                    name("sync_state"),
+                    "1 for the current state: synced, or why not (read, write, gap, rebuilding).",
+                ),
+                &["state"],
+            )
+            .expect("valid metric"),
+            heartbeat_errors: counter(
+                "heartbeat_errors_total",
+                "Heartbeat writes Redis refused (an instance that cannot write cannot show it is synced).",
+            ),
+            failovers: counter(
+                "redis_failovers_total",
+                "Times another Redis server process answered (restart or failover); each flushes and rebuilds.",
+            ),
+            primary_moves: counter(
+                "primary_moves_total",
+                "Times Sentinel named another primary and this instance followed it.",
+            ),
+            fence_rebuilds: counter(
+                "fence_rebuilds_total",
+                "Fence rebuilds from the fence records in Redis (join and after each gap).",
+            ),
+            fence_records: gauge(
+                "fence_rebuild_records",
+                "Fence records (tombstones and revocations) applied by the latest rebuild.",
+            ),
+            fences_republished: counter(
+                "fences_republished_total",
+                "Fences this instance re-published after Redis lost data.",
+            ),
             lag_entries: gauge(
                 "stream_lag_entries",
-                "Stream entries not yet applied, as of the last read.",
+                "Stream entries not yet applied, as of the last round.",
             ),
             lag_seconds: Gauge::new(
                 name("stream_lag_seconds"),
@@ -131,12 +184,29 @@ impl ClusterStats {
         for r in ["granted", "refused", "error"] {
             s.lease_requests.with_label_values(&[r]);
         }
+        s.set_state(SyncReason::Read);
         s
+    }
+
+    /// Shows `state` as the one current sync state.
+    pub fn set_state(&self, state: SyncReason) {
+        for r in SyncReason::ALL {
+            self.sync_state
+                .with_label_values(&[r.as_str()])
+                .set(i64::from(r == state));
+        }
     }
 
     /// Registers every handle (call once per registry).
     pub fn register(&self, r: &Registry) -> prometheus::Result<()> {
         r.register(Box::new(self.synced.clone()))?;
+        r.register(Box::new(self.sync_state.clone()))?;
+        r.register(Box::new(self.heartbeat_errors.clone()))?;
+        r.register(Box::new(self.failovers.clone()))?;
+        r.register(Box::new(self.primary_moves.clone()))?;
+        r.register(Box::new(self.fence_rebuilds.clone()))?;
+        r.register(Box::new(self.fence_records.clone()))?;
+        r.register(Box::new(self.fences_republished.clone()))?;
         r.register(Box::new(self.lag_entries.clone()))?;
         r.register(Box::new(self.lag_seconds.clone()))?;
         r.register(Box::new(self.reconnects.clone()))?;
@@ -164,7 +234,7 @@ mod tests {
         let r = Registry::new();
         s.register(&r).unwrap();
         let names: Vec<String> = r.gather().iter().map(|f| f.name().to_owned()).collect();
-        assert_eq!(names.len(), 14, "{names:?}");
+        assert_eq!(names.len(), 21, "{names:?}");
         assert!(names.iter().all(|n| n.starts_with("layers_gateway_cluster_")));
         assert!(s.register(&r).is_err(), "a second registration is refused");
     }

@@ -67,8 +67,9 @@ impl EventDedupe {
 
     /// Records `id` as applied. Marking an id already remembered keeps its
     /// first time: the retry window runs from the first delivery.
+    /// An empty id is never recorded: it names no event in particular.
     pub fn mark(&self, id: &str) {
-        if self.max_entries == 0 || id.len() > MAX_DEDUPE_ID_LEN {
+        if self.max_entries == 0 || id.is_empty() || id.len() > MAX_DEDUPE_ID_LEN {
             return;
         }
         let mut inner = self.lock();
@@ -136,6 +137,14 @@ mod tests {
         assert!(!d.seen("evt_b"));
         d.mark("evt_a");
         assert_eq!(d.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_empty_id_is_never_remembered() {
+        let d = EventDedupe::new(100, DAY);
+        d.mark("");
+        assert!(!d.seen(""), "every id-less event is applied");
+        assert!(d.is_empty());
     }
 
     #[tokio::test]

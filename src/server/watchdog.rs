@@ -72,6 +72,12 @@ impl ConnState {
         ActiveGuard(self.clone())
     }
 
+    /// Since when the connection has had no request in flight (since it
+    /// was accepted, if it never had one); `None` while one is in flight.
+    pub fn idle_since(&self) -> Option<Instant> {
+        self.idle_deadline(Duration::ZERO)
+    }
+
     /// When the connection will have been idle for `idle`; `None` while a
     /// request is in flight.
     pub fn idle_deadline(&self, idle: Duration) -> Option<Instant> {

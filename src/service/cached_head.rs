@@ -15,7 +15,10 @@
 //! ratelimit: "read-light";r=119;t=1              per reply
 //! ```
 //!
-//! (the last five only when the request was rate-limited). Inserting them
+//! (the last five only when the request was rate-limited), then what the
+//! reply sets itself (`service/validators.rs`): `etag`, `cache-control`,
+//! `vary`, and `content-encoding` or a HEAD's `content-length`. A 304
+//! drops `content-type`. Inserting the nine
 //! into a fresh `HeaderMap` hashes nine names and probes the table nine
 //! times, about a tenth of a hit's own instructions. A clone of a template
 //! built once per worker, class and limit copies two small arrays instead,

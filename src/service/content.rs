@@ -1,17 +1,20 @@
 //! The cached routes: `GET|HEAD /v1/content/:containerId` and
 //! `/v1/content/:containerId/assets/:assetId`.
 
+use super::validators::{reply, Chosen};
 use super::{Gateway, Outcome, X_REQUEST_ID};
+use crate::accept_encoding::{Accepted, Encoding};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
 use crate::cache::entry::CachedContainer;
+use crate::cache::representation::{strong_tag, tag_value};
 use crate::cache::{CacheStatus, Source, Verdict};
 use crate::error::{ErrorCode, GatewayError};
 use crate::ids::ContainerId;
 use crate::origin::empty_body;
 use crate::routes::CONTAINER_TEMPLATE;
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_LENGTH, RETRY_AFTER};
+use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use std::sync::Arc;
 
@@ -54,7 +57,7 @@ impl Gateway {
     ) -> Result<Response<ResponseBody>, GatewayError> {
         if let Some(entry) = self.state.cache.lookup(&principal.org, id).await {
             outcome.cache = Some(CacheStatus::Hit);
-            return serve(&entry, None, asset, head, &HIT, outcome);
+            return self.serve(&entry, None, parts, asset, head, &HIT, outcome);
         }
         // Boxed: the fill's future is large, and every request, hits
         // included, would otherwise carry (and move) its space.
@@ -86,7 +89,7 @@ impl Gateway {
                 Some(a) => format!("/v1/content/{id}/assets/{a}"),
             };
             return self
-                .content_via_origin(parts, principal, id, asset, &path, rid)
+                .content_via_origin(parts, principal, id, asset, &path, rid, outcome)
                 .await;
         }
         if asset.is_some() {
@@ -140,8 +143,8 @@ impl Gateway {
         outcome.cache = Some(status);
         match result {
             Ok(entry) => match cache.judge(&entry, Source::Fill, asset) {
-                Verdict::Serve => serve(&entry, None, asset, head, &MISS, outcome),
-                Verdict::ServeBody(b) => serve(&entry, Some(b), asset, head, &MISS, outcome),
+                Verdict::Serve => self.serve(&entry, None, parts, asset, head, &MISS, outcome),
+                Verdict::ServeBody(b) => self.serve(&entry, Some(b), parts, asset, head, &MISS, outcome),
                 Verdict::Gone => {
                     outcome.cache = Some(CacheStatus::Tombstone);
                     Err(GatewayError::not_found())
@@ -164,7 +167,7 @@ impl Gateway {
                     Some(entry) => {
                         outcome.cache = Some(CacheStatus::Stale);
                         tracing::info!(container = %id, "origin failed; serving stale entry");
-                        serve(&entry, None, asset, head, &STALE, outcome)
+                        self.serve(&entry, None, parts, asset, head, &STALE, outcome)
                     }
                     None => Err(e),
                 }
@@ -174,41 +177,95 @@ impl Gateway {
     }
 }
 
-/// The response for a container or one of its assets, from rendered bytes
-/// the fence decision allowed. `body` replaces the entry's container body
-/// when the decision re-rendered it.
-fn serve(
-    entry: &Arc<CachedContainer>,
-    body: Option<Bytes>,
-    asset: Option<&str>,
-    head: bool,
-    x_cache: &'static HeaderValue,
-    outcome: &mut Outcome,
-) -> Result<Response<ResponseBody>, GatewayError> {
-    let (prefix, rest) = match asset {
-        None => (None, body.unwrap_or_else(|| entry.body.clone())),
-        Some(a) => match entry.asset(a) {
-            Some(descriptor) => descriptor,
-            None => {
-                if entry.fence.lock().is_revoked(a, tokio::time::Instant::now()) {
-                    outcome.cache = Some(CacheStatus::Revoked);
+impl Gateway {
+    /// The response for a container or one of its assets, from rendered
+    /// bytes the fence decision allowed: the representation the request's
+    /// `Accept-Encoding` asks for, or a 304 when its `If-None-Match` names
+    /// that representation's tag. `body` replaces the entry's container
+    /// body when the decision re-rendered it (served as identity, with a
+    /// tag computed here: a rare path, never a hit).
+    #[allow(clippy::too_many_arguments)]
+    fn serve(
+        &self,
+        entry: &Arc<CachedContainer>,
+        body: Option<Bytes>,
+        parts: &http::request::Parts,
+        asset: Option<&str>,
+        head: bool,
+        x_cache: &'static HeaderValue,
+        outcome: &mut Outcome,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let chosen = match (asset, body) {
+            (None, Some(b)) => {
+                let tag = strong_tag(&[&b]);
+                Chosen {
+                    prefix: None,
+                    identity_len: b.len(),
+                    body: b,
+                    etag: tag_value(Bytes::copy_from_slice(&tag)),
+                    encoding: Encoding::Identity,
                 }
-                return Err(GatewayError::asset_not_found());
             }
-        },
+            (None, None) => choose_container(entry, &parts.headers),
+            (Some(a), _) => match entry.asset(a) {
+                Some(d) => Chosen {
+                    identity_len: d.len(),
+                    prefix: d.prefix,
+                    body: d.rest,
+                    etag: d.etag,
+                    encoding: Encoding::Identity,
+                },
+                None => {
+                    if entry.fence.lock().is_revoked(a, tokio::time::Instant::now()) {
+                        outcome.cache = Some(CacheStatus::Revoked);
+                    }
+                    return Err(GatewayError::asset_not_found());
+                }
+            },
+        };
+        // `Gateway::respond` writes the header block, content type and
+        // `X-Cache` included, in one go (see `cached_head`).
+        outcome.cached_reply = Some(x_cache);
+        Ok(reply(
+            chosen,
+            &parts.headers,
+            head,
+            asset.is_some(),
+            &self.state.content_headers,
+            outcome,
+        ))
+    }
+}
+
+/// The container body in the coding the request's `Accept-Encoding`
+/// prefers among those the entry holds.
+fn choose_container(entry: &CachedContainer, request: &http::HeaderMap) -> Chosen {
+    let identity = || Chosen {
+        prefix: None,
+        body: entry.body.clone(),
+        etag: entry.etag.clone(),
+        encoding: Encoding::Identity,
+        identity_len: entry.body.len(),
     };
-    // `Gateway::respond` writes the header block, content type and
-    // `X-Cache` included, in one go (see `cached_head`).
-    outcome.cached_reply = Some(x_cache);
-    if head {
-        // A HEAD reply's length is the GET body's, which hyper cannot know.
-        let len = prefix.as_ref().map_or(0, Bytes::len) + rest.len();
-        let mut resp = Response::new(ResponseBody::empty());
-        resp.headers_mut()
-            .insert(CONTENT_LENGTH, crate::header_text::int(len as u64));
-        Ok(resp)
-    } else {
-        // hyper writes Content-Length from the body's exact size.
-        Ok(Response::new(ResponseBody::Parts(prefix, Some(rest))))
+    let variants = entry.variants();
+    if variants.is_empty() || !request.contains_key(http::header::ACCEPT_ENCODING) {
+        return identity();
+    }
+    // At most two variants: the codings are gathered on the stack.
+    let mut available = [Encoding::Identity; 2];
+    let n = variants.len().min(available.len());
+    for (slot, v) in available.iter_mut().zip(variants) {
+        *slot = v.encoding;
+    }
+    let want = Accepted::from_headers(request).choose(&available[..n]);
+    match variants.iter().find(|v| v.encoding == want) {
+        Some(v) => Chosen {
+            prefix: None,
+            body: v.body.clone(),
+            etag: Some(v.etag.clone()),
+            encoding: v.encoding,
+            identity_len: entry.body.len(),
+        },
+        None => identity(),
     }
 }

@@ -7,23 +7,35 @@
 //! out of a container body). A container body older than a change an
 //! invalidation reported (a lagging replica) is asked for once more after
 //! `cache.lag_retry_ms`, as a fill is. Nothing is cached.
+//!
+//! Validators: the origin's own `ETag` and `Last-Modified` are dropped (the
+//! fence may have rewritten the body they describe). A 2xx GET gets the
+//! strong tag of the bytes it carries, after the fence decision, and a
+//! matching `If-None-Match` gets a 304: it confirms exactly what this reply
+//! would carry as a 200. A HEAD has no body to tag, so it carries no tag
+//! and is never a 304. Identity only: nothing is compressed here.
 
 use super::content::read_headers;
 use super::proxy::strip_hop_by_hop;
-use super::Gateway;
+use super::validators::{self, Chosen, NO_STORE};
+use super::{Gateway, Outcome};
+use crate::accept_encoding::Encoding;
 use crate::auth::Principal;
 use crate::body::ResponseBody;
+use crate::cache::representation::{strong_tag, tag_value};
 use crate::cache::OriginVerdict;
 use crate::error::GatewayError;
 use crate::ids::ContainerId;
 use crate::origin::empty_body;
 use crate::routes::{ASSET_TEMPLATE, CONTAINER_TEMPLATE};
-use http::header::{HeaderValue, CONTENT_LENGTH};
+use bytes::Bytes;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, ETAG, LAST_MODIFIED};
 use http::{Method, Request, Response, StatusCode};
 
 impl Gateway {
     /// `path` is what the origin is asked for (the caller's path and query
     /// for a variant, the canonical path when unsynced).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn content_via_origin(
         &self,
         parts: &http::request::Parts,
@@ -32,6 +44,7 @@ impl Gateway {
         asset: Option<&str>,
         path: &str,
         rid: &str,
+        outcome: &mut Outcome,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let cache = &self.state.cache;
         let refuse = |v: OriginVerdict| match v {
@@ -85,6 +98,47 @@ impl Gateway {
         }
         let mut headers = reply.headers;
         strip_hop_by_hop(&mut headers);
+        headers.remove(ETAG);
+        headers.remove(LAST_MODIFIED);
+        let ok = reply.status == StatusCode::OK;
+        if ok && method == Method::GET {
+            let tag = strong_tag(&[&body]);
+            let chosen = Chosen {
+                prefix: None,
+                identity_len: body.len(),
+                body,
+                etag: tag_value(Bytes::copy_from_slice(&tag)),
+                encoding: Encoding::Identity,
+            };
+            let mut resp = validators::reply(
+                chosen,
+                &parts.headers,
+                false,
+                asset.is_some(),
+                &self.state.content_headers,
+                outcome,
+            );
+            // The origin's length is of its body, which the fence may have
+            // rewritten: hyper writes the length of the body sent, and a
+            // 304 has none.
+            headers.remove(CONTENT_LENGTH);
+            if resp.status() == StatusCode::NOT_MODIFIED {
+                headers.remove(http::header::CONTENT_TYPE);
+            }
+            // The origin's other headers (content type, its own extras),
+            // then the reply's validators and policy over them.
+            headers.extend(std::mem::take(resp.headers_mut()));
+            *resp.headers_mut() = headers;
+            return Ok(resp);
+        }
+        if ok {
+            // A HEAD: the policy, no tag.
+            self.state
+                .content_headers
+                .add_policy(&mut headers, asset.is_some());
+        } else if !reply.status.is_success() {
+            headers.insert(CACHE_CONTROL, NO_STORE.clone());
+        }
         if method == Method::GET {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         }

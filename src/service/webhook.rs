@@ -96,7 +96,7 @@ impl Gateway {
             e
         };
         let sig = parts.headers.get("x-layers-signature").map(|v| v.as_bytes());
-        st.webhook.verify(sig, &raw, unix_now()).map_err(reject)?;
+        st.webhook.load().verify(sig, &raw, unix_now()).map_err(reject)?;
         // `X-Layers-Event-Id` is not signed: the dedupe id comes from the
         // signed body alone (see `parse_event`).
         let inv = match parse_event(&raw).map_err(reject)? {

@@ -134,8 +134,9 @@ pub struct Breaker {
 }
 
 struct Inner {
-    /// Immutable after `new`.
-    settings: BreakerSettings,
+    /// Swapped whole by a config reload ([`Breaker::set_settings`]); read
+    /// at each decision. The state (open, failures counted) is kept.
+    settings: arc_swap::ArcSwap<BreakerSettings>,
     /// The state machine. A std mutex: a few field updates, no `.await`.
     state: Mutex<State>,
     /// Times the breaker opened (closed -> open and half-open -> open).
@@ -163,14 +164,19 @@ enum Phase {
     HalfOpen,
 }
 
+/// Zeros raised to 1 (validated config never has them).
+fn clamped(mut settings: BreakerSettings) -> BreakerSettings {
+    settings.failure_threshold = settings.failure_threshold.max(1);
+    settings.half_open_probes = settings.half_open_probes.max(1);
+    settings
+}
+
 impl Breaker {
     /// `settings` should have passed `validate()`; zeros are raised to 1.
-    pub fn new(mut settings: BreakerSettings) -> Self {
-        settings.failure_threshold = settings.failure_threshold.max(1);
-        settings.half_open_probes = settings.half_open_probes.max(1);
+    pub fn new(settings: BreakerSettings) -> Self {
         Breaker {
             inner: Arc::new(Inner {
-                settings,
+                settings: arc_swap::ArcSwap::from_pointee(clamped(settings)),
                 state: Mutex::new(State {
                     phase: Phase::Closed,
                     epoch: 0,
@@ -183,8 +189,14 @@ impl Breaker {
         }
     }
 
-    pub fn settings(&self) -> &BreakerSettings {
-        &self.inner.settings
+    pub fn settings(&self) -> Arc<BreakerSettings> {
+        self.inner.settings.load_full()
+    }
+
+    /// Puts new settings in force from the next decision on (config
+    /// reload); an open breaker keeps its current open period.
+    pub fn set_settings(&self, settings: BreakerSettings) {
+        self.inner.settings.store(Arc::new(clamped(settings)));
     }
 
     /// Admits a request to the origin, or fails fast while open. While
@@ -203,7 +215,7 @@ impl Breaker {
                 });
             }
             Phase::HalfOpen => {
-                if st.probes >= self.inner.settings.half_open_probes {
+                if st.probes >= self.inner.settings.load().half_open_probes {
                     drop(st);
                     self.inner.rejected.fetch_add(1, Ordering::Relaxed);
                     return Err(BreakerOpen { retry_after_secs: 1 });
@@ -262,7 +274,7 @@ impl Inner {
             (Phase::Closed, Some(true)) => st.failures = 0,
             (Phase::Closed, Some(false)) => {
                 st.failures += 1;
-                if st.failures >= self.settings.failure_threshold {
+                if st.failures >= self.settings.load().failure_threshold {
                     self.open(&mut st);
                     return true;
                 }
@@ -290,7 +302,7 @@ impl Inner {
 
     fn open(&self, st: &mut State) {
         st.phase = Phase::Open {
-            until: Instant::now() + self.settings.open_for,
+            until: Instant::now() + self.settings.load().open_for,
         };
         st.epoch += 1;
         st.failures = 0;
@@ -393,6 +405,26 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Open);
         assert_eq!(b.state_code(), 1);
         assert_eq!(b.opened_total(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_settings_apply_to_the_next_decision_and_keep_the_count() {
+        let b = breaker(5, 1);
+        fail(&b, 2);
+        b.set_settings(BreakerSettings {
+            failure_threshold: 3,
+            open_for: Duration::from_secs(1),
+            half_open_probes: 1,
+        });
+        assert_eq!(b.state(), BreakerState::Closed, "2 failures, threshold now 3");
+        fail(&b, 1);
+        assert_eq!(b.state(), BreakerState::Open, "the third failure opens it");
+        assert_eq!(
+            b.try_acquire().unwrap_err().retry_after_secs(),
+            1,
+            "the new open_for"
+        );
+        assert_eq!(b.settings().failure_threshold, 3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -301,6 +301,31 @@ impl GcraLimiter {
         d
     }
 
+    /// What [`GcraLimiter::check`] would decide for `key` at `now`, without
+    /// consuming budget or creating an entry (the admin inspect endpoint).
+    /// `remaining` counts the requests admissible right now, this one
+    /// included; `reset_after` is until the full burst is available.
+    pub fn peek(&self, key: &str, class: EndpointClass, limit: Limit, now: Instant) -> Decision {
+        let Some(p) = Params::new(limit) else {
+            return self.check(key, class, limit, now);
+        };
+        let now = self.nanos(now);
+        let tat = lock(self.shard(key)).get(key).map_or(0, |e| e.tat[class.index()]);
+        let debt = tat.max(now) - now;
+        let remaining = if debt <= p.tau {
+            ((p.tau - debt) / p.t + 1).min(u64::from(p.burst)) as u32
+        } else {
+            0
+        };
+        Decision {
+            allowed: remaining > 0,
+            limit: limit.per_minute,
+            remaining,
+            reset_after: Duration::from_nanos(debt),
+            retry_after: Duration::from_nanos(debt.saturating_sub(p.tau)),
+        }
+    }
+
     /// Drops every idle entry (no decision changes); returns how many.
     /// Run it periodically so memory follows the active key count.
     pub fn sweep(&self, now: Instant) -> usize {

@@ -164,8 +164,9 @@ pub struct OriginGuard {
 }
 
 struct Shared {
-    /// Immutable after `new`.
-    settings: GuardSettings,
+    /// Swapped whole by a config reload ([`OriginGuard::resize`]); each
+    /// admission reads it once. `global` is resized to match.
+    settings: arc_swap::ArcSwap<GuardSettings>,
     /// `global_max` permits. Never closed.
     global: Arc<Semaphore>,
     /// org -> its semaphore and user count. A std mutex: every critical
@@ -187,17 +188,23 @@ struct Shared {
     shed_too_many_orgs: AtomicU64,
 }
 
+/// Zero caps raised to 1 rather than deadlocking every request.
+fn clamped(mut settings: GuardSettings) -> GuardSettings {
+    settings.global_max = settings.global_max.clamp(1, Semaphore::MAX_PERMITS);
+    settings.per_org_max = settings.per_org_max.max(1);
+    settings.max_orgs = settings.max_orgs.max(1);
+    settings
+}
+
 impl OriginGuard {
     /// Builds the guard. `settings` should have passed `validate()`; zero
     /// caps are raised to 1 here rather than deadlocking every request.
-    pub fn new(mut settings: GuardSettings) -> Self {
-        settings.global_max = settings.global_max.clamp(1, Semaphore::MAX_PERMITS);
-        settings.per_org_max = settings.per_org_max.max(1);
-        settings.max_orgs = settings.max_orgs.max(1);
+    pub fn new(settings: GuardSettings) -> Self {
+        let settings = clamped(settings);
         OriginGuard {
             shared: Arc::new(Shared {
                 global: Arc::new(Semaphore::new(settings.global_max)),
-                settings,
+                settings: arc_swap::ArcSwap::from_pointee(settings),
                 orgs: Mutex::new(HashMap::new()),
                 inflight: AtomicUsize::new(0),
                 queued: AtomicUsize::new(0),
@@ -210,8 +217,43 @@ impl OriginGuard {
         }
     }
 
-    pub fn settings(&self) -> &GuardSettings {
-        &self.shared.settings
+    pub fn settings(&self) -> Arc<GuardSettings> {
+        self.shared.settings.load_full()
+    }
+
+    /// Puts new caps in force (config reload). A raised `global_max` frees
+    /// its extra slots at once; a lowered one takes the difference out of
+    /// circulation as in-flight requests finish (a waiter for those permits
+    /// queues ahead of new requests, so nothing new starts above the new
+    /// cap). `per_org_max` applies to organizations as they next become
+    /// busy (an idle org's slots are dropped); the queue bounds and
+    /// `max_orgs` apply to the next admission.
+    pub fn resize(&self, settings: GuardSettings) {
+        let new = clamped(settings);
+        let old = self.shared.settings.swap(Arc::new(new.clone()));
+        let global = &self.shared.global;
+        if new.global_max > old.global_max {
+            global.add_permits(new.global_max - old.global_max);
+        } else if new.global_max < old.global_max {
+            let excess = old.global_max - new.global_max;
+            let rest = excess - global.forget_permits(excess);
+            if rest > 0 {
+                let sem = global.clone();
+                let take = u32::try_from(rest).unwrap_or(u32::MAX);
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        rt.spawn(async move {
+                            if let Ok(p) = sem.acquire_many_owned(take).await {
+                                p.forget();
+                            }
+                        });
+                    }
+                    Err(_) => tracing::warn!(
+                        "origin.max_inflight lowered outside a runtime; {rest} slots stay until restart"
+                    ),
+                }
+            }
+        }
     }
 
     /// Takes a per-org slot, then a global slot. If both are free, returns
@@ -234,6 +276,33 @@ impl OriginGuard {
         self.wait(org_ref, None).await
     }
 
+    /// Both slots if they are free now, never a place in the queue: for
+    /// calls made on behalf of clients the gateway does not know yet
+    /// (origin introspection), which must not take the queue that
+    /// partners' requests wait in.
+    pub fn try_acquire(&self, org: &str) -> Result<OriginPermit, Shed> {
+        let sh = &self.shared;
+        let org_ref = self.org_ref(org)?;
+        let admitted = org_ref
+            .sem
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .and_then(|op| Some((sh.global.clone().try_acquire_owned().ok()?, op)));
+        match admitted {
+            Some((gp, op)) => {
+                sh.admitted_immediate.fetch_add(1, Ordering::Relaxed);
+                Ok(OriginPermit::new(gp, op, org_ref, Admission::Immediate))
+            }
+            None => {
+                sh.shed_queue_full.fetch_add(1, Ordering::Relaxed);
+                Err(Shed::QueueFull {
+                    retry_after_secs: self.retry_after_secs(),
+                })
+            }
+        }
+    }
+
     /// The slow path: a queue place, then the missing slots, under the
     /// deadline. `org_permit` is the per-org slot if the fast path got it.
     async fn wait(
@@ -248,7 +317,7 @@ impl OriginGuard {
                 retry_after_secs: self.retry_after_secs(),
             });
         };
-        let deadline = Instant::now() + sh.settings.queue_deadline;
+        let deadline = Instant::now() + sh.settings.load().queue_deadline;
         let org_sem = org_ref.sem.clone();
         let global = sh.global.clone();
         let both = async move {
@@ -288,13 +357,14 @@ impl OriginGuard {
                 sem: e.sem.clone(),
             });
         }
-        if orgs.len() >= sh.settings.max_orgs {
+        let settings = sh.settings.load();
+        if orgs.len() >= settings.max_orgs {
             drop(orgs);
             sh.shed_too_many_orgs.fetch_add(1, Ordering::Relaxed);
             return Err(Shed::TooManyOrgs { retry_after_secs: 1 });
         }
         let key: Arc<str> = Arc::from(org);
-        let sem = Arc::new(Semaphore::new(sh.settings.per_org_max));
+        let sem = Arc::new(Semaphore::new(settings.per_org_max));
         orgs.insert(
             key.clone(),
             OrgEntry {
@@ -312,7 +382,7 @@ impl OriginGuard {
 
     /// `Retry-After` for a shed: the queue deadline rounded up, at least 1 s.
     fn retry_after_secs(&self) -> u64 {
-        let d = self.shared.settings.queue_deadline;
+        let d = self.shared.settings.load().queue_deadline;
         let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
         secs.max(1)
     }
@@ -360,7 +430,7 @@ struct QueueSlot<'a> {
 
 impl<'a> QueueSlot<'a> {
     fn take(shared: &'a Shared) -> Option<Self> {
-        let max = shared.settings.queue_max;
+        let max = shared.settings.load().queue_max;
         shared
             .queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
@@ -509,6 +579,49 @@ mod tests {
         assert_eq!(g.queued(), 0);
         let s = g.stats();
         assert_eq!((s.admitted_immediate, s.admitted_queued), (3, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_raised_global_cap_admits_a_waiter_at_once() {
+        let g = OriginGuard::new(settings(2, 2, 10));
+        let _a = g.acquire("a").await.unwrap();
+        let _b = g.acquire("b").await.unwrap();
+        let waiter = spawn_acquire(&g, "c");
+        settle().await;
+        assert!(!waiter.is_finished());
+        g.resize(settings(3, 2, 10));
+        let p = waiter.await.unwrap().unwrap();
+        assert_eq!(p.admission(), Admission::Queued);
+        assert_eq!(g.inflight(), 3);
+        assert_eq!(g.settings().global_max, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lowered_global_cap_starts_nothing_new_above_it() {
+        let g = OriginGuard::new(settings(4, 4, 10));
+        let a1 = g.acquire("a").await.unwrap();
+        let a2 = g.acquire("a").await.unwrap();
+        let a3 = g.acquire("a").await.unwrap();
+        // Three in flight, cap lowered to 2: nothing new may start until
+        // two have finished.
+        g.resize(settings(2, 4, 10));
+        settle().await;
+        let waiter = spawn_acquire(&g, "b");
+        settle().await;
+        assert!(!waiter.is_finished(), "over the new cap");
+        drop(a1);
+        settle().await;
+        assert!(!waiter.is_finished(), "still at the new cap");
+        drop(a2);
+        let _p = waiter.await.unwrap().unwrap();
+        assert_eq!(g.inflight(), 2);
+        drop(a3);
+        settle().await;
+        // The cap stays 2: two in flight, a third waits.
+        let _q = g.acquire("c").await.unwrap();
+        let third = spawn_acquire(&g, "d");
+        settle().await;
+        assert!(!third.is_finished());
     }
 
     #[tokio::test(start_paused = true)]

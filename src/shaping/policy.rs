@@ -7,7 +7,7 @@ use super::clock::UnixClock;
 use super::daily::{DailyCap, DailyDecision};
 use super::gcra::{Decision, GcraLimiter};
 use super::headers::{daily_limited_error, rate_limited_error};
-use super::tiers::{EndpointClass, Tiers};
+use super::tiers::{EndpointClass, TierConfig, Tiers};
 use crate::auth::Principal;
 use crate::cluster::{ClusterDailyCap, ClusterLimiter};
 use crate::config::ShapingConfig;
@@ -16,7 +16,9 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 pub struct RatePolicy {
-    tiers: Tiers,
+    /// Swapped whole by a config reload ([`RatePolicy::set_tiers`]); each
+    /// decision reads it once. Budgets already spent are kept.
+    tiers: arc_swap::ArcSwap<Tiers>,
     limiter: GcraLimiter,
     daily: DailyCap,
     /// Wall-clock time derived from tokio's clock, so the daily reset at
@@ -46,7 +48,7 @@ pub enum Refusal {
 impl RatePolicy {
     pub fn new(cfg: &ShapingConfig, clock: UnixClock) -> Result<RatePolicy, String> {
         Ok(RatePolicy {
-            tiers: Tiers::new(cfg.effective_tiers())?,
+            tiers: arc_swap::ArcSwap::from_pointee(Tiers::new(cfg.effective_tiers())?),
             limiter: GcraLimiter::new(cfg.max_keys),
             daily: DailyCap::new(cfg.max_keys),
             clock,
@@ -74,7 +76,9 @@ impl RatePolicy {
         class: EndpointClass,
         now: Instant,
     ) -> (Decisions, Result<(), (GatewayError, Refusal)>) {
-        let tier = self.tiers.get(&p.tier);
+        // A copy of the few numbers (no reference count on the hit path);
+        // a reload during this decision does not change it halfway.
+        let tier: TierConfig = (**self.tiers.load().get(&p.tier)).clone();
         let write = class != EndpointClass::ReadLight;
         if write {
             let today = self.clock.unix_at(now);
@@ -139,6 +143,61 @@ impl RatePolicy {
             },
             Ok(()),
         )
+    }
+
+    /// The budgets `p` has left right now, without spending any (the admin
+    /// endpoint `GET /admin/keys/:keyId`). In cluster mode the per-minute
+    /// budgets are leased from Redis and not read here (`null`); the daily
+    /// count is this instance's view.
+    pub fn inspect(&self, p: &Principal, now: Instant) -> serde_json::Value {
+        let tiers = self.tiers.load();
+        let tier = tiers.get(&p.tier);
+        let classes: Vec<serde_json::Value> = EndpointClass::ALL
+            .iter()
+            .map(|&class| {
+                let limit = tier.limit(class);
+                let per_minute = match &self.cluster {
+                    Some(_) => serde_json::Value::Null,
+                    None => {
+                        let d = self.limiter.peek(&p.rate_key, class, limit, now);
+                        serde_json::json!({
+                            "remaining": d.remaining,
+                            "resetAfterMs": d.reset_after.as_millis() as u64,
+                        })
+                    }
+                };
+                serde_json::json!({
+                    "class": class.as_str(),
+                    "limitPerMinute": limit.per_minute,
+                    "burst": limit.burst,
+                    "budget": per_minute,
+                })
+            })
+            .collect();
+        let today = self.clock.unix_at(now);
+        let daily = match &self.cluster {
+            None => self.daily.peek(&p.org, tier.daily_writes, today),
+            Some((_, daily)) => daily.peek(&p.org, tier.daily_writes, today),
+        };
+        serde_json::json!({
+            "tier": &*p.tier,
+            "tierDefined": tiers.contains(&p.tier),
+            "sharedAcrossCluster": self.cluster.is_some(),
+            "classes": classes,
+            "dailyWrites": {
+                "limit": daily.limit,
+                "used": daily.limit.saturating_sub(daily.remaining),
+                "remaining": daily.remaining,
+                "resetAfterSecs": daily.reset_after_secs,
+            },
+        })
+    }
+
+    /// Puts new tiers in force from the next decision on (config reload).
+    /// Validate them first (`Tiers::new`); budgets already spent are kept,
+    /// so a lowered limit may refuse at once.
+    pub fn set_tiers(&self, tiers: Tiers) {
+        self.tiers.store(std::sync::Arc::new(tiers));
     }
 
     /// Drops idle limiter state; run periodically.

@@ -11,7 +11,7 @@
 //! One small `std::sync::Mutex`: touched once per origin request. Time via
 //! `tokio::time::Instant`, so tests run on the paused clock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -74,10 +74,11 @@ impl RetryBudgetSettings {
 /// The budget; share it behind an `Arc`.
 #[derive(Debug)]
 pub struct RetryBudget {
-    /// Thousandths of a token per deposit. Immutable after `new`.
-    deposit: i64,
-    /// Thousandths of a token always available per window. Immutable.
-    reserve: i64,
+    /// Thousandths of a token per deposit. An atomic: a config reload
+    /// changes it ([`RetryBudget::set`]); balances already in the ring stay.
+    deposit: AtomicI64,
+    /// Thousandths of a token always available per window (reload, too).
+    reserve: AtomicI64,
     /// Length of one slot (`window / SLOTS`). Immutable.
     slot_len: Duration,
     /// The slots. A std mutex: a few integer steps, no `.await`.
@@ -101,19 +102,11 @@ impl RetryBudget {
     /// `settings` should have passed `validate()`; out-of-range values are
     /// clamped.
     pub fn new(settings: RetryBudgetSettings) -> Self {
-        let ratio = if settings.ratio.is_finite() {
-            settings.ratio.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        let window = settings
-            .window
-            .clamp(Duration::from_secs(1), Duration::from_secs(3600));
-        // min_retries_per_sec x window in thousandths = per_sec x window_ms.
-        let reserve = i64::from(settings.min_retries_per_sec) * window.as_millis() as i64;
+        let window = clamp_window(settings.window);
+        let (deposit, reserve) = amounts(&settings, window);
         RetryBudget {
-            deposit: (ratio * MILLI as f64).round() as i64,
-            reserve,
+            deposit: AtomicI64::new(deposit),
+            reserve: AtomicI64::new(reserve),
             slot_len: window / SLOTS as u32,
             ring: Mutex::new(Ring {
                 start: Instant::now(),
@@ -124,16 +117,25 @@ impl RetryBudget {
         }
     }
 
+    /// Puts a new ratio and reserve in force (config reload); the window
+    /// stays the one the budget was built with.
+    pub fn set(&self, settings: &RetryBudgetSettings) {
+        let window = self.slot_len * SLOTS as u32;
+        let (deposit, reserve) = amounts(settings, window);
+        self.deposit.store(deposit, Ordering::Relaxed);
+        self.reserve.store(reserve, Ordering::Relaxed);
+    }
+
     /// Records one origin request (first attempts and retries alike).
     pub fn deposit(&self) {
         let mut ring = self.lock();
-        *ring.current(self.slot_len) += self.deposit;
+        *ring.current(self.slot_len) += self.deposit.load(Ordering::Relaxed);
     }
 
     /// Takes one token for a retry; `false` means do not retry.
     pub fn try_withdraw(&self) -> bool {
         let mut ring = self.lock();
-        let ok = self.reserve + ring.sum(self.slot_len) >= MILLI;
+        let ok = self.reserve.load(Ordering::Relaxed) + ring.sum(self.slot_len) >= MILLI;
         if ok {
             *ring.current(self.slot_len) -= MILLI;
         }
@@ -146,7 +148,7 @@ impl RetryBudget {
     /// Whole retries available now (for a gauge).
     pub fn balance(&self) -> u64 {
         let mut ring = self.lock();
-        ((self.reserve + ring.sum(self.slot_len)) / MILLI).max(0) as u64
+        ((self.reserve.load(Ordering::Relaxed) + ring.sum(self.slot_len)) / MILLI).max(0) as u64
     }
 
     pub fn retries_allowed(&self) -> u64 {
@@ -160,6 +162,22 @@ impl RetryBudget {
     fn lock(&self) -> MutexGuard<'_, Ring> {
         self.ring.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn clamp_window(w: Duration) -> Duration {
+    w.clamp(Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+/// Thousandths of a token per deposit, and the reserve per window.
+fn amounts(settings: &RetryBudgetSettings, window: Duration) -> (i64, i64) {
+    let ratio = if settings.ratio.is_finite() {
+        settings.ratio.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    // min_retries_per_sec x window in thousandths = per_sec x window_ms.
+    let reserve = i64::from(settings.min_retries_per_sec) * window.as_millis() as i64;
+    ((ratio * MILLI as f64).round() as i64, reserve)
 }
 
 impl Ring {

@@ -3,6 +3,7 @@
 //! states only what it changes.
 #![allow(dead_code)]
 
+pub mod fence_fixtures;
 pub mod scripted;
 
 use bytes::Bytes;

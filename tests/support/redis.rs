@@ -26,6 +26,10 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// More `redis-server` arguments (TLS, ACL users).
+    extra: Vec<String>,
+    /// The ACL user and password this harness connects as, if not default.
+    auth: Option<(String, String)>,
 }
 
 /// Whether `redis-server` can be run; else the skip/panic policy.
@@ -65,7 +69,7 @@ fn report_skip() {
     });
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
@@ -75,6 +79,12 @@ fn free_port() -> u16 {
 impl RedisServer {
     /// Starts a server on a free port, or `None` when the test must skip.
     pub fn start() -> Option<RedisServer> {
+        RedisServer::start_with(Vec::new(), None)
+    }
+
+    /// As `start`, with more server arguments, connecting (`url`,
+    /// `connection`, `cmd`) as `auth`'s user when given.
+    pub fn start_with(extra: Vec<String>, auth: Option<(String, String)>) -> Option<RedisServer> {
         if !available() {
             return None;
         }
@@ -91,6 +101,8 @@ impl RedisServer {
                 port: free_port(),
                 dir: dir.clone(),
                 child: None,
+                extra: extra.clone(),
+                auth: auth.clone(),
             };
             if s.spawn() {
                 return Some(s);
@@ -108,6 +120,7 @@ impl RedisServer {
             .args(["--daemonize", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -148,7 +161,10 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.auth {
+            Some((user, password)) => format!("redis://{user}:{password}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
     /// SIGKILL (no shutdown, no save) and reap it.
@@ -274,4 +290,109 @@ impl Drop for Partition {
 /// Whether something listens on `addr` (a quick TCP connect).
 pub fn listening(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+}
+
+/// A `redis-sentinel` this test started, monitoring one master as
+/// `name` (quorum 2, down after `down_after_ms`). Killed on drop.
+pub struct Sentinel {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Sentinel {
+    /// Starts one on a free port, or `None` when the test must skip (the
+    /// same policy as `RedisServer::start`, for `redis-sentinel`).
+    pub fn start(master_port: u16, name: &str, down_after_ms: u64) -> Option<Sentinel> {
+        let found = Command::new("redis-sentinel")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            if std::env::var("LAYERS_REQUIRE_REDIS").as_deref() == Ok("1") {
+                panic!("redis-sentinel not installed, and LAYERS_REQUIRE_REDIS=1");
+            }
+            report_skip();
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "layers-sentinel-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        for _ in 0..5 {
+            let port = free_port();
+            // Sentinel rewrites its config file: it must be its own.
+            let conf = dir.join(format!("sentinel-{port}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\n\
+                     sentinel monitor {name} 127.0.0.1 {master_port} 2\n\
+                     sentinel down-after-milliseconds {name} {down_after_ms}\n\
+                     sentinel failover-timeout {name} 2000\n\
+                     sentinel parallel-syncs {name} 1\n",
+                    dir.display()
+                ),
+            )
+            .expect("sentinel config");
+            let child = Command::new("redis-sentinel")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-sentinel");
+            let mut s = Sentinel {
+                port,
+                dir: dir.clone(),
+                child: Some(child),
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Some(Ok(Some(_))) = s.child.as_mut().map(|c| c.try_wait()) {
+                    break;
+                }
+                if listening(s.addr()) {
+                    return Some(s);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            s.kill();
+        }
+        panic!("could not start redis-sentinel");
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Runs one raw command on this sentinel.
+    pub fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .expect("connect to the test sentinel");
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut c).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -1,6 +1,9 @@
 //! A scripted origin: answers exactly what a test sets per (method, path),
 //! including what a real origin does on a bad day (a 2xx head whose body
 //! fails, an answer held until the test releases it), and counts requests.
+//! It can also resolve dot-segments before matching, as a normalising proxy
+//! in front of an origin does (nginx, Envoy's `normalize_path`, a CDN;
+//! RFC 3986 section 5.2.4).
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
@@ -10,6 +13,7 @@ use layers_gateway::origin::{Upstream, UpstreamFuture};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -17,6 +21,8 @@ use std::task::{Context, Poll};
 #[derive(Clone)]
 pub enum Answer {
     Json(u16, Value),
+    /// Raw bytes with a status and content type.
+    Raw(u16, &'static str, Bytes),
     /// A 2xx head whose body then fails.
     FailingBody(u16),
     /// Waits until the gate opens, then answers.
@@ -28,6 +34,10 @@ pub enum Answer {
 pub struct Scripted {
     answers: Mutex<HashMap<(Method, String), Answer>>,
     requests: Mutex<HashMap<(Method, String), u64>>,
+    /// Resolve dot-segments and ignore a trailing slash before matching.
+    normalise: AtomicBool,
+    /// Every path (and query) the origin was asked for, as sent.
+    seen: Mutex<Vec<String>>,
 }
 
 impl Scripted {
@@ -39,6 +49,37 @@ impl Scripted {
         let r = self.requests.lock().unwrap();
         r.get(&(method, path.to_owned())).copied().unwrap_or(0)
     }
+
+    /// From now on, match paths as a normalising proxy would see them.
+    pub fn normalise_paths(&self) {
+        self.normalise.store(true, Ordering::SeqCst);
+    }
+
+    /// Every path the origin was asked for, as sent.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// RFC 3986 remove_dot_segments (on the percent-decoded `.`), then drop a
+/// trailing slash.
+fn normalise(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for seg in path.split('/').skip(1) {
+        match seg.to_ascii_lowercase().as_str() {
+            "." | "%2e" => {}
+            ".." | "%2e%2e" | ".%2e" | "%2e." => {
+                out.pop();
+            }
+            _ => out.push(seg),
+        }
+    }
+    let mut p = String::new();
+    for s in out.iter().filter(|s| !s.is_empty()) {
+        p.push('/');
+        p.push_str(s);
+    }
+    p
 }
 
 /// A body that fails on its first poll.
@@ -68,6 +109,15 @@ fn respond(a: Answer) -> Pin<Box<dyn std::future::Future<Output = Response<Strea
                     .insert("content-type", "application/json".parse().unwrap());
                 r
             }
+            Answer::Raw(status, ct, b) => {
+                let body = http_body_util::Full::new(b)
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+                let mut r = Response::new(body);
+                *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                r.headers_mut().insert("content-type", ct.parse().unwrap());
+                r
+            }
             Answer::FailingBody(status) => {
                 let mut r = Response::new(ErrBody.boxed_unsync());
                 *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
@@ -86,7 +136,18 @@ pub struct ScriptedUpstream(pub Arc<Scripted>);
 
 impl Upstream for ScriptedUpstream {
     fn send(&self, req: Request<StreamBody>) -> UpstreamFuture {
-        let key = (req.method().clone(), req.uri().path().to_owned());
+        let raw = req.uri().path().to_owned();
+        self.0.seen.lock().unwrap().push(
+            req.uri()
+                .path_and_query()
+                .map_or(raw.clone(), |p| p.as_str().to_owned()),
+        );
+        let p = if self.0.normalise.load(Ordering::SeqCst) {
+            normalise(&raw)
+        } else {
+            raw
+        };
+        let key = (req.method().clone(), p);
         *self.0.requests.lock().unwrap().entry(key.clone()).or_default() += 1;
         let answer = self.0.answers.lock().unwrap().get(&key).cloned();
         Box::pin(async move {

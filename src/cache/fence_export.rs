@@ -1,0 +1,58 @@
+//! This instance's live fences as invalidations, for a cluster that lost
+//! its fence records (Redis restarted empty, failed over to a replica
+//! without them, or the outbox collapsed): each instance re-publishes what
+//! it holds, and every peer applies it as an ordinary invalidation.
+//!
+//! A tombstone becomes a `deleted` of the container (dated as the delete
+//! was, so a later `generated` still lifts it), carrying the container's
+//! live revoked ids; revoked ids without a tombstone become a
+//! `regenerated` naming them. Applying either again only bumps the
+//! generation and extends the lifetimes, which is safe.
+
+use super::ContentCache;
+use crate::events::{EventType, Invalidation, Source};
+use tokio::time::Instant;
+
+impl ContentCache {
+    /// How long a fence lasts at most (the longer of the tombstone and the
+    /// revoked-id lifetimes): the lifetime of its record in Redis.
+    pub fn fence_retention(&self) -> std::time::Duration {
+        self.settings.tombstone_ttl.max(self.settings.revoked_ttl)
+    }
+
+    /// Every live tombstone and revoked asset id, as invalidations without
+    /// event ids (the publisher gives them fresh ones).
+    pub fn export_fences(&self) -> Vec<Invalidation> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        self.fences.for_each_with_id(|id, fence| {
+            let st = fence.lock();
+            let tombstoned = st.is_tombstoned(now);
+            let mut revoked: Vec<String> = st
+                .revoked
+                .iter()
+                .filter(|(_, until)| now < **until)
+                .map(|(a, _)| a.to_string())
+                .collect();
+            if !tombstoned && revoked.is_empty() {
+                return;
+            }
+            revoked.sort_unstable();
+            out.push(Invalidation {
+                event_id: None,
+                source: Source::Cluster,
+                event_type: if tombstoned {
+                    EventType::Deleted
+                } else {
+                    EventType::Regenerated
+                },
+                container: Some(id),
+                revoked_asset_ids: revoked,
+                current_asset_ids: Vec::new(),
+                changed_at: if tombstoned { st.tombstone_changed_at } else { None },
+                created_at: None,
+            });
+        });
+        out
+    }
+}

@@ -1,0 +1,216 @@
+//! Exact gap detection: did the stream lose entries this reader had not
+//! read yet?
+//!
+//! Every entry a gateway appends carries its ordinal `n` (the stream's
+//! `entries-added` counter when it was appended, see `PUBLISH_SCRIPT`), and
+//! the reader keeps the ordinal of its position. Redis 7.0 counts every
+//! append in `entries-added` but, when trimming (`MAXLEN ~`, `XTRIM`), does
+//! not move `max-deleted-entry-id`; the ordinals do not depend on it:
+//!
+//! - the entries appended after the position are ordinals `n+1 ..= added`;
+//!   the present ones are the newest `length`, so the oldest present is
+//!   `added - length + 1`; beyond `n + 1`, some were trimmed unread;
+//! - the entries read must be numbered `n+1, n+2, ...`: a jump ahead is a
+//!   trim, a step back is a stream that was deleted and appended to again;
+//! - `entries-added` below the position's ordinal, or a last id below the
+//!   position's id, is a stream that went back in time (recreated, or a
+//!   replica promoted without the newest entries);
+//! - Redis's `run_id` changing means another server process answers (a
+//!   restart or a failover): whatever it lacks cannot be known, so that is
+//!   a gap too.
+//!
+//! An `XDEL` of entries after the position also moves `max-deleted-entry-id`
+//! past it. A needless flush is always safe; a missed gap never is, so
+//! every doubt counts as a gap.
+
+use super::entry::StreamId;
+use super::scripts::Round;
+
+/// Where a reader is: the last entry it applied and that entry's ordinal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    pub id: StreamId,
+    pub n: u64,
+}
+
+/// Why the stream lost entries this node had not read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gap {
+    /// Redis restarted or failed over (`run_id` changed).
+    Restarted,
+    /// The stream key is gone.
+    StreamMissing,
+    /// Entries after the position were trimmed or deleted.
+    Trimmed,
+    /// The stream went back in time: deleted and created again, or a
+    /// replica without the newest entries was promoted.
+    Recreated,
+    /// An entry did not decode (a newer gateway wrote it): what it revoked
+    /// cannot be known.
+    Undecodable,
+}
+
+impl Gap {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gap::Restarted => "redis_restarted",
+            Gap::StreamMissing => "stream_missing",
+            Gap::Trimmed => "trimmed",
+            Gap::Recreated => "recreated",
+            Gap::Undecodable => "undecodable",
+        }
+    }
+
+    /// Whether Redis may have lost more than stream entries (the fence
+    /// records too): then every instance re-publishes its own fences.
+    pub fn redis_lost_data(self) -> bool {
+        !matches!(self, Gap::Trimmed | Gap::Undecodable)
+    }
+}
+
+/// Whether entries after `pos` may be gone, given one sync round read
+/// after it and the `run_id` seen before.
+pub fn detect_gap(prev_run_id: &str, pos: Position, r: &Round) -> Option<Gap> {
+    if !prev_run_id.is_empty() && prev_run_id != r.run_id {
+        return Some(Gap::Restarted);
+    }
+    if !r.exists {
+        return (pos.n > 0 || !pos.id.is_zero()).then_some(Gap::StreamMissing);
+    }
+    if r.last_generated < pos.id || r.added < pos.n {
+        return Some(Gap::Recreated);
+    }
+    let oldest_present = r.added.saturating_sub(r.length) + 1;
+    if r.added > pos.n && oldest_present > pos.n + 1 {
+        return Some(Gap::Trimmed);
+    }
+    if r.max_deleted > pos.id {
+        return Some(Gap::Trimmed);
+    }
+    for (expect, e) in (pos.n + 1..).zip(&r.entries) {
+        match e.n {
+            Some(n) if n < expect => return Some(Gap::Recreated),
+            Some(n) if n > expect => return Some(Gap::Trimmed),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::scripts::RawEntry;
+
+    fn id(ms: u64) -> StreamId {
+        StreamId { ms, seq: 0 }
+    }
+
+    fn pos(ms: u64, n: u64) -> Position {
+        Position { id: id(ms), n }
+    }
+
+    /// A stream with ordinals `first..=added` present, entries at ms = 10 x n.
+    fn round(first: u64, added: u64, after: Position) -> Round {
+        let entries = (first..=added)
+            .filter(|n| id(10 * n) > after.id)
+            .map(|n| RawEntry {
+                id: id(10 * n),
+                n: Some(n),
+                inv: None,
+            })
+            .collect();
+        Round {
+            exists: true,
+            last_generated: id(10 * added),
+            max_deleted: StreamId::ZERO,
+            added,
+            length: (added + 1).saturating_sub(first),
+            run_id: "r1".into(),
+            heartbeat: Ok(()),
+            entries,
+        }
+    }
+
+    #[test]
+    fn nothing_missed_is_no_gap() {
+        let p = pos(50, 5);
+        assert_eq!(detect_gap("r1", p, &round(1, 5, p)), None);
+        assert_eq!(detect_gap("r1", p, &round(1, 9, p)), None);
+        // Trimmed up to the next unread entry, not past it.
+        assert_eq!(detect_gap("r1", p, &round(6, 9, p)), None);
+        // Trimmed away entirely while nothing was unread.
+        let mut r = round(6, 5, p);
+        r.length = 0;
+        assert_eq!(detect_gap("r1", p, &r), None);
+    }
+
+    #[test]
+    fn a_trim_past_the_position_is_a_gap_mid_stream_and_from_0_0() {
+        let p = pos(50, 5);
+        assert_eq!(detect_gap("r1", p, &round(7, 9, p)), Some(Gap::Trimmed));
+        // Everything new trimmed away (XTRIM MAXLEN 0).
+        let mut r = round(10, 9, p);
+        r.length = 0;
+        r.entries.clear();
+        assert_eq!(detect_gap("r1", p, &r), Some(Gap::Trimmed));
+        // A reader that joined before the stream existed.
+        let zero = Position::default();
+        assert_eq!(detect_gap("r1", zero, &round(1, 4, zero)), None);
+        assert_eq!(detect_gap("r1", zero, &round(3, 4, zero)), Some(Gap::Trimmed));
+        // Redis 7.0 leaves max-deleted-entry-id at 0-0 on trims; the
+        // ordinals alone found both.
+    }
+
+    #[test]
+    fn a_hole_inside_the_batch_or_a_deletion_after_the_position_is_a_gap() {
+        let p = pos(50, 5);
+        let mut r = round(6, 9, p);
+        r.entries.remove(1);
+        r.length -= 1;
+        assert_eq!(detect_gap("r1", p, &r), Some(Gap::Trimmed));
+        let mut r = round(1, 9, p);
+        r.max_deleted = id(70);
+        assert_eq!(detect_gap("r1", p, &r), Some(Gap::Trimmed));
+        // Deleted before the position: nothing unread lost.
+        r.max_deleted = id(30);
+        assert_eq!(detect_gap("r1", p, &r), None);
+    }
+
+    #[test]
+    fn a_stream_that_went_back_is_a_gap() {
+        let p = pos(50, 5);
+        // Recreated: new ordinals start at 1 again, with later ids.
+        let mut r = round(1, 2, Position::default());
+        for e in &mut r.entries {
+            e.id.ms += 1000;
+        }
+        r.last_generated = id(1020);
+        assert_eq!(detect_gap("r1", p, &r), Some(Gap::Recreated));
+        // A promoted replica lacking the newest entries.
+        assert_eq!(
+            detect_gap("r1", p, &round(1, 3, pos(30, 3))),
+            Some(Gap::Recreated)
+        );
+        // Another server process.
+        let mut r = round(1, 5, p);
+        r.run_id = "r2".into();
+        assert_eq!(detect_gap("r1", p, &r), Some(Gap::Restarted));
+        // Gone, unless nothing was ever read.
+        let gone = Round {
+            exists: false,
+            entries: Vec::new(),
+            ..round(1, 5, p)
+        };
+        assert_eq!(detect_gap("r1", p, &gone), Some(Gap::StreamMissing));
+        assert_eq!(detect_gap("r1", Position::default(), &gone), None);
+    }
+
+    #[test]
+    fn entries_without_an_ordinal_count_as_the_next_one() {
+        let p = pos(50, 5);
+        let mut r = round(6, 8, p);
+        r.entries[0].n = None;
+        assert_eq!(detect_gap("r1", p, &r), None);
+    }
+}

@@ -1,0 +1,295 @@
+//! The Lua scripts of the invalidation stream and their answers. Each runs
+//! atomically on Redis, so what it reads and writes is one consistent
+//! snapshot; every key it touches is one of [`StreamKeys`] (one hash slot).
+//!
+//! - [`PUBLISH_SCRIPT`]: records a fence record (if any) and appends the
+//!   entry, numbered with its ordinal in the stream (`n`, from
+//!   `entries-added`), so a reader can tell exactly whether it missed one.
+//! - [`SYNC_SCRIPT`]: one proof round: appends this instance's heartbeat
+//!   (the write half of the proof; its error is returned, not raised), then
+//!   reads the stream's state and the entries after the reader's position.
+//! - [`REBUILD_SCRIPT`]: the live fence records and the stream's end, read
+//!   together, for joining and for recovering from a gap.
+//!
+//! [`StreamKeys`]: super::keys::StreamKeys
+
+use super::entry::{StreamId, FIELD_INV, FIELD_N};
+use redis::Value;
+
+/// KEYS: stream, fences. ARGV: maxlen, event id, origin instance, payload,
+/// fence expiry (unix ms, or "" for no fence record), now (unix ms), fence
+/// cap. Returns the new entry's id. The fence record goes first: an entry
+/// is never in the stream without the record that outlives it.
+pub const PUBLISH_SCRIPT: &str = r"
+if ARGV[5] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[6])
+  local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[7])
+  if over > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1) end
+  redis.call('PEXPIREAT', KEYS[2], ARGV[5])
+end
+local n = 1
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local x = redis.call('XINFO', 'STREAM', KEYS[1])
+  n = 0
+  for i = 1, #x, 2 do
+    if x[i] == 'entries-added' then n = x[i + 1] + 1 end
+  end
+end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+  'event', ARGV[2], 'origin', ARGV[3], 'n', n, 'inv', ARGV[4])
+";
+
+/// KEYS: stream, heartbeat. ARGV: position, count, instance id. Returns
+/// `{exists, last_generated_id, max_deleted_id, entries_added, length,
+/// run_id, heartbeat ("OK" or the error), entries after position}`;
+/// `entries_added` is -1 before Redis 7.0.
+pub const SYNC_SCRIPT: &str = r"
+local info = redis.call('INFO', 'server')
+local run_id = string.match(info, 'run_id:(%x+)') or ''
+local hb = 'OK'
+local r = redis.pcall('XADD', KEYS[2], 'MAXLEN', 16, '*', 'instance', ARGV[3])
+if type(r) == 'table' and r.err then hb = r.err end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {0, '0-0', '0-0', 0, 0, run_id, hb, {}}
+end
+local x = redis.call('XINFO', 'STREAM', KEYS[1])
+local last, maxdel, added, len = '0-0', '0-0', -1, 0
+for i = 1, #x, 2 do
+  local k = x[i]
+  if k == 'last-generated-id' then last = x[i + 1]
+  elseif k == 'max-deleted-entry-id' then maxdel = x[i + 1]
+  elseif k == 'entries-added' then added = x[i + 1]
+  elseif k == 'length' then len = x[i + 1] end
+end
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
+return {1, last, maxdel, added, len, run_id, hb, entries}
+";
+
+/// KEYS: stream, fences. ARGV: now (unix ms), cap. Returns `{exists,
+/// last_generated_id, entries_added, run_id, live fence records oldest
+/// first}`. Reads only, so it also runs on a read-only replica.
+pub const REBUILD_SCRIPT: &str = r"
+local info = redis.call('INFO', 'server')
+local run_id = string.match(info, 'run_id:(%x+)') or ''
+local fences = redis.call('ZRANGE', KEYS[2], '(' .. ARGV[1], '+inf', 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]))
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {0, '0-0', 0, run_id, fences}
+end
+local x = redis.call('XINFO', 'STREAM', KEYS[1])
+local last, added = '0-0', -1
+for i = 1, #x, 2 do
+  if x[i] == 'last-generated-id' then last = x[i + 1]
+  elseif x[i] == 'entries-added' then added = x[i + 1] end
+end
+return {1, last, added, run_id, fences}
+";
+
+/// One stream entry as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawEntry {
+    pub id: StreamId,
+    /// Its ordinal (`entries-added` when it was appended), when a gateway
+    /// wrote it.
+    pub n: Option<u64>,
+    /// The `inv` field.
+    pub inv: Option<Vec<u8>>,
+}
+
+/// What [`SYNC_SCRIPT`] answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Round {
+    pub exists: bool,
+    pub last_generated: StreamId,
+    pub max_deleted: StreamId,
+    /// Entries ever appended to this stream (0 when it does not exist).
+    pub added: u64,
+    pub length: u64,
+    pub run_id: String,
+    /// The heartbeat write's result: `Err` carries Redis's refusal.
+    pub heartbeat: Result<(), String>,
+    pub entries: Vec<RawEntry>,
+}
+
+/// What [`REBUILD_SCRIPT`] answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rebuild {
+    pub last_generated: StreamId,
+    pub added: u64,
+    pub run_id: String,
+    /// Live fence records (payloads), oldest first.
+    pub fences: Vec<Vec<u8>>,
+}
+
+const NEEDS_7: &str = "the cluster needs Redis 7.0 or later (XINFO STREAM has no entries-added)";
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Okay => Some("OK".into()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn bytes(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b.clone()),
+        Value::SimpleString(s) => Some(s.clone().into_bytes()),
+        _ => None,
+    }
+}
+
+fn id(v: &Value) -> Option<StreamId> {
+    StreamId::parse(&text(v)?)
+}
+
+fn array(v: &Value) -> Option<&[Value]> {
+    match v {
+        Value::Array(a) | Value::Set(a) => Some(a),
+        _ => None,
+    }
+}
+
+fn entry(v: &Value) -> Option<RawEntry> {
+    let [eid, fields] = array(v)? else {
+        return None;
+    };
+    let fields = array(fields)?;
+    let mut e = RawEntry {
+        id: id(eid)?,
+        n: None,
+        inv: None,
+    };
+    for pair in fields.chunks(2) {
+        let [k, v] = pair else { break };
+        match text(k).as_deref() {
+            Some(FIELD_N) => e.n = int(v).and_then(|n| u64::try_from(n).ok()).filter(|n| *n > 0),
+            Some(FIELD_INV) => e.inv = bytes(v),
+            _ => {}
+        }
+    }
+    Some(e)
+}
+
+impl Round {
+    pub fn parse(v: &Value) -> Result<Round, String> {
+        let bad = || format!("unexpected sync script answer: {v:?}");
+        let a = array(v).ok_or_else(bad)?;
+        let [exists, last, maxdel, added, length, run_id, hb, entries] = a else {
+            return Err(bad());
+        };
+        let added = int(added).ok_or_else(bad)?;
+        if added < 0 {
+            return Err(NEEDS_7.into());
+        }
+        let hb = text(hb).ok_or_else(bad)?;
+        Ok(Round {
+            exists: int(exists).ok_or_else(bad)? == 1,
+            last_generated: id(last).ok_or_else(bad)?,
+            max_deleted: id(maxdel).ok_or_else(bad)?,
+            added: added as u64,
+            length: int(length).ok_or_else(bad)?.max(0) as u64,
+            run_id: text(run_id).ok_or_else(bad)?,
+            heartbeat: if hb == "OK" { Ok(()) } else { Err(hb) },
+            entries: array(entries)
+                .ok_or_else(bad)?
+                .iter()
+                .map(|e| entry(e).ok_or_else(bad))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl Rebuild {
+    pub fn parse(v: &Value) -> Result<Rebuild, String> {
+        let bad = || format!("unexpected rebuild script answer: {v:?}");
+        let a = array(v).ok_or_else(bad)?;
+        let [_exists, last, added, run_id, fences] = a else {
+            return Err(bad());
+        };
+        let added = int(added).ok_or_else(bad)?;
+        if added < 0 {
+            return Err(NEEDS_7.into());
+        }
+        Ok(Rebuild {
+            last_generated: id(last).ok_or_else(bad)?,
+            added: added as u64,
+            run_id: text(run_id).ok_or_else(bad)?,
+            fences: array(fences)
+                .ok_or_else(bad)?
+                .iter()
+                .map(|f| bytes(f).ok_or_else(bad))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_sync_answer_parses_with_its_entries_and_heartbeat_error() {
+        let v = Value::Array(vec![
+            Value::Int(1),
+            bulk("1700-3"),
+            bulk("0-0"),
+            Value::Int(7),
+            Value::Int(2),
+            bulk("abc"),
+            bulk("OOM command not allowed"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk("1700-2"),
+                    Value::Array(vec![
+                        bulk("event"),
+                        bulk("e1"),
+                        bulk("n"),
+                        bulk("6"),
+                        bulk("inv"),
+                        bulk("{}"),
+                    ]),
+                ]),
+                Value::Array(vec![bulk("1700-3"), Value::Array(vec![bulk("inv"), bulk("x")])]),
+            ]),
+        ]);
+        let r = Round::parse(&v).unwrap();
+        assert_eq!(r.last_generated, StreamId { ms: 1700, seq: 3 });
+        assert_eq!((r.added, r.length), (7, 2));
+        assert_eq!(r.heartbeat, Err("OOM command not allowed".into()));
+        assert_eq!(r.entries[0].n, Some(6));
+        assert_eq!(r.entries[0].inv.as_deref(), Some(&b"{}"[..]));
+        assert_eq!(r.entries[1].n, None);
+        assert!(Round::parse(&Value::Nil).is_err());
+    }
+
+    #[test]
+    fn redis_before_7_is_refused_clearly() {
+        let v = Value::Array(vec![
+            Value::Int(1),
+            bulk("1-0"),
+            bulk("0-0"),
+            Value::Int(-1),
+            Value::Int(0),
+            bulk("r"),
+            bulk("OK"),
+            Value::Array(vec![]),
+        ]);
+        assert!(Round::parse(&v).unwrap_err().contains("Redis 7.0"));
+    }
+}
