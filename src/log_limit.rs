@@ -1,5 +1,6 @@
 //! Refusal logs that cannot be used as a weapon: a token bucket per kind of
-//! refusal (failed authentication, rejected webhook). Up to `per_sec` lines
+//! refusal (failed authentication, rejected webhook, the access line of a
+//! request refused without a principal). Up to `per_sec` lines
 //! a second (with a burst of as many) are logged; the rest are counted and
 //! reported in one "suppressed" line when logging resumes, or by the
 //! once-a-second upkeep. Metrics are counted apart from this, exactly.
@@ -82,6 +83,10 @@ impl LogLimiter {
 pub struct RefusalLogs {
     pub auth: LogLimiter,
     pub webhook: LogLimiter,
+    /// Access lines of refused requests that carry no principal (401s,
+    /// refused webhooks, unknown routes): a client without a key must not
+    /// be able to write to the access log at its own rate.
+    pub access: LogLimiter,
 }
 
 impl RefusalLogs {
@@ -89,12 +94,14 @@ impl RefusalLogs {
         RefusalLogs {
             auth: LogLimiter::new("authentication", per_sec),
             webhook: LogLimiter::new("webhook", per_sec),
+            access: LogLimiter::new("access (refused without a principal)", per_sec),
         }
     }
 
     pub fn flush(&self) {
         self.auth.flush();
         self.webhook.flush();
+        self.access.flush();
     }
 }
 

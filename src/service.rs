@@ -659,6 +659,15 @@ impl Gateway {
             return;
         }
         let principal = outcome.principal.as_deref();
+        // A refusal without a principal (no key, a wrong one, a refused
+        // webhook) is logged at `log.refusals_per_sec` at most, with a
+        // "suppressed" count; metrics count every one.
+        if principal.is_none()
+            && (status.is_client_error() || status.is_server_error())
+            && !self.state.refusal_logs.access.allow()
+        {
+            return;
+        }
         let line = crate::access_log::Line {
             request_id: rid,
             route: template,

@@ -250,3 +250,39 @@ async fn reopen_after_a_rename_writes_to_a_new_file() {
     assert!(new.contains("request_id=\"req_afterReopen\""), "{new}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A client without a key cannot write to the access log at its own rate:
+/// access lines of refusals without a principal follow
+/// `log.refusals_per_sec` (the rest are counted in one "suppressed" line of
+/// the gateway's log); served requests are all logged.
+#[tokio::test(start_paused = true)]
+async fn keyless_refusals_are_logged_at_the_refusal_rate() {
+    let sim = demo_simulator();
+    let capture = Capture::default();
+    let gw = gateway(
+        &sim,
+        "format = \"json\"\n\n[log]\nrefusals_per_sec = 5\n",
+        capture.output(),
+    );
+    let (id, _) = first_container(&sim);
+    for i in 0..500 {
+        let key = format!("lp_test_DEM0ZZZZ{i:08}_{}", "A".repeat(43));
+        call_get(&gw, &format!("/v1/content/{id}"), &key)
+            .await
+            .assert_error(401, "UNAUTHENTICATED");
+    }
+    for _ in 0..20 {
+        assert_eq!(
+            call_get(&gw, &format!("/v1/content/{id}"), &admin_key())
+                .await
+                .status,
+            200
+        );
+    }
+    assert!(gw.state().access_log.flush(FLUSH));
+    let lines = json_lines(&capture.text());
+    let refused = lines.iter().filter(|l| l["fields"]["status"] == 401).count();
+    assert_eq!(refused, 5, "the burst of log.refusals_per_sec, then nothing");
+    assert_eq!(lines.iter().filter(|l| l["fields"]["status"] == 200).count(), 20);
+    assert_eq!(gw.state().metrics.access_log_dropped.get(), 0);
+}
