@@ -1389,6 +1389,10 @@ async fn refused_request_heads_still_get_a_request_id_and_an_envelope() {
         let lower = out.to_ascii_lowercase();
         assert!(lower.contains("\r\nx-request-id: req_"), "no request id: {out}");
         assert!(out.contains("\"requestId\""), "no envelope: {out}");
+        assert!(
+            lower.contains("\r\ncache-control: no-store"),
+            "an error is not stored: {out}"
+        );
     }
     h.stop().await;
 }
@@ -1545,6 +1549,7 @@ async fn connections_past_the_cap_get_503_overloaded_until_one_closes() {
     assert_eq!(r.status, 503, "{r:?}");
     let v = r.json();
     assert_eq!(v["error"]["code"], "OVERLOADED");
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
     assert_eq!(
         Some(v["error"]["requestId"].as_str().unwrap().to_owned()),
         r.header("x-request-id")
