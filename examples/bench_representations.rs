@@ -25,6 +25,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 const SLIDESHOW: &str = "/v1/content/cnt_5a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+/// A well-formed tag no representation has.
+const OTHER_TAG: &str = "\"AAAAAAAAAAAAAAAAAAAAAA\"";
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -72,10 +74,15 @@ fn main() {
     let (path, extra, want): (&str, Vec<(&str, &str)>, u16) = match case.as_str() {
         "container_200" => (SLIDESHOW, vec![], 200),
         "container_304" => (SLIDESHOW, vec![("if-none-match", &container_tag)], 304),
+        // The same request shapes answered 200: a tag that no longer matches,
+        // and an Accept-Encoding that asks for identity.
+        "container_200_other_tag" => (SLIDESHOW, vec![("if-none-match", OTHER_TAG)], 200),
+        "container_identity_ae" => (SLIDESHOW, vec![("accept-encoding", "identity")], 200),
         "container_br" => (SLIDESHOW, vec![("accept-encoding", "gzip, br")], 200),
         "container_gzip" => (SLIDESHOW, vec![("accept-encoding", "gzip")], 200),
         "asset_200" => (asset.as_str(), vec![], 200),
         "asset_304" => (asset.as_str(), vec![("if-none-match", &asset_tag)], 304),
+        "asset_200_other_tag" => (asset.as_str(), vec![("if-none-match", OTHER_TAG)], 200),
         other => {
             eprintln!("bench_representations: unknown case {other}");
             std::process::exit(64);

@@ -26,6 +26,8 @@ where
         Ok(r) => r,
         Err(e) => {
             let mut r = json_response(e.status, e.envelope(&rid));
+            r.headers_mut()
+                .insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             if let Some(s) = e.retry_after_secs {
                 r.headers_mut()
                     .insert(http::header::RETRY_AFTER, HeaderValue::from(s));

@@ -73,7 +73,7 @@ pub const DEFAULT_COMPRESS_MIN_BYTES: usize = 512;
 /// The compressed variants fills make, smallest first.
 pub const DEFAULT_COMPRESS_ENCODINGS: [&str; 2] = ["br", "gzip"];
 pub const DEFAULT_GZIP_LEVEL: u32 = 9;
-pub const DEFAULT_BROTLI_QUALITY: u32 = 9;
+pub const DEFAULT_BROTLI_QUALITY: u32 = 5;
 /// `Cache-Control` of the two content routes: a partner's cache may keep
 /// the answer but must revalidate it every time (a 304 is cheap), because
 /// a regenerate or delete can come at any moment.

@@ -383,7 +383,7 @@ async fn shed(mut stream: TcpStream) {
     let rid = new_request_id();
     let body = GatewayError::overloaded(1).envelope(&rid);
     let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nx-request-id: {rid}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\ncache-control: no-store\r\nx-request-id: {rid}\r\nconnection: close\r\n\r\n",
         body.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), async {

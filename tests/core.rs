@@ -1389,6 +1389,10 @@ async fn refused_request_heads_still_get_a_request_id_and_an_envelope() {
         let lower = out.to_ascii_lowercase();
         assert!(lower.contains("\r\nx-request-id: req_"), "no request id: {out}");
         assert!(out.contains("\"requestId\""), "no envelope: {out}");
+        assert!(
+            lower.contains("\r\ncache-control: no-store"),
+            "an error is not stored: {out}"
+        );
     }
     h.stop().await;
 }

@@ -25,13 +25,19 @@ total() { # total CASE N: instructions callgrind counted for the whole run
   valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" "$1" "$2" 2>&1 \
     | awk '/Collected :/{print $NF}'
 }
-echo "| case | instructions per call | ratio to the 200 of its route |"
-echo "|---|---:|---:|"
+# case and the case it is compared with (the same request shape answered 200).
+CASES="container_200:container_200 container_200_other_tag:container_200 container_304:container_200_other_tag
+container_identity_ae:container_200 container_br:container_identity_ae container_gzip:container_identity_ae
+asset_200:asset_200 asset_200_other_tag:asset_200 asset_304:asset_200_other_tag"
+echo "| case | instructions per call | compared with | ratio |"
+echo "|---|---:|---|---:|"
 declare -A PER=()
-for c in container_200 container_304 container_br container_gzip asset_200 asset_304; do
+for pair in $CASES; do
+  c=${pair%%:*}
+  ref=${pair#*:}
   lo=$(total "$c" "$LOW")
   hi=$(total "$c" "$HIGH")
   PER[$c]=$(( (hi - lo) / (HIGH - LOW) ))
-  ref=${PER[${c%%_*}_200]}
-  printf '| %s | %s | %s |\n' "$c" "${PER[$c]}" "$(awk -v a="${PER[$c]}" -v b="$ref" 'BEGIN{printf "%.2fx", a / b}')"
+  printf '| %s | %s | %s | %s |\n' "$c" "${PER[$c]}" "$ref" \
+    "$(awk -v a="${PER[$c]}" -v b="${PER[$ref]}" 'BEGIN{printf "%.2fx", a / b}')"
 done
