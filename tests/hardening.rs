@@ -105,6 +105,8 @@ fn metric_of(app: &App, name: &str, labels: &[&str]) -> i64 {
 #[derive(Debug)]
 struct RawReply {
     status: u16,
+    /// The status line and header lines, as sent.
+    head: String,
     body: Vec<u8>,
 }
 
@@ -136,6 +138,7 @@ async fn read_reply(s: &mut TcpStream) -> Option<RawReply> {
                     let status = head.split(' ').nth(1)?.parse().ok()?;
                     return Some(RawReply {
                         status,
+                        head,
                         body: buf[end + 4..end + 4 + len].to_vec(),
                     });
                 }
@@ -359,6 +362,14 @@ async fn past_the_cap_with_every_connection_busy_a_new_one_gets_503_overloaded()
     assert_eq!(r.status, 503);
     let v: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["error"]["code"], "OVERLOADED");
+    let head = r.head.to_ascii_lowercase();
+    assert!(head.contains("\r\ncache-control: no-store"), "{head}");
+    assert!(head.contains("\r\nretry-after: "), "{head}");
+    let rid = v["error"]["requestId"].as_str().unwrap();
+    assert!(
+        head.contains(&format!("\r\nx-request-id: {}", rid.to_ascii_lowercase())),
+        "{head}"
+    );
     let (waited, _) = wait_closed(&mut third).await;
     assert!(waited < Duration::from_secs(2), "closed after the 503");
     assert_eq!(st.metric("connections_cut_total", &["evicted_idle"]), 0);
