@@ -326,9 +326,10 @@ impl Reader {
         let s = &self.node.settings;
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(SYNC_SCRIPT)
-            .arg(2)
+            .arg(3)
             .arg(&self.node.keys.stream)
             .arg(&self.node.keys.heartbeat)
+            .arg(&self.node.keys.fences)
             .arg(pos.id.to_string())
             .arg(s.read_count)
             .arg(&*self.node.instance_id);

@@ -19,14 +19,21 @@ use redis::Value;
 /// KEYS: stream, fences. ARGV: maxlen, event id, origin instance, payload,
 /// fence expiry (unix ms, or "" for no fence record), now (unix ms), fence
 /// cap. Returns the new entry's id. The fence record goes first: an entry
-/// is never in the stream without the record that outlives it.
+/// is never in the stream without the record that outlives it. Refused
+/// off a primary (a writable replica would accept it and keep it). The fence
+/// set has no TTL of its own (expired records are pruned by score here and
+/// skipped by the rebuild): a key with a TTL is what `volatile-*` eviction
+/// policies evict first, and one publication with a short lifetime would
+/// otherwise have set the expiry of every record in the set.
 pub const PUBLISH_SCRIPT: &str = r"
+if not string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) then
+  return redis.error_reply('READONLY not a primary: a replica would keep the entry to itself')
+end
 if ARGV[5] ~= '' then
   redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[6])
   local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[7])
   if over > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1) end
-  redis.call('PEXPIREAT', KEYS[2], ARGV[5])
 end
 local n = 1
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -40,7 +47,11 @@ return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
   'event', ARGV[2], 'origin', ARGV[3], 'n', n, 'inv', ARGV[4])
 ";
 
-/// KEYS: stream, heartbeat. ARGV: position, count, instance id. Returns
+/// KEYS: stream, heartbeat, fences. ARGV: position, count, instance id.
+/// The heartbeat proves the writes publishing needs: an `XADD`, a `ZADD`
+/// on the fence set (`XX` on a member that never exists: checked by ACLs,
+/// changes nothing), on a primary (a writable replica would accept them and
+/// keep them to itself). Returns
 /// `{exists, last_generated_id, max_deleted_id, entries_added, length,
 /// run_id, heartbeat ("OK" or the error), entries after position}`;
 /// `entries_added` is -1 before Redis 7.0.
@@ -48,8 +59,14 @@ pub const SYNC_SCRIPT: &str = r"
 local info = redis.call('INFO', 'server')
 local run_id = string.match(info, 'run_id:(%x+)') or ''
 local hb = 'OK'
-local r = redis.pcall('XADD', KEYS[2], 'MAXLEN', 16, '*', 'instance', ARGV[3])
-if type(r) == 'table' and r.err then hb = r.err end
+if not string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) then
+  hb = 'not a primary'
+else
+  local r = redis.pcall('XADD', KEYS[2], 'MAXLEN', 16, '*', 'instance', ARGV[3])
+  if type(r) == 'table' and r.err then hb = r.err end
+  local z = redis.pcall('ZADD', KEYS[3], 'XX', 0, '')
+  if type(z) == 'table' and z.err and hb == 'OK' then hb = z.err end
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {0, '0-0', '0-0', 0, 0, run_id, hb, {}}
 end
