@@ -8,6 +8,7 @@
 //! exists on any path.
 
 use super::entry::CachedContainer;
+use super::id_list::IdList;
 use crate::ids::ContainerId;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,7 +54,7 @@ pub const MAX_RECORDS: usize = 16;
 /// One cached fill, as its fence remembers it.
 pub struct FillRecord {
     pub org: Arc<str>,
-    pub asset_ids: Arc<[Box<str>]>,
+    pub asset_ids: IdList,
     /// The body's `updatedAt` (unix ms), when it had one.
     pub updated_at: Option<i64>,
     /// `FenceState::seq` when the fill completed.
@@ -153,9 +154,19 @@ impl FenceState {
         if self.records.len() >= MAX_RECORDS {
             self.records.pop_front();
         }
+        let ids = IdList::new(entry.asset_ids());
+        // Refills of an unchanged container share one list.
+        let asset_ids = match self.records.back() {
+            Some(last) if last.asset_ids == ids => last.asset_ids.clone(),
+            _ => ids,
+        };
+        if self.records.capacity() == 0 {
+            // Most fences only ever hold one record: not VecDeque's first 4.
+            self.records.reserve_exact(1);
+        }
         self.records.push_back(FillRecord {
             org,
-            asset_ids: entry.asset_ids().map(Box::from).collect(),
+            asset_ids,
             updated_at,
             seq: self.seq,
         });
