@@ -16,8 +16,9 @@ mod redis_support;
 mod support;
 
 use cluster_support::*;
+use layers_gateway::cluster::entry_mac::EntryKey;
 use layers_gateway::cluster::keys::StreamKeys;
-use layers_gateway::cluster::{ClusterNode, ClusterSettings, ClusterStats};
+use layers_gateway::cluster::{ClusterNode, ClusterSettings, ClusterStats, SyncReason};
 use layers_gateway::demo::Simulator;
 use layers_gateway::events::{EventType, Invalidation, Source};
 use layers_gateway::ids::ContainerId;
@@ -290,15 +291,15 @@ async fn an_acl_without_zadd_fails_the_write_proof_as_it_fails_publications() {
     b.node.stop();
 }
 
-/// Sentinel is asked for the primary only when the reader (re)connects. If
-/// the old primary is never demoted (Sentinel cannot reach it: a partition
-/// between the sentinels and it, simulated here by a primary whose
-/// `REPLICAOF` Sentinel cannot run), an instance connected to it keeps
-/// reading and heartbeating there — synced — while instances that connect
-/// after the failover use the new primary. Invalidations accepted on A
-/// never reach C; both are synced; C serves the old version from cache
-/// indefinitely. Re-asking Sentinel periodically (and treating a different
-/// answer as a failover) would bound it.
+/// Sentinel used to be asked for the primary only when the reader
+/// (re)connected. If the old primary is never demoted (Sentinel cannot
+/// reach it: a partition between the sentinels and it, simulated here by a
+/// primary whose `REPLICAOF` Sentinel cannot run), an instance connected to
+/// it kept reading and heartbeating there — synced — while instances that
+/// connected after the failover used the new primary, and invalidations
+/// accepted on A never reached C. Every round now asks the sentinels too: a
+/// majority must name the primary the instance reads, else it fails closed
+/// and reconnects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_on_a_primary_the_sentinels_no_longer_name_fails_closed_and_follows_them() {
     use redis_support::Sentinel;
@@ -412,6 +413,10 @@ async fn an_instance_on_a_primary_the_sentinels_no_longer_name_fails_closed_and_
         c.stat(|s| s.failovers.get()),
         master.cmd::<i64>(&["XLEN", &a.node.settings().stream]),
         replica.cmd::<i64>(&["XLEN", &a.node.settings().stream]),
+    );
+    assert!(
+        a.stat(|s| s.sentinel_mismatches.get()) >= 1 && a.stat(|s| s.primary_moves.get()) >= 1,
+        "A noticed the sentinels name another primary, and followed them"
     );
     let s = c.serve(&sim, &container_path(id)).await;
     assert!(
@@ -714,12 +719,13 @@ fn unix_now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// REBUILD_SCRIPT reads `ZRANGE ... BYSCORE LIMIT 0 cap` with the
+/// A rebuild used to read `ZRANGE ... BYSCORE LIMIT 0 cap` with the
 /// *reader's* `fence_max_entries`: the records that expire first, i.e. the
 /// oldest. A joiner whose cap is below the set's size (another instance or
 /// deployment sharing the stream with a larger cap, or a cap lowered in a
-/// rolling change) silently drops the *newest* tombstones, with no warning
-/// and no fail-closed, and serves a container deleted a moment ago.
+/// rolling change) silently dropped the *newest* tombstones and served a
+/// container deleted a moment ago. Over its cap it now stays unsynced
+/// (state `fence_overflow`, a counter, an error log) and answers 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_over_its_cap_fails_closed_instead_of_dropping_tombstones() {
     let Some(redis) = RedisServer::start() else { return };
@@ -746,6 +752,8 @@ async fn a_rebuild_over_its_cap_fails_closed_instead_of_dropping_tombstones() {
         !c.node.is_synced(),
         "C (fence_max_entries = 2 < 3 records) joined on a partial fence set"
     );
+    assert_eq!(c.node.sync_reason(), SyncReason::FenceOverflow);
+    assert!(c.stat(|s| s.fence_overflows.get()) >= 1);
     let r = call_get(&c.gw, &container_path(newest), &admin_key()).await;
     assert_ne!(
         r.status, 200,
@@ -755,44 +763,45 @@ async fn a_rebuild_over_its_cap_fails_closed_instead_of_dropping_tombstones() {
     c.node.stop();
 }
 
-/// A rebuild reads every live fence record in one reply and must finish
-/// within `block_ms + command_timeout_ms` (750 ms by default). A full fence
-/// set at the default `fence_max_entries` (50 000, ~2.6 KB each: a regenerate
-/// naming 60 revoked ids) does not fit, so a joiner never
-/// joins, and after any gap every instance retries the same rebuild
-/// forever: unsynced for good on a healthy Redis (the whole cluster serves
-/// from the origin until records expire). The reader should page the
-/// records (ZRANGE with LIMIT, a cursor by score) or size the timeout.
+/// A rebuild used to read every live fence record in one reply, which had
+/// to finish within `block_ms + command_timeout_ms` (750 ms by default). A
+/// full fence set at the default `fence_max_entries` (50 000, ~2.6 KB each:
+/// a regenerate naming 60 revoked ids) did not fit, so a joiner never
+/// joined, and after any gap every instance retried the same rebuild
+/// forever. The records are now read in pages (`ZSCAN`), each within one
+/// command's time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_fence_set_at_the_default_cap_is_read_in_pages_and_lets_an_instance_join() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
     let s = ClusterSettings {
         instance_id: Some("c".into()),
-        ..ClusterSettings::with_url(&redis.url())
+        ..ClusterSettings::with_url(redis.url())
     };
     let fences = StreamKeys::new(&s.stream).fences;
-    let fill = r#"
-local pad = {}
-for j = 1, 60 do pad[j] = '"asset-' .. string.rep('x', 32) .. j .. '"' end
-local rev = table.concat(pad, ',')
-for i = 1, tonumber(ARGV[1]) do
-  local c = string.format('cnt_%08x-0000-4000-8000-%012x', i, i)
-  redis.call('ZADD', KEYS[1], ARGV[2], '{"v":1,"eventId":"evt_load' .. i ..
-    '","type":"regenerated","container":"' .. c .. '","revoked":[' .. rev ..
-    '],"source":"webhook","origin":"load"}')
-end
-return redis.call('ZCARD', KEYS[1])
-"#;
+    // Signed as a gateway signs them (unsigned ones would be skipped, and
+    // the rebuild would not apply a single one).
+    let key = EntryKey::new(&s.resolved_secret().unwrap(), &s.stream);
+    let rev: Vec<String> = (1..=60).map(|j| format!("asset-{}{j}", "x".repeat(32))).collect();
     let until = (unix_now() * 1000 + 3_600_000).to_string();
-    let n: i64 = redis.cmd(&[
-        "EVAL",
-        fill,
-        "1",
-        &fences,
-        &s.fence_max_entries.to_string(),
-        &until,
-    ]);
+    let records: Vec<String> = (1..=s.fence_max_entries)
+        .map(|i| {
+            let payload = json!({"v": 1, "eventId": format!("evt_load{i}"), "type": "regenerated",
+                "container": format!("cnt_{i:08x}-0000-4000-8000-{i:012x}"), "revoked": rev,
+                "source": "webhook", "origin": "load"})
+            .to_string();
+            key.seal_record(&payload)
+        })
+        .collect();
+    for chunk in records.chunks(1_000) {
+        let mut args = vec!["ZADD", fences.as_str()];
+        for r in chunk {
+            args.push(&until);
+            args.push(r);
+        }
+        let _: i64 = redis.cmd(&args);
+    }
+    let n: i64 = redis.cmd(&["ZCARD", &fences]);
     assert_eq!(n as u64, s.fence_max_entries);
     let c = gated(&sim, s).await;
     let joined = {
@@ -817,11 +826,13 @@ return redis.call('ZCARD', KEYS[1])
     );
 }
 
-/// Stream entries are not authenticated. Any client that can write to the
-/// Redis (another tenant or deployment sharing it, a compromised tool) can
-/// append a well-formed `generated` dated in the future; every instance
-/// applies it and lifts the tombstone of a container deleted moments ago,
-/// then caches and serves the lagging origin's copy.
+/// Stream entries used to be unauthenticated: any client that can write to
+/// the Redis (another tenant or deployment sharing it, a compromised tool)
+/// could append a well-formed `generated` dated in the future, and every
+/// instance applied it, lifted the tombstone of a container deleted
+/// moments ago and cached the lagging origin's copy. Every entry now
+/// carries an HMAC under the cluster secret; one that does not verify is
+/// counted, not applied, and treated as a gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_stream_entry_is_refused_and_keeps_the_tombstone() {
     let Some(redis) = RedisServer::start() else { return };
@@ -854,11 +865,26 @@ async fn a_forged_stream_entry_is_refused_and_keeps_the_tombstone() {
         "intruder",
         "inv",
         &payload,
+        "mac",
+        &"0".repeat(64),
     ]);
-    eventually("B applies the forged entry", Duration::from_secs(5), || async {
-        b.stat(|s| s.applied.get()) >= 2
-    })
+    // Refused (counted, not applied), taken as a gap: flush and rebuild
+    // from the fence records, which still hold the delete.
+    eventually(
+        "B refuses the forged entry and rebuilds",
+        Duration::from_secs(5),
+        || async {
+            b.stat(|s| s.unverified.get()) >= 1
+                && b.stat(|s| s.fence_rebuilds.get()) >= 2
+                && b.node.is_synced()
+        },
+    )
     .await;
+    assert_eq!(
+        b.stat(|s| s.applied.get()),
+        1,
+        "only the genuine delete was applied"
+    );
     let r = call_get(&b.gw, &container_path(gone), &admin_key()).await;
     assert_eq!(
         r.status, 404,
