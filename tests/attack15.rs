@@ -1,8 +1,12 @@
-//! Attacks on issue 15's cluster mode from its attacker review that broke
-//! the first version and hold now: the fence set evicted by a `volatile-*`
-//! policy or expired by one short-lived publication, and a write proof that
-//! a writable replica or an ACL without ZADD passed while publications were
-//! lost. (The review's other attacks are listed as open in issue 15.)
+//! The 13 attacks on issue 15's cluster mode from its attacker review
+//! (branch `review15`), each renamed for the behaviour that must hold: the
+//! fence set evicted by a `volatile-*` policy or expired by one short-lived
+//! publication, a write proof that a writable replica or an ACL without
+//! ZADD passed, a split-brain Sentinel primary, a joiner without fences, a
+//! stream that came and went under a reader at `0-0`, a Redis restart during
+//! a trim rebuild, a floor not re-published, an undated delete replayed out
+//! of order, a rebuild over its cap, a full fence set, and forged entries.
+//! Each failed on the code it was written for.
 //!
 //! Same harness as `cluster_faults.rs`: a `redis-server` of its own on a
 //! free loopback port, in-process gateways in front of one simulator whose
