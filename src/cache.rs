@@ -173,6 +173,13 @@ impl CacheSettings {
 /// node implements it). Without one, the cache always may serve.
 pub trait SyncGate: Send + Sync {
     fn is_synced(&self) -> bool;
+    /// Whether this instance holds its cluster's fences: it has read the
+    /// fence records since it joined and since the last gap. Until then it
+    /// cannot tell a deleted container from a live one, so even a read
+    /// through the fence from the origin is refused (503).
+    fn fences_known(&self) -> bool {
+        true
+    }
 }
 
 pub struct ContentCache {

@@ -21,6 +21,10 @@
 //! - [`daily`]: [`ClusterDailyCap`], the daily write cap leased the same way.
 //! - `lease`: the bounded lease map and "Redis is down" flag both share.
 //! - [`entry`]: stream ids and the stream entry format.
+//! - [`entry_mac`]: the HMAC every entry and fence record carries (the
+//!   cluster secret), so nothing without the secret can inject one.
+//! - `sentinel_watch`: asks the sentinels every round whether the primary
+//!   read is still the one they name.
 //! - [`stats`]: [`ClusterStats`], the `layers_gateway_cluster_*` metrics.
 //!
 //! The promise (DESIGN §2.1) in cluster form: an invalidation whose
@@ -40,6 +44,7 @@ mod conn;
 pub mod connect;
 pub mod daily;
 pub mod entry;
+pub mod entry_mac;
 pub mod gap;
 pub mod keys;
 mod lease;
@@ -47,6 +52,7 @@ pub mod limiter;
 pub mod node;
 mod reader;
 pub mod scripts;
+mod sentinel_watch;
 pub mod settings;
 pub mod stats;
 pub mod target;

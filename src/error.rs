@@ -191,6 +191,18 @@ impl GatewayError {
             .with_retry_after(retry_after_secs)
     }
 
+    /// A cluster instance that has not read its cluster's fence records yet
+    /// (joining, or recovering from a gap): it cannot tell a deleted
+    /// container from a live one, so it answers content routes with this
+    /// rather than pass on what a lagging origin replica serves.
+    pub fn cluster_catching_up() -> Self {
+        Self::new(
+            ErrorCode::Overloaded,
+            "The gateway is catching up with its cluster's invalidations; retry shortly.",
+        )
+        .with_retry_after(1)
+    }
+
     /// An error envelope the origin sent, replayed for another caller with
     /// that caller's request id (coalesced waiters of one fill).
     pub fn from_origin(status: StatusCode, body: &[u8]) -> Option<Self> {

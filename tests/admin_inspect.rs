@@ -227,7 +227,7 @@ async fn a_cluster_instance_shows_its_sync_state_and_why_it_lost_it() {
         return;
     };
     let cluster = format!(
-        "[cluster]\nredis_url = \"{}\"\ninstance_id = \"inspect-a\"\nmax_unsynced_ms = 1000\nblock_ms = 100\n\
+        "[cluster]\nredis_url = \"{}\"\nsecret = \"layers-test-only-cluster-secret\"\ninstance_id = \"inspect-a\"\nmax_unsynced_ms = 1000\nblock_ms = 100\n\
          connect_timeout_ms = 300\ncommand_timeout_ms = 300\nlease_retry_ms = 300\n",
         redis.url()
     );

@@ -802,4 +802,23 @@ fn check_config_refuses_cluster_tls_and_credential_settings_that_cannot_work() {
     assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG));
     let all = format!("{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
     assert!(!all.contains("cli-s3cret-value"), "{all}");
+
+    // The cluster secret (it signs every stream entry) is required ...
+    let o = check_text("cluster-no-secret", cluster(""));
+    assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG), "stderr: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cluster.secret: must be set"),
+        "{}",
+        stderr(&o)
+    );
+    // ... and, given through the environment, accepted and never shown.
+    let dir = scratch("cluster-secret-env");
+    let path = config_copy(&dir, cluster("secret_env = \"LAYERS_CLI_TEST_CLUSTER_SECRET\"\n"));
+    let o = run_env(
+        &["check-config", path.to_str().unwrap(), "--allow-demo-keys"],
+        &[("LAYERS_CLI_TEST_CLUSTER_SECRET", "cli-cluster-secret-value")],
+    );
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let all = format!("{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
+    assert!(!all.contains("cli-cluster-secret-value"), "{all}");
 }

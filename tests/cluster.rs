@@ -20,6 +20,7 @@ mod support;
 use bytes::Bytes;
 use cluster_support::*;
 use http::Method;
+use layers_gateway::cluster::entry_mac::EntryKey;
 use layers_gateway::cluster::{
     ApplyFn, ClusterDailyCap, ClusterLimiter, ClusterNode, ClusterSettings, ClusterStats, FlushFn,
 };
@@ -355,6 +356,9 @@ async fn an_entry_that_does_not_decode_flushes_instead_of_being_skipped() {
     let (id, _) = first_container(&sim);
     warm(&b.gw, id).await;
     let stream = b.node.settings().stream.clone();
+    // Signed (a newer gateway of this cluster wrote it), but not decodable.
+    let inv = r#"{"v":9,"type":"content.archived"}"#;
+    let key = EntryKey::new(&b.node.settings().resolved_secret().unwrap(), &stream);
     let _: String = redis.cmd(&[
         "XADD",
         &stream,
@@ -362,7 +366,9 @@ async fn an_entry_that_does_not_decode_flushes_instead_of_being_skipped() {
         "event",
         "x",
         "inv",
-        r#"{"v":9,"type":"content.archived"}"#,
+        inv,
+        "mac",
+        &key.sign(inv.as_bytes()),
     ]);
     eventually("B flushes", Duration::from_secs(5), || async {
         b.flushes.load(Ordering::Relaxed) == 1

@@ -17,6 +17,7 @@ mod redis_support;
 mod support;
 
 use cluster_support::*;
+use layers_gateway::cluster::entry_mac::EntryKey;
 use layers_gateway::cluster::{ClusterSettings, SyncReason};
 use layers_gateway::demo::Simulator;
 use layers_gateway::events::{EventType, Invalidation, Source};
@@ -103,8 +104,11 @@ async fn an_entry_without_an_event_id_never_hides_a_later_one() {
             "source": "admin", "origin": "by-hand"})
         .to_string();
         let stream = &b.node.settings().stream;
+        // Signed with the cluster secret, as a tool of the operator's would.
+        let key = EntryKey::new(&b.node.settings().resolved_secret().unwrap(), stream);
+        let mac = key.sign(payload.as_bytes());
         let _: String = redis.cmd(&[
-            "XADD", stream, "*", "event", "", "origin", "by-hand", "inv", &payload,
+            "XADD", stream, "*", "event", "", "origin", "by-hand", "inv", &payload, "mac", &mac,
         ]);
     }
     eventually("B applies both entries", Duration::from_secs(5), || async {

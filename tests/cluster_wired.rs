@@ -18,7 +18,7 @@ const WEBHOOK: &str = "/webhooks/layers";
 
 fn cluster(url: &str, id: &str) -> String {
     format!(
-        "[cluster]\nredis_url = \"{url}\"\ninstance_id = \"{id}\"\nmax_unsynced_ms = 1000\nblock_ms = 100\n\
+        "[cluster]\nredis_url = \"{url}\"\nsecret = \"layers-test-only-cluster-secret\"\ninstance_id = \"{id}\"\nmax_unsynced_ms = 1000\nblock_ms = 100\n\
          connect_timeout_ms = 300\ncommand_timeout_ms = 300\nlease_retry_ms = 300\n"
     )
 }

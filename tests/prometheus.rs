@@ -90,7 +90,7 @@ async fn dashboard_and_alert_expressions_evaluate_in_a_real_prometheus() {
     let redis = redis_support::RedisServer::start();
     let cluster = redis.as_ref().map_or(String::new(), |r| {
         format!(
-            "[cluster]\nredis_url = \"{}\"\ninstance_id = \"prom-a\"\nmax_unsynced_ms = 2000\nblock_ms = 100\n",
+            "[cluster]\nredis_url = \"{}\"\nsecret = \"layers-test-only-cluster-secret\"\ninstance_id = \"prom-a\"\nmax_unsynced_ms = 2000\nblock_ms = 100\n",
             r.url()
         )
     });

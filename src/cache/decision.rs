@@ -73,6 +73,13 @@ impl ContentCache {
         self.sync_gate.get().is_none_or(|g| g.is_synced())
     }
 
+    /// Whether an origin answer may pass through the fence at all: in a
+    /// cluster, only once the fences were read from Redis (see
+    /// `SyncGate::fences_known`).
+    pub fn fences_known(&self) -> bool {
+        self.sync_gate.get().is_none_or(|g| g.fences_known())
+    }
+
     /// The fence decision for data held in an entry. `asset` is the asset
     /// requested, if any.
     pub fn judge(&self, entry: &CachedContainer, source: Source, asset: Option<&str>) -> Verdict {

@@ -5,9 +5,12 @@
 //!
 //! A tombstone becomes a `deleted` of the container (dated as the delete
 //! was, so a later `generated` still lifts it), carrying the container's
-//! live revoked ids; revoked ids without a tombstone become a
-//! `regenerated` naming them. Applying either again only bumps the
-//! generation and extends the lifetimes, which is safe.
+//! live revoked ids; revoked ids without a tombstone, and a change-time
+//! *floor* (a regenerate's date and current ids, which keeps a lagging
+//! replica's older version out even when no previous ids were named),
+//! become a `regenerated` naming them, dated by the floor. Applying either
+//! again only bumps the generation and extends the lifetimes, which is
+//! safe.
 
 use super::ContentCache;
 use crate::events::{EventType, Invalidation, Source};
@@ -34,24 +37,39 @@ impl ContentCache {
                 .filter(|(_, until)| now < **until)
                 .map(|(a, _)| a.to_string())
                 .collect();
-            if !tombstoned && revoked.is_empty() {
+            // Only floors of changes that revoke assets had fence records.
+            let floor = st.floor(now).filter(|f| f.revokes_assets);
+            if !tombstoned && revoked.is_empty() && floor.is_none() {
                 return;
             }
             revoked.sort_unstable();
-            out.push(Invalidation {
-                event_id: None,
-                source: Source::Cluster,
-                event_type: if tombstoned {
-                    EventType::Deleted
-                } else {
-                    EventType::Regenerated
-                },
-                container: Some(id),
-                revoked_asset_ids: revoked,
-                current_asset_ids: Vec::new(),
-                changed_at: if tombstoned { st.tombstone_changed_at } else { None },
-                created_at: None,
-            });
+            if tombstoned {
+                out.push(Invalidation {
+                    event_id: None,
+                    source: Source::Cluster,
+                    event_type: EventType::Deleted,
+                    container: Some(id),
+                    revoked_asset_ids: std::mem::take(&mut revoked),
+                    current_asset_ids: Vec::new(),
+                    changed_at: st.tombstone_changed_at,
+                    created_at: None,
+                });
+            }
+            if !revoked.is_empty() || floor.is_some() {
+                out.push(Invalidation {
+                    event_id: None,
+                    source: Source::Cluster,
+                    event_type: EventType::Regenerated,
+                    container: Some(id),
+                    revoked_asset_ids: revoked,
+                    current_asset_ids: floor
+                        .and_then(|f| f.current.as_ref())
+                        .map(|c| c.iter().map(|a| a.to_string()).collect())
+                        .unwrap_or_default(),
+                    changed_at: floor.map(|f| f.at),
+                    created_at: None,
+                });
+            }
         });
         out
     }

@@ -21,6 +21,9 @@ pub const FIELD_ORIGIN: &str = "origin";
 pub const FIELD_N: &str = "n";
 /// Field holding the JSON payload.
 pub const FIELD_INV: &str = "inv";
+/// Field holding the payload's MAC under the cluster secret (see
+/// `entry_mac.rs`); an entry without a valid one is never applied.
+pub const FIELD_MAC: &str = "mac";
 /// Payload format version.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -143,6 +146,17 @@ pub fn event_type_from_str(s: &str) -> Option<EventType> {
         "purge" => EventType::Purge,
         "purge_all" => EventType::PurgeAll,
         _ => return None,
+    })
+}
+
+/// `inv` dated by `now_ms` (its `created_at`) when it is a delete with no
+/// date of its own; `None` when it needs no date. The date the accepting
+/// instance used is the one every peer and every later rebuild must use.
+pub fn date_undated_delete(inv: &Invalidation, now_ms: i64) -> Option<Invalidation> {
+    let undated = inv.changed_at.is_none() && inv.created_at.is_none();
+    (inv.event_type == EventType::Deleted && undated).then(|| Invalidation {
+        created_at: Some(now_ms),
+        ..inv.clone()
     })
 }
 

@@ -17,7 +17,15 @@
 //!   replica promoted without the newest entries);
 //! - Redis's `run_id` changing means another server process answers (a
 //!   restart or a failover): whatever it lacks cannot be known, so that is
-//!   a gap too.
+//!   a gap too;
+//! - the stream's *epoch* (a counter the publishing script bumps each time
+//!   it creates the stream) changing means the stream was deleted and
+//!   perhaps created again since the reader last looked. The ordinals
+//!   cannot show that to a reader at `0-0` (it joined while there was no
+//!   stream): a stream created and deleted again before it read it looks
+//!   like no stream at all. The one change that loses nothing is the
+//!   first creation after such a reader joined (its epoch one more, the
+//!   stream present: the ordinals then check it from entry 1).
 //!
 //! An `XDEL` of entries after the position also moves `max-deleted-entry-id`
 //! past it. A needless flush is always safe; a missed gap never is, so
@@ -31,6 +39,8 @@ use super::scripts::Round;
 pub struct Position {
     pub id: StreamId,
     pub n: u64,
+    /// The stream's epoch when it was read (0: no epoch key).
+    pub epoch: u64,
 }
 
 /// Why the stream lost entries this node had not read.
@@ -48,6 +58,13 @@ pub enum Gap {
     /// An entry did not decode (a newer gateway wrote it): what it revoked
     /// cannot be known.
     Undecodable,
+    /// The stream's epoch changed: it was deleted (and perhaps created
+    /// again) since this reader looked.
+    EpochChanged,
+    /// An entry's MAC did not verify (written by something that does not
+    /// hold the cluster secret): not applied, and what it may have displaced
+    /// cannot be known.
+    Unverified,
 }
 
 impl Gap {
@@ -58,13 +75,15 @@ impl Gap {
             Gap::Trimmed => "trimmed",
             Gap::Recreated => "recreated",
             Gap::Undecodable => "undecodable",
+            Gap::EpochChanged => "epoch_changed",
+            Gap::Unverified => "unverified",
         }
     }
 
     /// Whether Redis may have lost more than stream entries (the fence
     /// records too): then every instance re-publishes its own fences.
     pub fn redis_lost_data(self) -> bool {
-        !matches!(self, Gap::Trimmed | Gap::Undecodable)
+        !matches!(self, Gap::Trimmed | Gap::Undecodable | Gap::Unverified)
     }
 }
 
@@ -73,6 +92,12 @@ impl Gap {
 pub fn detect_gap(prev_run_id: &str, pos: Position, r: &Round) -> Option<Gap> {
     if !prev_run_id.is_empty() && prev_run_id != r.run_id {
         return Some(Gap::Restarted);
+    }
+    if r.epoch != pos.epoch {
+        let first_creation = pos.n == 0 && pos.id.is_zero() && r.exists && r.epoch == pos.epoch + 1;
+        if !first_creation {
+            return Some(Gap::EpochChanged);
+        }
     }
     if !r.exists {
         return (pos.n > 0 || !pos.id.is_zero()).then_some(Gap::StreamMissing);
@@ -107,7 +132,11 @@ mod tests {
     }
 
     fn pos(ms: u64, n: u64) -> Position {
-        Position { id: id(ms), n }
+        Position {
+            id: id(ms),
+            n,
+            epoch: 1,
+        }
     }
 
     /// A stream with ordinals `first..=added` present, entries at ms = 10 x n.
@@ -118,6 +147,7 @@ mod tests {
                 id: id(10 * n),
                 n: Some(n),
                 inv: None,
+                mac: None,
             })
             .collect();
         Round {
@@ -129,6 +159,7 @@ mod tests {
             run_id: "r1".into(),
             heartbeat: Ok(()),
             entries,
+            epoch: 1,
         }
     }
 
@@ -203,7 +234,32 @@ mod tests {
             ..round(1, 5, p)
         };
         assert_eq!(detect_gap("r1", p, &gone), Some(Gap::StreamMissing));
-        assert_eq!(detect_gap("r1", Position::default(), &gone), None);
+        let never = Round { epoch: 0, ..gone };
+        assert_eq!(detect_gap("r1", Position::default(), &never), None);
+    }
+
+    #[test]
+    fn a_stream_that_came_and_went_is_a_gap_even_from_0_0() {
+        let zero = Position::default();
+        // Created (epoch 1) and deleted before this reader read it.
+        let gone = Round {
+            exists: false,
+            entries: Vec::new(),
+            ..round(1, 1, zero)
+        };
+        assert_eq!(detect_gap("r1", zero, &gone), Some(Gap::EpochChanged));
+        // Created, deleted, created again: epoch 2, entries from 1 again.
+        let mut again = round(1, 2, zero);
+        again.epoch = 2;
+        assert_eq!(detect_gap("r1", zero, &again), Some(Gap::EpochChanged));
+        // Mid-stream, any change of epoch is a gap.
+        let p = pos(50, 5);
+        let mut r = round(1, 9, p);
+        r.epoch = 2;
+        assert_eq!(detect_gap("r1", p, &r), Some(Gap::EpochChanged));
+        // The epoch key lost (evicted) while the stream stays: a gap too.
+        r.epoch = 0;
+        assert_eq!(detect_gap("r1", p, &r), Some(Gap::EpochChanged));
     }
 
     #[test]

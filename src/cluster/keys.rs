@@ -19,6 +19,9 @@ pub struct StreamKeys {
     /// Sorted set of fence records (payloads of invalidations that
     /// tombstone or revoke), scored by expiry in unix ms.
     pub fences: String,
+    /// Counter bumped each time a publication creates the stream: a reader
+    /// that sees it change knows the stream was recreated (`gap.rs`).
+    pub epoch: String,
 }
 
 impl StreamKeys {
@@ -27,6 +30,7 @@ impl StreamKeys {
             stream: stream.to_owned(),
             heartbeat: derived(stream, "heartbeat"),
             fences: derived(stream, "fences"),
+            epoch: derived(stream, "epoch"),
         }
     }
 }

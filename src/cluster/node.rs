@@ -33,9 +33,15 @@
 //! not empty: the instance refuses to serve from cache until it is; there is
 //! no journal on disk, so a restart loses the outbox, see docs/cluster.md),
 //! and from a gap until the fences are rebuilt.
+//!
+//! Before the first rebuild, and from a gap until the next, the node also
+//! says its fences are not known (`SyncGate::fences_known`): the content
+//! routes then answer 503 instead of reading the origin through fences that
+//! lack the cluster's tombstones.
 
 use super::daily::ClusterDailyCap;
 use super::entry::{self, StreamId};
+use super::entry_mac::EntryKey;
 use super::keys::StreamKeys;
 use super::limiter::ClusterLimiter;
 use super::reader::{self, unix_millis};
@@ -63,7 +69,8 @@ pub type ApplyFn = Arc<dyn Fn(Invalidation) -> BoxFuture + Send + Sync>;
 /// Drops the whole cache (a purge-all), after a gap in the stream.
 pub type FlushFn = Arc<dyn Fn() -> BoxFuture + Send + Sync>;
 /// This instance's live fences as invalidations (a delete per tombstone,
-/// a regenerate per container with revoked asset ids), for re-publishing
+/// a regenerate per container with revoked asset ids or a change-time
+/// floor), for re-publishing
 /// after Redis lost the fence records (`ContentCache::export_fences`).
 pub type ExportFn = Arc<dyn Fn() -> Vec<Invalidation> + Send + Sync>;
 
@@ -85,15 +92,19 @@ pub enum SyncReason {
     Gap = 3,
     /// Reading the fence records back.
     Rebuilding = 4,
+    /// More live fence records in Redis than `fence_max_entries`: this
+    /// instance will not join on a partial set (it would miss tombstones).
+    FenceOverflow = 5,
 }
 
 impl SyncReason {
-    pub const ALL: [SyncReason; 5] = [
+    pub const ALL: [SyncReason; 6] = [
         SyncReason::Synced,
         SyncReason::Read,
         SyncReason::Write,
         SyncReason::Gap,
         SyncReason::Rebuilding,
+        SyncReason::FenceOverflow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +114,7 @@ impl SyncReason {
             SyncReason::Write => "write",
             SyncReason::Gap => "gap",
             SyncReason::Rebuilding => "rebuilding",
+            SyncReason::FenceOverflow => "fence_overflow",
         }
     }
 
@@ -132,6 +144,13 @@ pub struct ClusterNode {
     seq: AtomicU64,
     /// The stream and its derived keys (one hash slot); immutable.
     pub(super) keys: StreamKeys,
+    /// Signs this instance's entries and fence records and verifies
+    /// everyone's (the cluster secret; see `entry_mac.rs`).
+    pub(super) entry_key: EntryKey,
+    /// Whether the fences were rebuilt from Redis since the node started
+    /// and since the last gap: until then an origin answer cannot be
+    /// fenced either, and content routes answer 503 (`SyncGate`).
+    pub(super) fences_known: AtomicBool,
     /// Fence lifetime and export, set once by the wiring.
     fences: OnceLock<FenceSource>,
     /// Where the primary is (fixed, or asked of Sentinel by the reader on
@@ -204,9 +223,12 @@ impl ClusterNode {
         let target = Target::new(settings)?;
         let conn = SharedConn::new(settings)?;
         let dedupe_ttl = super::settings::DEFAULT_DEDUPE_TTL;
+        let entry_key = EntryKey::new(&settings.resolved_secret()?, &settings.stream);
         stats.set_state(SyncReason::Read);
         Ok(Arc::new(ClusterNode {
             keys: StreamKeys::new(&settings.stream),
+            entry_key,
+            fences_known: AtomicBool::new(false),
             fences: OnceLock::new(),
             instance_id: settings.resolved_instance_id().into(),
             nonce: format!("{:08x}", rand::random::<u32>()),
@@ -309,6 +331,18 @@ impl ClusterNode {
         // Applied locally by the caller: our own entry is a duplicate when
         // the reader meets it.
         self.dedupe.mark(&event_id);
+        // An undated delete is dated by when it arrived; peers (and every
+        // rebuild, however much later) must order it by that same date, not
+        // by when they read it, or a replayed delete would look newer than
+        // the re-creation that lifted it.
+        let stamped;
+        let inv = match entry::date_undated_delete(inv, unix_millis()) {
+            Some(dated) => {
+                stamped = dated;
+                &stamped
+            }
+            None => inv,
+        };
         let payload = entry::encode(inv, &event_id, &self.instance_id);
         let fence_until = inv
             .event_type
@@ -384,16 +418,23 @@ impl ClusterNode {
     async fn append(&self, p: &Pending) -> Result<StreamId, String> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(PUBLISH_SCRIPT)
-            .arg(2)
+            .arg(3)
             .arg(&self.keys.stream)
             .arg(&self.keys.fences)
+            .arg(&self.keys.epoch)
             .arg(self.settings.stream_maxlen)
             .arg(&p.event_id)
             .arg(&*self.instance_id)
             .arg(&p.payload)
             .arg(p.fence_until.map(|t| t.to_string()).unwrap_or_default())
             .arg(unix_millis())
-            .arg(self.settings.fence_max_entries);
+            .arg(self.settings.fence_max_entries)
+            .arg(self.entry_key.sign(p.payload.as_bytes()))
+            .arg(if p.fence_until.is_some() {
+                self.entry_key.seal_record(&p.payload)
+            } else {
+                String::new()
+            });
         let mut conn = self.conn.get();
         let reply = tokio::time::timeout(
             self.settings.command_timeout(),
@@ -571,7 +612,10 @@ async fn watchdog(node: Arc<ClusterNode>) {
                 let why = SyncReason::from_u8(node.sync.failing.load(Ordering::Acquire));
                 let current = node.sync_reason();
                 // A gap or rebuild in progress keeps its reason.
-                if !matches!(current, SyncReason::Gap | SyncReason::Rebuilding) {
+                if !matches!(
+                    current,
+                    SyncReason::Gap | SyncReason::Rebuilding | SyncReason::FenceOverflow
+                ) {
                     node.unsync(why);
                 }
                 if let Some(d) = deadline {
@@ -635,5 +679,9 @@ async fn drain_outbox(node: Arc<ClusterNode>) {
 impl crate::cache::SyncGate for ClusterNode {
     fn is_synced(&self) -> bool {
         ClusterNode::is_synced(self)
+    }
+
+    fn fences_known(&self) -> bool {
+        self.fences_known.load(Ordering::Acquire)
     }
 }

@@ -1,11 +1,12 @@
 //! The stream reader: one task per node, on its own Redis connection.
 //!
-//! **Joining** (and recovering from a gap) is a *rebuild*: one
-//! [`REBUILD_SCRIPT`] reads the live fence records and the stream's end
-//! together; the node flushes its cache (after a gap), applies every fence
-//! record (tombstones and revoked asset ids, oldest first) and reads on from
-//! that end. Until its next proof the node is unsynced, so nothing is
-//! served from or put into its cache meanwhile.
+//! **Joining** (and recovering from a gap) is a *rebuild* (`reader/rebuild.rs`):
+//! the stream's end is read, then the live fence records in pages; the node
+//! flushes its cache (after a gap), applies every fence record (tombstones
+//! and revoked asset ids, oldest first) and reads on from that end. Until
+//! its next proof the node is unsynced, so nothing is served from or put
+//! into its cache meanwhile; until the rebuild is done it does not even
+//! pass origin answers through its fences (they lack the cluster's).
 //!
 //! **Each round** is one [`SYNC_SCRIPT`], atomic on Redis: append this
 //! instance's heartbeat (a write), read the stream's state and the entries
@@ -17,12 +18,16 @@
 //!    re-publish this instance's own fences, since the fence records may be
 //!    gone too.
 //! 2. Apply the entries in order, skipping event ids already applied (its
-//!    own included). An entry that does not decode is a gap too (its
-//!    tombstone or revocations cannot be known): unsynced, flush, rebuild.
+//!    own included). An entry whose MAC does not verify under the cluster
+//!    secret (`entry_mac.rs`), or that does not decode, is a gap too (what
+//!    it displaced, or its tombstone, cannot be known): unsynced, flush,
+//!    rebuild.
 //! 3. **Proof**: the round returned fewer entries than asked and the
 //!    heartbeat was written: at the round's *send* time this instance had
 //!    everything appended before, and Redis accepted its writes (see
-//!    `node.rs`).
+//!    `node.rs`). Under Sentinel, a majority of the sentinels must also
+//!    have confirmed, in the same moment, that this is the primary they
+//!    name (`sentinel_watch.rs`).
 //! 4. **Wait**: when caught up, an `XREAD BLOCK` for the next entry, whose
 //!    answer is not used: the next round reads it. The proof never depends
 //!    on how long this waited, so an idle instance renews it every
@@ -33,11 +38,14 @@
 //! cannot read, no proof arrives and the watchdog turns the node unsynced
 //! after `max_unsynced`.
 
+mod rebuild;
+
 use super::conn::Conn;
 use super::entry::{self, StreamId};
 use super::gap::{detect_gap, Gap, Position};
 use super::node::{ApplyFn, ClusterNode, FlushFn, SyncReason, MAX_BACKOFF, MIN_BACKOFF};
-use super::scripts::{Rebuild, Round, REBUILD_SCRIPT, SYNC_SCRIPT};
+use super::scripts::{RawEntry, Round, SYNC_SCRIPT};
+use super::sentinel_watch::SentinelWatch;
 use super::target::Target;
 use redis::{AsyncConnectionConfig, Value};
 use std::sync::Arc;
@@ -64,11 +72,25 @@ struct Reader {
     down_since: Option<Instant>,
     /// Whether the last round's heartbeat was refused (one log per spell).
     write_refused: bool,
+    /// The stream's epoch at the last round or rebuild (`None`: none yet).
+    epoch: Option<u64>,
+    /// The primary the reader's connection goes to (`host:port`).
+    primary: String,
+    /// Asks the sentinels each round (Sentinel deployments only).
+    watch: Option<SentinelWatch>,
+    /// Whether the last rebuild was refused for too many fence records
+    /// (one error log per spell).
+    overflowing: bool,
 }
 
 /// The reader task; see the module docs.
 pub(super) async fn run(node: Arc<ClusterNode>, apply: ApplyFn, flush: FlushFn, first: oneshot::Sender<()>) {
     let mut stopped = node.stopped();
+    // Validated when the node was built: the addresses parse.
+    let watch = SentinelWatch::new(&node.settings).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cluster: cannot watch the sentinels");
+        None
+    });
     let mut r = Reader {
         node,
         apply,
@@ -81,6 +103,10 @@ pub(super) async fn run(node: Arc<ClusterNode>, apply: ApplyFn, flush: FlushFn, 
         first: Some(first),
         down_since: None,
         write_refused: false,
+        epoch: None,
+        primary: String::new(),
+        watch,
+        overflowing: false,
     };
     let mut backoff = MIN_BACKOFF;
     while !stopped.is_stopped() {
@@ -127,7 +153,7 @@ pub(super) async fn run(node: Arc<ClusterNode>, apply: ApplyFn, flush: FlushFn, 
 impl Reader {
     /// Connects to the primary (asking Sentinel, if configured, each time)
     /// and points the shared connection there too.
-    async fn connect(&self) -> Result<Conn, String> {
+    async fn connect(&mut self) -> Result<Conn, String> {
         let s = &self.node.settings;
         if let Target::Cluster(c) = &self.node.target {
             let connect = c.get_async_connection();
@@ -138,6 +164,7 @@ impl Reader {
             };
         }
         let client = self.node.target.primary(s.connect_timeout() * 2).await?;
+        self.primary = client.get_connection_info().addr().to_string();
         if self.node.conn.follow(&client)? {
             self.node.stats.primary_moves.inc();
             tracing::warn!(
@@ -185,23 +212,29 @@ impl Reader {
             return self.rebuild().await;
         };
         let sent = Instant::now();
-        let round = self.round(pos).await?;
+        let round = self.round_confirmed(pos).await?;
         if let Some(gap) = detect_gap(&self.run_id, pos, &round) {
             self.gap(gap, pos);
             return self.rebuild().await;
         }
         self.run_id = round.run_id;
+        self.epoch = Some(round.epoch);
         let stats = self.node.stats.clone();
         let n = round.entries.len();
-        let mut at = pos;
+        let mut at = Position {
+            epoch: round.epoch,
+            ..pos
+        };
+        self.position = Some(at);
         for e in round.entries {
-            if !self.apply_entry(e.inv).await {
-                self.gap(Gap::Undecodable, at);
+            if let Err(gap) = self.apply_entry(&e).await {
+                self.gap(gap, at);
                 return self.rebuild().await;
             }
             at = Position {
                 id: e.id,
                 n: at.n + 1,
+                epoch: at.epoch,
             };
             self.position = Some(at);
         }
@@ -247,9 +280,13 @@ impl Reader {
             "cluster: the stream lost entries this instance had not read; flushing the cache and rebuilding its fences"
         );
         let stats = &self.node.stats;
-        if gap != Gap::Undecodable {
+        if !matches!(gap, Gap::Undecodable | Gap::Unverified) {
             stats.gaps.inc();
         }
+        // The lost entries' fences are unknown until the rebuild.
+        self.node
+            .fences_known
+            .store(false, std::sync::atomic::Ordering::Release);
         if gap == Gap::Restarted {
             stats.failovers.inc();
         }
@@ -258,67 +295,23 @@ impl Reader {
         self.pending_gap = Some(gap);
     }
 
-    /// Joins the stream, or recovers from a gap: reads the fence records
-    /// and the stream's end together, flushes (after a gap), applies them.
-    async fn rebuild(&mut self) -> Result<(), String> {
-        let gap = self.pending_gap;
-        let s = &self.node.settings;
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(REBUILD_SCRIPT)
-            .arg(2)
-            .arg(&self.node.keys.stream)
-            .arg(&self.node.keys.fences)
-            .arg(unix_millis())
-            .arg(s.fence_max_entries);
-        if gap.is_some() {
-            self.node.unsync(SyncReason::Rebuilding);
-        }
-        // Up to fence_max_entries records in one reply: as long as the
-        // connection allows, not one command's time.
-        let timeout = s.block() + s.command_timeout();
-        let reply = self.eval(cmd, "rebuilding the fences", timeout).await?;
-        let r = Rebuild::parse(&reply)?;
-        let stats = self.node.stats.clone();
-        if gap.is_some() {
-            (self.flush)().await;
-            stats.flushes.inc();
-        }
-        let mut applied = 0usize;
-        for record in &r.fences {
-            match entry::decode(record) {
-                Ok((inv, _origin)) => {
-                    (self.apply)(inv).await;
-                    applied += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(error = ?e, "cluster: a fence record did not decode; skipped");
-                }
-            }
-        }
-        stats.fence_rebuilds.inc();
-        stats.fence_records.set(applied as i64);
-        stats.lag_entries.set(0);
-        let at = Position {
-            id: r.last_generated,
-            n: r.added,
+    /// One round after `pos`, with (under Sentinel) the sentinels asked at
+    /// the same moment whether this is still the primary they name. If not,
+    /// the node turns unsynced now and the reader reconnects.
+    async fn round_confirmed(&mut self, pos: Position) -> Result<Round, String> {
+        let Some(mut watch) = self.watch.take() else {
+            return self.round(pos).await;
         };
-        tracing::info!(
-            stream = %self.node.keys.stream,
-            position = %at.id,
-            fence_records = applied,
-            after_gap = gap.map(Gap::as_str),
-            "cluster: joined the invalidation stream"
-        );
-        self.position = Some(at);
-        self.pending_gap = None;
-        self.run_id = r.run_id;
-        if gap.is_some_and(Gap::redis_lost_data) {
-            // The fence records may be gone with the data: put back what
-            // this instance holds (peers rebuilding after this read them,
-            // peers already reading get them as entries).
-            self.node.republish_fences();
+        let primary = self.primary.clone();
+        let timeout = self.node.settings.command_timeout();
+        let (round, confirmed) = tokio::join!(self.round(pos), watch.confirm(&primary, timeout));
+        self.watch = Some(watch);
+        if let Err(e) = confirmed {
+            self.node.stats.sentinel_mismatches.inc();
+            self.node.unsync(SyncReason::Read);
+            return Err(e);
         }
-        Ok(())
+        round
     }
 
     /// One [`SYNC_SCRIPT`] round after `pos`.
@@ -326,10 +319,11 @@ impl Reader {
         let s = &self.node.settings;
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(SYNC_SCRIPT)
-            .arg(3)
+            .arg(4)
             .arg(&self.node.keys.stream)
             .arg(&self.node.keys.heartbeat)
             .arg(&self.node.keys.fences)
+            .arg(&self.node.keys.epoch)
             .arg(pos.id.to_string())
             .arg(s.read_count)
             .arg(&*self.node.instance_id);
@@ -356,11 +350,24 @@ impl Reader {
 
     /// Applies one entry unless its event id was applied already. An entry
     /// without an event id is always applied (and never remembered: an
-    /// empty id must not make later id-less entries look applied). Returns
-    /// false when the entry does not decode.
-    async fn apply_entry(&self, payload: Option<Vec<u8>>) -> bool {
+    /// empty id must not make later id-less entries look applied). An entry
+    /// whose MAC does not verify, or that does not decode, is not applied:
+    /// the gap it is is returned.
+    async fn apply_entry(&self, e: &RawEntry) -> Result<(), Gap> {
         let stats = &self.node.stats;
-        let decoded = match &payload {
+        let verified = match (&e.inv, &e.mac) {
+            (Some(p), Some(mac)) => self.node.entry_key.verify(p, mac),
+            _ => false,
+        };
+        if !verified {
+            stats.unverified.inc();
+            tracing::warn!(
+                entry = %e.id,
+                "cluster: a stream entry is not signed with this cluster's secret; not applied"
+            );
+            return Err(Gap::Unverified);
+        }
+        let decoded = match &e.inv {
             Some(p) => entry::decode(p).map_err(|e| format!("{e:?}")),
             None => Err("no inv field".to_owned()),
         };
@@ -369,19 +376,19 @@ impl Reader {
                 let id = inv.event_id.clone().filter(|id| !id.is_empty());
                 if id.as_deref().is_some_and(|id| self.node.dedupe.seen(id)) {
                     stats.duplicates.inc();
-                    return true;
+                    return Ok(());
                 }
                 (self.apply)(inv).await;
                 if let Some(id) = id {
                     self.node.dedupe.mark(&id);
                 }
                 stats.applied.inc();
-                true
+                Ok(())
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cluster: a stream entry did not decode");
                 stats.undecodable.inc();
-                false
+                Err(Gap::Undecodable)
             }
         }
     }

@@ -8,56 +8,68 @@
 //! - [`SYNC_SCRIPT`]: one proof round: appends this instance's heartbeat
 //!   (the write half of the proof; its error is returned, not raised), then
 //!   reads the stream's state and the entries after the reader's position.
-//! - [`REBUILD_SCRIPT`]: the live fence records and the stream's end, read
-//!   together, for joining and for recovering from a gap.
+//! - [`REBUILD_SCRIPT`]: the stream's end, its epoch and how many live fence
+//!   records there are, read together, for joining and for recovering from
+//!   a gap (the records themselves are then read in pages, see
+//!   `rebuild.rs`).
 //!
 //! [`StreamKeys`]: super::keys::StreamKeys
 
-use super::entry::{StreamId, FIELD_INV, FIELD_N};
+use super::entry::{StreamId, FIELD_INV, FIELD_MAC, FIELD_N};
 use redis::Value;
 
-/// KEYS: stream, fences. ARGV: maxlen, event id, origin instance, payload,
-/// fence expiry (unix ms, or "" for no fence record), now (unix ms), fence
-/// cap. Returns the new entry's id. The fence record goes first: an entry
-/// is never in the stream without the record that outlives it. Refused
-/// off a primary (a writable replica would accept it and keep it). The fence
-/// set has no TTL of its own (expired records are pruned by score here and
-/// skipped by the rebuild): a key with a TTL is what `volatile-*` eviction
-/// policies evict first, and one publication with a short lifetime would
-/// otherwise have set the expiry of every record in the set.
+/// KEYS: stream, fences, epoch. ARGV: maxlen, event id, origin instance,
+/// payload, fence expiry (unix ms, or "" for no fence record), now (unix
+/// ms), fence cap, the payload's MAC, the fence record (MAC and payload,
+/// see `entry_mac.rs`). Returns the new entry's id. The fence record goes
+/// first: an entry is never in the stream without the record that outlives
+/// it. Refused off a primary (a writable replica would accept it and keep
+/// it). The fence set has no TTL of its own (expired records are pruned by
+/// score here and skipped by the rebuild): a key with a TTL is what
+/// `volatile-*` eviction policies evict first, and one publication with a
+/// short lifetime would otherwise have set the expiry of every record in
+/// the set. Creating the stream bumps its epoch (a counter with no TTL):
+/// a reader that saw another epoch knows the stream came and went, even
+/// from `0-0` (see `gap.rs`). The bump follows the `XADD`: a script's
+/// writes before an error stay, and a refused `XADD` retried from the
+/// outbox must not bump it each time (every reader would see a gap).
 pub const PUBLISH_SCRIPT: &str = r"
 if not string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) then
   return redis.error_reply('READONLY not a primary: a replica would keep the entry to itself')
 end
 if ARGV[5] ~= '' then
-  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[9])
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[6])
   local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[7])
   if over > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1) end
 end
 local n = 1
-if redis.call('EXISTS', KEYS[1]) == 1 then
+local created = redis.call('EXISTS', KEYS[1]) == 0
+if not created then
   local x = redis.call('XINFO', 'STREAM', KEYS[1])
   n = 0
   for i = 1, #x, 2 do
     if x[i] == 'entries-added' then n = x[i + 1] + 1 end
   end
 end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-  'event', ARGV[2], 'origin', ARGV[3], 'n', n, 'inv', ARGV[4])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+  'event', ARGV[2], 'origin', ARGV[3], 'n', n, 'inv', ARGV[4], 'mac', ARGV[8])
+if created then redis.call('INCR', KEYS[3]) end
+return id
 ";
 
-/// KEYS: stream, heartbeat, fences. ARGV: position, count, instance id.
-/// The heartbeat proves the writes publishing needs: an `XADD`, a `ZADD`
-/// on the fence set (`XX` on a member that never exists: checked by ACLs,
-/// changes nothing), on a primary (a writable replica would accept them and
-/// keep them to itself). Returns
-/// `{exists, last_generated_id, max_deleted_id, entries_added, length,
-/// run_id, heartbeat ("OK" or the error), entries after position}`;
-/// `entries_added` is -1 before Redis 7.0.
+/// KEYS: stream, heartbeat, fences, epoch. ARGV: position, count, instance
+/// id. The heartbeat proves the writes publishing needs: an `XADD`, a
+/// `ZADD` on the fence set (`XX` on a member that never exists: checked by
+/// ACLs, changes nothing), on a primary (a writable replica would accept
+/// them and keep them to itself). Returns `{exists, last_generated_id,
+/// max_deleted_id, entries_added, length, run_id, heartbeat ("OK" or the
+/// error), entries after position, epoch}`; `entries_added` is -1 before
+/// Redis 7.0.
 pub const SYNC_SCRIPT: &str = r"
 local info = redis.call('INFO', 'server')
 local run_id = string.match(info, 'run_id:(%x+)') or ''
+local epoch = redis.call('GET', KEYS[4]) or '0'
 local hb = 'OK'
 if not string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) then
   hb = 'not a primary'
@@ -68,7 +80,7 @@ else
   if type(z) == 'table' and z.err and hb == 'OK' then hb = z.err end
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, '0-0', '0-0', 0, 0, run_id, hb, {}}
+  return {0, '0-0', '0-0', 0, 0, run_id, hb, {}, epoch}
 end
 local x = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, maxdel, added, len = '0-0', '0-0', -1, 0
@@ -80,18 +92,21 @@ for i = 1, #x, 2 do
   elseif k == 'length' then len = x[i + 1] end
 end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
-return {1, last, maxdel, added, len, run_id, hb, entries}
+return {1, last, maxdel, added, len, run_id, hb, entries, epoch}
 ";
 
-/// KEYS: stream, fences. ARGV: now (unix ms), cap. Returns `{exists,
-/// last_generated_id, entries_added, run_id, live fence records oldest
-/// first}`. Reads only, so it also runs on a read-only replica.
+/// KEYS: stream, fences, epoch. ARGV: now (unix ms). Returns `{exists,
+/// last_generated_id, entries_added, run_id, live fence records (count),
+/// epoch}`: where a rebuild starts reading the stream, and how many records
+/// it is about to read (`rebuild.rs` reads them in pages afterwards: one
+/// reply of a full set would not fit in a command's time). Reads only.
 pub const REBUILD_SCRIPT: &str = r"
 local info = redis.call('INFO', 'server')
 local run_id = string.match(info, 'run_id:(%x+)') or ''
-local fences = redis.call('ZRANGE', KEYS[2], '(' .. ARGV[1], '+inf', 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]))
+local live = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[1], '+inf')
+local epoch = redis.call('GET', KEYS[3]) or '0'
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, '0-0', 0, run_id, fences}
+  return {0, '0-0', 0, run_id, live, epoch}
 end
 local x = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, added = '0-0', -1
@@ -99,7 +114,7 @@ for i = 1, #x, 2 do
   if x[i] == 'last-generated-id' then last = x[i + 1]
   elseif x[i] == 'entries-added' then added = x[i + 1] end
 end
-return {1, last, added, run_id, fences}
+return {1, last, added, run_id, live, epoch}
 ";
 
 /// One stream entry as read.
@@ -111,6 +126,8 @@ pub struct RawEntry {
     pub n: Option<u64>,
     /// The `inv` field.
     pub inv: Option<Vec<u8>>,
+    /// The `mac` field: `inv`'s MAC (see `entry_mac.rs`).
+    pub mac: Option<Vec<u8>>,
 }
 
 /// What [`SYNC_SCRIPT`] answered.
@@ -126,6 +143,8 @@ pub struct Round {
     /// The heartbeat write's result: `Err` carries Redis's refusal.
     pub heartbeat: Result<(), String>,
     pub entries: Vec<RawEntry>,
+    /// The stream's epoch (0: no epoch key).
+    pub epoch: u64,
 }
 
 /// What [`REBUILD_SCRIPT`] answered.
@@ -134,8 +153,9 @@ pub struct Rebuild {
     pub last_generated: StreamId,
     pub added: u64,
     pub run_id: String,
-    /// Live fence records (payloads), oldest first.
-    pub fences: Vec<Vec<u8>>,
+    /// Live fence records in the set.
+    pub live: u64,
+    pub epoch: u64,
 }
 
 const NEEDS_7: &str = "the cluster needs Redis 7.0 or later (XINFO STREAM has no entries-added)";
@@ -187,12 +207,14 @@ fn entry(v: &Value) -> Option<RawEntry> {
         id: id(eid)?,
         n: None,
         inv: None,
+        mac: None,
     };
     for pair in fields.chunks(2) {
         let [k, v] = pair else { break };
         match text(k).as_deref() {
             Some(FIELD_N) => e.n = int(v).and_then(|n| u64::try_from(n).ok()).filter(|n| *n > 0),
             Some(FIELD_INV) => e.inv = bytes(v),
+            Some(FIELD_MAC) => e.mac = bytes(v),
             _ => {}
         }
     }
@@ -203,7 +225,7 @@ impl Round {
     pub fn parse(v: &Value) -> Result<Round, String> {
         let bad = || format!("unexpected sync script answer: {v:?}");
         let a = array(v).ok_or_else(bad)?;
-        let [exists, last, maxdel, added, length, run_id, hb, entries] = a else {
+        let [exists, last, maxdel, added, length, run_id, hb, entries, epoch] = a else {
             return Err(bad());
         };
         let added = int(added).ok_or_else(bad)?;
@@ -224,6 +246,7 @@ impl Round {
                 .iter()
                 .map(|e| entry(e).ok_or_else(bad))
                 .collect::<Result<_, _>>()?,
+            epoch: int(epoch).ok_or_else(bad)?.max(0) as u64,
         })
     }
 }
@@ -232,7 +255,7 @@ impl Rebuild {
     pub fn parse(v: &Value) -> Result<Rebuild, String> {
         let bad = || format!("unexpected rebuild script answer: {v:?}");
         let a = array(v).ok_or_else(bad)?;
-        let [_exists, last, added, run_id, fences] = a else {
+        let [_exists, last, added, run_id, live, epoch] = a else {
             return Err(bad());
         };
         let added = int(added).ok_or_else(bad)?;
@@ -243,11 +266,8 @@ impl Rebuild {
             last_generated: id(last).ok_or_else(bad)?,
             added: added as u64,
             run_id: text(run_id).ok_or_else(bad)?,
-            fences: array(fences)
-                .ok_or_else(bad)?
-                .iter()
-                .map(|f| bytes(f).ok_or_else(bad))
-                .collect::<Result<_, _>>()?,
+            live: int(live).ok_or_else(bad)?.max(0) as u64,
+            epoch: int(epoch).ok_or_else(bad)?.max(0) as u64,
         })
     }
 }
@@ -284,6 +304,7 @@ mod tests {
                 ]),
                 Value::Array(vec![bulk("1700-3"), Value::Array(vec![bulk("inv"), bulk("x")])]),
             ]),
+            bulk("4"),
         ]);
         let r = Round::parse(&v).unwrap();
         assert_eq!(r.last_generated, StreamId { ms: 1700, seq: 3 });
@@ -292,6 +313,7 @@ mod tests {
         assert_eq!(r.entries[0].n, Some(6));
         assert_eq!(r.entries[0].inv.as_deref(), Some(&b"{}"[..]));
         assert_eq!(r.entries[1].n, None);
+        assert_eq!(r.epoch, 4);
         assert!(Round::parse(&Value::Nil).is_err());
     }
 
@@ -306,6 +328,7 @@ mod tests {
             bulk("r"),
             bulk("OK"),
             Value::Array(vec![]),
+            bulk("0"),
         ]);
         assert!(Round::parse(&v).unwrap_err().contains("Redis 7.0"));
     }

@@ -45,7 +45,7 @@ pub const DEFAULT_OUTBOX_MAX: usize = 10_000;
 /// the fences of an instance that joins or lost entries. Past it the ones
 /// that expire first are dropped.
 pub const DEFAULT_FENCE_MAX_ENTRIES: u64 = 50_000;
-/// Largest `fence_max_entries` (a rebuild reads them all in one reply).
+/// Largest `fence_max_entries` (a rebuild holds them all in memory).
 pub const MAX_FENCE_ENTRIES: u64 = 1_000_000;
 /// Event ids remembered to apply each stream entry once.
 pub const DEFAULT_DEDUPE_MAX_ENTRIES: u64 = 100_000;
@@ -57,6 +57,23 @@ pub const MAX_INSTANCE_ID_LEN: usize = 64;
 pub const MAX_SENTINELS: usize = 16;
 /// Longest `stream` and `key_prefix`.
 pub const MAX_KEY_LEN: usize = 200;
+
+/// Shortest cluster secret accepted.
+pub const MIN_SECRET_LEN: usize = 16;
+/// The secret [`ClusterSettings::with_url`] gives (tests and examples).
+const TEST_SECRET: &str = "layers-test-only-cluster-secret";
+
+/// A secret from the config. Its `Debug` never shows it (settings are
+/// printed in diffs and errors).
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
 
 /// `[cluster]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +91,14 @@ pub struct ClusterSettings {
     /// Name of the environment variable holding the password (overrides
     /// the URL's; keeps the secret out of the config file).
     pub password_env: Option<String>,
+    /// The cluster secret every stream entry and fence record is
+    /// authenticated with (HMAC-SHA256, see `entry_mac.rs`); at least
+    /// [`MIN_SECRET_LEN`] bytes, the same on every instance. Prefer
+    /// `secret_env`, which keeps it out of the config file. Never logged.
+    pub secret: Option<Secret>,
+    /// Name of the environment variable holding the cluster secret
+    /// (overrides `secret`).
+    pub secret_env: Option<String>,
     /// Redis Sentinel addresses (`host:port`); when set, the primary is the
     /// one they name `sentinel_master`, and `redis_url` only gives the
     /// database, credentials and scheme.
@@ -125,6 +150,8 @@ impl Default for ClusterSettings {
             tls_ca_file: None,
             username_env: None,
             password_env: None,
+            secret: None,
+            secret_env: None,
             sentinels: Vec::new(),
             sentinel_master: String::new(),
             redis_cluster_nodes: Vec::new(),
@@ -148,12 +175,41 @@ impl Default for ClusterSettings {
 }
 
 impl ClusterSettings {
-    /// Settings with every default and this Redis URL (tests, examples).
+    /// Settings with every default, this Redis URL and a fixed, public
+    /// secret: for tests and examples only (a config file must name its
+    /// own secret, see `validate`).
     pub fn with_url(redis_url: impl Into<String>) -> ClusterSettings {
         ClusterSettings {
             redis_url: redis_url.into(),
+            secret: Some(Secret(TEST_SECRET.to_owned())),
             ..ClusterSettings::default()
         }
+    }
+
+    /// The cluster secret: `secret_env`'s variable, else `secret`.
+    pub fn resolved_secret(&self) -> Result<Vec<u8>, String> {
+        let s = match (&self.secret_env, &self.secret) {
+            (Some(var), _) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => v,
+                _ => {
+                    return Err(format!(
+                        "cluster.secret_env: environment variable {var} is not set"
+                    ))
+                }
+            },
+            (None, Some(s)) => s.0.clone(),
+            (None, None) => {
+                return Err(
+                    "cluster.secret: must be set (or cluster.secret_env): every instance \
+                    authenticates the stream's entries with it"
+                        .into(),
+                )
+            }
+        };
+        if s.len() < MIN_SECRET_LEN {
+            return Err(format!("cluster.secret: at least {MIN_SECRET_LEN} bytes"));
+        }
+        Ok(s.into_bytes())
     }
 
     pub fn max_unsynced(&self) -> Duration {
@@ -210,6 +266,7 @@ impl ClusterSettings {
         // Builds the client exactly as the node will: parses the URL, reads
         // the CA file and the credential variables (connects to nothing).
         self.client()?;
+        self.resolved_secret()?;
         if !self.redis_cluster_nodes.is_empty() {
             if !self.sentinels.is_empty() {
                 return Err("cluster.redis_cluster_nodes: not with cluster.sentinels".into());
@@ -346,7 +403,8 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<ClusterSettings, String> {
-        let s: ClusterSettings = toml::from_str(text).map_err(|e| e.to_string())?;
+        let text = format!("secret = \"0123456789abcdef\"\n{text}");
+        let s: ClusterSettings = toml::from_str(&text).map_err(|e| e.to_string())?;
         s.validate().map(|()| s)
     }
 
@@ -465,6 +523,19 @@ mod tests {
             let e = parse(extra).unwrap_err();
             assert!(e.starts_with(field), "{extra:?} -> {e}");
         }
+        let e = parse(&format!("{url}bogus = 1\n")).unwrap_err();
+        assert!(e.contains("unknown field `bogus`"), "{e}");
+        // The secret: required, long enough, never shown.
+        let no_secret: ClusterSettings = toml::from_str(url).unwrap();
+        let e = no_secret.validate().unwrap_err();
+        assert!(e.starts_with("cluster.secret:"), "{e}");
+        let short: ClusterSettings = toml::from_str(&format!("{url}secret = \"short\"\n")).unwrap();
+        assert!(short.validate().unwrap_err().starts_with("cluster.secret:"));
+        let env: ClusterSettings =
+            toml::from_str(&format!("{url}secret_env = \"LAYERS_TEST_UNSET_SECRET_VAR\"\n")).unwrap();
+        assert!(env.validate().unwrap_err().starts_with("cluster.secret_env:"));
+        let ok = parse(url).unwrap();
+        assert!(!format!("{ok:?}").contains("0123456789abcdef"));
         let e = parse(&format!("{url}bogus = 1\n")).unwrap_err();
         assert!(e.contains("unknown field `bogus`"), "{e}");
     }

@@ -18,7 +18,8 @@ pub struct ClusterStats {
     /// reading the stream to its end), `write` (Redis refuses this
     /// instance's heartbeat or publications, or one waits in the outbox),
     /// `gap` (entries were lost: flushing), `rebuilding` (reading the
-    /// fence records back).
+    /// fence records back), `fence_overflow` (more fence records than
+    /// `fence_max_entries`: it will not join on a partial set).
     pub sync_state: IntGaugeVec,
     /// Heartbeat writes Redis refused (the write half of the proof).
     pub heartbeat_errors: IntCounter,
@@ -59,6 +60,16 @@ pub struct ClusterStats {
     pub duplicates: IntCounter,
     /// Entries that did not decode (applied as a purge-all).
     pub undecodable: IntCounter,
+    /// Stream entries and fence records whose MAC did not verify under the
+    /// cluster secret (never applied; an entry is also a gap).
+    pub unverified: IntCounter,
+    /// Rebuilds refused because Redis held more live fence records than
+    /// `fence_max_entries` (the instance stays unsynced rather than join
+    /// on a partial set).
+    pub fence_overflows: IntCounter,
+    /// Rounds in which the sentinels did not confirm the primary this
+    /// instance reads (another primary named, or no majority answered).
+    pub sentinel_mismatches: IntCounter,
     /// `XADD`s by result (`ok`, `error`).
     pub published: IntCounterVec,
     /// Invalidations waiting in the outbox for a successful `XADD`.
@@ -95,7 +106,7 @@ impl ClusterStats {
             sync_state: IntGaugeVec::new(
                 Opts::new(
                     name("sync_state"),
-                    "1 for the current state: synced, or why not (read, write, gap, rebuilding).",
+                    "1 for the current state: synced, or why not (read, write, gap, rebuilding, fence_overflow).",
                 ),
                 &["state"],
             )
@@ -158,6 +169,18 @@ impl ClusterStats {
                 "stream_undecodable_total",
                 "Stream entries that did not decode (applied as a purge-all).",
             ),
+            unverified: counter(
+                "unverified_total",
+                "Stream entries and fence records whose MAC did not verify (not applied; an entry is a gap).",
+            ),
+            fence_overflows: counter(
+                "fence_rebuild_over_cap_total",
+                "Rebuilds refused: more live fence records than fence_max_entries (the instance stays unsynced).",
+            ),
+            sentinel_mismatches: counter(
+                "sentinel_mismatches_total",
+                "Rounds in which the sentinels did not confirm this instance's primary (it reconnects).",
+            ),
             published: vec(
                 "publish_total",
                 "XADDs of accepted invalidations, by result (ok, error).",
@@ -216,6 +239,9 @@ impl ClusterStats {
         r.register(Box::new(self.applied.clone()))?;
         r.register(Box::new(self.duplicates.clone()))?;
         r.register(Box::new(self.undecodable.clone()))?;
+        r.register(Box::new(self.unverified.clone()))?;
+        r.register(Box::new(self.fence_overflows.clone()))?;
+        r.register(Box::new(self.sentinel_mismatches.clone()))?;
         r.register(Box::new(self.published.clone()))?;
         r.register(Box::new(self.outbox.clone()))?;
         r.register(Box::new(self.lease_requests.clone()))?;
@@ -234,7 +260,7 @@ mod tests {
         let r = Registry::new();
         s.register(&r).unwrap();
         let names: Vec<String> = r.gather().iter().map(|f| f.name().to_owned()).collect();
-        assert_eq!(names.len(), 21, "{names:?}");
+        assert_eq!(names.len(), 24, "{names:?}");
         assert!(names.iter().all(|n| n.starts_with("layers_gateway_cluster_")));
         assert!(s.register(&r).is_err(), "a second registration is refused");
     }

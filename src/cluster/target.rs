@@ -4,7 +4,8 @@
 //! - [`Target::Sentinel`]: the `sentinels` are asked for `sentinel_master`
 //!   each time the stream reader (re)connects (the redis crate's
 //!   `SentinelClient`, which checks the answer's `ROLE`), so after a
-//!   failover the reader follows the new primary; `redis_url` then only
+//!   failover the reader follows the new primary (and every round asks
+//!   them again whether it still is, see `sentinel_watch.rs`); `redis_url` then only
 //!   gives the database, credentials and scheme (its host and port are the
 //!   first guess until Sentinel has answered).
 //!

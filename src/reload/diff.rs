@@ -124,6 +124,15 @@ pub fn diff(a: &Config, b: &Config) -> Changes {
         // Named, never shown: the URL may carry a password.
         c.restart.push("cluster.redis_url".into());
     }
+    let secret = |x: &Config| {
+        x.cluster
+            .as_ref()
+            .map(|s| (s.secret.as_ref().map(|v| v.0.clone()), s.secret_env.clone()))
+    };
+    if secret(a) != secret(b) {
+        // Named, never shown.
+        c.restart.push("cluster.secret".into());
+    }
 
     // Everything else, section by section, with the fields above masked.
     let (mut ma, mut mb) = (a.clone(), b.clone());
@@ -153,6 +162,8 @@ pub fn diff(a: &Config, b: &Config) -> Changes {
         m.admin.listen = ([0, 0, 0, 0], 0).into();
         if let Some(s) = m.cluster.as_mut() {
             s.redis_url = String::new();
+            s.secret = None;
+            s.secret_env = None;
         }
     }
     c.check("server (other fields)", false, &ma.server, &mb.server);

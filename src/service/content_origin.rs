@@ -47,6 +47,11 @@ impl Gateway {
         outcome: &mut Outcome,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let cache = &self.state.cache;
+        if !cache.fences_known() {
+            // Fail closed: without the cluster's tombstones and revocations
+            // the fence below would pass a deleted container.
+            return Err(GatewayError::cluster_catching_up());
+        }
         let refuse = |v: OriginVerdict| match v {
             OriginVerdict::Pass => None,
             OriginVerdict::Gone => Some(Err(GatewayError::not_found())),

@@ -1,0 +1,258 @@
+//! Joining the stream, and recovering from a gap: a *rebuild*.
+//!
+//! 1. One [`REBUILD_SCRIPT`] reads, atomically, where the stream ends (the
+//!    position to read on from), its epoch, Redis's `run_id` and how many
+//!    live fence records there are.
+//! 2. More live records than `fence_max_entries`: the node does not join.
+//!    Reading only some of them would silently drop tombstones (whichever
+//!    were left out), so it stays unsynced with state `fence_overflow`, a
+//!    counter, and one error log, and tries again every second (an
+//!    operator raises the cap, or records expire).
+//! 3. The records are read in pages (`ZSCAN`), each page one command's
+//!    time, so a full set at the cap joins on a healthy Redis. `ZSCAN`
+//!    returns every record present for the whole scan; a record published
+//!    after step 1 is also an entry after the position, read next round; a
+//!    record gone meanwhile expired (or was dropped by a publisher's cap).
+//! 4. Step 1 again: if Redis's `run_id` or the epoch changed during the
+//!    scan (a restart, the stream recreated), the scan may have read a
+//!    Redis that lost data, so it starts over.
+//! 5. Flush (after a gap), apply the records oldest first (records whose MAC
+//!    does not verify are skipped and counted: a forged record could only
+//!    add a fence), and read on from step 1's end.
+//!
+//! **Re-publication.** If Redis may have lost data since this instance last
+//! looked (the gap says so, or `run_id` or the epoch differ from what the
+//! reader saw before the gap, whatever gap started the rebuild; a restart
+//! while a rebuild kept failing must not be missed), the fence records may
+//! be gone too: the instance re-publishes what it holds.
+//!
+//! [`REBUILD_SCRIPT`]: crate::cluster::scripts::REBUILD_SCRIPT
+
+use super::{unix_millis, Reader};
+use crate::cluster::entry;
+use crate::cluster::gap::{Gap, Position};
+use crate::cluster::node::{SyncReason, MAX_BACKOFF};
+use crate::cluster::scripts::{Rebuild, REBUILD_SCRIPT};
+use redis::Value;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+/// Records asked for per `ZSCAN` page (a hint; Redis may return more).
+const PAGE: usize = 256;
+
+/// What the scan found.
+enum Scanned {
+    /// Live records (score, member), oldest first.
+    Records(Vec<(f64, Vec<u8>)>),
+    /// More than the cap.
+    OverCap(u64),
+}
+
+impl Reader {
+    /// Joins the stream, or recovers from a gap; see the module docs.
+    pub(super) async fn rebuild(&mut self) -> Result<(), String> {
+        let gap = self.pending_gap;
+        if gap.is_some() {
+            self.node.unsync(SyncReason::Rebuilding);
+        }
+        let cap = self.node.settings.fence_max_entries;
+        let before = self.meta().await?;
+        if before.live > cap {
+            return self.over_cap(before.live).await;
+        }
+        let records = match self.scan(cap).await? {
+            Scanned::Records(r) => r,
+            Scanned::OverCap(n) => return self.over_cap(n).await,
+        };
+        let after = self.meta().await?;
+        if after.run_id != before.run_id || after.epoch != before.epoch {
+            return Err(
+                "Redis restarted or the stream was recreated while the fences were read; reading again"
+                    .into(),
+            );
+        }
+        if self.overflowing {
+            self.overflowing = false;
+            tracing::info!("cluster: the fence records fit fence_max_entries again");
+        }
+        let stats = self.node.stats.clone();
+        if gap.is_some() {
+            (self.flush)().await;
+            stats.flushes.inc();
+        }
+        let mut applied = 0usize;
+        let mut unverified = 0usize;
+        for (_, record) in &records {
+            let Some(payload) = self.node.entry_key.open_record(record) else {
+                unverified += 1;
+                continue;
+            };
+            match entry::decode(payload) {
+                Ok((inv, _origin)) => {
+                    (self.apply)(inv).await;
+                    applied += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = ?e, "cluster: a fence record did not decode; skipped");
+                }
+            }
+        }
+        if unverified > 0 {
+            stats.unverified.inc_by(unverified as u64);
+            tracing::warn!(
+                records = unverified,
+                "cluster: fence records not signed with this cluster's secret; skipped"
+            );
+        }
+        stats.fence_rebuilds.inc();
+        stats.fence_records.set(applied as i64);
+        stats.lag_entries.set(0);
+        let at = Position {
+            id: before.last_generated,
+            n: before.added,
+            epoch: before.epoch,
+        };
+        tracing::info!(
+            stream = %self.node.keys.stream,
+            position = %at.id,
+            fence_records = applied,
+            after_gap = gap.map(Gap::as_str),
+            "cluster: joined the invalidation stream"
+        );
+        // Compared with what the reader saw before the gap, not only with
+        // the gap's own reason: Redis may have restarted while this rebuild
+        // kept failing.
+        let restarted = !self.run_id.is_empty() && self.run_id != before.run_id;
+        let recreated = self.epoch.is_some_and(|e| e != before.epoch);
+        let lost = gap.is_some_and(Gap::redis_lost_data) || restarted || recreated;
+        self.position = Some(at);
+        self.pending_gap = None;
+        self.run_id = before.run_id;
+        self.epoch = Some(before.epoch);
+        self.node.fences_known.store(true, Ordering::Release);
+        if lost {
+            // The fence records may be gone with the data: put back what
+            // this instance holds (peers rebuilding after this read them,
+            // peers already reading get them as entries).
+            self.node.republish_fences();
+        }
+        Ok(())
+    }
+
+    /// Step 1: the stream's end, epoch, `run_id` and live record count.
+    async fn meta(&mut self) -> Result<Rebuild, String> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(REBUILD_SCRIPT)
+            .arg(3)
+            .arg(&self.node.keys.stream)
+            .arg(&self.node.keys.fences)
+            .arg(&self.node.keys.epoch)
+            .arg(unix_millis());
+        let timeout = self.node.settings.command_timeout();
+        let reply = self.eval(cmd, "reading the stream's end", timeout).await?;
+        Rebuild::parse(&reply)
+    }
+
+    /// Step 3: every live record, in pages, deduplicated (`ZSCAN` may
+    /// return one twice), oldest first.
+    async fn scan(&mut self, cap: u64) -> Result<Scanned, String> {
+        let now = unix_millis() as f64;
+        let timeout = self.node.settings.command_timeout();
+        let mut live: HashMap<Vec<u8>, f64> = HashMap::new();
+        let mut cursor = 0u64;
+        loop {
+            let mut cmd = redis::cmd("ZSCAN");
+            cmd.arg(&self.node.keys.fences).arg(cursor).arg("COUNT").arg(PAGE);
+            let reply = self.eval(cmd, "reading the fence records", timeout).await?;
+            let (next, page) =
+                parse_page(&reply).ok_or_else(|| format!("unexpected ZSCAN answer: {reply:?}"))?;
+            for (member, score) in page {
+                if score > now {
+                    live.insert(member, score);
+                }
+            }
+            if live.len() as u64 > cap {
+                return Ok(Scanned::OverCap(live.len() as u64));
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut records: Vec<(f64, Vec<u8>)> = live.into_iter().map(|(m, s)| (s, m)).collect();
+        records.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        Ok(Scanned::Records(records))
+    }
+
+    /// Step 2: refuses to join on a partial fence set; see the module docs.
+    async fn over_cap(&mut self, live: u64) -> Result<(), String> {
+        self.node.stats.fence_overflows.inc();
+        self.node.unsync(SyncReason::FenceOverflow);
+        if !self.overflowing {
+            self.overflowing = true;
+            tracing::error!(
+                fence_records = live,
+                fence_max_entries = self.node.settings.fence_max_entries,
+                "cluster: more live fence records in Redis than fence_max_entries; \
+                 not joining on a partial set (raise cluster.fence_max_entries)"
+            );
+        }
+        if let Some(tx) = self.first.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::sleep(MAX_BACKOFF).await;
+        Ok(())
+    }
+}
+
+/// (member, score) pairs of one `ZSCAN` page.
+type Page = Vec<(Vec<u8>, f64)>;
+
+/// A `ZSCAN` reply: the next cursor and its records.
+fn parse_page(v: &Value) -> Option<(u64, Page)> {
+    let Value::Array(a) = v else { return None };
+    let [cursor, items] = a.as_slice() else {
+        return None;
+    };
+    let cursor = match cursor {
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok()?,
+        Value::Int(i) => u64::try_from(*i).ok()?,
+        _ => return None,
+    };
+    let Value::Array(items) = items else { return None };
+    let mut out = Vec::with_capacity(items.len() / 2);
+    for pair in items.chunks(2) {
+        let [Value::BulkString(member), score] = pair else {
+            return None;
+        };
+        let score = match score {
+            Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok()?,
+            Value::Double(d) => *d,
+            Value::Int(i) => *i as f64,
+            _ => return None,
+        };
+        out.push((member.clone(), score));
+    }
+    Some((cursor, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_zscan_page_parses_with_its_cursor() {
+        let v = Value::Array(vec![
+            bulk("17"),
+            Value::Array(vec![bulk("a"), bulk("1700000000000"), bulk("b"), bulk("2.5")]),
+        ]);
+        let (next, page) = parse_page(&v).unwrap();
+        assert_eq!(next, 17);
+        assert_eq!(page, vec![(b"a".to_vec(), 1.7e12), (b"b".to_vec(), 2.5)]);
+        assert!(parse_page(&Value::Nil).is_none());
+    }
+}
