@@ -96,6 +96,10 @@ pub enum Shed {
     Deadline { retry_after_secs: u64 },
     /// `max_orgs` orgs were busy; a new org cannot be tracked.
     TooManyOrgs { retry_after_secs: u64 },
+    /// No slot free at once for a call that never queues (`try_acquire`):
+    /// told apart from `QueueFull`, which means partners' requests are
+    /// piling up, so an operator reading the metric is not misled.
+    NoFreeSlot { retry_after_secs: u64 },
 }
 
 impl Shed {
@@ -103,7 +107,8 @@ impl Shed {
         match *self {
             Shed::QueueFull { retry_after_secs }
             | Shed::Deadline { retry_after_secs }
-            | Shed::TooManyOrgs { retry_after_secs } => retry_after_secs,
+            | Shed::TooManyOrgs { retry_after_secs }
+            | Shed::NoFreeSlot { retry_after_secs } => retry_after_secs,
         }
     }
 
@@ -113,6 +118,7 @@ impl Shed {
             Shed::QueueFull { .. } => "queue_full",
             Shed::Deadline { .. } => "deadline",
             Shed::TooManyOrgs { .. } => "too_many_orgs",
+            Shed::NoFreeSlot { .. } => "no_free_slot",
         }
     }
 }
@@ -153,6 +159,7 @@ pub struct GuardStats {
     pub admitted_immediate: u64,
     pub admitted_queued: u64,
     pub shed_queue_full: u64,
+    pub shed_no_free_slot: u64,
     pub shed_deadline: u64,
     pub shed_too_many_orgs: u64,
 }
@@ -184,6 +191,7 @@ struct Shared {
     admitted_immediate: AtomicU64,
     admitted_queued: AtomicU64,
     shed_queue_full: AtomicU64,
+    shed_no_free_slot: AtomicU64,
     shed_deadline: AtomicU64,
     shed_too_many_orgs: AtomicU64,
 }
@@ -211,6 +219,7 @@ impl OriginGuard {
                 admitted_immediate: AtomicU64::new(0),
                 admitted_queued: AtomicU64::new(0),
                 shed_queue_full: AtomicU64::new(0),
+                shed_no_free_slot: AtomicU64::new(0),
                 shed_deadline: AtomicU64::new(0),
                 shed_too_many_orgs: AtomicU64::new(0),
             }),
@@ -295,8 +304,8 @@ impl OriginGuard {
                 Ok(OriginPermit::new(gp, op, org_ref, Admission::Immediate))
             }
             None => {
-                sh.shed_queue_full.fetch_add(1, Ordering::Relaxed);
-                Err(Shed::QueueFull {
+                sh.shed_no_free_slot.fetch_add(1, Ordering::Relaxed);
+                Err(Shed::NoFreeSlot {
                     retry_after_secs: self.retry_after_secs(),
                 })
             }
@@ -411,6 +420,7 @@ impl OriginGuard {
             admitted_immediate: sh.admitted_immediate.load(Ordering::Relaxed),
             admitted_queued: sh.admitted_queued.load(Ordering::Relaxed),
             shed_queue_full: sh.shed_queue_full.load(Ordering::Relaxed),
+            shed_no_free_slot: sh.shed_no_free_slot.load(Ordering::Relaxed),
             shed_deadline: sh.shed_deadline.load(Ordering::Relaxed),
             shed_too_many_orgs: sh.shed_too_many_orgs.load(Ordering::Relaxed),
         }
@@ -668,6 +678,21 @@ mod tests {
         assert!(matches!(shed, Shed::Deadline { .. }));
         assert_eq!(g.queued(), 0);
         assert_eq!(g.stats().shed_deadline, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unqueued_call_without_a_free_slot_is_shed_as_no_free_slot_not_queue_full() {
+        let g = OriginGuard::new(settings(1, 1, 4));
+        let _a = g.acquire("a").await.unwrap();
+        let shed = g.try_acquire("b").unwrap_err();
+        assert_eq!(shed, Shed::NoFreeSlot { retry_after_secs: 2 });
+        assert_eq!(shed.as_str(), "no_free_slot");
+        let st = g.stats();
+        assert_eq!((st.shed_no_free_slot, st.shed_queue_full), (1, 0));
+        // It never took a place in the queue partners wait in.
+        assert_eq!(g.queued(), 0);
+        drop(_a);
+        assert!(g.try_acquire("b").is_ok());
     }
 
     #[tokio::test(start_paused = true)]
