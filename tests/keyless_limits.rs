@@ -7,18 +7,13 @@ mod support;
 
 use bytes::Bytes;
 use http::Method;
-use layers_gateway::app::App;
-use layers_gateway::config::Config;
-use layers_gateway::origin::{HttpUpstream, Upstream};
 use serde_json::json;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use support::loopback_app::{get_from, start};
 use support::scripted::{Answer, Scripted, ScriptedUpstream};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 /// A random-looking, well-formed test key no keys file holds.
 fn random_key(i: usize) -> String {
@@ -195,48 +190,6 @@ async fn a_known_key_id_with_a_wrong_secret_looks_like_an_unknown_id() {
     .await;
     assert_eq!(ok.status, 200);
     assert_eq!(origin.count(Method::GET, "/v1/whoami"), 2);
-}
-
-/// The simulator as origin over loopback and a gateway in `origin` auth
-/// mode listening on loopback.
-async fn start(
-    server: &str,
-    extra: &str,
-) -> (
-    App,
-    tokio::sync::watch::Sender<bool>,
-    layers_gateway::demo::Simulator,
-) {
-    let sim = demo_simulator();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin: SocketAddr = listener.local_addr().unwrap();
-    let (stop, mut rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(sim.clone().serve(listener, async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }));
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[origin]\nurl = \"http://{origin}\"\ntimeout_ms = 5000\n\n[webhooks]\nsecrets = [\"{WEBHOOK_SECRET}\"]\n\n{extra}"
-    );
-    let cfg = Config::parse(&text, PathBuf::new()).expect("valid config");
-    let upstream: Arc<dyn Upstream> = Arc::new(HttpUpstream::new(&cfg.origin).unwrap());
-    (App::start(cfg, demo_keys(), upstream).await.unwrap(), stop, sim)
-}
-
-/// One request on a fresh connection from `from`; the status, or `None`
-/// when the connection was closed without an answer.
-async fn get_from(from: &str, addr: SocketAddr, path: &str, key: &str) -> Option<u16> {
-    let sock = TcpSocket::new_v4().unwrap();
-    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    let mut s = sock.connect(addr).await.unwrap();
-    let head = format!("GET {path} HTTP/1.1\r\nhost: gw\r\nx-api-key: {key}\r\nconnection: close\r\n\r\n");
-    s.write_all(head.as_bytes()).await.ok()?;
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut got))
-        .await
-        .ok()?
-        .ok()?;
-    let text = String::from_utf8_lossy(&got);
-    text.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Over real sockets: one address starting many unknown keys gets 429 past

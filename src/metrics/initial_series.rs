@@ -49,7 +49,14 @@ const AUTH_FAILURES: &[&str] = &[
     "env_mismatch",
 ];
 /// `origin_admissions_total{result}`.
-const ADMISSIONS: &[&str] = &["immediate", "queued", "queue_full", "deadline", "too_many_orgs", "no_free_slot"];
+const ADMISSIONS: &[&str] = &[
+    "immediate",
+    "queued",
+    "queue_full",
+    "deadline",
+    "too_many_orgs",
+    "no_free_slot",
+];
 /// `origin_retries_total{result}`.
 const RETRIES: &[&str] = &["sent", "budget_exhausted"];
 /// `origin_breaker_trips_total{cause}`.

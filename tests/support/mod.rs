@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fence_fixtures;
+pub mod loopback_app;
 pub mod scripted;
 
 use bytes::Bytes;
