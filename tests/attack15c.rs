@@ -129,12 +129,33 @@ async fn a_publisher_at_the_fence_cap_does_not_silently_drop_a_tombstone_a_joine
         ..settings(&redis.url(), name)
     };
     let a = gated(&sim, capped("a")).await;
-    for (n, id) in ids.iter().take(3).enumerate() {
+    for (n, id) in ids.iter().take(2).enumerate() {
         delete_through(&sim, &a, *id, &format!("evt_01CAPDROP{n:016}")).await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // The third does not fit: refused, never acknowledged (a webhook
+    // answers 503 and the origin retries), queued, counted, and A fails
+    // closed until it is published. (Fixed: the script used to drop the
+    // oldest live record to make room.)
+    let third = ids[2];
+    sim.set_replica_lag(third, Some(LONG_LAG));
+    let assets = asset_ids(&sim.container(third).unwrap());
+    assert!(sim.delete(third));
+    let published = a
+        .accept(&deleted(third, assets, "evt_01CAPDROP0000000000000002"))
+        .await;
+    assert!(
+        published.is_err(),
+        "a publication over the fence cap was acknowledged"
+    );
+    assert!(a.stat(|s| s.fence_full.get()) >= 1, "the refusal is counted");
+    assert!(
+        !a.node.is_synced(),
+        "A fails closed while the refused event is queued"
+    );
+    assert_eq!(a.node.outbox_len(), 1, "the refused event stays queued");
     let oldest = ids[0];
-    let left: i64 = redis.cmd(&["ZCARD", &fences_key(&a)]);
+    let left: i64 = redis.cmd(&["ZCOUNT", &fences_key(&a), "-inf", "(+inf"]);
     // Same cap as A, as the docs ask.
     let c = gated(&sim, capped("c")).await;
     synced(&c, "C joined").await;
@@ -176,11 +197,14 @@ async fn a_publisher_whose_clock_runs_ahead_does_not_wipe_the_other_instances_fe
     delete_through(&sim, &a, gone, "evt_01SKEWDELETE000000000000").await;
     let s = a.node.settings().clone();
     let keys = StreamKeys::new(&s.stream);
-    assert_eq!(redis.cmd::<i64>(&["ZCARD", &keys.fences]), 1);
+    // Records only (the set's marker member scores +inf).
+    assert_eq!(redis.cmd::<i64>(&["ZCOUNT", &keys.fences, "-inf", "(+inf"]), 1);
 
     // Instance "skewed", clock 25 h ahead, publishes a regenerate of
-    // another container exactly as ClusterNode::append would.
-    let skew_now = unix_now_ms() + 25 * 3_600_000;
+    // another container exactly as ClusterNode::append would. (Fixed: the
+    // script takes no time from the publisher any more, only the records'
+    // lifetime; it dates and prunes by Redis's TIME, so the skewed clock
+    // has nothing to act on. It used to take `now` and an absolute expiry.)
     let inv = Invalidation {
         event_id: Some("evt_01SKEWREGEN0000000000000".into()),
         source: Source::Webhook,
@@ -193,7 +217,7 @@ async fn a_publisher_whose_clock_runs_ahead_does_not_wipe_the_other_instances_fe
     };
     let payload = entry::encode(&inv, "evt_01SKEWREGEN0000000000000", "skewed");
     let key = EntryKey::new(&s.resolved_secret().unwrap(), &s.stream);
-    let until = (skew_now + 24 * 3_600_000).to_string();
+    let retention_ms = (24 * 3_600_000).to_string();
     let _: String = redis.cmd(&[
         "EVAL",
         PUBLISH_SCRIPT,
@@ -205,13 +229,13 @@ async fn a_publisher_whose_clock_runs_ahead_does_not_wipe_the_other_instances_fe
         "evt_01SKEWREGEN0000000000000",
         "skewed",
         &payload,
-        &until,
-        &skew_now.to_string(),
+        &retention_ms,
+        "a-fresh-token-used-only-if-the-fence-set-had-none",
         &s.fence_max_entries.to_string(),
         &key.sign(payload.as_bytes()),
         &key.seal_record(&payload),
     ]);
-    let left: i64 = redis.cmd(&["ZCARD", &keys.fences]);
+    let left: i64 = redis.cmd(&["ZCOUNT", &keys.fences, "-inf", "(+inf"]);
     synced(&a, "A synced after the skewed publication").await;
     let c = gated(&sim, settings(&redis.url(), "c")).await;
     synced(&c, "C joined").await;
@@ -600,8 +624,13 @@ async fn a_replayed_genuine_entry_does_not_undo_a_newer_tombstone_on_a_joiner() 
             &field(fields, "mac"),
         ]);
     }
+    // (Fixed: C's rebuild now marks the event ids of the records it
+    // applied as seen, so it meets the replays as duplicates, as B does;
+    // and the tombstone's date only moves forward, so even an instance that
+    // applied them would keep it.)
     eventually("C read the replayed entries", Duration::from_secs(5), || async {
-        c.stat(|s| s.applied.get()) + c.stat(|s| s.unverified.get()) >= 2 && c.node.is_synced()
+        c.stat(|s| s.applied.get()) + c.stat(|s| s.unverified.get()) + c.stat(|s| s.duplicates.get()) >= 2
+            && c.node.is_synced()
     })
     .await;
     let on_b = call_get(&b.gw, &container_path(id), &admin_key()).await.status;

@@ -253,8 +253,12 @@ async fn a_late_older_delete_does_not_let_a_late_re_creation_lift_the_newest_tom
         ..inv(t, &[])
     };
     cache.invalidate(&dated(EventType::Deleted, t3)).await;
-    cache.invalidate(&dated(EventType::Deleted, t3 - 2 * 3_600_000)).await;
-    cache.invalidate(&dated(EventType::Generated, t3 - 3_600_000)).await;
+    cache
+        .invalidate(&dated(EventType::Deleted, t3 - 2 * 3_600_000))
+        .await;
+    cache
+        .invalidate(&dated(EventType::Generated, t3 - 3_600_000))
+        .await;
     let calls = Arc::new(AtomicU64::new(0));
     let c = calls.clone();
     let (r, status) = cache
@@ -268,5 +272,9 @@ async fn a_late_older_delete_does_not_let_a_late_re_creation_lift_the_newest_tom
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     // A re-creation after T3 still lifts it.
     cache.invalidate(&dated(EventType::Generated, t3 + 1)).await;
-    assert!(!cache.fences.get_or_create(id()).lock().is_tombstoned(Instant::now()));
+    assert!(!cache
+        .fences
+        .get_or_create(id())
+        .lock()
+        .is_tombstoned(Instant::now()));
 }
