@@ -395,7 +395,21 @@ async fn a_late_older_delete_does_not_let_a_late_re_creation_lift_the_newest_tom
 /// persistence (`appendfsync always`) for the fence set and refuse to join
 /// a Redis whose fence set has no "born at" marker older than the fence
 /// retention.
+///
+/// **Not fixed: a documented limit** (docs/cluster.md, "Redis persistence";
+/// README, "Cluster mode"). A joiner that finds Redis empty has nothing
+/// that tells a first start from lost fences: the only copies are in the
+/// memory of instances it cannot hear from, and no count of peers is sound
+/// (instance ids change on restart, `instances` is a setting, not a
+/// membership). The guarantee across a Redis restart therefore needs Redis
+/// persistence (`appendonly yes`, `appendfsync always`); without it, or
+/// with `everysec`, it holds only while every instance that holds a fence
+/// reaches the restarted Redis. The gateway logs a warning at join when
+/// Redis reports no AOF.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "documented limit: after Redis restarts empty, a joiner cannot know fences held only by an \
+            instance that cannot reach Redis; the guarantee needs Redis persistence (AOF, appendfsync \
+            always), see docs/cluster.md"]
 async fn a_joiner_after_redis_restarted_empty_does_not_serve_what_a_partitioned_holder_fenced() {
     let Some(mut redis) = RedisServer::start() else {
         return;
@@ -421,6 +435,35 @@ async fn a_joiner_after_redis_restarted_empty_does_not_serve_what_a_partitioned_
         c.node.is_synced(),
         MAX_UNSYNCED + MARGIN,
         a.node.is_synced()
+    );
+    partition.heal();
+    a.node.stop();
+    c.node.stop();
+}
+
+/// The same restart with the persistence the guarantee asks for
+/// (`appendonly yes`, `appendfsync always`): Redis comes back with the
+/// fence records, and the joiner keeps the tombstone the cut-off holder
+/// published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_append_only_file_a_joiner_after_a_redis_restart_keeps_what_a_partitioned_holder_fenced() {
+    let aof = ["--appendonly", "yes", "--appendfsync", "always"];
+    let Some(mut redis) = RedisServer::start_with(aof.iter().map(|a| a.to_string()).collect(), None) else {
+        return;
+    };
+    let sim = demo_simulator();
+    let gone = containers(&sim)[0];
+    let partition = Partition::to(redis.addr()).await;
+    let a = gated(&sim, settings(&partition.url(), "a")).await;
+    delete_through(&sim, &a, gone, "evt_01RESTARTAOFDELETE000000").await;
+    partition.cut();
+    redis.restart();
+    let c = gated(&sim, settings(&redis.url(), "c")).await;
+    synced(&c, "C joined the restarted Redis").await;
+    let r = call_get(&c.gw, &container_path(gone), &admin_key()).await;
+    assert_eq!(
+        r.status, 404,
+        "C serves the deleted container although Redis kept its fence record in the AOF"
     );
     partition.heal();
     a.node.stop();
@@ -477,6 +520,9 @@ async fn a_flushdb_between_two_rounds_of_a_reader_at_0_0_is_a_gap() {
         b.node.is_synced() && b.node.last_proof_age().is_some_and(|a| a < healed.elapsed())
     })
     .await;
+    // (Fixed: the round B sends after the heal writes a fresh token into
+    // the flushed fence set; B's differs: a gap, so B flushed.)
+    assert!(b.stat(|s| s.gaps.get()) >= 1, "B saw no gap after the FLUSHDB");
     let s = b.serve(&sim, &container_path(id)).await;
     let served = s.reply.json();
     assert!(
@@ -513,6 +559,12 @@ async fn a_fence_set_lost_alone_is_noticed_and_re_published() {
     tokio::time::sleep(MAX_UNSYNCED).await;
     let c = gated(&sim, settings(&redis.url(), "c")).await;
     synced(&c, "C joined").await;
+    // (Fixed: A's next round found the set's token gone, a gap with data
+    // lost: A rebuilt and re-published its tombstone.)
+    assert!(
+        a.stat(|s| s.fences_republished.get()) >= 1,
+        "A did not re-publish its fences"
+    );
     let r = call_get(&c.gw, &container_path(gone), &admin_key()).await;
     assert_ne!(
         r.status,

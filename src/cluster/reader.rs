@@ -84,6 +84,9 @@ struct Reader {
     /// Whether the last rebuild was refused for too many fence records
     /// (one error log per spell).
     overflowing: bool,
+    /// The `run_id` of the Redis process whose missing append-only file
+    /// was last reported (one warning per Redis process).
+    warned_no_aof: String,
 }
 
 /// The reader task; see the module docs.
@@ -111,6 +114,7 @@ pub(super) async fn run(node: Arc<ClusterNode>, apply: ApplyFn, flush: FlushFn, 
         primary: String::new(),
         watch,
         overflowing: false,
+        warned_no_aof: String::new(),
     };
     let mut backoff = MIN_BACKOFF;
     while !stopped.is_stopped() {

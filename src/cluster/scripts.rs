@@ -150,8 +150,10 @@ return {1, last, maxdel, added, len, run_id, hb, entries, epoch, token}
 /// reading the stream, how many records it is about to read (`rebuild.rs`
 /// reads them in pages afterwards: one reply of a full set would not fit
 /// in a command's time), the fence set's token (written if there is none,
-/// when Redis takes writes; see [`SYNC_SCRIPT`]) and Redis's time (unix
-/// ms), by which "live" is judged: never a gateway's clock.
+/// when Redis takes writes; see [`SYNC_SCRIPT`]), Redis's time (unix ms),
+/// by which "live" is judged: never a gateway's clock, and whether Redis
+/// writes an append-only file (`aof_enabled`; without one, fences survive
+/// a Redis restart only in the instances that hold them).
 pub const REBUILD_SCRIPT: &str = r"
 local info = redis.call('INFO', 'server')
 local run_id = string.match(info, 'run_id:(%x+)') or ''
@@ -167,8 +169,9 @@ elseif string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) th
   local z = redis.pcall('ZADD', KEYS[2], '+inf', '~' .. ARGV[1])
   if not (type(z) == 'table' and z.err) then token = ARGV[1] end
 end
+local aof = string.match(redis.call('INFO', 'persistence'), 'aof_enabled:(%d)') or '0'
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, '0-0', 0, run_id, live, epoch, token, now}
+  return {0, '0-0', 0, run_id, live, epoch, token, now, aof}
 end
 local x = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, added = '0-0', -1
@@ -176,7 +179,7 @@ for i = 1, #x, 2 do
   if x[i] == 'last-generated-id' then last = x[i + 1]
   elseif x[i] == 'entries-added' then added = x[i + 1] end
 end
-return {1, last, added, run_id, live, epoch, token, now}
+return {1, last, added, run_id, live, epoch, token, now, aof}
 ";
 
 /// One stream entry as read.
@@ -224,6 +227,8 @@ pub struct Rebuild {
     pub token: String,
     /// Redis's time (unix ms): records scored after it are live.
     pub now: i64,
+    /// Whether Redis writes an append-only file.
+    pub aof: bool,
 }
 
 const NEEDS_7: &str = "the cluster needs Redis 7.0 or later (XINFO STREAM has no entries-added)";
@@ -324,7 +329,7 @@ impl Rebuild {
     pub fn parse(v: &Value) -> Result<Rebuild, String> {
         let bad = || format!("unexpected rebuild script answer: {v:?}");
         let a = array(v).ok_or_else(bad)?;
-        let [_exists, last, added, run_id, live, epoch, token, now] = a else {
+        let [_exists, last, added, run_id, live, epoch, token, now, aof] = a else {
             return Err(bad());
         };
         let added = int(added).ok_or_else(bad)?;
@@ -339,6 +344,7 @@ impl Rebuild {
             epoch: int(epoch).ok_or_else(bad)?.max(0) as u64,
             token: text(token).ok_or_else(bad)?,
             now: int(now).ok_or_else(bad)?,
+            aof: int(aof).ok_or_else(bad)? == 1,
         })
     }
 }

@@ -78,6 +78,15 @@ impl Reader {
                     .into(),
             );
         }
+        if !before.aof && self.warned_no_aof != before.run_id {
+            self.warned_no_aof = before.run_id.clone();
+            tracing::warn!(
+                "cluster: Redis keeps no append-only file (appendonly no): if it restarts empty, \
+                 tombstones and revocations survive only in the instances that hold them, and an \
+                 instance joining while one of those cannot reach Redis does not know them \
+                 (see docs/cluster.md, Redis persistence)"
+            );
+        }
         if self.overflowing {
             self.overflowing = false;
             tracing::info!("cluster: the fence records fit fence_max_entries again");
