@@ -114,7 +114,7 @@ impl Reader {
         // the entry's ordinal): the order in which a reader of the stream
         // met them, which decides a delete and a re-creation dated the same
         // millisecond.
-        invs.sort_by(|a, b| a.0.cmp(&b.0));
+        invs.sort_by_key(|(order, _)| *order);
         if gap.is_some() {
             (self.flush)().await;
             stats.flushes.inc();
