@@ -105,7 +105,7 @@ async fn the_fence_set_has_no_ttl_so_volatile_eviction_cannot_take_it_and_a_join
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     delete_through(&sim, &a, gone, "evt_01EVICTDELETE00000000000").await;
     let fences = fences_key(&a);
-    assert_eq!(redis.cmd::<i64>(&["ZCARD", &fences]), 1);
+    assert_eq!(redis.cmd::<i64>(&["ZCOUNT", &fences, "-inf", "(+inf"]), 1);
 
     // volatile-* policies evict only keys with a TTL: the fence set has
     // none (its records expire by score), so memory pressure cannot take it.
@@ -164,9 +164,9 @@ async fn a_short_lived_publication_does_not_expire_the_other_fence_records() {
     // B accepts an unrelated regenerate (a fence record of its own).
     b.accept(&regenerated(other, Vec::new())).await.unwrap();
     let fences = fences_key(&a);
-    assert_eq!(redis.cmd::<i64>(&["ZCARD", &fences]), 2);
+    assert_eq!(redis.cmd::<i64>(&["ZCOUNT", &fences, "-inf", "(+inf"]), 2);
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let left: i64 = redis.cmd(&["ZCARD", &fences]);
+    let left: i64 = redis.cmd(&["ZCOUNT", &fences, "-inf", "(+inf"]);
     let c = gated(&sim, settings(&redis.url(), "c")).await;
     eventually("C synced", Duration::from_secs(5), || async {
         c.node.is_synced()

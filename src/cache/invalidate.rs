@@ -27,7 +27,8 @@
 //! A tombstone is lifted early only by a `content.generated` shown to be
 //! later than the delete (its change time not before the delete's; in the
 //! same millisecond, arriving after it), so a late or retried `generated`
-//! never resurrects a deleted container.
+//! never resurrects a deleted container. The delete's date is the newest
+//! of every delete applied: an older delete arriving late never lowers it.
 
 use super::fence::{Floor, MutationMark};
 use super::ContentCache;
@@ -152,7 +153,11 @@ impl ContentCache {
             EventType::Deleted => {
                 st.tombstone_until = Some(now + self.ttls.load().tombstone_ttl);
                 let at = inv.changed_at.or(inv.created_at).unwrap_or(now_ms);
-                st.tombstone_changed_at = Some(at);
+                // The tombstone's date only moves forward: a late retry of
+                // an older delete must not lower it, or a late `generated`
+                // between the two deletes would lift the newest one (and a
+                // replayed stream entry could do the same on purpose).
+                st.tombstone_changed_at = Some(st.tombstone_changed_at.map_or(at, |t| t.max(at)));
             }
             EventType::Generated => {
                 let later = match (inv.changed_at.or(inv.created_at), st.tombstone_changed_at) {

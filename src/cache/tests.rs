@@ -238,3 +238,43 @@ async fn fills_older_than_a_reported_change_time_are_revoked_and_newer_ones_kept
     // stream entry) revokes nothing current.
     assert!(cache.invalidate(&e).await.revoked.is_empty());
 }
+
+/// Issue 15 (attack15c): deleted at T1, re-created at T2, deleted again at
+/// T3; T3's delete arrives first, then the late retries of T1 and T2. The
+/// late T1 delete used to lower the tombstone's date to T1, so T2's
+/// `generated` then looked later than "the" delete and lifted it: the
+/// container deleted at T3 was served again. The date only moves forward.
+#[tokio::test(start_paused = true)]
+async fn a_late_older_delete_does_not_let_a_late_re_creation_lift_the_newest_tombstone() {
+    let cache = ContentCache::new(settings(), None, None);
+    let t3 = 1_800_000_000_000i64;
+    let dated = |t: EventType, at: i64| Invalidation {
+        created_at: Some(at),
+        ..inv(t, &[])
+    };
+    cache.invalidate(&dated(EventType::Deleted, t3)).await;
+    cache
+        .invalidate(&dated(EventType::Deleted, t3 - 2 * 3_600_000))
+        .await;
+    cache
+        .invalidate(&dated(EventType::Generated, t3 - 3_600_000))
+        .await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    let (r, status) = cache
+        .fill(&org(), id(), move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Ok(body(&["a"])) }
+        })
+        .await;
+    assert!(r.is_err(), "the container deleted at T3 is served again");
+    assert_eq!(status, CacheStatus::Tombstone);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // A re-creation after T3 still lifts it.
+    cache.invalidate(&dated(EventType::Generated, t3 + 1)).await;
+    assert!(!cache
+        .fences
+        .get_or_create(id())
+        .lock()
+        .is_tombstoned(Instant::now()));
+}

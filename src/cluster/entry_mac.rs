@@ -14,9 +14,26 @@
 //!
 //! The MAC covers the stream's name as well as the payload, so an entry
 //! copied from another deployment sharing the secret does not verify here.
-//! A replay of one of this deployment's own genuine entries does verify; it
-//! is caught by the event-id dedupe, and its dates keep it from undoing a
-//! later change (see `cache/invalidate.rs`).
+//!
+//! What it does **not** cover: where and when a payload sits. So, to
+//! anything with write access to the Redis:
+//!
+//! - a *replay* of one of this deployment's genuine entries or records
+//!   verifies. It is met as a duplicate by every instance that applied the
+//!   event (a rebuild marks the event ids of the records it applies, too),
+//!   for as long as the bounded dedupe remembers it; beyond that, its dates
+//!   keep it from undoing a later change (a tombstone's date only moves
+//!   forward, a `generated` lifts only a tombstone dated no later, a floor
+//!   only rises: see `cache/invalidate.rs`). It can re-tombstone a
+//!   container re-created since (a 404, never old data). The MAC is not
+//!   bound to the entry's ordinal: the publishing script assigns it after
+//!   the publisher signed.
+//! - *deleting* entries is a gap by their ordinals, and deleting the whole
+//!   fence set by its marker (`gap.rs`); deleting one fence record is not
+//!   detectable (a later joiner lacks that fence).
+//! - the `<ms>-<n>:` stamp a fence record's member starts with (written by
+//!   the script) is outside the MAC: rewriting it reorders records of the
+//!   same date in a rebuild, no more.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -25,7 +25,14 @@
 //!   stream): a stream created and deleted again before it read it looks
 //!   like no stream at all. The one change that loses nothing is the
 //!   first creation after such a reader joined (its epoch one more, the
-//!   stream present: the ordinals then check it from entry 1).
+//!   stream present: the ordinals then check it from entry 1);
+//! - the fence set's *token* (its marker member, see `SYNC_SCRIPT`)
+//!   changing or vanishing means the fence set was lost: deleted alone,
+//!   evicted, or with everything else by `FLUSHDB`/`FLUSHALL` (which keep
+//!   `run_id` and take the epoch counter too, so a reader at `0-0` with
+//!   epoch 0 would otherwise see exactly what it saw before). Every round
+//!   writes a fresh token when there is none, so "none" never persists
+//!   while Redis takes writes.
 //!
 //! An `XDEL` of entries after the position also moves `max-deleted-entry-id`
 //! past it. A needless flush is always safe; a missed gap never is, so
@@ -41,6 +48,20 @@ pub struct Position {
     pub n: u64,
     /// The stream's epoch when it was read (0: no epoch key).
     pub epoch: u64,
+    /// A hash of the fence set's token when it was read (see [`token_hash`]).
+    pub token: u64,
+}
+
+/// The form a token is kept in ([`Position`] stays `Copy`); "" (no token)
+/// is 0.
+pub fn token_hash(token: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    if token.is_empty() {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    token.hash(&mut h);
+    h.finish() | 1
 }
 
 /// Why the stream lost entries this node had not read.
@@ -65,6 +86,9 @@ pub enum Gap {
     /// hold the cluster secret): not applied, and what it may have displaced
     /// cannot be known.
     Unverified,
+    /// The fence set's token changed or vanished: the fence records were
+    /// lost (the set deleted or evicted, or the database flushed).
+    FencesLost,
 }
 
 impl Gap {
@@ -77,6 +101,7 @@ impl Gap {
             Gap::Undecodable => "undecodable",
             Gap::EpochChanged => "epoch_changed",
             Gap::Unverified => "unverified",
+            Gap::FencesLost => "fences_lost",
         }
     }
 
@@ -92,6 +117,9 @@ impl Gap {
 pub fn detect_gap(prev_run_id: &str, pos: Position, r: &Round) -> Option<Gap> {
     if !prev_run_id.is_empty() && prev_run_id != r.run_id {
         return Some(Gap::Restarted);
+    }
+    if token_hash(&r.token) != pos.token {
+        return Some(Gap::FencesLost);
     }
     if r.epoch != pos.epoch {
         let first_creation = pos.n == 0 && pos.id.is_zero() && r.exists && r.epoch == pos.epoch + 1;
@@ -136,6 +164,15 @@ mod tests {
             id: id(ms),
             n,
             epoch: 1,
+            token: token_hash("t1"),
+        }
+    }
+
+    /// A reader that joined while there was no stream.
+    fn at_0_0() -> Position {
+        Position {
+            token: token_hash("t1"),
+            ..Position::default()
         }
     }
 
@@ -160,6 +197,7 @@ mod tests {
             heartbeat: Ok(()),
             entries,
             epoch: 1,
+            token: "t1".into(),
         }
     }
 
@@ -186,7 +224,7 @@ mod tests {
         r.entries.clear();
         assert_eq!(detect_gap("r1", p, &r), Some(Gap::Trimmed));
         // A reader that joined before the stream existed.
-        let zero = Position::default();
+        let zero = at_0_0();
         assert_eq!(detect_gap("r1", zero, &round(1, 4, zero)), None);
         assert_eq!(detect_gap("r1", zero, &round(3, 4, zero)), Some(Gap::Trimmed));
         // Redis 7.0 leaves max-deleted-entry-id at 0-0 on trims; the
@@ -212,7 +250,7 @@ mod tests {
     fn a_stream_that_went_back_is_a_gap() {
         let p = pos(50, 5);
         // Recreated: new ordinals start at 1 again, with later ids.
-        let mut r = round(1, 2, Position::default());
+        let mut r = round(1, 2, at_0_0());
         for e in &mut r.entries {
             e.id.ms += 1000;
         }
@@ -235,12 +273,12 @@ mod tests {
         };
         assert_eq!(detect_gap("r1", p, &gone), Some(Gap::StreamMissing));
         let never = Round { epoch: 0, ..gone };
-        assert_eq!(detect_gap("r1", Position::default(), &never), None);
+        assert_eq!(detect_gap("r1", at_0_0(), &never), None);
     }
 
     #[test]
     fn a_stream_that_came_and_went_is_a_gap_even_from_0_0() {
-        let zero = Position::default();
+        let zero = at_0_0();
         // Created (epoch 1) and deleted before this reader read it.
         let gone = Round {
             exists: false,
@@ -268,5 +306,32 @@ mod tests {
         let mut r = round(6, 8, p);
         r.entries[0].n = None;
         assert_eq!(detect_gap("r1", p, &r), None);
+    }
+
+    #[test]
+    fn a_fence_set_lost_or_flushed_is_a_gap_even_from_0_0() {
+        // FLUSHDB between two rounds of a reader at 0-0: no stream, epoch 0,
+        // as before; only the token (rewritten fresh by the round) differs.
+        let zero = at_0_0();
+        let flushed = Round {
+            exists: false,
+            entries: Vec::new(),
+            epoch: 0,
+            token: "t2".into(),
+            ..round(1, 1, zero)
+        };
+        assert_eq!(
+            detect_gap("r1", Position { epoch: 0, ..zero }, &flushed),
+            Some(Gap::FencesLost)
+        );
+        // The fence set deleted alone, mid-stream; or gone with no new
+        // token (Redis refuses the write).
+        let p = pos(50, 5);
+        let mut r = round(1, 9, p);
+        r.token = "t2".into();
+        assert_eq!(detect_gap("r1", p, &r), Some(Gap::FencesLost));
+        r.token = String::new();
+        assert_eq!(detect_gap("r1", p, &r), Some(Gap::FencesLost));
+        assert!(Gap::FencesLost.redis_lost_data());
     }
 }

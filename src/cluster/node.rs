@@ -175,16 +175,22 @@ pub struct ClusterNode {
     stop: watch::Sender<bool>,
     /// `start` runs the tasks once.
     started: AtomicBool,
+    /// Whether the last publication was refused for a full fence set (one
+    /// error log per spell).
+    fence_full: AtomicBool,
 }
+
+/// The error `PUBLISH_SCRIPT` answers when the fence set is at the cap.
+const FENCE_FULL: &str = "FENCEFULL";
 
 /// An invalidation waiting to be appended.
 #[derive(Clone)]
 struct Pending {
     event_id: String,
     payload: String,
-    /// Expiry (unix ms) of its fence record, for events that tombstone or
-    /// revoke; `None` for the others.
-    fence_until: Option<i64>,
+    /// Lifetime (ms, from Redis's now when published) of its fence record,
+    /// for events that tombstone or revoke; `None` for the others.
+    fence_retention_ms: Option<u64>,
     /// A collapsed outbox's purge-all: once it is published, this
     /// instance's fences are re-published (the collapsed events' records
     /// were never written).
@@ -249,6 +255,7 @@ impl ClusterNode {
             stats,
             stop: watch::channel(false).0,
             started: AtomicBool::new(false),
+            fence_full: AtomicBool::new(false),
             settings: settings.clone(),
         }))
     }
@@ -344,14 +351,15 @@ impl ClusterNode {
             None => inv,
         };
         let payload = entry::encode(inv, &event_id, &self.instance_id);
-        let fence_until = inv
+        // A lifetime, not an expiry: the script dates it by Redis's clock.
+        let fence_retention_ms = inv
             .event_type
             .revokes_assets()
-            .then(|| unix_millis() + self.fence_retention().as_millis() as i64);
+            .then(|| self.fence_retention().as_millis() as u64);
         let p = Pending {
             event_id,
             payload,
-            fence_until,
+            fence_retention_ms,
             republish_after: false,
         };
         match self.append(&p).await {
@@ -426,11 +434,11 @@ impl ClusterNode {
             .arg(&p.event_id)
             .arg(&*self.instance_id)
             .arg(&p.payload)
-            .arg(p.fence_until.map(|t| t.to_string()).unwrap_or_default())
-            .arg(unix_millis())
+            .arg(p.fence_retention_ms.map(|t| t.to_string()).unwrap_or_default())
+            .arg(reader::fresh_token())
             .arg(self.settings.fence_max_entries)
             .arg(self.entry_key.sign(p.payload.as_bytes()))
-            .arg(if p.fence_until.is_some() {
+            .arg(if p.fence_retention_ms.is_some() {
                 self.entry_key.seal_record(&p.payload)
             } else {
                 String::new()
@@ -440,10 +448,38 @@ impl ClusterNode {
             self.settings.command_timeout(),
             cmd.query_async::<String>(&mut conn),
         );
-        match reply.await {
+        let result = match reply.await {
             Ok(Ok(id)) => StreamId::parse(&id).ok_or_else(|| format!("XADD answered {id:?}")),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("publishing timed out".into()),
+        };
+        self.note_fence_full(&result);
+        result
+    }
+
+    /// Counts a publication refused because the fence set is full, and logs
+    /// the first of a spell (the next success ends it). Nothing was
+    /// dropped: the event stays queued (and the node unsynced) until the
+    /// set has room, as records expire or once the cap is raised.
+    fn note_fence_full(&self, result: &Result<StreamId, String>) {
+        match result {
+            Err(e) if e.contains(FENCE_FULL) => {
+                self.stats.fence_full.inc();
+                if !self.fence_full.swap(true, Ordering::AcqRel) {
+                    tracing::error!(
+                        error = %e,
+                        fence_max_entries = self.settings.fence_max_entries,
+                        "cluster: the fence set is full; invalidations stay unacknowledged and queued \
+                         until records expire (raise cluster.fence_max_entries on every instance)"
+                    );
+                }
+            }
+            Ok(_) => {
+                if self.fence_full.swap(false, Ordering::AcqRel) {
+                    tracing::info!("cluster: the fence set has room again");
+                }
+            }
+            Err(_) => {}
         }
     }
 
@@ -492,7 +528,7 @@ impl ClusterNode {
             q.push_back(Pending {
                 event_id,
                 payload,
-                fence_until: None,
+                fence_retention_ms: None,
                 republish_after: true,
             });
         } else {

@@ -12,7 +12,8 @@
 //! instance's heartbeat (a write), read the stream's state and the entries
 //! after the position. Then, in this order:
 //!
-//! 1. **Gap?** ([`detect_gap`], exact from the entries' ordinals): mark the
+//! 1. **Gap?** ([`detect_gap`], exact from the entries' ordinals, the
+//!    stream's epoch and the fence set's token): mark the
 //!    node unsynced, rebuild. If Redis itself may have lost data (another
 //!    server process, the stream gone or gone back in time), also
 //!    re-publish this instance's own fences, since the fence records may be
@@ -74,6 +75,8 @@ struct Reader {
     write_refused: bool,
     /// The stream's epoch at the last round or rebuild (`None`: none yet).
     epoch: Option<u64>,
+    /// The fence set's token at the last rebuild (`None`: none yet).
+    token: Option<String>,
     /// The primary the reader's connection goes to (`host:port`).
     primary: String,
     /// Asks the sentinels each round (Sentinel deployments only).
@@ -81,6 +84,9 @@ struct Reader {
     /// Whether the last rebuild was refused for too many fence records
     /// (one error log per spell).
     overflowing: bool,
+    /// The `run_id` of the Redis process whose missing append-only file
+    /// was last reported (one warning per Redis process).
+    warned_no_aof: String,
 }
 
 /// The reader task; see the module docs.
@@ -104,9 +110,11 @@ pub(super) async fn run(node: Arc<ClusterNode>, apply: ApplyFn, flush: FlushFn, 
         down_since: None,
         write_refused: false,
         epoch: None,
+        token: None,
         primary: String::new(),
         watch,
         overflowing: false,
+        warned_no_aof: String::new(),
     };
     let mut backoff = MIN_BACKOFF;
     while !stopped.is_stopped() {
@@ -234,7 +242,7 @@ impl Reader {
             at = Position {
                 id: e.id,
                 n: at.n + 1,
-                epoch: at.epoch,
+                ..at
             };
             self.position = Some(at);
         }
@@ -326,7 +334,8 @@ impl Reader {
             .arg(&self.node.keys.epoch)
             .arg(pos.id.to_string())
             .arg(s.read_count)
-            .arg(&*self.node.instance_id);
+            .arg(&*self.node.instance_id)
+            .arg(fresh_token());
         let timeout = s.command_timeout();
         let reply = self.eval(cmd, "a sync round", timeout).await?;
         Round::parse(&reply)
@@ -392,6 +401,11 @@ impl Reader {
             }
         }
     }
+}
+
+/// A random token for the fence set's marker, used only when it has none.
+pub(super) fn fresh_token() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 /// Wall-clock unix milliseconds (fence record expiry is shared by every

@@ -8,41 +8,63 @@
 //! - [`SYNC_SCRIPT`]: one proof round: appends this instance's heartbeat
 //!   (the write half of the proof; its error is returned, not raised), then
 //!   reads the stream's state and the entries after the reader's position.
-//! - [`REBUILD_SCRIPT`]: the stream's end, its epoch and how many live fence
-//!   records there are, read together, for joining and for recovering from
-//!   a gap (the records themselves are then read in pages, see
-//!   `rebuild.rs`).
+//! - [`REBUILD_SCRIPT`]: the stream's end, its epoch, the fence set's token
+//!   and how many live fence records there are, read together with Redis's
+//!   time, for joining and for recovering from a gap (the records
+//!   themselves are then read in pages, see `rebuild.rs`).
+//!
+//! Every time a script needs (record expiry, pruning, "live") is Redis's
+//! `TIME`, one clock for every instance (Redis 7 replicates a script's
+//! effects, so reading `TIME` before writing is allowed).
 //!
 //! [`StreamKeys`]: super::keys::StreamKeys
 
 use super::entry::{StreamId, FIELD_INV, FIELD_MAC, FIELD_N};
 use redis::Value;
 
+/// The fence set's marker members start with this byte (records start
+/// with a digit): `~<token>`, score `+inf`, never pruned. The token is the
+/// fence set's identity; see [`SYNC_SCRIPT`].
+pub const MARKER_PREFIX: u8 = b'~';
+
 /// KEYS: stream, fences, epoch. ARGV: maxlen, event id, origin instance,
-/// payload, fence expiry (unix ms, or "" for no fence record), now (unix
-/// ms), fence cap, the payload's MAC, the fence record (MAC and payload,
-/// see `entry_mac.rs`). Returns the new entry's id. The fence record goes
-/// first: an entry is never in the stream without the record that outlives
-/// it. Refused off a primary (a writable replica would accept it and keep
-/// it). The fence set has no TTL of its own (expired records are pruned by
-/// score here and skipped by the rebuild): a key with a TTL is what
-/// `volatile-*` eviction policies evict first, and one publication with a
-/// short lifetime would otherwise have set the expiry of every record in
-/// the set. Creating the stream bumps its epoch (a counter with no TTL):
-/// a reader that saw another epoch knows the stream came and went, even
-/// from `0-0` (see `gap.rs`). The bump follows the `XADD`: a script's
-/// writes before an error stay, and a refused `XADD` retried from the
-/// outbox must not bump it each time (every reader would see a gap).
+/// payload, fence retention (ms, or "" for no fence record), a fresh random
+/// token (used only if the fence set has no marker), fence cap, the
+/// payload's MAC, the fence record (MAC and payload, see `entry_mac.rs`).
+/// Returns the new entry's id.
+///
+/// Times are Redis's (`TIME`), never the publisher's: a publisher whose
+/// clock runs ahead would otherwise prune every other instance's live
+/// records, and one running behind would write records that expire early.
+/// The record's expiry is Redis's now plus the retention; expired records
+/// are pruned by Redis's now.
+///
+/// The fence record goes first: an entry is never in the stream without
+/// the record that outlives it. Its member is `<ms>-<n>:<mac>.<payload>`
+/// (Redis's time and the entry's ordinal, so a rebuild applies records of
+/// the same date in publication order). **A full set refuses**: with
+/// `fence_max_entries` live records after pruning, the script answers
+/// `FENCEFULL` and writes nothing, so the invalidation stays unacknowledged
+/// and queued; a live record is never dropped to make room (a joiner would
+/// miss its tombstone).
+///
+/// Refused off a primary (a writable replica would accept it and keep
+/// it). The first write is a `ZADD XX` that changes nothing: Redis checks
+/// `maxmemory` only for a script's first write, and the prune (a write that
+/// Redis never refuses) must not let the record and the entry through on a
+/// Redis that is out of memory. The fence set has no TTL of its own (a key with a TTL is what
+/// `volatile-*` eviction policies evict first). Creating the stream bumps
+/// its epoch (a counter with no TTL): a reader that saw another epoch knows
+/// the stream came and went, even from `0-0` (see `gap.rs`). The bump
+/// follows the `XADD`: a script's writes before an error stay, and a
+/// refused `XADD` retried from the outbox must not bump it each time.
 pub const PUBLISH_SCRIPT: &str = r"
 if not string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) then
   return redis.error_reply('READONLY not a primary: a replica would keep the entry to itself')
 end
-if ARGV[5] ~= '' then
-  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[9])
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[6])
-  local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[7])
-  if over > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1) end
-end
+redis.call('ZADD', KEYS[2], 'XX', 0, '')
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = 1
 local created = redis.call('EXISTS', KEYS[1]) == 0
 if not created then
@@ -52,6 +74,17 @@ if not created then
     if x[i] == 'entries-added' then n = x[i + 1] + 1 end
   end
 end
+if ARGV[5] ~= '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  local live = redis.call('ZCOUNT', KEYS[2], '-inf', '(+inf')
+  if live >= tonumber(ARGV[7]) then
+    return redis.error_reply('FENCEFULL ' .. live .. ' live fence records: cluster.fence_max_entries = ' .. ARGV[7])
+  end
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), now .. '-' .. n .. ':' .. ARGV[9])
+end
+if #redis.call('ZRANGEBYSCORE', KEYS[2], '+inf', '+inf', 'LIMIT', 0, 1) == 0 then
+  redis.call('ZADD', KEYS[2], '+inf', '~' .. ARGV[6])
+end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
   'event', ARGV[2], 'origin', ARGV[3], 'n', n, 'inv', ARGV[4], 'mac', ARGV[8])
 if created then redis.call('INCR', KEYS[3]) end
@@ -59,28 +92,44 @@ return id
 ";
 
 /// KEYS: stream, heartbeat, fences, epoch. ARGV: position, count, instance
-/// id. The heartbeat proves the writes publishing needs: an `XADD`, a
-/// `ZADD` on the fence set (`XX` on a member that never exists: checked by
-/// ACLs, changes nothing), on a primary (a writable replica would accept
-/// them and keep them to itself). Returns `{exists, last_generated_id,
+/// id, a fresh random token. The heartbeat proves the writes publishing
+/// needs: an `XADD`, a `ZADD` on the fence set, on a primary (a writable
+/// replica would accept them and keep them to itself).
+///
+/// The fence set's **marker** (`~<token>`, score `+inf`) is its identity:
+/// every round and publication adds one with a fresh token when there is
+/// none (`ZADD` on the set: also the heartbeat's second write). A reader
+/// remembers the token; any change, including "none" and a new token after
+/// none, means the set was lost (`FLUSHDB`, eviction, a `DEL`, a restart
+/// without persistence) and takes the stream's epoch key with it: a gap
+/// with data loss (`gap.rs`). Returns `{exists, last_generated_id,
 /// max_deleted_id, entries_added, length, run_id, heartbeat ("OK" or the
-/// error), entries after position, epoch}`; `entries_added` is -1 before
-/// Redis 7.0.
+/// error), entries after position, epoch, token ("" if none could be
+/// written)}`; `entries_added` is -1 before Redis 7.0.
 pub const SYNC_SCRIPT: &str = r"
 local info = redis.call('INFO', 'server')
 local run_id = string.match(info, 'run_id:(%x+)') or ''
 local epoch = redis.call('GET', KEYS[4]) or '0'
+local m = redis.call('ZRANGEBYSCORE', KEYS[3], '+inf', '+inf', 'LIMIT', 0, 1)
+local token = ''
+if #m > 0 then token = string.sub(m[1], 2) end
 local hb = 'OK'
 if not string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) then
   hb = 'not a primary'
 else
   local r = redis.pcall('XADD', KEYS[2], 'MAXLEN', 16, '*', 'instance', ARGV[3])
   if type(r) == 'table' and r.err then hb = r.err end
-  local z = redis.pcall('ZADD', KEYS[3], 'XX', 0, '')
+  local z
+  if token == '' then
+    z = redis.pcall('ZADD', KEYS[3], '+inf', '~' .. ARGV[4])
+    if not (type(z) == 'table' and z.err) then token = ARGV[4] end
+  else
+    z = redis.pcall('ZADD', KEYS[3], 'XX', '+inf', m[1])
+  end
   if type(z) == 'table' and z.err and hb == 'OK' then hb = z.err end
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, '0-0', '0-0', 0, 0, run_id, hb, {}, epoch}
+  return {0, '0-0', '0-0', 0, 0, run_id, hb, {}, epoch, token}
 end
 local x = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, maxdel, added, len = '0-0', '0-0', -1, 0
@@ -92,21 +141,37 @@ for i = 1, #x, 2 do
   elseif k == 'length' then len = x[i + 1] end
 end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
-return {1, last, maxdel, added, len, run_id, hb, entries, epoch}
+return {1, last, maxdel, added, len, run_id, hb, entries, epoch, token}
 ";
 
-/// KEYS: stream, fences, epoch. ARGV: now (unix ms). Returns `{exists,
-/// last_generated_id, entries_added, run_id, live fence records (count),
-/// epoch}`: where a rebuild starts reading the stream, and how many records
-/// it is about to read (`rebuild.rs` reads them in pages afterwards: one
-/// reply of a full set would not fit in a command's time). Reads only.
+/// KEYS: stream, fences, epoch. ARGV: a fresh random token. Returns
+/// `{exists, last_generated_id, entries_added, run_id, live fence records
+/// (count, markers excluded), epoch, token, now}`: where a rebuild starts
+/// reading the stream, how many records it is about to read (`rebuild.rs`
+/// reads them in pages afterwards: one reply of a full set would not fit
+/// in a command's time), the fence set's token (written if there is none,
+/// when Redis takes writes; see [`SYNC_SCRIPT`]), Redis's time (unix ms),
+/// by which "live" is judged: never a gateway's clock, and whether Redis
+/// writes an append-only file (`aof_enabled`; without one, fences survive
+/// a Redis restart only in the instances that hold them).
 pub const REBUILD_SCRIPT: &str = r"
 local info = redis.call('INFO', 'server')
 local run_id = string.match(info, 'run_id:(%x+)') or ''
-local live = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[1], '+inf')
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local live = redis.call('ZCOUNT', KEYS[2], '(' .. now, '(+inf')
 local epoch = redis.call('GET', KEYS[3]) or '0'
+local m = redis.call('ZRANGEBYSCORE', KEYS[2], '+inf', '+inf', 'LIMIT', 0, 1)
+local token = ''
+if #m > 0 then
+  token = string.sub(m[1], 2)
+elseif string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) then
+  local z = redis.pcall('ZADD', KEYS[2], '+inf', '~' .. ARGV[1])
+  if not (type(z) == 'table' and z.err) then token = ARGV[1] end
+end
+local aof = string.match(redis.call('INFO', 'persistence'), 'aof_enabled:(%d)') or '0'
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, '0-0', 0, run_id, live, epoch}
+  return {0, '0-0', 0, run_id, live, epoch, token, now, aof}
 end
 local x = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, added = '0-0', -1
@@ -114,7 +179,7 @@ for i = 1, #x, 2 do
   if x[i] == 'last-generated-id' then last = x[i + 1]
   elseif x[i] == 'entries-added' then added = x[i + 1] end
 end
-return {1, last, added, run_id, live, epoch}
+return {1, last, added, run_id, live, epoch, token, now, aof}
 ";
 
 /// One stream entry as read.
@@ -145,6 +210,8 @@ pub struct Round {
     pub entries: Vec<RawEntry>,
     /// The stream's epoch (0: no epoch key).
     pub epoch: u64,
+    /// The fence set's token ("": none, and none could be written).
+    pub token: String,
 }
 
 /// What [`REBUILD_SCRIPT`] answered.
@@ -156,6 +223,12 @@ pub struct Rebuild {
     /// Live fence records in the set.
     pub live: u64,
     pub epoch: u64,
+    /// The fence set's token ("": none, and none could be written).
+    pub token: String,
+    /// Redis's time (unix ms): records scored after it are live.
+    pub now: i64,
+    /// Whether Redis writes an append-only file.
+    pub aof: bool,
 }
 
 const NEEDS_7: &str = "the cluster needs Redis 7.0 or later (XINFO STREAM has no entries-added)";
@@ -225,7 +298,7 @@ impl Round {
     pub fn parse(v: &Value) -> Result<Round, String> {
         let bad = || format!("unexpected sync script answer: {v:?}");
         let a = array(v).ok_or_else(bad)?;
-        let [exists, last, maxdel, added, length, run_id, hb, entries, epoch] = a else {
+        let [exists, last, maxdel, added, length, run_id, hb, entries, epoch, token] = a else {
             return Err(bad());
         };
         let added = int(added).ok_or_else(bad)?;
@@ -247,6 +320,7 @@ impl Round {
                 .map(|e| entry(e).ok_or_else(bad))
                 .collect::<Result<_, _>>()?,
             epoch: int(epoch).ok_or_else(bad)?.max(0) as u64,
+            token: text(token).ok_or_else(bad)?,
         })
     }
 }
@@ -255,7 +329,7 @@ impl Rebuild {
     pub fn parse(v: &Value) -> Result<Rebuild, String> {
         let bad = || format!("unexpected rebuild script answer: {v:?}");
         let a = array(v).ok_or_else(bad)?;
-        let [_exists, last, added, run_id, live, epoch] = a else {
+        let [_exists, last, added, run_id, live, epoch, token, now, aof] = a else {
             return Err(bad());
         };
         let added = int(added).ok_or_else(bad)?;
@@ -268,6 +342,9 @@ impl Rebuild {
             run_id: text(run_id).ok_or_else(bad)?,
             live: int(live).ok_or_else(bad)?.max(0) as u64,
             epoch: int(epoch).ok_or_else(bad)?.max(0) as u64,
+            token: text(token).ok_or_else(bad)?,
+            now: int(now).ok_or_else(bad)?,
+            aof: int(aof).ok_or_else(bad)? == 1,
         })
     }
 }
@@ -305,6 +382,7 @@ mod tests {
                 Value::Array(vec![bulk("1700-3"), Value::Array(vec![bulk("inv"), bulk("x")])]),
             ]),
             bulk("4"),
+            bulk("f00d"),
         ]);
         let r = Round::parse(&v).unwrap();
         assert_eq!(r.last_generated, StreamId { ms: 1700, seq: 3 });
@@ -313,7 +391,7 @@ mod tests {
         assert_eq!(r.entries[0].n, Some(6));
         assert_eq!(r.entries[0].inv.as_deref(), Some(&b"{}"[..]));
         assert_eq!(r.entries[1].n, None);
-        assert_eq!(r.epoch, 4);
+        assert_eq!((r.epoch, r.token.as_str()), (4, "f00d"));
         assert!(Round::parse(&Value::Nil).is_err());
     }
 
@@ -329,6 +407,7 @@ mod tests {
             bulk("OK"),
             Value::Array(vec![]),
             bulk("0"),
+            bulk(""),
         ]);
         assert!(Round::parse(&v).unwrap_err().contains("Redis 7.0"));
     }

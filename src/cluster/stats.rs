@@ -67,6 +67,10 @@ pub struct ClusterStats {
     /// `fence_max_entries` (the instance stays unsynced rather than join
     /// on a partial set).
     pub fence_overflows: IntCounter,
+    /// Publications refused because the fence set held `fence_max_entries`
+    /// live records (the event stays queued and unacknowledged; no live
+    /// record is ever dropped to make room).
+    pub fence_full: IntCounter,
     /// Rounds in which the sentinels did not confirm the primary this
     /// instance reads (another primary named, or no majority answered).
     pub sentinel_mismatches: IntCounter,
@@ -177,6 +181,10 @@ impl ClusterStats {
                 "fence_rebuild_over_cap_total",
                 "Rebuilds refused: more live fence records than fence_max_entries (the instance stays unsynced).",
             ),
+            fence_full: counter(
+                "fence_set_full_total",
+                "Publications refused: the fence set held fence_max_entries live records (queued, unacknowledged).",
+            ),
             sentinel_mismatches: counter(
                 "sentinel_mismatches_total",
                 "Rounds in which the sentinels did not confirm this instance's primary (it reconnects).",
@@ -241,6 +249,7 @@ impl ClusterStats {
         r.register(Box::new(self.undecodable.clone()))?;
         r.register(Box::new(self.unverified.clone()))?;
         r.register(Box::new(self.fence_overflows.clone()))?;
+        r.register(Box::new(self.fence_full.clone()))?;
         r.register(Box::new(self.sentinel_mismatches.clone()))?;
         r.register(Box::new(self.published.clone()))?;
         r.register(Box::new(self.outbox.clone()))?;
@@ -260,7 +269,7 @@ mod tests {
         let r = Registry::new();
         s.register(&r).unwrap();
         let names: Vec<String> = r.gather().iter().map(|f| f.name().to_owned()).collect();
-        assert_eq!(names.len(), 24, "{names:?}");
+        assert_eq!(names.len(), 25, "{names:?}");
         assert!(names.iter().all(|n| n.starts_with("layers_gateway_cluster_")));
         assert!(s.register(&r).is_err(), "a second registration is refused");
     }

@@ -1,38 +1,44 @@
 //! Joining the stream, and recovering from a gap: a *rebuild*.
 //!
 //! 1. One [`REBUILD_SCRIPT`] reads, atomically, where the stream ends (the
-//!    position to read on from), its epoch, Redis's `run_id` and how many
-//!    live fence records there are.
+//!    position to read on from), its epoch, the fence set's token (writing
+//!    one if there is none), Redis's `run_id` and time, and how many live
+//!    fence records there are ("live" by Redis's clock, never this host's).
 //! 2. More live records than `fence_max_entries`: the node does not join.
 //!    Reading only some of them would silently drop tombstones (whichever
 //!    were left out), so it stays unsynced with state `fence_overflow`, a
 //!    counter, and one error log, and tries again every second (an
-//!    operator raises the cap, or records expire).
+//!    operator raises the cap, or records expire). Publishers never exceed
+//!    the cap (a full set refuses a publication, `PUBLISH_SCRIPT`), so this
+//!    only happens to an instance configured with a smaller cap.
 //! 3. The records are read in pages (`ZSCAN`), each page one command's
 //!    time, so a full set at the cap joins on a healthy Redis. `ZSCAN`
 //!    returns every record present for the whole scan; a record published
 //!    after step 1 is also an entry after the position, read next round; a
-//!    record gone meanwhile expired (or was dropped by a publisher's cap).
-//! 4. Step 1 again: if Redis's `run_id` or the epoch changed during the
-//!    scan (a restart, the stream recreated), the scan may have read a
-//!    Redis that lost data, so it starts over.
-//! 5. Flush (after a gap), apply the records oldest first (records whose MAC
-//!    does not verify are skipped and counted: a forged record could only
-//!    add a fence), and read on from step 1's end.
+//!    record gone meanwhile expired.
+//! 4. Step 1 again: if Redis's `run_id`, the epoch or the token changed
+//!    during the scan (a restart, the stream or the fence set recreated),
+//!    the scan may have read a Redis that lost data, so it starts over.
+//! 5. Flush (after a gap), apply the records by their change's date, then
+//!    in publication order (records whose MAC does not verify are skipped
+//!    and counted: a forged record could only add a fence), mark their
+//!    event ids as applied (the same event met again in the stream, or
+//!    replayed into it, is a duplicate), and read on from step 1's end.
 //!
 //! **Re-publication.** If Redis may have lost data since this instance last
-//! looked (the gap says so, or `run_id` or the epoch differ from what the
-//! reader saw before the gap, whatever gap started the rebuild; a restart
-//! while a rebuild kept failing must not be missed), the fence records may
-//! be gone too: the instance re-publishes what it holds.
+//! looked (the gap says so, or `run_id`, the epoch or the token differ from
+//! what the reader saw before the gap, whatever gap started the rebuild; a
+//! restart while a rebuild kept failing must not be missed), the fence
+//! records may be gone too: the instance re-publishes what it holds.
 //!
 //! [`REBUILD_SCRIPT`]: crate::cluster::scripts::REBUILD_SCRIPT
 
-use super::{unix_millis, Reader};
+use super::{fresh_token, Reader};
 use crate::cluster::entry;
-use crate::cluster::gap::{Gap, Position};
+use crate::cluster::gap::{token_hash, Gap, Position};
 use crate::cluster::node::{SyncReason, MAX_BACKOFF};
-use crate::cluster::scripts::{Rebuild, REBUILD_SCRIPT};
+use crate::cluster::scripts::{Rebuild, MARKER_PREFIX, REBUILD_SCRIPT};
+use crate::events::Invalidation;
 use redis::Value;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -42,8 +48,8 @@ const PAGE: usize = 256;
 
 /// What the scan found.
 enum Scanned {
-    /// Live records (score, member), oldest first.
-    Records(Vec<(f64, Vec<u8>)>),
+    /// Live records (members), in no particular order.
+    Records(Vec<Vec<u8>>),
     /// More than the cap.
     OverCap(u64),
 }
@@ -60,15 +66,25 @@ impl Reader {
         if before.live > cap {
             return self.over_cap(before.live).await;
         }
-        let records = match self.scan(cap).await? {
+        let records = match self.scan(cap, before.now).await? {
             Scanned::Records(r) => r,
             Scanned::OverCap(n) => return self.over_cap(n).await,
         };
         let after = self.meta().await?;
-        if after.run_id != before.run_id || after.epoch != before.epoch {
+        if after.run_id != before.run_id || after.epoch != before.epoch || after.token != before.token {
             return Err(
-                "Redis restarted or the stream was recreated while the fences were read; reading again"
+                "Redis restarted, or the stream or the fence set was recreated, while the fences were read; \
+                 reading again"
                     .into(),
+            );
+        }
+        if !before.aof && self.warned_no_aof != before.run_id {
+            self.warned_no_aof = before.run_id.clone();
+            tracing::warn!(
+                "cluster: Redis keeps no append-only file (appendonly no): if it restarts empty, \
+                 tombstones and revocations survive only in the instances that hold them, and an \
+                 instance joining while one of those cannot reach Redis does not know them \
+                 (see docs/cluster.md, Redis persistence)"
             );
         }
         if self.overflowing {
@@ -76,25 +92,41 @@ impl Reader {
             tracing::info!("cluster: the fence records fit fence_max_entries again");
         }
         let stats = self.node.stats.clone();
-        if gap.is_some() {
-            (self.flush)().await;
-            stats.flushes.inc();
-        }
-        let mut applied = 0usize;
         let mut unverified = 0usize;
-        for (_, record) in &records {
+        let mut invs: Vec<(RecordOrder, Invalidation)> = Vec::with_capacity(records.len());
+        for member in &records {
+            let (published, record) = split_record(member);
             let Some(payload) = self.node.entry_key.open_record(record) else {
                 unverified += 1;
                 continue;
             };
             match entry::decode(payload) {
                 Ok((inv, _origin)) => {
-                    (self.apply)(inv).await;
-                    applied += 1;
+                    let date = inv.changed_at.or(inv.created_at).unwrap_or(i64::MIN);
+                    invs.push(((date, published), inv));
                 }
                 Err(e) => {
                     tracing::warn!(error = ?e, "cluster: a fence record did not decode; skipped");
                 }
+            }
+        }
+        // By the change's date, then in publication order (Redis's time and
+        // the entry's ordinal): the order in which a reader of the stream
+        // met them, which decides a delete and a re-creation dated the same
+        // millisecond.
+        invs.sort_by_key(|(order, _)| *order);
+        if gap.is_some() {
+            (self.flush)().await;
+            stats.flushes.inc();
+        }
+        let applied = invs.len();
+        for (_, inv) in invs {
+            let id = inv.event_id.clone().filter(|id| !id.is_empty());
+            (self.apply)(inv).await;
+            // Applied: the same event met again in the stream (its entry
+            // after the position, or a replay of it) is a duplicate.
+            if let Some(id) = id {
+                self.node.dedupe.mark(&id);
             }
         }
         if unverified > 0 {
@@ -111,6 +143,7 @@ impl Reader {
             id: before.last_generated,
             n: before.added,
             epoch: before.epoch,
+            token: token_hash(&before.token),
         };
         tracing::info!(
             stream = %self.node.keys.stream,
@@ -123,12 +156,14 @@ impl Reader {
         // the gap's own reason: Redis may have restarted while this rebuild
         // kept failing.
         let restarted = !self.run_id.is_empty() && self.run_id != before.run_id;
-        let recreated = self.epoch.is_some_and(|e| e != before.epoch);
+        let recreated = self.epoch.is_some_and(|e| e != before.epoch)
+            || self.token.as_ref().is_some_and(|t| *t != before.token);
         let lost = gap.is_some_and(Gap::redis_lost_data) || restarted || recreated;
         self.position = Some(at);
         self.pending_gap = None;
         self.run_id = before.run_id;
         self.epoch = Some(before.epoch);
+        self.token = Some(before.token);
         self.node.fences_known.store(true, Ordering::Release);
         if lost {
             // The fence records may be gone with the data: put back what
@@ -139,7 +174,8 @@ impl Reader {
         Ok(())
     }
 
-    /// Step 1: the stream's end, epoch, `run_id` and live record count.
+    /// Step 1: the stream's end, epoch, token, `run_id`, live record count
+    /// and Redis's time.
     async fn meta(&mut self) -> Result<Rebuild, String> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(REBUILD_SCRIPT)
@@ -147,16 +183,16 @@ impl Reader {
             .arg(&self.node.keys.stream)
             .arg(&self.node.keys.fences)
             .arg(&self.node.keys.epoch)
-            .arg(unix_millis());
+            .arg(fresh_token());
         let timeout = self.node.settings.command_timeout();
         let reply = self.eval(cmd, "reading the stream's end", timeout).await?;
         Rebuild::parse(&reply)
     }
 
-    /// Step 3: every live record, in pages, deduplicated (`ZSCAN` may
-    /// return one twice), oldest first.
-    async fn scan(&mut self, cap: u64) -> Result<Scanned, String> {
-        let now = unix_millis() as f64;
+    /// Step 3: every live record (scored after Redis's `now`), in pages,
+    /// deduplicated (`ZSCAN` may return one twice), markers left out.
+    async fn scan(&mut self, cap: u64, now: i64) -> Result<Scanned, String> {
+        let now = now as f64;
         let timeout = self.node.settings.command_timeout();
         let mut live: HashMap<Vec<u8>, f64> = HashMap::new();
         let mut cursor = 0u64;
@@ -167,7 +203,7 @@ impl Reader {
             let (next, page) =
                 parse_page(&reply).ok_or_else(|| format!("unexpected ZSCAN answer: {reply:?}"))?;
             for (member, score) in page {
-                if score > now {
+                if score > now && member.first() != Some(&MARKER_PREFIX) {
                     live.insert(member, score);
                 }
             }
@@ -179,9 +215,7 @@ impl Reader {
             }
             cursor = next;
         }
-        let mut records: Vec<(f64, Vec<u8>)> = live.into_iter().map(|(m, s)| (s, m)).collect();
-        records.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        Ok(Scanned::Records(records))
+        Ok(Scanned::Records(live.into_keys().collect()))
     }
 
     /// Step 2: refuses to join on a partial fence set; see the module docs.
@@ -203,6 +237,24 @@ impl Reader {
         tokio::time::sleep(MAX_BACKOFF).await;
         Ok(())
     }
+}
+
+/// How records are applied: the change's date, then (Redis's time at
+/// publication, the entry's ordinal).
+type RecordOrder = (i64, (u64, u64));
+
+/// A fence set member `<ms>-<n>:<record>` split into its publication
+/// stamp and the sealed record (`entry_mac.rs`). The stamp is written by
+/// the publishing script, outside the MAC: it orders records, it adds or
+/// lifts nothing. A member without one (written before it existed) sorts
+/// first among records of its date.
+fn split_record(member: &[u8]) -> ((u64, u64), &[u8]) {
+    let stamp = member.iter().take(42).position(|b| *b == b':').and_then(|i| {
+        let s = std::str::from_utf8(&member[..i]).ok()?;
+        let (ms, n) = s.split_once('-')?;
+        Some(((ms.parse().ok()?, n.parse().ok()?), &member[i + 1..]))
+    });
+    stamp.unwrap_or(((0, 0), member))
 }
 
 /// (member, score) pairs of one `ZSCAN` page.
@@ -242,6 +294,13 @@ mod tests {
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_member_splits_into_its_stamp_and_record() {
+        assert_eq!(split_record(b"1700-3:abc.{}"), ((1700, 3), &b"abc.{}"[..]));
+        let old = format!("{}.{{\"a\":\"x:y\"}}", "0".repeat(64));
+        assert_eq!(split_record(old.as_bytes()), ((0, 0), old.as_bytes()));
     }
 
     #[test]
