@@ -24,8 +24,10 @@ usage: bash benches/load/run.sh [--smoke] [--scenarios "a b c d e f g"] [--out F
                    c  1,000 concurrent requests on one cold container
                    d  scenario a while 100 invalidation webhooks/s arrive
                    e  gateway memory after 100,000 and 1,000,000 containers
-                   f  polling with If-None-Match: every answer a 304 (conditional.sh)
-                   g  the hot container with Accept-Encoding: gzip, br (conditional.sh)
+                   f  polling with If-None-Match: every answer a 304 (conditional.sh);
+                      gateway, nginx and HAProxy (cache + gzip frontend)
+                   g  the hot container with Accept-Encoding: gzip, br (conditional.sh);
+                      gateway, nginx and HAProxy (cache + gzip frontend)
                    deployed  as deployed, interleaved: gateway with its access log
                       off / on (JSON to a file), JWT callers (ES256, HS256),
                       nginx log off / buffered, HAProxy cache, bare hyper, and
@@ -98,12 +100,14 @@ NGINX_PORT=18083
 HYPER_PORT=18084
 SINK_PORT=18085 # scenario d's control: a webhook sink on the load generator's core
 HYPER_HEAD_PORT=18086 # scenario a's control: bare hyper sending the gateway's header block
+HAPROXY_GZIP_PORT=18091 # HAProxy's frontend for scenarios f and g (cache + gzip); deployed.sh has the other
 GW=http://127.0.0.1:$GW_PORT
 ADMIN=http://127.0.0.1:$ADMIN_PORT
 STATS=http://127.0.0.1:$STATS_PORT/stats
 NGINX=http://127.0.0.1:$NGINX_PORT
 HYPER=http://127.0.0.1:$HYPER_PORT
 HYPER_HEAD=http://127.0.0.1:$HYPER_HEAD_PORT
+HAPROXY_GZIP=http://127.0.0.1:$HAPROXY_GZIP_PORT
 GW_CONFIG=${LAYERS_BENCH_GATEWAY_CONFIG:-$HERE/gateway.toml}
 # The deployed scenario's systems, ports and functions.
 # shellcheck source=benches/load/deployed.sh
@@ -124,8 +128,12 @@ for tool in wrk nginx curl taskset cargo awk; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 case " $SCENARIOS " in
+  *" deployed "* | *" f "* | *" g "*)
+    command -v haproxy >/dev/null 2>&1 || missing+=(haproxy) ;;
+esac
+case " $SCENARIOS " in
   *" deployed "*)
-    for tool in haproxy h2load; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done ;;
+    command -v h2load >/dev/null 2>&1 || missing+=(h2load) ;;
 esac
 if [ ${#missing[@]} -gt 0 ]; then
   pkgs=()
@@ -165,7 +173,7 @@ else
 fi
 
 for p in $GW_PORT $ADMIN_PORT $ORIGIN_PORT $STATS_PORT $NGINX_PORT $HYPER_PORT $SINK_PORT $HYPER_HEAD_PORT \
-  $GW_LOG_PORT $ADMIN_LOG_PORT $NGINX_LOG_PORT $HAPROXY_PORT $NGINX_H2_PORT; do
+  $GW_LOG_PORT $ADMIN_LOG_PORT $NGINX_LOG_PORT $HAPROXY_PORT $NGINX_H2_PORT $HAPROXY_GZIP_PORT; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     die "port $p is already in use on 127.0.0.1 (another benchmark running?)"
   fi
@@ -312,6 +320,32 @@ cmp -s "$WORK/hot.json" "$WORK/hot-nginx.json" || die "nginx and the gateway ans
 [ "$(curl -s -D - -o /dev/null -H "X-Api-Key: $KEY" "$GW$HOT_PATH" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache"{print $2}')" = HIT ] \
   || die "the gateway does not answer $HOT_PATH from its cache"
 
+# start_haproxy: HAProxy (benches/load/haproxy.cfg.in), started once for
+# every scenario that has HAProxy rows (deployed, f, g): frontend `layers`
+# on $HAPROXY_PORT (deployed) and `layers-gzip` on $HAPROXY_GZIP_PORT (f
+# and g: the same cache and key check, plus gzip). Each is checked: 401
+# without the key, the gateway's bytes, and a second request answered from
+# the cache.
+start_haproxy() {
+  [ -z "${PIDS[haproxy]:-}" ] || return 0
+  log "starting HAProxy ($(command -v haproxy), one thread)"
+  sed -e "s|@KEY@|$KEY|g" -e "s|@ORIGIN@|127.0.0.1:$ORIGIN_PORT|g" -e "s|@LISTEN@|127.0.0.1:$HAPROXY_PORT|g" \
+    -e "s|@GZIP_LISTEN@|127.0.0.1:$HAPROXY_GZIP_PORT|g" "$HERE/haproxy.cfg.in" >"$WORK/haproxy.cfg"
+  haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejected $WORK/haproxy.cfg"
+  start haproxy haproxy -db -f "$WORK/haproxy.cfg"
+  local url before after
+  for url in "$HAPROXY" "$HAPROXY_GZIP"; do
+    wait_http haproxy "$url/" 30
+    check_status 401 "$url$HOT_PATH"
+    curl -s -H "X-Api-Key: $KEY" "$url$HOT_PATH" -o /dev/null
+    before=$(origin_total)
+    curl -s -H "X-Api-Key: $KEY" "$url$HOT_PATH" -o "$WORK/hot-check.json"
+    after=$(origin_total)
+    cmp -s "$WORK/hot.json" "$WORK/hot-check.json" || die "$url answers different bytes for $HOT_PATH"
+    [ "$before" = "$after" ] || die "HAProxy ($url) does not answer $HOT_PATH from its cache"
+  done
+}
+
 start_hyper() { # start_hyper BODY_FILE
   stop hyper
   start hyper "$BIN/examples/bench_baseline" --listen "127.0.0.1:$HYPER_PORT" --body-file "$1"
@@ -340,6 +374,7 @@ url_of() {
     nginx) echo "$NGINX" ;;
     nginx-log) echo "$NGINX_LOG" ;;
     haproxy) echo "$HAPROXY" ;;
+    haproxy-gzip) echo "$HAPROXY_GZIP" ;;
     hyper) echo "$HYPER" ;;
     hyper-head) echo "$HYPER_HEAD" ;;
   esac
@@ -362,6 +397,7 @@ label_of() {
     nginx-h2) echo "nginx http2 listener" ;;
     nginx-log) echo "nginx, access log on (buffer=64k)" ;;
     haproxy) echo "HAProxy $(haproxy -v 2>/dev/null | awk 'NR==1{print $3}') cache + key check" ;;
+    haproxy-gzip) echo "HAProxy $(haproxy -v 2>/dev/null | awk 'NR==1{print $3}') cache + gzip + key check" ;;
     gateway+webhooks) echo "layers-gateway + 100 webhooks/s" ;;
     gateway+sink) echo "layers-gateway, 100 webhooks/s sent to a sink" ;;
     nginx) echo "nginx $(nginx -v 2>&1 | sed 's|.*nginx/||') proxy_cache" ;;
@@ -413,6 +449,7 @@ wrk_run() {
   non2xx=$(awk -F': *' '/Non-2xx or 3xx responses/{print $2}' "$out")
   sockerr=$(awk '/Socket errors/{gsub(/[^0-9 ]/," "); s=0; for(i=1;i<=NF;i++) s+=$i; print s}' "$out")
   [ -n "$rps" ] || die "no wrk result against $sys (see $out)"
+  [ "${requests:-0}" -gt 0 ] || die "wrk completed no request against $sys in scenario $scen (see $out)"
   [ "${non2xx:-0}" = 0 ] || die "$sys answered ${non2xx} non-2xx responses in scenario $scen (see $out)"
   [ "${sockerr:-0}" = 0 ] || log "warning: $sys: wrk socket errors ${sockerr} in scenario $scen (see $out)"
   case "$sys" in
@@ -431,6 +468,7 @@ pid_of() {
     gateway-log) echo "${PIDS[gateway-log]}" ;;
     gateway*) echo "${PIDS[gateway]}" ;;
     nginx*) echo "${PIDS[nginx]}" ;;
+    haproxy*) echo "${PIDS[haproxy]}" ;;
     *) echo "${PIDS[$1]}" ;;
   esac
 }
