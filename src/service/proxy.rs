@@ -84,6 +84,7 @@ fn too_large() -> GatewayError {
 }
 
 impl Gateway {
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn proxy<B>(
         &self,
         parts: &http::request::Parts,
