@@ -730,3 +730,18 @@ async fn no_credential_or_secret_reaches_the_collector() {
         }
     }
 }
+
+#[tokio::test]
+async fn stopping_the_app_sends_the_spans_still_queued() {
+    let c = Collector::start(Mode::Ok).await;
+    // A minute between exports: only the stop can send this span.
+    let h = Harness::with(
+        demo_simulator(),
+        &tracing_section(&c.endpoint(), 1.0, "export_interval_ms = 60000"),
+    )
+    .await;
+    assert_eq!(h.client.get("/v1/whoami", &reader_key()).await.status, 200);
+    assert!(c.spans().is_empty());
+    h.stop().await;
+    assert_eq!(named(&c.spans(), "GET /v1/whoami").len(), 1, "{:#?}", c.spans());
+}
