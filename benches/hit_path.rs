@@ -269,7 +269,7 @@ fn rate_limit_headers(c: &mut Criterion) {
 }
 
 /// The hit's service call with tracing off (the default), on but not
-/// sampled (ratio 0, no `traceparent`), and on and sampled (ratio 1: four
+/// sampled (ratio 0, no `traceparent`), and on and sampled (ratio 1: three
 /// spans made and queued; the collector is a closed port, so the queue
 /// fills and the rest are counted and dropped, the steady state of a dead
 /// collector).
