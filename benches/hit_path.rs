@@ -268,8 +268,79 @@ fn rate_limit_headers(c: &mut Criterion) {
     g.finish();
 }
 
+/// The hit's service call with tracing off (the default), on but not
+/// sampled (ratio 0, no `traceparent`), and on and sampled (ratio 1: three
+/// spans made and queued; the collector is a closed port, so the queue
+/// fills and the rest are counted and dropped, the steady state of a dead
+/// collector).
+fn tracing_cost(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let keys = Arc::new(KeyStore::parse(DEMO_KEYS_FILE).unwrap());
+    let sim = Simulator::from_json(DEMO_CONTAINERS_JSON, keys).unwrap();
+    let (id, asset) = {
+        let id = sim
+            .container_ids()
+            .into_iter()
+            .find(|(o, _)| o == "org_demo_a")
+            .unwrap()
+            .1;
+        let a = sim.container(id).unwrap()["assets"][0]["assetId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (id, a)
+    };
+    let path = format!("/v1/content/{id}/assets/{asset}");
+    let key = demo_key("admin");
+    let mk = || {
+        Request::get(&path)
+            .header("x-api-key", &key)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let mut g = c.benchmark_group("tracing");
+    for (name, section) in [
+        ("off", String::new()),
+        (
+            "on_unsampled",
+            format!(
+                "[tracing]\nenabled = true\nendpoint = \"http://{dead}/v1/traces\"\nsample_ratio = 0.0\n"
+            ),
+        ),
+        (
+            "on_sampled",
+            format!(
+                "[tracing]\nenabled = true\nendpoint = \"http://{dead}/v1/traces\"\nsample_ratio = 1.0\n"
+            ),
+        ),
+    ] {
+        let mut cfg = config();
+        cfg.tracing = Config::parse(&section, PathBuf::new()).unwrap().tracing;
+        let gw = Gateway::new(
+            cfg,
+            KeyStore::parse(DEMO_KEYS_FILE).unwrap(),
+            Arc::new(SimulatorUpstream(sim.clone())),
+        );
+        rt.block_on(gw.handle(mk()));
+        let resp = rt.block_on(gw.handle(mk()));
+        assert_eq!(resp.headers()["x-cache"], "HIT", "{name}");
+        g.bench_function(name, |b| {
+            b.iter(|| rt.block_on(async { black_box(gw.handle(mk()).await) }))
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    tracing_cost,
     route_parsing,
     key_check,
     cache_lookup,

@@ -8,6 +8,7 @@ use crate::server;
 use crate::service::Gateway;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -91,6 +92,12 @@ impl App {
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
+        // The last spans (those of the drained requests) go out before the
+        // process exits, within one export deadline.
+        if let Some(t) = &self.gateway.state().telemetry {
+            let deadline = Duration::from_millis(self.gateway.state().config.tracing.export_timeout_ms);
+            let _ = tokio::time::timeout(deadline, t.flush()).await;
+        }
     }
 
     /// Waits until every task ends (after `shutdown` resolves).

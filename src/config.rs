@@ -5,6 +5,7 @@
 pub mod access_log;
 mod field_path;
 pub mod log_level;
+pub mod traces;
 pub mod warnings;
 
 pub use field_path::describe as describe_toml_error;
@@ -109,6 +110,8 @@ pub struct Config {
     pub access_log: access_log::AccessLogConfig,
     pub metrics: MetricsConfig,
     pub shaping: ShapingConfig,
+    /// OpenTelemetry traces (off by default).
+    pub tracing: traces::TracingConfig,
     /// Present: run as one of many instances sharing invalidations and
     /// limits through Redis. Absent: a single instance, no Redis.
     pub cluster: Option<crate::cluster::settings::ClusterSettings>,
@@ -873,6 +876,7 @@ impl Config {
         }
         log_level::check(&self.log.level)?;
         self.access_log.validate()?;
+        self.tracing.validate()?;
         Ok(())
     }
 

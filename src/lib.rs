@@ -16,6 +16,8 @@
 //! - [`cluster`]: cluster mode on Redis (shared invalidation stream,
 //!   cluster-wide limits).
 //! - [`metrics`]: Prometheus registry and typed handles.
+//! - [`telemetry`]: OpenTelemetry traces (off by default): spans of
+//!   requests and invalidations, W3C trace context, OTLP/HTTP export.
 //! - [`access_log`]: the access log (per-worker buffers, a writer thread).
 //! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, purge,
 //!   inspect endpoints, reload).
@@ -57,3 +59,4 @@ pub mod routes;
 pub mod server;
 pub mod service;
 pub mod shaping;
+pub mod telemetry;

@@ -39,6 +39,12 @@ pub struct Metrics {
     pub webhooks_duplicate: IntCounter,
     /// Access lines dropped because the writer fell behind (never waited for).
     pub access_log_dropped: IntCounter,
+    /// Ended, sampled spans sent to the trace collector (`[tracing]`).
+    pub trace_spans_exported: IntCounter,
+    /// Spans dropped, by `reason`: `queue_full` (the export queue was
+    /// full) or `export_failed` (the collector failed or missed the
+    /// export deadline). Requests never wait for the exporter.
+    pub trace_spans_dropped: IntCounterVec,
     pub fills_discarded: IntCounterVec,
     pub auth_failures: IntCounterVec,
     pub connections_open: IntGauge,
@@ -154,6 +160,13 @@ impl Metrics {
             "access_log_dropped_total",
             "Access log lines dropped because the writer fell behind.",
         );
+        let trace_spans_exported = single("trace_spans_exported_total", "Spans sent to the OTLP collector.");
+        let trace_spans_dropped = counter(
+            &r,
+            "trace_spans_dropped_total",
+            "Spans dropped because the export queue was full or the export failed, by reason.",
+            &["reason"],
+        );
         let connections_rejected = single(
             "connections_rejected_total",
             "Connections shed because the connection cap was reached.",
@@ -255,6 +268,8 @@ impl Metrics {
             webhooks_ignored,
             webhooks_duplicate,
             access_log_dropped,
+            trace_spans_exported,
+            trace_spans_dropped,
             fills_discarded: counter(
                 &r,
                 "fills_discarded_total",

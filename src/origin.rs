@@ -251,10 +251,41 @@ impl OriginClient {
     /// nor a retry.
     async fn send(
         &self,
+        mut req: Request<StreamBody>,
+        route: &'static str,
+        org: &str,
+        queue: Queue,
+    ) -> Result<(Response<StreamBody>, OriginHold), GatewayError> {
+        // Made under a sampled span: the origin span starts here and its
+        // `traceparent` goes out (retries included). Else one check of
+        // the (empty) extensions.
+        let mut span = crate::telemetry::origin_span(&mut req, route);
+        let result = self.send_admitted(req, route, org, queue, &mut span).await;
+        match result {
+            Ok((resp, mut hold)) => {
+                if let Some(s) = &mut span {
+                    s.status(resp.status());
+                }
+                // Ends with the hold: when the response body is done.
+                hold._span = span;
+                Ok((resp, hold))
+            }
+            Err(e) => {
+                if let Some(s) = &mut span {
+                    s.failed(e.code.as_str());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn send_admitted(
+        &self,
         req: Request<StreamBody>,
         route: &'static str,
         org: &str,
         queue: Queue,
+        span: &mut Option<crate::telemetry::OriginSpan>,
     ) -> Result<(Response<StreamBody>, OriginHold), GatewayError> {
         let m = &self.metrics;
         let ticket = self.breaker.try_acquire().map_err(|open| {
@@ -274,6 +305,12 @@ impl OriginClient {
             Admission::Queued => "queued",
         };
         m.origin_admissions.with_label_values(&[admission]).inc();
+        if let Some(s) = span {
+            s.set(opentelemetry::KeyValue::new(
+                crate::telemetry::attr::ORIGIN_ADMISSION,
+                admission,
+            ));
+        }
         let inflight = OwnedInflight::new(&m.origin_inflight);
         let mut spare = retry_copy(&req);
         let (req, watch) = self.watch_client_body(req);
@@ -353,6 +390,7 @@ impl OriginClient {
             let hold = OriginHold {
                 _permit: permit,
                 _inflight: inflight,
+                _span: None,
             };
             (resp, hold)
         })
@@ -519,6 +557,8 @@ fn classify(f: UpstreamFailure) -> GatewayError {
 pub struct OriginHold {
     _permit: crate::shaping::origin_guard::OriginPermit,
     _inflight: OwnedInflight,
+    /// The origin span (sampled requests only), ended with the body.
+    _span: Option<crate::telemetry::OriginSpan>,
 }
 
 /// `origin_inflight`, counted up while this lives.

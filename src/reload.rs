@@ -14,7 +14,9 @@
 //!   `origin.breaker_open_ms`, `origin.retry_budget_ratio`,
 //!   `origin.retry_min_per_sec`;
 //! - `auth.jwt`: the JWT issuers and their settings (JWKS refreshers restart);
-//! - `log.level` (unless `RUST_LOG` overrides it).
+//! - `log.level` (unless `RUST_LOG` overrides it);
+//! - `tracing.sample_ratio`: for traces that start from then on (while
+//!   tracing is on; turning it on or off needs a restart).
 //!
 //! Every other changed field is named in the answer as needing a restart,
 //! and the rest of the file still applies. A file that fails a check
@@ -194,6 +196,16 @@ impl Gateway {
             st.auth.replace_jwt(jwt);
         }
         let mut applied = changes.live;
+        if applied.iter().any(|c| c == "tracing.sample_ratio") {
+            match &st.telemetry {
+                Some(t) => t.set_sample_ratio(new.tracing.sample_ratio),
+                None => {
+                    applied.retain(|c| c != "tracing.sample_ratio");
+                    restart_required
+                        .push("tracing.sample_ratio (tracing is off; turning it on needs a restart)".into());
+                }
+            }
+        }
         if let Some(level) = log_level {
             if std::env::var_os("RUST_LOG").is_some() {
                 applied.retain(|c| c != "log.level");

@@ -7,6 +7,7 @@ mod content;
 mod content_origin;
 mod forward;
 mod proxy;
+mod traced;
 mod validators;
 mod webhook;
 
@@ -82,6 +83,9 @@ pub struct State {
     pub reload: crate::reload::Reloader,
     /// Cache-Control and Vary of the content routes (from `[cache]`).
     content_headers: validators::ContentHeaders,
+    /// Traces (`[tracing] enabled`); `None` when off, so the request path
+    /// checks one `Option` and does nothing else.
+    pub telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 /// The gateway service. Cheap to clone (one `Arc`).
@@ -105,11 +109,15 @@ struct Outcome {
     routes: Arc<RouteTable>,
     /// A content reply's representation: 304, coding, bytes saved.
     served: Option<validators::Served>,
+    /// This request's server span; `RequestTrace::OFF` (a `None`) when
+    /// tracing is off or the request is not sampled.
+    trace: crate::telemetry::RequestTrace,
 }
 
 impl Outcome {
-    fn new(routes: Arc<RouteTable>) -> Outcome {
+    fn new(routes: Arc<RouteTable>, trace: crate::telemetry::RequestTrace) -> Outcome {
         Outcome {
+            trace,
             cache: None,
             principal: None,
             rate: Decisions::default(),
@@ -210,8 +218,17 @@ impl Gateway {
             )?,
             None => crate::access_log::AccessLog::from_config(&config, dropped),
         };
+        let telemetry = if config.tracing.enabled {
+            Some(
+                crate::telemetry::Telemetry::start(&config.tracing, &metrics)
+                    .map_err(std::io::Error::other)?,
+            )
+        } else {
+            None
+        };
         Ok(Gateway {
             state: Arc::new(State {
+                telemetry,
                 reload: crate::reload::Reloader::new(&config, &metrics),
                 config,
                 auth,
@@ -261,9 +278,35 @@ impl Gateway {
     /// other instances. The second value is `Err` only when publishing
     /// failed: it was applied here and is queued for re-publishing.
     pub async fn accept_invalidation(&self, inv: &Invalidation) -> (Applied, Result<(), String>) {
-        let applied = self.apply_invalidation(inv).await;
+        self.accept_invalidation_in(inv, self.root_span()).await
+    }
+
+    /// [`Gateway::accept_invalidation`] under `span` (a webhook request's
+    /// child, or a root span).
+    async fn accept_invalidation_in(
+        &self,
+        inv: &Invalidation,
+        mut span: crate::telemetry::ChildSpan,
+    ) -> (Applied, Result<(), String>) {
+        let applied = self.state.cache.invalidate(inv).await;
+        self.count_invalidation(inv, &applied);
         let published = self.publish(inv, &applied).await;
+        if span.is_recording() {
+            traced::invalidation(&mut span, inv, &applied);
+            if published.is_err() {
+                span.fail("publish_failed");
+            }
+        }
         (applied, published)
+    }
+
+    /// The span of an invalidation no request started (a cluster stream
+    /// entry, an admin purge): a root, sampled by the ratio.
+    fn root_span(&self) -> crate::telemetry::ChildSpan {
+        match &self.state.telemetry {
+            Some(t) => t.root(crate::telemetry::span::INVALIDATION),
+            None => crate::telemetry::ChildSpan::OFF,
+        }
     }
 
     /// As `accept_invalidation`, for a mutation this gateway proxied;
@@ -272,10 +315,14 @@ impl Gateway {
         &self,
         inv: &Invalidation,
         mark: &crate::cache::fence::MutationMark,
+        mut span: crate::telemetry::ChildSpan,
     ) -> (Applied, Result<(), String>) {
         let applied = self.state.cache.invalidate_after_mutation(inv, mark).await;
         self.count_invalidation(inv, &applied);
         let published = self.publish(inv, &applied).await;
+        if span.is_recording() {
+            traced::invalidation(&mut span, inv, &applied);
+        }
         (applied, published)
     }
 
@@ -339,8 +386,12 @@ impl Gateway {
 
     /// Applies an invalidation from any source and counts it.
     pub async fn apply_invalidation(&self, inv: &Invalidation) -> Applied {
+        let mut span = self.root_span();
         let applied = self.state.cache.invalidate(inv).await;
         self.count_invalidation(inv, &applied);
+        if span.is_recording() {
+            traced::invalidation(&mut span, inv, &applied);
+        }
         applied
     }
 
@@ -388,7 +439,11 @@ impl Gateway {
         let routes = st.routes.load_full();
         let route = routes.route(&parts.method, parts.uri.path(), parts.uri.query().is_some());
         let template = routes.template(&route);
-        let mut outcome = Outcome::new(routes);
+        let trace = match &st.telemetry {
+            Some(t) => t.start_request(&parts.headers, &parts.method, template),
+            None => crate::telemetry::RequestTrace::OFF,
+        };
+        let mut outcome = Outcome::new(routes, trace);
         let result = self.dispatch(&parts, body, &route, rid, peer, &mut outcome).await;
         let (resp, code) = self.respond(result, &parts.method, &route, &outcome, &rid_value, rid);
         self.record(&parts.method, template, &resp, code, &outcome, started, rid);
@@ -477,10 +532,10 @@ impl Gateway {
             Route::BadPath => return Err(crate::routes::bad_path()),
             // The cold routes' futures are boxed (here and below) so that
             // a hit's future stays small: hyper moves it on every request.
-            Route::Webhook => return Box::pin(self.webhook(parts, body)).await,
+            Route::Webhook => return Box::pin(self.webhook(parts, body, &outcome.trace)).await,
             _ => {}
         }
-        let principal = self.authenticate(&parts.headers, peer).await?;
+        let principal = self.authenticate(&parts.headers, peer, &outcome.trace).await?;
         // Read after authenticating, which may have waited on JWKS or the
         // origin: limits are judged at this instant. Freshness is judged
         // later, by the fence decision, at a clock read of its own taken
@@ -494,19 +549,19 @@ impl Gateway {
         }
         if let Some(limits) = &self.state.limits {
             let class = outcome.routes.class(&parts.method, route);
+            let span = outcome.trace.child(crate::telemetry::span::RATE_LIMIT);
             let (decision, admitted) = limits.admit(&principal, class, now).await;
             outcome.rate = decision;
             let m = &self.state.metrics;
-            match admitted {
-                Ok(()) => m.rate_decision(class, RateResult::Admitted),
-                Err((e, refusal)) => {
-                    let result = match refusal {
-                        Refusal::PerMinute => RateResult::Limited,
-                        Refusal::DailyCap => RateResult::DailyCap,
-                    };
-                    m.rate_decision(class, result);
-                    return Err(e);
-                }
+            let result = match &admitted {
+                Ok(()) => RateResult::Admitted,
+                Err((_, Refusal::PerMinute)) => RateResult::Limited,
+                Err((_, Refusal::DailyCap)) => RateResult::DailyCap,
+            };
+            m.rate_decision(class, result);
+            traced::rate_decision(&outcome.trace, span, class, result);
+            if let Err((e, _)) = admitted {
+                return Err(e);
             }
         }
         let head = parts.method == http::Method::HEAD;
@@ -536,7 +591,8 @@ impl Gateway {
             Route::BadContentId { .. } => Err(GatewayError::not_found()),
             Route::Proxy { write_through, .. } => {
                 let template = outcome.routes.template(route);
-                Box::pin(self.proxy(parts, body, template, *write_through, rid, &principal.org)).await
+                let trace = outcome.trace.origin();
+                Box::pin(self.proxy(parts, body, template, *write_through, rid, &principal.org, trace)).await
             }
             Route::Webhook | Route::NotFound | Route::BadPath => Err(GatewayError::not_found()),
         }
@@ -549,9 +605,13 @@ impl Gateway {
         &self,
         headers: &http::HeaderMap,
         peer: Option<IpAddr>,
+        trace: &crate::telemetry::RequestTrace,
     ) -> Result<Arc<Principal>, GatewayError> {
         let st = &*self.state;
-        st.auth.authenticate_from(headers, peer).await.map_err(|e| {
+        let mut span = trace.child(crate::telemetry::span::AUTHENTICATE);
+        let result = st.auth.authenticate_from(headers, peer).await;
+        traced::authenticated(trace, &mut span, &result);
+        result.map_err(|e| {
             let reason = e.reason();
             st.metrics.auth_failures.with_label_values(&[reason]).inc();
             if st.refusal_logs.auth.allow() {
@@ -612,6 +672,9 @@ impl Gateway {
                 .inc();
         }
         self.access_log(method, template, status, code, outcome, started, rid, cache);
+        if outcome.trace.is_recording() {
+            traced::end_request(outcome, status, code, rid);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -186,6 +186,31 @@ fn check_config_refuses_a_log_level_that_is_not_a_level() {
 }
 
 #[test]
+fn check_config_refuses_a_bad_tracing_section_with_a_clear_error() {
+    for (name, from, to, want) in [
+        (
+            "tracing-ratio",
+            "sample_ratio = 0.01",
+            "sample_ratio = 1.5",
+            "tracing.sample_ratio: must be between 0 and 1",
+        ),
+        (
+            "tracing-endpoint",
+            "endpoint = \"http://127.0.0.1:4318/v1/traces\"",
+            "endpoint = \"udp://collector:4318\"",
+            "tracing.endpoint: scheme must be http or https",
+        ),
+    ] {
+        let o = check_text(name, |t| {
+            assert!(t.contains(from), "the shipped config has {from}");
+            t.replacen(from, to, 1)
+        });
+        assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG), "stderr: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "stderr: {}", stderr(&o));
+    }
+}
+
+#[test]
 fn check_config_names_the_dotted_field_of_a_type_error() {
     let o = check_text("type-error", |t| {
         t.replacen("max_inflight = 512", "max_inflight = \"many\"", 1)

@@ -61,6 +61,8 @@ const ADMISSIONS: &[&str] = &[
 const RETRIES: &[&str] = &["sent", "budget_exhausted"];
 /// `origin_breaker_trips_total{cause}`.
 const TRIP_CAUSES: &[&str] = &["5xx", "timeout", "connect", "reset", "error"];
+/// `trace_spans_dropped_total{reason}`.
+const TRACE_DROPS: &[&str] = &["queue_full", "export_failed"];
 /// `connections_cut_total{reason}`.
 const CUT_REASONS: &[&str] = &["response_stalled", "idle"];
 
@@ -82,6 +84,7 @@ impl Metrics {
         init(&self.origin_retries, RETRIES);
         init(&self.breaker_trips, TRIP_CAUSES);
         init(&self.connections_cut, CUT_REASONS);
+        init(&self.trace_spans_dropped, TRACE_DROPS);
         for status in FILL_FAILURES {
             self.origin_requests
                 .with_label_values(&[crate::routes::CONTAINER_TEMPLATE, *status]);

@@ -75,6 +75,12 @@ pub fn diff(a: &Config, b: &Config) -> Changes {
         &b.invalidation.revoked_ttl_secs,
     );
     c.check("log.level", true, &a.log.level, &b.log.level);
+    c.check(
+        "tracing.sample_ratio",
+        true,
+        &a.tracing.sample_ratio,
+        &b.tracing.sample_ratio,
+    );
     c.check("auth.jwt", true, &a.auth.jwt, &b.auth.jwt);
     let (oa, ob) = (&a.origin, &b.origin);
     c.check("origin.max_inflight", true, &oa.max_inflight, &ob.max_inflight);
@@ -149,6 +155,7 @@ pub fn diff(a: &Config, b: &Config) -> Changes {
         m.invalidation.tombstone_secs = 0;
         m.invalidation.revoked_ttl_secs = 0;
         m.log.level = String::new();
+        m.tracing.sample_ratio = 0.0;
         m.auth.jwt = Default::default();
         m.origin.max_inflight = 0;
         m.origin.max_inflight_per_org = 0;
@@ -182,6 +189,8 @@ pub fn diff(a: &Config, b: &Config) -> Changes {
     // The access log's writer, buffers and output are set up at start.
     c.check("access_log", false, &ma.access_log, &mb.access_log);
     c.check("metrics", false, &ma.metrics, &mb.metrics);
+    // The exporter (endpoint, queue, thread) is set up at start.
+    c.check("tracing (other fields)", false, &ma.tracing, &mb.tracing);
     c.check("shaping (other fields)", false, &ma.shaping, &mb.shaping);
     c.check("cluster (other fields)", false, &ma.cluster, &mb.cluster);
     c

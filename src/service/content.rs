@@ -115,13 +115,16 @@ impl Gateway {
         let fwd = read_headers(parts, rid);
         let origin = self.state.origin.clone();
         let org = principal.org.clone();
+        // Only the leader's fetch runs: its span is the origin span.
+        let trace = outcome.trace.origin();
         let fetch = move || {
-            let (origin, org, fwd) = (origin.clone(), org.clone(), fwd.clone());
+            let (origin, org, fwd, trace) = (origin.clone(), org.clone(), fwd.clone(), trace.clone());
             async move {
                 let mut req = Request::get(format!("/v1/content/{id}"))
                     .body(empty_body())
                     .map_err(|e| GatewayError::internal(&e))?;
                 *req.headers_mut() = fwd;
+                crate::telemetry::attach(&mut req, trace.as_ref());
                 let reply = origin.fetch(req, CONTAINER_TEMPLATE, &org).await?;
                 if reply.status == StatusCode::OK {
                     return Ok(reply.body);
@@ -226,6 +229,9 @@ impl Gateway {
         // `Gateway::respond` writes the header block, content type and
         // `X-Cache` included, in one go (see `cached_head`).
         outcome.cached_reply = Some(x_cache);
+        outcome.trace.set(|| {
+            opentelemetry::KeyValue::new(crate::telemetry::attr::GENERATION, entry.generation as i64)
+        });
         Ok(reply(
             chosen,
             &parts.headers,

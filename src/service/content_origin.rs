@@ -80,6 +80,7 @@ impl Gateway {
                 .body(empty_body())
                 .map_err(|e| GatewayError::internal(&e))?;
             *req.headers_mut() = read_headers(parts, rid);
+            crate::telemetry::attach(&mut req, outcome.trace.origin().as_ref());
             let reply = self.state.origin.fetch(req, template, &principal.org).await?;
             let behind = reply.status == StatusCode::OK
                 && method == Method::GET

@@ -68,6 +68,14 @@ fn answer_facts(body: &[u8]) -> (Vec<String>, Option<i64>) {
     (ids, changed_at)
 }
 
+/// The write-through invalidation's span: a child of the request's.
+fn invalidation_span(trace: &Option<crate::telemetry::OriginTrace>) -> crate::telemetry::ChildSpan {
+    match trace {
+        Some(t) => t.child(crate::telemetry::span::INVALIDATION),
+        None => crate::telemetry::ChildSpan::OFF,
+    }
+}
+
 fn too_large() -> GatewayError {
     GatewayError::new(
         ErrorCode::PayloadTooLarge,
@@ -76,6 +84,7 @@ fn too_large() -> GatewayError {
 }
 
 impl Gateway {
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn proxy<B>(
         &self,
         parts: &http::request::Parts,
@@ -84,6 +93,7 @@ impl Gateway {
         write_through: Option<(ContainerId, EventType)>,
         rid: &str,
         org: &str,
+        trace: Option<crate::telemetry::OriginTrace>,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -112,6 +122,8 @@ impl Gateway {
             .body(body)
             .map_err(|e| GatewayError::internal(&e))?;
         *req.headers_mut() = headers;
+        // Sampled: the origin span replaces the caller's trace context.
+        crate::telemetry::attach(&mut req, trace.as_ref());
         let Some((id, event_type)) = write_through else {
             let resp = self.state.origin.stream(req, template, org).await?;
             let (mut parts, body) = resp.into_parts();
@@ -144,7 +156,7 @@ impl Gateway {
                             changed_at: None,
                             created_at: None,
                         };
-                        let _ = gw.accept_invalidation(&purge).await;
+                        let _ = gw.accept_invalidation_in(&purge, invalidation_span(&trace)).await;
                     }
                     return Err(e);
                 }
@@ -174,7 +186,7 @@ impl Gateway {
             };
             // A failed publish is re-sent from the outbox, and the origin's
             // own webhook is a second path to every instance.
-            let _ = gw.accept_mutation(&inv, &mark).await;
+            let _ = gw.accept_mutation(&inv, &mark, invalidation_span(&trace)).await;
             read.map(|bytes| Response::from_parts(parts, ResponseBody::full(bytes)))
         });
         match exchange.await {

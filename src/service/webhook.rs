@@ -18,6 +18,7 @@ impl Gateway {
         &self,
         parts: &http::request::Parts,
         body: B,
+        trace: &crate::telemetry::RequestTrace,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -118,7 +119,8 @@ impl Gateway {
                 ));
             }
         }
-        let (_, published) = self.accept_invalidation(&inv).await;
+        let span = trace.child(crate::telemetry::span::INVALIDATION);
+        let (_, published) = self.accept_invalidation_in(&inv, span).await;
         if let Err(e) = published {
             // Applied here but not on the other instances yet: a 503 makes
             // the origin retry, through any instance (and this one re-sends
