@@ -22,6 +22,7 @@ pub mod export;
 pub mod propagation;
 pub mod sampler;
 pub mod span;
+mod trace_headers;
 
 use crate::config::traces::TracingConfig;
 use crate::metrics::Metrics;
@@ -37,6 +38,7 @@ use std::time::Duration;
 /// `layers.*` for the gateway's own.
 pub mod attr {
     pub const HTTP_METHOD: &str = "http.request.method";
+    pub const HTTP_METHOD_ORIGINAL: &str = "http.request.method_original";
     pub const HTTP_ROUTE: &str = "http.route";
     pub const HTTP_STATUS: &str = "http.response.status_code";
     pub const ERROR_TYPE: &str = "error.type";
@@ -109,7 +111,11 @@ impl Telemetry {
         let ratio = sampler::LiveRatio::new(cfg.sample_ratio);
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
-            .with_sampler(ratio.sampler())
+            .with_sampler(sampler::GatewaySampler::new(
+                ratio.clone(),
+                cfg.parent_sampled_per_sec,
+                Some(metrics.trace_spans_dropped.with_label_values(&["parent_rate"])),
+            ))
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("layers-gateway");
@@ -129,7 +135,15 @@ impl Telemetry {
         method: &http::Method,
         route: &'static str,
     ) -> RequestTrace {
-        let parent = propagation::extract(headers);
+        // A caller that presents no credential at all is not a partner:
+        // its `traceparent` may not choose to be recorded (the ratio does,
+        // as for a trace that starts here). Callers with one are bounded
+        // by `parent_sampled_per_sec` in the sampler.
+        let parent = if presents_credential(headers) {
+            propagation::extract(headers)
+        } else {
+            opentelemetry::Context::new()
+        };
         RequestTrace::start(&self.tracer, &parent, method, route)
     }
 
@@ -153,4 +167,10 @@ impl Telemetry {
     pub async fn flush(&self) {
         self.flusher.flush().await;
     }
+}
+
+/// Whether the request carries an API key or a bearer token (checked or
+/// not: this only decides whether its trace context is listened to).
+fn presents_credential(headers: &http::HeaderMap) -> bool {
+    headers.contains_key("x-api-key") || headers.contains_key(http::header::AUTHORIZATION)
 }

@@ -1,10 +1,12 @@
 //! Review 19 (issue 19, item 1): attacks on the OpenTelemetry tracing.
 //!
 //! The harness (in-test OTLP/HTTP receiver, recorded simulator) is copied
-//! from tests/traces.rs. Tests named `defect_*` FAIL against the code they
-//! were written against (main at ffb994a) and say, in their doc comment,
-//! what they show and the suggested fix. Tests named `held_*` are attacks
-//! that did not break anything; they pass and stay as regression guards.
+//! from tests/traces.rs. The five tests whose doc comment starts "WAS A
+//! DEFECT" failed against the code they were written against (main at
+//! ffb994a); each comment says what it showed and the fix it suggested,
+//! and the test now states the behaviour that holds. Tests named `held_*`
+//! are attacks that did not break anything; they stay as regression
+//! guards.
 
 mod support;
 
@@ -381,7 +383,7 @@ impl RawCollector {
 
 // ------------------------------------------------------------------ defects
 
-/// DEFECT (medium): the server span's name and `http.request.method` are
+/// WAS A DEFECT, fixed (medium): the server span's name and `http.request.method` are
 /// the request's raw method token. Any client, without a key, picks the
 /// span name (`<anything> other` / `<anything> not_found`): unbounded span
 /// name cardinality in the trace backend, although the same request's
@@ -395,7 +397,7 @@ impl RawCollector {
 /// `http.request.method_original` truncated to a few bytes; same on the
 /// origin span.
 #[tokio::test]
-async fn defect_an_unknown_method_token_becomes_the_span_name() {
+async fn an_unknown_method_token_is_named_other_in_spans() {
     let c = Collector::start(Mode::Ok).await;
     let t = traced(&c.endpoint(), 1.0, "", "");
     let key = reader_key();
@@ -444,7 +446,7 @@ async fn defect_an_unknown_method_token_becomes_the_span_name() {
     );
 }
 
-/// DEFECT (low-medium): the caller's `tracestate` is copied into every span
+/// WAS A DEFECT, fixed (low-medium): the caller's `tracestate` is copied into every span
 /// of its trace (server, authenticate, rate_limit, origin) and so into the
 /// export queue and every export request. The SDK caps it at 32 members of
 /// 256+256 bytes, about 16 KiB, so one request with a hostile
@@ -462,7 +464,7 @@ async fn defect_an_unknown_method_token_becomes_the_span_name() {
 /// or drop it if larger) before it enters the context, or do not record
 /// trace_state on spans.
 #[tokio::test]
-async fn defect_a_callers_tracestate_is_copied_into_every_span_far_past_the_documented_size() {
+async fn a_callers_tracestate_is_bounded_before_any_span_carries_it() {
     let c = Collector::start(Mode::Ok).await;
     let t = traced(&c.endpoint(), 0.0, "", "");
     let members: Vec<String> = (0..30)
@@ -502,7 +504,7 @@ async fn defect_a_callers_tracestate_is_copied_into_every_span_far_past_the_docu
     );
 }
 
-/// DEFECT (medium, design): sampling is decided by whoever sends a
+/// WAS A DEFECT, fixed (medium, design): sampling is decided by whoever sends a
 /// `traceparent` with the sampled flag, before authentication. At
 /// `sample_ratio = 0` an anonymous client (no key at all) makes every one
 /// of its requests recorded and exported (server + authenticate spans for
@@ -518,7 +520,7 @@ async fn defect_a_callers_tracestate_is_copied_into_every_span_far_past_the_docu
 /// sampling (`tracing.max_parent_sampled_per_sec`) counted in a metric;
 /// document it.
 #[tokio::test]
-async fn defect_an_anonymous_caller_forces_recording_at_ratio_zero() {
+async fn an_anonymous_caller_cannot_force_recording_at_ratio_zero() {
     let c = Collector::start(Mode::Ok).await;
     let t = traced(&c.endpoint(), 0.0, "", "");
     let path = container_path(&t.sim);
@@ -545,7 +547,7 @@ async fn defect_an_anonymous_caller_forces_recording_at_ratio_zero() {
     );
 }
 
-/// DEFECT (low): `traceparent` values the W3C format forbids are taken as a
+/// WAS A DEFECT, fixed (low): `traceparent` values the W3C format forbids are taken as a
 /// valid, sampled parent (the SDK parses the ids with `from_str_radix`, with
 /// no length check), so at ratio 0 they force recording and the origin
 /// receives a different, normalised `traceparent` instead of the caller's
@@ -558,7 +560,7 @@ async fn defect_an_anonymous_caller_forces_recording_at_ratio_zero() {
 /// [0-9a-f]{16}-[0-9a-f]{2}`; other versions: at least that prefix, then
 /// `-` or end), and treat anything else as no parent.
 #[tokio::test]
-async fn defect_malformed_traceparents_are_honoured_as_sampled_parents() {
+async fn malformed_traceparents_are_not_parents() {
     let c = Collector::start(Mode::Ok).await;
     let t = traced(&c.endpoint(), 0.0, "", "");
     let key = reader_key();
@@ -598,7 +600,7 @@ async fn defect_malformed_traceparents_are_honoured_as_sampled_parents() {
     );
 }
 
-/// DEFECT (low): W3C Trace Context allows `tracestate` split over several
+/// WAS A DEFECT, fixed (low): W3C Trace Context allows `tracestate` split over several
 /// header lines and requires them to be combined. The gateway reads only
 /// the first line (`HeaderExtractor::get`, `read_headers`' `get`):
 /// (a) a recorded request sends the origin only the first line's members
@@ -611,7 +613,7 @@ async fn defect_malformed_traceparents_are_honoured_as_sampled_parents() {
 /// `Extractor` over `get_all`), and in `read_headers` copy every value
 /// (`get_all` + `append`) of `traceparent`/`tracestate`.
 #[tokio::test]
-async fn defect_a_second_tracestate_header_line_is_lost() {
+async fn every_tracestate_line_reaches_the_origin() {
     // (a) recorded.
     let c = Collector::start(Mode::Ok).await;
     let t = traced(&c.endpoint(), 0.0, "", "");
@@ -785,7 +787,8 @@ impl Upstream for Switchable {
         use std::sync::atomic::Ordering::SeqCst;
         let d = self.delay_ms.load(SeqCst);
         if self.fail.load(SeqCst) {
-            let _ = self.inner.send(req);
+            // Recorded (its headers are what the test reads), never sent.
+            drop(self.inner.send(req));
             return Box::pin(async {
                 Err(layers_gateway::origin::UpstreamFailure::Connect("refused".into()))
             });

@@ -9,6 +9,8 @@ pub const DEFAULT_TRACING_QUEUE_SIZE: usize = 2048;
 pub const DEFAULT_TRACING_MAX_EXPORT_BATCH: usize = 512;
 pub const DEFAULT_TRACING_EXPORT_INTERVAL_MS: u64 = 1000;
 pub const DEFAULT_TRACING_EXPORT_TIMEOUT_MS: u64 = 5000;
+/// Traces a caller's sampled `traceparent` may force per second.
+pub const DEFAULT_TRACING_PARENT_SAMPLED_PER_SEC: u64 = 100;
 pub const DEFAULT_TRACING_SERVICE_NAME: &str = "layers-gateway";
 
 /// The OTLP/HTTP path of traces, appended to an endpoint given without a
@@ -27,6 +29,12 @@ pub struct TracingConfig {
     /// caller) that are recorded, 0 to 1. A caller's `traceparent` decides
     /// for its own trace (parent-based). Changed by a reload.
     pub sample_ratio: f64,
+    /// Traces a caller's sampled `traceparent` may force per second (the
+    /// header is sent before authentication, so anyone could otherwise set
+    /// the export load); past it the ratio decides, and the trace is
+    /// counted in `trace_spans_dropped_total{reason="parent_rate"}`. 0: a
+    /// caller's flag never forces recording.
+    pub parent_sampled_per_sec: u64,
     /// Ended spans waiting for the exporter; past it spans are dropped and
     /// counted in `trace_spans_dropped_total{reason="queue_full"}`.
     pub queue_size: usize,
@@ -47,6 +55,7 @@ impl Default for TracingConfig {
             enabled: false,
             endpoint: DEFAULT_TRACING_ENDPOINT.into(),
             sample_ratio: DEFAULT_TRACING_SAMPLE_RATIO,
+            parent_sampled_per_sec: DEFAULT_TRACING_PARENT_SAMPLED_PER_SEC,
             queue_size: DEFAULT_TRACING_QUEUE_SIZE,
             max_export_batch: DEFAULT_TRACING_MAX_EXPORT_BATCH,
             export_interval_ms: DEFAULT_TRACING_EXPORT_INTERVAL_MS,
@@ -82,6 +91,9 @@ impl TracingConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.endpoint_uri()?;
         check_ratio(self.sample_ratio)?;
+        if self.parent_sampled_per_sec > 1_000_000 {
+            return Err("tracing.parent_sampled_per_sec: must be at most 1000000".into());
+        }
         if !(1..=1_000_000).contains(&self.queue_size) {
             return Err("tracing.queue_size: must be between 1 and 1000000".into());
         }

@@ -62,7 +62,7 @@ const RETRIES: &[&str] = &["sent", "budget_exhausted"];
 /// `origin_breaker_trips_total{cause}`.
 const TRIP_CAUSES: &[&str] = &["5xx", "timeout", "connect", "reset", "error"];
 /// `trace_spans_dropped_total{reason}`.
-const TRACE_DROPS: &[&str] = &["queue_full", "export_failed"];
+const TRACE_DROPS: &[&str] = &["queue_full", "export_failed", "parent_rate"];
 /// `connections_cut_total{reason}`.
 const CUT_REASONS: &[&str] = &["response_stalled", "idle"];
 

@@ -31,9 +31,11 @@ const FORWARDED: [&str; 2] = ["traceparent", "tracestate"];
 /// that was checked, trace context and the request id.
 pub(super) fn read_headers(parts: &http::request::Parts, rid: &str) -> http::HeaderMap {
     let mut fwd = http::HeaderMap::with_capacity(FORWARDED.len() + 2);
+    // Every line: W3C makes several `tracestate` lines one list, and a
+    // proxy that does not record passes them on unchanged.
     for name in FORWARDED {
-        if let Some(v) = parts.headers.get(name) {
-            fwd.insert(name, v.clone());
+        for v in parts.headers.get_all(name) {
+            fwd.append(name, v.clone());
         }
     }
     super::forward::checked_credential_only(&mut fwd, &parts.headers);

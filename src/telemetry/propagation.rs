@@ -19,12 +19,25 @@ use opentelemetry_sdk::trace::{SdkTracer, Span};
 pub(crate) static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 pub(crate) static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
-/// The caller's trace context, if it sent one that parses.
+/// The caller's trace context, if it sent a well-formed one (see
+/// `trace_headers.rs`: the SDK alone accepts malformed parents and keeps a
+/// `tracestate` of any size).
 pub fn extract(headers: &http::HeaderMap) -> Context {
-    if !headers.contains_key(&TRACEPARENT) {
+    let Some(parent) = super::trace_headers::traceparent(headers) else {
         return Context::new();
+    };
+    let mut checked = http::HeaderMap::with_capacity(2);
+    let (Ok(parent), Ok(state)) = (
+        http::HeaderValue::from_str(parent),
+        http::HeaderValue::from_str(&super::trace_headers::tracestate(headers)),
+    ) else {
+        return Context::new();
+    };
+    checked.insert(&TRACEPARENT, parent);
+    if !state.is_empty() {
+        checked.insert(&TRACESTATE, state);
     }
-    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+    TraceContextPropagator::new().extract(&HeaderExtractor(&checked))
 }
 
 /// Writes the context of `cx`'s span into `headers`, replacing any
@@ -92,7 +105,7 @@ pub fn origin_span<B>(req: &mut http::Request<B>, route: &'static str) -> Option
         .span_builder(super::span::ORIGIN)
         .with_kind(SpanKind::Client)
         .with_attributes([
-            KeyValue::new(super::attr::HTTP_METHOD, req.method().as_str().to_owned()),
+            KeyValue::new(super::attr::HTTP_METHOD, super::span::method_label(req.method())),
             KeyValue::new(super::attr::HTTP_ROUTE, route),
         ])
         .start_with_context(&t.tracer, &t.parent);

@@ -43,11 +43,15 @@ impl RequestTrace {
         if !span.is_recording() {
             return RequestTrace::OFF;
         }
-        span.update_name(format!("{} {route}", method.as_str()));
-        span.set_attribute(KeyValue::new(
-            super::attr::HTTP_METHOD,
-            method.as_str().to_owned(),
-        ));
+        let label = method_label(method);
+        span.update_name(format!("{label} {route}"));
+        span.set_attribute(KeyValue::new(super::attr::HTTP_METHOD, label));
+        if label == OTHER_METHOD {
+            let token = method.as_str();
+            // Tokens are ASCII (hyper checks them): any byte is a boundary.
+            let kept = &token[..token.len().min(MAX_METHOD_ORIGINAL)];
+            span.set_attribute(KeyValue::new(super::attr::HTTP_METHOD_ORIGINAL, kept.to_owned()));
+        }
         span.set_attribute(KeyValue::new(super::attr::HTTP_ROUTE, route));
         RequestTrace(Some(Box::new(Recording {
             tracer: tracer.clone(),
@@ -145,5 +149,29 @@ impl ChildSpan {
             s.set_attribute(KeyValue::new(super::attr::ERROR_TYPE, reason));
             s.set_status(Status::error(reason));
         }
+    }
+}
+
+/// What spans call a method outside the HTTP standard set (OpenTelemetry's
+/// HTTP conventions): span names and `http.request.method` stay a bounded
+/// set whatever token a client sends.
+pub const OTHER_METHOD: &str = "_OTHER";
+/// Bytes of an unknown method token kept in `http.request.method_original`.
+const MAX_METHOD_ORIGINAL: usize = 32;
+
+/// The method as spans name it: one of the standard methods, else `_OTHER`.
+pub fn method_label(m: &http::Method) -> &'static str {
+    use http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => OTHER_METHOD,
     }
 }
