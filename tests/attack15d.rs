@@ -1,0 +1,273 @@
+//! Attacker review of issue 15's cluster mode, fourth pass (branch
+//! `review15d`). Each test below FAILS on the code it was written against
+//! (main at a861e83): a failure is a defect found, and the doc comment says
+//! what it shows and what the fix should be.
+//!
+//! Same harness as `attack15.rs` / `attack15c.rs`: a `redis-server` of its
+//! own on a free loopback port, in-process gateways in front of one
+//! simulator whose reads of the attacked container lag (it still serves it
+//! after the delete), wired as the service wires them.
+
+#[path = "support/cluster.rs"]
+mod cluster_support;
+#[path = "support/redis.rs"]
+mod redis_support;
+mod support;
+
+use cluster_support::*;
+use layers_gateway::cluster::keys::StreamKeys;
+use layers_gateway::cluster::{ClusterNode, ClusterSettings, ClusterStats};
+use layers_gateway::demo::Simulator;
+use layers_gateway::events::{EventType, Invalidation, Source};
+use layers_gateway::ids::ContainerId;
+use redis_support::RedisServer;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+
+/// A lag longer than any test: the origin's reads stay behind throughout.
+const LONG_LAG: Duration = Duration::from_secs(600);
+
+/// An instance whose cache serves only while its node is synced.
+async fn gated(sim: &Simulator, s: ClusterSettings) -> Arc<Instance> {
+    let gw = in_process(sim, "");
+    let node = ClusterNode::new(&s, Arc::new(ClusterStats::new())).unwrap();
+    let flushes = Arc::new(AtomicU64::new(0));
+    let (apply, flush) = wiring(&gw, flushes.clone());
+    let cache = gw.state().cache.clone();
+    node.set_fence_source(cache.fence_retention(), Arc::new(move || cache.export_fences()));
+    node.start(apply, flush, std::future::pending()).await;
+    gw.state().cache.set_sync_gate(node.clone());
+    Arc::new(Instance { gw, node, flushes })
+}
+
+fn containers(sim: &Simulator) -> Vec<ContainerId> {
+    sim.container_ids()
+        .into_iter()
+        .filter(|(o, _)| o == "org_demo_a")
+        .map(|(_, c)| c)
+        .collect()
+}
+
+fn deleted(id: ContainerId, assets: Vec<String>, event_id: &str) -> Invalidation {
+    Invalidation {
+        event_id: Some(event_id.to_owned()),
+        source: Source::Webhook,
+        event_type: EventType::Deleted,
+        container: Some(id),
+        revoked_asset_ids: assets,
+        current_asset_ids: Vec::new(),
+        changed_at: None,
+        created_at: None,
+    }
+}
+
+/// Deletes `gone` at the (lagging) origin and has `a` accept the webhook;
+/// returns whether the publication was acknowledged.
+async fn delete_through(sim: &Simulator, a: &Instance, gone: ContainerId, event_id: &str) -> Result<(), String> {
+    sim.set_replica_lag(gone, Some(LONG_LAG));
+    let assets = asset_ids(&sim.container(gone).unwrap());
+    assert!(sim.delete(gone));
+    a.accept(&deleted(gone, assets, event_id)).await
+}
+
+fn keys(i: &Instance) -> StreamKeys {
+    StreamKeys::new(&i.node.settings().stream)
+}
+
+fn records(redis: &RedisServer, i: &Instance) -> i64 {
+    redis.cmd(&["ZCOUNT", &keys(i).fences, "-inf", "(+inf"])
+}
+
+fn entries_added(redis: &RedisServer, i: &Instance) -> i64 {
+    let v: Vec<redis::Value> = redis.cmd(&["XINFO", "STREAM", &keys(i).stream]);
+    for pair in v.chunks(2) {
+        if let [redis::Value::BulkString(k), redis::Value::Int(n)] = pair {
+            if k == b"entries-added" {
+                return *n;
+            }
+        }
+    }
+    panic!("no entries-added in {v:?}");
+}
+
+async fn synced(i: &Instance, what: &str) {
+    eventually(what, Duration::from_secs(5), || async { i.node.is_synced() }).await;
+}
+
+/// **Re-publication multiplies fence records until the set is full, and
+/// then the whole cluster fails closed for up to a fence lifetime (24 h).**
+///
+/// After any gap that "may have lost data" (`Gap::redis_lost_data`: a
+/// Redis restart even *with* AOF, a Sentinel failover that lost nothing,
+/// the stream or the epoch key deleted or evicted...) *every* instance
+/// re-publishes *every* fence it holds as a fresh record (fresh event id,
+/// fresh `<ms>-<n>:` member), whether or not Redis still has the original.
+/// With N instances holding K fences, one such gap turns K records into
+/// (N+1)K, the next into (2N+1)K, and so on. The docs size the cap to "the
+/// number of such events per the longer fence lifetime", so the first
+/// ordinary restart of a persistent Redis already overflows it: the
+/// re-publications are refused (`FENCEFULL`), queued in every instance's
+/// outbox, and every instance stays unsynced (`write`) — and every later
+/// delete/regenerate webhook is answered 503 — until records expire,
+/// 24 h by default. Nothing was deleted: the cluster simply drowns in its
+/// own duplicates. (With Redis restarted *empty*, the same race decides
+/// which distinct fences get into the N x K attempts before the cap: when
+/// duplicates fill it first, a distinct fence is only in the outboxes of
+/// connected, running instances, and a joiner misses it.)
+///
+/// Here: cap 4, two distinct tombstones (2 records, half the cap), two
+/// instances, one restart of a Redis with `appendonly yes, appendfsync
+/// always` (every record survives). Afterwards the instances never
+/// become synced again.
+///
+/// Fix: make re-publication idempotent per fence instead of per event:
+/// e.g. key the record member by the fence's identity (container + kind,
+/// `ZADD` replacing the older record of the same fence and keeping the
+/// later expiry / newer date), or have the rebuild compare what it read
+/// with what it holds and re-publish only fences Redis lacks; and never
+/// let re-published duplicates count against the cap that refuses new
+/// invalidations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_with_persistence_does_not_fill_the_fence_set_with_republished_duplicates() {
+    let Some(mut redis) = RedisServer::start_with(
+        ["--appendonly", "yes", "--appendfsync", "always"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        None,
+    ) else {
+        return;
+    };
+    let sim = demo_simulator();
+    let ids = containers(&sim);
+    let capped = |name: &str| ClusterSettings {
+        fence_max_entries: 4,
+        ..settings(&redis.url(), name)
+    };
+    let a = gated(&sim, capped("a")).await;
+    let b = gated(&sim, capped("b")).await;
+    synced(&a, "A joined").await;
+    synced(&b, "B joined").await;
+    for (n, id) in ids.iter().take(2).enumerate() {
+        delete_through(&sim, &a, *id, &format!("evt_01REPUBDUP{n:015}"))
+            .await
+            .expect("two records fit a cap of four");
+    }
+    eventually("B applied both deletes", Duration::from_secs(5), || async {
+        b.stat(|s| s.applied.get()) >= 2
+    })
+    .await;
+    assert_eq!(records(&redis, &a), 2, "two tombstones, two records");
+    // A routine restart (upgrade, OOM kill) of a Redis that persists
+    // everything: nothing is lost.
+    redis.restart();
+    assert_eq!(records(&redis, &a), 2, "precondition: AOF kept the records");
+    let before = (a.stat(|s| s.fence_full.get()), b.stat(|s| s.fence_full.get()));
+    eventually("both noticed the restart and rebuilt", Duration::from_secs(5), || async {
+        a.stat(|s| s.failovers.get()) >= 1
+            && b.stat(|s| s.failovers.get()) >= 1
+            && a.stat(|s| s.fence_rebuilds.get()) >= 2
+            && b.stat(|s| s.fence_rebuilds.get()) >= 2
+    })
+    .await;
+    let ok = eventually_ok(Duration::from_secs(6), || async {
+        a.node.is_synced() && b.node.is_synced() && a.node.outbox_len() == 0 && b.node.outbox_len() == 0
+    })
+    .await;
+    assert!(
+        ok,
+        "6 s after a restart of a persistent Redis that lost nothing, the instances are still \
+         unsynced: A outbox {}, B outbox {}, fence records {} for 2 distinct tombstones \
+         (cap 4), FENCEFULL refusals since the restart A {} B {}, states A {:?} B {:?}",
+        a.node.outbox_len(),
+        b.node.outbox_len(),
+        records(&redis, &a),
+        a.stat(|s| s.fence_full.get()) - before.0,
+        b.stat(|s| s.fence_full.get()) - before.1,
+        a.node.sync_reason(),
+        b.node.sync_reason(),
+    );
+    a.node.stop();
+    b.node.stop();
+}
+
+/// `eventually` that answers instead of panicking.
+async fn eventually_ok<F, Fut>(within: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        if cond().await {
+            return true;
+        }
+        if started.elapsed() >= within {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// **A full fence set turns a collapsed outbox into an endless purge-all
+/// storm.** Refused publications (`FENCEFULL`) are queued; past
+/// `outbox_max` the outbox collapses into one purge-all with
+/// `republish_after`. A purge-all carries no fence record, so it is always
+/// accepted; once it is, `republish_fences` re-publishes *every* fence the
+/// instance holds — which, the set still being full, are all refused and
+/// queued again, collapse again past `outbox_max`, publish another
+/// purge-all, re-publish again... forever, as fast as Redis answers. Every
+/// purge-all is an entry every peer applies (its whole cache dropped each
+/// time), the stream is flooded (trimming it under readers: more gaps,
+/// more rebuilds), and Redis is hammered with refused scripts. The
+/// defaults make it reachable: `outbox_max` (10 000) is a fifth of
+/// `fence_max_entries` (50 000), so an instance holding a full set's
+/// fences collapses on its first re-publication.
+///
+/// Here: cap 2, `outbox_max` 2; two deletes fill the set, three more are
+/// refused (each a 503, as designed). Then, with nothing else happening,
+/// count the stream's appends over 1.5 s: bounded would be a handful.
+///
+/// Fix: do not re-publish into a set known to be full (wait for room:
+/// retry the outbox, not a fresh export), never re-arm `republish_after`
+/// from a re-publication's own refusals (at most one collapse per spell),
+/// and size `outbox_max` at least `fence_max_entries` (validation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_fence_set_does_not_turn_the_outbox_into_a_purge_all_storm() {
+    let Some(redis) = RedisServer::start() else { return };
+    let sim = demo_simulator();
+    let ids = containers(&sim);
+    assert!(ids.len() >= 5, "the demo has enough containers");
+    let s = |name: &str| ClusterSettings {
+        fence_max_entries: 2,
+        outbox_max: 2,
+        ..settings(&redis.url(), name)
+    };
+    let a = gated(&sim, s("a")).await;
+    let b = gated(&sim, s("b")).await;
+    synced(&a, "A joined").await;
+    synced(&b, "B joined").await;
+    for (n, id) in ids.iter().take(5).enumerate() {
+        let r = delete_through(&sim, &a, *id, &format!("evt_01STORM{n:018}")).await;
+        assert_eq!(r.is_ok(), n < 2, "delete {n}: the first two fit the cap, the rest are refused");
+    }
+    // Let the outbox task do what it does with the collapsed queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = entries_added(&redis, &a);
+    let applied_b = b.stat(|s| s.applied.get());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let appended = entries_added(&redis, &a) - start;
+    let applied = b.stat(|s| s.applied.get()) - applied_b;
+    a.node.stop();
+    b.node.stop();
+    assert!(
+        appended <= 3,
+        "with no new invalidation, A appended {appended} stream entries in 1.5 s (purge-alls \
+         from its collapsing outbox; B applied {applied} of them, dropping its whole cache \
+         each time); re-publications {}, FENCEFULL refusals {}",
+        a.stat(|s| s.fences_republished.get()),
+        a.stat(|s| s.fence_full.get()),
+    );
+}
