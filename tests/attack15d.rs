@@ -271,3 +271,100 @@ async fn a_full_fence_set_does_not_turn_the_outbox_into_a_purge_all_storm() {
         a.stat(|s| s.fence_full.get()),
     );
 }
+
+/// The order in which `ContentCache::export_fences` lists containers: by
+/// fence shard (`Fences::shard`: 64 shards of `v ^ v >> 64`).
+fn export_rank(id: ContainerId) -> usize {
+    let v = id.as_u128();
+    ((v ^ (v >> 64)) as usize) % 64
+}
+
+/// **Re-publication loses the race to its own duplicates: after a restart
+/// from a snapshot that lacks the newest tombstone, every holder is
+/// connected and re-publishes it, yet it never reaches Redis, and a joiner
+/// serves the deleted container.**
+///
+/// Redis persists with RDB snapshots (its default; `SAVE` here) and comes
+/// back from the snapshot (`DEBUG RELOAD NOSAVE` here, so that no
+/// connection breaks and the order below is deterministic; a crash and
+/// restart does the same with a `run_id` change) with the older record
+/// (x) and without the newer one (y) — the same state as a Sentinel
+/// failover to a replica that had not received y's record yet. Both instances hold
+/// both tombstones and are connected: the gap (`redis_restarted`) is seen,
+/// and each re-publishes *everything it holds*, x first (export order). A's
+/// duplicate of x takes the last free slot, so y is refused (`FENCEFULL`)
+/// on both and stays in their outboxes. Nothing is partitioned, nothing is
+/// slow: this is not the documented "holder cut off" limit. A third
+/// instance joining now reads {x, x'}, does not know y, and answers 200
+/// with the deleted container from the lagging origin.
+///
+/// Fix: re-publish only what Redis lacks (compare the rebuild's records
+/// with the exported fences), or make a record's member the fence's
+/// identity so a duplicate replaces instead of adding; and re-publish
+/// outside the cap (a re-publication restores, it must not be refused by
+/// the cap that bounds new invalidations) or refuse joins while any
+/// instance has re-publications pending (a marker in Redis, e.g. a
+/// `{stream}:republishing` set of instance ids, checked by REBUILD).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tombstone_lost_with_redis_data_reaches_a_joiner_even_when_the_fence_set_is_near_its_cap() {
+    let Some(redis) = RedisServer::start_with(vec!["--enable-debug-command".into(), "yes".into()], None) else {
+        return;
+    };
+    let sim = demo_simulator();
+    let mut ids = containers(&sim);
+    ids.sort_by_key(|id| export_rank(*id));
+    ids.dedup_by_key(|id| export_rank(*id));
+    let (x, y) = (ids[0], ids[1]);
+    assert!(export_rank(x) < export_rank(y));
+    let url = redis.url();
+    let capped = |name: &str| ClusterSettings {
+        fence_max_entries: 2,
+        ..settings(&url, name)
+    };
+    let a = gated(&sim, capped("a")).await;
+    let b = gated(&sim, capped("b")).await;
+    synced(&a, "A joined").await;
+    synced(&b, "B joined").await;
+    delete_through(&sim, &a, x, "evt_01SNAPSHOTX000000000000000")
+        .await
+        .expect("x fits");
+    // The snapshot: x's record and entry, the fence set's marker.
+    let _: String = redis.cmd(&["SAVE"]);
+    delete_through(&sim, &a, y, "evt_01SNAPSHOTY000000000000000")
+        .await
+        .expect("y fits (cap 2)");
+    eventually("B applied both deletes", Duration::from_secs(5), || async {
+        b.stat(|s| s.applied.get()) >= 2
+    })
+    .await;
+    let r = call_get(&b.gw, &container_path(y), &admin_key()).await;
+    assert_eq!(r.status, 404, "precondition: B fences y");
+    // The primary now holds the snapshot's data (x, not y): as after a
+    // failover to a replica that had not received y yet. (`DEBUG RELOAD
+    // NOSAVE` loads the snapshot in place, so no connection breaks and the
+    // order of the re-publications below is deterministic.)
+    let _: String = redis.cmd(&["DEBUG", "RELOAD", "NOSAVE"]);
+    assert_eq!(records(&redis, &a), 1, "precondition: the snapshot has x's record only");
+    eventually("both rebuilt and re-published after the restart", Duration::from_secs(5), || async {
+        a.stat(|s| s.fences_republished.get()) >= 1 && b.stat(|s| s.fences_republished.get()) >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = gated(&sim, capped("c")).await;
+    synced(&c, "C joined").await;
+    let r = call_get(&c.gw, &container_path(y), &admin_key()).await;
+    let (oa, ob) = (a.node.outbox_len(), b.node.outbox_len());
+    let members: Vec<String> = redis.cmd(&["ZRANGEBYSCORE", &keys(&c).fences, "-inf", "(+inf"]);
+    let holds = |id: ContainerId| members.iter().filter(|m| m.contains(&id.to_string())).count();
+    let (in_x, in_y) = (holds(x), holds(y));
+    a.node.stop();
+    b.node.stop();
+    c.node.stop();
+    assert_ne!(
+        r.status,
+        200,
+        "C joined while A and B (connected, running) still hold y's tombstone in their outboxes \
+         ({oa} and {ob} queued, refused FENCEFULL; the set holds {in_x} records of x and {in_y} \
+         of y) and serves y, whose delete A acknowledged",
+    );
+}
