@@ -368,3 +368,90 @@ async fn a_tombstone_lost_with_redis_data_reaches_a_joiner_even_when_the_fence_s
          of y) and serves y, whose delete A acknowledged",
     );
 }
+
+fn updated_at(v: &serde_json::Value) -> i64 {
+    layers_gateway::cache::time::parse_rfc3339_millis(v["updatedAt"].as_str().unwrap()).unwrap()
+}
+
+/// **The fail-closed path is weaker than the cached path: an unsynced
+/// instance serves a regenerated container's old asset from the lagging
+/// origin, which the same instance refuses while synced.**
+///
+/// A regenerate proxied through A (write-through) names no previous ids;
+/// A publishes the change time and the current ids, and every peer keeps
+/// them as a *floor* (`cache/invalidate.rs`). A synced peer's canonical
+/// asset route reads the *container* (a fill): the lagging replica's body
+/// is older than the floor, so the ids it lists that the change did not
+/// name as current are provably old, and the old asset answers 404 (the
+/// baseline below). The same peer unsynced (a Redis blip, a slow round,
+/// a queued publication: "cannot prove it is in sync") takes
+/// `content_via_origin` with the *asset* path: `judge_origin` checks only
+/// the revoked-id set (empty: the peer never cached the container) and
+/// never consults the floor's current ids for an asset (an asset
+/// descriptor has no `updatedAt`, so it is never "behind"). It answers 200
+/// with the old asset and its URL — data of the old version, from the
+/// mode that is supposed to fail closed. (README: "the canonical asset
+/// route reads the container and is covered" — not while unsynced.)
+///
+/// Fix: in `content_via_origin`, for the canonical asset route while a
+/// floor with current ids stands (`f.revokes_assets && f.current.is_some()`),
+/// refuse an asset id the floor does not name as current (404) — or read
+/// the container as the fill does and judge the asset from its body, as
+/// the synced path does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsynced_peer_does_not_serve_a_regenerated_containers_old_asset_from_the_lagging_origin() {
+    let Some(redis) = RedisServer::start() else { return };
+    let sim = demo_simulator();
+    let id = containers(&sim)[0];
+    let a = gated(&sim, settings(&redis.url(), "a")).await;
+    let c = gated(&sim, settings(&redis.url(), "c")).await;
+    synced(&a, "A joined").await;
+    synced(&c, "C joined").await;
+    sim.set_replica_lag(id, Some(LONG_LAG));
+    let before = updated_at(&sim.container(id).unwrap());
+    let regen = sim.regenerate(id).unwrap();
+    let at = updated_at(&sim.container(id).unwrap());
+    assert!(before < at, "precondition: the regenerate is dated later");
+    a.accept(&regenerated(id, regen.new_asset_ids.clone()).with_changed_at(at))
+        .await
+        .expect("published");
+    eventually("C applied the regenerate", Duration::from_secs(5), || async {
+        c.stat(|s| s.applied.get()) >= 1
+    })
+    .await;
+    let old = format!("{}/assets/{}", container_path(id), regen.previous_asset_ids[0]);
+    let r = origin_get(&sim, &old).await;
+    assert_eq!(r.status, 200, "precondition: the lagging origin still serves the old asset");
+    // Baseline: a synced peer D in C's situation (it applied the same
+    // entry, never cached the container) reads the container and refuses
+    // the old asset. (Not C itself: that read would revoke the old ids on C.)
+    let d = gated(&sim, settings(&redis.url(), "d")).await;
+    synced(&d, "D joined").await;
+    let r = call_get(&d.gw, &old, &admin_key()).await;
+    d.node.stop();
+    assert_ne!(r.status, 200, "baseline: synced D refuses the old asset");
+    // C can no longer prove it is in sync (here: its node stops; a Redis
+    // outage or a queued publication does the same): it bypasses its cache.
+    c.node.stop();
+    assert!(!c.node.is_synced());
+    let r = call_get(&c.gw, &old, &admin_key()).await;
+    a.node.stop();
+    assert!(
+        !(r.status == 200 && carries_any(&r.body, &regen.previous_urls)),
+        "unsynced C (fail-closed mode) serves the old asset of the container A regenerated: \
+         {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+}
+
+trait ChangedAt {
+    fn with_changed_at(self, at: i64) -> Self;
+}
+
+impl ChangedAt for Invalidation {
+    fn with_changed_at(mut self, at: i64) -> Self {
+        self.changed_at = Some(at);
+        self
+    }
+}
