@@ -165,9 +165,10 @@ impl ContentCache {
     /// revoked asset are answered 404 without a call), then with every 2xx
     /// body it answered: a revoked asset or a tombstone set meanwhile is
     /// still 404, revoked assets are left out of a container body, a
-    /// container body that cannot be parsed is not passed on, and one older
+    /// container body that cannot be parsed is not passed on, one older
     /// than a change that revoked assets loses the ids that change did not
-    /// name as current.
+    /// name as current, and an asset such a change did not name as current
+    /// is 404 (an asset descriptor cannot show it is newer than the change).
     pub fn judge_origin(
         &self,
         id: ContainerId,
@@ -188,6 +189,22 @@ impl ContentCache {
         let Some(body) = body else {
             return OriginVerdict::Pass;
         };
+        // An asset descriptor carries no `updatedAt`, so it can never be
+        // shown to be newer than a change that named the container's
+        // current ids: an asset the origin answered that the change did not
+        // name is from before it (a lagging replica), as a fill judges the
+        // ids of a body not newer than the floor. Judged only on the
+        // origin's answer (the canonical route, synced, reads the container
+        // instead, where a newer body can show it is newer).
+        let not_current = |a: &str| {
+            st.floor(now)
+                .filter(|f| f.revokes_assets)
+                .and_then(|f| f.current.as_ref())
+                .is_some_and(|cur| !cur.iter().any(|c| **c == *a))
+        };
+        if asset.is_some_and(not_current) {
+            return OriginVerdict::AssetRevoked;
+        }
         let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
             // An asset was checked by id above; a container body the
             // gateway cannot read might list revoked assets.
@@ -209,7 +226,7 @@ impl ContentCache {
         };
         if asset.is_some() {
             let named = obj.get("assetId").and_then(Value::as_str);
-            if named.is_some_and(|a| st.is_revoked(a, now)) {
+            if named.is_some_and(|a| st.is_revoked(a, now) || not_current(a)) {
                 return OriginVerdict::AssetRevoked;
             }
             return OriginVerdict::Pass;
