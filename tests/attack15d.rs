@@ -65,7 +65,12 @@ fn deleted(id: ContainerId, assets: Vec<String>, event_id: &str) -> Invalidation
 
 /// Deletes `gone` at the (lagging) origin and has `a` accept the webhook;
 /// returns whether the publication was acknowledged.
-async fn delete_through(sim: &Simulator, a: &Instance, gone: ContainerId, event_id: &str) -> Result<(), String> {
+async fn delete_through(
+    sim: &Simulator,
+    a: &Instance,
+    gone: ContainerId,
+    event_id: &str,
+) -> Result<(), String> {
     sim.set_replica_lag(gone, Some(LONG_LAG));
     let assets = asset_ids(&sim.container(gone).unwrap());
     assert!(sim.delete(gone));
@@ -165,12 +170,16 @@ async fn a_redis_restart_with_persistence_does_not_fill_the_fence_set_with_repub
     redis.restart();
     assert_eq!(records(&redis, &a), 2, "precondition: AOF kept the records");
     let before = (a.stat(|s| s.fence_full.get()), b.stat(|s| s.fence_full.get()));
-    eventually("both noticed the restart and rebuilt", Duration::from_secs(5), || async {
-        a.stat(|s| s.failovers.get()) >= 1
-            && b.stat(|s| s.failovers.get()) >= 1
-            && a.stat(|s| s.fence_rebuilds.get()) >= 2
-            && b.stat(|s| s.fence_rebuilds.get()) >= 2
-    })
+    eventually(
+        "both noticed the restart and rebuilt",
+        Duration::from_secs(5),
+        || async {
+            a.stat(|s| s.failovers.get()) >= 1
+                && b.stat(|s| s.failovers.get()) >= 1
+                && a.stat(|s| s.fence_rebuilds.get()) >= 2
+                && b.stat(|s| s.fence_rebuilds.get()) >= 2
+        },
+    )
     .await;
     let ok = eventually_ok(Duration::from_secs(6), || async {
         a.node.is_synced() && b.node.is_synced() && a.node.outbox_len() == 0 && b.node.outbox_len() == 0
@@ -251,7 +260,11 @@ async fn a_full_fence_set_does_not_turn_the_outbox_into_a_purge_all_storm() {
     synced(&b, "B joined").await;
     for (n, id) in ids.iter().take(5).enumerate() {
         let r = delete_through(&sim, &a, *id, &format!("evt_01STORM{n:018}")).await;
-        assert_eq!(r.is_ok(), n < 2, "delete {n}: the first two fit the cap, the rest are refused");
+        assert_eq!(
+            r.is_ok(),
+            n < 2,
+            "delete {n}: the first two fit the cap, the rest are refused"
+        );
     }
     // Let the outbox task do what it does with the collapsed queue.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -307,7 +320,8 @@ fn export_rank(id: ContainerId) -> usize {
 /// `{stream}:republishing` set of instance ids, checked by REBUILD).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tombstone_lost_with_redis_data_reaches_a_joiner_even_when_the_fence_set_is_near_its_cap() {
-    let Some(redis) = RedisServer::start_with(vec!["--enable-debug-command".into(), "yes".into()], None) else {
+    let Some(redis) = RedisServer::start_with(vec!["--enable-debug-command".into(), "yes".into()], None)
+    else {
         return;
     };
     let sim = demo_simulator();
@@ -344,10 +358,18 @@ async fn a_tombstone_lost_with_redis_data_reaches_a_joiner_even_when_the_fence_s
     // NOSAVE` loads the snapshot in place, so no connection breaks and the
     // order of the re-publications below is deterministic.)
     let _: String = redis.cmd(&["DEBUG", "RELOAD", "NOSAVE"]);
-    assert_eq!(records(&redis, &a), 1, "precondition: the snapshot has x's record only");
-    eventually("both rebuilt and re-published after the restart", Duration::from_secs(5), || async {
-        a.stat(|s| s.fences_republished.get()) >= 1 && b.stat(|s| s.fences_republished.get()) >= 1
-    })
+    assert_eq!(
+        records(&redis, &a),
+        1,
+        "precondition: the snapshot has x's record only"
+    );
+    eventually(
+        "both rebuilt and re-published after the restart",
+        Duration::from_secs(5),
+        || async {
+            a.stat(|s| s.fences_republished.get()) >= 1 && b.stat(|s| s.fences_republished.get()) >= 1
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let c = gated(&sim, capped("c")).await;
@@ -361,8 +383,7 @@ async fn a_tombstone_lost_with_redis_data_reaches_a_joiner_even_when_the_fence_s
     b.node.stop();
     c.node.stop();
     assert_ne!(
-        r.status,
-        200,
+        r.status, 200,
         "C joined while A and B (connected, running) still hold y's tombstone in their outboxes \
          ({oa} and {ob} queued, refused FENCEFULL; the set holds {in_x} records of x and {in_y} \
          of y) and serves y, whose delete A acknowledged",
@@ -421,7 +442,10 @@ async fn an_unsynced_peer_does_not_serve_a_regenerated_containers_old_asset_from
     .await;
     let old = format!("{}/assets/{}", container_path(id), regen.previous_asset_ids[0]);
     let r = origin_get(&sim, &old).await;
-    assert_eq!(r.status, 200, "precondition: the lagging origin still serves the old asset");
+    assert_eq!(
+        r.status, 200,
+        "precondition: the lagging origin still serves the old asset"
+    );
     // Baseline: a synced peer D in C's situation (it applied the same
     // entry, never cached the container) reads the container and refuses
     // the old asset. (Not C itself: that read would revoke the old ids on C.)
