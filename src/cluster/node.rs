@@ -180,6 +180,9 @@ pub struct ClusterNode {
     /// Generation of the running re-publication (`republish.rs`): a newer
     /// one replaces it.
     pub(super) republishing: AtomicU64,
+    /// Whether the outbox already collapsed during the current full-set
+    /// spell (`enqueue`); cleared when the spell ends.
+    pub(super) collapsed_while_full: AtomicBool,
 }
 
 /// An invalidation waiting to be appended.
@@ -262,6 +265,7 @@ impl ClusterNode {
             started: AtomicBool::new(false),
             fence_full: AtomicBool::new(false),
             republishing: AtomicU64::new(0),
+            collapsed_while_full: AtomicBool::new(false),
             settings: settings.clone(),
         }))
     }
@@ -346,8 +350,13 @@ impl ClusterNode {
             Err(e) => {
                 self.stats.published.with_label_values(&["error"]).inc();
                 tracing::warn!(event_id = %p.event_id, error = %e, "cluster: publishing an invalidation failed; queued for retry");
-                self.enqueue(p);
-                Err(format!("cluster stream unavailable ({e}); queued for retry"))
+                if self.enqueue(p) {
+                    Err(format!("cluster stream unavailable ({e}); queued for retry"))
+                } else {
+                    Err(format!(
+                        "cluster stream unavailable ({e}); outbox full, not queued"
+                    ))
+                }
             }
         }
     }
@@ -397,14 +406,35 @@ impl ClusterNode {
         self.fences.get().map_or(DEFAULT_FENCE_RETENTION, |f| f.retention)
     }
 
-    /// Queues an unpublished event; past `outbox_max` the queue collapses
-    /// into one purge-all (it covers everything that was queued).
-    /// Past `outbox_max` the queue collapses into one purge-all, after
-    /// which this instance's fences are re-published (they cover the
-    /// tombstones and revocations of what was dropped). Until the outbox is
-    /// empty the node is unsynced: it refuses to serve from cache.
-    fn enqueue(&self, p: Pending) {
+    /// Queues an unpublished event and says whether it did. Past
+    /// `outbox_max` the queue collapses into one purge-all (it covers
+    /// everything that was queued), after which this instance's fences are
+    /// re-published (they cover the tombstones and revocations of what was
+    /// dropped). Until the outbox is empty the node is unsynced: it refuses
+    /// to serve from cache.
+    ///
+    /// **At most one collapse per full-fence-set spell.** While the set
+    /// refuses new containers, every fenced event is refused until a record
+    /// expires, so collapsing again would only append purge-alls (each one
+    /// every peer's whole cache) at the rate webhooks arrive. After the
+    /// spell's one collapse, an event that finds the outbox full is shed
+    /// instead: not queued, its caller answered 503 as for any refusal (the
+    /// origin retries it), counted in `cluster_publish_total{result="shed"}`.
+    fn enqueue(&self, p: Pending) -> bool {
         let mut q = self.lock_outbox();
+        // The spell's first collapse marks it; a later overflow is shed.
+        if q.len() >= self.settings.outbox_max
+            && self.fence_full.load(Ordering::Acquire)
+            && self.collapsed_while_full.swap(true, Ordering::AcqRel)
+        {
+            drop(q);
+            self.stats.published.with_label_values(&["shed"]).inc();
+            tracing::warn!(
+                event_id = %p.event_id,
+                "cluster: outbox full while the fence set is full; invalidation not queued (answered 503)"
+            );
+            return false;
+        }
         if q.len() >= self.settings.outbox_max {
             tracing::error!(
                 dropped = q.len() + 1,
@@ -431,6 +461,7 @@ impl ClusterNode {
         self.note_failing(SyncReason::Write);
         self.unsync(SyncReason::Write);
         self.outbox_kick.notify_one();
+        true
     }
 
     fn lock_outbox(&self) -> MutexGuard<'_, VecDeque<Pending>> {

@@ -72,7 +72,7 @@ impl ClusterNode {
             match &result {
                 Err(e) if e.contains(FENCE_CAS) && merges + 1 < MAX_MERGES => merges += 1,
                 _ => {
-                    self.note_fence_full(&result);
+                    self.note_fence_full(&result, p.fence.is_some());
                     return result;
                 }
             }
@@ -143,10 +143,12 @@ impl ClusterNode {
     }
 
     /// Counts a publication refused because the fence set is full, and logs
-    /// the first of a spell (the next success ends it). Nothing was
+    /// the first of a spell (the next fence record written ends it). Nothing was
     /// dropped: the event stays queued (and the node unsynced) until the
     /// set has room, as records expire or once the cap is raised.
-    fn note_fence_full(&self, result: &Result<Option<StreamId>, String>) {
+    /// Only a fence record written ends the spell: an entry without one (a
+    /// purge-all, a caption change) is accepted by a full set too.
+    fn note_fence_full(&self, result: &Result<Option<StreamId>, String>, fenced: bool) {
         match result {
             Err(e) if e.contains(FENCE_FULL) => {
                 self.stats.fence_full.inc();
@@ -159,12 +161,13 @@ impl ClusterNode {
                     );
                 }
             }
-            Ok(_) => {
+            Ok(Some(_)) if fenced => {
+                self.collapsed_while_full.store(false, Ordering::Release);
                 if self.fence_full.swap(false, Ordering::AcqRel) {
                     tracing::info!("cluster: the fence set has room again");
                 }
             }
-            Err(_) => {}
+            _ => {}
         }
     }
 }

@@ -209,7 +209,7 @@ impl ClusterStats {
             ),
         };
         // Pre-create the labelled series so they show from the first scrape.
-        for r in ["ok", "error"] {
+        for r in ["ok", "error", "shed"] {
             s.published.with_label_values(&[r]);
         }
         for r in ["granted", "refused", "error"] {
