@@ -23,6 +23,8 @@
 //! - [`entry`]: stream ids and the stream entry format.
 //! - [`entry_mac`]: the HMAC every entry and fence record carries (the
 //!   cluster secret), so nothing without the secret can inject one.
+//! - [`fence_record`]: one container's fences merged into one record (the
+//!   fence set counts containers; a re-publication replaces, never adds).
 //! - `sentinel_watch`: asks the sentinels every round whether the primary
 //!   read is still the one they name.
 //! - [`stats`]: [`ClusterStats`], the `layers_gateway_cluster_*` metrics.
@@ -45,12 +47,15 @@ pub mod connect;
 pub mod daily;
 pub mod entry;
 pub mod entry_mac;
+pub mod fence_record;
 pub mod gap;
 pub mod keys;
 mod lease;
 pub mod limiter;
 pub mod node;
+mod publish;
 mod reader;
+mod republish;
 pub mod scripts;
 mod sentinel_watch;
 pub mod settings;

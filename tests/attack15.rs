@@ -788,22 +788,29 @@ async fn a_full_fence_set_at_the_default_cap_is_read_in_pages_and_lets_an_instan
     let key = EntryKey::new(&s.resolved_secret().unwrap(), &s.stream);
     let rev: Vec<String> = (1..=60).map(|j| format!("asset-{}{j}", "x".repeat(32))).collect();
     let until = (unix_now() * 1000 + 3_600_000).to_string();
-    let records: Vec<String> = (1..=s.fence_max_entries)
+    // One record per container (`fence_record.rs`): the sorted set holds
+    // the containers by expiry, the hash their sealed records.
+    let records_key = StreamKeys::new(&s.stream).fence_records;
+    let records: Vec<(String, String)> = (1..=s.fence_max_entries)
         .map(|i| {
-            let payload = json!({"v": 1, "eventId": format!("evt_load{i}"), "type": "regenerated",
-                "container": format!("cnt_{i:08x}-0000-4000-8000-{i:012x}"), "revoked": rev,
-                "source": "webhook", "origin": "load"})
+            let container = format!("cnt_{i:08x}-0000-4000-8000-{i:012x}");
+            let record = json!({"v": 2, "container": container, "revoked": rev,
+                "events": [format!("evt_load{i}")]})
             .to_string();
-            key.seal_record(&payload)
+            (container, key.seal_record(&record))
         })
         .collect();
     for chunk in records.chunks(1_000) {
         let mut args = vec!["ZADD", fences.as_str()];
-        for r in chunk {
+        let mut values = vec!["HSET", records_key.as_str()];
+        for (member, record) in chunk {
             args.push(&until);
-            args.push(r);
+            args.push(member);
+            values.push(member);
+            values.push(record);
         }
         let _: i64 = redis.cmd(&args);
+        let _: i64 = redis.cmd(&values);
     }
     let n: i64 = redis.cmd(&["ZCARD", &fences]);
     assert_eq!(n as u64, s.fence_max_entries);

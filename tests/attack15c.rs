@@ -23,6 +23,7 @@ mod support;
 use cluster_support::*;
 use layers_gateway::cluster::entry;
 use layers_gateway::cluster::entry_mac::EntryKey;
+use layers_gateway::cluster::fence_record::{self, FenceRecord};
 use layers_gateway::cluster::keys::StreamKeys;
 use layers_gateway::cluster::scripts::PUBLISH_SCRIPT;
 use layers_gateway::cluster::{ClusterNode, ClusterSettings, ClusterStats};
@@ -218,13 +219,17 @@ async fn a_publisher_whose_clock_runs_ahead_does_not_wipe_the_other_instances_fe
     let payload = entry::encode(&inv, "evt_01SKEWREGEN0000000000000", "skewed");
     let key = EntryKey::new(&s.resolved_secret().unwrap(), &s.stream);
     let retention_ms = (24 * 3_600_000).to_string();
+    // The container's fence record (none yet), merged as the node merges.
+    let mut record = FenceRecord::new(other);
+    record.merge(&inv, "evt_01SKEWREGEN0000000000000");
     let _: String = redis.cmd(&[
         "EVAL",
         PUBLISH_SCRIPT,
-        "3",
+        "4",
         &keys.stream,
         &keys.fences,
         &keys.epoch,
+        &keys.fence_records,
         &s.stream_maxlen.to_string(),
         "evt_01SKEWREGEN0000000000000",
         "skewed",
@@ -233,7 +238,9 @@ async fn a_publisher_whose_clock_runs_ahead_does_not_wipe_the_other_instances_fe
         "a-fresh-token-used-only-if-the-fence-set-had-none",
         &s.fence_max_entries.to_string(),
         &key.sign(payload.as_bytes()),
-        &key.seal_record(&payload),
+        &fence_record::member(other),
+        "",
+        &key.seal_record(&record.encode()),
     ]);
     let left: i64 = redis.cmd(&["ZCOUNT", &keys.fences, "-inf", "(+inf"]);
     synced(&a, "A synced after the skewed publication").await;

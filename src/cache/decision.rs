@@ -64,6 +64,12 @@ pub enum OriginVerdict {
     AssetRevoked,
     /// A 2xx container body that cannot be checked: 502.
     Unreadable,
+    /// An asset the standing floor does not name as current: from before
+    /// the floor's change (a lagging replica), or from a later change this
+    /// instance has not heard of. An asset descriptor has no date to tell
+    /// which: ask the container and decide with
+    /// [`ContentCache::judge_asset_by_container`].
+    AssetUnproven,
 }
 
 impl ContentCache {
@@ -165,9 +171,11 @@ impl ContentCache {
     /// revoked asset are answered 404 without a call), then with every 2xx
     /// body it answered: a revoked asset or a tombstone set meanwhile is
     /// still 404, revoked assets are left out of a container body, a
-    /// container body that cannot be parsed is not passed on, and one older
+    /// container body that cannot be parsed is not passed on, one older
     /// than a change that revoked assets loses the ids that change did not
-    /// name as current.
+    /// name as current, and an asset such a change did not name as current
+    /// is unproven (an asset descriptor cannot show it is newer than the
+    /// change; see [`OriginVerdict::AssetUnproven`]).
     pub fn judge_origin(
         &self,
         id: ContainerId,
@@ -188,6 +196,21 @@ impl ContentCache {
         let Some(body) = body else {
             return OriginVerdict::Pass;
         };
+        // An asset descriptor carries no `updatedAt`: an asset the origin
+        // answered that the floor's change did not name as current is
+        // unproven until the container shows a version newer than the
+        // change that lists it (`judge_asset_by_container`), the rule a fill
+        // applies to a body's ids. Judged only on the origin's answer (the
+        // canonical route, synced, reads the container itself).
+        let not_current = |a: &str| {
+            st.floor(now)
+                .filter(|f| f.revokes_assets)
+                .and_then(|f| f.current.as_ref())
+                .is_some_and(|cur| !cur.iter().any(|c| **c == *a))
+        };
+        if asset.is_some_and(not_current) {
+            return OriginVerdict::AssetUnproven;
+        }
         let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
             // An asset was checked by id above; a container body the
             // gateway cannot read might list revoked assets.
@@ -212,6 +235,9 @@ impl ContentCache {
             if named.is_some_and(|a| st.is_revoked(a, now)) {
                 return OriginVerdict::AssetRevoked;
             }
+            if named.is_some_and(not_current) {
+                return OriginVerdict::AssetUnproven;
+            }
             return OriginVerdict::Pass;
         }
         let Some(Value::Array(items)) = obj.get_mut("assets") else {
@@ -235,5 +261,56 @@ impl ContentCache {
             }
         }
         OriginVerdict::Pass
+    }
+}
+
+impl ContentCache {
+    /// Decides an [`OriginVerdict::AssetUnproven`] asset by the origin's
+    /// container body (`container`, a 2xx `GET` of it): the asset passes
+    /// only if that body is dated after the standing floor's change and
+    /// lists it (a version newer than the change, whose event has not
+    /// arrived here yet); otherwise it is from before the change: 404. The
+    /// same rule a fill applies to the ids of a body (`newer` or named
+    /// current), and a tombstone or revocation set meanwhile still wins.
+    pub fn judge_asset_by_container(&self, id: ContainerId, asset: &str, container: &[u8]) -> OriginVerdict {
+        let Some(fence) = self.fences.get(id) else {
+            return OriginVerdict::Pass;
+        };
+        let now = Instant::now();
+        let st = fence.lock();
+        if st.is_tombstoned(now) {
+            return OriginVerdict::Gone;
+        }
+        if st.is_revoked(asset, now) {
+            return OriginVerdict::AssetRevoked;
+        }
+        let Some(floor) = st.floor(now).filter(|f| f.revokes_assets) else {
+            return OriginVerdict::Pass;
+        };
+        if floor
+            .current
+            .as_ref()
+            .is_none_or(|cur| cur.iter().any(|c| **c == *asset))
+        {
+            return OriginVerdict::Pass;
+        }
+        let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(container) else {
+            return OriginVerdict::AssetRevoked;
+        };
+        let newer = obj
+            .get("updatedAt")
+            .and_then(Value::as_str)
+            .and_then(super::time::parse_rfc3339_millis)
+            .is_some_and(|at| at > floor.at);
+        let listed = obj.get("assets").and_then(Value::as_array).is_some_and(|items| {
+            items
+                .iter()
+                .any(|a| a.get("assetId").and_then(Value::as_str) == Some(asset))
+        });
+        if newer && listed {
+            OriginVerdict::Pass
+        } else {
+            OriginVerdict::AssetRevoked
+        }
     }
 }

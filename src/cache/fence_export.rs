@@ -10,7 +10,8 @@
 //! replica's older version out even when no previous ids were named),
 //! become a `regenerated` naming them, dated by the floor. Applying either
 //! again only bumps the generation and extends the lifetimes, which is
-//! safe.
+//! safe. The publisher merges each into its container's one fence record
+//! (`cluster/fence_record.rs`): one Redis already covers is not written.
 
 use super::ContentCache;
 use crate::events::{EventType, Invalidation, Source};
@@ -51,8 +52,10 @@ impl ContentCache {
                     container: Some(id),
                     revoked_asset_ids: std::mem::take(&mut revoked),
                     current_asset_ids: Vec::new(),
-                    changed_at: st.tombstone_changed_at,
-                    created_at: None,
+                    // The tombstone's date, not a change time: a change
+                    // time would also set a floor the cache does not hold.
+                    changed_at: None,
+                    created_at: st.tombstone_changed_at,
                 });
             }
             if !revoked.is_empty() || floor.is_some() {

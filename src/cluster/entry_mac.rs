@@ -31,9 +31,9 @@
 //! - *deleting* entries is a gap by their ordinals, and deleting the whole
 //!   fence set by its marker (`gap.rs`); deleting one fence record is not
 //!   detectable (a later joiner lacks that fence).
-//! - the `<ms>-<n>:` stamp a fence record's member starts with (written by
-//!   the script) is outside the MAC: rewriting it reorders records of the
-//!   same date in a rebuild, no more.
+//! - a container's fence record (`fence_record.rs`) is sealed whole, not
+//!   bound to a version: writing back an older genuine version of it loses
+//!   what was merged since, as deleting it would.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -89,7 +89,8 @@ impl EntryKey {
         m.verify_slice(&tag).is_ok()
     }
 
-    /// A fence record: `<mac>.<payload>` (the sorted set's member).
+    /// A fence record: `<mac>.<payload>` (its container's value in the
+    /// fence records hash, `fence_record.rs`).
     pub fn seal_record(&self, payload: &str) -> String {
         format!("{}.{payload}", self.sign(payload.as_bytes()))
     }

@@ -16,9 +16,14 @@ pub struct StreamKeys {
     /// A small capped stream every instance appends a heartbeat to: the
     /// write half of its proof of being synced.
     pub heartbeat: String,
-    /// Sorted set of fence records (payloads of invalidations that
-    /// tombstone or revoke), scored by expiry in unix ms.
+    /// Sorted set of the containers that have a fence record (members
+    /// `cnt_<uuid>`, see `fence_record.rs`), scored by the record's expiry
+    /// in unix ms, plus the set's marker (`~<token>`, score `+inf`).
     pub fences: String,
+    /// Hash of the fence records themselves (sealed, `entry_mac.rs`),
+    /// keyed by the same member: the sorted set bounds and expires them, the
+    /// hash holds one replaceable value per container.
+    pub fence_records: String,
     /// Counter bumped each time a publication creates the stream: a reader
     /// that sees it change knows the stream was recreated (`gap.rs`).
     pub epoch: String,
@@ -30,6 +35,7 @@ impl StreamKeys {
             stream: stream.to_owned(),
             heartbeat: derived(stream, "heartbeat"),
             fences: derived(stream, "fences"),
+            fence_records: derived(stream, "fence-records"),
             epoch: derived(stream, "epoch"),
         }
     }

@@ -40,12 +40,11 @@
 //! lack the cluster's tombstones.
 
 use super::daily::ClusterDailyCap;
-use super::entry::{self, StreamId};
+use super::entry;
 use super::entry_mac::EntryKey;
 use super::keys::StreamKeys;
 use super::limiter::ClusterLimiter;
-use super::reader::{self, unix_millis};
-use super::scripts::PUBLISH_SCRIPT;
+use super::reader;
 use super::settings::ClusterSettings;
 use super::stats::ClusterStats;
 use super::target::{SharedConn, Target};
@@ -152,7 +151,7 @@ pub struct ClusterNode {
     /// fenced either, and content routes answer 503 (`SyncGate`).
     pub(super) fences_known: AtomicBool,
     /// Fence lifetime and export, set once by the wiring.
-    fences: OnceLock<FenceSource>,
+    pub(super) fences: OnceLock<FenceSource>,
     /// Where the primary is (fixed, or asked of Sentinel by the reader on
     /// each connect): the reader's dedicated connections go there (a
     /// blocking `XREAD` must not share a multiplexed connection with
@@ -176,30 +175,39 @@ pub struct ClusterNode {
     /// `start` runs the tasks once.
     started: AtomicBool,
     /// Whether the last publication was refused for a full fence set (one
-    /// error log per spell).
-    fence_full: AtomicBool,
+    /// error log per spell; re-publication backs off while it holds).
+    pub(super) fence_full: AtomicBool,
+    /// Generation of the running re-publication (`republish.rs`): a newer
+    /// one replaces it.
+    pub(super) republishing: AtomicU64,
+    /// Whether the outbox already collapsed during the current full-set
+    /// spell (`enqueue`); cleared when the spell ends.
+    pub(super) collapsed_while_full: AtomicBool,
 }
-
-/// The error `PUBLISH_SCRIPT` answers when the fence set is at the cap.
-const FENCE_FULL: &str = "FENCEFULL";
 
 /// An invalidation waiting to be appended.
 #[derive(Clone)]
-struct Pending {
-    event_id: String,
-    payload: String,
+pub(super) struct Pending {
+    pub(super) event_id: String,
+    pub(super) payload: String,
     /// Lifetime (ms, from Redis's now when published) of its fence record,
     /// for events that tombstone or revoke; `None` for the others.
-    fence_retention_ms: Option<u64>,
+    pub(super) fence_retention_ms: Option<u64>,
+    /// The (dated) invalidation merged into its container's fence record,
+    /// for events that tombstone or revoke.
+    pub(super) fence: Option<Invalidation>,
+    /// A re-publication (`republish.rs`): when the container's record
+    /// already covers it, nothing is written (no record, no entry).
+    pub(super) republish: bool,
     /// A collapsed outbox's purge-all: once it is published, this
     /// instance's fences are re-published (the collapsed events' records
     /// were never written).
-    republish_after: bool,
+    pub(super) republish_after: bool,
 }
 
-struct FenceSource {
+pub(super) struct FenceSource {
     retention: Duration,
-    export: ExportFn,
+    pub(super) export: ExportFn,
 }
 
 pub(super) struct SyncState {
@@ -256,6 +264,8 @@ impl ClusterNode {
             stop: watch::channel(false).0,
             started: AtomicBool::new(false),
             fence_full: AtomicBool::new(false),
+            republishing: AtomicU64::new(0),
+            collapsed_while_full: AtomicBool::new(false),
             settings: settings.clone(),
         }))
     }
@@ -331,37 +341,7 @@ impl ClusterNode {
     /// error says so: a webhook handler should then answer 503 so the
     /// origin retries (possibly through another instance).
     pub async fn publish(&self, inv: &Invalidation) -> Result<(), String> {
-        let event_id = match &inv.event_id {
-            Some(id) => id.clone(),
-            None => self.next_event_id(),
-        };
-        // Applied locally by the caller: our own entry is a duplicate when
-        // the reader meets it.
-        self.dedupe.mark(&event_id);
-        // An undated delete is dated by when it arrived; peers (and every
-        // rebuild, however much later) must order it by that same date, not
-        // by when they read it, or a replayed delete would look newer than
-        // the re-creation that lifted it.
-        let stamped;
-        let inv = match entry::date_undated_delete(inv, unix_millis()) {
-            Some(dated) => {
-                stamped = dated;
-                &stamped
-            }
-            None => inv,
-        };
-        let payload = entry::encode(inv, &event_id, &self.instance_id);
-        // A lifetime, not an expiry: the script dates it by Redis's clock.
-        let fence_retention_ms = inv
-            .event_type
-            .revokes_assets()
-            .then(|| self.fence_retention().as_millis() as u64);
-        let p = Pending {
-            event_id,
-            payload,
-            fence_retention_ms,
-            republish_after: false,
-        };
+        let p = self.pending(inv, false);
         match self.append(&p).await {
             Ok(_) => {
                 self.stats.published.with_label_values(&["ok"]).inc();
@@ -370,8 +350,13 @@ impl ClusterNode {
             Err(e) => {
                 self.stats.published.with_label_values(&["error"]).inc();
                 tracing::warn!(event_id = %p.event_id, error = %e, "cluster: publishing an invalidation failed; queued for retry");
-                self.enqueue(p);
-                Err(format!("cluster stream unavailable ({e}); queued for retry"))
+                if self.enqueue(p) {
+                    Err(format!("cluster stream unavailable ({e}); queued for retry"))
+                } else {
+                    Err(format!(
+                        "cluster stream unavailable ({e}); outbox full, not queued"
+                    ))
+                }
             }
         }
     }
@@ -412,109 +397,44 @@ impl ClusterNode {
         self.lock_outbox().len()
     }
 
-    fn next_event_id(&self) -> String {
+    pub(super) fn next_event_id(&self) -> String {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         format!("{}:{}:{n}", self.instance_id, self.nonce)
     }
 
-    fn fence_retention(&self) -> Duration {
+    pub(super) fn fence_retention(&self) -> Duration {
         self.fences.get().map_or(DEFAULT_FENCE_RETENTION, |f| f.retention)
     }
 
-    /// Records the fence record (if any) and appends the entry, in one
-    /// [`PUBLISH_SCRIPT`].
-    async fn append(&self, p: &Pending) -> Result<StreamId, String> {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(PUBLISH_SCRIPT)
-            .arg(3)
-            .arg(&self.keys.stream)
-            .arg(&self.keys.fences)
-            .arg(&self.keys.epoch)
-            .arg(self.settings.stream_maxlen)
-            .arg(&p.event_id)
-            .arg(&*self.instance_id)
-            .arg(&p.payload)
-            .arg(p.fence_retention_ms.map(|t| t.to_string()).unwrap_or_default())
-            .arg(reader::fresh_token())
-            .arg(self.settings.fence_max_entries)
-            .arg(self.entry_key.sign(p.payload.as_bytes()))
-            .arg(if p.fence_retention_ms.is_some() {
-                self.entry_key.seal_record(&p.payload)
-            } else {
-                String::new()
-            });
-        let mut conn = self.conn.get();
-        let reply = tokio::time::timeout(
-            self.settings.command_timeout(),
-            cmd.query_async::<String>(&mut conn),
-        );
-        let result = match reply.await {
-            Ok(Ok(id)) => StreamId::parse(&id).ok_or_else(|| format!("XADD answered {id:?}")),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("publishing timed out".into()),
-        };
-        self.note_fence_full(&result);
-        result
-    }
-
-    /// Counts a publication refused because the fence set is full, and logs
-    /// the first of a spell (the next success ends it). Nothing was
-    /// dropped: the event stays queued (and the node unsynced) until the
-    /// set has room, as records expire or once the cap is raised.
-    fn note_fence_full(&self, result: &Result<StreamId, String>) {
-        match result {
-            Err(e) if e.contains(FENCE_FULL) => {
-                self.stats.fence_full.inc();
-                if !self.fence_full.swap(true, Ordering::AcqRel) {
-                    tracing::error!(
-                        error = %e,
-                        fence_max_entries = self.settings.fence_max_entries,
-                        "cluster: the fence set is full; invalidations stay unacknowledged and queued \
-                         until records expire (raise cluster.fence_max_entries on every instance)"
-                    );
-                }
-            }
-            Ok(_) => {
-                if self.fence_full.swap(false, Ordering::AcqRel) {
-                    tracing::info!("cluster: the fence set has room again");
-                }
-            }
-            Err(_) => {}
-        }
-    }
-
-    /// Re-publishes this instance's live fences (in a task of its own):
-    /// after Redis lost data, the fence records of every instance may be
-    /// gone, and each instance puts back what it holds.
-    pub(super) fn republish_fences(self: &Arc<Self>) {
-        let Some(src) = self.fences.get() else {
-            return;
-        };
-        let invs = (src.export)();
-        if invs.is_empty() {
-            return;
-        }
-        let node = self.clone();
-        tokio::spawn(async move {
-            let n = invs.len();
-            for inv in invs {
-                // A failure is queued in the outbox (and unsyncs this node
-                // until it is published).
-                let _ = node.publish(&inv).await;
-            }
-            node.stats.fences_republished.inc_by(n as u64);
-            tracing::info!(records = n, "cluster: re-published this instance's fences");
-        });
-    }
-
-    /// Queues an unpublished event; past `outbox_max` the queue collapses
-    /// into one purge-all (it covers everything that was queued).
-    /// Past `outbox_max` the queue collapses into one purge-all, after
-    /// which this instance's fences are re-published (they cover the
-    /// tombstones and revocations of what was dropped). Until the outbox is
-    /// empty the node is unsynced: it refuses to serve from cache.
-    fn enqueue(&self, p: Pending) {
+    /// Queues an unpublished event and says whether it did. Past
+    /// `outbox_max` the queue collapses into one purge-all (it covers
+    /// everything that was queued), after which this instance's fences are
+    /// re-published (they cover the tombstones and revocations of what was
+    /// dropped). Until the outbox is empty the node is unsynced: it refuses
+    /// to serve from cache.
+    ///
+    /// **At most one collapse per full-fence-set spell.** While the set
+    /// refuses new containers, every fenced event is refused until a record
+    /// expires, so collapsing again would only append purge-alls (each one
+    /// every peer's whole cache) at the rate webhooks arrive. After the
+    /// spell's one collapse, an event that finds the outbox full is shed
+    /// instead: not queued, its caller answered 503 as for any refusal (the
+    /// origin retries it), counted in `cluster_publish_total{result="shed"}`.
+    fn enqueue(&self, p: Pending) -> bool {
         let mut q = self.lock_outbox();
+        // The spell's first collapse marks it; a later overflow is shed.
+        if q.len() >= self.settings.outbox_max
+            && self.fence_full.load(Ordering::Acquire)
+            && self.collapsed_while_full.swap(true, Ordering::AcqRel)
+        {
+            drop(q);
+            self.stats.published.with_label_values(&["shed"]).inc();
+            tracing::warn!(
+                event_id = %p.event_id,
+                "cluster: outbox full while the fence set is full; invalidation not queued (answered 503)"
+            );
+            return false;
+        }
         if q.len() >= self.settings.outbox_max {
             tracing::error!(
                 dropped = q.len() + 1,
@@ -529,6 +449,8 @@ impl ClusterNode {
                 event_id,
                 payload,
                 fence_retention_ms: None,
+                fence: None,
+                republish: false,
                 republish_after: true,
             });
         } else {
@@ -539,6 +461,7 @@ impl ClusterNode {
         self.note_failing(SyncReason::Write);
         self.unsync(SyncReason::Write);
         self.outbox_kick.notify_one();
+        true
     }
 
     fn lock_outbox(&self) -> MutexGuard<'_, VecDeque<Pending>> {

@@ -2,8 +2,8 @@
 //! atomically on Redis, so what it reads and writes is one consistent
 //! snapshot; every key it touches is one of [`StreamKeys`] (one hash slot).
 //!
-//! - [`PUBLISH_SCRIPT`]: records a fence record (if any) and appends the
-//!   entry, numbered with its ordinal in the stream (`n`, from
+//! - [`PUBLISH_SCRIPT`]: merges a fence record (if any; one per container,
+//!   compare-and-set) and appends the entry, numbered with its ordinal in the stream (`n`, from
 //!   `entries-added`), so a reader can tell exactly whether it missed one.
 //! - [`SYNC_SCRIPT`]: one proof round: appends this instance's heartbeat
 //!   (the write half of the proof; its error is returned, not raised), then
@@ -27,32 +27,43 @@ use redis::Value;
 /// fence set's identity; see [`SYNC_SCRIPT`].
 pub const MARKER_PREFIX: u8 = b'~';
 
-/// KEYS: stream, fences, epoch. ARGV: maxlen, event id, origin instance,
-/// payload, fence retention (ms, or "" for no fence record), a fresh random
-/// token (used only if the fence set has no marker), fence cap, the
-/// payload's MAC, the fence record (MAC and payload, see `entry_mac.rs`).
-/// Returns the new entry's id.
+/// KEYS: stream, fences, epoch, fence records. ARGV: maxlen, event id,
+/// origin instance, payload, fence retention (ms, or "" for no fence
+/// record), a fresh random token (used only if the fence set has no
+/// marker), fence cap, the payload's MAC, the fence record's member (its
+/// container, see `fence_record.rs`), the record the publisher read and
+/// merged into ("" for none), the merged record (sealed, `entry_mac.rs`),
+/// "1" when the merge added nothing (a re-publication the record covers).
+/// Returns the new entry's id, or `COVERED`: the merge added nothing and
+/// the record is live, so nothing was written (no record, no entry).
 ///
 /// Times are Redis's (`TIME`), never the publisher's: a publisher whose
 /// clock runs ahead would otherwise prune every other instance's live
 /// records, and one running behind would write records that expire early.
-/// The record's expiry is Redis's now plus the retention; expired records
-/// are pruned by Redis's now.
+/// The record's expiry is Redis's now plus the retention, never lowered
+/// (`ZADD GT`); expired records are pruned by Redis's now.
+///
+/// **One record per container, replaced by compare-and-set.** The
+/// publisher reads the container's record, merges its invalidation in and
+/// sends both: when the stored record is no longer the one it read (another
+/// instance merged meanwhile) the script answers `FENCECAS` and writes
+/// nothing, and the publisher merges again. So no merge is ever lost, and a
+/// re-publication of a fence Redis already holds replaces its record instead
+/// of adding one.
 ///
 /// The fence record goes first: an entry is never in the stream without
-/// the record that outlives it. Its member is `<ms>-<n>:<mac>.<payload>`
-/// (Redis's time and the entry's ordinal, so a rebuild applies records of
-/// the same date in publication order). **A full set refuses**: with
-/// `fence_max_entries` live records after pruning, the script answers
-/// `FENCEFULL` and writes nothing, so the invalidation stays unacknowledged
-/// and queued; a live record is never dropped to make room (a joiner would
-/// miss its tombstone).
+/// the record that outlives it. **A full set refuses a new container**:
+/// with `fence_max_entries` live records after pruning, a publication for a
+/// container that has none answers `FENCEFULL` and writes nothing, so the
+/// invalidation stays unacknowledged and queued; a live record is never
+/// dropped to make room (a joiner would miss its tombstone). A container
+/// that has one is always merged into: the cap counts distinct containers.
 ///
 /// Refused off a primary (a writable replica would accept it and keep
 /// it). The first write is a `ZADD XX` that changes nothing: Redis checks
 /// `maxmemory` only for a script's first write, and the prune (a write that
 /// Redis never refuses) must not let the record and the entry through on a
-/// Redis that is out of memory. The fence set has no TTL of its own (a key with a TTL is what
+/// Redis that is out of memory. Neither fence key has a TTL of its own (a key with a TTL is what
 /// `volatile-*` eviction policies evict first). Creating the stream bumps
 /// its epoch (a counter with no TTL): a reader that saw another epoch knows
 /// the stream came and went, even from `0-0` (see `gap.rs`). The bump
@@ -75,12 +86,26 @@ if not created then
   end
 end
 if ARGV[5] ~= '' then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  local live = redis.call('ZCOUNT', KEYS[2], '-inf', '(+inf')
-  if live >= tonumber(ARGV[7]) then
-    return redis.error_reply('FENCEFULL ' .. live .. ' live fence records: cluster.fence_max_entries = ' .. ARGV[7])
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 512)
+  if #expired > 0 then
+    redis.call('HDEL', KEYS[4], unpack(expired))
+    redis.call('ZREM', KEYS[2], unpack(expired))
   end
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), now .. '-' .. n .. ':' .. ARGV[9])
+  local cur = redis.call('HGET', KEYS[4], ARGV[9]) or ''
+  if cur ~= ARGV[10] then
+    return redis.error_reply('FENCECAS the fence record changed since it was read; merge again')
+  end
+  local score = redis.call('ZSCORE', KEYS[2], ARGV[9])
+  local live = score and tonumber(score) > now
+  if ARGV[12] == '1' and live then return 'COVERED' end
+  if not live then
+    local count = redis.call('ZCOUNT', KEYS[2], '(' .. now, '(+inf')
+    if count >= tonumber(ARGV[7]) then
+      return redis.error_reply('FENCEFULL ' .. count .. ' live fence records: cluster.fence_max_entries = ' .. ARGV[7])
+    end
+  end
+  redis.call('ZADD', KEYS[2], 'GT', now + tonumber(ARGV[5]), ARGV[9])
+  redis.call('HSET', KEYS[4], ARGV[9], ARGV[11])
 end
 if #redis.call('ZRANGEBYSCORE', KEYS[2], '+inf', '+inf', 'LIMIT', 0, 1) == 0 then
   redis.call('ZADD', KEYS[2], '+inf', '~' .. ARGV[6])

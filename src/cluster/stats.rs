@@ -133,11 +133,11 @@ impl ClusterStats {
             ),
             fence_records: gauge(
                 "fence_rebuild_records",
-                "Fence records (tombstones and revocations) applied by the latest rebuild.",
+                "Fence records (one per container with tombstones, revocations or a floor) applied by the latest rebuild.",
             ),
             fences_republished: counter(
                 "fences_republished_total",
-                "Fences this instance re-published after Redis lost data.",
+                "Fences this instance re-published after Redis lost data (written, or found already covered by their container's record).",
             ),
             lag_entries: gauge(
                 "stream_lag_entries",
@@ -209,7 +209,7 @@ impl ClusterStats {
             ),
         };
         // Pre-create the labelled series so they show from the first scrape.
-        for r in ["ok", "error"] {
+        for r in ["ok", "error", "shed"] {
             s.published.with_label_values(&[r]);
         }
         for r in ["granted", "refused", "error"] {

@@ -55,7 +55,9 @@ impl Gateway {
         let refuse = |v: OriginVerdict| match v {
             OriginVerdict::Pass => None,
             OriginVerdict::Gone => Some(Err(GatewayError::not_found())),
-            OriginVerdict::AssetRevoked => Some(Err(GatewayError::asset_not_found())),
+            OriginVerdict::AssetRevoked | OriginVerdict::AssetUnproven => {
+                Some(Err(GatewayError::asset_not_found()))
+            }
             OriginVerdict::Unreadable => Some(Err(GatewayError::upstream_error())),
         };
         if let Some(r) = refuse(cache.judge_origin(id, asset, None)) {
@@ -94,11 +96,14 @@ impl Gateway {
             break reply;
         };
         let mut body = reply.body;
-        let verdict = if reply.status.is_success() && method == Method::GET {
+        let mut verdict = if reply.status.is_success() && method == Method::GET {
             cache.judge_origin(id, asset, Some(&mut body))
         } else {
             cache.judge_origin(id, asset, None)
         };
+        if let (OriginVerdict::AssetUnproven, Some(a)) = (&verdict, asset) {
+            verdict = self.asset_by_container(parts, principal, id, a, rid).await?;
+        }
         if let Some(r) = refuse(verdict) {
             return r;
         }
@@ -156,5 +161,34 @@ impl Gateway {
         *resp.status_mut() = reply.status;
         *resp.headers_mut() = headers;
         Ok(resp)
+    }
+
+    /// An asset the floor does not name as current, decided by the
+    /// origin's container (see `ContentCache::judge_asset_by_container`):
+    /// one more origin read, only for such an asset. A container the origin
+    /// does not answer with a 2xx cannot show the asset is newer: 404.
+    async fn asset_by_container(
+        &self,
+        parts: &http::request::Parts,
+        principal: &Principal,
+        id: ContainerId,
+        asset: &str,
+        rid: &str,
+    ) -> Result<OriginVerdict, GatewayError> {
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(format!("/v1/content/{id}"))
+            .body(empty_body())
+            .map_err(|e| GatewayError::internal(&e))?;
+        *req.headers_mut() = read_headers(parts, rid);
+        let reply = self
+            .state
+            .origin
+            .fetch(req, CONTAINER_TEMPLATE, &principal.org)
+            .await?;
+        if !reply.status.is_success() {
+            return Ok(OriginVerdict::AssetRevoked);
+        }
+        Ok(self.state.cache.judge_asset_by_container(id, asset, &reply.body))
     }
 }

@@ -11,30 +11,33 @@
 //!    operator raises the cap, or records expire). Publishers never exceed
 //!    the cap (a full set refuses a publication, `PUBLISH_SCRIPT`), so this
 //!    only happens to an instance configured with a smaller cap.
-//! 3. The records are read in pages (`ZSCAN`), each page one command's
+//! 3. The records are read in pages (`ZSCAN` of the fence set for the live
+//!    containers, then `HMGET` of their records), each page one command's
 //!    time, so a full set at the cap joins on a healthy Redis. `ZSCAN`
-//!    returns every record present for the whole scan; a record published
-//!    after step 1 is also an entry after the position, read next round; a
-//!    record gone meanwhile expired.
+//!    returns every member present for the whole scan; a record published
+//!    or merged into after step 1 is also an entry after the position, read
+//!    next round; a record gone meanwhile expired.
 //! 4. Step 1 again: if Redis's `run_id`, the epoch or the token changed
 //!    during the scan (a restart, the stream or the fence set recreated),
 //!    the scan may have read a Redis that lost data, so it starts over.
-//! 5. Flush (after a gap), apply the records by their change's date, then
-//!    in publication order (records whose MAC does not verify are skipped
-//!    and counted: a forged record could only add a fence), mark their
-//!    event ids as applied (the same event met again in the stream, or
-//!    replayed into it, is a duplicate), and read on from step 1's end.
+//! 5. Flush (after a gap), apply each container's record (one per
+//!    container, its fences merged in the order Redis accepted them, see
+//!    `fence_record.rs`; records whose MAC does not verify are skipped and
+//!    counted: a forged record could only add a fence), mark their event
+//!    ids as applied (the same event met again in the stream, or replayed
+//!    into it, is a duplicate), and read on from step 1's end.
 //!
 //! **Re-publication.** If Redis may have lost data since this instance last
 //! looked (the gap says so, or `run_id`, the epoch or the token differ from
 //! what the reader saw before the gap, whatever gap started the rebuild; a
 //! restart while a rebuild kept failing must not be missed), the fence
-//! records may be gone too: the instance re-publishes what it holds.
+//! records may be gone too: the instance re-publishes what it holds
+//! (`republish.rs`: what a record already covers is not written again).
 //!
 //! [`REBUILD_SCRIPT`]: crate::cluster::scripts::REBUILD_SCRIPT
 
 use super::{fresh_token, Reader};
-use crate::cluster::entry;
+use crate::cluster::fence_record::FenceRecord;
 use crate::cluster::gap::{token_hash, Gap, Position};
 use crate::cluster::node::{SyncReason, MAX_BACKOFF};
 use crate::cluster::scripts::{Rebuild, MARKER_PREFIX, REBUILD_SCRIPT};
@@ -48,7 +51,7 @@ const PAGE: usize = 256;
 
 /// What the scan found.
 enum Scanned {
-    /// Live records (members), in no particular order.
+    /// Live records (the sealed values), in no particular order.
     Records(Vec<Vec<u8>>),
     /// More than the cap.
     OverCap(u64),
@@ -93,41 +96,37 @@ impl Reader {
         }
         let stats = self.node.stats.clone();
         let mut unverified = 0usize;
-        let mut invs: Vec<(RecordOrder, Invalidation)> = Vec::with_capacity(records.len());
-        for member in &records {
-            let (published, record) = split_record(member);
-            let Some(payload) = self.node.entry_key.open_record(record) else {
+        let mut invs: Vec<Invalidation> = Vec::with_capacity(records.len());
+        let mut applied_events: Vec<String> = Vec::new();
+        for raw in &records {
+            let Some(payload) = self.node.entry_key.open_record(raw) else {
                 unverified += 1;
                 continue;
             };
-            match entry::decode(payload) {
-                Ok((inv, _origin)) => {
-                    let date = inv.changed_at.or(inv.created_at).unwrap_or(i64::MIN);
-                    invs.push(((date, published), inv));
+            match FenceRecord::decode(payload).and_then(|r| Some((r.invalidations()?, r.events))) {
+                Some((mut these, events)) => {
+                    invs.append(&mut these);
+                    applied_events.extend(events);
                 }
-                Err(e) => {
-                    tracing::warn!(error = ?e, "cluster: a fence record did not decode; skipped");
+                None => {
+                    tracing::warn!("cluster: a fence record did not decode; skipped");
                 }
             }
         }
-        // By the change's date, then in publication order (Redis's time and
-        // the entry's ordinal): the order in which a reader of the stream
-        // met them, which decides a delete and a re-creation dated the same
-        // millisecond.
-        invs.sort_by_key(|(order, _)| *order);
         if gap.is_some() {
             (self.flush)().await;
             stats.flushes.inc();
         }
-        let applied = invs.len();
-        for (_, inv) in invs {
-            let id = inv.event_id.clone().filter(|id| !id.is_empty());
+        let applied = records.len() - unverified;
+        // Each record's invalidations in its own order; records of
+        // different containers touch different fences.
+        for inv in invs {
             (self.apply)(inv).await;
-            // Applied: the same event met again in the stream (its entry
-            // after the position, or a replay of it) is a duplicate.
-            if let Some(id) = id {
-                self.node.dedupe.mark(&id);
-            }
+        }
+        // Applied: the same event met again in the stream (its entry after
+        // the position, or a replay of it) is a duplicate.
+        for id in applied_events.iter().filter(|id| !id.is_empty()) {
+            self.node.dedupe.mark(id);
         }
         if unverified > 0 {
             stats.unverified.inc_by(unverified as u64);
@@ -189,8 +188,8 @@ impl Reader {
         Rebuild::parse(&reply)
     }
 
-    /// Step 3: every live record (scored after Redis's `now`), in pages,
-    /// deduplicated (`ZSCAN` may return one twice), markers left out.
+    /// Step 3: every live record (its member scored after Redis's `now`), in
+    /// pages, deduplicated (`ZSCAN` may return one twice), markers left out.
     async fn scan(&mut self, cap: u64, now: i64) -> Result<Scanned, String> {
         let now = now as f64;
         let timeout = self.node.settings.command_timeout();
@@ -215,7 +214,25 @@ impl Reader {
             }
             cursor = next;
         }
-        Ok(Scanned::Records(live.into_keys().collect()))
+        let members: Vec<Vec<u8>> = live.into_keys().collect();
+        let mut records = Vec::with_capacity(members.len());
+        for page in members.chunks(PAGE) {
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(&self.node.keys.fence_records);
+            for m in page {
+                cmd.arg(m.as_slice());
+            }
+            let reply = self.eval(cmd, "reading the fence records", timeout).await?;
+            let Value::Array(values) = reply else {
+                return Err(format!("unexpected HMGET answer: {reply:?}"));
+            };
+            // Nil: pruned since the scan (it expired).
+            records.extend(values.into_iter().filter_map(|v| match v {
+                Value::BulkString(b) => Some(b),
+                _ => None,
+            }));
+        }
+        Ok(Scanned::Records(records))
     }
 
     /// Step 2: refuses to join on a partial fence set; see the module docs.
@@ -237,24 +254,6 @@ impl Reader {
         tokio::time::sleep(MAX_BACKOFF).await;
         Ok(())
     }
-}
-
-/// How records are applied: the change's date, then (Redis's time at
-/// publication, the entry's ordinal).
-type RecordOrder = (i64, (u64, u64));
-
-/// A fence set member `<ms>-<n>:<record>` split into its publication
-/// stamp and the sealed record (`entry_mac.rs`). The stamp is written by
-/// the publishing script, outside the MAC: it orders records, it adds or
-/// lifts nothing. A member without one (written before it existed) sorts
-/// first among records of its date.
-fn split_record(member: &[u8]) -> ((u64, u64), &[u8]) {
-    let stamp = member.iter().take(42).position(|b| *b == b':').and_then(|i| {
-        let s = std::str::from_utf8(&member[..i]).ok()?;
-        let (ms, n) = s.split_once('-')?;
-        Some(((ms.parse().ok()?, n.parse().ok()?), &member[i + 1..]))
-    });
-    stamp.unwrap_or(((0, 0), member))
 }
 
 /// (member, score) pairs of one `ZSCAN` page.
@@ -294,13 +293,6 @@ mod tests {
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn a_member_splits_into_its_stamp_and_record() {
-        assert_eq!(split_record(b"1700-3:abc.{}"), ((1700, 3), &b"abc.{}"[..]));
-        let old = format!("{}.{{\"a\":\"x:y\"}}", "0".repeat(64));
-        assert_eq!(split_record(old.as_bytes()), ((0, 0), old.as_bytes()));
     }
 
     #[test]

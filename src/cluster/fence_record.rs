@@ -1,0 +1,311 @@
+//! One container's fence record in Redis: everything the cluster's
+//! invalidations of that container left that a later reader must still
+//! apply (its tombstone, the lift of one, its revoked asset ids, its
+//! change-time floor), merged into **one** record per container.
+//!
+//! Why one per container, not one per event: after a gap that may have lost
+//! data, every instance re-publishes every fence it holds. With a record per
+//! publication, N instances turned K fences into (N+1)K records, which
+//! filled `fence_max_entries` with duplicates; the cap then refused the one
+//! fence Redis really lacked, and a joiner missed it. With the container as
+//! the record's identity (the sorted set's member), a re-publication merges
+//! into the record already there: the cap counts distinct containers, and a
+//! fence Redis still holds is never written twice.
+//!
+//! The merge mirrors how the cache applies an invalidation
+//! (`cache/invalidate.rs`), so applying the merged record equals applying
+//! what was merged, in the order it was merged (the order Redis accepted the
+//! publications: each is a compare-and-set on the record, see
+//! `PUBLISH_SCRIPT`):
+//! - a delete's date only moves forward; a `generated` dated not before it
+//!   lifts it (and is kept, so a rebuild lifts a tombstone an instance
+//!   still holds from before a gap);
+//! - revoked ids are a union (newest kept past [`MAX_RECORD_REVOKED`]);
+//! - the floor is the newest change date with the ids it named as current;
+//!   an undated change naming current ids widens it.
+//!
+//! The record is sealed with the cluster secret as a whole (`entry_mac.rs`);
+//! only a gateway can write one that a rebuild applies.
+
+use crate::events::{EventType, Invalidation, Source};
+use crate::ids::ContainerId;
+use serde::{Deserialize, Serialize};
+
+/// Record format version.
+pub const RECORD_VERSION: u32 = 2;
+
+/// Revoked ids kept per record (the newest): a record stays one bounded
+/// value however often its container changes. The cache keeps at most
+/// `max_revoked_per_container` per container for the same reason.
+pub const MAX_RECORD_REVOKED: usize = 1024;
+
+/// Event ids remembered per record (the newest), marked as applied by a
+/// rebuild so the same event met again in the stream is a duplicate.
+const MAX_RECORD_EVENTS: usize = 8;
+
+/// One container's merged fences. See the module docs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FenceRecord {
+    pub v: u32,
+    /// `cnt_<uuid>`: also the record's member in the fence set.
+    pub container: String,
+    /// The standing tombstone's date (unix ms), if the container is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tombstone: Option<i64>,
+    /// The newest `generated` that lifted a tombstone (unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifted: Option<i64>,
+    /// Revoked asset ids, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<FloorRecord>,
+    /// The newest event ids merged in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+}
+
+/// The newest dated change that revoked assets, and the ids it named as
+/// current (`None`: it named none).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FloorRecord {
+    pub at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<Vec<String>>,
+}
+
+/// The member of `id`'s record in the fence set.
+pub fn member(id: ContainerId) -> String {
+    id.to_string()
+}
+
+/// Whether `inv` leaves a fence a record must keep (a tombstone or a
+/// revocation: the events that revoke assets, on one container).
+pub fn has_record(inv: &Invalidation) -> bool {
+    inv.event_type.revokes_assets() && inv.container.is_some()
+}
+
+impl FenceRecord {
+    /// An empty record of `id`.
+    pub fn new(id: ContainerId) -> FenceRecord {
+        FenceRecord {
+            v: RECORD_VERSION,
+            container: member(id),
+            ..FenceRecord::default()
+        }
+    }
+
+    /// Merges `inv` (whose event id is `event_id`) in, as the cache would
+    /// apply it after what is already merged.
+    pub fn merge(&mut self, inv: &Invalidation, event_id: &str) {
+        if !inv.event_type.revokes_assets() {
+            return;
+        }
+        for a in &inv.revoked_asset_ids {
+            if !inv.current_asset_ids.contains(a) && !self.revoked.contains(a) {
+                self.revoked.push(a.clone());
+            }
+        }
+        if self.revoked.len() > MAX_RECORD_REVOKED {
+            let extra = self.revoked.len() - MAX_RECORD_REVOKED;
+            self.revoked.drain(..extra);
+        }
+        let date = inv.changed_at.or(inv.created_at);
+        match inv.event_type {
+            EventType::Deleted => {
+                // Publication dates every delete; one that is not (written by
+                // hand) is kept until its record expires.
+                let at = date.unwrap_or(i64::MAX);
+                self.tombstone = Some(self.tombstone.map_or(at, |t| t.max(at)));
+            }
+            EventType::Generated => {
+                let later = match (date, self.tombstone) {
+                    (Some(at), Some(deleted)) => at >= deleted,
+                    (_, None) => true,
+                    (None, Some(_)) => false,
+                };
+                if later {
+                    self.tombstone = None;
+                    if let Some(at) = date {
+                        self.lifted = Some(self.lifted.map_or(at, |l| l.max(at)));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if inv.changed_at.is_none() && !inv.current_asset_ids.is_empty() {
+            if let Some(cur) = self.floor.as_mut().and_then(|f| f.current.as_mut()) {
+                for a in &inv.current_asset_ids {
+                    if !cur.contains(a) {
+                        cur.push(a.clone());
+                    }
+                }
+            }
+        }
+        if let Some(at) = inv.changed_at {
+            if self.floor.as_ref().is_none_or(|f| f.at < at) {
+                self.floor = Some(FloorRecord {
+                    at,
+                    current: (!inv.current_asset_ids.is_empty()).then(|| inv.current_asset_ids.clone()),
+                });
+            }
+        }
+        if !event_id.is_empty() && !self.events.iter().any(|e| e == event_id) {
+            self.events.push(event_id.to_owned());
+            if self.events.len() > MAX_RECORD_EVENTS {
+                self.events.remove(0);
+            }
+        }
+    }
+
+    /// Whether merging `inv` in would add no fence (only its event id): the
+    /// record already covers it.
+    pub fn covers(&self, inv: &Invalidation) -> bool {
+        let mut merged = self.clone();
+        merged.merge(inv, "");
+        merged == *self
+    }
+
+    /// The invalidations that put these fences on an instance, in the order
+    /// to apply them: the lift, then the tombstone (or the revocations), then
+    /// the floor. `None` if the record names no valid container.
+    pub fn invalidations(&self) -> Option<Vec<Invalidation>> {
+        let id = ContainerId::parse(&self.container)?;
+        let inv =
+            |event_type, revoked: Vec<String>, current: Vec<String>, changed_at, created_at| Invalidation {
+                event_id: None,
+                source: Source::Cluster,
+                event_type,
+                container: Some(id),
+                revoked_asset_ids: revoked,
+                current_asset_ids: current,
+                changed_at,
+                created_at,
+            };
+        let mut out = Vec::new();
+        if let Some(at) = self.lifted {
+            out.push(inv(EventType::Generated, Vec::new(), Vec::new(), None, Some(at)));
+        }
+        if let Some(at) = self.tombstone {
+            // Dated by `created_at`: a tombstone's date, not a change time
+            // (which would also set a floor the record does not hold).
+            out.push(inv(
+                EventType::Deleted,
+                self.revoked.clone(),
+                Vec::new(),
+                None,
+                Some(at),
+            ));
+        } else if !self.revoked.is_empty() {
+            out.push(inv(
+                EventType::Regenerated,
+                self.revoked.clone(),
+                Vec::new(),
+                None,
+                None,
+            ));
+        }
+        if let Some(f) = &self.floor {
+            let current = f.current.clone().unwrap_or_default();
+            out.push(inv(EventType::Regenerated, Vec::new(), current, Some(f.at), None));
+        }
+        Some(out)
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("a fence record always serializes")
+    }
+
+    /// A record of this format, or `None` (another version, or garbage).
+    pub fn decode(json: &[u8]) -> Option<FenceRecord> {
+        serde_json::from_slice::<FenceRecord>(json)
+            .ok()
+            .filter(|r| r.v == RECORD_VERSION)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> ContainerId {
+        ContainerId::parse("cnt_0b6c4c1e-6f1a-4b7e-9a51-1f0f7c0d2a11").unwrap()
+    }
+
+    fn ev(
+        t: EventType,
+        revoked: &[&str],
+        current: &[&str],
+        changed: Option<i64>,
+        created: Option<i64>,
+    ) -> Invalidation {
+        Invalidation {
+            event_id: None,
+            source: Source::Webhook,
+            event_type: t,
+            container: Some(id()),
+            revoked_asset_ids: revoked.iter().map(|s| s.to_string()).collect(),
+            current_asset_ids: current.iter().map(|s| s.to_string()).collect(),
+            changed_at: changed,
+            created_at: created,
+        }
+    }
+
+    #[test]
+    fn republishing_what_a_record_holds_changes_nothing() {
+        let mut r = FenceRecord::new(id());
+        let del = ev(EventType::Deleted, &["a", "b"], &[], None, Some(10));
+        r.merge(&del, "e1");
+        assert!(r.covers(&del));
+        // The cache's export of the same fence.
+        assert!(r.covers(&ev(EventType::Deleted, &["b", "a"], &[], None, Some(10))));
+        assert!(!r.covers(&ev(EventType::Deleted, &["c"], &[], None, Some(10))));
+        assert!(!r.covers(&ev(EventType::Deleted, &[], &[], None, Some(11))));
+    }
+
+    #[test]
+    fn tombstones_lift_and_floors_merge_as_the_cache_applies_them() {
+        let mut r = FenceRecord::new(id());
+        r.merge(&ev(EventType::Deleted, &[], &[], None, Some(10)), "d1");
+        r.merge(&ev(EventType::Generated, &[], &[], None, Some(9)), "g0");
+        assert_eq!(r.tombstone, Some(10), "an older generated does not lift");
+        r.merge(&ev(EventType::Generated, &["x"], &["y"], Some(12), None), "g1");
+        assert_eq!((r.tombstone, r.lifted), (None, Some(12)));
+        r.merge(&ev(EventType::Regenerated, &["y"], &["z"], Some(11), None), "r0");
+        let f = r.floor.clone().unwrap();
+        assert_eq!(
+            (f.at, f.current),
+            (12, Some(vec!["y".to_string()])),
+            "an older floor loses"
+        );
+        assert_eq!(r.revoked, vec!["x".to_string(), "y".to_string()]);
+        let invs = r.invalidations().unwrap();
+        let kinds: Vec<EventType> = invs.iter().map(|i| i.event_type).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                EventType::Generated,
+                EventType::Regenerated,
+                EventType::Regenerated
+            ]
+        );
+        let back = FenceRecord::decode(r.encode().as_bytes()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_record_stays_bounded() {
+        let mut r = FenceRecord::new(id());
+        for i in 0..(MAX_RECORD_REVOKED + 10) {
+            r.merge(
+                &ev(EventType::Regenerated, &[&format!("a{i}")], &[], None, None),
+                &format!("e{i}"),
+            );
+        }
+        assert_eq!(r.revoked.len(), MAX_RECORD_REVOKED);
+        assert_eq!(r.revoked[0], "a10", "the newest are kept");
+        assert_eq!(r.events.len(), MAX_RECORD_EVENTS);
+    }
+}
