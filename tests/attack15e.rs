@@ -6,6 +6,15 @@
 //! a failure is a defect found, and the doc comment says what it shows and
 //! what the fix should be. Tests named `held_*` pass: attacks that held.
 //!
+//! Attacks that held (by test: `held_*`; by reading, no test): two
+//! publishers racing merges lose nothing (CAS); a refused 9th merge is not
+//! acknowledged (Err, queued, instance unsynced) and the outbox later
+//! merges it; `ZADD GT` never shrinks a record's expiry; the fence *set*
+//! lost with the hash kept is a gap and a covered re-publication rewrites
+//! the member (`live` false); an expired-but-unpruned record merged into
+//! only over-fences; the rebuild's record/stream overlap is deduped or
+//! replays in date order.
+//!
 //! Same harness as `attack15d.rs`: a `redis-server` of its own on a free
 //! loopback port, in-process gateways in front of one simulator whose reads
 //! of the attacked container lag, wired as the service wires them.
@@ -439,4 +448,131 @@ async fn held_cas_races_between_two_publishers_lose_no_fence() {
         assert!(rec.revoked.contains(x), "acknowledged {x} lost from the record");
     }
     assert!(rec.tombstone.is_some(), "the tombstone was lost");
+}
+
+/// An instance with its own fence retention (as if configured with other
+/// `invalidation.tombstone_secs` / `revoked_ttl_secs`).
+async fn with_retention(sim: &Simulator, s: ClusterSettings, retention: Duration) -> Arc<Instance> {
+    let gw = in_process(sim, "");
+    let node = ClusterNode::new(&s, Arc::new(ClusterStats::new())).unwrap();
+    let flushes = Arc::new(AtomicU64::new(0));
+    let (apply, flush) = wiring(&gw, flushes.clone());
+    let cache = gw.state().cache.clone();
+    node.set_fence_source(retention, Arc::new(move || cache.export_fences()));
+    node.start(apply, flush, std::future::pending()).await;
+    gw.state().cache.set_sync_gate(node.clone());
+    Arc::new(Instance { gw, node, flushes })
+}
+
+/// Held: a short-lived event merged into a long-lived record does not
+/// shorten the record's expiry (`ZADD GT`), and the tombstone stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_a_short_lived_merge_does_not_shrink_a_long_lived_records_expiry() {
+    let Some(redis) = RedisServer::start() else { return };
+    let sim = demo_simulator();
+    let id = containers(&sim)[0];
+    let long = with_retention(&sim, settings(&redis.url(), "long"), Duration::from_secs(86_400)).await;
+    let short = with_retention(&sim, settings(&redis.url(), "short"), Duration::from_secs(2)).await;
+    synced(&long, "long joined").await;
+    synced(&short, "short joined").await;
+    long.node
+        .publish(&event(
+            EventType::Deleted,
+            id,
+            vec!["slide-x".into()],
+            Vec::new(),
+            "evt_01EXPIRYLONG00000000000000",
+        ))
+        .await
+        .unwrap();
+    let member = id.to_string();
+    let before: f64 = redis.cmd(&["ZSCORE", &keys(&long).fences, &member]);
+    short
+        .node
+        .publish(&event(
+            EventType::Regenerated,
+            id,
+            vec!["slide-y".into()],
+            Vec::new(),
+            "evt_01EXPIRYSHORT0000000000000",
+        ))
+        .await
+        .unwrap();
+    let after: f64 = redis.cmd(&["ZSCORE", &keys(&long).fences, &member]);
+    let rec = stored_record(&redis, &long, id).expect("a record");
+    long.node.stop();
+    short.node.stop();
+    assert!(after >= before, "expiry shrank: {before} -> {after}");
+    assert!(rec.tombstone.is_some() && rec.revoked.len() == 2, "{rec:?}");
+}
+
+/// **The record merges an event it already holds a second time: a retried
+/// delete published after the re-creation re-tombstones the record (not
+/// the peers, which dedupe it), so a joiner answers 404 for a container
+/// the origin and every peer serve.**
+///
+/// The stream side dedupes by event id (a peer skips an entry whose event
+/// it applied), the record side does not: `FenceRecord::merge` applies the
+/// fence part of an event whose id is already in `events`, and a `Deleted`
+/// is merged without looking at `lifted`. A delete webhook E1 is published
+/// twice in ordinary operation: its first publication fails (Redis blip,
+/// or the CAS limit above) and sits in A's outbox while the origin's retry
+/// of E1 (503 to the first attempt) is accepted by B, or the retry reaches
+/// B before B has read A's entry. If the container's re-creation (E2,
+/// `content.generated`, dated after the delete) is merged in between, the
+/// second E1 sets `tombstone` again under `lifted`. Peers skip E1 (dedupe),
+/// so they serve the container; a joiner applies the record and answers
+/// 404 for `tombstone_ttl` (24 h by default): the record no longer equals
+/// "applying what was merged" (`fence_record.rs`'s own contract).
+///
+/// Fix: in `merge`, skip the fence part of an event id the record already
+/// holds (keep more than 8 ids, or keep the newest date merged per kind),
+/// and do not set a tombstone dated not after `lifted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_published_twice_around_a_recreation_does_not_tombstone_a_joiner() {
+    let Some(redis) = RedisServer::start() else { return };
+    let sim = demo_simulator();
+    let id = containers(&sim)[0];
+    let a = gated(&sim, settings(&redis.url(), "a")).await;
+    let b = gated(&sim, settings(&redis.url(), "b")).await;
+    synced(&a, "A joined").await;
+    synced(&b, "B joined").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let e1 = Invalidation {
+        created_at: Some(now - 2_000),
+        ..event(EventType::Deleted, id, Vec::new(), Vec::new(), "evt_01TWICEDEL0000000000000000")
+    };
+    let e2 = Invalidation {
+        created_at: Some(now - 1_000),
+        ..event(EventType::Generated, id, Vec::new(), Vec::new(), "evt_01TWICEGEN0000000000000000")
+    };
+    a.accept(&e1).await.expect("E1 published");
+    a.accept(&e2).await.expect("E2 published");
+    eventually("B applied E1 and E2", Duration::from_secs(5), || async {
+        b.stat(|s| s.applied.get()) >= 2
+    })
+    .await;
+    // The origin's retry of E1, accepted by B (here after B applied it:
+    // B's cache dedupes nothing at `accept`, but its stream peers do).
+    b.node.publish(&e1).await.expect("E1 again");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ra = call_get(&a.gw, &container_path(id), &admin_key()).await;
+    let rb = call_get(&b.gw, &container_path(id), &admin_key()).await;
+    assert_eq!((ra.status.as_u16(), rb.status.as_u16()), (200, 200), "baseline: the peers serve the re-created container");
+    let rec = stored_record(&redis, &a, id);
+    let c = gated(&sim, settings(&redis.url(), "c")).await;
+    synced(&c, "C joined").await;
+    let rc = call_get(&c.gw, &container_path(id), &admin_key()).await;
+    a.node.stop();
+    b.node.stop();
+    c.node.stop();
+    assert_eq!(
+        rc.status,
+        200,
+        "joiner C answers {} for a container the origin, A and B serve; the record: {rec:?}",
+        rc.status
+    );
 }
