@@ -870,6 +870,12 @@ impl Config {
         nonzero(self.shaping.max_keys as u64, "shaping.max_keys")?;
         if let Some(c) = &self.cluster {
             c.validate()?;
+            let record_max = crate::cluster::fence_record::MAX_RECORD_REVOKED;
+            if self.invalidation.max_revoked_per_container > record_max {
+                return Err(format!(
+                    "invalidation.max_revoked_per_container: at most {record_max} in cluster mode (a container's fence record in Redis keeps that many revoked ids, and a joiner must not forget any its peers hold)"
+                ));
+            }
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err("log.format: must be \"text\" or \"json\"".into());

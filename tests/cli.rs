@@ -846,4 +846,26 @@ fn check_config_refuses_cluster_tls_and_credential_settings_that_cannot_work() {
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
     let all = format!("{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
     assert!(!all.contains("cli-cluster-secret-value"), "{all}");
+
+    // A container's fence record in Redis keeps 4096 revoked ids: an
+    // instance may not hold more than a joiner would learn.
+    let dir = scratch("cluster-revoked-cap");
+    let path = config_copy(&dir, |t| {
+        let t = cluster("secret_env = \"LAYERS_CLI_TEST_CLUSTER_SECRET\"\n")(t);
+        t.replacen(
+            "max_revoked_per_container = 4096",
+            "max_revoked_per_container = 5000",
+            1,
+        )
+    });
+    let o = run_env(
+        &["check-config", path.to_str().unwrap(), "--allow-demo-keys"],
+        &[("LAYERS_CLI_TEST_CLUSTER_SECRET", "cli-cluster-secret-value")],
+    );
+    assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG), "stderr: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("invalidation.max_revoked_per_container: at most 4096 in cluster mode"),
+        "{}",
+        stderr(&o)
+    );
 }

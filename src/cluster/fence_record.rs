@@ -35,9 +35,12 @@ use serde::{Deserialize, Serialize};
 pub const RECORD_VERSION: u32 = 2;
 
 /// Revoked ids kept per record (the newest): a record stays one bounded
-/// value however often its container changes. The cache keeps at most
-/// `max_revoked_per_container` per container for the same reason.
-pub const MAX_RECORD_REVOKED: usize = 1024;
+/// value however often its container changes. As many as an instance's
+/// cache keeps by default (`invalidation.max_revoked_per_container`, which
+/// cluster mode may not set higher): a joiner must not forget revocations
+/// its peers still hold, and the ids a lagging replica serves are exactly
+/// the oldest ones.
+pub const MAX_RECORD_REVOKED: usize = 4096;
 
 /// Event ids remembered per record (the newest), marked as applied by a
 /// rebuild so the same event met again in the stream is a duplicate.
@@ -118,7 +121,13 @@ impl FenceRecord {
                 // Publication dates every delete; one that is not (written by
                 // hand) is kept until its record expires.
                 let at = date.unwrap_or(i64::MAX);
-                self.tombstone = Some(self.tombstone.map_or(at, |t| t.max(at)));
+                // A delete older than the re-creation that already lifted
+                // the tombstone (a retried or re-published delete merged
+                // late) is history, not a new deletion. Same millisecond:
+                // kept (refusing a live container beats serving a deleted one).
+                if self.lifted.is_none_or(|lifted| at >= lifted) {
+                    self.tombstone = Some(self.tombstone.map_or(at, |t| t.max(at)));
+                }
             }
             EventType::Generated => {
                 let later = match (date, self.tombstone) {
