@@ -288,14 +288,10 @@ impl Gateway {
         inv: &Invalidation,
         mut span: crate::telemetry::ChildSpan,
     ) -> (Applied, Result<(), String>) {
-        let applied = self.state.cache.invalidate(inv).await;
-        self.count_invalidation(inv, &applied);
+        let applied = self.apply_invalidation_in(inv, &mut span).await;
         let published = self.publish(inv, &applied).await;
-        if span.is_recording() {
-            traced::invalidation(&mut span, inv, &applied);
-            if published.is_err() {
-                span.fail("publish_failed");
-            }
+        if published.is_err() {
+            span.fail("publish_failed");
         }
         (applied, published)
     }
@@ -386,11 +382,19 @@ impl Gateway {
 
     /// Applies an invalidation from any source and counts it.
     pub async fn apply_invalidation(&self, inv: &Invalidation) -> Applied {
-        let mut span = self.root_span();
+        self.apply_invalidation_in(inv, &mut self.root_span()).await
+    }
+
+    /// [`Gateway::apply_invalidation`], described on `span`.
+    async fn apply_invalidation_in(
+        &self,
+        inv: &Invalidation,
+        span: &mut crate::telemetry::ChildSpan,
+    ) -> Applied {
         let applied = self.state.cache.invalidate(inv).await;
         self.count_invalidation(inv, &applied);
         if span.is_recording() {
-            traced::invalidation(&mut span, inv, &applied);
+            traced::invalidation(span, inv, &applied);
         }
         applied
     }
