@@ -48,6 +48,7 @@ pub mod daily;
 pub mod entry;
 pub mod entry_mac;
 pub mod fence_record;
+pub mod fence_token;
 pub mod gap;
 pub mod keys;
 mod lease;

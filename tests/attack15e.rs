@@ -126,7 +126,6 @@ fn stored_record(redis: &RedisServer, i: &Instance, id: ContainerId) -> Option<F
 /// whose record is nil as data loss (gap + re-publication), never as
 /// "expired".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open defect (issue 15, review round 4): the records hash lost alone is not detected; see the closing note"]
 async fn losing_the_fence_records_hash_alone_is_a_gap_not_a_silent_loss_of_tombstones() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
@@ -179,6 +178,49 @@ async fn losing_the_fence_records_hash_alone_is_a_gap_not_a_silent_loss_of_tombs
          fences re-published: {republished}",
         gaps_before, gaps_after,
     );
+}
+
+/// The same loss, one record at a time: an `HDEL` of one live record (the
+/// set's token intact in both keys). A joiner's rebuild finds the live
+/// member without its record; before the fix it took it for "expired" and
+/// served the deleted container. Now it resets the fence set (counted in
+/// `cluster_fence_records_lost_total`), every instance re-publishes, and
+/// the joiner refuses the container like its peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_one_live_fence_record_is_data_loss_not_expiry() {
+    let Some(redis) = RedisServer::start() else { return };
+    let sim = demo_simulator();
+    let gone = containers(&sim)[1];
+    let a = gated(&sim, settings(&redis.url(), "a")).await;
+    synced(&a, "A joined").await;
+    sim.set_replica_lag(gone, Some(LONG_LAG));
+    let assets = asset_ids(&sim.container(gone).unwrap());
+    assert!(sim.delete(gone));
+    a.accept(&event(
+        EventType::Deleted,
+        gone,
+        assets,
+        Vec::new(),
+        "evt_01ONERECORDLOST00000000000",
+    ))
+    .await
+    .expect("the delete is acknowledged");
+    assert!(stored_record(&redis, &a, gone).is_some_and(|r| r.tombstone.is_some()));
+    let n: i64 = redis.cmd(&["HDEL", &keys(&a).fence_records, &gone.to_string()]);
+    assert_eq!(n, 1);
+    let c = gated(&sim, settings(&redis.url(), "c")).await;
+    synced(&c, "C joined").await;
+    let r = call_get(&c.gw, &container_path(gone), &admin_key()).await;
+    let reset = c.stat(|s| s.fence_records_lost.get());
+    let back = stored_record(&redis, &a, gone).is_some_and(|r| r.tombstone.is_some());
+    a.node.stop();
+    c.node.stop();
+    assert_ne!(
+        r.status, 200,
+        "C joined with one live record lost and serves the deleted container"
+    );
+    assert!(reset >= 1, "C did not count the lost record");
+    assert!(back, "A did not re-publish the lost tombstone after the reset");
 }
 
 /// **A record keeps 1,024 revoked ids, an instance 4,096: a joiner forgets
@@ -340,7 +382,6 @@ fn a_stale_delete_merged_after_the_lift_does_not_re_tombstone_the_record() {
 /// into one publication), and/or do the merge in the script (the Lua
 /// merge needs no CAS), so only cross-instance races retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open defect (issue 15, review round 4; availability only): a burst of publications of one container exhausts the 8 compare-and-set tries"]
 async fn a_burst_of_publications_for_one_container_is_not_refused_by_the_cas_limit() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();

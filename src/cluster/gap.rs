@@ -198,6 +198,8 @@ mod tests {
             entries,
             epoch: 1,
             token: "t1".into(),
+            awaited: 0,
+            awaited_ids: Vec::new(),
         }
     }
 

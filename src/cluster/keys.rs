@@ -22,11 +22,16 @@ pub struct StreamKeys {
     pub fences: String,
     /// Hash of the fence records themselves (sealed, `entry_mac.rs`),
     /// keyed by the same member: the sorted set bounds and expires them, the
-    /// hash holds one replaceable value per container.
+    /// hash holds one replaceable value per container. Its field `~` holds
+    /// the same token as the set's marker (`fence_token.rs`).
     pub fence_records: String,
     /// Counter bumped each time a publication creates the stream: a reader
     /// that sees it change knows the stream was recreated (`gap.rs`).
     pub epoch: String,
+    /// Hash of the instances that read the stream: instance id ->
+    /// `<last round, Redis ms>:<token it has re-published its fences to>`
+    /// (`fence_token.rs`, the recovery barrier).
+    pub members: String,
 }
 
 impl StreamKeys {
@@ -37,6 +42,7 @@ impl StreamKeys {
             fences: derived(stream, "fences"),
             fence_records: derived(stream, "fence-records"),
             epoch: derived(stream, "epoch"),
+            members: derived(stream, "members"),
         }
     }
 }

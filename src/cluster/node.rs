@@ -44,6 +44,7 @@ use super::entry;
 use super::entry_mac::EntryKey;
 use super::keys::StreamKeys;
 use super::limiter::ClusterLimiter;
+use super::publish::MergeLocks;
 use super::reader;
 use super::settings::ClusterSettings;
 use super::stats::ClusterStats;
@@ -183,6 +184,25 @@ pub struct ClusterNode {
     /// Whether the outbox already collapsed during the current full-set
     /// spell (`enqueue`); cleared when the spell ends.
     pub(super) collapsed_while_full: AtomicBool,
+    /// One publication per container at a time from this instance
+    /// (`publish.rs`): only other instances' merges can conflict.
+    pub(super) merge_locks: MergeLocks,
+    /// Where this instance's fences stand against the fence set's token
+    /// (`republish.rs`, the recovery barrier of `fence_token.rs`).
+    pub(super) republished: Mutex<Republished>,
+}
+
+/// This instance's part of the recovery barrier (`fence_token.rs`).
+#[derive(Default)]
+pub(super) struct Republished {
+    /// The fence set's token at the reader's last rebuild.
+    pub(super) seen: String,
+    /// The token whose set holds every fence this instance holds (it
+    /// re-published them there, or had nothing to): what the members hash
+    /// says of it, and what its peers wait for after a loss.
+    pub(super) to: String,
+    /// The generation of the re-publication still running, if any.
+    pub(super) running: Option<u64>,
 }
 
 /// An invalidation waiting to be appended.
@@ -266,6 +286,8 @@ impl ClusterNode {
             fence_full: AtomicBool::new(false),
             republishing: AtomicU64::new(0),
             collapsed_while_full: AtomicBool::new(false),
+            merge_locks: MergeLocks::new(),
+            republished: Mutex::new(Republished::default()),
             settings: settings.clone(),
         }))
     }
@@ -619,7 +641,8 @@ async fn drain_outbox(node: Arc<ClusterNode>) {
                 }
                 drop(q);
                 if p.republish_after {
-                    node.republish_fences();
+                    let seen = node.lock_republished().seen.clone();
+                    node.republish_fences(seen);
                 }
             }
             Err(_) => {

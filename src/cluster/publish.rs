@@ -9,6 +9,7 @@ use super::node::{ClusterNode, Pending};
 use super::reader::{self, unix_millis};
 use super::scripts::PUBLISH_SCRIPT;
 use crate::events::Invalidation;
+use crate::ids::ContainerId;
 use std::sync::atomic::Ordering;
 
 /// The error `PUBLISH_SCRIPT` answers when the fence set is at the cap.
@@ -20,9 +21,45 @@ const FENCE_CAS: &str = "FENCECAS";
 /// and unchanged: nothing was written.
 const COVERED: &str = "COVERED";
 /// Merges tried per publication before it counts as failed (and is queued,
-/// or retried by the re-publication): only instances publishing the same
-/// container at the same moment conflict.
-const MAX_MERGES: usize = 8;
+/// or retried by the re-publication). Publications of one container are
+/// serialized within an instance ([`MergeLocks`]), so only other instances
+/// publishing the same container at the same moment conflict; each retry
+/// waits a random moment first, so the contenders spread out and one of
+/// them wins each round.
+const MAX_MERGES: u32 = 32;
+/// The longest random wait before a retried merge.
+const MAX_MERGE_JITTER_MS: u64 = 25;
+
+/// Lock stripes of [`MergeLocks`]: two containers share one rarely.
+const MERGE_STRIPES: usize = 64;
+
+/// One publication per container at a time within an instance. Without it,
+/// k concurrent publications of one container (a batch of retried
+/// webhooks, a regenerate's webhook and its write-through) share one
+/// connection and conflict with each other round after round: only one of
+/// them wins each round, and past [`MAX_MERGES`] the others fail (a 503 and
+/// an unsynced instance, for ordinary concurrency). Striped by container id:
+/// bounded, and held only for one publication's merges.
+pub(super) struct MergeLocks {
+    stripes: Box<[tokio::sync::Mutex<()>]>,
+}
+
+impl MergeLocks {
+    pub(super) fn new() -> MergeLocks {
+        MergeLocks {
+            stripes: (0..MERGE_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+
+    async fn lock(&self, id: ContainerId) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        self.stripes[(h.finish() % MERGE_STRIPES as u64) as usize]
+            .lock()
+            .await
+    }
+}
 
 impl ClusterNode {
     /// `inv` ready to append: its event id (a fresh one if it has none,
@@ -66,11 +103,20 @@ impl ClusterNode {
     /// container's record meanwhile (`FENCECAS`). `Ok(None)`: a
     /// re-publication the record already covers, nothing written.
     pub(super) async fn append(&self, p: &Pending) -> Result<Option<StreamId>, String> {
+        let _serial = match p.fence.as_ref().and_then(|inv| inv.container) {
+            Some(id) => Some(self.merge_locks.lock(id).await),
+            None => None,
+        };
         let mut merges = 0;
         loop {
             let result = self.append_once(p).await;
             match &result {
-                Err(e) if e.contains(FENCE_CAS) && merges + 1 < MAX_MERGES => merges += 1,
+                Err(e) if e.contains(FENCE_CAS) && merges + 1 < MAX_MERGES => {
+                    merges += 1;
+                    let most = (1u64 << merges.min(5)).min(MAX_MERGE_JITTER_MS);
+                    let wait = rand::random_range(0..=most);
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                }
                 _ => {
                     self.note_fence_full(&result, p.fence.is_some());
                     return result;

@@ -87,6 +87,11 @@ struct Reader {
     /// The `run_id` of the Redis process whose missing append-only file
     /// was last reported (one warning per Redis process).
     warned_no_aof: String,
+    /// Rebuilt, but the fences are not known until no live peer is still
+    /// re-publishing its own (the recovery barrier, `fence_token.rs`).
+    awaiting_peers: bool,
+    /// Whether the wait for peers was logged (one line per wait).
+    awaiting_logged: bool,
 }
 
 /// The reader task; see the module docs.
@@ -115,6 +120,8 @@ pub(super) async fn run(node: Arc<ClusterNode>, apply: ApplyFn, flush: FlushFn, 
         watch,
         overflowing: false,
         warned_no_aof: String::new(),
+        awaiting_peers: false,
+        awaiting_logged: false,
     };
     let mut backoff = MIN_BACKOFF;
     while !stopped.is_stopped() {
@@ -248,13 +255,21 @@ impl Reader {
         }
         stats.lag_entries.set(round.added.saturating_sub(at.n) as i64);
         let caught_up = n < self.node.settings.read_count;
+        if caught_up {
+            // After the entries this round read: a peer acknowledges only
+            // once its re-published fences are in the stream, so they are
+            // all applied by now.
+            self.await_peers(round.awaited, &round.awaited_ids);
+        }
         match round.heartbeat {
             Ok(()) => {
                 if self.write_refused {
                     self.write_refused = false;
                     tracing::info!("cluster: Redis accepts this instance's writes again");
                 }
-                if caught_up {
+                // Not synced while waiting for peers: neither the cache nor
+                // the origin is served (content routes answer 503).
+                if caught_up && !self.awaiting_peers {
                     self.node.proven(sent);
                 }
             }
@@ -278,6 +293,37 @@ impl Reader {
             self.wait(at.id).await?;
         }
         Ok(())
+    }
+
+    /// The recovery barrier (`fence_token.rs`): after a rebuild, the fences
+    /// are known once no live peer is still re-publishing its own to the
+    /// current token. Until then the node gives no proof (unsynced) and
+    /// content routes answer 503: a peer's tombstone that Redis lost is not
+    /// in this instance's fences yet.
+    fn await_peers(&mut self, awaited: u64, ids: &[String]) {
+        self.node.stats.peers_awaited.set(awaited as i64);
+        if !self.awaiting_peers {
+            return;
+        }
+        if awaited > 0 {
+            if !self.awaiting_logged {
+                self.awaiting_logged = true;
+                tracing::warn!(
+                    peers = awaited,
+                    waiting_for = %ids.join(","),
+                    "cluster: waiting for the live instances to re-publish their fences before serving \
+                     content routes (503 meanwhile)"
+                );
+            }
+            return;
+        }
+        if std::mem::take(&mut self.awaiting_logged) {
+            tracing::info!("cluster: every live instance has re-published its fences; serving again");
+        }
+        self.awaiting_peers = false;
+        self.node
+            .fences_known
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Counts and logs a gap and marks the node unsynced until rebuilt.
@@ -327,15 +373,19 @@ impl Reader {
         let s = &self.node.settings;
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(SYNC_SCRIPT)
-            .arg(4)
+            .arg(6)
             .arg(&self.node.keys.stream)
             .arg(&self.node.keys.heartbeat)
             .arg(&self.node.keys.fences)
             .arg(&self.node.keys.epoch)
+            .arg(&self.node.keys.fence_records)
+            .arg(&self.node.keys.members)
             .arg(pos.id.to_string())
             .arg(s.read_count)
             .arg(&*self.node.instance_id)
-            .arg(fresh_token());
+            .arg(fresh_token())
+            .arg(self.node.lock_republished().to.clone())
+            .arg(s.member_liveness().as_millis() as u64);
         let timeout = s.command_timeout();
         let reply = self.eval(cmd, "a sync round", timeout).await?;
         Round::parse(&reply)

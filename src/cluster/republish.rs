@@ -21,9 +21,9 @@
 //! - **One at a time.** A newer re-publication (a newer export) replaces
 //!   the running one; the list is at most what this instance holds.
 
-use super::node::{ClusterNode, MIN_BACKOFF};
+use super::node::{ClusterNode, Republished, MIN_BACKOFF};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 /// The longest wait between two attempts of a refused re-publication.
@@ -32,15 +32,21 @@ pub const MAX_REPUBLISH_BACKOFF: Duration = Duration::from_secs(5);
 impl ClusterNode {
     /// Re-publishes this instance's live fences in a task of its own; see
     /// the module docs.
-    pub(super) fn republish_fences(self: &Arc<Self>) {
-        let Some(src) = self.fences.get() else {
-            return;
-        };
-        let invs = (src.export)();
+    ///
+    /// `token` is the fence set's token as the reader last saw it: once
+    /// every fence exported now is in Redis, this instance has re-published
+    /// to that token (the recovery barrier, `fence_token.rs`); fences it
+    /// takes in later are published as they come.
+    pub(super) fn republish_fences(self: &Arc<Self>, token: String) {
+        let invs = self.fences.get().map(|src| (src.export)()).unwrap_or_default();
         let generation = self.republishing.fetch_add(1, Ordering::AcqRel) + 1;
         if invs.is_empty() {
+            let mut r = self.lock_republished();
+            r.running = None;
+            r.to = token;
             return;
         }
+        self.lock_republished().running = Some(generation);
         let node = self.clone();
         tokio::spawn(async move {
             let mut stopped = node.stopped();
@@ -82,10 +88,35 @@ impl ClusterNode {
                     }
                 }
             }
+            {
+                let mut r = node.lock_republished();
+                if r.running == Some(generation) {
+                    r.running = None;
+                    r.to = token;
+                }
+            }
             tracing::info!(
                 fences = total,
                 "cluster: this instance's fences are in Redis again"
             );
         });
+    }
+
+    /// After a rebuild that lost nothing: every fence this instance holds
+    /// is in the set with `token` (it saw no loss since it last put them
+    /// there), unless a re-publication is still putting them back, which
+    /// says so itself when done.
+    pub(super) fn fences_in_set(&self, token: &str) {
+        let mut r = self.lock_republished();
+        r.seen = token.to_owned();
+        if r.running.is_none() {
+            r.to = token.to_owned();
+        }
+    }
+
+    pub(super) fn lock_republished(&self) -> MutexGuard<'_, Republished> {
+        // Plain data, consistent after every statement: a poisoned lock
+        // (a panic elsewhere) is still usable.
+        self.republished.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -20,17 +20,18 @@
 //! [`StreamKeys`]: super::keys::StreamKeys
 
 use super::entry::{StreamId, FIELD_INV, FIELD_MAC, FIELD_N};
+use super::fence_token::fence_token_lua;
 use redis::Value;
 
-/// The fence set's marker members start with this byte (records start
-/// with a digit): `~<token>`, score `+inf`, never pruned. The token is the
-/// fence set's identity; see [`SYNC_SCRIPT`].
+/// The fence set's marker members start with this byte (records' members
+/// are container ids, `cnt_<uuid>`): `~<token>`, score `+inf`, never
+/// pruned. The token is the fence set's identity; see `fence_token.rs`.
 pub const MARKER_PREFIX: u8 = b'~';
 
 /// KEYS: stream, fences, epoch, fence records. ARGV: maxlen, event id,
 /// origin instance, payload, fence retention (ms, or "" for no fence
 /// record), a fresh random token (used only if the fence set has no
-/// marker), fence cap, the payload's MAC, the fence record's member (its
+/// token, or a broken one: `fence_token.rs`), fence cap, the payload's MAC, the fence record's member (its
 /// container, see `fence_record.rs`), the record the publisher read and
 /// merged into ("" for none), the merged record (sealed, `entry_mac.rs`),
 /// "1" when the merge added nothing (a re-publication the record covers).
@@ -69,11 +70,15 @@ pub const MARKER_PREFIX: u8 = b'~';
 /// the stream came and went, even from `0-0` (see `gap.rs`). The bump
 /// follows the `XADD`: a script's writes before an error stay, and a
 /// refused `XADD` retried from the outbox must not bump it each time.
-pub const PUBLISH_SCRIPT: &str = r"
+pub const PUBLISH_SCRIPT: &str = concat!(
+    fence_token_lua!(),
+    r"
 if not string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) then
   return redis.error_reply('READONLY not a primary: a replica would keep the entry to itself')
 end
 redis.call('ZADD', KEYS[2], 'XX', 0, '')
+local _, lost = fence_token(KEYS[2], KEYS[4], ARGV[6], true)
+if lost then return redis.error_reply(lost) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = 1
@@ -107,54 +112,80 @@ if ARGV[5] ~= '' then
   redis.call('ZADD', KEYS[2], 'GT', now + tonumber(ARGV[5]), ARGV[9])
   redis.call('HSET', KEYS[4], ARGV[9], ARGV[11])
 end
-if #redis.call('ZRANGEBYSCORE', KEYS[2], '+inf', '+inf', 'LIMIT', 0, 1) == 0 then
-  redis.call('ZADD', KEYS[2], '+inf', '~' .. ARGV[6])
-end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
   'event', ARGV[2], 'origin', ARGV[3], 'n', n, 'inv', ARGV[4], 'mac', ARGV[8])
 if created then redis.call('INCR', KEYS[3]) end
 return id
-";
+"
+);
 
-/// KEYS: stream, heartbeat, fences, epoch. ARGV: position, count, instance
-/// id, a fresh random token. The heartbeat proves the writes publishing
-/// needs: an `XADD`, a `ZADD` on the fence set, on a primary (a writable
-/// replica would accept them and keep them to itself).
+/// KEYS: stream, heartbeat, fences, epoch, fence records. ARGV: position,
+/// count, instance id, a fresh random token. The heartbeat proves the
+/// writes publishing needs: an `XADD`, a `ZADD` on the fence set and an
+/// `HSET` on its records, on a primary (a writable replica would accept
+/// them and keep them to itself).
 ///
-/// The fence set's **marker** (`~<token>`, score `+inf`) is its identity:
-/// every round and publication adds one with a fresh token when there is
-/// none (`ZADD` on the set: also the heartbeat's second write). A reader
-/// remembers the token; any change, including "none" and a new token after
-/// none, means the set was lost (`FLUSHDB`, eviction, a `DEL`, a restart
-/// without persistence) and takes the stream's epoch key with it: a gap
-/// with data loss (`gap.rs`). Returns `{exists, last_generated_id,
+/// The fence set's **token** (`fence_token.rs`, in both of its keys) is its
+/// identity: every round and publication writes a fresh one when there is
+/// none, or when its two keys disagree (one was lost). A reader remembers
+/// the token; any change, including "none" and a new token after none,
+/// means fences were lost (`FLUSHDB`, eviction, a `DEL` of either key, a
+/// restart without persistence): a gap with data loss (`gap.rs`).
+///
+/// Each round also records this instance in the members hash (when it was
+/// last seen, by Redis's clock, and the token it has re-published its
+/// fences to), prunes members not seen for an hour, and counts the live
+/// *others* whose re-published token is not the current one: the recovery
+/// barrier (`fence_token.rs`). Returns `{exists, last_generated_id,
 /// max_deleted_id, entries_added, length, run_id, heartbeat ("OK" or the
 /// error), entries after position, epoch, token ("" if none could be
-/// written)}`; `entries_added` is -1 before Redis 7.0.
-pub const SYNC_SCRIPT: &str = r"
+/// written), members awaited, the first 8 of their ids}`;
+/// `entries_added` is -1 before Redis 7.0.
+pub const SYNC_SCRIPT: &str = concat!(
+    fence_token_lua!(),
+    r"
 local info = redis.call('INFO', 'server')
 local run_id = string.match(info, 'run_id:(%x+)') or ''
 local epoch = redis.call('GET', KEYS[4]) or '0'
-local m = redis.call('ZRANGEBYSCORE', KEYS[3], '+inf', '+inf', 'LIMIT', 0, 1)
-local token = ''
-if #m > 0 then token = string.sub(m[1], 2) end
+local primary = string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) ~= nil
 local hb = 'OK'
-if not string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) then
+if not primary then
   hb = 'not a primary'
 else
   local r = redis.pcall('XADD', KEYS[2], 'MAXLEN', 16, '*', 'instance', ARGV[3])
   if type(r) == 'table' and r.err then hb = r.err end
-  local z
-  if token == '' then
-    z = redis.pcall('ZADD', KEYS[3], '+inf', '~' .. ARGV[4])
-    if not (type(z) == 'table' and z.err) then token = ARGV[4] end
-  else
-    z = redis.pcall('ZADD', KEYS[3], 'XX', '+inf', m[1])
-  end
+end
+local token, err = fence_token(KEYS[3], KEYS[5], ARGV[4], primary)
+if err and hb == 'OK' then hb = err end
+if primary and token ~= '' and not err then
+  local z = redis.pcall('ZADD', KEYS[3], 'XX', '+inf', '~' .. token)
   if type(z) == 'table' and z.err and hb == 'OK' then hb = z.err end
+  local h = redis.pcall('HSET', KEYS[5], '~', token)
+  if type(h) == 'table' and h.err and hb == 'OK' then hb = h.err end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if primary then
+  local r = redis.pcall('HSET', KEYS[6], ARGV[3], now .. ':' .. ARGV[5])
+  if type(r) == 'table' and r.err and hb == 'OK' then hb = r.err end
+end
+local awaited, named = 0, {}
+local all = redis.call('HGETALL', KEYS[6])
+for i = 1, #all, 2 do
+  local id = all[i]
+  if id ~= ARGV[3] then
+    local seen, ack = string.match(all[i + 1], '^(%d+):(.*)$')
+    seen = tonumber(seen) or 0
+    if seen < now - 3600000 then
+      if primary then redis.pcall('HDEL', KEYS[6], id) end
+    elseif seen > now - tonumber(ARGV[6]) and ack ~= token then
+      awaited = awaited + 1
+      if #named < 8 then named[#named + 1] = id end
+    end
+  end
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, '0-0', '0-0', 0, 0, run_id, hb, {}, epoch, token}
+  return {0, '0-0', '0-0', 0, 0, run_id, hb, {}, epoch, token, awaited, named}
 end
 local x = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, maxdel, added, len = '0-0', '0-0', -1, 0
@@ -166,34 +197,32 @@ for i = 1, #x, 2 do
   elseif k == 'length' then len = x[i + 1] end
 end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
-return {1, last, maxdel, added, len, run_id, hb, entries, epoch, token}
-";
+return {1, last, maxdel, added, len, run_id, hb, entries, epoch, token, awaited, named}
+"
+);
 
-/// KEYS: stream, fences, epoch. ARGV: a fresh random token. Returns
+/// KEYS: stream, fences, epoch, fence records. ARGV: a fresh random token. Returns
 /// `{exists, last_generated_id, entries_added, run_id, live fence records
 /// (count, markers excluded), epoch, token, now}`: where a rebuild starts
 /// reading the stream, how many records it is about to read (`rebuild.rs`
 /// reads them in pages afterwards: one reply of a full set would not fit
-/// in a command's time), the fence set's token (written if there is none,
-/// when Redis takes writes; see [`SYNC_SCRIPT`]), Redis's time (unix ms),
+/// in a command's time), the fence set's token (written fresh if there is
+/// none or the set is broken, when Redis takes writes; see
+/// `fence_token.rs`), Redis's time (unix ms),
 /// by which "live" is judged: never a gateway's clock, and whether Redis
 /// writes an append-only file (`aof_enabled`; without one, fences survive
 /// a Redis restart only in the instances that hold them).
-pub const REBUILD_SCRIPT: &str = r"
+pub const REBUILD_SCRIPT: &str = concat!(
+    fence_token_lua!(),
+    r"
 local info = redis.call('INFO', 'server')
 local run_id = string.match(info, 'run_id:(%x+)') or ''
+local primary = string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) ~= nil
+local token = fence_token(KEYS[2], KEYS[4], ARGV[1], primary)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local live = redis.call('ZCOUNT', KEYS[2], '(' .. now, '(+inf')
 local epoch = redis.call('GET', KEYS[3]) or '0'
-local m = redis.call('ZRANGEBYSCORE', KEYS[2], '+inf', '+inf', 'LIMIT', 0, 1)
-local token = ''
-if #m > 0 then
-  token = string.sub(m[1], 2)
-elseif string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) then
-  local z = redis.pcall('ZADD', KEYS[2], '+inf', '~' .. ARGV[1])
-  if not (type(z) == 'table' and z.err) then token = ARGV[1] end
-end
 local aof = string.match(redis.call('INFO', 'persistence'), 'aof_enabled:(%d)') or '0'
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {0, '0-0', 0, run_id, live, epoch, token, now, aof}
@@ -205,7 +234,8 @@ for i = 1, #x, 2 do
   elseif x[i] == 'entries-added' then added = x[i + 1] end
 end
 return {1, last, added, run_id, live, epoch, token, now, aof}
-";
+"
+);
 
 /// One stream entry as read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,6 +267,11 @@ pub struct Round {
     pub epoch: u64,
     /// The fence set's token ("": none, and none could be written).
     pub token: String,
+    /// Live other members that have not re-published their fences to
+    /// `token` yet (the recovery barrier, `fence_token.rs`).
+    pub awaited: u64,
+    /// The first few of their instance ids (for the log).
+    pub awaited_ids: Vec<String>,
 }
 
 /// What [`REBUILD_SCRIPT`] answered.
@@ -323,7 +358,9 @@ impl Round {
     pub fn parse(v: &Value) -> Result<Round, String> {
         let bad = || format!("unexpected sync script answer: {v:?}");
         let a = array(v).ok_or_else(bad)?;
-        let [exists, last, maxdel, added, length, run_id, hb, entries, epoch, token] = a else {
+        let [exists, last, maxdel, added, length, run_id, hb, entries, epoch, token, awaited, awaited_ids] =
+            a
+        else {
             return Err(bad());
         };
         let added = int(added).ok_or_else(bad)?;
@@ -346,6 +383,12 @@ impl Round {
                 .collect::<Result<_, _>>()?,
             epoch: int(epoch).ok_or_else(bad)?.max(0) as u64,
             token: text(token).ok_or_else(bad)?,
+            awaited: int(awaited).ok_or_else(bad)?.max(0) as u64,
+            awaited_ids: array(awaited_ids)
+                .ok_or_else(bad)?
+                .iter()
+                .map(|v| text(v).ok_or_else(bad))
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -408,6 +451,8 @@ mod tests {
             ]),
             bulk("4"),
             bulk("f00d"),
+            Value::Int(1),
+            Value::Array(vec![bulk("gw-b")]),
         ]);
         let r = Round::parse(&v).unwrap();
         assert_eq!(r.last_generated, StreamId { ms: 1700, seq: 3 });
@@ -417,6 +462,10 @@ mod tests {
         assert_eq!(r.entries[0].inv.as_deref(), Some(&b"{}"[..]));
         assert_eq!(r.entries[1].n, None);
         assert_eq!((r.epoch, r.token.as_str()), (4, "f00d"));
+        assert_eq!(
+            (r.awaited, r.awaited_ids.as_slice()),
+            (1, &["gw-b".to_owned()][..])
+        );
         assert!(Round::parse(&Value::Nil).is_err());
     }
 
@@ -433,6 +482,8 @@ mod tests {
             Value::Array(vec![]),
             bulk("0"),
             bulk(""),
+            Value::Int(0),
+            Value::Array(vec![]),
         ]);
         assert!(Round::parse(&v).unwrap_err().contains("Redis 7.0"));
     }

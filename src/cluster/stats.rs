@@ -67,6 +67,13 @@ pub struct ClusterStats {
     /// `fence_max_entries` (the instance stays unsynced rather than join
     /// on a partial set).
     pub fence_overflows: IntCounter,
+    /// Live peers that have not re-published their fences to the current
+    /// token (the recovery barrier): while above 0 after a rebuild, content
+    /// routes answer 503.
+    pub peers_awaited: IntGauge,
+    /// Rebuilds that found a live fence record missing from Redis (deleted
+    /// or evicted) and reset the fence set, so every instance re-publishes.
+    pub fence_records_lost: IntCounter,
     /// Publications refused because the fence set held `fence_max_entries`
     /// live records (the event stays queued and unacknowledged; no live
     /// record is ever dropped to make room).
@@ -181,6 +188,14 @@ impl ClusterStats {
                 "fence_rebuild_over_cap_total",
                 "Rebuilds refused: more live fence records than fence_max_entries (the instance stays unsynced).",
             ),
+            peers_awaited: gauge(
+                "fence_peers_awaited",
+                "Live instances that have not re-published their fences to the current fence set (503 after a rebuild while above 0).",
+            ),
+            fence_records_lost: counter(
+                "fence_records_lost_total",
+                "Rebuilds that found a live fence record missing (deleted or evicted) and reset the fence set.",
+            ),
             fence_full: counter(
                 "fence_set_full_total",
                 "Publications refused: the fence set held fence_max_entries live records (queued, unacknowledged).",
@@ -249,6 +264,8 @@ impl ClusterStats {
         r.register(Box::new(self.undecodable.clone()))?;
         r.register(Box::new(self.unverified.clone()))?;
         r.register(Box::new(self.fence_overflows.clone()))?;
+        r.register(Box::new(self.fence_records_lost.clone()))?;
+        r.register(Box::new(self.peers_awaited.clone()))?;
         r.register(Box::new(self.fence_full.clone()))?;
         r.register(Box::new(self.sentinel_mismatches.clone()))?;
         r.register(Box::new(self.published.clone()))?;

@@ -90,6 +90,24 @@ impl Instance {
     }
 }
 
+/// An instance whose cache serves only while its node is synced (and whose
+/// content routes answer 503 until its fences are known), as the service
+/// wires it.
+pub async fn gated(sim: &Simulator, s: ClusterSettings) -> Arc<Instance> {
+    let i = Instance::start(sim, s).await;
+    i.gw.state().cache.set_sync_gate(i.node.clone());
+    Arc::new(i)
+}
+
+/// The containers of `org_demo_a` (the admin key's org).
+pub fn org_a_containers(sim: &Simulator) -> Vec<ContainerId> {
+    sim.container_ids()
+        .into_iter()
+        .filter(|(o, _)| o == "org_demo_a")
+        .map(|(_, c)| c)
+        .collect()
+}
+
 /// The service's wiring: stream entries go to `apply_invalidation`; a
 /// flush is a purge-all.
 pub fn wiring(gw: &Gateway, flushes: Arc<AtomicU64>) -> (ApplyFn, FlushFn) {

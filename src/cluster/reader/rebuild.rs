@@ -16,10 +16,15 @@
 //!    time, so a full set at the cap joins on a healthy Redis. `ZSCAN`
 //!    returns every member present for the whole scan; a record published
 //!    or merged into after step 1 is also an entry after the position, read
-//!    next round; a record gone meanwhile expired.
+//!    next round.
 //! 4. Step 1 again: if Redis's `run_id`, the epoch or the token changed
 //!    during the scan (a restart, the stream or the fence set recreated),
 //!    the scan may have read a Redis that lost data, so it starts over.
+//!    A member still live by step 4's clock whose record was missing is a
+//!    lost record, not an expired one (records are only ever removed with
+//!    their member, when expired): the fence set is reset
+//!    (`fence_token.rs`, [`RESET_SCRIPT`]), so every instance sees the
+//!    loss and re-publishes, and the rebuild starts over.
 //! 5. Flush (after a gap), apply each container's record (one per
 //!    container, its fences merged in the order Redis accepted them, see
 //!    `fence_record.rs`; records whose MAC does not verify are skipped and
@@ -35,24 +40,27 @@
 //! (`republish.rs`: what a record already covers is not written again).
 //!
 //! [`REBUILD_SCRIPT`]: crate::cluster::scripts::REBUILD_SCRIPT
+//! [`RESET_SCRIPT`]: crate::cluster::fence_token::RESET_SCRIPT
 
 use super::{fresh_token, Reader};
 use crate::cluster::fence_record::FenceRecord;
+use crate::cluster::fence_token::RESET_SCRIPT;
 use crate::cluster::gap::{token_hash, Gap, Position};
 use crate::cluster::node::{SyncReason, MAX_BACKOFF};
 use crate::cluster::scripts::{Rebuild, MARKER_PREFIX, REBUILD_SCRIPT};
 use crate::events::Invalidation;
 use redis::Value;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 
 /// Records asked for per `ZSCAN` page (a hint; Redis may return more).
 const PAGE: usize = 256;
 
 /// What the scan found.
 enum Scanned {
-    /// Live records (the sealed values), in no particular order.
-    Records(Vec<Vec<u8>>),
+    /// Live records (the sealed values), in no particular order, and the
+    /// latest expiry among the live members whose record was missing
+    /// (`None`: none missing).
+    Records(Vec<Vec<u8>>, Option<f64>),
     /// More than the cap.
     OverCap(u64),
 }
@@ -69,8 +77,8 @@ impl Reader {
         if before.live > cap {
             return self.over_cap(before.live).await;
         }
-        let records = match self.scan(cap, before.now).await? {
-            Scanned::Records(r) => r,
+        let (records, missing) = match self.scan(cap, before.now).await? {
+            Scanned::Records(r, missing) => (r, missing),
             Scanned::OverCap(n) => return self.over_cap(n).await,
         };
         let after = self.meta().await?;
@@ -80,6 +88,9 @@ impl Reader {
                  reading again"
                     .into(),
             );
+        }
+        if missing.is_some_and(|expiry| expiry > after.now as f64) {
+            return self.reset_fences(&after.token).await;
         }
         if !before.aof && self.warned_no_aof != before.run_id {
             self.warned_no_aof = before.run_id.clone();
@@ -162,13 +173,18 @@ impl Reader {
         self.pending_gap = None;
         self.run_id = before.run_id;
         self.epoch = Some(before.epoch);
-        self.token = Some(before.token);
-        self.node.fences_known.store(true, Ordering::Release);
+        self.token = Some(before.token.clone());
+        // Known once the peers alive have put theirs back too (the next
+        // rounds tell; `fence_token.rs`, the recovery barrier).
+        self.awaiting_peers = true;
         if lost {
             // The fence records may be gone with the data: put back what
             // this instance holds (peers rebuilding after this read them,
             // peers already reading get them as entries).
-            self.node.republish_fences();
+            self.node.lock_republished().seen = before.token.clone();
+            self.node.republish_fences(before.token);
+        } else {
+            self.node.fences_in_set(&before.token);
         }
         Ok(())
     }
@@ -178,10 +194,11 @@ impl Reader {
     async fn meta(&mut self) -> Result<Rebuild, String> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(REBUILD_SCRIPT)
-            .arg(3)
+            .arg(4)
             .arg(&self.node.keys.stream)
             .arg(&self.node.keys.fences)
             .arg(&self.node.keys.epoch)
+            .arg(&self.node.keys.fence_records)
             .arg(fresh_token());
         let timeout = self.node.settings.command_timeout();
         let reply = self.eval(cmd, "reading the stream's end", timeout).await?;
@@ -214,25 +231,58 @@ impl Reader {
             }
             cursor = next;
         }
-        let members: Vec<Vec<u8>> = live.into_keys().collect();
+        let members: Vec<(Vec<u8>, f64)> = live.into_iter().collect();
         let mut records = Vec::with_capacity(members.len());
+        let mut missing: Option<f64> = None;
         for page in members.chunks(PAGE) {
             let mut cmd = redis::cmd("HMGET");
             cmd.arg(&self.node.keys.fence_records);
-            for m in page {
+            for (m, _) in page {
                 cmd.arg(m.as_slice());
             }
             let reply = self.eval(cmd, "reading the fence records", timeout).await?;
             let Value::Array(values) = reply else {
                 return Err(format!("unexpected HMGET answer: {reply:?}"));
             };
-            // Nil: pruned since the scan (it expired).
-            records.extend(values.into_iter().filter_map(|v| match v {
-                Value::BulkString(b) => Some(b),
-                _ => None,
-            }));
+            if values.len() != page.len() {
+                return Err(format!(
+                    "HMGET answered {} values for {} fields",
+                    values.len(),
+                    page.len()
+                ));
+            }
+            for (v, (_, expiry)) in values.into_iter().zip(page) {
+                match v {
+                    Value::BulkString(b) => records.push(b),
+                    // Pruned since the scan if it expired by then; lost if
+                    // not (judged by the caller, by Redis's clock).
+                    _ => missing = Some(missing.map_or(*expiry, |m| m.max(*expiry))),
+                }
+            }
         }
-        Ok(Scanned::Records(records))
+        Ok(Scanned::Records(records, missing))
+    }
+
+    /// A live member's record was missing: resets the fence set (once, if
+    /// no other instance did meanwhile), so every instance sees its token
+    /// change and re-publishes, this one included (its token differs from
+    /// the one it saw); the rebuild then starts over. See the module docs.
+    async fn reset_fences(&mut self, token: &str) -> Result<(), String> {
+        self.node.stats.fence_records_lost.inc();
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RESET_SCRIPT)
+            .arg(2)
+            .arg(&self.node.keys.fences)
+            .arg(&self.node.keys.fence_records)
+            .arg(token)
+            .arg(fresh_token());
+        let timeout = self.node.settings.command_timeout();
+        self.eval(cmd, "resetting the fence set", timeout).await?;
+        Err(
+            "a live fence record was missing from Redis (deleted or evicted): the fence set was \
+             reset, and every instance re-publishes the fences it holds; reading again"
+                .into(),
+        )
     }
 
     /// Step 2: refuses to join on a partial fence set; see the module docs.
