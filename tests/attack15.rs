@@ -22,45 +22,17 @@ mod support;
 use cluster_support::*;
 use layers_gateway::cluster::entry_mac::EntryKey;
 use layers_gateway::cluster::keys::StreamKeys;
-use layers_gateway::cluster::{ClusterNode, ClusterSettings, ClusterStats, SyncReason};
+use layers_gateway::cluster::{ClusterSettings, SyncReason};
 use layers_gateway::demo::Simulator;
 use layers_gateway::events::{EventType, Invalidation, Source};
 use layers_gateway::ids::ContainerId;
 use redis_support::{Partition, RedisServer};
 use serde_json::json;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 
 /// A lag longer than any test: the origin's reads stay behind throughout.
 const LONG_LAG: Duration = Duration::from_secs(600);
-
-/// An instance whose cache serves only while its node is synced, built
-/// from `extra_config` (cache / invalidation settings of this instance).
-async fn gated_with(sim: &Simulator, s: ClusterSettings, extra_config: &str) -> Arc<Instance> {
-    let gw = in_process(sim, extra_config);
-    let node = ClusterNode::new(&s, Arc::new(ClusterStats::new())).unwrap();
-    let flushes = Arc::new(AtomicU64::new(0));
-    let (apply, flush) = wiring(&gw, flushes.clone());
-    let cache = gw.state().cache.clone();
-    node.set_fence_source(cache.fence_retention(), Arc::new(move || cache.export_fences()));
-    node.start(apply, flush, std::future::pending()).await;
-    gw.state().cache.set_sync_gate(node.clone());
-    Arc::new(Instance { gw, node, flushes })
-}
-
-async fn gated(sim: &Simulator, s: ClusterSettings) -> Arc<Instance> {
-    gated_with(sim, s, "").await
-}
-
-fn containers(sim: &Simulator) -> Vec<ContainerId> {
-    sim.container_ids()
-        .into_iter()
-        .filter(|(o, _)| o == "org_demo_a")
-        .map(|(_, c)| c)
-        .collect()
-}
 
 fn deleted(id: ContainerId, assets: Vec<String>, event_id: &str) -> Invalidation {
     Invalidation {
@@ -101,7 +73,7 @@ async fn the_fence_set_has_no_ttl_so_volatile_eviction_cannot_take_it_and_a_join
         return;
     };
     let sim = demo_simulator();
-    let gone = containers(&sim)[0];
+    let gone = org_a_containers(&sim)[0];
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     delete_through(&sim, &a, gone, "evt_01EVICTDELETE00000000000").await;
     let fences = fences_key(&a);
@@ -151,7 +123,7 @@ async fn the_fence_set_has_no_ttl_so_volatile_eviction_cannot_take_it_and_a_join
 async fn a_short_lived_publication_does_not_expire_the_other_fence_records() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let ids = containers(&sim);
+    let ids = org_a_containers(&sim);
     let (gone, other) = (ids[0], ids[1]);
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     let b = gated_with(
@@ -206,7 +178,7 @@ async fn a_writable_replica_neither_proves_sync_nor_acknowledges_a_publication()
         return;
     };
     let sim = demo_simulator();
-    let id = containers(&sim)[0];
+    let id = org_a_containers(&sim)[0];
     let b = gated(&sim, settings(&primary.url(), "b")).await;
     eventually("replica in sync", Duration::from_secs(10), || async {
         let info: String = replica.cmd(&["INFO", "replication"]);
@@ -263,7 +235,7 @@ async fn an_acl_without_zadd_fails_the_write_proof_as_it_fails_publications() {
         return;
     };
     let sim = demo_simulator();
-    let id = containers(&sim)[0];
+    let id = org_a_containers(&sim)[0];
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     let b = gated(&sim, settings(&redis.url(), "b")).await;
     warm(&b.gw, id).await;
@@ -355,7 +327,7 @@ async fn an_instance_on_a_primary_the_sentinels_no_longer_name_fails_closed_and_
     )
     .await;
     let sim = demo_simulator();
-    let id = containers(&sim)[0];
+    let id = org_a_containers(&sim)[0];
     let s = |name: &str| ClusterSettings {
         sentinels: sentinels.iter().map(|s| s.addr().to_string()).collect(),
         sentinel_master: MASTER.into(),
@@ -445,7 +417,7 @@ async fn an_instance_on_a_primary_the_sentinels_no_longer_name_fails_closed_and_
 async fn a_joiner_that_cannot_reach_redis_answers_503_instead_of_passing_the_lagging_origin() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let gone = containers(&sim)[0];
+    let gone = org_a_containers(&sim)[0];
     let partition = Partition::to(redis.addr()).await;
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     delete_through(&sim, &a, gone, "evt_01JOINERDELETE000000000").await;
@@ -479,7 +451,7 @@ async fn a_joiner_that_cannot_reach_redis_answers_503_instead_of_passing_the_lag
 async fn a_stream_created_and_deleted_while_a_reader_sits_at_0_0_is_a_gap() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let id = containers(&sim)[0];
+    let id = org_a_containers(&sim)[0];
     let partition = Partition::to(redis.addr()).await;
     let b = gated(&sim, settings(&partition.url(), "b")).await;
     let a = gated(&sim, settings(&redis.url(), "a")).await;
@@ -538,7 +510,7 @@ async fn a_redis_restart_during_a_trim_rebuild_still_republishes_the_fences() {
         return;
     };
     let sim = demo_simulator();
-    let gone = containers(&sim)[0];
+    let gone = org_a_containers(&sim)[0];
     let partition = Partition::to(redis.addr()).await;
     let a = gated(&sim, settings(&partition.url(), "a")).await;
     delete_through(&sim, &a, gone, "evt_01TRIMRESTARTDELETE00000").await;
@@ -604,7 +576,7 @@ async fn a_floor_is_republished_after_redis_restarts_empty() {
         return;
     };
     let sim = demo_simulator();
-    let id = containers(&sim)[0];
+    let id = org_a_containers(&sim)[0];
     sim.set_replica_lag(id, Some(LONG_LAG));
     let before = updated_at(&sim.container(id).unwrap());
     let regen = sim.regenerate(id).unwrap();
@@ -670,7 +642,7 @@ async fn a_floor_is_republished_after_redis_restarts_empty() {
 async fn a_rebuild_replays_an_undated_delete_at_its_own_date_before_the_re_creation() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let id = containers(&sim)[0];
+    let id = org_a_containers(&sim)[0];
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     a.accept(&Invalidation {
         event_id: None,
@@ -734,7 +706,7 @@ fn unix_now_ms() -> i64 {
 async fn a_rebuild_over_its_cap_fails_closed_instead_of_dropping_tombstones() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let ids = containers(&sim);
+    let ids = org_a_containers(&sim);
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     for (n, id) in ids.iter().take(3).enumerate() {
         delete_through(&sim, &a, *id, &format!("evt_01CAPDELETE{n:014}")).await;
@@ -848,7 +820,7 @@ async fn a_full_fence_set_at_the_default_cap_is_read_in_pages_and_lets_an_instan
 async fn a_forged_stream_entry_is_refused_and_keeps_the_tombstone() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let gone = containers(&sim)[0];
+    let gone = org_a_containers(&sim)[0];
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     let b = gated(&sim, settings(&redis.url(), "b")).await;
     delete_through(&sim, &a, gone, "evt_01FORGEDDELETE000000000").await;

@@ -26,44 +26,17 @@ use layers_gateway::cluster::entry_mac::EntryKey;
 use layers_gateway::cluster::fence_record::{self, FenceRecord};
 use layers_gateway::cluster::keys::StreamKeys;
 use layers_gateway::cluster::scripts::PUBLISH_SCRIPT;
-use layers_gateway::cluster::{ClusterNode, ClusterSettings, ClusterStats};
+use layers_gateway::cluster::ClusterSettings;
 use layers_gateway::demo::Simulator;
 use layers_gateway::events::{EventType, Invalidation, Source};
 use layers_gateway::ids::ContainerId;
 use redis_support::{Partition, RedisServer};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use support::*;
 
 /// A lag longer than any test: the origin's reads stay behind throughout.
 const LONG_LAG: Duration = Duration::from_secs(600);
-
-/// An instance whose cache serves only while its node is synced, built
-/// from `extra_config` (cache / invalidation settings of this instance).
-async fn gated_with(sim: &Simulator, s: ClusterSettings, extra_config: &str) -> Arc<Instance> {
-    let gw = in_process(sim, extra_config);
-    let node = ClusterNode::new(&s, Arc::new(ClusterStats::new())).unwrap();
-    let flushes = Arc::new(AtomicU64::new(0));
-    let (apply, flush) = wiring(&gw, flushes.clone());
-    let cache = gw.state().cache.clone();
-    node.set_fence_source(cache.fence_retention(), Arc::new(move || cache.export_fences()));
-    node.start(apply, flush, std::future::pending()).await;
-    gw.state().cache.set_sync_gate(node.clone());
-    Arc::new(Instance { gw, node, flushes })
-}
-
-async fn gated(sim: &Simulator, s: ClusterSettings) -> Arc<Instance> {
-    gated_with(sim, s, "").await
-}
-
-fn containers(sim: &Simulator) -> Vec<ContainerId> {
-    sim.container_ids()
-        .into_iter()
-        .filter(|(o, _)| o == "org_demo_a")
-        .map(|(_, c)| c)
-        .collect()
-}
 
 fn deleted(id: ContainerId, assets: Vec<String>, event_id: &str) -> Invalidation {
     Invalidation {
@@ -124,7 +97,7 @@ async fn synced(i: &Instance, what: &str) {
 async fn a_publisher_at_the_fence_cap_does_not_silently_drop_a_tombstone_a_joiner_with_the_same_cap_needs() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let ids = containers(&sim);
+    let ids = org_a_containers(&sim);
     let capped = |name: &str| ClusterSettings {
         fence_max_entries: 2,
         ..settings(&redis.url(), name)
@@ -192,7 +165,7 @@ async fn a_publisher_at_the_fence_cap_does_not_silently_drop_a_tombstone_a_joine
 async fn a_publisher_whose_clock_runs_ahead_does_not_wipe_the_other_instances_fence_records() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let ids = containers(&sim);
+    let ids = org_a_containers(&sim);
     let (gone, other) = (ids[0], ids[1]);
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     delete_through(&sim, &a, gone, "evt_01SKEWDELETE000000000000").await;
@@ -285,8 +258,8 @@ async fn a_publisher_whose_clock_runs_ahead_does_not_wipe_the_other_instances_fe
 async fn a_late_older_delete_does_not_let_a_late_re_creation_lift_the_newest_tombstone() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let id = containers(&sim)[0];
-    let control = containers(&sim)[1];
+    let id = org_a_containers(&sim)[0];
+    let control = org_a_containers(&sim)[1];
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     let b = gated(&sim, settings(&redis.url(), "b")).await;
     let t3 = unix_now_ms();
@@ -422,7 +395,7 @@ async fn a_joiner_after_redis_restarted_empty_does_not_serve_what_a_partitioned_
         return;
     };
     let sim = demo_simulator();
-    let gone = containers(&sim)[0];
+    let gone = org_a_containers(&sim)[0];
     let partition = Partition::to(redis.addr()).await;
     let a = gated(&sim, settings(&partition.url(), "a")).await;
     delete_through(&sim, &a, gone, "evt_01RESTARTPARTDELETE00000").await;
@@ -459,7 +432,7 @@ async fn with_an_append_only_file_a_joiner_after_a_redis_restart_keeps_what_a_pa
         return;
     };
     let sim = demo_simulator();
-    let gone = containers(&sim)[0];
+    let gone = org_a_containers(&sim)[0];
     let partition = Partition::to(redis.addr()).await;
     let a = gated(&sim, settings(&partition.url(), "a")).await;
     delete_through(&sim, &a, gone, "evt_01RESTARTAOFDELETE000000").await;
@@ -498,7 +471,7 @@ async fn with_an_append_only_file_a_joiner_after_a_redis_restart_keeps_what_a_pa
 async fn a_flushdb_between_two_rounds_of_a_reader_at_0_0_is_a_gap() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let id = containers(&sim)[0];
+    let id = org_a_containers(&sim)[0];
     let partition = Partition::to(redis.addr()).await;
     let b = gated(&sim, settings(&partition.url(), "b")).await;
     let a = gated(&sim, settings(&redis.url(), "a")).await;
@@ -559,7 +532,7 @@ async fn a_flushdb_between_two_rounds_of_a_reader_at_0_0_is_a_gap() {
 async fn a_fence_set_lost_alone_is_noticed_and_re_published() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let gone = containers(&sim)[0];
+    let gone = org_a_containers(&sim)[0];
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     delete_through(&sim, &a, gone, "evt_01FENCESETLOST0000000000").await;
     assert_eq!(redis.cmd::<i64>(&["DEL", &fences_key(&a)]), 1);
@@ -610,7 +583,7 @@ async fn a_fence_set_lost_alone_is_noticed_and_re_published() {
 async fn a_replayed_genuine_entry_does_not_undo_a_newer_tombstone_on_a_joiner() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let id = containers(&sim)[0];
+    let id = org_a_containers(&sim)[0];
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     let b = gated(&sim, settings(&redis.url(), "b")).await;
     sim.set_replica_lag(id, Some(LONG_LAG));

@@ -16,39 +16,16 @@ mod support;
 
 use cluster_support::*;
 use layers_gateway::cluster::keys::StreamKeys;
-use layers_gateway::cluster::{ClusterNode, ClusterSettings, ClusterStats};
+use layers_gateway::cluster::ClusterSettings;
 use layers_gateway::demo::Simulator;
 use layers_gateway::events::{EventType, Invalidation, Source};
 use layers_gateway::ids::ContainerId;
 use redis_support::RedisServer;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 
 /// A lag longer than any test: the origin's reads stay behind throughout.
 const LONG_LAG: Duration = Duration::from_secs(600);
-
-/// An instance whose cache serves only while its node is synced.
-async fn gated(sim: &Simulator, s: ClusterSettings) -> Arc<Instance> {
-    let gw = in_process(sim, "");
-    let node = ClusterNode::new(&s, Arc::new(ClusterStats::new())).unwrap();
-    let flushes = Arc::new(AtomicU64::new(0));
-    let (apply, flush) = wiring(&gw, flushes.clone());
-    let cache = gw.state().cache.clone();
-    node.set_fence_source(cache.fence_retention(), Arc::new(move || cache.export_fences()));
-    node.start(apply, flush, std::future::pending()).await;
-    gw.state().cache.set_sync_gate(node.clone());
-    Arc::new(Instance { gw, node, flushes })
-}
-
-fn containers(sim: &Simulator) -> Vec<ContainerId> {
-    sim.container_ids()
-        .into_iter()
-        .filter(|(o, _)| o == "org_demo_a")
-        .map(|(_, c)| c)
-        .collect()
-}
 
 fn deleted(id: ContainerId, assets: Vec<String>, event_id: &str) -> Invalidation {
     Invalidation {
@@ -146,7 +123,7 @@ async fn a_redis_restart_with_persistence_does_not_fill_the_fence_set_with_repub
         return;
     };
     let sim = demo_simulator();
-    let ids = containers(&sim);
+    let ids = org_a_containers(&sim);
     let capped = |name: &str| ClusterSettings {
         fence_max_entries: 4,
         ..settings(&redis.url(), name)
@@ -247,7 +224,7 @@ where
 async fn a_full_fence_set_does_not_turn_the_outbox_into_a_purge_all_storm() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let ids = containers(&sim);
+    let ids = org_a_containers(&sim);
     assert!(ids.len() >= 5, "the demo has enough containers");
     let s = |name: &str| ClusterSettings {
         fence_max_entries: 2,
@@ -325,7 +302,7 @@ async fn a_tombstone_lost_with_redis_data_reaches_a_joiner_even_when_the_fence_s
         return;
     };
     let sim = demo_simulator();
-    let mut ids = containers(&sim);
+    let mut ids = org_a_containers(&sim);
     ids.sort_by_key(|id| export_rank(*id));
     ids.dedup_by_key(|id| export_rank(*id));
     let (x, y) = (ids[0], ids[1]);
@@ -423,7 +400,7 @@ fn updated_at(v: &serde_json::Value) -> i64 {
 async fn an_unsynced_peer_does_not_serve_a_regenerated_containers_old_asset_from_the_lagging_origin() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let id = containers(&sim)[0];
+    let id = org_a_containers(&sim)[0];
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     let c = gated(&sim, settings(&redis.url(), "c")).await;
     synced(&a, "A joined").await;

@@ -41,27 +41,6 @@ use support::*;
 /// A lag longer than any test: the origin's reads stay behind throughout.
 const LONG_LAG: Duration = Duration::from_secs(600);
 
-/// An instance whose cache serves only while its node is synced.
-async fn gated(sim: &Simulator, s: ClusterSettings) -> Arc<Instance> {
-    let gw = in_process(sim, "");
-    let node = ClusterNode::new(&s, Arc::new(ClusterStats::new())).unwrap();
-    let flushes = Arc::new(AtomicU64::new(0));
-    let (apply, flush) = wiring(&gw, flushes.clone());
-    let cache = gw.state().cache.clone();
-    node.set_fence_source(cache.fence_retention(), Arc::new(move || cache.export_fences()));
-    node.start(apply, flush, std::future::pending()).await;
-    gw.state().cache.set_sync_gate(node.clone());
-    Arc::new(Instance { gw, node, flushes })
-}
-
-fn containers(sim: &Simulator) -> Vec<ContainerId> {
-    sim.container_ids()
-        .into_iter()
-        .filter(|(o, _)| o == "org_demo_a")
-        .map(|(_, c)| c)
-        .collect()
-}
-
 fn event(
     t: EventType,
     id: ContainerId,
@@ -129,7 +108,7 @@ fn stored_record(redis: &RedisServer, i: &Instance, id: ContainerId) -> Option<F
 async fn losing_the_fence_records_hash_alone_is_a_gap_not_a_silent_loss_of_tombstones() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let gone = containers(&sim)[0];
+    let gone = org_a_containers(&sim)[0];
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     let b = gated(&sim, settings(&redis.url(), "b")).await;
     synced(&a, "A joined").await;
@@ -190,7 +169,7 @@ async fn losing_the_fence_records_hash_alone_is_a_gap_not_a_silent_loss_of_tombs
 async fn losing_one_live_fence_record_is_data_loss_not_expiry() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let gone = containers(&sim)[1];
+    let gone = org_a_containers(&sim)[1];
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     synced(&a, "A joined").await;
     sim.set_replica_lag(gone, Some(LONG_LAG));
@@ -255,7 +234,7 @@ async fn losing_one_live_fence_record_is_data_loss_not_expiry() {
 async fn a_joiner_does_not_forget_the_oldest_revocations_that_a_lagging_replica_serves() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let id = containers(&sim)[0];
+    let id = org_a_containers(&sim)[0];
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     let b = gated(&sim, settings(&redis.url(), "b")).await;
     synced(&a, "A joined").await;
@@ -385,7 +364,7 @@ fn a_stale_delete_merged_after_the_lift_does_not_re_tombstone_the_record() {
 async fn a_burst_of_publications_for_one_container_is_not_refused_by_the_cas_limit() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let id = containers(&sim)[0];
+    let id = org_a_containers(&sim)[0];
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     let b = gated(&sim, settings(&redis.url(), "b")).await;
     synced(&a, "A joined").await;
@@ -444,7 +423,7 @@ async fn a_burst_of_publications_for_one_container_is_not_refused_by_the_cas_lim
 async fn held_cas_races_between_two_publishers_lose_no_fence() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let id = containers(&sim)[0];
+    let id = org_a_containers(&sim)[0];
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     let b = gated(&sim, settings(&redis.url(), "b")).await;
     synced(&a, "A joined").await;
@@ -519,7 +498,7 @@ async fn with_retention(sim: &Simulator, s: ClusterSettings, retention: Duration
 async fn held_a_short_lived_merge_does_not_shrink_a_long_lived_records_expiry() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let id = containers(&sim)[0];
+    let id = org_a_containers(&sim)[0];
     let long = with_retention(&sim, settings(&redis.url(), "long"), Duration::from_secs(86_400)).await;
     let short = with_retention(&sim, settings(&redis.url(), "short"), Duration::from_secs(2)).await;
     synced(&long, "long joined").await;
@@ -581,7 +560,7 @@ async fn held_a_short_lived_merge_does_not_shrink_a_long_lived_records_expiry() 
 async fn a_delete_published_twice_around_a_recreation_does_not_tombstone_a_joiner() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let id = containers(&sim)[0];
+    let id = org_a_containers(&sim)[0];
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     let b = gated(&sim, settings(&redis.url(), "b")).await;
     synced(&a, "A joined").await;

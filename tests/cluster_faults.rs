@@ -25,29 +25,12 @@ use layers_gateway::ids::ContainerId;
 use redis_support::{Partition, RedisServer};
 use serde_json::json;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 use tokio::time::Instant;
 
 /// A lag longer than any test: the origin's reads stay behind throughout.
 const LONG_LAG: Duration = Duration::from_secs(600);
-
-/// An instance whose cache serves only while its node is synced.
-async fn gated(sim: &Simulator, s: ClusterSettings) -> Arc<Instance> {
-    let i = Instance::start(sim, s).await;
-    i.gw.state().cache.set_sync_gate(i.node.clone());
-    Arc::new(i)
-}
-
-/// Containers of org_demo_a (the admin key's org).
-fn containers(sim: &Simulator) -> Vec<ContainerId> {
-    sim.container_ids()
-        .into_iter()
-        .filter(|(o, _)| o == "org_demo_a")
-        .map(|(_, c)| c)
-        .collect()
-}
 
 fn deleted(id: ContainerId, assets: Vec<String>, event_id: &str) -> Invalidation {
     Invalidation {
@@ -93,7 +76,7 @@ async fn an_entry_without_an_event_id_never_hides_a_later_one() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
     let b = gated(&sim, settings(&redis.url(), "b")).await;
-    let ids = containers(&sim);
+    let ids = org_a_containers(&sim);
     let ids = &ids[..2];
     for id in ids {
         warm(&b.gw, *id).await;
@@ -234,7 +217,7 @@ async fn a_delete_and_a_revocation_outlive_a_redis_restart_and_reach_a_new_insta
         return;
     };
     let sim = demo_simulator();
-    let ids = containers(&sim);
+    let ids = org_a_containers(&sim);
     let (gone, regen_id) = (ids[0], ids[1]);
     for id in [gone, regen_id] {
         sim.set_replica_lag(id, Some(LONG_LAG));
@@ -296,7 +279,7 @@ async fn a_delete_and_a_revocation_outlive_a_redis_restart_and_reach_a_new_insta
 /// `max-deleted-entry-id` alone), heals, and checks `b` flushed its cache
 /// and rebuilt the delete's tombstone from the fence records.
 async fn trim_past(sim: &Simulator, redis: &RedisServer, partition: &Partition, a: &Instance, b: &Instance) {
-    let ids = containers(sim);
+    let ids = org_a_containers(sim);
     let (cached, gone) = (ids[0], ids[1]);
     warm(&b.gw, cached).await;
     sim.set_replica_lag(gone, Some(LONG_LAG));
@@ -347,7 +330,7 @@ async fn a_trim_while_a_reader_is_mid_stream_flushes_and_rebuilds() {
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     let b = gated(&sim, settings(&partition.url(), "b")).await;
     // B is at a real entry.
-    let last = *containers(&sim).last().unwrap();
+    let last = *org_a_containers(&sim).last().unwrap();
     a.accept(&regenerated(last, Vec::new())).await.unwrap();
     eventually("B applies the first event", Duration::from_secs(5), || async {
         b.stat(|s| s.applied.get()) == 1

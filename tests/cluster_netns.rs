@@ -18,10 +18,8 @@ mod redis_support;
 mod support;
 
 use cluster_support::*;
-use layers_gateway::demo::Simulator;
 use redis_support::RedisServer;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 
@@ -169,12 +167,6 @@ impl Drop for Netns {
         run(&["ip", "link", "del", &self.host_if]);
         run(&["ip", "netns", "del", &self.name]);
     }
-}
-
-async fn gated(sim: &Simulator, s: layers_gateway::cluster::ClusterSettings) -> Arc<Instance> {
-    let i = Instance::start(sim, s).await;
-    i.gw.state().cache.set_sync_gate(i.node.clone());
-    Arc::new(i)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

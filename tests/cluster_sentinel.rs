@@ -15,7 +15,6 @@ mod support;
 
 use cluster_support::*;
 use layers_gateway::cluster::ClusterSettings;
-use layers_gateway::demo::Simulator;
 use layers_gateway::ids::ContainerId;
 use redis_support::{RedisServer, Sentinel};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,12 +29,6 @@ const DOWN_AFTER_MS: u64 = 500;
 /// How long following a failover may take: the sentinels' detection, their
 /// election and promotion, the reader's reconnect backoff (docs/cluster.md).
 const FOLLOW_WITHIN: Duration = Duration::from_secs(15);
-
-async fn gated(sim: &Simulator, s: ClusterSettings) -> Arc<Instance> {
-    let i = Instance::start(sim, s).await;
-    i.gw.state().cache.set_sync_gate(i.node.clone());
-    Arc::new(i)
-}
 
 fn info_field(redis: &RedisServer, section: &str, field: &str) -> String {
     let info: String = redis.cmd(&["INFO", section]);

@@ -52,7 +52,13 @@ impl Instance {
     /// A gateway in front of `sim` joined to the cluster (the node has
     /// started and made its first attempt to join).
     pub async fn start(sim: &Simulator, s: ClusterSettings) -> Instance {
-        let gw = in_process(sim, "");
+        Instance::start_with(sim, s, "").await
+    }
+
+    /// [`Instance::start`] with `extra_config` appended to the gateway's
+    /// configuration.
+    pub async fn start_with(sim: &Simulator, s: ClusterSettings, extra_config: &str) -> Instance {
+        let gw = in_process(sim, extra_config);
         let node = ClusterNode::new(&s, Arc::new(ClusterStats::new())).unwrap();
         let flushes = Arc::new(AtomicU64::new(0));
         let (apply, flush) = wiring(&gw, flushes.clone());
@@ -94,7 +100,12 @@ impl Instance {
 /// content routes answer 503 until its fences are known), as the service
 /// wires it.
 pub async fn gated(sim: &Simulator, s: ClusterSettings) -> Arc<Instance> {
-    let i = Instance::start(sim, s).await;
+    gated_with(sim, s, "").await
+}
+
+/// [`gated`] with `extra_config` appended to the gateway's configuration.
+pub async fn gated_with(sim: &Simulator, s: ClusterSettings, extra_config: &str) -> Arc<Instance> {
+    let i = Instance::start_with(sim, s, extra_config).await;
     i.gw.state().cache.set_sync_gate(i.node.clone());
     Arc::new(i)
 }
