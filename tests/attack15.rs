@@ -23,9 +23,7 @@ use cluster_support::*;
 use layers_gateway::cluster::entry_mac::EntryKey;
 use layers_gateway::cluster::keys::StreamKeys;
 use layers_gateway::cluster::{ClusterSettings, SyncReason};
-use layers_gateway::demo::Simulator;
 use layers_gateway::events::{EventType, Invalidation, Source};
-use layers_gateway::ids::ContainerId;
 use redis_support::{Partition, RedisServer};
 use serde_json::json;
 use std::time::Duration;
@@ -33,29 +31,6 @@ use support::*;
 
 /// A lag longer than any test: the origin's reads stay behind throughout.
 const LONG_LAG: Duration = Duration::from_secs(600);
-
-fn deleted(id: ContainerId, assets: Vec<String>, event_id: &str) -> Invalidation {
-    Invalidation {
-        event_id: Some(event_id.to_owned()),
-        source: Source::Webhook,
-        event_type: EventType::Deleted,
-        container: Some(id),
-        revoked_asset_ids: assets,
-        current_asset_ids: Vec::new(),
-        changed_at: None,
-        created_at: None,
-    }
-}
-
-/// Deletes `gone` at the (lagging) origin and has `a` accept the webhook.
-async fn delete_through(sim: &Simulator, a: &Instance, gone: ContainerId, event_id: &str) {
-    sim.set_replica_lag(gone, Some(LONG_LAG));
-    let assets = asset_ids(&sim.container(gone).unwrap());
-    assert!(sim.delete(gone));
-    a.accept(&deleted(gone, assets, event_id)).await.unwrap();
-    let r = origin_get(sim, &container_path(gone)).await;
-    assert_eq!(r.status, 200, "precondition: the origin's reads still lag");
-}
 
 fn fences_key(i: &Instance) -> String {
     StreamKeys::new(&i.node.settings().stream).fences

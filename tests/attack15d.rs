@@ -18,7 +18,7 @@ use cluster_support::*;
 use layers_gateway::cluster::keys::StreamKeys;
 use layers_gateway::cluster::ClusterSettings;
 use layers_gateway::demo::Simulator;
-use layers_gateway::events::{EventType, Invalidation, Source};
+use layers_gateway::events::Invalidation;
 use layers_gateway::ids::ContainerId;
 use redis_support::RedisServer;
 use std::time::Duration;
@@ -26,19 +26,6 @@ use support::*;
 
 /// A lag longer than any test: the origin's reads stay behind throughout.
 const LONG_LAG: Duration = Duration::from_secs(600);
-
-fn deleted(id: ContainerId, assets: Vec<String>, event_id: &str) -> Invalidation {
-    Invalidation {
-        event_id: Some(event_id.to_owned()),
-        source: Source::Webhook,
-        event_type: EventType::Deleted,
-        container: Some(id),
-        revoked_asset_ids: assets,
-        current_asset_ids: Vec::new(),
-        changed_at: None,
-        created_at: None,
-    }
-}
 
 /// Deletes `gone` at the (lagging) origin and has `a` accept the webhook;
 /// returns whether the publication was acknowledged.

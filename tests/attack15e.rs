@@ -172,18 +172,7 @@ async fn losing_one_live_fence_record_is_data_loss_not_expiry() {
     let gone = org_a_containers(&sim)[1];
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     synced(&a, "A joined").await;
-    sim.set_replica_lag(gone, Some(LONG_LAG));
-    let assets = asset_ids(&sim.container(gone).unwrap());
-    assert!(sim.delete(gone));
-    a.accept(&event(
-        EventType::Deleted,
-        gone,
-        assets,
-        Vec::new(),
-        "evt_01ONERECORDLOST00000000000",
-    ))
-    .await
-    .expect("the delete is acknowledged");
+    delete_through(&sim, &a, gone, "evt_01ONERECORDLOST00000000000").await;
     assert!(stored_record(&redis, &a, gone).is_some_and(|r| r.tombstone.is_some()));
     let n: i64 = redis.cmd(&["HDEL", &keys(&a).fence_records, &gone.to_string()]);
     assert_eq!(n, 1);

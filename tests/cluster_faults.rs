@@ -32,19 +32,6 @@ use tokio::time::Instant;
 /// A lag longer than any test: the origin's reads stay behind throughout.
 const LONG_LAG: Duration = Duration::from_secs(600);
 
-fn deleted(id: ContainerId, assets: Vec<String>, event_id: &str) -> Invalidation {
-    Invalidation {
-        event_id: Some(event_id.to_owned()),
-        source: Source::Webhook,
-        event_type: EventType::Deleted,
-        container: Some(id),
-        revoked_asset_ids: assets,
-        current_asset_ids: Vec::new(),
-        changed_at: None,
-        created_at: None,
-    }
-}
-
 fn revoking(id: ContainerId, revoked: Vec<String>, current: Vec<String>, event_id: &str) -> Invalidation {
     Invalidation {
         event_id: Some(event_id.to_owned()),

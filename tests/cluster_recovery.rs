@@ -14,27 +14,9 @@ mod support;
 
 use cluster_support::*;
 use layers_gateway::cluster::keys::StreamKeys;
-use layers_gateway::events::{EventType, Invalidation, Source};
-use layers_gateway::ids::ContainerId;
 use redis_support::RedisServer;
 use std::time::Duration;
 use support::*;
-
-/// A lag longer than any test: the origin's reads stay behind throughout.
-const LONG_LAG: Duration = Duration::from_secs(600);
-
-fn deleted(id: ContainerId, assets: Vec<String>, event_id: &str) -> Invalidation {
-    Invalidation {
-        event_id: Some(event_id.to_owned()),
-        source: Source::Webhook,
-        event_type: EventType::Deleted,
-        container: Some(id),
-        revoked_asset_ids: assets,
-        current_asset_ids: Vec::new(),
-        changed_at: None,
-        created_at: None,
-    }
-}
 
 fn keys(i: &Instance) -> StreamKeys {
     StreamKeys::new(&i.node.settings().stream)
@@ -60,12 +42,7 @@ async fn a_joiner_right_after_the_fences_were_lost_waits_for_the_holder() {
         a.node.is_synced()
     })
     .await;
-    sim.set_replica_lag(gone, Some(LONG_LAG));
-    let assets = asset_ids(&sim.container(gone).unwrap());
-    assert!(sim.delete(gone));
-    a.accept(&deleted(gone, assets, "evt_01BARRIER000000000000000001"))
-        .await
-        .expect("the delete is acknowledged");
+    delete_through(&sim, &a, gone, "evt_01BARRIER000000000000000001").await;
     let k = keys(&a);
     let n: i64 = redis.cmd(&["DEL", &k.fences, &k.fence_records]);
     assert_eq!(n, 2);

@@ -154,6 +154,35 @@ pub fn purge_all() -> Invalidation {
     }
 }
 
+/// A replica lag longer than any test: the origin's reads of a container
+/// stay behind throughout.
+pub const LONG_LAG: Duration = Duration::from_secs(600);
+
+/// Deletes `gone` at the (lagging) origin and has `a` accept the webhook
+/// (acknowledged: its publication succeeded).
+pub async fn delete_through(sim: &Simulator, a: &Instance, gone: ContainerId, event_id: &str) {
+    sim.set_replica_lag(gone, Some(LONG_LAG));
+    let assets = asset_ids(&sim.container(gone).unwrap());
+    assert!(sim.delete(gone));
+    a.accept(&deleted(gone, assets, event_id)).await.unwrap();
+    let r = origin_get(sim, &container_path(gone)).await;
+    assert_eq!(r.status, 200, "precondition: the origin's reads still lag");
+}
+
+/// A delete webhook of `id` (event `event_id`) revoking `assets`.
+pub fn deleted(id: ContainerId, assets: Vec<String>, event_id: &str) -> Invalidation {
+    Invalidation {
+        event_id: Some(event_id.to_owned()),
+        source: Source::Webhook,
+        event_type: EventType::Deleted,
+        container: Some(id),
+        revoked_asset_ids: assets,
+        current_asset_ids: Vec::new(),
+        changed_at: None,
+        created_at: None,
+    }
+}
+
 /// A regenerate as the write-through path builds it.
 pub fn regenerated(id: ContainerId, current: Vec<String>) -> Invalidation {
     Invalidation {
