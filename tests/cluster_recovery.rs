@@ -112,3 +112,34 @@ async fn a_silent_peer_is_awaited_only_while_it_counts_as_alive() {
         "C stopped waiting after {waited:?}"
     );
 }
+
+/// `FLUSHALL` takes the members hash with the fences: for a moment nobody
+/// is registered, and a joiner that rebuilt then would wait for no one. The
+/// set's age closes that: a joiner waits until the new set is
+/// `max_unsynced_ms` old, by when every live peer has rounded, registered
+/// with its old token, and so is waited for until it has re-published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_right_after_flushall_waits_for_the_holder_it_cannot_see_yet() {
+    let Some(redis) = RedisServer::start() else { return };
+    let sim = demo_simulator();
+    let gone = org_a_containers(&sim)[0];
+    let a = gated(&sim, settings(&redis.url(), "a")).await;
+    eventually("A joined", Duration::from_secs(5), || async {
+        a.node.is_synced()
+    })
+    .await;
+    delete_through(&sim, &a, gone, "evt_01BARRIER000000000000000002").await;
+    let _: () = redis.cmd(&["FLUSHALL"]);
+    let c = gated(&sim, settings(&redis.url(), "c")).await;
+    eventually("C joined", Duration::from_secs(10), || async {
+        c.node.is_synced()
+    })
+    .await;
+    let r = call_get(&c.gw, &container_path(gone), &admin_key()).await;
+    a.node.stop();
+    c.node.stop();
+    assert_ne!(
+        r.status, 200,
+        "C joined right after FLUSHALL and serves the container A deleted"
+    );
+}

@@ -24,11 +24,27 @@
 //! A single record missing while its member is live (an `HDEL` by hand) is
 //! caught by the rebuild (`rebuild.rs`), which resets the set the same way
 //! through [`RESET_SCRIPT`].
+//!
+//! **The recovery barrier.** After a loss, the fences only running
+//! instances hold come back as each re-publishes them; an instance that
+//! rebuilt in between would serve what they fenced. So each sync round
+//! records the instance in `<stream>:members` (when it last rounded, and
+//! the token of the set it has put all its fences into), and after a
+//! rebuild an instance gives no proof of being synced until
+//! - no live peer (seen within `member_liveness`) names another token, and
+//! - the set is at least `max_unsynced_ms` old: a loss that took the
+//!   members hash too (`FLUSHALL`, a restart without persistence) forgets
+//!   who was alive, and every live peer rounds, and so registers with its
+//!   old token, within that time after the set was created (`~at`).
+//!
+//! A peer names a token only once its re-published entries are in the
+//! stream, which the waiting instance reads in that same round.
 
 /// The Lua function `fence_token(zset, hash, fresh, writable)`, prepended
 /// to each script that touches the fence set. Returns the token ("" when
 /// there is none and none could be written) and the error of a refused
-/// write (or `nil`). See the module docs.
+/// write (or `nil`). A fresh token is written with the set's creation time
+/// (field `~at`, Redis's clock; the recovery barrier in the module docs).
 ///
 /// The `DEL` of a broken set is a write Redis accepts even out of memory
 /// (it frees memory), after which the script's later writes are accepted
@@ -48,7 +64,9 @@ local function fence_token(zset, hash, fresh, writable)
   if token ~= '' or held then redis.call('DEL', zset, hash) end
   local z = redis.pcall('ZADD', zset, '+inf', '~' .. fresh)
   if type(z) == 'table' and z.err then return '', z.err end
-  local h = redis.pcall('HSET', hash, '~', fresh)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local h = redis.pcall('HSET', hash, '~', fresh, '~at', now)
   if type(h) == 'table' and h.err then return '', h.err end
   return fresh, nil
 end

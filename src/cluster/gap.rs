@@ -200,6 +200,7 @@ mod tests {
             token: "t1".into(),
             awaited: 0,
             awaited_ids: Vec::new(),
+            fence_set_age_ms: u64::MAX,
         }
     }
 

@@ -227,12 +227,12 @@ impl Reader {
             return self.rebuild().await;
         };
         let sent = Instant::now();
-        let round = self.round_confirmed(pos).await?;
+        let mut round = self.round_confirmed(pos).await?;
         if let Some(gap) = detect_gap(&self.run_id, pos, &round) {
             self.gap(gap, pos);
             return self.rebuild().await;
         }
-        self.run_id = round.run_id;
+        self.run_id = std::mem::take(&mut round.run_id);
         self.epoch = Some(round.epoch);
         let stats = self.node.stats.clone();
         let n = round.entries.len();
@@ -241,7 +241,7 @@ impl Reader {
             ..pos
         };
         self.position = Some(at);
-        for e in round.entries {
+        for e in std::mem::take(&mut round.entries) {
             if let Err(gap) = self.apply_entry(&e).await {
                 self.gap(gap, at);
                 return self.rebuild().await;
@@ -259,7 +259,7 @@ impl Reader {
             // After the entries this round read: a peer acknowledges only
             // once its re-published fences are in the stream, so they are
             // all applied by now.
-            self.await_peers(round.awaited, &round.awaited_ids);
+            self.await_peers(&round);
         }
         match round.heartbeat {
             Ok(()) => {
@@ -297,20 +297,23 @@ impl Reader {
 
     /// The recovery barrier (`fence_token.rs`): after a rebuild, the fences
     /// are known once no live peer is still re-publishing its own to the
-    /// current token. Until then the node gives no proof (unsynced) and
+    /// current token, and the set is old enough for every live peer to have
+    /// registered. Until then the node gives no proof (unsynced) and
     /// content routes answer 503: a peer's tombstone that Redis lost is not
     /// in this instance's fences yet.
-    fn await_peers(&mut self, awaited: u64, ids: &[String]) {
+    fn await_peers(&mut self, round: &Round) {
+        let awaited = round.awaited;
         self.node.stats.peers_awaited.set(awaited as i64);
         if !self.awaiting_peers {
             return;
         }
-        if awaited > 0 {
-            if !self.awaiting_logged {
+        let young = round.fence_set_age_ms < self.node.settings.max_unsynced_ms;
+        if awaited > 0 || young {
+            if !self.awaiting_logged && awaited > 0 {
                 self.awaiting_logged = true;
                 tracing::warn!(
                     peers = awaited,
-                    waiting_for = %ids.join(","),
+                    waiting_for = %round.awaited_ids.join(","),
                     "cluster: waiting for the live instances to re-publish their fences before serving \
                      content routes (503 meanwhile)"
                 );

@@ -139,7 +139,8 @@ return id
 /// barrier (`fence_token.rs`). Returns `{exists, last_generated_id,
 /// max_deleted_id, entries_added, length, run_id, heartbeat ("OK" or the
 /// error), entries after position, epoch, token ("" if none could be
-/// written), members awaited, the first 8 of their ids}`;
+/// written), members awaited, the first 8 of their ids, the fence set's
+/// age in ms}`;
 /// `entries_added` is -1 before Redis 7.0.
 pub const SYNC_SCRIPT: &str = concat!(
     fence_token_lua!(),
@@ -169,6 +170,7 @@ if primary then
   local r = redis.pcall('HSET', KEYS[6], ARGV[3], now .. ':' .. ARGV[5])
   if type(r) == 'table' and r.err and hb == 'OK' then hb = r.err end
 end
+local age = now - (tonumber(redis.call('HGET', KEYS[5], '~at')) or 0)
 local awaited, named = 0, {}
 local all = redis.call('HGETALL', KEYS[6])
 for i = 1, #all, 2 do
@@ -185,7 +187,7 @@ for i = 1, #all, 2 do
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, '0-0', '0-0', 0, 0, run_id, hb, {}, epoch, token, awaited, named}
+  return {0, '0-0', '0-0', 0, 0, run_id, hb, {}, epoch, token, awaited, named, age}
 end
 local x = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, maxdel, added, len = '0-0', '0-0', -1, 0
@@ -197,7 +199,7 @@ for i = 1, #x, 2 do
   elseif k == 'length' then len = x[i + 1] end
 end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
-return {1, last, maxdel, added, len, run_id, hb, entries, epoch, token, awaited, named}
+return {1, last, maxdel, added, len, run_id, hb, entries, epoch, token, awaited, named, age}
 "
 );
 
@@ -272,6 +274,8 @@ pub struct Round {
     pub awaited: u64,
     /// The first few of their instance ids (for the log).
     pub awaited_ids: Vec<String>,
+    /// How long ago (ms, Redis's clock) the fence set got its token.
+    pub fence_set_age_ms: u64,
 }
 
 /// What [`REBUILD_SCRIPT`] answered.
@@ -358,7 +362,7 @@ impl Round {
     pub fn parse(v: &Value) -> Result<Round, String> {
         let bad = || format!("unexpected sync script answer: {v:?}");
         let a = array(v).ok_or_else(bad)?;
-        let [exists, last, maxdel, added, length, run_id, hb, entries, epoch, token, awaited, awaited_ids] =
+        let [exists, last, maxdel, added, length, run_id, hb, entries, epoch, token, awaited, awaited_ids, age] =
             a
         else {
             return Err(bad());
@@ -389,6 +393,7 @@ impl Round {
                 .iter()
                 .map(|v| text(v).ok_or_else(bad))
                 .collect::<Result<_, _>>()?,
+            fence_set_age_ms: int(age).ok_or_else(bad)?.max(0) as u64,
         })
     }
 }
@@ -453,6 +458,7 @@ mod tests {
             bulk("f00d"),
             Value::Int(1),
             Value::Array(vec![bulk("gw-b")]),
+            Value::Int(1500),
         ]);
         let r = Round::parse(&v).unwrap();
         assert_eq!(r.last_generated, StreamId { ms: 1700, seq: 3 });
@@ -484,6 +490,7 @@ mod tests {
             bulk(""),
             Value::Int(0),
             Value::Array(vec![]),
+            Value::Int(0),
         ]);
         assert!(Round::parse(&v).unwrap_err().contains("Redis 7.0"));
     }
