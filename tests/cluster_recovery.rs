@@ -78,7 +78,7 @@ async fn a_silent_peer_is_awaited_only_while_it_counts_as_alive() {
     let k = keys(&a);
     // A peer last seen just now that has not re-published to the set C is
     // about to create.
-    let member = format!("{}:old-token", redis_now_ms(&redis));
+    let member = format!("{}:1000:old-token", redis_now_ms(&redis));
     let _: i64 = redis.cmd(&["HSET", &k.members, "silent-peer", &member]);
     let _: i64 = redis.cmd(&["DEL", &k.fences, &k.fence_records]);
     let c = gated(&sim, settings(&redis.url(), "c")).await;

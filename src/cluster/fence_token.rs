@@ -28,14 +28,25 @@
 //! **The recovery barrier.** After a loss, the fences only running
 //! instances hold come back as each re-publishes them; an instance that
 //! rebuilt in between would serve what they fenced. So each sync round
-//! records the instance in `<stream>:members` (when it last rounded, and
-//! the token of the set it has put all its fences into), and after a
-//! rebuild an instance gives no proof of being synced until
-//! - no live peer (seen within `member_liveness`) names another token, and
-//! - the set is at least `max_unsynced_ms` old: a loss that took the
-//!   members hash too (`FLUSHALL`, a restart without persistence) forgets
-//!   who was alive, and every live peer rounds, and so registers with its
-//!   old token, within that time after the set was created (`~at`).
+//! records the instance in `<stream>:members` (when it last rounded, its
+//! `max_unsynced_ms`, and the token of the set it has put all its fences
+//! into; [`members_lua`]), and after a rebuild an instance gives no proof
+//! of being synced until
+//! - no live peer names another token, and
+//! - the set is at least as old as the largest `max_unsynced_ms` among
+//!   this instance and the live peers: a loss that took the members hash
+//!   too (`FLUSHALL`, a restart without persistence) forgets who was alive,
+//!   and every live peer rounds, and so registers with its old token,
+//!   within its `max_unsynced_ms` after the set was created (`~at`). Peers
+//!   whose `max_unsynced_ms` is larger than every registered one's are
+//!   not known then: docs/cluster.md asks for one value on every instance.
+//!
+//! **Upgrading** from the layout that kept the token in the sorted set only
+//! (a records hash with records but neither `~` nor `~at`): the set's token
+//! is adopted into the hash once, instead of the set being reset (a reset
+//! would wipe every record while instances of the old build, which never
+//! register as members, hold the fences). Its creation time is then
+//! unknown (0): no wait.
 //!
 //! A peer names a token only once its re-published entries are in the
 //! stream, which the waiting instance reads in that same round.
@@ -61,6 +72,11 @@ local function fence_token(zset, hash, fresh, writable)
   local held = redis.call('HGET', hash, '~')
   if token ~= '' and held == token then return token, nil end
   if not writable then return '', nil end
+  if token ~= '' and not held and redis.call('HEXISTS', hash, '~at') == 0
+      and redis.call('HLEN', hash) > 0 then
+    redis.call('HSET', hash, '~', token, '~at', 0)
+    return token, nil
+  end
   if token ~= '' or held then redis.call('DEL', zset, hash) end
   local z = redis.pcall('ZADD', zset, '+inf', '~' .. fresh)
   if type(z) == 'table' and z.err then return '', z.err end
@@ -74,6 +90,55 @@ end
     };
 }
 pub(super) use fence_token_lua;
+
+/// The Lua function `members_round(members, me, now, mine, token, ack,
+/// writable)`: the recovery barrier's part of a sync round. Records this
+/// instance (`<now>:<its max_unsynced_ms>:<the token it re-published
+/// to>`), prunes members not seen for an hour or "seen" more than a minute
+/// ahead of Redis's clock (not written by a gateway, or a clock stepped
+/// back: either would hold every rebuild up), and returns how many live
+/// others name another token than `token`, the first 8 of their ids, the
+/// largest `max_unsynced_ms` among this instance and the live others, and
+/// the error of a refused write (or `nil`).
+///
+/// A member is live while it rounded within 4 x the larger of its own and
+/// this instance's `max_unsynced_ms` (at least 2 s): an idle instance
+/// rounds every `block_ms` plus a few replies, which its validation keeps
+/// within its own `max_unsynced_ms`, whatever the waiting instance's is.
+macro_rules! members_lua {
+    () => {
+        r"
+local function members_round(members, me, now, mine, token, ack, writable)
+  local err = nil
+  if writable then
+    local r = redis.pcall('HSET', members, me, now .. ':' .. mine .. ':' .. ack)
+    if type(r) == 'table' and r.err then err = r.err end
+  end
+  local awaited, named, slowest = 0, {}, mine
+  local all = redis.call('HGETALL', members)
+  for i = 1, #all, 2 do
+    local id = all[i]
+    if id ~= me then
+      local seen, theirs, acked = string.match(all[i + 1], '^(%d+):(%d+):(.*)$')
+      seen = tonumber(seen) or 0
+      theirs = tonumber(theirs) or 0
+      if seen < now - 3600000 or seen > now + 60000 then
+        if writable then redis.pcall('HDEL', members, id) end
+      elseif seen > now - math.max(4 * math.max(mine, theirs), 2000) then
+        if theirs > slowest then slowest = theirs end
+        if acked ~= token then
+          awaited = awaited + 1
+          if #named < 8 then named[#named + 1] = id end
+        end
+      end
+    end
+  end
+  return awaited, named, slowest, err
+end
+"
+    };
+}
+pub(super) use members_lua;
 
 /// The hash field that holds the token (never a record's member: those
 /// are container ids, `cnt_<uuid>`).

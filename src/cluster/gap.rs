@@ -201,6 +201,7 @@ mod tests {
             awaited: 0,
             awaited_ids: Vec::new(),
             fence_set_age_ms: u64::MAX,
+            slowest_round_ms: 0,
         }
     }
 

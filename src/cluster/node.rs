@@ -324,7 +324,11 @@ impl ClusterNode {
         tokio::spawn(reader::run(self.clone(), apply, flush, first_tx));
         tokio::spawn(watchdog(self.clone()));
         tokio::spawn(drain_outbox(self.clone()));
-        let _ = first_rx.await;
+        // Bounded: a barrier held up by a silent peer (`fence_token.rs`)
+        // lasts until its liveness runs out; past this the node keeps
+        // waiting in the background, content routes answering 503.
+        let most = self.settings.max_unsynced() * 4 + Duration::from_secs(2);
+        let _ = tokio::time::timeout(most, first_rx).await;
     }
 
     /// Stops every task of this node (as `shutdown` resolving would). The
@@ -641,8 +645,7 @@ async fn drain_outbox(node: Arc<ClusterNode>) {
                 }
                 drop(q);
                 if p.republish_after {
-                    let seen = node.lock_republished().seen.clone();
-                    node.republish_fences(seen);
+                    node.republish_fences(None);
                 }
             }
             Err(_) => {

@@ -163,6 +163,7 @@ pub(super) async fn run(node: Arc<ClusterNode>, apply: ApplyFn, flush: FlushFn, 
             }
         }
     }
+    r.leave().await;
 }
 
 impl Reader {
@@ -286,13 +287,32 @@ impl Reader {
                 }
             }
         }
-        if let Some(tx) = self.first.take() {
-            let _ = tx.send(());
+        // The first join is over once the barrier let it through (or it
+        // failed, above): `start` returns a node that serves.
+        if !self.awaiting_peers {
+            if let Some(tx) = self.first.take() {
+                let _ = tx.send(());
+            }
         }
         if caught_up {
             self.wait(at.id).await?;
         }
         Ok(())
+    }
+
+    /// On shutdown: takes this instance out of the members hash (best
+    /// effort), so peers rebuilding after a loss do not wait out its
+    /// liveness: a stopped instance holds no fences.
+    async fn leave(&mut self) {
+        if self.conn.is_none() {
+            return;
+        }
+        let mut cmd = redis::cmd("HDEL");
+        cmd.arg(&self.node.keys.members).arg(&*self.node.instance_id);
+        let timeout = self.node.settings.command_timeout();
+        if let Err(e) = self.eval(cmd, "leaving the members", timeout).await {
+            tracing::debug!(error = %e, "cluster: could not leave the members hash");
+        }
     }
 
     /// The recovery barrier (`fence_token.rs`): after a rebuild, the fences
@@ -307,7 +327,9 @@ impl Reader {
         if !self.awaiting_peers {
             return;
         }
-        let young = round.fence_set_age_ms < self.node.settings.max_unsynced_ms;
+        // Every live peer has registered only once the set is as old as
+        // the longest time between two rounds of any of them.
+        let young = round.fence_set_age_ms < round.slowest_round_ms.max(self.node.settings.max_unsynced_ms);
         if awaited > 0 || young {
             if !self.awaiting_logged && awaited > 0 {
                 self.awaiting_logged = true;
@@ -388,7 +410,7 @@ impl Reader {
             .arg(&*self.node.instance_id)
             .arg(fresh_token())
             .arg(self.node.lock_republished().to.clone())
-            .arg(s.member_liveness().as_millis() as u64);
+            .arg(s.max_unsynced_ms);
         let timeout = s.command_timeout();
         let reply = self.eval(cmd, "a sync round", timeout).await?;
         Round::parse(&reply)

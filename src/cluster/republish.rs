@@ -33,20 +33,28 @@ impl ClusterNode {
     /// Re-publishes this instance's live fences in a task of its own; see
     /// the module docs.
     ///
-    /// `token` is the fence set's token as the reader last saw it: once
-    /// every fence exported now is in Redis, this instance has re-published
-    /// to that token (the recovery barrier, `fence_token.rs`); fences it
-    /// takes in later are published as they come.
-    pub(super) fn republish_fences(self: &Arc<Self>, token: String) {
+    /// `token`: the fence set's token the reader just rebuilt from (`None`:
+    /// the latest it saw). Once every fence exported now is in Redis, this
+    /// instance has re-published to that token (the recovery barrier,
+    /// `fence_token.rs`); fences it takes in later are published as they
+    /// come. The token and the generation are taken under one lock, so a
+    /// re-publication started later always carries the newer token.
+    pub(super) fn republish_fences(self: &Arc<Self>, token: Option<String>) {
         let invs = self.fences.get().map(|src| (src.export)()).unwrap_or_default();
-        let generation = self.republishing.fetch_add(1, Ordering::AcqRel) + 1;
-        if invs.is_empty() {
+        let (generation, token) = {
             let mut r = self.lock_republished();
-            r.running = None;
-            r.to = token;
-            return;
-        }
-        self.lock_republished().running = Some(generation);
+            if let Some(t) = token {
+                r.seen = t;
+            }
+            let generation = self.republishing.fetch_add(1, Ordering::AcqRel) + 1;
+            if invs.is_empty() {
+                r.running = None;
+                r.to = r.seen.clone();
+                return;
+            }
+            r.running = Some(generation);
+            (generation, r.seen.clone())
+        };
         let node = self.clone();
         tokio::spawn(async move {
             let mut stopped = node.stopped();

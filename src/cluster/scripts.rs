@@ -20,7 +20,7 @@
 //! [`StreamKeys`]: super::keys::StreamKeys
 
 use super::entry::{StreamId, FIELD_INV, FIELD_MAC, FIELD_N};
-use super::fence_token::fence_token_lua;
+use super::fence_token::{fence_token_lua, members_lua};
 use redis::Value;
 
 /// The fence set's marker members start with this byte (records' members
@@ -119,8 +119,10 @@ return id
 "
 );
 
-/// KEYS: stream, heartbeat, fences, epoch, fence records. ARGV: position,
-/// count, instance id, a fresh random token. The heartbeat proves the
+/// KEYS: stream, heartbeat, fences, epoch, fence records, members. ARGV:
+/// position, count, instance id, a fresh random token, the token this
+/// instance has re-published its fences to ("" for none), its
+/// `max_unsynced_ms`. The heartbeat proves the
 /// writes publishing needs: an `XADD`, a `ZADD` on the fence set and an
 /// `HSET` on its records, on a primary (a writable replica would accept
 /// them and keep them to itself).
@@ -132,18 +134,16 @@ return id
 /// means fences were lost (`FLUSHDB`, eviction, a `DEL` of either key, a
 /// restart without persistence): a gap with data loss (`gap.rs`).
 ///
-/// Each round also records this instance in the members hash (when it was
-/// last seen, by Redis's clock, and the token it has re-published its
-/// fences to), prunes members not seen for an hour, and counts the live
-/// *others* whose re-published token is not the current one: the recovery
-/// barrier (`fence_token.rs`). Returns `{exists, last_generated_id,
-/// max_deleted_id, entries_added, length, run_id, heartbeat ("OK" or the
-/// error), entries after position, epoch, token ("" if none could be
-/// written), members awaited, the first 8 of their ids, the fence set's
-/// age in ms}`;
+/// Each round also takes part in the recovery barrier (`fence_token.rs`,
+/// `members_round`). Returns `{exists, last_generated_id, max_deleted_id,
+/// entries_added, length, run_id, heartbeat ("OK" or the error), entries
+/// after position, epoch, token ("" if none could be written), members
+/// awaited, the first 8 of their ids, the fence set's age in ms, the
+/// largest `max_unsynced_ms` of the live members and this instance}`;
 /// `entries_added` is -1 before Redis 7.0.
 pub const SYNC_SCRIPT: &str = concat!(
     fence_token_lua!(),
+    members_lua!(),
     r"
 local info = redis.call('INFO', 'server')
 local run_id = string.match(info, 'run_id:(%x+)') or ''
@@ -166,28 +166,12 @@ if primary and token ~= '' and not err then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if primary then
-  local r = redis.pcall('HSET', KEYS[6], ARGV[3], now .. ':' .. ARGV[5])
-  if type(r) == 'table' and r.err and hb == 'OK' then hb = r.err end
-end
 local age = now - (tonumber(redis.call('HGET', KEYS[5], '~at')) or 0)
-local awaited, named = 0, {}
-local all = redis.call('HGETALL', KEYS[6])
-for i = 1, #all, 2 do
-  local id = all[i]
-  if id ~= ARGV[3] then
-    local seen, ack = string.match(all[i + 1], '^(%d+):(.*)$')
-    seen = tonumber(seen) or 0
-    if seen < now - 3600000 then
-      if primary then redis.pcall('HDEL', KEYS[6], id) end
-    elseif seen > now - tonumber(ARGV[6]) and ack ~= token then
-      awaited = awaited + 1
-      if #named < 8 then named[#named + 1] = id end
-    end
-  end
-end
+local awaited, named, slowest, merr =
+  members_round(KEYS[6], ARGV[3], now, tonumber(ARGV[6]), token, ARGV[5], primary)
+if merr and hb == 'OK' then hb = merr end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, '0-0', '0-0', 0, 0, run_id, hb, {}, epoch, token, awaited, named, age}
+  return {0, '0-0', '0-0', 0, 0, run_id, hb, {}, epoch, token, awaited, named, age, slowest}
 end
 local x = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, maxdel, added, len = '0-0', '0-0', -1, 0
@@ -199,7 +183,7 @@ for i = 1, #x, 2 do
   elseif k == 'length' then len = x[i + 1] end
 end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
-return {1, last, maxdel, added, len, run_id, hb, entries, epoch, token, awaited, named, age}
+return {1, last, maxdel, added, len, run_id, hb, entries, epoch, token, awaited, named, age, slowest}
 "
 );
 
@@ -213,7 +197,10 @@ return {1, last, maxdel, added, len, run_id, hb, entries, epoch, token, awaited,
 /// `fence_token.rs`), Redis's time (unix ms),
 /// by which "live" is judged: never a gateway's clock, and whether Redis
 /// writes an append-only file (`aof_enabled`; without one, fences survive
-/// a Redis restart only in the instances that hold them).
+/// a Redis restart only in the instances that hold them), and whether the
+/// set's two keys hold as many records (members but the marker, fields
+/// but `~` and `~at`): they are written and pruned together, so a
+/// difference is a record or a member lost on its own.
 pub const REBUILD_SCRIPT: &str = concat!(
     fence_token_lua!(),
     r"
@@ -226,8 +213,12 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local live = redis.call('ZCOUNT', KEYS[2], '(' .. now, '(+inf')
 local epoch = redis.call('GET', KEYS[3]) or '0'
 local aof = string.match(redis.call('INFO', 'persistence'), 'aof_enabled:(%d)') or '0'
+local agree = 1
+if token ~= '' and redis.call('ZCOUNT', KEYS[2], '-inf', '(+inf') ~= redis.call('HLEN', KEYS[4]) - 2 then
+  agree = 0
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, '0-0', 0, run_id, live, epoch, token, now, aof}
+  return {0, '0-0', 0, run_id, live, epoch, token, now, aof, agree}
 end
 local x = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, added = '0-0', -1
@@ -235,7 +226,7 @@ for i = 1, #x, 2 do
   if x[i] == 'last-generated-id' then last = x[i + 1]
   elseif x[i] == 'entries-added' then added = x[i + 1] end
 end
-return {1, last, added, run_id, live, epoch, token, now, aof}
+return {1, last, added, run_id, live, epoch, token, now, aof, agree}
 "
 );
 
@@ -276,6 +267,9 @@ pub struct Round {
     pub awaited_ids: Vec<String>,
     /// How long ago (ms, Redis's clock) the fence set got its token.
     pub fence_set_age_ms: u64,
+    /// The largest `max_unsynced_ms` among this instance and the live
+    /// members: how long a live peer may go between two rounds.
+    pub slowest_round_ms: u64,
 }
 
 /// What [`REBUILD_SCRIPT`] answered.
@@ -293,6 +287,8 @@ pub struct Rebuild {
     pub now: i64,
     /// Whether Redis writes an append-only file.
     pub aof: bool,
+    /// Whether the fence set's two keys count as many records.
+    pub halves_agree: bool,
 }
 
 const NEEDS_7: &str = "the cluster needs Redis 7.0 or later (XINFO STREAM has no entries-added)";
@@ -362,7 +358,7 @@ impl Round {
     pub fn parse(v: &Value) -> Result<Round, String> {
         let bad = || format!("unexpected sync script answer: {v:?}");
         let a = array(v).ok_or_else(bad)?;
-        let [exists, last, maxdel, added, length, run_id, hb, entries, epoch, token, awaited, awaited_ids, age] =
+        let [exists, last, maxdel, added, length, run_id, hb, entries, epoch, token, awaited, awaited_ids, age, slowest] =
             a
         else {
             return Err(bad());
@@ -394,6 +390,7 @@ impl Round {
                 .map(|v| text(v).ok_or_else(bad))
                 .collect::<Result<_, _>>()?,
             fence_set_age_ms: int(age).ok_or_else(bad)?.max(0) as u64,
+            slowest_round_ms: int(slowest).ok_or_else(bad)?.max(0) as u64,
         })
     }
 }
@@ -402,7 +399,7 @@ impl Rebuild {
     pub fn parse(v: &Value) -> Result<Rebuild, String> {
         let bad = || format!("unexpected rebuild script answer: {v:?}");
         let a = array(v).ok_or_else(bad)?;
-        let [_exists, last, added, run_id, live, epoch, token, now, aof] = a else {
+        let [_exists, last, added, run_id, live, epoch, token, now, aof, agree] = a else {
             return Err(bad());
         };
         let added = int(added).ok_or_else(bad)?;
@@ -418,6 +415,7 @@ impl Rebuild {
             token: text(token).ok_or_else(bad)?,
             now: int(now).ok_or_else(bad)?,
             aof: int(aof).ok_or_else(bad)? == 1,
+            halves_agree: int(agree).ok_or_else(bad)? == 1,
         })
     }
 }
@@ -459,6 +457,7 @@ mod tests {
             Value::Int(1),
             Value::Array(vec![bulk("gw-b")]),
             Value::Int(1500),
+            Value::Int(2000),
         ]);
         let r = Round::parse(&v).unwrap();
         assert_eq!(r.last_generated, StreamId { ms: 1700, seq: 3 });
@@ -490,6 +489,7 @@ mod tests {
             bulk(""),
             Value::Int(0),
             Value::Array(vec![]),
+            Value::Int(0),
             Value::Int(0),
         ]);
         assert!(Round::parse(&v).unwrap_err().contains("Redis 7.0"));

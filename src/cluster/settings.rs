@@ -218,14 +218,6 @@ impl ClusterSettings {
     pub fn block(&self) -> Duration {
         Duration::from_millis(self.block_ms)
     }
-    /// How long after its last round a peer counts as alive for the
-    /// recovery barrier (`fence_token.rs`): a live peer rounds every
-    /// `block_ms` or so, and one that cannot round for this long (dead, or
-    /// cut off from Redis) is not waited for (docs/cluster.md, the
-    /// documented limit of an instance cut off while Redis loses data).
-    pub fn member_liveness(&self) -> Duration {
-        (self.max_unsynced() * 4).max(Duration::from_secs(2))
-    }
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }

@@ -74,6 +74,9 @@ impl Reader {
         }
         let cap = self.node.settings.fence_max_entries;
         let before = self.meta().await?;
+        if !before.halves_agree {
+            return self.reset_fences(&before.token).await;
+        }
         if before.live > cap {
             return self.over_cap(before.live).await;
         }
@@ -181,8 +184,7 @@ impl Reader {
             // The fence records may be gone with the data: put back what
             // this instance holds (peers rebuilding after this read them,
             // peers already reading get them as entries).
-            self.node.lock_republished().seen = before.token.clone();
-            self.node.republish_fences(before.token);
+            self.node.republish_fences(Some(before.token));
         } else {
             self.node.fences_in_set(&before.token);
         }
@@ -263,7 +265,8 @@ impl Reader {
         Ok(Scanned::Records(records, missing))
     }
 
-    /// A live member's record was missing: resets the fence set (once, if
+    /// A live member's record was missing, or the set's two keys count
+    /// different numbers of records: resets the fence set (once, if
     /// no other instance did meanwhile), so every instance sees its token
     /// change and re-publishes, this one included (its token differs from
     /// the one it saw); the rebuild then starts over. See the module docs.
@@ -279,8 +282,8 @@ impl Reader {
         let timeout = self.node.settings.command_timeout();
         self.eval(cmd, "resetting the fence set", timeout).await?;
         Err(
-            "a live fence record was missing from Redis (deleted or evicted): the fence set was \
-             reset, and every instance re-publishes the fences it holds; reading again"
+            "a fence record or its member was missing from Redis (deleted or evicted): the fence \
+             set was reset, and every instance re-publishes the fences it holds; reading again"
                 .into(),
         )
     }
