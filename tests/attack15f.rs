@@ -186,15 +186,19 @@ async fn upgrading_a_deployment_without_the_token_field_wipes_the_fences_and_a_j
     assert_eq!(n, 1);
     let _: i64 = redis.cmd(&["DEL", &k.members]);
     let before: i64 = redis.cmd(&["HLEN", &k.fence_records]);
-    assert!(before >= 1, "the tombstone's record is in Redis before the upgrade");
+    assert!(
+        before >= 1,
+        "the tombstone's record is in Redis before the upgrade"
+    );
     let c = gated(&sim, settings(&redis.url(), "c")).await;
     let served = statuses_while_synced(&c, &container_path(gone), Duration::from_secs(3)).await;
+    let record_left: bool = redis.cmd(&["HEXISTS", &k.fence_records, &gone.to_string()]);
     a.node.stop();
     c.node.stop();
     assert!(
         !served.contains(&200),
         "the upgraded joiner C wiped the old-layout fence set and served the container A deleted: \
-         {} of {} answers while synced were 200",
+         {} of {} answers while synced were 200 (its record still in Redis: {record_left})",
         served.iter().filter(|s| **s == 200).count(),
         served.len()
     );
@@ -263,8 +267,21 @@ async fn a_members_entry_dated_in_the_future_blocks_every_rebuilt_instance() {
 /// The commands docs/cluster.md ("The ACL user needs ...") tells operators
 /// to grant, verbatim.
 const DOCUMENTED_ACL: &[&str] = &[
-    "EVAL", "XADD", "XREAD", "XRANGE", "XINFO", "ZADD", "ZSCAN", "ZCOUNT", "ZRANGEBYSCORE",
-    "ZREMRANGEBYSCORE", "GET", "INCR", "EXISTS", "INFO", "TIME",
+    "EVAL",
+    "XADD",
+    "XREAD",
+    "XRANGE",
+    "XINFO",
+    "ZADD",
+    "ZSCAN",
+    "ZCOUNT",
+    "ZRANGEBYSCORE",
+    "ZREMRANGEBYSCORE",
+    "GET",
+    "INCR",
+    "EXISTS",
+    "INFO",
+    "TIME",
 ];
 
 /// **DEFECT (medium, availability; docs): an ACL user granted exactly the
@@ -285,8 +302,19 @@ const DOCUMENTED_ACL: &[&str] = &[
 async fn an_acl_user_with_the_documented_commands_cannot_sync() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
-    let mut args = vec!["SETUSER", "gw", "on", ">gw-secret", "~*", "resetchannels", "-@all"];
-    let granted: Vec<String> = DOCUMENTED_ACL.iter().map(|c| format!("+{}", c.to_lowercase())).collect();
+    let mut args = vec![
+        "SETUSER",
+        "gw",
+        "on",
+        ">gw-secret",
+        "~*",
+        "resetchannels",
+        "-@all",
+    ];
+    let granted: Vec<String> = DOCUMENTED_ACL
+        .iter()
+        .map(|c| format!("+{}", c.to_lowercase()))
+        .collect();
     args.extend(granted.iter().map(String::as_str));
     let mut full = vec!["ACL"];
     full.extend(args);
@@ -335,8 +363,7 @@ async fn held_a_broken_set_repaired_out_of_memory_keeps_both_halves_agreeing() {
     let n: i64 = redis.cmd(&["HDEL", &k.fence_records, "~"]);
     assert_eq!(n, 1);
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let marker: Vec<String> =
-        redis.cmd(&["ZRANGEBYSCORE", &k.fences, "+inf", "+inf", "LIMIT", "0", "1"]);
+    let marker: Vec<String> = redis.cmd(&["ZRANGEBYSCORE", &k.fences, "+inf", "+inf", "LIMIT", "0", "1"]);
     let held: Option<String> = redis.cmd(&["HGET", &k.fence_records, "~"]);
     let _: () = redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
     assert_eq!(
@@ -344,7 +371,10 @@ async fn held_a_broken_set_repaired_out_of_memory_keeps_both_halves_agreeing() {
         held,
         "the two halves disagree after a repair out of memory"
     );
-    assert!(held.is_some() && held != before, "the set was not re-tokened out of memory");
+    assert!(
+        held.is_some() && held != before,
+        "the set was not re-tokened out of memory"
+    );
     let c = gated(&sim, settings(&redis.url(), "c")).await;
     let served = statuses_while_synced(&c, &container_path(gone), Duration::from_secs(3)).await;
     a.node.stop();
@@ -390,7 +420,10 @@ async fn held_two_joiners_racing_to_reset_serve_nothing_deleted() {
     c.node.stop();
     d.node.stop();
     assert!(!sc.is_empty() && !sd.is_empty(), "a joiner never synced");
-    assert!(!sc.contains(&200) && !sd.contains(&200), "a joiner served the container A deleted");
+    assert!(
+        !sc.contains(&200) && !sd.contains(&200),
+        "a joiner served the container A deleted"
+    );
 }
 
 /// **DEFECT (medium, freshness; mixed configurations): a peer's liveness is
@@ -504,5 +537,50 @@ async fn losing_one_live_member_of_the_sorted_set_alone_is_not_caught() {
          and served the container A deleted: {} of {} answers while synced were 200 (resets {reset})",
         served.iter().filter(|s| **s == 200).count(),
         served.len()
+    );
+}
+
+/// **DEFECT (low, availability): a gracefully stopped instance keeps its
+/// members entry, so after a loss every rebuilding instance waits out its
+/// whole liveness window for an instance that no longer exists.**
+///
+/// `ClusterNode::stop()` only signals the tasks; the entry stays "live"
+/// for `max(4 x max_unsynced_ms, 2 s)` (8 s with the defaults, 40 min at
+/// the allowed maximum of `max_unsynced_ms`), with a stale ack after a
+/// loss. A stopped instance holds no fences any more, so waiting for it
+/// protects nothing: it is pure 503 time on every content route of every
+/// instance that rebuilds (a rolling restart followed by a Redis restart is
+/// the common case). Here B stops, the fence set is lost 200 ms later, and
+/// C (nothing to wait for but B) should join in well under B's 4 s window.
+///
+/// Fix: on `stop()` (and on SIGTERM before the process exits) `HDEL
+/// <stream>:members <instance id>`, best effort, from the stop path; the
+/// liveness window then only covers instances that die without saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_instance_holds_up_every_rebuild_for_its_liveness_window() {
+    let Some(redis) = RedisServer::start() else { return };
+    let sim = demo_simulator();
+    let a = gated(&sim, settings(&redis.url(), "a")).await;
+    let b = gated(&sim, settings(&redis.url(), "b")).await;
+    eventually("A and B joined", Duration::from_secs(5), || async {
+        a.node.is_synced() && b.node.is_synced()
+    })
+    .await;
+    b.node.stop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let k = keys(&a);
+    let _: i64 = redis.cmd(&["DEL", &k.fences, &k.fence_records]);
+    let c = gated(&sim, settings(&redis.url(), "c")).await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) && !c.node.is_synced() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    let b_entry: Option<String> = redis.cmd(&["HGET", &k.members, "b"]);
+    a.node.stop();
+    c.node.stop();
+    assert!(
+        took < Duration::from_millis(1_500),
+        "C waited {took:?} after the loss for B, which had stopped before it (B's entry: {b_entry:?})"
     );
 }
