@@ -81,7 +81,7 @@ async fn a_silent_peer_is_awaited_only_while_it_counts_as_alive() {
     let member = format!("{}:1000:old-token", redis_now_ms(&redis));
     let _: i64 = redis.cmd(&["HSET", &k.members, "silent-peer", &member]);
     let _: i64 = redis.cmd(&["DEL", &k.fences, &k.fence_records]);
-    let c = gated(&sim, settings(&redis.url(), "c")).await;
+    let c = gated_in_background(&sim, settings(&redis.url(), "c"));
     eventually("C waits for the silent peer", Duration::from_secs(2), || async {
         c.stat(|s| s.peers_awaited.get() as u64) >= 1
     })

@@ -110,6 +110,21 @@ pub async fn gated_with(sim: &Simulator, s: ClusterSettings, extra_config: &str)
     Arc::new(i)
 }
 
+/// A gated instance whose node starts in the background: returned at
+/// once, before its first join is over (to watch it while it waits).
+pub fn gated_in_background(sim: &Simulator, s: ClusterSettings) -> Arc<Instance> {
+    let gw = in_process(sim, "");
+    let node = ClusterNode::new(&s, Arc::new(ClusterStats::new())).unwrap();
+    let flushes = Arc::new(AtomicU64::new(0));
+    let (apply, flush) = wiring(&gw, flushes.clone());
+    let cache = gw.state().cache.clone();
+    node.set_fence_source(cache.fence_retention(), Arc::new(move || cache.export_fences()));
+    gw.state().cache.set_sync_gate(node.clone());
+    let starting = node.clone();
+    tokio::spawn(async move { starting.start(apply, flush, std::future::pending()).await });
+    Arc::new(Instance { gw, node, flushes })
+}
+
 /// The containers of `org_demo_a` (the admin key's org).
 pub fn org_a_containers(sim: &Simulator) -> Vec<ContainerId> {
     sim.container_ids()
