@@ -286,7 +286,7 @@ mod tests {
         let r = Registry::new();
         s.register(&r).unwrap();
         let names: Vec<String> = r.gather().iter().map(|f| f.name().to_owned()).collect();
-        assert_eq!(names.len(), 25, "{names:?}");
+        assert_eq!(names.len(), 27, "{names:?}");
         assert!(names.iter().all(|n| n.starts_with("layers_gateway_cluster_")));
         assert!(s.register(&r).is_err(), "a second registration is refused");
     }
