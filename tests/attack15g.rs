@@ -303,3 +303,66 @@ async fn a_holder_cut_off_within_its_liveness_across_a_flushall_is_not_waited_fo
         served.len()
     );
 }
+
+/// **Held: a rebuild that lost nothing while this instance's own
+/// re-publication is still running does not acknowledge the token.**
+///
+/// A's re-publication after a reset is stalled by a full set (as in the
+/// members-hash test above). Then something without the secret appends an
+/// entry to the stream: every instance takes an `Unverified` gap, flushes
+/// and rebuilds with nothing lost (`fences_in_set`). A's `running`
+/// bookkeeping keeps its ack at the old token, so C keeps waiting for A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_a_lossless_rebuild_during_a_stalled_republication_keeps_the_ack_withheld() {
+    let Some(redis) = RedisServer::start() else { return };
+    let sim = demo_simulator();
+    let ids = org_a_containers(&sim);
+    let (x, y, z) = (ids[0], ids[1], ids[2]);
+    let a = gated(&sim, capped(&redis.url(), "a")).await;
+    eventually("A joined", Duration::from_secs(15), || async {
+        a.node.is_synced()
+    })
+    .await;
+    delete_through(&sim, &a, x, "evt_01ATTACK15G000000000000030").await;
+    delete_through(&sim, &a, y, "evt_01ATTACK15G000000000000031").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let k = keys(&a);
+    let _: i64 = redis.cmd(&["DEL", &k.fences]);
+    delete_through(&sim, &a, z, "evt_01ATTACK15G000000000000032").await;
+    eventually("A's re-publication is refused by the full set", Duration::from_secs(10), || async {
+        a.stat(|s| s.fence_full.get()) > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let c = gated_in_background(&sim, capped(&redis.url(), "c"));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let rebuilds_before = a.stat(|s| s.fence_rebuilds.get());
+    // An entry not signed with the cluster's secret: a lossless gap for all.
+    let _: String = redis.cmd(&["XADD", &k.stream, "*", "inv", "{}", "mac", "00"]);
+    eventually("A rebuilt after the unverified entry", Duration::from_secs(10), || async {
+        a.stat(|s| s.fence_rebuilds.get()) > rebuilds_before
+    })
+    .await;
+    let mut served = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        if c.node.is_synced() {
+            for id in [x, y] {
+                served.push(call_get(&c.gw, &container_path(id), &admin_key()).await.status.as_u16());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token: String = redis.cmd(&["HGET", &k.fence_records, "~"]);
+    let a_entry: String = redis.cmd(&["HGET", &k.members, "a"]);
+    a.node.stop();
+    c.node.stop();
+    assert!(
+        !a_entry.ends_with(&token),
+        "A acknowledged the token ({a_entry}) while its re-publication was still refused"
+    );
+    assert!(
+        !served.contains(&200),
+        "C passed the barrier after A's lossless rebuild and served a deleted container: {served:?}"
+    );
+}
