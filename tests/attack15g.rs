@@ -5,8 +5,11 @@
 //! A `redis-server` of its own on a free loopback port per test; in-process
 //! gateways in front of one simulator whose reads of the deleted container
 //! lag (so serving it at all is serving old data). Tests marked "DEFECT"
-//! fail on accc3ea for the reason their comment gives; `held_*` tests are
-//! attacks that held.
+//! failed on accc3ea for the reason their comment gives and pass since the
+//! fix that followed (the set re-tokened under another Redis `run_id`, the
+//! members hash's own creation time, one liveness window of 2 x
+//! `max_unsynced_ms` for both rules, the ack withdrawn while
+//! re-publishing); `held_*` tests are attacks that held.
 
 #[path = "support/cluster.rs"]
 mod cluster_support;
@@ -89,7 +92,9 @@ async fn statuses_while_synced(c: &Instance, path: &str, for_how_long: Duration)
 /// starts a re-publication, re-acking only at completion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_from_an_older_snapshot_keeps_the_token_and_a_joiner_skips_the_barrier() {
-    let Some(mut redis) = RedisServer::start() else { return };
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     let proxy = Partition::to(redis.addr()).await;
     let sim = demo_simulator();
     let gone = org_a_containers(&sim)[0];
@@ -188,9 +193,11 @@ async fn the_members_hash_deleted_alone_lets_a_waiting_joiner_past_a_holder_stil
     // The fence set lost alone; a new delete takes the freed room at once.
     let _: i64 = redis.cmd(&["DEL", &k.fences]);
     delete_through(&sim, &a, z, "evt_01ATTACK15G000000000000012").await;
-    eventually("A's re-publication is refused by the full set", Duration::from_secs(10), || async {
-        a.stat(|s| s.fence_full.get()) > 0
-    })
+    eventually(
+        "A's re-publication is refused by the full set",
+        Duration::from_secs(10),
+        || async { a.stat(|s| s.fence_full.get()) > 0 },
+    )
     .await;
     // Older than max_unsynced_ms: no young-set wait.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
@@ -218,7 +225,12 @@ async fn the_members_hash_deleted_alone_lets_a_waiting_joiner_past_a_holder_stil
     while started.elapsed() < Duration::from_secs(2) {
         if c.node.is_synced() {
             for id in [x, y] {
-                served.push(call_get(&c.gw, &container_path(id), &admin_key()).await.status.as_u16());
+                served.push(
+                    call_get(&c.gw, &container_path(id), &admin_key())
+                        .await
+                        .status
+                        .as_u16(),
+                );
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -288,7 +300,12 @@ async fn a_holder_cut_off_within_its_liveness_across_a_flushall_is_not_waited_fo
     while cut_at.elapsed() < Duration::from_millis(3_500) {
         if c.node.is_synced() {
             first_synced.get_or_insert(cut_at.elapsed());
-            served.push(call_get(&c.gw, &container_path(gone), &admin_key()).await.status.as_u16());
+            served.push(
+                call_get(&c.gw, &container_path(gone), &admin_key())
+                    .await
+                    .status
+                    .as_u16(),
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -330,9 +347,11 @@ async fn held_a_lossless_rebuild_during_a_stalled_republication_keeps_the_ack_wi
     let k = keys(&a);
     let _: i64 = redis.cmd(&["DEL", &k.fences]);
     delete_through(&sim, &a, z, "evt_01ATTACK15G000000000000032").await;
-    eventually("A's re-publication is refused by the full set", Duration::from_secs(10), || async {
-        a.stat(|s| s.fence_full.get()) > 0
-    })
+    eventually(
+        "A's re-publication is refused by the full set",
+        Duration::from_secs(10),
+        || async { a.stat(|s| s.fence_full.get()) > 0 },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let c = gated_in_background(&sim, capped(&redis.url(), "c"));
@@ -340,16 +359,23 @@ async fn held_a_lossless_rebuild_during_a_stalled_republication_keeps_the_ack_wi
     let rebuilds_before = a.stat(|s| s.fence_rebuilds.get());
     // An entry not signed with the cluster's secret: a lossless gap for all.
     let _: String = redis.cmd(&["XADD", &k.stream, "*", "inv", "{}", "mac", "00"]);
-    eventually("A rebuilt after the unverified entry", Duration::from_secs(10), || async {
-        a.stat(|s| s.fence_rebuilds.get()) > rebuilds_before
-    })
+    eventually(
+        "A rebuilt after the unverified entry",
+        Duration::from_secs(10),
+        || async { a.stat(|s| s.fence_rebuilds.get()) > rebuilds_before },
+    )
     .await;
     let mut served = Vec::new();
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(2) {
         if c.node.is_synced() {
             for id in [x, y] {
-                served.push(call_get(&c.gw, &container_path(id), &admin_key()).await.status.as_u16());
+                served.push(
+                    call_get(&c.gw, &container_path(id), &admin_key())
+                        .await
+                        .status
+                        .as_u16(),
+                );
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

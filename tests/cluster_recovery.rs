@@ -61,7 +61,7 @@ async fn a_joiner_right_after_the_fences_were_lost_waits_for_the_holder() {
 }
 
 /// A peer that stops rounding (dead, or cut off) holds up the barrier only
-/// until its liveness runs out (`member_liveness`: 4 x max_unsynced_ms,
+/// until its liveness runs out (2 x max_unsynced_ms,
 /// at least 2 s); meanwhile the joiner is unsynced and its content routes
 /// answer 503 with the Layers envelope, and `cluster_fence_peers_awaited`
 /// names the wait.

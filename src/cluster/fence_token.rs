@@ -16,7 +16,15 @@
 //! fences exist: a sorted set whose records are gone would make a joiner
 //! skip live members, a hash whose index is gone is never read or pruned.
 //! On a primary the function then deletes both halves and writes a fresh
-//! token in both; off a primary it answers "" (no token). Either way every
+//! token in both; off a primary it answers "" (no token).
+//!
+//! The set also remembers which Redis process it was last written under
+//! (`~run`, Redis's `run_id`). Another process answering (a restart, a
+//! failover) may have come back with *older* data under the same token: a
+//! snapshot, an `appendfsync everysec` file, a replica that missed the last
+//! writes. So a script that finds another `run_id` gives the set a fresh
+//! token in place (the records kept, `~at` now): every instance sees the
+//! token change, re-publishes, and the recovery barrier below holds. Either way every
 //! reader sees its token change: a `fences_lost` gap (`gap.rs`), which
 //! flushes, rebuilds and makes every instance re-publish the fences it
 //! holds (`republish.rs`). A joiner never reads half a set.
@@ -33,13 +41,23 @@
 //! into; [`members_lua`]), and after a rebuild an instance gives no proof
 //! of being synced until
 //! - no live peer names another token, and
-//! - the set is at least as old as the largest `max_unsynced_ms` among
-//!   this instance and the live peers: a loss that took the members hash
-//!   too (`FLUSHALL`, a restart without persistence) forgets who was alive,
-//!   and every live peer rounds, and so registers with its old token,
-//!   within its `max_unsynced_ms` after the set was created (`~at`). Peers
-//!   whose `max_unsynced_ms` is larger than every registered one's are
-//!   not known then: docs/cluster.md asks for one value on every instance.
+//! - the set (`~at`) and the members hash (`~born`) are both at least one
+//!   liveness window old: a loss that took the members hash (`FLUSHALL`, a
+//!   restart without persistence, the hash deleted or evicted alone)
+//!   forgets who was alive, and every peer that counts as live registers
+//!   again, with the token it last acked, within that window.
+//!
+//! The **liveness window** is 2 x the larger `max_unsynced_ms` of the
+//! waiting instance and the peer (at least 2 s): a healthy idle instance
+//! rounds every `block_ms` plus a few replies, which its validation keeps
+//! within its `max_unsynced_ms`, and one reconnecting after a restart
+//! backs off at most 1 s. A peer that has not rounded for longer is not
+//! waited for: docs/cluster.md's documented limit of an instance cut off
+//! while Redis loses data. Peers whose `max_unsynced_ms` is larger than
+//! every registered one's are not known after the members hash was lost:
+//! docs/cluster.md asks for one value on every instance.
+//!
+//! A re-publication withdraws the instance's ack until it completes.
 //!
 //! **Upgrading** from the layout that kept the token in the sorted set only
 //! (a records hash with records but neither `~` nor `~at`): the set's token
@@ -66,15 +84,26 @@ macro_rules! fence_token_lua {
     () => {
         r"
 local function fence_token(zset, hash, fresh, writable)
+  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
   local m = redis.call('ZRANGEBYSCORE', zset, '+inf', '+inf', 'LIMIT', 0, 1)
   local token = ''
   if #m > 0 then token = string.sub(m[1], 2) end
   local held = redis.call('HGET', hash, '~')
-  if token ~= '' and held == token then return token, nil end
+  if token ~= '' and held == token then
+    if not writable or redis.call('HGET', hash, '~run') == run then return token, nil end
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    redis.call('ZREM', zset, m[1])
+    local z = redis.pcall('ZADD', zset, '+inf', '~' .. fresh)
+    if type(z) == 'table' and z.err then return '', z.err end
+    local h = redis.pcall('HSET', hash, '~', fresh, '~at', now, '~run', run)
+    if type(h) == 'table' and h.err then return '', h.err end
+    return fresh, nil
+  end
   if not writable then return '', nil end
   if token ~= '' and not held and redis.call('HEXISTS', hash, '~at') == 0
       and redis.call('HLEN', hash) > 0 then
-    redis.call('HSET', hash, '~', token, '~at', 0)
+    redis.call('HSET', hash, '~', token, '~at', 0, '~run', run)
     return token, nil
   end
   if token ~= '' or held then redis.call('DEL', zset, hash) end
@@ -82,7 +111,7 @@ local function fence_token(zset, hash, fresh, writable)
   if type(z) == 'table' and z.err then return '', z.err end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local h = redis.pcall('HSET', hash, '~', fresh, '~at', now)
+  local h = redis.pcall('HSET', hash, '~', fresh, '~at', now, '~run', run)
   if type(h) == 'table' and h.err then return '', h.err end
   return fresh, nil
 end
@@ -101,10 +130,9 @@ pub(super) use fence_token_lua;
 /// largest `max_unsynced_ms` among this instance and the live others, and
 /// the error of a refused write (or `nil`).
 ///
-/// A member is live while it rounded within 4 x the larger of its own and
-/// this instance's `max_unsynced_ms` (at least 2 s): an idle instance
-/// rounds every `block_ms` plus a few replies, which its validation keeps
-/// within its own `max_unsynced_ms`, whatever the waiting instance's is.
+/// A member is live while it rounded within the liveness window (module
+/// docs). The hash's creation time is its field `~born` (fields starting
+/// with `~` are not members); the function also returns its age in ms.
 macro_rules! members_lua {
     () => {
         r"
@@ -114,17 +142,22 @@ local function members_round(members, me, now, mine, token, ack, writable)
     local r = redis.pcall('HSET', members, me, now .. ':' .. mine .. ':' .. ack)
     if type(r) == 'table' and r.err then err = r.err end
   end
+  local born = tonumber(redis.call('HGET', members, '~born'))
+  if not born and writable then
+    local b = redis.pcall('HSET', members, '~born', now)
+    if not (type(b) == 'table' and b.err) then born = now end
+  end
   local awaited, named, slowest = 0, {}, mine
   local all = redis.call('HGETALL', members)
   for i = 1, #all, 2 do
     local id = all[i]
-    if id ~= me then
+    if id ~= me and string.sub(id, 1, 1) ~= '~' then
       local seen, theirs, acked = string.match(all[i + 1], '^(%d+):(%d+):(.*)$')
       seen = tonumber(seen) or 0
       theirs = tonumber(theirs) or 0
       if seen < now - 3600000 or seen > now + 60000 then
         if writable then redis.pcall('HDEL', members, id) end
-      elseif seen > now - math.max(4 * math.max(mine, theirs), 2000) then
+      elseif seen > now - math.max(2 * math.max(mine, theirs), 2000) then
         if theirs > slowest then slowest = theirs end
         if acked ~= token then
           awaited = awaited + 1
@@ -133,7 +166,7 @@ local function members_round(members, me, now, mine, token, ack, writable)
       end
     end
   end
-  return awaited, named, slowest, err
+  return awaited, named, slowest, err, now - (born or now)
 end
 "
     };

@@ -202,6 +202,7 @@ mod tests {
             awaited_ids: Vec::new(),
             fence_set_age_ms: u64::MAX,
             slowest_round_ms: 0,
+            members_age_ms: u64::MAX,
         }
     }
 

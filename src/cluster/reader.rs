@@ -327,9 +327,11 @@ impl Reader {
         if !self.awaiting_peers {
             return;
         }
-        // Every live peer has registered only once the set is as old as
-        // the longest time between two rounds of any of them.
-        let young = round.fence_set_age_ms < round.slowest_round_ms.max(self.node.settings.max_unsynced_ms);
+        // Every live peer has registered (with the token it acked) only
+        // once the fence set and the members hash are as old as the window
+        // in which a peer counts as live (`members_round`).
+        let window = (2 * round.slowest_round_ms.max(self.node.settings.max_unsynced_ms)).max(2_000);
+        let young = round.fence_set_age_ms < window || round.members_age_ms < window;
         if awaited > 0 || young {
             if !self.awaiting_logged && awaited > 0 {
                 self.awaiting_logged = true;

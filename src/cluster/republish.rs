@@ -52,7 +52,10 @@ impl ClusterNode {
                 r.to = r.seen.clone();
                 return;
             }
+            // Withdrawn until done: what this instance holds may not be in
+            // the set now (that is why it re-publishes).
             r.running = Some(generation);
+            r.to.clear();
             (generation, r.seen.clone())
         };
         let node = self.clone();

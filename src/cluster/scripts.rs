@@ -139,7 +139,8 @@ return id
 /// entries_added, length, run_id, heartbeat ("OK" or the error), entries
 /// after position, epoch, token ("" if none could be written), members
 /// awaited, the first 8 of their ids, the fence set's age in ms, the
-/// largest `max_unsynced_ms` of the live members and this instance}`;
+/// largest `max_unsynced_ms` of the live members and this instance, the
+/// members hash's age in ms}`;
 /// `entries_added` is -1 before Redis 7.0.
 pub const SYNC_SCRIPT: &str = concat!(
     fence_token_lua!(),
@@ -167,11 +168,11 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local age = now - (tonumber(redis.call('HGET', KEYS[5], '~at')) or 0)
-local awaited, named, slowest, merr =
+local awaited, named, slowest, merr, members_age =
   members_round(KEYS[6], ARGV[3], now, tonumber(ARGV[6]), token, ARGV[5], primary)
 if merr and hb == 'OK' then hb = merr end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, '0-0', '0-0', 0, 0, run_id, hb, {}, epoch, token, awaited, named, age, slowest}
+  return {0, '0-0', '0-0', 0, 0, run_id, hb, {}, epoch, token, awaited, named, age, slowest, members_age}
 end
 local x = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, maxdel, added, len = '0-0', '0-0', -1, 0
@@ -183,7 +184,7 @@ for i = 1, #x, 2 do
   elseif k == 'length' then len = x[i + 1] end
 end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
-return {1, last, maxdel, added, len, run_id, hb, entries, epoch, token, awaited, named, age, slowest}
+return {1, last, maxdel, added, len, run_id, hb, entries, epoch, token, awaited, named, age, slowest, members_age}
 "
 );
 
@@ -199,7 +200,7 @@ return {1, last, maxdel, added, len, run_id, hb, entries, epoch, token, awaited,
 /// writes an append-only file (`aof_enabled`; without one, fences survive
 /// a Redis restart only in the instances that hold them), and whether the
 /// set's two keys hold as many records (members but the marker, fields
-/// but `~` and `~at`): they are written and pruned together, so a
+/// but `~`, `~at` and `~run`): they are written and pruned together, so a
 /// difference is a record or a member lost on its own.
 pub const REBUILD_SCRIPT: &str = concat!(
     fence_token_lua!(),
@@ -214,8 +215,10 @@ local live = redis.call('ZCOUNT', KEYS[2], '(' .. now, '(+inf')
 local epoch = redis.call('GET', KEYS[3]) or '0'
 local aof = string.match(redis.call('INFO', 'persistence'), 'aof_enabled:(%d)') or '0'
 local agree = 1
-if token ~= '' and redis.call('ZCOUNT', KEYS[2], '-inf', '(+inf') ~= redis.call('HLEN', KEYS[4]) - 2 then
-  agree = 0
+if token ~= '' then
+  local special = 0
+  for _, f in ipairs({'~', '~at', '~run'}) do special = special + redis.call('HEXISTS', KEYS[4], f) end
+  if redis.call('ZCOUNT', KEYS[2], '-inf', '(+inf') ~= redis.call('HLEN', KEYS[4]) - special then agree = 0 end
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {0, '0-0', 0, run_id, live, epoch, token, now, aof, agree}
@@ -270,6 +273,8 @@ pub struct Round {
     /// The largest `max_unsynced_ms` among this instance and the live
     /// members: how long a live peer may go between two rounds.
     pub slowest_round_ms: u64,
+    /// How long ago (ms, Redis's clock) the members hash was created.
+    pub members_age_ms: u64,
 }
 
 /// What [`REBUILD_SCRIPT`] answered.
@@ -358,7 +363,7 @@ impl Round {
     pub fn parse(v: &Value) -> Result<Round, String> {
         let bad = || format!("unexpected sync script answer: {v:?}");
         let a = array(v).ok_or_else(bad)?;
-        let [exists, last, maxdel, added, length, run_id, hb, entries, epoch, token, awaited, awaited_ids, age, slowest] =
+        let [exists, last, maxdel, added, length, run_id, hb, entries, epoch, token, awaited, awaited_ids, age, slowest, members_age] =
             a
         else {
             return Err(bad());
@@ -391,6 +396,7 @@ impl Round {
                 .collect::<Result<_, _>>()?,
             fence_set_age_ms: int(age).ok_or_else(bad)?.max(0) as u64,
             slowest_round_ms: int(slowest).ok_or_else(bad)?.max(0) as u64,
+            members_age_ms: int(members_age).ok_or_else(bad)?.max(0) as u64,
         })
     }
 }
@@ -458,6 +464,7 @@ mod tests {
             Value::Array(vec![bulk("gw-b")]),
             Value::Int(1500),
             Value::Int(2000),
+            Value::Int(9000),
         ]);
         let r = Round::parse(&v).unwrap();
         assert_eq!(r.last_generated, StreamId { ms: 1700, seq: 3 });
@@ -489,6 +496,7 @@ mod tests {
             bulk(""),
             Value::Int(0),
             Value::Array(vec![]),
+            Value::Int(0),
             Value::Int(0),
             Value::Int(0),
         ]);
