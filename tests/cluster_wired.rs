@@ -66,8 +66,12 @@ async fn two_wired_gateways_share_invalidations_and_fail_closed_without_redis() 
     let sim = demo_simulator();
     let a = Harness::with(sim.clone(), &cluster(&redis.url(), "a")).await;
     let b = Harness::with(sim.clone(), &cluster(&redis.url(), "b")).await;
-    assert_eq!(a.gateway().cluster_synced(), Some(true));
-    assert_eq!(b.gateway().cluster_synced(), Some(true));
+    // A fresh Redis: both wait out the recovery barrier's liveness window
+    // once (docs/cluster.md) before they serve content.
+    eventually("A and B synced", Duration::from_secs(10), || async {
+        a.gateway().cluster_synced() == Some(true) && b.gateway().cluster_synced() == Some(true)
+    })
+    .await;
     let (id, _): (ContainerId, String) = first_container(&sim);
     let path = format!("/v1/content/{id}");
     let key = admin_key();

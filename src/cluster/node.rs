@@ -187,6 +187,8 @@ pub struct ClusterNode {
     /// One publication per container at a time from this instance
     /// (`publish.rs`): only other instances' merges can conflict.
     pub(super) merge_locks: MergeLocks,
+    /// See [`ClusterNode::awaiting_peers`]; set by the reader.
+    pub(super) awaiting: AtomicBool,
     /// Where this instance's fences stand against the fence set's token
     /// (`republish.rs`, the recovery barrier of `fence_token.rs`).
     pub(super) republished: Mutex<Republished>,
@@ -288,6 +290,7 @@ impl ClusterNode {
             collapsed_while_full: AtomicBool::new(false),
             merge_locks: MergeLocks::new(),
             republished: Mutex::new(Republished::default()),
+            awaiting: AtomicBool::new(false),
             settings: settings.clone(),
         }))
     }
@@ -324,11 +327,17 @@ impl ClusterNode {
         tokio::spawn(reader::run(self.clone(), apply, flush, first_tx));
         tokio::spawn(watchdog(self.clone()));
         tokio::spawn(drain_outbox(self.clone()));
-        // Bounded: a barrier held up by a silent peer (`fence_token.rs`)
-        // lasts until its liveness runs out; past this the node keeps
-        // waiting in the background, content routes answering 503.
-        let most = self.settings.max_unsynced() * 4 + Duration::from_secs(2);
-        let _ = tokio::time::timeout(most, first_rx).await;
+        let _ = first_rx.await;
+    }
+
+    /// Whether the node rebuilt its fences and now waits for its live peers
+    /// to re-publish theirs (the recovery barrier, `fence_token.rs`): it is
+    /// unsynced meanwhile and content routes answer 503. `start` does not
+    /// wait for this (the gateway serves its other routes, `/readyz` says
+    /// `degraded`); a caller that wants a node that serves content waits
+    /// while it holds.
+    pub fn awaiting_peers(&self) -> bool {
+        self.awaiting.load(Ordering::Acquire)
     }
 
     /// Stops every task of this node (as `shutdown` resolving would). The

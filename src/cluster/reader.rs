@@ -287,12 +287,8 @@ impl Reader {
                 }
             }
         }
-        // The first join is over once the barrier let it through (or it
-        // failed, above): `start` returns a node that serves.
-        if !self.awaiting_peers {
-            if let Some(tx) = self.first.take() {
-                let _ = tx.send(());
-            }
+        if let Some(tx) = self.first.take() {
+            let _ = tx.send(());
         }
         if caught_up {
             self.wait(at.id).await?;
@@ -348,6 +344,7 @@ impl Reader {
             tracing::info!("cluster: every live instance has re-published its fences; serving again");
         }
         self.awaiting_peers = false;
+        self.node.awaiting.store(false, std::sync::atomic::Ordering::Release);
         self.node
             .fences_known
             .store(true, std::sync::atomic::Ordering::Release);

@@ -65,6 +65,12 @@ impl Instance {
         let cache = gw.state().cache.clone();
         node.set_fence_source(cache.fence_retention(), Arc::new(move || cache.export_fences()));
         node.start(apply, flush, std::future::pending()).await;
+        // A node that rebuilt waits for its peers (the recovery barrier: at
+        // a fresh Redis, one liveness window); tests want one that serves.
+        let bound = Instant::now() + s.max_unsynced() * 4 + Duration::from_secs(5);
+        while node.awaiting_peers() && Instant::now() < bound {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         Instance { gw, node, flushes }
     }
 

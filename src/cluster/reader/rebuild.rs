@@ -180,6 +180,7 @@ impl Reader {
         // Known once the peers alive have put theirs back too (the next
         // rounds tell; `fence_token.rs`, the recovery barrier).
         self.awaiting_peers = true;
+        self.node.awaiting.store(true, std::sync::atomic::Ordering::Release);
         if lost {
             // The fence records may be gone with the data: put back what
             // this instance holds (peers rebuilding after this read them,
