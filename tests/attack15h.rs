@@ -209,3 +209,86 @@ async fn a_holder_whose_rebuild_outlasts_the_liveness_window_is_not_waited_for()
         served.len()
     );
 }
+
+/// Starts A, waits until the fence set and the members hash are older than
+/// the liveness window (2 s at `max_unsynced_ms` 1 s), so a joiner would
+/// not wait; sets `field` of `key` to one hour ahead of Redis's clock (what
+/// a clock stepped back by an hour leaves behind: an NTP correction, a VM
+/// restored, a failover to a replica whose clock is behind); then starts C
+/// and reports whether it joined within the window plus margin.
+async fn joiner_after_a_field_dated_ahead(pick: fn(&StreamKeys) -> String, field: &str) -> (bool, String) {
+    let Some(redis) = RedisServer::start() else { return (true, String::new()) };
+    let sim = demo_simulator();
+    let a = gated(&sim, settings(&redis.url(), "a")).await;
+    eventually("A joined", Duration::from_secs(10), || async {
+        a.node.is_synced()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let k = keys(&a);
+    let key = pick(&k);
+    let ahead = (redis_now_ms(&redis) + 3_600_000).to_string();
+    let _: i64 = redis.cmd(&["HSET", &key, field, &ahead]);
+    let c = gated_in_background(&sim, settings(&redis.url(), "c"));
+    let started = Instant::now();
+    let mut joined = false;
+    while started.elapsed() < Duration::from_secs(2) + 3 * MARGIN {
+        if c.node.is_synced() {
+            joined = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let still: Option<String> = redis.cmd(&["HGET", &key, field]);
+    let status = call_get(&c.gw, &container_path(org_a_containers(&sim)[0]), &admin_key())
+        .await
+        .status;
+    a.node.stop();
+    c.node.stop();
+    (
+        joined,
+        format!("{key} {field} = {still:?} (Redis now {}), C answers {status}", redis_now_ms(&redis)),
+    )
+}
+
+/// **DEFECT (medium, availability): the members hash's `~born`, dated
+/// ahead of Redis's clock, holds every joining or rebuilding instance at
+/// 503 until the clock reaches it; nothing prunes or clamps it.**
+///
+/// Round 5's fix prunes a *member* "seen" more than a minute ahead of
+/// Redis's clock (tests/attack15f.rs, `a_members_entry_dated_in_the_future_
+/// blocks_every_rebuilt_instance`), for the reasons given there (a clock
+/// stepped back, a failover to a replica whose clock is behind). Round 6
+/// added `~born` to the same hash and judges it by the same clock
+/// (`members_age = now - born`, clamped to 0 by `Round::parse`), but
+/// never checks it: one hour ahead, every instance that joins (a rolling
+/// deploy, an autoscaled instance) or rebuilds after any gap waits an hour,
+/// with every instance healthy. Here C should join within the 2 s window
+/// plus margin and is still 503.
+///
+/// Fix: in `members_round`, treat a `~born` more than a minute ahead of
+/// `now` like a future-dated member: rewrite it to `now` (one liveness
+/// window's wait, as after the hash was lost) and log it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_hash_born_in_the_future_blocks_every_joiner() {
+    let (joined, seen) = joiner_after_a_field_dated_ahead(|k| k.members.clone(), "~born").await;
+    assert!(joined, "C did not join within the liveness window plus margin: {seen}");
+}
+
+/// **DEFECT (medium, availability): the same for the fence set's `~at`.**
+///
+/// `SYNC_SCRIPT` computes the set's age as `now - ~at`, clamped to 0: a
+/// `~at` ahead of Redis's clock (the same clock step as above, after the
+/// set was created or re-tokened) makes the set "young" until the clock
+/// reaches it, so every joiner and every rebuilt instance answers 503 for
+/// that long. The set is only re-tokened (and `~at` rewritten) by a loss
+/// or another `run_id`, neither of which a clock step brings.
+///
+/// Fix: in `fence_token`, a `~at` more than a minute ahead of `now` is
+/// rewritten to `now` (or the token rotated: the window then holds once,
+/// as for a loss).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_set_created_in_the_future_blocks_every_joiner() {
+    let (joined, seen) = joiner_after_a_field_dated_ahead(|k| k.fence_records.clone(), "~at").await;
+    assert!(joined, "C did not join within the liveness window plus margin: {seen}");
+}
