@@ -292,3 +292,176 @@ async fn a_fence_set_created_in_the_future_blocks_every_joiner() {
     let (joined, seen) = joiner_after_a_field_dated_ahead(|k| k.fence_records.clone(), "~at").await;
     assert!(joined, "C did not join within the liveness window plus margin: {seen}");
 }
+
+/// A TCP proxy whose target can be switched (the address Sentinel names,
+/// or a DNS name moved by a managed service's failover) and that can be cut
+/// (every open connection closed, new ones refused) until healed.
+struct Switch {
+    url: String,
+    target: std::sync::Arc<std::sync::Mutex<SocketAddr>>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Switch {
+    async fn to(target: SocketAddr) -> Switch {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}/", listener.local_addr().unwrap());
+        let target = std::sync::Arc::new(std::sync::Mutex::new(target));
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let (t, c, g) = (target.clone(), cut.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if c.load(Ordering::Acquire) {
+                    drop(inbound);
+                    continue;
+                }
+                let to = *t.lock().unwrap();
+                let mut rx = g.subscribe();
+                let born = *rx.borrow();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.wait_for(|g| *g != born) => {}
+                    }
+                });
+            }
+        });
+        Switch { url, target, cut, generation }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Release);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn heal_to(&self, target: SocketAddr) {
+        *self.target.lock().unwrap() = target;
+        self.cut.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// **DEFECT (medium, freshness): a failover *back* to a primary that missed
+/// the other primary's term keeps its own `run_id` in `~run`, so the set is
+/// not re-tokened and the young-set rule does not hold a joiner.**
+///
+/// Round 6 rotates the token when a script runs under another `run_id`
+/// than the one the set was last written under. But the Redis process that
+/// answers after a failover may be the very one that wrote the set before:
+/// R is primary, fails over to P (P re-tokens: T1 -> T2), A deletes a
+/// container on P, then R is promoted again (a failover back, e.g. P dies)
+/// with its own data from before P's term: token T1, `~run` = R's
+/// `run_id`, the members hash and `~at` from then. No script rotates (the
+/// `run_id` matches), so the set looks old; every running instance is
+/// still reconnecting (its entry in R's members hash is R's old one, not
+/// live), so a joiner C that reaches R first rebuilds (no record of the
+/// delete), finds no live peer and an old set and members hash, proves
+/// itself synced and serves the deleted container — while A and B, which
+/// both hold the tombstone, reconnect 1.5 s later (well within their 4 s
+/// liveness) and re-publish it. Here R is "demoted and promoted" with
+/// `REPLICAOF <nowhere>` / `REPLICAOF NO ONE` (as Sentinel does; the sync
+/// with P never happened), and the instances reach the primary through one
+/// switched address.
+///
+/// Fix: remember what identifies the *dataset's history*, not only the
+/// process: `master_replid` (INFO replication) changes on every promotion
+/// (`REPLICAOF NO ONE`, a failover) and on a restart without persistence;
+/// store `~run` as `<run_id>:<master_replid>` and rotate when either
+/// differs. (An instance that sees the token go back to one it saw before,
+/// or the ordinals go back under an unchanged token, could also CAS-rotate
+/// it, but a joiner that reaches Redis first has seen nothing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_back_to_the_old_primary_keeps_its_run_id_and_skips_the_young_set_rule() {
+    let Some(r) = RedisServer::start() else { return };
+    let Some(p) = RedisServer::start() else { return };
+    let sw = Switch::to(r.addr()).await;
+    let sim = demo_simulator();
+    let gone = org_a_containers(&sim)[0];
+    let a = gated(&sim, idle_second_rounds(&sw.url, "a")).await;
+    let b = gated(&sim, idle_second_rounds(&sw.url, "b")).await;
+    eventually("A and B joined on R", Duration::from_secs(15), || async {
+        a.node.is_synced() && b.node.is_synced()
+    })
+    .await;
+    let k = keys(&a);
+    // P becomes a replica of R, catches up, and is promoted: the failover.
+    let p_port = p.port().to_string();
+    let r_port = r.port().to_string();
+    let _: String = p.cmd(&["REPLICAOF", "127.0.0.1", &r_port]);
+    eventually("P synced from R", Duration::from_secs(10), || async {
+        let info: String = p.cmd(&["INFO", "replication"]);
+        info.contains("master_link_status:up")
+    })
+    .await;
+    let t1: String = r.cmd(&["HGET", &k.fence_records, "~"]);
+    sw.cut();
+    let _: String = p.cmd(&["REPLICAOF", "NO", "ONE"]);
+    sw.heal_to(p.addr());
+    // P's term: the set is re-tokened (another run_id), A deletes a container.
+    eventually("A and B acked P's token", Duration::from_secs(15), || async {
+        let t: Option<String> = p.cmd(&["HGET", &k.fence_records, "~"]);
+        let (ea, eb): (Option<String>, Option<String>) =
+            (p.cmd(&["HGET", &k.members, "a"]), p.cmd(&["HGET", &k.members, "b"]));
+        match (t, ea, eb) {
+            (Some(t), Some(ea), Some(eb)) => {
+                t != t1 && ea.ends_with(&t) && eb.ends_with(&t) && a.node.is_synced() && b.node.is_synced()
+            }
+            _ => false,
+        }
+    })
+    .await;
+    delete_through(&sim, &a, gone, "evt_01ATTACK15H000000000000030").await;
+    eventually("B applied the delete", Duration::from_secs(5), || async {
+        b.node.is_synced() && call_get(&b.gw, &container_path(gone), &admin_key()).await.status != 200
+    })
+    .await;
+    // The set on R is older than the liveness window by now; R's members
+    // entries too (A and B last rounded on R before the failover).
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    // Failover back: R (never re-synced from P) is demoted and promoted.
+    sw.cut();
+    let _: String = r.cmd(&["REPLICAOF", "127.0.0.1", &p_port]);
+    let _: String = r.cmd(&["REPLICAOF", "NO", "ONE"]);
+    let _: String = p.cmd(&["REPLICAOF", "127.0.0.1", "1"]);
+    let record_on_r: bool = r.cmd(&["HEXISTS", &k.fence_records, &gone.to_string()]);
+    assert!(!record_on_r, "R never saw the delete");
+    let c = gated_in_background(&sim, idle_second_rounds(&r.url(), "c"));
+    let cut_at = Instant::now();
+    let mut served = Vec::new();
+    let mut healed = false;
+    let mut c_synced = None;
+    while cut_at.elapsed() < Duration::from_secs(5) {
+        // A and B reconnect 1.5 s after the failover back.
+        if !healed && cut_at.elapsed() > Duration::from_millis(1_500) {
+            healed = true;
+            sw.heal_to(r.addr());
+        }
+        if c.node.is_synced() {
+            c_synced.get_or_insert(cut_at.elapsed());
+            served.push(
+                call_get(&c.gw, &container_path(gone), &admin_key())
+                    .await
+                    .status
+                    .as_u16(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token_on_r: Option<String> = r.cmd(&["HGET", &k.fence_records, "~"]);
+    a.node.stop();
+    b.node.stop();
+    c.node.stop();
+    assert!(
+        !served.contains(&200),
+        "after a failover back to R (which missed P's term and A's acknowledged delete), C joined \
+         on R and served the deleted container while A and B (holding the tombstone) were 1.5 s \
+         into their reconnect: {} of {} answers while synced were 200 (C synced {c_synced:?} \
+         after the failover back; token on R {token_on_r:?}, R's token before the failover {t1})",
+        served.iter().filter(|s| **s == 200).count(),
+        served.len()
+    );
+}
