@@ -465,3 +465,50 @@ async fn a_failover_back_to_the_old_primary_keeps_its_run_id_and_skips_the_young
         served.len()
     );
 }
+
+/// **Held: expired records left unpruned (more than the publish script's
+/// prune limit of 512) do not make the counts check reset the set.**
+///
+/// 600 expired member/record pairs, then a publication (which prunes 512 of
+/// them, both halves together), then a joiner: the two keys still count
+/// the same records, nothing is reset (`fence_records_lost` 0, the token
+/// unchanged) and the joiner serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_expired_unpruned_records_do_not_reset_the_set() {
+    let Some(redis) = RedisServer::start() else { return };
+    let sim = demo_simulator();
+    let ids = org_a_containers(&sim);
+    let a = gated(&sim, settings(&redis.url(), "a")).await;
+    eventually("A joined", Duration::from_secs(10), || async {
+        a.node.is_synced()
+    })
+    .await;
+    let k = keys(&a);
+    let expired = (redis_now_ms(&redis) - 60_000).to_string();
+    let mut conn = redis.connection();
+    let mut p = redis::pipe();
+    for i in 0..600 {
+        let member = format!("cnt_00000000-0000-4000-8000-{i:012}");
+        p.cmd("ZADD").arg(&k.fences).arg(&expired).arg(&member).ignore();
+        p.cmd("HSET").arg(&k.fence_records).arg(&member).arg("x").ignore();
+    }
+    let () = p.query(&mut conn).unwrap();
+    let token: String = redis.cmd(&["HGET", &k.fence_records, "~"]);
+    delete_through(&sim, &a, ids[0], "evt_01ATTACK15H000000000000040").await;
+    let left: i64 = redis.cmd(&["ZCOUNT", &k.fences, "-inf", "(+inf"]);
+    assert!(left > 1, "some expired records are left unpruned ({left})");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let c = gated(&sim, settings(&redis.url(), "c")).await;
+    eventually("C joined", Duration::from_secs(2) + 3 * MARGIN, || async {
+        c.node.is_synced()
+    })
+    .await;
+    let token_after: String = redis.cmd(&["HGET", &k.fence_records, "~"]);
+    let lost = c.stat(|s| s.fence_records_lost.get()) + a.stat(|s| s.fence_records_lost.get());
+    let status = call_get(&c.gw, &container_path(ids[0]), &admin_key()).await.status;
+    a.node.stop();
+    c.node.stop();
+    assert_eq!(lost, 0, "no reset");
+    assert_eq!(token, token_after, "the token is unchanged");
+    assert_ne!(status.as_u16(), 200, "C knows the delete");
+}
