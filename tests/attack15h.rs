@@ -6,8 +6,11 @@
 //! A `redis-server` of its own on a free loopback port per test; in-process
 //! gateways in front of one simulator whose reads of the deleted container
 //! lag (so serving it at all is serving old data). Tests marked "DEFECT"
-//! fail on 8bd1197 for the reason their comment gives; `held_*` tests are
-//! attacks that held.
+//! failed on 8bd1197 for the reason their comment gives and pass since the
+//! fix that followed (a rebuilding instance registers itself with no ack
+//! before and after every page; `~at` and `~born` ahead of Redis's clock
+//! taken as now; `~run` is Redis's `run_id` and `master_replid`);
+//! `held_*` tests are attacks that held.
 
 #[path = "support/cluster.rs"]
 mod cluster_support;
@@ -53,9 +56,13 @@ async fn latency_proxy(target: SocketAddr, delay: Duration) -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((inbound, _)) = listener.accept().await else { return };
+            let Ok((inbound, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
-                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
                 let (mut ir, mut iw) = inbound.into_split();
                 let (mut or, mut ow) = outbound.into_split();
                 let up = async move {
@@ -106,7 +113,11 @@ fn fill_fence_set(redis: &RedisServer, k: &StreamKeys, n: usize, size: usize) {
         for i in chunk {
             let member = format!("cnt_00000000-0000-4000-8000-{i:012}");
             p.cmd("ZADD").arg(&k.fences).arg(&expiry).arg(&member).ignore();
-            p.cmd("HSET").arg(&k.fence_records).arg(&member).arg(&body).ignore();
+            p.cmd("HSET")
+                .arg(&k.fence_records)
+                .arg(&member)
+                .arg(&body)
+                .ignore();
         }
         let () = p.query(&mut c).unwrap();
     }
@@ -145,7 +156,9 @@ fn fill_fence_set(redis: &RedisServer, k: &StreamKeys, n: usize, size: usize) {
 /// larger of the window and its announced rebuild deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_whose_rebuild_outlasts_the_liveness_window_is_not_waited_for() {
-    let Some(mut redis) = RedisServer::start() else { return };
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     let far = latency_proxy(redis.addr(), Duration::from_millis(10)).await;
     let sim = demo_simulator();
     let gone = org_a_containers(&sim)[0];
@@ -167,10 +180,14 @@ async fn a_holder_whose_rebuild_outlasts_the_liveness_window_is_not_waited_for()
     let record_after: bool = redis.cmd(&["HEXISTS", &k.fence_records, &gone.to_string()]);
     assert!(!record_after, "the snapshot predates the delete");
     // A notices the restart in its next round and starts rebuilding.
-    eventually("A registered after the restart", Duration::from_secs(5), || async {
-        let e: Option<String> = redis.cmd(&["HGET", &k.members, "a"]);
-        e.is_some()
-    })
+    eventually(
+        "A registered after the restart",
+        Duration::from_secs(5),
+        || async {
+            let e: Option<String> = redis.cmd(&["HGET", &k.members, "a"]);
+            e.is_some()
+        },
+    )
     .await;
     let c = gated_in_background(&sim, idle_second_rounds(&redis.url(), "c"));
     let mut served = Vec::new();
@@ -217,7 +234,9 @@ async fn a_holder_whose_rebuild_outlasts_the_liveness_window_is_not_waited_for()
 /// restored, a failover to a replica whose clock is behind); then starts C
 /// and reports whether it joined within the window plus margin.
 async fn joiner_after_a_field_dated_ahead(pick: fn(&StreamKeys) -> String, field: &str) -> (bool, String) {
-    let Some(redis) = RedisServer::start() else { return (true, String::new()) };
+    let Some(redis) = RedisServer::start() else {
+        return (true, String::new());
+    };
     let sim = demo_simulator();
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     eventually("A joined", Duration::from_secs(10), || async {
@@ -247,7 +266,10 @@ async fn joiner_after_a_field_dated_ahead(pick: fn(&StreamKeys) -> String, field
     c.node.stop();
     (
         joined,
-        format!("{key} {field} = {still:?} (Redis now {}), C answers {status}", redis_now_ms(&redis)),
+        format!(
+            "{key} {field} = {still:?} (Redis now {}), C answers {status}",
+            redis_now_ms(&redis)
+        ),
     )
 }
 
@@ -272,7 +294,10 @@ async fn joiner_after_a_field_dated_ahead(pick: fn(&StreamKeys) -> String, field
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_members_hash_born_in_the_future_blocks_every_joiner() {
     let (joined, seen) = joiner_after_a_field_dated_ahead(|k| k.members.clone(), "~born").await;
-    assert!(joined, "C did not join within the liveness window plus margin: {seen}");
+    assert!(
+        joined,
+        "C did not join within the liveness window plus margin: {seen}"
+    );
 }
 
 /// **DEFECT (medium, availability): the same for the fence set's `~at`.**
@@ -290,7 +315,10 @@ async fn a_members_hash_born_in_the_future_blocks_every_joiner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fence_set_created_in_the_future_blocks_every_joiner() {
     let (joined, seen) = joiner_after_a_field_dated_ahead(|k| k.fence_records.clone(), "~at").await;
-    assert!(joined, "C did not join within the liveness window plus margin: {seen}");
+    assert!(
+        joined,
+        "C did not join within the liveness window plus margin: {seen}"
+    );
 }
 
 /// A TCP proxy whose target can be switched (the address Sentinel names,
@@ -314,7 +342,9 @@ impl Switch {
         let (t, c, g) = (target.clone(), cut.clone(), generation.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
                 if c.load(Ordering::Acquire) {
                     drop(inbound);
                     continue;
@@ -323,7 +353,9 @@ impl Switch {
                 let mut rx = g.subscribe();
                 let born = *rx.borrow();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await else { return };
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = rx.wait_for(|g| *g != born) => {}
@@ -331,7 +363,12 @@ impl Switch {
                 });
             }
         });
-        Switch { url, target, cut, generation }
+        Switch {
+            url,
+            target,
+            cut,
+            generation,
+        }
     }
 
     fn cut(&self) {
@@ -404,8 +441,10 @@ async fn a_failover_back_to_the_old_primary_keeps_its_run_id_and_skips_the_young
     // P's term: the set is re-tokened (another run_id), A deletes a container.
     eventually("A and B acked P's token", Duration::from_secs(15), || async {
         let t: Option<String> = p.cmd(&["HGET", &k.fence_records, "~"]);
-        let (ea, eb): (Option<String>, Option<String>) =
-            (p.cmd(&["HGET", &k.members, "a"]), p.cmd(&["HGET", &k.members, "b"]));
+        let (ea, eb): (Option<String>, Option<String>) = (
+            p.cmd(&["HGET", &k.members, "a"]),
+            p.cmd(&["HGET", &k.members, "b"]),
+        );
         match (t, ea, eb) {
             (Some(t), Some(ea), Some(eb)) => {
                 t != t1 && ea.ends_with(&t) && eb.ends_with(&t) && a.node.is_synced() && b.node.is_synced()
@@ -505,7 +544,9 @@ async fn held_expired_unpruned_records_do_not_reset_the_set() {
     .await;
     let token_after: String = redis.cmd(&["HGET", &k.fence_records, "~"]);
     let lost = c.stat(|s| s.fence_records_lost.get()) + a.stat(|s| s.fence_records_lost.get());
-    let status = call_get(&c.gw, &container_path(ids[0]), &admin_key()).await.status;
+    let status = call_get(&c.gw, &container_path(ids[0]), &admin_key())
+        .await
+        .status;
     a.node.stop();
     c.node.stop();
     assert_eq!(lost, 0, "no reset");

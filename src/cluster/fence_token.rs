@@ -18,11 +18,12 @@
 //! On a primary the function then deletes both halves and writes a fresh
 //! token in both; off a primary it answers "" (no token).
 //!
-//! The set also remembers which Redis process it was last written under
-//! (`~run`, Redis's `run_id`). Another process answering (a restart, a
-//! failover) may have come back with *older* data under the same token: a
-//! snapshot, an `appendfsync everysec` file, a replica that missed the last
-//! writes. So a script that finds another `run_id` gives the set a fresh
+//! The set also remembers which Redis process and replication history it
+//! was last written under (`~run`: Redis's `run_id` and `master_replid`).
+//! Another process answering (a restart, a failover), or the same process
+//! promoted again after a failover away and back, may have come back with
+//! *older* data under the same token: a snapshot, an `appendfsync
+//! everysec` file, a replica that missed the last writes. So a script that finds another `run_id` gives the set a fresh
 //! token in place (the records kept, `~at` now): every instance sees the
 //! token change, re-publishes, and the recovery barrier below holds. Either way every
 //! reader sees its token change: a `fences_lost` gap (`gap.rs`), which
@@ -57,7 +58,13 @@
 //! every registered one's are not known after the members hash was lost:
 //! docs/cluster.md asks for one value on every instance.
 //!
-//! A re-publication withdraws the instance's ack until it completes.
+//! A re-publication withdraws the instance's ack until it completes, and a
+//! rebuild registers the instance with no ack for as long as it reads
+//! ([`REBUILDING_SCRIPT`]): an instance busy recovering still counts as a
+//! live peer. A creation time (`~at`, `~born`) more than a minute ahead of
+//! Redis's clock (a clock stepped back, a failover to a host behind) is
+//! taken as now: it would otherwise hold every rebuild until the clock
+//! caught up.
 //!
 //! **Upgrading** from the layout that kept the token in the sorted set only
 //! (a records hash with records but neither `~` nor `~at`): the set's token
@@ -84,15 +91,21 @@ macro_rules! fence_token_lua {
     () => {
         r"
 local function fence_token(zset, hash, fresh, writable)
-  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
+  local run = (string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '') .. ':' ..
+    (string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') or '')
   local m = redis.call('ZRANGEBYSCORE', zset, '+inf', '+inf', 'LIMIT', 0, 1)
   local token = ''
   if #m > 0 then token = string.sub(m[1], 2) end
   local held = redis.call('HGET', hash, '~')
   if token ~= '' and held == token then
-    if not writable or redis.call('HGET', hash, '~run') == run then return token, nil end
+    if not writable then return token, nil end
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    if redis.call('HGET', hash, '~run') == run then
+      local at = tonumber(redis.call('HGET', hash, '~at'))
+      if at and at > now + 60000 then redis.pcall('HSET', hash, '~at', now) end
+      return token, nil
+    end
     redis.call('ZREM', zset, m[1])
     local z = redis.pcall('ZADD', zset, '+inf', '~' .. fresh)
     if type(z) == 'table' and z.err then return '', z.err end
@@ -143,6 +156,7 @@ local function members_round(members, me, now, mine, token, ack, writable)
     if type(r) == 'table' and r.err then err = r.err end
   end
   local born = tonumber(redis.call('HGET', members, '~born'))
+  if born and born > now + 60000 then born = nil end
   if not born and writable then
     local b = redis.pcall('HSET', members, '~born', now)
     if not (type(b) == 'table' and b.err) then born = now end
@@ -172,6 +186,20 @@ end
     };
 }
 pub(super) use members_lua;
+
+/// KEYS: members. ARGV: instance id, its `max_unsynced_ms`. Registers a
+/// rebuilding instance with no acknowledged token: a rebuild reads the
+/// set in pages for as long as it takes (seconds, for a full set) without
+/// a sync round, and meanwhile this instance must still count as a live
+/// peer that has not put its fences back (it may hold fences the loss
+/// took). The rebuild sends it first and after every page.
+pub const REBUILDING_SCRIPT: &str = r"
+if not string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.pcall('HSET', KEYS[1], ARGV[1], now .. ':' .. ARGV[2] .. ':')
+return 1
+";
 
 /// The hash field that holds the token (never a record's member: those
 /// are container ids, `cnt_<uuid>`).

@@ -344,7 +344,9 @@ impl Reader {
             tracing::info!("cluster: every live instance has re-published its fences; serving again");
         }
         self.awaiting_peers = false;
-        self.node.awaiting.store(false, std::sync::atomic::Ordering::Release);
+        self.node
+            .awaiting
+            .store(false, std::sync::atomic::Ordering::Release);
         self.node
             .fences_known
             .store(true, std::sync::atomic::Ordering::Release);

@@ -44,7 +44,7 @@
 
 use super::{fresh_token, Reader};
 use crate::cluster::fence_record::FenceRecord;
-use crate::cluster::fence_token::RESET_SCRIPT;
+use crate::cluster::fence_token::{REBUILDING_SCRIPT, RESET_SCRIPT};
 use crate::cluster::gap::{token_hash, Gap, Position};
 use crate::cluster::node::{SyncReason, MAX_BACKOFF};
 use crate::cluster::scripts::{Rebuild, MARKER_PREFIX, REBUILD_SCRIPT};
@@ -73,6 +73,7 @@ impl Reader {
             self.node.unsync(SyncReason::Rebuilding);
         }
         let cap = self.node.settings.fence_max_entries;
+        self.still_rebuilding().await?;
         let before = self.meta().await?;
         if !before.halves_agree {
             return self.reset_fences(&before.token).await;
@@ -180,7 +181,9 @@ impl Reader {
         // Known once the peers alive have put theirs back too (the next
         // rounds tell; `fence_token.rs`, the recovery barrier).
         self.awaiting_peers = true;
-        self.node.awaiting.store(true, std::sync::atomic::Ordering::Release);
+        self.node
+            .awaiting
+            .store(true, std::sync::atomic::Ordering::Release);
         if lost {
             // The fence records may be gone with the data: put back what
             // this instance holds (peers rebuilding after this read them,
@@ -190,6 +193,23 @@ impl Reader {
             self.node.fences_in_set(&before.token);
         }
         Ok(())
+    }
+
+    /// Registers this instance as a live peer with no acknowledged token
+    /// while it rebuilds ([`REBUILDING_SCRIPT`]).
+    ///
+    /// [`REBUILDING_SCRIPT`]: crate::cluster::fence_token::REBUILDING_SCRIPT
+    async fn still_rebuilding(&mut self) -> Result<(), String> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(REBUILDING_SCRIPT)
+            .arg(1)
+            .arg(&self.node.keys.members)
+            .arg(&*self.node.instance_id)
+            .arg(self.node.settings.max_unsynced_ms);
+        let timeout = self.node.settings.command_timeout();
+        self.eval(cmd, "registering as rebuilding", timeout)
+            .await
+            .map(drop)
     }
 
     /// Step 1: the stream's end, epoch, token, `run_id`, live record count
@@ -216,6 +236,7 @@ impl Reader {
         let mut live: HashMap<Vec<u8>, f64> = HashMap::new();
         let mut cursor = 0u64;
         loop {
+            self.still_rebuilding().await?;
             let mut cmd = redis::cmd("ZSCAN");
             cmd.arg(&self.node.keys.fences).arg(cursor).arg("COUNT").arg(PAGE);
             let reply = self.eval(cmd, "reading the fence records", timeout).await?;
@@ -238,6 +259,7 @@ impl Reader {
         let mut records = Vec::with_capacity(members.len());
         let mut missing: Option<f64> = None;
         for page in members.chunks(PAGE) {
+            self.still_rebuilding().await?;
             let mut cmd = redis::cmd("HMGET");
             cmd.arg(&self.node.keys.fence_records);
             for (m, _) in page {
