@@ -226,3 +226,95 @@ async fn held_without_the_stuck_instance_a_gap_and_a_join_clear_the_barrier() {
     a.node.stop();
     b.node.stop();
 }
+
+/// Two fences in Redis at most, rounds every second, one `max_unsynced_ms`
+/// (2 s) everywhere.
+fn capped(url: &str, id: &str) -> ClusterSettings {
+    ClusterSettings {
+        fence_max_entries: 2,
+        max_unsynced_ms: 2_000,
+        block_ms: 1_000,
+        ..settings(url, id)
+    }
+}
+
+/// **DEFECT (low, freshness under a misconfiguration nothing detects): a
+/// second live process with the same `instance_id` as a holder that is
+/// still re-publishing goes through the barrier at once and serves what the
+/// holder fenced.**
+///
+/// The barrier tells instances apart only by the members hash field
+/// (`members_round` skips `id == me`), and nothing notices two live
+/// processes writing one field: a copied config file with a fixed
+/// `instance_id`, a supervisor starting a new process while the old one is
+/// still draining, `<host>-<pid>` colliding between containers that share a
+/// hostname (host networking, PID 1). Here A holds the tombstones of X and
+/// Y; the fence set is lost alone (T1 -> T2) and a delete of Z takes the
+/// room (cap 2), so A's re-publication is refused and its ack stays
+/// withdrawn (the documented fail-closed case: every rebuilt instance waits
+/// for A). A2, started with A's id, rebuilds (nothing lost, from its point
+/// of view), skips its own field, which is A's, and serves X, whose
+/// tombstone only A holds; both processes also keep overwriting each
+/// other's entry, so any third instance sees A's ack flip between "" and T2
+/// and passes too.
+///
+/// Fix: put a per-process nonce in the members entry (`<seen>:<max>:<nonce>:
+/// <ack>`); a round that finds its field written by another nonce within
+/// the liveness window refuses to prove itself synced (fail closed) and
+/// logs `another live instance uses instance_id ...`; peers treat such a
+/// field as awaited until it settles on one nonce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_with_a_holders_instance_id_skips_the_barrier() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sim = demo_simulator();
+    let ids = org_a_containers(&sim);
+    let (x, y, z) = (ids[0], ids[1], ids[2]);
+    let a = gated(&sim, capped(&redis.url(), "a")).await;
+    eventually("A joined", Duration::from_secs(15), || async {
+        a.node.is_synced()
+    })
+    .await;
+    delete_through(&sim, &a, x, "evt_01ATTACK15I000000000000010").await;
+    delete_through(&sim, &a, y, "evt_01ATTACK15I000000000000011").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let k = keys(&a);
+    let _: i64 = redis.cmd(&["DEL", &k.fences]);
+    delete_through(&sim, &a, z, "evt_01ATTACK15I000000000000012").await;
+    eventually(
+        "A's re-publication is refused by the full set",
+        Duration::from_secs(10),
+        || async { a.stat(|s| s.fence_full.get()) > 0 },
+    )
+    .await;
+    // The same id as A: a second live process.
+    let a2 = gated_in_background(&sim, capped(&redis.url(), "a"));
+    let mut served = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        if a2.node.is_synced() {
+            for id in [x, y] {
+                served.push(
+                    call_get(&a2.gw, &container_path(id), &admin_key())
+                        .await
+                        .status
+                        .as_u16(),
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token: String = redis.cmd(&["HGET", &k.fence_records, "~"]);
+    let entry: Option<String> = redis.cmd(&["HGET", &k.members, "a"]);
+    let still_refused = a.stat(|s| s.fence_full.get());
+    a.node.stop();
+    a2.node.stop();
+    assert!(
+        !served.contains(&200),
+        "A2 (same instance_id as A) served a deleted container (X or Y) {} time(s) while A, \
+         live, had not re-published its tombstone (set full: {still_refused} refusals); members entry `a` = \
+         {entry:?}, token {token}",
+        served.iter().filter(|s| **s == 200).count()
+    );
+}
