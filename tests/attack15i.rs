@@ -4,9 +4,14 @@
 //! after the first join attempt.
 //!
 //! A `redis-server` of its own on a free loopback port per test; in-process
-//! gateways in front of one simulator. Tests marked "DEFECT" fail on
-//! 4aac8b7 for the reason their comment gives; `held_*` tests are attacks
-//! that held.
+//! gateways in front of one simulator. Tests marked "DEFECT" failed on
+//! 4aac8b7 for the reason their comment gives and pass since the fix that
+//! followed (a rebuild registers as rebuilding only after a gap, not over
+//! the cap, and for 60 s at most; the members entry carries a process
+//! nonce: a foreign write since this process's last one is a conflict that
+//! stops both from serving content, and a first round that finds another
+//! process's entry still live keeps the barrier shut until that writer
+//! would have rounded again); `held_*` tests are attacks that held.
 
 #[path = "support/cluster.rs"]
 mod cluster_support;

@@ -69,6 +69,12 @@ pub fn cluster(gw: &Gateway) -> Result<Response<ResponseBody>, GatewayError> {
     let lag_seconds = s.lag_seconds.get();
     let reason = if synced {
         "caught up with the stream and writes succeed".to_owned()
+    } else if node.awaiting_peers() {
+        format!(
+            "fences rebuilt; waiting for {} live instance(s) to re-publish theirs (the recovery barrier: \
+             content routes answer 503 meanwhile)",
+            s.peers_awaited.get()
+        )
     } else {
         format!(
             "not caught up for {lag_seconds:.1} s (Redis unreachable, a read or a write failing, or rebuilding after a gap); cached routes are served from the origin"
@@ -82,6 +88,7 @@ pub fn cluster(gw: &Gateway) -> Result<Response<ResponseBody>, GatewayError> {
         "synced": synced,
         "reason": reason,
         "maxUnsyncedMs": settings.max_unsynced_ms,
+        "awaitingPeers": node.awaiting_peers(),
         // The heartbeat: when this instance last showed it had read the
         // stream to its end.
         "lastProofAgoMs": node.last_proof_age().map(|d| d.as_millis() as u64),

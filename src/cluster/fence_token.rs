@@ -134,9 +134,9 @@ end
 pub(super) use fence_token_lua;
 
 /// The Lua function `members_round(members, me, now, mine, token, ack,
-/// writable)`: the recovery barrier's part of a sync round. Records this
-/// instance (`<now>:<its max_unsynced_ms>:<the token it re-published
-/// to>`), prunes members not seen for an hour or "seen" more than a minute
+/// writable, nonce, wrote_before)`: the recovery barrier's part of a sync
+/// round. Records this instance (`<now>:<its max_unsynced_ms>:<its process
+/// nonce>:<the token it re-published to>`), prunes members not seen for an hour or "seen" more than a minute
 /// ahead of Redis's clock (not written by a gateway, or a clock stepped
 /// back: either would hold every rebuild up), and returns how many live
 /// others name another token than `token`, the first 8 of their ids, the
@@ -146,13 +146,44 @@ pub(super) use fence_token_lua;
 /// A member is live while it rounded within the liveness window (module
 /// docs). The hash's creation time is its field `~born` (fields starting
 /// with `~` are not members); the function also returns its age in ms.
+///
+/// **Two live processes with one `instance_id`** (a copied config, a
+/// `<host>-<pid>` collision) would share one entry: a joiner with the id of
+/// a holder would skip that holder, and a third instance could see the
+/// holder's ack written by the other. So the entry carries the process's
+/// nonce, and a process that finds its entry written by another nonce
+/// since its own last write reports a conflict and writes no ack: peers
+/// keep waiting, and the reader stops serving content until the conflict
+/// ends (one of them stops). A process's first round that finds another
+/// nonce's entry still live returns how long that writer counts as live
+/// (last return value, ms): the reader's barrier stays shut that long, so
+/// a writer that rounds again meanwhile is caught as a conflict, and one
+/// that does not (the process it replaces) has stopped.
 macro_rules! members_lua {
     () => {
         r"
-local function members_round(members, me, now, mine, token, ack, writable)
-  local err = nil
+local function member_entry(v)
+  local seen, theirs, nonce, acked = string.match(v, '^(%d+):(%d+):(%x*):(.*)$')
+  if not seen then seen, theirs, acked = string.match(v, '^(%d+):(%d+):(.*)$') end
+  return tonumber(seen) or 0, tonumber(theirs) or 0, nonce or '', acked
+end
+local function members_round(members, me, now, mine, token, ack, writable, nonce, wrote_before)
+  local err, conflict, suspect = nil, false, 0
+  local prev = redis.call('HGET', members, me)
+  if prev then
+    local seen, their_max, theirs = member_entry(prev)
+    if theirs ~= '' and theirs ~= nonce then
+      if wrote_before then
+        conflict = true
+      else
+        local window = math.max(2 * math.max(mine, their_max), 2000)
+        suspect = math.max(0, seen + window - now)
+      end
+    end
+  end
+  if conflict then ack = '' end
   if writable then
-    local r = redis.pcall('HSET', members, me, now .. ':' .. mine .. ':' .. ack)
+    local r = redis.pcall('HSET', members, me, now .. ':' .. mine .. ':' .. nonce .. ':' .. ack)
     if type(r) == 'table' and r.err then err = r.err end
   end
   local born = tonumber(redis.call('HGET', members, '~born'))
@@ -166,9 +197,7 @@ local function members_round(members, me, now, mine, token, ack, writable)
   for i = 1, #all, 2 do
     local id = all[i]
     if id ~= me and string.sub(id, 1, 1) ~= '~' then
-      local seen, theirs, acked = string.match(all[i + 1], '^(%d+):(%d+):(.*)$')
-      seen = tonumber(seen) or 0
-      theirs = tonumber(theirs) or 0
+      local seen, theirs, _, acked = member_entry(all[i + 1])
       if seen < now - 3600000 or seen > now + 60000 then
         if writable then redis.pcall('HDEL', members, id) end
       elseif seen > now - math.max(2 * math.max(mine, theirs), 2000) then
@@ -180,14 +209,15 @@ local function members_round(members, me, now, mine, token, ack, writable)
       end
     end
   end
-  return awaited, named, slowest, err, now - (born or now)
+  return awaited, named, slowest, err, now - (born or now), conflict, suspect
 end
 "
     };
 }
 pub(super) use members_lua;
 
-/// KEYS: members. ARGV: instance id, its `max_unsynced_ms`. Registers a
+/// KEYS: members. ARGV: instance id, its `max_unsynced_ms`, its process
+/// nonce. Registers a
 /// rebuilding instance with no acknowledged token: a rebuild reads the
 /// set in pages for as long as it takes (seconds, for a full set) without
 /// a sync round, and meanwhile this instance must still count as a live
@@ -197,7 +227,7 @@ pub const REBUILDING_SCRIPT: &str = r"
 if not string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.pcall('HSET', KEYS[1], ARGV[1], now .. ':' .. ARGV[2] .. ':')
+redis.pcall('HSET', KEYS[1], ARGV[1], now .. ':' .. ARGV[2] .. ':' .. ARGV[3] .. ':')
 return 1
 ";
 

@@ -203,6 +203,8 @@ mod tests {
             fence_set_age_ms: u64::MAX,
             slowest_round_ms: 0,
             members_age_ms: u64::MAX,
+            id_conflict: false,
+            id_suspect_ms: 0,
         }
     }
 

@@ -139,7 +139,7 @@ pub struct ClusterNode {
     pub(super) instance_id: Arc<str>,
     /// Random per process, so generated event ids never repeat across
     /// restarts of an instance with the same id.
-    nonce: String,
+    pub(super) nonce: String,
     /// Sequence of generated event ids. Atomic: publishes run concurrently.
     seq: AtomicU64,
     /// The stream and its derived keys (one hash slot); immutable.

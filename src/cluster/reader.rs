@@ -92,6 +92,18 @@ struct Reader {
     awaiting_peers: bool,
     /// Whether the wait for peers was logged (one line per wait).
     awaiting_logged: bool,
+    /// Whether this process has written its members entry (a foreign nonce
+    /// in it afterwards is another live process with this instance id).
+    registered: bool,
+    /// Whether the current instance-id conflict was logged.
+    conflict_logged: bool,
+    /// Until when the process that last wrote this instance's members
+    /// entry before this one still counts as live: the barrier stays shut
+    /// until then (`members_lua`).
+    suspect_until: Option<Instant>,
+    /// When the pending gap was found (a rebuild registers as rebuilding
+    /// for a bounded time only; `rebuild.rs`).
+    gap_since: Option<Instant>,
 }
 
 /// The reader task; see the module docs.
@@ -122,6 +134,10 @@ pub(super) async fn run(node: Arc<ClusterNode>, apply: ApplyFn, flush: FlushFn, 
         warned_no_aof: String::new(),
         awaiting_peers: false,
         awaiting_logged: false,
+        registered: false,
+        conflict_logged: false,
+        suspect_until: None,
+        gap_since: None,
     };
     let mut backoff = MIN_BACKOFF;
     while !stopped.is_stopped() {
@@ -256,6 +272,14 @@ impl Reader {
         }
         stats.lag_entries.set(round.added.saturating_sub(at.n) as i64);
         let caught_up = n < self.node.settings.read_count;
+        if round.heartbeat.is_ok() {
+            self.registered = true;
+        }
+        if round.id_suspect_ms > 0 {
+            let until = Instant::now() + std::time::Duration::from_millis(round.id_suspect_ms);
+            self.suspect_until = Some(self.suspect_until.map_or(until, |u| u.max(until)));
+        }
+        self.id_conflict(round.id_conflict);
         if caught_up {
             // After the entries this round read: a peer acknowledges only
             // once its re-published fences are in the stream, so they are
@@ -311,6 +335,36 @@ impl Reader {
         }
     }
 
+    /// Another live process writes this instance's members entry (two
+    /// processes with one `instance_id`, `members_lua`): either could be
+    /// the holder the other skips, so neither serves content until one
+    /// stops (the barrier is re-armed; it opens again once the entry is
+    /// this process's alone).
+    fn id_conflict(&mut self, conflict: bool) {
+        if !conflict {
+            if std::mem::take(&mut self.conflict_logged) {
+                tracing::info!("cluster: no other process writes this instance's members entry any more");
+            }
+            return;
+        }
+        if !self.conflict_logged {
+            self.conflict_logged = true;
+            tracing::error!(
+                instance = &*self.node.instance_id,
+                "cluster: another live process uses this instance_id; not serving content routes until \
+                 one of them stops (cluster.instance_id must be unique per instance)"
+            );
+        }
+        self.node
+            .fences_known
+            .store(false, std::sync::atomic::Ordering::Release);
+        self.awaiting_peers = true;
+        self.node
+            .awaiting
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.node.unsync(SyncReason::Read);
+    }
+
     /// The recovery barrier (`fence_token.rs`): after a rebuild, the fences
     /// are known once no live peer is still re-publishing its own to the
     /// current token, and the set is old enough for every live peer to have
@@ -320,7 +374,10 @@ impl Reader {
     fn await_peers(&mut self, round: &Round) {
         let awaited = round.awaited;
         self.node.stats.peers_awaited.set(awaited as i64);
-        if !self.awaiting_peers {
+        if !self.awaiting_peers || round.id_conflict {
+            return;
+        }
+        if self.suspect_until.is_some_and(|u| Instant::now() < u) {
             return;
         }
         // Every live peer has registered (with the token it acked) only
@@ -373,6 +430,7 @@ impl Reader {
         self.node.unsync(SyncReason::Gap);
         self.position = None;
         self.pending_gap = Some(gap);
+        self.gap_since.get_or_insert_with(Instant::now);
     }
 
     /// One round after `pos`, with (under Sentinel) the sentinels asked at
@@ -411,7 +469,9 @@ impl Reader {
             .arg(&*self.node.instance_id)
             .arg(fresh_token())
             .arg(self.node.lock_republished().to.clone())
-            .arg(s.max_unsynced_ms);
+            .arg(s.max_unsynced_ms)
+            .arg(&self.node.nonce)
+            .arg(if self.registered { "1" } else { "" });
         let timeout = s.command_timeout();
         let reply = self.eval(cmd, "a sync round", timeout).await?;
         Round::parse(&reply)

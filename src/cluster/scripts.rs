@@ -122,7 +122,8 @@ return id
 /// KEYS: stream, heartbeat, fences, epoch, fence records, members. ARGV:
 /// position, count, instance id, a fresh random token, the token this
 /// instance has re-published its fences to ("" for none), its
-/// `max_unsynced_ms`. The heartbeat proves the
+/// `max_unsynced_ms`, its process nonce, "1" once it has written its
+/// members entry before. The heartbeat proves the
 /// writes publishing needs: an `XADD`, a `ZADD` on the fence set and an
 /// `HSET` on its records, on a primary (a writable replica would accept
 /// them and keep them to itself).
@@ -140,7 +141,9 @@ return id
 /// after position, epoch, token ("" if none could be written), members
 /// awaited, the first 8 of their ids, the fence set's age in ms, the
 /// largest `max_unsynced_ms` of the live members and this instance, the
-/// members hash's age in ms}`;
+/// members hash's age in ms, 1 if another process wrote this instance's
+/// members entry since its last round, how long (ms) the other process
+/// that last wrote it still counts as live (first round only)}`;
 /// `entries_added` is -1 before Redis 7.0.
 pub const SYNC_SCRIPT: &str = concat!(
     fence_token_lua!(),
@@ -168,11 +171,12 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local age = now - (tonumber(redis.call('HGET', KEYS[5], '~at')) or 0)
-local awaited, named, slowest, merr, members_age =
-  members_round(KEYS[6], ARGV[3], now, tonumber(ARGV[6]), token, ARGV[5], primary)
+local awaited, named, slowest, merr, members_age, conflict, suspect =
+  members_round(KEYS[6], ARGV[3], now, tonumber(ARGV[6]), token, ARGV[5], primary, ARGV[7], ARGV[8] == '1')
+if conflict then conflict = 1 else conflict = 0 end
 if merr and hb == 'OK' then hb = merr end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, '0-0', '0-0', 0, 0, run_id, hb, {}, epoch, token, awaited, named, age, slowest, members_age}
+  return {0, '0-0', '0-0', 0, 0, run_id, hb, {}, epoch, token, awaited, named, age, slowest, members_age, conflict, suspect}
 end
 local x = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, maxdel, added, len = '0-0', '0-0', -1, 0
@@ -184,7 +188,7 @@ for i = 1, #x, 2 do
   elseif k == 'length' then len = x[i + 1] end
 end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
-return {1, last, maxdel, added, len, run_id, hb, entries, epoch, token, awaited, named, age, slowest, members_age}
+return {1, last, maxdel, added, len, run_id, hb, entries, epoch, token, awaited, named, age, slowest, members_age, conflict, suspect}
 "
 );
 
@@ -275,6 +279,12 @@ pub struct Round {
     pub slowest_round_ms: u64,
     /// How long ago (ms, Redis's clock) the members hash was created.
     pub members_age_ms: u64,
+    /// Another live process wrote this instance's members entry since its
+    /// last round (two processes with one `instance_id`).
+    pub id_conflict: bool,
+    /// At this process's first round: how long the other process that
+    /// last wrote its members entry still counts as live (0: none).
+    pub id_suspect_ms: u64,
 }
 
 /// What [`REBUILD_SCRIPT`] answered.
@@ -363,7 +373,7 @@ impl Round {
     pub fn parse(v: &Value) -> Result<Round, String> {
         let bad = || format!("unexpected sync script answer: {v:?}");
         let a = array(v).ok_or_else(bad)?;
-        let [exists, last, maxdel, added, length, run_id, hb, entries, epoch, token, awaited, awaited_ids, age, slowest, members_age] =
+        let [exists, last, maxdel, added, length, run_id, hb, entries, epoch, token, awaited, awaited_ids, age, slowest, members_age, conflict, suspect] =
             a
         else {
             return Err(bad());
@@ -397,6 +407,8 @@ impl Round {
             fence_set_age_ms: int(age).ok_or_else(bad)?.max(0) as u64,
             slowest_round_ms: int(slowest).ok_or_else(bad)?.max(0) as u64,
             members_age_ms: int(members_age).ok_or_else(bad)?.max(0) as u64,
+            id_conflict: int(conflict).ok_or_else(bad)? == 1,
+            id_suspect_ms: int(suspect).ok_or_else(bad)?.max(0) as u64,
         })
     }
 }
@@ -465,6 +477,8 @@ mod tests {
             Value::Int(1500),
             Value::Int(2000),
             Value::Int(9000),
+            Value::Int(0),
+            Value::Int(0),
         ]);
         let r = Round::parse(&v).unwrap();
         assert_eq!(r.last_generated, StreamId { ms: 1700, seq: 3 });
@@ -496,6 +510,8 @@ mod tests {
             bulk(""),
             Value::Int(0),
             Value::Array(vec![]),
+            Value::Int(0),
+            Value::Int(0),
             Value::Int(0),
             Value::Int(0),
             Value::Int(0),

@@ -55,6 +55,10 @@ use std::collections::HashMap;
 /// Records asked for per `ZSCAN` page (a hint; Redis may return more).
 const PAGE: usize = 256;
 
+/// How long after a gap a rebuild keeps registering this instance as
+/// rebuilding (`still_rebuilding`).
+const MAX_REBUILDING: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What the scan found.
 enum Scanned {
     /// Live records (the sealed values), in no particular order, and the
@@ -175,6 +179,7 @@ impl Reader {
         let lost = gap.is_some_and(Gap::redis_lost_data) || restarted || recreated;
         self.position = Some(at);
         self.pending_gap = None;
+        self.gap_since = None;
         self.run_id = before.run_id;
         self.epoch = Some(before.epoch);
         self.token = Some(before.token.clone());
@@ -199,13 +204,26 @@ impl Reader {
     /// while it rebuilds ([`REBUILDING_SCRIPT`]).
     ///
     /// [`REBUILDING_SCRIPT`]: crate::cluster::fence_token::REBUILDING_SCRIPT
+    ///
+    /// Only after a gap (a joiner holds no fences), only while the rebuild
+    /// can finish (not over the cap), and for [`MAX_REBUILDING`] at most:
+    /// an instance whose rebuild cannot complete must not hold every peer's
+    /// barrier shut for ever; past that its entry ages out like a cut-off
+    /// instance's (docs/cluster.md).
     async fn still_rebuilding(&mut self) -> Result<(), String> {
+        let registering = self.pending_gap.is_some()
+            && !self.overflowing
+            && self.gap_since.is_some_and(|t| t.elapsed() < MAX_REBUILDING);
+        if !registering {
+            return Ok(());
+        }
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(REBUILDING_SCRIPT)
             .arg(1)
             .arg(&self.node.keys.members)
             .arg(&*self.node.instance_id)
-            .arg(self.node.settings.max_unsynced_ms);
+            .arg(self.node.settings.max_unsynced_ms)
+            .arg(&self.node.nonce);
         let timeout = self.node.settings.command_timeout();
         self.eval(cmd, "registering as rebuilding", timeout)
             .await
