@@ -118,3 +118,96 @@ async fn a_duplicate_id_that_rounds_faster_serves_between_conflicts() {
         served.len()
     );
 }
+
+/// **DEFECT (low; the same defect with one copied config):** as
+/// `a_duplicate_id_that_rounds_faster_serves_between_conflicts`, but A and
+/// A2 run the very same settings (`block_ms` 1000 both, the "copied config
+/// file" case round 8's fix names). Ordinary stream traffic (here a third
+/// instance C publishing purge-alls, as admin purges or any webhook do)
+/// wakes both readers at once in either order, so A2 regularly gets two
+/// rounds in a row without A's write in between, has no conflict in the
+/// second, opens its barrier and serves X, whose tombstone only A holds.
+///
+/// Fix: as above (a sticky conflict: `suspect_until` renewed on every
+/// conflict, the barrier shut and the ack withdrawn until a whole liveness
+/// window passes with no foreign nonce).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_id_with_the_same_config_serves_between_conflicts_under_traffic() {
+    let Some((ok, total, entry)) = same_config_under_traffic("a").await else {
+        return;
+    };
+    assert!(
+        ok == 0,
+        "A2 (A's instance_id, A's very settings) served a deleted container (X or Y) {ok} time(s) of {total} \
+         while A, live, had not re-published its tombstone; members entry `a` = {entry:?}"
+    );
+}
+
+/// Held (the control for the test above): the same scenario, traffic
+/// included, with a distinct `instance_id` for the second process: it waits
+/// for A (awaited, ack withdrawn) and never serves X or Y.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_a_distinct_id_waits_for_the_holder_under_traffic() {
+    let Some((ok, total, entry)) = same_config_under_traffic("a2").await else {
+        return;
+    };
+    assert!(total == 0 || ok == 0, "served X or Y {ok} time(s) of {total}; entry `a` = {entry:?}");
+}
+
+/// A holds X's and Y's tombstones, refused re-publication (set full); a
+/// second process with id `second` and A's settings starts while a third
+/// instance publishes purge-alls. Returns (X/Y answered 200, answers, A's
+/// members entry).
+async fn same_config_under_traffic(second: &str) -> Option<(usize, usize, Option<String>)> {
+    let redis = RedisServer::start()?;
+    let sim = demo_simulator();
+    let ids = org_a_containers(&sim);
+    let (x, y, z) = (ids[0], ids[1], ids[2]);
+    let a = gated(&sim, capped(&redis.url(), "a", 1_000)).await;
+    eventually("A joined", Duration::from_secs(15), || async {
+        a.node.is_synced()
+    })
+    .await;
+    delete_through(&sim, &a, x, "evt_01ATTACK15J000000000000020").await;
+    delete_through(&sim, &a, y, "evt_01ATTACK15J000000000000021").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let k = keys(&a);
+    let _: i64 = redis.cmd(&["DEL", &k.fences]);
+    delete_through(&sim, &a, z, "evt_01ATTACK15J000000000000022").await;
+    eventually(
+        "A's re-publication is refused by the full set",
+        Duration::from_secs(10),
+        || async { a.stat(|s| s.fence_full.get()) > 0 },
+    )
+    .await;
+    // Traffic: a third instance (joined after the loss, holding nothing
+    // of X or Y) publishes purge-alls.
+    let c = gated_in_background(&sim, capped(&redis.url(), "c", 1_000));
+    let a2 = gated_in_background(&sim, capped(&redis.url(), second, 1_000));
+    let mut served = Vec::new();
+    let started = Instant::now();
+    let mut next_purge = Instant::now();
+    while started.elapsed() < Duration::from_secs(16) {
+        if Instant::now() >= next_purge {
+            next_purge = Instant::now() + Duration::from_millis(350);
+            let _ = c.node.publish(&purge_all()).await;
+        }
+        if a2.node.is_synced() {
+            for id in [x, y] {
+                served.push(
+                    call_get(&a2.gw, &container_path(id), &admin_key())
+                        .await
+                        .status
+                        .as_u16(),
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let entry: Option<String> = redis.cmd(&["HGET", &k.members, "a"]);
+    a.node.stop();
+    a2.node.stop();
+    c.node.stop();
+    let ok = served.iter().filter(|s| **s == 200).count();
+    Some((ok, served.len(), entry))
+}
