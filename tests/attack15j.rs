@@ -211,3 +211,95 @@ async fn same_config_under_traffic(second: &str) -> Option<(usize, usize, Option
     let ok = served.iter().filter(|s| **s == 200).count();
     Some((ok, served.len(), entry))
 }
+
+/// **DEFECT (medium, freshness): an instance that acknowledged a
+/// publication before its first rebuild completed treats that rebuild as
+/// lossless: if Redis lost the data meanwhile, it acks the new token at
+/// once and never re-publishes the fence it alone holds; a later joiner
+/// serves the deleted container.**
+///
+/// `Reader::rebuild` decides `lost` from what the reader saw before
+/// (`self.run_id`, `self.epoch`, `self.token`) and the gap; all three are
+/// empty until the first rebuild completes, and there is no gap. But
+/// publishing does not wait for the join: `ClusterNode::publish` appends
+/// (and the webhook is answered 200) while the reader is still joining.
+/// Here X is held before its first join by a fence set over its cap (a
+/// rolling raise of `fence_max_entries`, X not yet reconfigured; the same
+/// window exists for any instance whose first rebuild is slow, a full set
+/// takes seconds). X accepts the delete of W (merged into W's existing
+/// record: acknowledged), the only running instance that holds it. Redis
+/// then loses its data (`FLUSHALL`; a restart without persistence does the
+/// same). X's rebuild now fits and completes with `lost = false`:
+/// `fences_in_set` acks the new token at once, nothing is re-published,
+/// and B, joining later, waits out the young-set window, sees X's ack and
+/// serves W (200 from the lagging origin). "A fence survives as long as one
+/// instance that held it keeps running" does not hold for X.
+///
+/// Fix: make the first completed rebuild lossy whenever the node holds any
+/// fence (or published anything since it started): e.g. treat
+/// `self.token == None` as "unknown, maybe lost" and call
+/// `republish_fences(Some(token))` (a fresh process holds nothing and acks
+/// at once; re-publications the set already covers write nothing), or
+/// record every token a publication wrote under and compare it with the
+/// rebuild's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_published_before_its_first_join_never_republishes_after_a_loss() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sim = demo_simulator();
+    let ids = org_a_containers(&sim);
+    let (p, q, w) = (ids[0], ids[1], ids[2]);
+    let a = gated(&sim, settings(&redis.url(), "a")).await;
+    eventually("A joined", Duration::from_secs(15), || async {
+        a.node.is_synced()
+    })
+    .await;
+    // Three live records: P and Q deleted, W regenerated.
+    delete_through(&sim, &a, p, "evt_01ATTACK15J000000000000030").await;
+    delete_through(&sim, &a, q, "evt_01ATTACK15J000000000000031").await;
+    let w_assets = asset_ids(&sim.container(w).unwrap());
+    a.accept(&regenerated(w, w_assets)).await.unwrap();
+    let k = keys(&a);
+    a.node.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // X: cap 2, three live records: it does not join yet.
+    let x = gated_in_background(
+        &sim,
+        ClusterSettings {
+            fence_max_entries: 2,
+            ..settings(&redis.url(), "x")
+        },
+    );
+    eventually("X is over its cap", Duration::from_secs(10), || async {
+        x.stat(|s| s.fence_overflows.get()) > 0
+    })
+    .await;
+    // X accepts W's delete: merged into W's record, acknowledged.
+    delete_through(&sim, &x, w, "evt_01ATTACK15J000000000000032").await;
+    // Redis loses everything.
+    let _: String = redis.cmd(&["FLUSHALL"]);
+    eventually("X joined after the loss", Duration::from_secs(15), || async {
+        x.node.is_synced()
+    })
+    .await;
+    let b = gated_in_background(&sim, settings(&redis.url(), "b"));
+    eventually("B serves", Duration::from_secs(20), || async {
+        b.node.is_synced()
+    })
+    .await;
+    let status = call_get(&b.gw, &container_path(w), &admin_key()).await.status.as_u16();
+    let on_x = call_get(&x.gw, &container_path(w), &admin_key()).await.status.as_u16();
+    assert_ne!(on_x, 200, "precondition: X holds W's tombstone");
+    let x_entry: Option<String> = redis.cmd(&["HGET", &k.members, "x"]);
+    let republished = x.stat(|s| s.fences_republished.get());
+    let records: i64 = redis.cmd(&["HLEN", &k.fence_records]);
+    x.node.stop();
+    b.node.stop();
+    assert_ne!(
+        status, 200,
+        "B, joined after the loss, served W, deleted through X (acknowledged) while X, running, \
+         holds its tombstone: X re-published {republished} fence(s); X's members entry {x_entry:?}; \
+         {records} field(s) in the records hash"
+    );
+}
