@@ -303,3 +303,84 @@ async fn an_instance_that_published_before_its_first_join_never_republishes_afte
          {records} field(s) in the records hash"
     );
 }
+
+/// **DEFECT (low, but it reaches correctly configured instances): the
+/// duplicate's own writes carry an ack, so a third instance with a
+/// distinct id, waiting for the holder, reads the duplicate's ack in the
+/// holder's entry and serves what only the holder fenced.**
+///
+/// `members_round` withdraws the ack only in a round that reports a
+/// conflict; a process's first round (the "suspect" one) and every
+/// conflict-free round in between write `<now>:<max>:<nonce>:<its ack>`.
+/// A2, fresh, rebuilt without loss from its point of view, acks the set's
+/// token at once. C (id `c`, `block_ms` 200) has been waiting for A (ack
+/// withdrawn, re-publication refused by the full set, as above) past every
+/// young-set window; when A2 starts with A's id and A's settings, C's
+/// rounds between A2's write and A's next write find `a` acked, nothing
+/// else awaited, and open C's barrier: C serves X.
+///
+/// Fix: with the sticky conflict above, also withdraw the ack (write `""`)
+/// in a process's suspect rounds and for a whole window after any
+/// conflict; and/or have `members_round` count an entry whose nonce changed
+/// within the window as awaited for every reader (keep the previous nonce
+/// and when it last wrote in the entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_ids_ack_lets_a_third_instance_skip_the_holder() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sim = demo_simulator();
+    let ids = org_a_containers(&sim);
+    let (x, y, z) = (ids[0], ids[1], ids[2]);
+    let a = gated(&sim, capped(&redis.url(), "a", 1_000)).await;
+    eventually("A joined", Duration::from_secs(15), || async {
+        a.node.is_synced()
+    })
+    .await;
+    delete_through(&sim, &a, x, "evt_01ATTACK15J000000000000040").await;
+    delete_through(&sim, &a, y, "evt_01ATTACK15J000000000000041").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let k = keys(&a);
+    let _: i64 = redis.cmd(&["DEL", &k.fences]);
+    delete_through(&sim, &a, z, "evt_01ATTACK15J000000000000042").await;
+    eventually(
+        "A's re-publication is refused by the full set",
+        Duration::from_secs(10),
+        || async { a.stat(|s| s.fence_full.get()) > 0 },
+    )
+    .await;
+    let c = gated_in_background(&sim, capped(&redis.url(), "c", 200));
+    // C waits for A, past every young-set window (2 x 2 s).
+    let waited = Instant::now();
+    while waited.elapsed() < Duration::from_secs(6) {
+        assert!(!c.node.is_synced(), "precondition: C waits for A");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let a2 = gated_in_background(&sim, capped(&redis.url(), "a", 1_000));
+    let mut served = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(12) {
+        if c.node.is_synced() {
+            for id in [x, y] {
+                served.push(
+                    call_get(&c.gw, &container_path(id), &admin_key())
+                        .await
+                        .status
+                        .as_u16(),
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let entry: Option<String> = redis.cmd(&["HGET", &k.members, "a"]);
+    a.node.stop();
+    a2.node.stop();
+    c.node.stop();
+    let ok = served.iter().filter(|s| **s == 200).count();
+    assert!(
+        ok == 0,
+        "C (its own id) served a deleted container (X or Y) {ok} time(s) of {} after A2 started \
+         with A's id, while A, live, had not re-published its tombstone; members entry `a` = {entry:?}",
+        served.len()
+    );
+}
