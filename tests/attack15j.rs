@@ -384,3 +384,39 @@ async fn a_duplicate_ids_ack_lets_a_third_instance_skip_the_holder() {
         served.len()
     );
 }
+
+/// Held: a process restarted with a fixed `instance_id` after a crash (its
+/// predecessor's entry, another nonce, still live: no `leave`) waits only
+/// until the predecessor would have rounded again, then serves; the
+/// suspect rule does not keep a healthy cluster's barrier shut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_a_crash_restart_with_a_fixed_id_serves_after_the_predecessors_window() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sim = demo_simulator();
+    let b = gated(&sim, settings(&redis.url(), "b")).await;
+    eventually("B joined", Duration::from_secs(15), || async {
+        b.node.is_synced()
+    })
+    .await;
+    let k = keys(&b);
+    let token: String = redis.cmd(&["HGET", &k.fence_records, "~"]);
+    let time: Vec<String> = redis.cmd(&["TIME"]);
+    let now_ms = time[0].parse::<u64>().unwrap() * 1000 + time[1].parse::<u64>().unwrap() / 1000;
+    // The crashed predecessor: rounded just now, acked the token.
+    let entry = format!("{now_ms}:1000:deadbeef:{token}");
+    let _: i64 = redis.cmd(&["HSET", &k.members, "a", &entry]);
+    let a = gated_in_background(&sim, settings(&redis.url(), "a"));
+    let took = eventually("the restarted A serves", Duration::from_secs(8), || async {
+        a.node.is_synced()
+    })
+    .await;
+    eventually("B still serves", Duration::from_secs(3), || async {
+        b.node.is_synced()
+    })
+    .await;
+    a.node.stop();
+    b.node.stop();
+    assert!(took >= Duration::from_millis(1_500), "A did not wait for its predecessor ({took:?})");
+}
