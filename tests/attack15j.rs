@@ -4,9 +4,12 @@
 //! (`still_rebuilding`, `MAX_REBUILDING`).
 //!
 //! A `redis-server` of its own on a free loopback port per test; in-process
-//! gateways in front of one simulator. Tests marked "DEFECT" fail on
-//! ca1e6d5 for the reason their comment gives; `held_*` tests are attacks
-//! that held.
+//! gateways in front of one simulator. Tests marked "DEFECT" failed on
+//! ca1e6d5 for the reason their comment gives and pass since the fix that
+//! followed (a first join re-publishes what the instance holds; an
+//! instance-id conflict is sticky for a liveness window and withdraws the
+//! ack, as does a first round that finds another process's live entry);
+//! `held_*` tests are attacks that held.
 
 #[path = "support/cluster.rs"]
 mod cluster_support;
@@ -151,7 +154,10 @@ async fn held_a_distinct_id_waits_for_the_holder_under_traffic() {
     let Some((ok, total, entry)) = same_config_under_traffic("a2").await else {
         return;
     };
-    assert!(total == 0 || ok == 0, "served X or Y {ok} time(s) of {total}; entry `a` = {entry:?}");
+    assert!(
+        total == 0 || ok == 0,
+        "served X or Y {ok} time(s) of {total}; entry `a` = {entry:?}"
+    );
 }
 
 /// A holds X's and Y's tombstones, refused re-publication (set full); a
@@ -288,8 +294,14 @@ async fn an_instance_that_published_before_its_first_join_never_republishes_afte
         b.node.is_synced()
     })
     .await;
-    let status = call_get(&b.gw, &container_path(w), &admin_key()).await.status.as_u16();
-    let on_x = call_get(&x.gw, &container_path(w), &admin_key()).await.status.as_u16();
+    let status = call_get(&b.gw, &container_path(w), &admin_key())
+        .await
+        .status
+        .as_u16();
+    let on_x = call_get(&x.gw, &container_path(w), &admin_key())
+        .await
+        .status
+        .as_u16();
     assert_ne!(on_x, 200, "precondition: X holds W's tombstone");
     let x_entry: Option<String> = redis.cmd(&["HGET", &k.members, "x"]);
     let republished = x.stat(|s| s.fences_republished.get());
@@ -420,5 +432,8 @@ async fn held_a_crash_restart_with_a_fixed_id_serves_after_the_predecessors_wind
     .await;
     a.node.stop();
     b.node.stop();
-    assert!(took >= Duration::from_millis(1_500), "A did not wait for its predecessor ({took:?})");
+    assert!(
+        took >= Duration::from_millis(1_500),
+        "A did not wait for its predecessor ({took:?})"
+    );
 }

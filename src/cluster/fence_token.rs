@@ -181,7 +181,7 @@ local function members_round(members, me, now, mine, token, ack, writable, nonce
       end
     end
   end
-  if conflict then ack = '' end
+  if conflict or suspect > 0 then ack = '' end
   if writable then
     local r = redis.pcall('HSET', members, me, now .. ':' .. mine .. ':' .. nonce .. ':' .. ack)
     if type(r) == 'table' and r.err then err = r.err end

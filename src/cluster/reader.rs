@@ -279,7 +279,10 @@ impl Reader {
             let until = Instant::now() + std::time::Duration::from_millis(round.id_suspect_ms);
             self.suspect_until = Some(self.suspect_until.map_or(until, |u| u.max(until)));
         }
-        self.id_conflict(round.id_conflict);
+        let window = std::time::Duration::from_millis(
+            (2 * round.slowest_round_ms.max(self.node.settings.max_unsynced_ms)).max(2_000),
+        );
+        self.id_conflict(round.id_conflict, window);
         if caught_up {
             // After the entries this round read: a peer acknowledges only
             // once its re-published fences are in the stream, so they are
@@ -335,12 +338,27 @@ impl Reader {
         }
     }
 
+    /// The token this instance acknowledges in its members entry: none
+    /// while another process may be writing the same entry (`id_conflict`):
+    /// a peer must not take that process's word for this one's.
+    fn ack(&self) -> String {
+        if self.suspect_until.is_some_and(|u| Instant::now() < u) {
+            return String::new();
+        }
+        self.node.lock_republished().to.clone()
+    }
+
     /// Another live process writes this instance's members entry (two
     /// processes with one `instance_id`, `members_lua`): either could be
     /// the holder the other skips, so neither serves content until one
     /// stops (the barrier is re-armed; it opens again once the entry is
     /// this process's alone).
-    fn id_conflict(&mut self, conflict: bool) {
+    fn id_conflict(&mut self, conflict: bool, window: std::time::Duration) {
+        if conflict {
+            // Sticky: the other process may write less often than this one
+            // rounds; it rounds again within the window if it is alive.
+            self.suspect_until = Some(Instant::now() + window);
+        }
         if !conflict {
             if std::mem::take(&mut self.conflict_logged) {
                 tracing::info!("cluster: no other process writes this instance's members entry any more");
@@ -374,10 +392,18 @@ impl Reader {
     fn await_peers(&mut self, round: &Round) {
         let awaited = round.awaited;
         self.node.stats.peers_awaited.set(awaited as i64);
-        if !self.awaiting_peers || round.id_conflict {
+        if self.suspect_until.is_some_and(|u| Instant::now() < u) {
+            // Re-armed: this process must not serve while it may be the
+            // duplicate of a holder.
+            if !self.awaiting_peers {
+                self.awaiting_peers = true;
+                self.node
+                    .awaiting
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
             return;
         }
-        if self.suspect_until.is_some_and(|u| Instant::now() < u) {
+        if !self.awaiting_peers || round.id_conflict {
             return;
         }
         // Every live peer has registered (with the token it acked) only
@@ -468,7 +494,7 @@ impl Reader {
             .arg(s.read_count)
             .arg(&*self.node.instance_id)
             .arg(fresh_token())
-            .arg(self.node.lock_republished().to.clone())
+            .arg(self.ack())
             .arg(s.max_unsynced_ms)
             .arg(&self.node.nonce)
             .arg(if self.registered { "1" } else { "" });

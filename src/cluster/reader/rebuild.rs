@@ -176,7 +176,12 @@ impl Reader {
         let restarted = !self.run_id.is_empty() && self.run_id != before.run_id;
         let recreated = self.epoch.is_some_and(|e| e != before.epoch)
             || self.token.as_ref().is_some_and(|t| *t != before.token);
-        let lost = gap.is_some_and(Gap::redis_lost_data) || restarted || recreated;
+        // Before its first join an instance may already have accepted (and
+        // published) invalidations: what it holds is not known to be in
+        // this set, so it re-publishes too (nothing, if it holds nothing;
+        // nothing is written for a fence the set already covers).
+        let first_join = self.token.is_none();
+        let lost = gap.is_some_and(Gap::redis_lost_data) || restarted || recreated || first_join;
         self.position = Some(at);
         self.pending_gap = None;
         self.gap_since = None;
