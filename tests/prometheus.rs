@@ -95,6 +95,14 @@ async fn dashboard_and_alert_expressions_evaluate_in_a_real_prometheus() {
         )
     });
     let h = Harness::with(demo_simulator(), &cluster).await;
+    // On a fresh Redis the recovery barrier holds content routes for one
+    // liveness window (docs/cluster.md) before the traffic below expects
+    // 200s.
+    let joined = Instant::now() + Duration::from_secs(15);
+    while h.gateway().cluster_synced() == Some(false) {
+        assert!(Instant::now() < joined, "the cluster node never synced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let alerts = repo_root().join("config/alerts.yml");
     let prom = PrometheusServer::start(&[h.app.admin_addr], &[alerts.as_path()]);
 
