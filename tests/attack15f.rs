@@ -22,16 +22,11 @@ mod redis_support;
 mod support;
 
 use cluster_support::*;
-use layers_gateway::cluster::keys::StreamKeys;
 use layers_gateway::cluster::ClusterSettings;
 use redis_support::RedisServer;
 use std::time::Duration;
 use support::*;
 use tokio::time::Instant;
-
-fn keys(i: &Instance) -> StreamKeys {
-    StreamKeys::new(&i.node.settings().stream)
-}
 
 /// Redis's clock, in unix ms (members are judged by it).
 fn redis_now_ms(redis: &RedisServer) -> u64 {
@@ -49,32 +44,6 @@ fn slow_rounds(url: &str, id: &str) -> ClusterSettings {
         block_ms: 5_000,
         ..settings(url, id)
     }
-}
-
-/// Rounds every second when idle: ten times the other tests' `block_ms`,
-/// the same `max_unsynced_ms` on every instance (docs/cluster.md asks for
-/// one value cluster-wide; the barrier relies on it after a loss that took
-/// the members hash).
-fn idle_second_rounds(url: &str, id: &str) -> ClusterSettings {
-    ClusterSettings {
-        max_unsynced_ms: 2_000,
-        block_ms: 1_000,
-        ..settings(url, id)
-    }
-}
-
-/// Starts C and, for `for_how_long`, asks C for `path` every 20 ms while C
-/// says it is synced. Returns the statuses C answered while synced.
-async fn statuses_while_synced(c: &Instance, path: &str, for_how_long: Duration) -> Vec<u16> {
-    let started = Instant::now();
-    let mut seen = Vec::new();
-    while started.elapsed() < for_how_long {
-        if c.node.is_synced() {
-            seen.push(call_get(&c.gw, path, &admin_key()).await.status.as_u16());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    seen
 }
 
 /// **DEFECT (high, freshness): the barrier trusts `<stream>:members` to list

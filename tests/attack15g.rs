@@ -18,40 +18,11 @@ mod redis_support;
 mod support;
 
 use cluster_support::*;
-use layers_gateway::cluster::keys::StreamKeys;
 use layers_gateway::cluster::ClusterSettings;
 use redis_support::{Partition, RedisServer};
 use std::time::Duration;
 use support::*;
 use tokio::time::Instant;
-
-fn keys(i: &Instance) -> StreamKeys {
-    StreamKeys::new(&i.node.settings().stream)
-}
-
-/// Rounds every second when idle; one `max_unsynced_ms` (2 s) on every
-/// instance, as docs/cluster.md asks.
-fn idle_second_rounds(url: &str, id: &str) -> ClusterSettings {
-    ClusterSettings {
-        max_unsynced_ms: 2_000,
-        block_ms: 1_000,
-        ..settings(url, id)
-    }
-}
-
-/// For `for_how_long`, asks `c` for `path` every 20 ms while it says it is
-/// synced. Returns the statuses it answered while synced.
-async fn statuses_while_synced(c: &Instance, path: &str, for_how_long: Duration) -> Vec<u16> {
-    let started = Instant::now();
-    let mut seen = Vec::new();
-    while started.elapsed() < for_how_long {
-        if c.node.is_synced() {
-            seen.push(call_get(&c.gw, path, &admin_key()).await.status.as_u16());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    seen
-}
 
 /// **DEFECT (high, freshness): a loss that keeps the fence set's token
 /// (a restart from an older snapshot, `appendfsync everysec`, a failover to

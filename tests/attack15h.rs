@@ -20,27 +20,12 @@ mod support;
 
 use cluster_support::*;
 use layers_gateway::cluster::keys::StreamKeys;
-use layers_gateway::cluster::ClusterSettings;
 use redis_support::RedisServer;
 use std::net::SocketAddr;
 use std::time::Duration;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
-
-fn keys(i: &Instance) -> StreamKeys {
-    StreamKeys::new(&i.node.settings().stream)
-}
-
-/// Rounds every second when idle; one `max_unsynced_ms` (2 s) on every
-/// instance, as docs/cluster.md asks: a liveness window of 4 s.
-fn idle_second_rounds(url: &str, id: &str) -> ClusterSettings {
-    ClusterSettings {
-        max_unsynced_ms: 2_000,
-        block_ms: 1_000,
-        ..settings(url, id)
-    }
-}
 
 /// Redis's clock, in unix ms.
 fn redis_now_ms(redis: &RedisServer) -> u64 {

@@ -20,16 +20,11 @@ mod redis_support;
 mod support;
 
 use cluster_support::*;
-use layers_gateway::cluster::keys::StreamKeys;
 use layers_gateway::cluster::ClusterSettings;
 use redis_support::RedisServer;
 use std::time::Duration;
 use support::*;
 use tokio::time::Instant;
-
-fn keys(i: &Instance) -> StreamKeys {
-    StreamKeys::new(&i.node.settings().stream)
-}
 
 /// **DEFECT (medium, availability; a regression of round 7's fix): an
 /// instance that can never finish its rebuild registers itself "rebuilding,

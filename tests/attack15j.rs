@@ -18,16 +18,11 @@ mod redis_support;
 mod support;
 
 use cluster_support::*;
-use layers_gateway::cluster::keys::StreamKeys;
 use layers_gateway::cluster::ClusterSettings;
 use redis_support::RedisServer;
 use std::time::Duration;
 use support::*;
 use tokio::time::Instant;
-
-fn keys(i: &Instance) -> StreamKeys {
-    StreamKeys::new(&i.node.settings().stream)
-}
 
 /// Two fences in Redis at most, one `max_unsynced_ms` (2 s) everywhere,
 /// rounds every `block_ms`.

@@ -13,14 +13,9 @@ mod redis_support;
 mod support;
 
 use cluster_support::*;
-use layers_gateway::cluster::keys::StreamKeys;
 use redis_support::RedisServer;
 use std::time::Duration;
 use support::*;
-
-fn keys(i: &Instance) -> StreamKeys {
-    StreamKeys::new(&i.node.settings().stream)
-}
 
 /// Redis's clock, in unix ms (members are judged by it).
 fn redis_now_ms(redis: &RedisServer) -> u64 {

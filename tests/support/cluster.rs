@@ -131,6 +131,35 @@ pub fn gated_in_background(sim: &Simulator, s: ClusterSettings) -> Arc<Instance>
     Arc::new(Instance { gw, node, flushes })
 }
 
+/// The Redis keys of `i`'s stream.
+pub fn keys(i: &Instance) -> layers_gateway::cluster::keys::StreamKeys {
+    layers_gateway::cluster::keys::StreamKeys::new(&i.node.settings().stream)
+}
+
+/// Rounds every second when idle (ten times `settings`' `block_ms`), on
+/// the same `max_unsynced_ms` for every instance that uses it.
+pub fn idle_second_rounds(url: &str, id: &str) -> ClusterSettings {
+    ClusterSettings {
+        max_unsynced_ms: 2_000,
+        block_ms: 1_000,
+        ..settings(url, id)
+    }
+}
+
+/// Starts C and, for `for_how_long`, asks C for `path` every 20 ms while C
+/// says it is synced. Returns the statuses C answered while synced.
+pub async fn statuses_while_synced(c: &Instance, path: &str, for_how_long: Duration) -> Vec<u16> {
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while started.elapsed() < for_how_long {
+        if c.node.is_synced() {
+            seen.push(call_get(&c.gw, path, &admin_key()).await.status.as_u16());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    seen
+}
+
 /// The containers of `org_demo_a` (the admin key's org).
 pub fn org_a_containers(sim: &Simulator) -> Vec<ContainerId> {
     sim.container_ids()
