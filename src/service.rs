@@ -100,9 +100,9 @@ struct Outcome {
     principal: Option<Arc<Principal>>,
     /// The rate-limit decisions, for the response headers.
     rate: Decisions,
-    /// Set by a reply from the cache, to its `X-Cache` value: the reply
-    /// leaves its header block to `respond`.
-    cached_reply: Option<&'static HeaderValue>,
+    /// Set by a reply from the cache: the reply leaves its whole header
+    /// block to `respond`.
+    cached_reply: Option<CachedReply>,
     /// The route table this request is routed, authorized and classed
     /// by, read once when it arrives: a config reload during the request
     /// does not change its scope or class halfway.
@@ -112,6 +112,14 @@ struct Outcome {
     /// This request's server span; `RequestTrace::OFF` (a `None`) when
     /// tracing is off or the request is not sampled.
     trace: crate::telemetry::RequestTrace,
+}
+
+/// What a reply from the cache leaves to `respond`.
+struct CachedReply {
+    /// The `X-Cache` value.
+    x_cache: &'static HeaderValue,
+    /// What the reply sets itself (validators, policy, coding).
+    head: validators::ReplyHead,
 }
 
 impl Outcome {
@@ -449,7 +457,7 @@ impl Gateway {
         };
         let mut outcome = Outcome::new(routes, trace);
         let result = self.dispatch(&parts, body, &route, rid, peer, &mut outcome).await;
-        let (resp, code) = self.respond(result, &parts.method, &route, &outcome, &rid_value, rid);
+        let (resp, code) = self.respond(result, &parts.method, &route, &mut outcome, &rid_value, rid);
         self.record(&parts.method, template, &resp, code, &outcome, started, rid);
         resp
     }
@@ -461,23 +469,20 @@ impl Gateway {
         result: Result<Response<ResponseBody>, GatewayError>,
         method: &http::Method,
         route: &Route<'_>,
-        outcome: &Outcome,
+        outcome: &mut Outcome,
         rid_value: &HeaderValue,
         rid: &str,
     ) -> (Response<ResponseBody>, Option<&'static str>) {
-        let result = match (result, outcome.cached_reply) {
-            (Ok(mut resp), Some(x_cache)) => {
+        let result = match (result, outcome.cached_reply.take()) {
+            (Ok(mut resp), Some(cached)) => {
                 let class = outcome.routes.class(method, route);
-                let mut h = cached_reply_headers(class, outcome.rate.per_minute.as_ref(), x_cache, rid_value);
-                if resp.status() == http::StatusCode::NOT_MODIFIED {
-                    // A 304 has no content to describe (RFC 9110 section 15.4.5).
-                    h.remove(CONTENT_TYPE);
-                }
-                // What the reply set itself (a HEAD's Content-Length, ETag,
-                // Cache-Control) wins; `extend` keeps every value of a
-                // name set more than once.
-                h.extend(std::mem::take(resp.headers_mut()));
-                *resp.headers_mut() = h;
+                *resp.headers_mut() = cached_reply_headers(
+                    class,
+                    outcome.rate.per_minute.as_ref(),
+                    cached.x_cache,
+                    rid_value,
+                    cached.head,
+                );
                 return (resp, None);
             }
             (result, _) => result,

@@ -4,7 +4,7 @@
 //! Every cached reply carries the same nine headers, in this order:
 //!
 //! ```text
-//! content-type: application/json
+//! content-type: application/json                 (not on a 304)
 //! x-cache: HIT | MISS | STALE                    per reply
 //! x-request-id: req_…                            per reply
 //! x-ratelimit-endpoint-class: read-light
@@ -15,19 +15,21 @@
 //! ratelimit: "read-light";r=119;t=1              per reply
 //! ```
 //!
-//! (the last five only when the request was rate-limited), then what the
-//! reply sets itself (`service/validators.rs`): `etag`, `cache-control`,
-//! `vary`, and `content-encoding` or a HEAD's `content-length`. A 304
-//! drops `content-type`. Inserting the nine
-//! into a fresh `HeaderMap` hashes nine names and probes the table nine
-//! times, about a tenth of a hit's own instructions. A clone of a template
-//! built once per worker, class and limit copies two small arrays instead,
-//! and the five per-reply values are then set by position.
+//! (the five rate-limit ones only when the request was rate-limited), then
+//! what the reply sets itself ([`ReplyHead`], `service/validators.rs`): a
+//! HEAD's `content-length`, `content-encoding`, `etag`, `cache-control`
+//! and `vary`, each when the reply has it. Inserting those into a fresh
+//! `HeaderMap` hashes every name and probes the table each time; merging
+//! the reply's own map into the block did it twice and grew the block.
+//! A clone of a template built once per worker, class, limit and shape
+//! (which of the optional headers the reply has) copies two small arrays
+//! instead, and the per-reply values are then set by position.
 //!
 //! Positions are read off the template itself, by name, when it is built,
 //! so nothing here depends on the order in which `HeaderMap` keeps its
 //! entries, only on a clone keeping the same order as its original.
 
+use super::validators::{ReplyHead, VARY_ACCEPT_ENCODING};
 use super::{JSON, X_CACHE, X_REQUEST_ID};
 use crate::shaping::gcra::Decision;
 use crate::shaping::headers::{
@@ -35,12 +37,16 @@ use crate::shaping::headers::{
     X_RATELIMIT_ENDPOINT_CLASS, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
 };
 use crate::shaping::EndpointClass;
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG,
+    VARY,
+};
 use std::cell::RefCell;
 
-/// Templates kept per worker thread: one per (class, limit) in use, so
-/// traffic from a handful of tiers does not rebuild them in turn.
-const TEMPLATES_PER_THREAD: usize = 8;
+/// Templates kept per worker thread: one per (class, limit, shape) in use,
+/// so traffic from a handful of tiers, each with its 200s, 304s, HEADs and
+/// codings, does not rebuild them in turn.
+const TEMPLATES_PER_THREAD: usize = 32;
 
 /// What goes at one position of the block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,22 +58,31 @@ enum Slot {
     Remaining,
     Reset,
     Current,
+    ContentLength,
+    ContentEncoding,
+    ETag,
+    CacheControl,
 }
 
 struct Template {
     class: EndpointClass,
     /// `None`: an unshaped request, whose block ends at the class.
     limit: Option<u32>,
+    /// [`ReplyHead::shape`]: which of the reply's own headers follow.
+    shape: u8,
     map: HeaderMap,
     slots: Vec<Slot>,
 }
 
 impl Template {
-    fn build(class: EndpointClass, limit: Option<u32>) -> Template {
+    fn build(class: EndpointClass, limit: Option<u32>, head: &ReplyHead) -> Template {
         // Placeholders for the per-reply values; each is overwritten on use.
         let blank = HeaderValue::from_static("");
         let mut map = HeaderMap::with_capacity(super::RESPONSE_HEADERS);
-        map.insert(CONTENT_TYPE, JSON.clone());
+        if !head.not_modified {
+            // A 304 has no content to describe (RFC 9110 section 15.4.5).
+            map.insert(CONTENT_TYPE, JSON.clone());
+        }
         map.insert(X_CACHE, blank.clone());
         map.insert(X_REQUEST_ID, blank.clone());
         map.insert(X_RATELIMIT_ENDPOINT_CLASS, class_value(class));
@@ -77,12 +92,27 @@ impl Template {
             map.insert(X_RATELIMIT_REMAINING, blank.clone());
             map.insert(X_RATELIMIT_RESET, blank.clone());
             map.insert(RATELIMIT_POLICY, policy);
-            map.insert(RATELIMIT, blank);
+            map.insert(RATELIMIT, blank.clone());
+        }
+        let optional = [
+            (CONTENT_LENGTH, head.content_length.is_some()),
+            (CONTENT_ENCODING, head.content_encoding.is_some()),
+            (ETAG, head.etag.is_some()),
+            (CACHE_CONTROL, head.cache_control.is_some()),
+        ];
+        for (name, present) in optional {
+            if present {
+                map.insert(name, blank.clone());
+            }
+        }
+        if head.vary {
+            map.insert(VARY, VARY_ACCEPT_ENCODING.clone());
         }
         let slots = map.keys().map(slot_of).collect();
         Template {
             class,
             limit,
+            shape: head.shape(),
             map,
             slots,
         }
@@ -100,6 +130,14 @@ fn slot_of(name: &HeaderName) -> Slot {
         Slot::Reset
     } else if name == RATELIMIT {
         Slot::Current
+    } else if name == CONTENT_LENGTH {
+        Slot::ContentLength
+    } else if name == CONTENT_ENCODING {
+        Slot::ContentEncoding
+    } else if name == ETAG {
+        Slot::ETag
+    } else if name == CACHE_CONTROL {
+        Slot::CacheControl
     } else {
         Slot::Fixed
     }
@@ -121,38 +159,51 @@ thread_local! {
 
 /// The header block of a cached reply of `class`. `decision` is the
 /// request's per-minute decision (`None` when it was not rate-limited); it
-/// must be an admission, as a refusal never reaches the cache.
+/// must be an admission, as a refusal never reaches the cache. `head` is
+/// what the reply sets itself.
 pub(super) fn cached_reply_headers(
     class: EndpointClass,
     decision: Option<&Decision>,
     x_cache: &HeaderValue,
     request_id: &HeaderValue,
+    head: ReplyHead,
 ) -> HeaderMap {
     debug_assert!(
         decision.is_none_or(|d| d.allowed),
         "a refusal has no cached reply"
     );
     let limit = decision.map(|d| d.limit);
+    let shape = head.shape();
     TEMPLATES.with(|templates| {
         let mut templates = templates.borrow_mut();
         let i = match templates
             .iter()
-            .position(|t| t.class == class && t.limit == limit)
+            .position(|t| t.class == class && t.limit == limit && t.shape == shape)
         {
             Some(i) => i,
             None => {
                 if templates.len() == TEMPLATES_PER_THREAD {
-                    // Tiers beyond the first eight seen take turns in the last place.
+                    // Shapes beyond the first ones seen take turns in the last place.
                     templates.pop();
                 }
-                templates.push(Template::build(class, limit));
+                templates.push(Template::build(class, limit, &head));
                 templates.len() - 1
             }
         };
         let template = &templates[i];
         let mut map = template.map.clone();
         let reset = decision.map_or(0, |d| ceil_secs(d.reset_after));
+        let ReplyHead {
+            mut content_length,
+            content_encoding,
+            mut etag,
+            mut cache_control,
+            ..
+        } = head;
         for (value, slot) in map.values_mut().zip(&template.slots) {
+            // A slot is in the template only when the shape, and so the
+            // reply, has its value: the `take`s below always find one.
+            let own = |v: Option<HeaderValue>| v.unwrap_or_else(|| HeaderValue::from_static(""));
             match (*slot, decision) {
                 (Slot::Fixed, _) => {}
                 (Slot::XCache, _) => *value = x_cache.clone(),
@@ -160,7 +211,13 @@ pub(super) fn cached_reply_headers(
                 (Slot::Remaining, Some(d)) => *value = once(int_value(u64::from(d.remaining))),
                 (Slot::Reset, Some(_)) => *value = int_value(reset),
                 (Slot::Current, Some(d)) => *value = once(current_value(class, d.remaining, reset)),
-                (_, None) => unreachable!("an unshaped template has no rate-limit slots"),
+                (Slot::ContentLength, _) => *value = own(content_length.take()),
+                (Slot::ContentEncoding, _) => *value = own(content_encoding.cloned()),
+                (Slot::ETag, _) => *value = own(etag.take()),
+                (Slot::CacheControl, _) => *value = own(cache_control.take()),
+                (Slot::Remaining | Slot::Reset | Slot::Current, None) => {
+                    unreachable!("an unshaped template has no rate-limit slots")
+                }
             }
         }
         map
@@ -226,6 +283,7 @@ mod tests {
                     d.as_ref(),
                     &HeaderValue::from_str(x_cache).unwrap(),
                     &HeaderValue::from_str(&rid).unwrap(),
+                    ReplyHead::default(),
                 );
                 let want = inserted(*class, d.as_ref(), x_cache, &rid);
                 assert_eq!(wire(&got), wire(&want), "case {i}, round {round}");
@@ -241,12 +299,14 @@ mod tests {
             Some(&admitted(120, 100, 2_000)),
             &HeaderValue::from_static("MISS"),
             &HeaderValue::from_static("req_first"),
+            ReplyHead::default(),
         );
         let second = cached_reply_headers(
             class,
             Some(&admitted(120, 99, 3_000)),
             &HeaderValue::from_static("HIT"),
             &HeaderValue::from_static("req_second"),
+            ReplyHead::default(),
         );
         assert_eq!(first["x-request-id"], "req_first");
         assert_eq!(first["x-cache"], "MISS");
@@ -277,6 +337,7 @@ mod tests {
                     Some(&admitted(limit * 1_000, limit, 1)),
                     &HeaderValue::from_static("HIT"),
                     &HeaderValue::from_static("req_x"),
+                    ReplyHead::default(),
                 );
                 let want = (limit * 1_000).to_string();
                 assert_eq!(h["x-ratelimit-limit"], want.as_str(), "round {round}");
@@ -287,5 +348,62 @@ mod tests {
             }
         }
         TEMPLATES.with(|t| assert!(t.borrow().len() <= TEMPLATES_PER_THREAD));
+    }
+
+    fn head(
+        not_modified: bool,
+        len: Option<&'static str>,
+        br: bool,
+        etag: &str,
+        cc: Option<&'static str>,
+        vary: bool,
+    ) -> ReplyHead {
+        ReplyHead {
+            not_modified,
+            content_length: len.map(HeaderValue::from_static),
+            content_encoding: br.then(|| crate::accept_encoding::Encoding::Br.content_encoding().unwrap()),
+            etag: Some(HeaderValue::from_str(etag).unwrap()),
+            cache_control: cc.map(HeaderValue::from_static),
+            vary,
+        }
+    }
+
+    #[test]
+    fn each_shape_gives_the_block_the_generic_path_builds() {
+        let class = EndpointClass::ReadLight;
+        let d = admitted(120, 7, 1_500);
+        let shapes = |i: usize| {
+            let tag = format!("\"tag-{i}\"");
+            match i % 6 {
+                0 => head(false, None, false, &tag, Some("private, no-cache"), false),
+                1 => head(true, None, false, &tag, Some("private, no-cache"), true),
+                2 => head(false, Some("452"), false, &tag, Some("private, no-cache"), false),
+                3 => head(false, None, true, &tag, Some("private, no-cache"), true),
+                4 => head(false, Some("521"), true, &tag, None, true),
+                _ => head(true, None, false, &tag, None, false),
+            }
+        };
+        // Three rounds: built, then served from the templates, per shape.
+        for i in 0..18 {
+            let rid = format!("req_01ARZ3NDEKTSV4RRFFQ69G5F{i:02}");
+            let h = shapes(i);
+            let got = cached_reply_headers(
+                class,
+                Some(&d),
+                &HeaderValue::from_static("HIT"),
+                &HeaderValue::from_str(&rid).unwrap(),
+                h.clone(),
+            );
+            let mut want = inserted(class, Some(&d), "HIT", &rid);
+            if h.not_modified {
+                want.remove(CONTENT_TYPE);
+            }
+            h.write(&mut want);
+            let mut got = wire(&got);
+            let mut want = wire(&want);
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "shape {}", i % 6);
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! `/v1/content/:containerId/assets/:assetId`.
 
 use super::validators::{reply, Chosen};
-use super::{Gateway, Outcome, X_REQUEST_ID};
+use super::{CachedReply, Gateway, Outcome, X_REQUEST_ID};
 use crate::accept_encoding::{Accepted, Encoding};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
@@ -228,20 +228,25 @@ impl Gateway {
                 }
             },
         };
-        // `Gateway::respond` writes the header block, content type and
-        // `X-Cache` included, in one go (see `cached_head`).
-        outcome.cached_reply = Some(x_cache);
         outcome.trace.set(|| {
             opentelemetry::KeyValue::new(crate::telemetry::attr::GENERATION, entry.generation as i64)
         });
-        Ok(reply(
+        let (resp, reply_head) = reply(
             chosen,
             &parts.headers,
             head,
             asset.is_some(),
             &self.state.content_headers,
             outcome,
-        ))
+        );
+        // `Gateway::respond` writes the whole header block, content type,
+        // `X-Cache` and the reply's own headers included, in one go (see
+        // `cached_head`).
+        outcome.cached_reply = Some(CachedReply {
+            x_cache,
+            head: reply_head,
+        });
+        Ok(resp)
     }
 }
 

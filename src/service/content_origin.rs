@@ -121,7 +121,7 @@ impl Gateway {
                 etag: tag_value(Bytes::copy_from_slice(&tag)),
                 encoding: Encoding::Identity,
             };
-            let mut resp = validators::reply(
+            let (resp, reply_head) = validators::reply(
                 chosen,
                 &parts.headers,
                 false,
@@ -138,7 +138,8 @@ impl Gateway {
             }
             // The origin's other headers (content type, its own extras),
             // then the reply's validators and policy over them.
-            headers.extend(std::mem::take(resp.headers_mut()));
+            reply_head.write(&mut headers);
+            let mut resp = resp;
             *resp.headers_mut() = headers;
             return Ok(resp);
         }

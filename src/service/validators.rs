@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, ETAG, VARY};
 use http::{Response, StatusCode};
 
-static VARY_ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static("accept-encoding");
+pub(super) static VARY_ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static("accept-encoding");
 pub(crate) static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// The content routes' reply policy, from config (built once).
@@ -39,17 +39,24 @@ impl ContentHeaders {
 
     /// Adds `Cache-Control` and `Vary` of a route's 200 or 304.
     pub(crate) fn add_policy(&self, h: &mut HeaderMap, asset: bool) {
-        let cc = if asset {
-            &self.asset_cache_control
-        } else {
-            &self.container_cache_control
-        };
-        if let Some(cc) = cc {
+        if let Some(cc) = self.cache_control(asset) {
             h.insert(CACHE_CONTROL, cc.clone());
         }
-        if self.vary && !asset {
+        if self.varies(asset) {
             h.insert(VARY, VARY_ACCEPT_ENCODING.clone());
         }
+    }
+
+    fn cache_control(&self, asset: bool) -> Option<&HeaderValue> {
+        if asset {
+            self.asset_cache_control.as_ref()
+        } else {
+            self.container_cache_control.as_ref()
+        }
+    }
+
+    fn varies(&self, asset: bool) -> bool {
+        self.vary && !asset
     }
 }
 
@@ -81,8 +88,58 @@ pub(super) struct Served {
     pub saved_by_compression: u64,
 }
 
-/// The 200 or 304 for a chosen representation. `request` are the
-/// request's headers (`If-None-Match`); `head`: no body either way.
+/// The headers a content reply sets itself, besides the block every
+/// cached reply carries (`service/cached_head.rs` writes both from one
+/// template; [`ReplyHead::write`] adds them to a map that has the rest).
+#[derive(Clone, Debug, Default)]
+pub(super) struct ReplyHead {
+    /// A 304: no `Content-Type`, no length, no coding.
+    pub not_modified: bool,
+    /// A HEAD's length, which hyper cannot know (a GET's it writes from
+    /// the body).
+    pub content_length: Option<HeaderValue>,
+    pub content_encoding: Option<&'static HeaderValue>,
+    pub etag: Option<HeaderValue>,
+    pub cache_control: Option<HeaderValue>,
+    /// `Vary: Accept-Encoding`.
+    pub vary: bool,
+}
+
+impl ReplyHead {
+    /// Adds these headers to `h` (a reply whose other headers are built
+    /// header by header). What is set here wins over a value in `h`.
+    pub(super) fn write(self, h: &mut HeaderMap) {
+        if let Some(v) = self.content_length {
+            h.insert(CONTENT_LENGTH, v);
+        }
+        if let Some(v) = self.content_encoding {
+            h.insert(CONTENT_ENCODING, v.clone());
+        }
+        if let Some(v) = self.etag {
+            h.insert(ETAG, v);
+        }
+        if let Some(v) = self.cache_control {
+            h.insert(CACHE_CONTROL, v);
+        }
+        if self.vary {
+            h.insert(VARY, VARY_ACCEPT_ENCODING.clone());
+        }
+    }
+
+    /// The names present, as bits: the key of a header-block template.
+    pub(super) fn shape(&self) -> u8 {
+        u8::from(self.not_modified)
+            | u8::from(self.content_length.is_some()) << 1
+            | u8::from(self.content_encoding.is_some()) << 2
+            | u8::from(self.etag.is_some()) << 3
+            | u8::from(self.cache_control.is_some()) << 4
+            | u8::from(self.vary) << 5
+    }
+}
+
+/// The 200 or 304 for a chosen representation, with no headers: what it
+/// sets itself is returned beside it. `request` are the request's headers
+/// (`If-None-Match`); `head`: no body either way.
 pub(super) fn reply(
     chosen: Chosen,
     request: &HeaderMap,
@@ -90,7 +147,7 @@ pub(super) fn reply(
     asset: bool,
     policy: &ContentHeaders,
     outcome: &mut Outcome,
-) -> Response<ResponseBody> {
+) -> (Response<ResponseBody>, ReplyHead) {
     let len = chosen.len();
     let not_modified = chosen
         .etag
@@ -111,19 +168,18 @@ pub(super) fn reply(
     if not_modified {
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
     }
-    let h = resp.headers_mut();
-    if !not_modified {
-        if head {
-            // A HEAD reply's length is the GET body's, which hyper cannot know.
-            h.insert(CONTENT_LENGTH, crate::header_text::int(len as u64));
-        }
-        if let Some(ce) = chosen.encoding.content_encoding() {
-            h.insert(CONTENT_ENCODING, ce.clone());
-        }
-    }
-    if let Some(tag) = chosen.etag {
-        h.insert(ETAG, tag);
-    }
-    policy.add_policy(h, asset);
-    resp
+    let described = !not_modified;
+    let reply_head = ReplyHead {
+        not_modified,
+        content_length: (described && head).then(|| crate::header_text::int(len as u64)),
+        content_encoding: if described {
+            chosen.encoding.content_encoding()
+        } else {
+            None
+        },
+        etag: chosen.etag,
+        cache_control: policy.cache_control(asset).cloned(),
+        vary: policy.varies(asset),
+    };
+    (resp, reply_head)
 }
