@@ -313,10 +313,18 @@ async fn reads_the_cache_does_not_answer_get_the_tag_of_the_bytes_they_carry() {
     assert_eq!(r.status, 200);
     assert_ne!(r.body, first.body);
     assert_ne!(etag(&r), tag);
-    // A HEAD has no bytes to tag: no tag, never a 304.
-    let r = send(&gw, Method::HEAD, &path, &[("if-none-match", "*")]).await;
+    // A HEAD is asked of the origin as a GET: the tag and length of the
+    // GET's bytes, and a 304 for a tag (or `*`) that matches them.
+    let now = get(&gw, &path, &[]).await;
+    let r = send(&gw, Method::HEAD, &path, &[]).await;
     assert_eq!(r.status, 200);
-    assert!(r.header("etag").is_none());
+    assert_eq!(r.header("etag"), Some(etag(&now).as_str()));
+    assert_eq!(r.header("content-length"), Some(now.body.len().to_string().as_str()));
+    assert!(r.body.is_empty());
+    let r = send(&gw, Method::HEAD, &path, &[("if-none-match", "*")]).await;
+    assert_eq!(r.status, 304);
+    let r = send(&gw, Method::HEAD, &path, &[("if-none-match", &tag)]).await;
+    assert_eq!(r.status, 200, "the old version's tag");
 }
 
 #[tokio::test(start_paused = true)]

@@ -12,8 +12,9 @@
 //! fence may have rewritten the body they describe). A 2xx GET gets the
 //! strong tag of the bytes it carries, after the fence decision, and a
 //! matching `If-None-Match` gets a 304: it confirms exactly what this reply
-//! would carry as a 200. A HEAD has no body to tag, so it carries no tag
-//! and is never a 304. Identity only: nothing is compressed here.
+//! would carry as a 200. A HEAD is asked of the origin as a GET, so the
+//! same decision, length and tag apply to it. Identity only: nothing is
+//! compressed here.
 
 use super::content::read_headers;
 use super::proxy::strip_hop_by_hop;
@@ -69,25 +70,22 @@ impl Gateway {
         } else {
             CONTAINER_TEMPLATE
         };
-        let method = if parts.method == Method::HEAD {
-            Method::HEAD
-        } else {
-            Method::GET
-        };
+        // A HEAD is asked as a GET: the fence judges the body a HEAD
+        // describes (a revoked asset it names, revoked assets left out of
+        // it), and the HEAD's length and tag are those of the GET's bytes.
+        let head = parts.method == Method::HEAD;
         let mut retried = false;
         let reply = loop {
             let mut req = Request::builder()
-                .method(method.clone())
+                .method(Method::GET)
                 .uri(path)
                 .body(empty_body())
                 .map_err(|e| GatewayError::internal(&e))?;
             *req.headers_mut() = read_headers(parts, rid);
             crate::telemetry::attach(&mut req, outcome.trace.origin().as_ref());
             let reply = self.state.origin.fetch(req, template, &principal.org).await?;
-            let behind = reply.status == StatusCode::OK
-                && method == Method::GET
-                && asset.is_none()
-                && cache.origin_is_behind(id, &reply.body);
+            let behind =
+                reply.status == StatusCode::OK && asset.is_none() && cache.origin_is_behind(id, &reply.body);
             if behind && !retried && !cache.lag_retry().is_zero() {
                 retried = true;
                 tokio::time::sleep(cache.lag_retry()).await;
@@ -96,7 +94,7 @@ impl Gateway {
             break reply;
         };
         let mut body = reply.body;
-        let mut verdict = if reply.status.is_success() && method == Method::GET {
+        let mut verdict = if reply.status.is_success() {
             cache.judge_origin(id, asset, Some(&mut body))
         } else {
             cache.judge_origin(id, asset, None)
@@ -112,7 +110,7 @@ impl Gateway {
         headers.remove(ETAG);
         headers.remove(LAST_MODIFIED);
         let ok = reply.status == StatusCode::OK;
-        if ok && method == Method::GET {
+        if ok {
             let tag = strong_tag(&[&body]);
             let chosen = Chosen {
                 prefix: None,
@@ -124,14 +122,14 @@ impl Gateway {
             let (resp, reply_head) = validators::reply(
                 chosen,
                 &parts.headers,
-                false,
+                head,
                 asset.is_some(),
                 &self.state.content_headers,
                 outcome,
             );
             // The origin's length is of its body, which the fence may have
-            // rewritten: hyper writes the length of the body sent, and a
-            // 304 has none.
+            // rewritten: hyper writes the length of the body sent, a HEAD's
+            // comes with the reply's own headers, and a 304 has none.
             headers.remove(CONTENT_LENGTH);
             if resp.status() == StatusCode::NOT_MODIFIED {
                 headers.remove(http::header::CONTENT_TYPE);
@@ -143,21 +141,15 @@ impl Gateway {
             *resp.headers_mut() = headers;
             return Ok(resp);
         }
-        if ok {
-            // A HEAD: the policy, no tag.
-            self.state
-                .content_headers
-                .add_policy(&mut headers, asset.is_some());
-        } else if !reply.status.is_success() {
+        if !reply.status.is_success() {
             headers.insert(CACHE_CONTROL, NO_STORE.clone());
         }
-        if method == Method::GET {
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-        }
-        let mut resp = Response::new(if method == Method::GET {
-            ResponseBody::full(body)
-        } else {
+        // The length of the GET's body, for a HEAD too.
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let mut resp = Response::new(if head {
             ResponseBody::empty()
+        } else {
+            ResponseBody::full(body)
         });
         *resp.status_mut() = reply.status;
         *resp.headers_mut() = headers;

@@ -37,16 +37,7 @@ impl ContentHeaders {
         }
     }
 
-    /// Adds `Cache-Control` and `Vary` of a route's 200 or 304.
-    pub(crate) fn add_policy(&self, h: &mut HeaderMap, asset: bool) {
-        if let Some(cc) = self.cache_control(asset) {
-            h.insert(CACHE_CONTROL, cc.clone());
-        }
-        if self.varies(asset) {
-            h.insert(VARY, VARY_ACCEPT_ENCODING.clone());
-        }
-    }
-
+    /// A route's `Cache-Control` (none when configured empty).
     fn cache_control(&self, asset: bool) -> Option<&HeaderValue> {
         if asset {
             self.asset_cache_control.as_ref()
@@ -55,6 +46,7 @@ impl ContentHeaders {
         }
     }
 
+    /// Whether a route's replies carry `Vary: Accept-Encoding`.
     fn varies(&self, asset: bool) -> bool {
         self.vary && !asset
     }
