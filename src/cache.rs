@@ -625,7 +625,10 @@ impl ContentCache {
     }
 
     /// Remembers the origin's 404 for the container, if nothing was
-    /// invalidated while it was asked (decided under the fence lock).
+    /// invalidated while it was asked and no event has said lately that it
+    /// exists (decided under the fence lock): a 404 right after
+    /// `content.generated` is a lagging replica's, and remembering it
+    /// would answer 404 for a container the origin serves.
     fn remember_not_found(
         &self,
         org: &Arc<str>,
@@ -643,6 +646,7 @@ impl ContentCache {
         if fence.generation() != lease.generation
             || self.epoch.load(Ordering::Acquire) != epoch
             || st.is_tombstoned(now)
+            || st.announced(now)
             || !self.may_serve_cached()
         {
             return;

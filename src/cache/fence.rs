@@ -46,6 +46,10 @@ pub struct FenceState {
     pub seq: u64,
     /// The newest origin change time an invalidation reported (see `Floor`).
     pub floor: Option<Floor>,
+    /// Until then an event other than a delete (generated, regenerated,
+    /// updated) has said the container exists: an origin 404 meanwhile is
+    /// a lagging replica's answer, not remembered by the negative cache.
+    pub exists_until: Option<Instant>,
 }
 
 /// Fills cached per fence that it remembers (one per organization usually).
@@ -141,6 +145,12 @@ impl FenceState {
 
     pub fn is_revoked(&self, asset_id: &str, now: Instant) -> bool {
         self.revoked.get(asset_id).is_some_and(|t| now < *t)
+    }
+
+    /// Whether an event said the container exists, recently enough that
+    /// an origin 404 may be a lagging replica's.
+    pub fn announced(&self, now: Instant) -> bool {
+        self.exists_until.is_some_and(|t| now < t)
     }
 
     /// The change-time floor, while it stands.

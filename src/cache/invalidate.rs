@@ -149,6 +149,10 @@ impl ContentCache {
             }
             st.revoked.insert(a.as_str().into(), until);
         }
+        st.exists_until = match inv.event_type {
+            EventType::Deleted => None,
+            _ => Some(until),
+        };
         match inv.event_type {
             EventType::Deleted => {
                 st.tombstone_until = Some(now + self.ttls.load().tombstone_ttl);
