@@ -63,14 +63,20 @@ pub enum Route<'a> {
 pub fn bad_path() -> crate::error::GatewayError {
     crate::error::GatewayError::new(
         crate::error::ErrorCode::BadRequest,
-        "The request path has dot-segments or encoded separators; send the canonical path.",
+        "The request path has dot-segments, encoded separators or path parameters (;); send the canonical path.",
     )
 }
 
 /// Whether a raw (still percent-encoded) path is canonical: no dot-segment,
-/// plain or percent-encoded, no `%2F` or `%5C` in any case, no `\`.
+/// plain or percent-encoded, no `%2F` or `%5C` in any case, no `\`, no `;`.
 pub fn is_canonical(path: &str) -> bool {
     let b = path.as_bytes();
+    // A path parameter (`/regenerate;v=1`) is stripped by some servers
+    // (Tomcat, Jetty) and kept by others: the origin could run a route
+    // the gateway did not authorize or fence as that route.
+    if memchr::memchr(b';', b).is_some() {
+        return false;
+    }
     // The common path (`/v1/content/cnt_...`) has none of these bytes: one
     // vectorized scan (a byte loop cost about 500 instructions a request).
     if memchr::memchr3(b'%', b'.', b'\\', b).is_none() {

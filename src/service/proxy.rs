@@ -30,6 +30,11 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// Headers some servers read as the method to run instead of the request
+/// line's: never forwarded, since scope and write-through were decided by
+/// the request line's method.
+const METHOD_OVERRIDES: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
+
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
@@ -109,6 +114,9 @@ impl Gateway {
         }
         let mut headers = parts.headers.clone();
         strip_hop_by_hop(&mut headers);
+        for n in METHOD_OVERRIDES {
+            headers.remove(n);
+        }
         super::forward::checked_credential_only(&mut headers, &parts.headers);
         headers.remove(HOST);
         if let Ok(v) = HeaderValue::from_str(rid) {

@@ -38,6 +38,8 @@ pub struct Scripted {
     normalise: AtomicBool,
     /// Every path (and query) the origin was asked for, as sent.
     seen: Mutex<Vec<String>>,
+    /// The header names of every request, in order of arrival.
+    header_names: Mutex<Vec<Vec<String>>>,
 }
 
 impl Scripted {
@@ -58,6 +60,11 @@ impl Scripted {
     /// Every path the origin was asked for, as sent.
     pub fn seen(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// The header names of every request the origin was sent.
+    pub fn header_names(&self) -> Vec<Vec<String>> {
+        self.header_names.lock().unwrap().clone()
     }
 }
 
@@ -137,6 +144,8 @@ pub struct ScriptedUpstream(pub Arc<Scripted>);
 impl Upstream for ScriptedUpstream {
     fn send(&self, req: Request<StreamBody>) -> UpstreamFuture {
         let raw = req.uri().path().to_owned();
+        let names = req.headers().keys().map(|n| n.as_str().to_owned()).collect();
+        self.0.header_names.lock().unwrap().push(names);
         self.0.seen.lock().unwrap().push(
             req.uri()
                 .path_and_query()
