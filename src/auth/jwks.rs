@@ -294,6 +294,16 @@ impl JwksClient {
     }
 }
 
+/// A JWKS URL as it may be logged: scheme, host, port and path. A query
+/// string or user info may carry a token the identity provider handed out.
+fn loggable(url: &http::Uri) -> String {
+    let host = url.host().unwrap_or("");
+    let port = url.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    let scheme = url.scheme_str().unwrap_or("https");
+    let query = if url.query().is_some() { "?…" } else { "" };
+    format!("{scheme}://{host}{port}{}{query}", url.path())
+}
+
 /// How a remote set ages.
 #[derive(Clone, Copy, Debug)]
 pub struct JwksTiming {
@@ -426,7 +436,7 @@ impl RemoteJwks {
             let result = this.client.fetch(&this.url).await;
             match result {
                 Ok(keys) => {
-                    tracing::info!(url = %this.url, keys = keys.len(), "JWKS fetched");
+                    tracing::info!(url = %loggable(&this.url), keys = keys.len(), "JWKS fetched");
                     let fetched = Arc::new(Fetched { keys, at: now });
                     let mut current = this.current.write().unwrap_or_else(|p| p.into_inner());
                     // The first set replaces none: no token was verified
@@ -440,7 +450,7 @@ impl RemoteJwks {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(url = %this.url, error = %e, "JWKS fetch failed; keeping the last good set")
+                    tracing::warn!(url = %loggable(&this.url), error = %e, "JWKS fetch failed; keeping the last good set")
                 }
             }
             this.attempts.fetch_add(1, Ordering::AcqRel);
@@ -484,6 +494,18 @@ impl RemoteJwks {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_logged_jwks_url_keeps_no_query_or_user_info() {
+        let u: http::Uri = "https://user:pw@idp.example:8443/keys.json?token=s3cret"
+            .parse()
+            .unwrap();
+        let shown = super::loggable(&u);
+        assert_eq!(shown, "https://idp.example:8443/keys.json?…");
+        let u: http::Uri = "https://idp.example/.well-known/jwks.json".parse().unwrap();
+        assert_eq!(super::loggable(&u), "https://idp.example/.well-known/jwks.json");
+    }
+
     use super::*;
 
     #[test]
