@@ -319,7 +319,10 @@ async fn reads_the_cache_does_not_answer_get_the_tag_of_the_bytes_they_carry() {
     let r = send(&gw, Method::HEAD, &path, &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("etag"), Some(etag(&now).as_str()));
-    assert_eq!(r.header("content-length"), Some(now.body.len().to_string().as_str()));
+    assert_eq!(
+        r.header("content-length"),
+        Some(now.body.len().to_string().as_str())
+    );
     assert!(r.body.is_empty());
     let r = send(&gw, Method::HEAD, &path, &[("if-none-match", "*")]).await;
     assert_eq!(r.status, 304);
