@@ -47,7 +47,8 @@ pub struct DeadlineIo<S> {
 impl<S: AsyncWrite + Unpin> DeadlineIo<S> {
     /// Writes the replacement of hyper's reply; reports hyper's bytes as
     /// written only once all of it is, under the same write-stall deadline.
-    /// (hyper retries the same bytes after `Pending`, as it must.)
+    /// After `Pending`, hyper offers the same bytes again (it consumed none),
+    /// and this goes on with the replacement it started.
     fn poll_rewrite(&mut self, cx: &mut Context<'_>, mut rw: Box<Rewrite>) -> Poll<io::Result<usize>> {
         while !rw.remaining().is_empty() {
             let r = Pin::new(&mut self.inner).poll_write(cx, rw.remaining());
