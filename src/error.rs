@@ -203,6 +203,40 @@ impl GatewayError {
         .with_retry_after(1)
     }
 
+    /// A request head hyper refused itself, before the service saw it (see
+    /// `server::hyper_refusal`): the status is hyper's, the code the closest
+    /// of ours. The message is generic: it never echoes the refused bytes.
+    pub fn refused_head(status: StatusCode) -> Self {
+        let (code, message) = match status.as_u16() {
+            408 => (
+                ErrorCode::RequestTimeout,
+                "The request head did not arrive in time.",
+            ),
+            413 => (
+                ErrorCode::PayloadTooLarge,
+                "The request exceeds the gateway's limits.",
+            ),
+            414 => (ErrorCode::BadRequest, "The request target is too long."),
+            431 => (
+                ErrorCode::HeadersTooLarge,
+                "Request headers exceed the gateway's limits.",
+            ),
+            501 => (
+                ErrorCode::BadRequest,
+                "The request uses an HTTP feature the gateway does not implement.",
+            ),
+            505 => (
+                ErrorCode::BadRequest,
+                "The request's HTTP version is not supported.",
+            ),
+            500..=599 => (ErrorCode::Internal, "Internal error."),
+            _ => (ErrorCode::BadRequest, "The request is not valid HTTP."),
+        };
+        let mut e = Self::new(code, message);
+        e.status = status;
+        e
+    }
+
     /// An error envelope the origin sent, replayed for another caller with
     /// that caller's request id (coalesced waiters of one fill).
     pub fn from_origin(status: StatusCode, body: &[u8]) -> Option<Self> {

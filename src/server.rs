@@ -20,6 +20,7 @@
 //! `127.0.0.1:0` and stop the server at will.
 
 mod deadline_io;
+mod hyper_refusal;
 mod idle_evict;
 mod peer_slots;
 mod watchdog;

@@ -15,7 +15,12 @@
 //!
 //! Both timers only exist while they can fire, so a busy connection pays a
 //! flag check per read and nothing per write that does not block.
+//!
+//! It also replaces hyper's own bare error replies (a request head hyper
+//! refused itself) by the Layers envelope with a request id
+//! ([`super::hyper_refusal`]); a write that is not one pays a byte compare.
 
+use super::hyper_refusal::Rewrite;
 use super::watchdog::ConnState;
 use std::future::Future;
 use std::io;
@@ -35,6 +40,30 @@ pub struct DeadlineIo<S> {
     /// Armed while a write is blocked (reset on each new stall).
     write_stall: Pin<Box<Sleep>>,
     stalled: bool,
+    /// hyper's own error reply being replaced, while the socket takes it.
+    rewrite: Option<Box<Rewrite>>,
+}
+
+impl<S: AsyncWrite + Unpin> DeadlineIo<S> {
+    /// Writes the replacement of hyper's reply; reports hyper's bytes as
+    /// written only once all of it is, under the same write-stall deadline.
+    /// After `Pending`, hyper offers the same bytes again (it consumed none),
+    /// and this goes on with the replacement it started.
+    fn poll_rewrite(&mut self, cx: &mut Context<'_>, mut rw: Box<Rewrite>) -> Poll<io::Result<usize>> {
+        while !rw.remaining().is_empty() {
+            let r = Pin::new(&mut self.inner).poll_write(cx, rw.remaining());
+            match self.write_deadline(cx, r) {
+                Poll::Pending => {
+                    self.rewrite = Some(rw);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => rw.advance(n),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(rw.reported()))
+    }
 }
 
 impl<S> DeadlineIo<S> {
@@ -46,6 +75,7 @@ impl<S> DeadlineIo<S> {
             write_timeout,
             write_stall: Box::pin(tokio::time::sleep(write_timeout)),
             stalled: false,
+            rewrite: None,
         }
     }
 
@@ -110,6 +140,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for DeadlineIo<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if let Some(rw) = self
+            .rewrite
+            .take()
+            .or_else(|| Rewrite::of(&[io::IoSlice::new(buf)]))
+        {
+            return self.poll_rewrite(cx, rw);
+        }
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.write_deadline(cx, r)
     }
@@ -119,6 +156,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(rw) = self.rewrite.take().or_else(|| Rewrite::of(bufs)) {
+            return self.poll_rewrite(cx, rw);
+        }
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         self.write_deadline(cx, r)
     }
