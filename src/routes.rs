@@ -68,7 +68,8 @@ pub fn bad_path() -> crate::error::GatewayError {
 }
 
 /// Whether a raw (still percent-encoded) path is canonical: no dot-segment,
-/// plain or percent-encoded, no `%2F` or `%5C` in any case, no `\`, no `;`.
+/// plain or percent-encoded, no `%2F`, `%5C` or `%3B` in any case, no `\`,
+/// no `;`.
 pub fn is_canonical(path: &str) -> bool {
     let b = path.as_bytes();
     // A path parameter (`/regenerate;v=1`) is stripped by some servers
@@ -85,9 +86,13 @@ pub fn is_canonical(path: &str) -> bool {
     if b.contains(&b'\\') {
         return false;
     }
-    let encoded_separator = b
-        .windows(3)
-        .any(|w| w[0] == b'%' && matches!((w[1], w[2].to_ascii_lowercase()), (b'2', b'f') | (b'5', b'c')));
+    let encoded_separator = b.windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_lowercase()),
+                (b'2', b'f') | (b'5', b'c') | (b'3', b'b')
+            )
+    });
     !encoded_separator && !path.split('/').any(|seg| is_dot_segment(seg.as_bytes()))
 }
 

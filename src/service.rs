@@ -6,6 +6,7 @@ mod cached_head;
 mod content;
 mod content_origin;
 mod forward;
+mod overrides;
 mod proxy;
 mod traced;
 mod validators;

@@ -184,7 +184,10 @@ impl FenceState {
 
     /// Whether the fence carries no time-limited state any more.
     fn is_idle(&self, now: Instant) -> bool {
-        !self.is_tombstoned(now) && self.revoked.values().all(|t| now >= *t) && self.floor(now).is_none()
+        !self.is_tombstoned(now)
+            && self.revoked.values().all(|t| now >= *t)
+            && self.floor(now).is_none()
+            && !self.announced(now)
     }
 }
 

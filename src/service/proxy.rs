@@ -30,11 +30,6 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// Headers some servers read as the method to run instead of the request
-/// line's: never forwarded, since scope and write-through were decided by
-/// the request line's method.
-const METHOD_OVERRIDES: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
-
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
@@ -112,11 +107,22 @@ impl Gateway {
         if declared.is_some_and(|n| n > max) {
             return Err(too_large());
         }
+        let mutation = !matches!(parts.method, http::Method::GET | http::Method::HEAD);
+        if mutation
+            && parts
+                .uri
+                .query()
+                .is_some_and(super::overrides::query_overrides_method)
+        {
+            return Err(GatewayError::new(
+                ErrorCode::BadRequest,
+                "A method override (`_method`) in the query is not accepted; send the method itself.",
+            ));
+        }
         let mut headers = parts.headers.clone();
         strip_hop_by_hop(&mut headers);
-        for n in METHOD_OVERRIDES {
-            headers.remove(n);
-        }
+        // Scope and write-through were decided by this route and method.
+        super::overrides::strip_override_headers(&mut headers);
         super::forward::checked_credential_only(&mut headers, &parts.headers);
         headers.remove(HOST);
         if let Ok(v) = HeaderValue::from_str(rid) {
