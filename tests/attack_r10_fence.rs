@@ -32,14 +32,6 @@ fn gw_with(sim: &Simulator, extra: &str) -> Gateway {
 
 const CODINGS: [Option<&str>; 3] = [None, Some("gzip"), Some("br")];
 
-fn cpath(id: &str) -> String {
-    format!("/v1/content/{id}")
-}
-
-fn apath(id: &str, a: &str) -> String {
-    format!("/v1/content/{id}/assets/{a}")
-}
-
 fn sid() -> ContainerId {
     ContainerId::parse(SLIDESHOW).unwrap()
 }
@@ -68,36 +60,9 @@ fn tag(r: &Reply) -> String {
         .to_owned()
 }
 
-fn decode(r: &Reply) -> Vec<u8> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    match r.header("content-encoding") {
-        None => out.extend_from_slice(&r.body),
-        Some("gzip") => {
-            flate2::read::GzDecoder::new(&r.body[..])
-                .read_to_end(&mut out)
-                .unwrap();
-        }
-        Some("br") => {
-            brotli::Decompressor::new(&r.body[..], 4096)
-                .read_to_end(&mut out)
-                .unwrap();
-        }
-        Some(o) => panic!("coding {o}"),
-    }
-    out
-}
-
-static EVT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-fn event_id() -> String {
-    let n = EVT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("evt_01HZZZZZZZZZZZZZZZZZZZ{n:04}")
-}
-
 /// A signed webhook delivered to an in-process gateway; asserts a 2xx.
 async fn webhook(gw: &Gateway, event_type: &str, data: Value) {
-    let body = json!({"id": event_id(), "type": event_type, "data": data}).to_string();
+    let body = json!({"id": unique_event_id(), "type": event_type, "data": data}).to_string();
     let headers = signed_webhook(&body, WEBHOOK_SECRET, unix_now());
     let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let r = call(gw, Method::POST, WEBHOOK, &h, Bytes::from(body)).await;
@@ -129,7 +94,7 @@ async fn all_tags(gw: &Gateway) -> (Vec<String>, String, Bytes) {
     let mut tags = Vec::new();
     let mut identity = Bytes::new();
     for c in CODINGS {
-        let r = req(gw, Method::GET, &cpath(SLIDESHOW), &key, c, None).await;
+        let r = req(gw, Method::GET, &content_path(SLIDESHOW), &key, c, None).await;
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-encoding"), c);
         if c.is_none() {
@@ -137,7 +102,15 @@ async fn all_tags(gw: &Gateway) -> (Vec<String>, String, Bytes) {
         }
         tags.push(tag(&r));
     }
-    let a = req(gw, Method::GET, &apath(SLIDESHOW, "slide-1"), &key, None, None).await;
+    let a = req(
+        gw,
+        Method::GET,
+        &content_asset_path(SLIDESHOW, "slide-1"),
+        &key,
+        None,
+        None,
+    )
+    .await;
     assert_eq!(a.status, 200);
     (tags, tag(&a), identity)
 }
@@ -169,14 +142,14 @@ async fn assert_old_version_gone(
         for f in forms(t, old) {
             for c in CODINGS {
                 for m in [Method::GET, Method::HEAD] {
-                    let r = req(gw, m.clone(), &cpath(SLIDESHOW), &key, c, Some(&f)).await;
+                    let r = req(gw, m.clone(), &content_path(SLIDESHOW), &key, c, Some(&f)).await;
                     assert_eq!(
                         r.status, 200,
                         "{m} {c:?} if-none-match {f}: the revoked version was confirmed"
                     );
                     assert!(!old.contains(&tag(&r)), "{m} {c:?}: an old tag is current again");
                     if m == Method::GET {
-                        let body = decode(&r);
+                        let body = r.decoded_body();
                         assert_ne!(&body[..], &old_body[..]);
                         let v: Value = serde_json::from_slice(&body).unwrap();
                         assert_eq!(v["assets"], now["assets"], "{c:?}");
@@ -187,9 +160,9 @@ async fn assert_old_version_gone(
     }
     // The old descriptor: 404 on every spelling, whatever the condition.
     let spellings = [
-        apath(SLIDESHOW, "slide-1"),
-        format!("{}?x=1", apath(SLIDESHOW, "slide-1")),
-        format!("{}/", apath(SLIDESHOW, "slide-1")),
+        content_asset_path(SLIDESHOW, "slide-1"),
+        format!("{}?x=1", content_asset_path(SLIDESHOW, "slide-1")),
+        format!("{}/", content_asset_path(SLIDESHOW, "slide-1")),
         format!("/v1/content//{SLIDESHOW}/assets/slide-1"),
         format!("/v1/content/{SLIDESHOW}//assets//slide-1"),
         format!("/v1/content/{SLIDESHOW}/assets/slide%2D1"),
@@ -239,7 +212,7 @@ async fn proxied_regenerate_old_tags_of_every_coding_are_never_confirmed() {
     let r = call(
         &gw,
         Method::POST,
-        &format!("{}/regenerate", cpath(SLIDESHOW)),
+        &format!("{}/regenerate", content_path(SLIDESHOW)),
         &[("x-api-key", &admin_key())],
         Bytes::new(),
     )
@@ -267,7 +240,7 @@ async fn requests_after_a_regenerate_coalesced_on_the_new_fill_never_confirm_old
             req(
                 &gw,
                 Method::GET,
-                &cpath(SLIDESHOW),
+                &content_path(SLIDESHOW),
                 &reader_key(),
                 Some("gzip"),
                 Some(&t),
@@ -289,9 +262,9 @@ async fn requests_after_a_regenerate_coalesced_on_the_new_fill_never_confirm_old
             asset_tag.clone()
         };
         let path = if i < 3 {
-            cpath(SLIDESHOW)
+            content_path(SLIDESHOW)
         } else {
-            apath(SLIDESHOW, "slide-1")
+            content_asset_path(SLIDESHOW, "slide-1")
         };
         let m = if i % 2 == 0 { Method::GET } else { Method::HEAD };
         late.push(tokio::spawn(async move {
@@ -309,7 +282,7 @@ async fn requests_after_a_regenerate_coalesced_on_the_new_fill_never_confirm_old
         if i < 3 {
             assert_eq!(r.status, 200, "request {i}: old tag confirmed after the webhook");
             if !r.body.is_empty() {
-                let v: Value = serde_json::from_slice(&decode(&r)).unwrap();
+                let v: Value = serde_json::from_slice(&r.decoded_body()).unwrap();
                 assert_eq!(v["assets"], now["assets"]);
             }
         } else {
@@ -332,7 +305,7 @@ async fn stale_if_error_after_an_update_never_confirms_the_old_tag() {
     let r = req(
         &gw,
         Method::GET,
-        &cpath(SLIDESHOW),
+        &content_path(SLIDESHOW),
         &reader_key(),
         Some("br"),
         Some(&tags[2]),
@@ -348,7 +321,7 @@ async fn stale_if_error_after_an_update_never_confirms_the_old_tag() {
             let r = req(
                 &gw,
                 m.clone(),
-                &cpath(SLIDESHOW),
+                &content_path(SLIDESHOW),
                 &reader_key(),
                 CODINGS[i],
                 Some(t),
@@ -360,7 +333,7 @@ async fn stale_if_error_after_an_update_never_confirms_the_old_tag() {
     let r = req(
         &gw,
         Method::GET,
-        &apath(SLIDESHOW, "slide-1"),
+        &content_asset_path(SLIDESHOW, "slide-1"),
         &reader_key(),
         None,
         Some(&asset_tag),
@@ -382,16 +355,16 @@ async fn star_and_foreign_tags_never_304_without_a_current_representation() {
     let missing = "cnt_00000000-0000-4000-8000-0000000000a1";
     let mut answers = Vec::new();
     for (path, inm) in [
-        (cpath(SLIDESHOW), "*".to_owned()),
-        (cpath(SLIDESHOW), tags[0].clone()),
-        (apath(SLIDESHOW, "slide-1"), "*".to_owned()),
-        (apath(SLIDESHOW, "slide-1"), asset_tag.clone()),
-        (cpath(missing), "*".to_owned()),
-        (apath(missing, "slide-1"), "*".to_owned()),
+        (content_path(SLIDESHOW), "*".to_owned()),
+        (content_path(SLIDESHOW), tags[0].clone()),
+        (content_asset_path(SLIDESHOW, "slide-1"), "*".to_owned()),
+        (content_asset_path(SLIDESHOW, "slide-1"), asset_tag.clone()),
+        (content_path(missing), "*".to_owned()),
+        (content_asset_path(missing, "slide-1"), "*".to_owned()),
     ] {
         for (i, c) in CODINGS.iter().enumerate() {
             for m in [Method::GET, Method::HEAD] {
-                let inm = if path == cpath(SLIDESHOW) && inm != "*" {
+                let inm = if path == content_path(SLIDESHOW) && inm != "*" {
                     tags[i].clone()
                 } else {
                     inm.clone()
@@ -409,7 +382,7 @@ async fn star_and_foreign_tags_never_304_without_a_current_representation() {
     // Deleted, with the webhook: tombstone.
     let other = "cnt_2b4d6f80-1a3c-4e5a-9b7d-c0e2f4a6b8d0";
     let a = reader_key();
-    let r = req(&gw, Method::GET, &cpath(other), &a, None, None).await;
+    let r = req(&gw, Method::GET, &content_path(other), &a, None, None).await;
     let t = tag(&r);
     assert!(sim.delete(ContainerId::parse(other).unwrap()));
     webhook(
@@ -420,12 +393,12 @@ async fn star_and_foreign_tags_never_304_without_a_current_representation() {
     .await;
     for inm in ["*", t.as_str()] {
         for m in [Method::GET, Method::HEAD] {
-            let r = req(&gw, m.clone(), &cpath(other), &a, None, Some(inm)).await;
+            let r = req(&gw, m.clone(), &content_path(other), &a, None, Some(inm)).await;
             assert_eq!(r.status, 404, "deleted {m} {inm}");
             let r = req(
                 &gw,
                 m.clone(),
-                &format!("{}?v=1", cpath(other)),
+                &format!("{}?v=1", content_path(other)),
                 &a,
                 None,
                 Some(inm),
@@ -437,7 +410,7 @@ async fn star_and_foreign_tags_never_304_without_a_current_representation() {
     // Deleted at the origin without a webhook (no tombstone): the origin's 404.
     let third = "cnt_1c2d3e4f-5a6b-4c7d-8e9f-a0b1c2d3e4f5";
     assert!(sim.delete(ContainerId::parse(third).unwrap()));
-    let r = req(&gw, Method::GET, &cpath(third), &a, None, Some("*")).await;
+    let r = req(&gw, Method::GET, &content_path(third), &a, None, Some("*")).await;
     assert_eq!(r.status, 404);
     let codes: std::collections::HashSet<_> = answers.iter().map(|a| a.0.to_string()).collect();
     assert_eq!(codes.len(), 1, "{answers:?}");
@@ -452,17 +425,40 @@ async fn negative_entries_are_per_organization() {
     // B asks for A's container: 404, remembered for B.
     let b = org_b_key();
     for _ in 0..3 {
-        req(&gw, Method::GET, &cpath(SLIDESHOW), &b, None, None)
+        req(&gw, Method::GET, &content_path(SLIDESHOW), &b, None, None)
             .await
             .assert_error(404, "NOT_FOUND");
     }
-    let r = req(&gw, Method::GET, &cpath(SLIDESHOW), &reader_key(), None, None).await;
+    let r = req(
+        &gw,
+        Method::GET,
+        &content_path(SLIDESHOW),
+        &reader_key(),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(r.status, 200);
     // A asks for B's container: 404 for A; B still gets its container.
-    req(&gw, Method::GET, &cpath(B_SLIDESHOW), &reader_key(), None, None)
-        .await
-        .assert_error(404, "NOT_FOUND");
-    let r = req(&gw, Method::GET, &cpath(B_SLIDESHOW), &b, Some("gzip"), None).await;
+    req(
+        &gw,
+        Method::GET,
+        &content_path(B_SLIDESHOW),
+        &reader_key(),
+        None,
+        None,
+    )
+    .await
+    .assert_error(404, "NOT_FOUND");
+    let r = req(
+        &gw,
+        Method::GET,
+        &content_path(B_SLIDESHOW),
+        &b,
+        Some("gzip"),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 200);
 }
 
@@ -484,7 +480,7 @@ async fn a_404_from_a_lagging_replica_after_content_generated_is_not_remembered(
     sim.set_replica_lag(id, Some(Duration::from_millis(400)));
     let key = reader_key();
     // Not there yet: 404, remembered.
-    req(&gw, Method::GET, &cpath(new), &key, None, None)
+    req(&gw, Method::GET, &content_path(new), &key, None, None)
         .await
         .assert_error(404, "NOT_FOUND");
     // Created at the origin; the webhook says so (with its change time).
@@ -501,18 +497,26 @@ async fn a_404_from_a_lagging_replica_after_content_generated_is_not_remembered(
     )
     .await;
     // The replica still lags: the origin's own 404 is passed on.
-    let r = req(&gw, Method::GET, &cpath(new), &key, None, None).await;
+    let r = req(&gw, Method::GET, &content_path(new), &key, None, None).await;
     assert_eq!(r.status, 404);
     // The replica caught up long ago: the container is served.
     tokio::time::advance(Duration::from_secs(2)).await;
-    let r = req(&gw, Method::GET, &cpath(new), &key, None, None).await;
+    let r = req(&gw, Method::GET, &content_path(new), &key, None, None).await;
     assert_eq!(
         r.status,
         200,
         "the origin serves the container the webhook announced; the gateway still answers its remembered 404: {:?}",
         String::from_utf8_lossy(&r.body)
     );
-    let r = req(&gw, Method::GET, &apath(new, "video-new"), &key, None, None).await;
+    let r = req(
+        &gw,
+        Method::GET,
+        &content_asset_path(new, "video-new"),
+        &key,
+        None,
+        None,
+    )
+    .await;
     assert_eq!(r.status, 200);
 }
 
@@ -556,7 +560,7 @@ async fn head_and_get_agree_on_the_wire_for_every_representation() {
             client.send(m, &p, &hs, Bytes::new()).await
         }
     };
-    for p in [cpath(SLIDESHOW), apath(SLIDESHOW, "slide-2")] {
+    for p in [content_path(SLIDESHOW), content_asset_path(SLIDESHOW, "slide-2")] {
         for c in CODINGS {
             let get = send(Method::GET, p.clone(), c, None).await;
             let head = send(Method::HEAD, p.clone(), c, None).await;
@@ -592,7 +596,7 @@ async fn head_of_a_fence_rewritten_variant_reports_the_length_of_the_get() {
     h.sim.set_replica_lag(sid(), Some(Duration::from_secs(60)));
     let r = h.sim.regenerate(sid()).unwrap();
     // The webhook of the regenerate, as the origin sends it.
-    let body = json!({"id": event_id(), "type": "content.regenerated", "data": {
+    let body = json!({"id": unique_event_id(), "type": "content.regenerated", "data": {
         "id": SLIDESHOW, "previousAssetIds": r.previous_asset_ids,
         "assets": r.new_asset_ids.iter().map(|a| json!({"assetId": a, "url": "https://cdn.example/x.png"})).collect::<Vec<_>>()}})
     .to_string();
@@ -600,7 +604,7 @@ async fn head_of_a_fence_rewritten_variant_reports_the_length_of_the_get() {
     let hs: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let w = h.client.send(Method::POST, WEBHOOK, &hs, Bytes::from(body)).await;
     assert!(w.status.is_success());
-    let p = format!("{}?view=full", cpath(SLIDESHOW));
+    let p = format!("{}?view=full", content_path(SLIDESHOW));
     let get = h
         .client
         .send(Method::GET, &p, &[("x-api-key", &key)], Bytes::new())
@@ -639,14 +643,14 @@ async fn head_of_an_asset_variant_after_a_proxied_regenerate_does_not_resolve_an
     let r = call(
         &gw,
         Method::POST,
-        &format!("{}/regenerate", cpath(SLIDESHOW)),
+        &format!("{}/regenerate", content_path(SLIDESHOW)),
         &[("x-api-key", &admin_key())],
         Bytes::new(),
     )
     .await;
     assert!(r.status.is_success(), "{:?}", r.body);
     let key = reader_key();
-    let variant = format!("{}?x=1", apath(SLIDESHOW, "slide-1"));
+    let variant = format!("{}?x=1", content_asset_path(SLIDESHOW, "slide-1"));
     // First, before any GET (a canonical GET's lagging fill revokes the
     // ids it proves old, which would hide this).
     let head = req(&gw, Method::HEAD, &variant, &key, None, None).await;
@@ -654,11 +658,19 @@ async fn head_of_an_asset_variant_after_a_proxied_regenerate_does_not_resolve_an
         head.status, 404,
         "HEAD {variant}: the old asset id resolves through a HEAD of a variant"
     );
-    for p in [apath(SLIDESHOW, "slide-1"), variant.clone()] {
+    for p in [content_asset_path(SLIDESHOW, "slide-1"), variant.clone()] {
         let g = req(&gw, Method::GET, &p, &key, None, None).await;
         assert_eq!(g.status, 404, "GET {p}: {:?}", String::from_utf8_lossy(&g.body));
     }
-    let head = req(&gw, Method::HEAD, &apath(SLIDESHOW, "slide-1"), &key, None, None).await;
+    let head = req(
+        &gw,
+        Method::HEAD,
+        &content_asset_path(SLIDESHOW, "slide-1"),
+        &key,
+        None,
+        None,
+    )
+    .await;
     assert_eq!(head.status, 404, "HEAD canonical");
     let head = req(&gw, Method::HEAD, &variant, &key, None, None).await;
     assert_eq!(
@@ -769,7 +781,7 @@ async fn a_tag_of_one_coding_does_not_revalidate_another() {
     for (i, t) in tags.iter().enumerate() {
         for (j, c) in CODINGS.iter().enumerate() {
             for m in [Method::GET, Method::HEAD] {
-                let r = req(&gw, m.clone(), &cpath(SLIDESHOW), &key, *c, Some(t)).await;
+                let r = req(&gw, m.clone(), &content_path(SLIDESHOW), &key, *c, Some(t)).await;
                 let want = if i == j { 304 } else { 200 };
                 assert_eq!(r.status, want, "{m} tag of {:?} with accept {c:?}", CODINGS[i]);
             }

@@ -21,22 +21,10 @@ use support::*;
 const SLIDESHOW: &str = "cnt_5a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 const WEBHOOK: &str = "/webhooks/layers";
 
-fn cpath(id: &str) -> String {
-    format!("/v1/content/{id}")
-}
-
-fn apath(id: &str, a: &str) -> String {
-    format!("/v1/content/{id}/assets/{a}")
-}
-
 static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn next() -> u64 {
     N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-fn event_id() -> String {
-    format!("evt_01HZZZZZZZZZZZZZZZZZZZ{:04}", next())
 }
 
 /// A request with a fresh request id; returns the reply and that id.
@@ -61,7 +49,7 @@ async fn send(
 
 /// A signed webhook delivered to an in-process gateway; asserts a 2xx.
 async fn webhook(gw: &Gateway, event_type: &str, data: Value) {
-    let body = json!({"id": event_id(), "type": event_type, "data": data}).to_string();
+    let body = json!({"id": unique_event_id(), "type": event_type, "data": data}).to_string();
     let headers = signed_webhook(&body, WEBHOOK_SECRET, unix_now());
     let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let r = call(gw, Method::POST, WEBHOOK, &h, Bytes::from(body)).await;
@@ -224,9 +212,9 @@ async fn cached_reply_headers_are_right_for_every_shape_tier_and_config() {
         for (gw, e) in gws.iter().zip(&expectations) {
             for asset in [false, true] {
                 let p = if asset {
-                    apath(SLIDESHOW, "slide-1")
+                    content_asset_path(SLIDESHOW, "slide-1")
                 } else {
-                    cpath(SLIDESHOW)
+                    content_path(SLIDESHOW)
                 };
                 for coding in [None, Some("gzip"), Some("br")] {
                     let what = |m: &str| format!("round {round} {e:?} {m} {p} {coding:?}");
@@ -279,10 +267,10 @@ async fn head_of_an_uncached_read_is_its_get_without_the_body() {
     let gw = in_process(&sim, "");
     let key = reader_key();
     for p in [
-        format!("{}?x=1", cpath(SLIDESHOW)),
-        format!("{}/", cpath(SLIDESHOW)),
-        format!("{}?x=1", apath(SLIDESHOW, "slide-1")),
-        format!("{}/", apath(SLIDESHOW, "slide-1")),
+        format!("{}?x=1", content_path(SLIDESHOW)),
+        format!("{}/", content_path(SLIDESHOW)),
+        format!("{}?x=1", content_asset_path(SLIDESHOW, "slide-1")),
+        format!("{}/", content_asset_path(SLIDESHOW, "slide-1")),
     ] {
         let (get, _) = send(&gw, Method::GET, &p, &key, Some("gzip, br"), None).await;
         assert_eq!(get.status, 200, "{p}");
@@ -315,7 +303,10 @@ async fn head_of_an_uncached_read_is_its_get_without_the_body() {
     }
     // An id the origin does not know: a 404 both ways, the HEAD bodiless.
     let missing = "cnt_00000000-0000-4000-8000-00000000dead";
-    for p in [format!("{}?x=1", cpath(missing)), format!("{}/", cpath(missing))] {
+    for p in [
+        format!("{}?x=1", content_path(missing)),
+        format!("{}/", content_path(missing)),
+    ] {
         let (get, _) = send(&gw, Method::GET, &p, &key, None, None).await;
         assert_eq!(get.status, 404, "{p}");
         let (head, rid) = send(&gw, Method::HEAD, &p, &key, None, None).await;
@@ -376,14 +367,22 @@ async fn stale_and_coalesced_replies_carry_their_own_headers() {
         compress: true,
     };
     // The defaults' policy, whatever it is, read off a first reply.
-    let (first, rid) = send(&gw, Method::GET, &cpath(SLIDESHOW), &key, Some("br"), None).await;
+    let (first, rid) = send(&gw, Method::GET, &content_path(SLIDESHOW), &key, Some("br"), None).await;
     let e = Expect {
         container_cc: first
             .header("cache-control")
             .map(|s| Box::leak(s.to_owned().into_boxed_str()) as &str),
         ..e
     };
-    let (a, _) = send(&gw, Method::GET, &apath(SLIDESHOW, "slide-1"), &key, None, None).await;
+    let (a, _) = send(
+        &gw,
+        Method::GET,
+        &content_asset_path(SLIDESHOW, "slide-1"),
+        &key,
+        None,
+        None,
+    )
+    .await;
     let e = Expect {
         asset_cc: a
             .header("cache-control")
@@ -395,7 +394,7 @@ async fn stale_and_coalesced_replies_carry_their_own_headers() {
     sim.set_failure(Some(FailureMode::Status(500)));
     for coding in [None, Some("gzip"), Some("br")] {
         for m in [Method::GET, Method::HEAD] {
-            let (r, rid) = send(&gw, m.clone(), &cpath(SLIDESHOW), &key, coding, None).await;
+            let (r, rid) = send(&gw, m.clone(), &content_path(SLIDESHOW), &key, coding, None).await;
             assert_eq!(r.x_cache(), Some("STALE"), "{m} {coding:?} {:?}", r.headers);
             check(
                 &format!("stale {m} {coding:?}"),
@@ -406,7 +405,7 @@ async fn stale_and_coalesced_replies_carry_their_own_headers() {
                 m == Method::HEAD,
             );
             let tag = r.header("etag").unwrap().to_owned();
-            let (nm, rid) = send(&gw, m.clone(), &cpath(SLIDESHOW), &key, coding, Some(&tag)).await;
+            let (nm, rid) = send(&gw, m.clone(), &content_path(SLIDESHOW), &key, coding, Some(&tag)).await;
             assert_eq!(nm.status, 304);
             check(
                 &format!("stale 304 {m} {coding:?}"),
@@ -429,7 +428,7 @@ async fn stale_and_coalesced_replies_carry_their_own_headers() {
         tasks.push(tokio::spawn(async move {
             let coding = [None, Some("gzip"), Some("br")][i % 3];
             let m = if i % 2 == 0 { Method::GET } else { Method::HEAD };
-            let (r, rid) = send(&gw, m.clone(), &cpath(SLIDESHOW), &key, coding, None).await;
+            let (r, rid) = send(&gw, m.clone(), &content_path(SLIDESHOW), &key, coding, None).await;
             check(&format!("coalesced {i}"), &r, &rid, &e, false, m == Method::HEAD);
             r.header("x-ratelimit-remaining").unwrap().to_owned()
         }));
@@ -655,7 +654,7 @@ async fn a_semicolon_in_the_query_is_not_a_path_parameter() {
     let (r, _) = send(
         &gw,
         Method::GET,
-        &format!("{}?a=1;b=2", cpath(SLIDESHOW)),
+        &format!("{}?a=1;b=2", content_path(SLIDESHOW)),
         &key,
         None,
         None,
@@ -678,13 +677,13 @@ async fn an_uncached_head_never_confirms_the_version_a_regenerate_revoked() {
     let gw = in_process(&sim, "");
     let key = reader_key();
     let id = layers_gateway::ids::ContainerId::parse(SLIDESHOW).unwrap();
-    let (old, _) = send(&gw, Method::GET, &cpath(SLIDESHOW), &key, None, None).await;
+    let (old, _) = send(&gw, Method::GET, &content_path(SLIDESHOW), &key, None, None).await;
     assert_eq!(old.status, 200);
     let old_tag = old.header("etag").unwrap().to_owned();
     let (v, _) = send(
         &gw,
         Method::GET,
-        &format!("{}?x=1", cpath(SLIDESHOW)),
+        &format!("{}?x=1", content_path(SLIDESHOW)),
         &key,
         None,
         None,
@@ -713,9 +712,9 @@ async fn an_uncached_head_never_confirms_the_version_a_regenerate_revoked() {
     )
     .await;
     for p in [
-        format!("{}?x=1", cpath(SLIDESHOW)),
-        format!("{}//", cpath(SLIDESHOW)),
-        cpath(SLIDESHOW),
+        format!("{}?x=1", content_path(SLIDESHOW)),
+        format!("{}//", content_path(SLIDESHOW)),
+        content_path(SLIDESHOW),
     ] {
         for m in [Method::HEAD, Method::GET] {
             let (r, _) = send(&gw, m.clone(), &p, &key, None, Some(&old_tag)).await;
@@ -723,7 +722,10 @@ async fn an_uncached_head_never_confirms_the_version_a_regenerate_revoked() {
         }
     }
     for a in &r.previous_asset_ids {
-        for p in [format!("{}?x=1", apath(SLIDESHOW, a)), apath(SLIDESHOW, a)] {
+        for p in [
+            format!("{}?x=1", content_asset_path(SLIDESHOW, a)),
+            content_asset_path(SLIDESHOW, a),
+        ] {
             let (r, _) = send(&gw, Method::HEAD, &p, &key, None, None).await;
             assert_eq!(r.status, 404, "HEAD {p}: a revoked asset");
         }

@@ -10,16 +10,11 @@ mod support;
 use bytes::Bytes;
 use http::Method;
 use layers_gateway::service::Gateway;
-use std::io::Read;
 use support::*;
 
 const SLIDESHOW: &str = "cnt_5a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 /// A container whose JSON is under 512 bytes.
 const SMALL: &str = "cnt_6f7e8d9c-0b1a-4c2d-8e3f-4a5b6c7d8e9f";
-
-fn path(id: &str) -> String {
-    format!("/v1/content/{id}")
-}
 
 async fn get(gw: &Gateway, path: &str, accept: Option<&str>) -> Reply {
     let key = reader_key();
@@ -30,35 +25,16 @@ async fn get(gw: &Gateway, path: &str, accept: Option<&str>) -> Reply {
     call(gw, Method::GET, path, &h, Bytes::new()).await
 }
 
-fn decode(r: &Reply) -> Vec<u8> {
-    let mut out = Vec::new();
-    match r.header("content-encoding") {
-        None => out.extend_from_slice(&r.body),
-        Some("gzip") => {
-            flate2::read::GzDecoder::new(&r.body[..])
-                .read_to_end(&mut out)
-                .unwrap();
-        }
-        Some("br") => {
-            brotli::Decompressor::new(&r.body[..], 4096)
-                .read_to_end(&mut out)
-                .unwrap();
-        }
-        Some(other) => panic!("unexpected coding {other}"),
-    }
-    out
-}
-
 #[tokio::test(start_paused = true)]
 async fn every_coding_decompresses_to_the_identity_bytes_and_has_its_own_tag() {
     let sim = demo_simulator();
     let gw = in_process(&sim, "");
-    let identity = get(&gw, &path(SLIDESHOW), None).await;
+    let identity = get(&gw, &content_path(SLIDESHOW), None).await;
     assert_eq!(identity.status, 200);
     assert!(identity.header("content-encoding").is_none());
     let mut tags = vec![identity.header("etag").unwrap().to_owned()];
     for coding in ["gzip", "br"] {
-        let r = get(&gw, &path(SLIDESHOW), Some(coding)).await;
+        let r = get(&gw, &content_path(SLIDESHOW), Some(coding)).await;
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-encoding"), Some(coding));
         assert_eq!(r.header("vary"), Some("accept-encoding"));
@@ -69,7 +45,7 @@ async fn every_coding_decompresses_to_the_identity_bytes_and_has_its_own_tag() {
         );
         assert!(r.body.len() < identity.body.len(), "{coding} is smaller");
         assert_eq!(
-            decode(&r),
+            r.decoded_body(),
             identity.body,
             "{coding} decodes to the identity bytes"
         );
@@ -81,7 +57,7 @@ async fn every_coding_decompresses_to_the_identity_bytes_and_has_its_own_tag() {
         let r304 = call(
             &gw,
             Method::GET,
-            &path(SLIDESHOW),
+            &content_path(SLIDESHOW),
             &[
                 ("x-api-key", &key),
                 ("accept-encoding", coding),
@@ -96,7 +72,7 @@ async fn every_coding_decompresses_to_the_identity_bytes_and_has_its_own_tag() {
         let other = call(
             &gw,
             Method::GET,
-            &path(SLIDESHOW),
+            &content_path(SLIDESHOW),
             &[
                 ("x-api-key", &key),
                 ("accept-encoding", coding),
@@ -109,7 +85,7 @@ async fn every_coding_decompresses_to_the_identity_bytes_and_has_its_own_tag() {
             other.status, 200,
             "the identity tag does not name the {coding} bytes"
         );
-        assert_eq!(decode(&other), identity.body);
+        assert_eq!(other.decoded_body(), identity.body);
     }
     assert_eq!(sim.container_gets(), 1);
 }
@@ -137,11 +113,11 @@ async fn accept_encoding_is_negotiated_with_q_values() {
         (Some("deflate, compress"), None),
         (Some("gzip;q=2"), None),
     ] {
-        let r = get(&gw, &path(SLIDESHOW), accept).await;
+        let r = get(&gw, &content_path(SLIDESHOW), accept).await;
         assert_eq!(r.status, 200, "{accept:?}: never a 406");
         assert_eq!(r.header("content-encoding"), want, "{accept:?}");
         assert_eq!(r.header("vary"), Some("accept-encoding"), "{accept:?}");
-        assert!(!decode(&r).is_empty());
+        assert!(!r.decoded_body().is_empty());
     }
 }
 
@@ -149,14 +125,14 @@ async fn accept_encoding_is_negotiated_with_q_values() {
 async fn small_bodies_asset_descriptors_and_compression_off_stay_identity() {
     let sim = demo_simulator();
     let gw = in_process(&sim, "");
-    let r = get(&gw, &path(SMALL), Some("gzip, br")).await;
+    let r = get(&gw, &content_path(SMALL), Some("gzip, br")).await;
     assert_eq!(r.status, 200);
     assert!(r.body.len() < 512);
     assert!(r.header("content-encoding").is_none(), "under compress_min_bytes");
     assert_eq!(r.header("vary"), Some("accept-encoding"));
     let r = get(
         &gw,
-        &format!("{}/assets/slide-1", path(SLIDESHOW)),
+        &format!("{}/assets/slide-1", content_path(SLIDESHOW)),
         Some("gzip, br"),
     )
     .await;
@@ -165,11 +141,11 @@ async fn small_bodies_asset_descriptors_and_compression_off_stay_identity() {
     assert!(r.header("vary").is_none(), "descriptors do not vary");
 
     let off = in_process(&sim, "[cache]\ncompress_encodings = []\n");
-    let r = get(&off, &path(SLIDESHOW), Some("gzip, br")).await;
+    let r = get(&off, &content_path(SLIDESHOW), Some("gzip, br")).await;
     assert!(r.header("content-encoding").is_none());
     assert!(r.header("vary").is_none(), "nothing varies with compression off");
     let gzip_only = in_process(&sim, "[cache]\ncompress_encodings = [\"gzip\"]\n");
-    let r = get(&gzip_only, &path(SLIDESHOW), Some("gzip, br")).await;
+    let r = get(&gzip_only, &content_path(SLIDESHOW), Some("gzip, br")).await;
     assert_eq!(r.header("content-encoding"), Some("gzip"));
 }
 
@@ -183,7 +159,7 @@ async fn on_the_wire_content_length_is_exact_for_every_coding_and_head() {
             .client
             .send(
                 Method::GET,
-                &path(SLIDESHOW),
+                &content_path(SLIDESHOW),
                 &[("x-api-key", &key), ("accept-encoding", accept)],
                 Bytes::new(),
             )
@@ -195,7 +171,7 @@ async fn on_the_wire_content_length_is_exact_for_every_coding_and_head() {
             .client
             .send(
                 Method::HEAD,
-                &path(SLIDESHOW),
+                &content_path(SLIDESHOW),
                 &[("x-api-key", &key), ("accept-encoding", accept)],
                 Bytes::new(),
             )
@@ -215,7 +191,7 @@ async fn on_the_wire_content_length_is_exact_for_every_coding_and_head() {
             .client
             .send(
                 Method::GET,
-                &path(SLIDESHOW),
+                &content_path(SLIDESHOW),
                 &[
                     ("x-api-key", &key),
                     ("accept-encoding", accept),
@@ -242,10 +218,10 @@ async fn on_the_wire_content_length_is_exact_for_every_coding_and_head() {
 async fn metrics_count_compressed_replies_bytes_saved_and_variants_stored() {
     let sim = demo_simulator();
     let gw = in_process(&sim, "");
-    let identity = get(&gw, &path(SLIDESHOW), None).await;
-    let gz = get(&gw, &path(SLIDESHOW), Some("gzip")).await;
-    let br = get(&gw, &path(SLIDESHOW), Some("br")).await;
-    get(&gw, &path(SLIDESHOW), Some("br")).await;
+    let identity = get(&gw, &content_path(SLIDESHOW), None).await;
+    let gz = get(&gw, &content_path(SLIDESHOW), Some("gzip")).await;
+    let br = get(&gw, &content_path(SLIDESHOW), Some("br")).await;
+    get(&gw, &content_path(SLIDESHOW), Some("br")).await;
     let key = layers_gateway::demo::demo_key("admin");
     let admin = call(
         &gw,

@@ -154,6 +154,28 @@ impl Reply {
         self.header("x-cache")
     }
 
+    /// The body with its `Content-Encoding` undone (gzip or br), as the
+    /// partner's HTTP client would hand it over.
+    pub fn decoded_body(&self) -> Vec<u8> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        match self.header("content-encoding") {
+            None => out.extend_from_slice(&self.body),
+            Some("gzip") => {
+                flate2::read::GzDecoder::new(&self.body[..])
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            Some("br") => {
+                brotli::Decompressor::new(&self.body[..], 4096)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            Some(other) => panic!("unexpected coding {other}"),
+        }
+        out
+    }
+
     /// Asserts the Layers error envelope with this code and the response's
     /// own request id.
     pub fn assert_error(&self, status: u16, code: &str) {
@@ -282,6 +304,24 @@ pub fn signed_webhook(body: &str, secret: &str, t: i64) -> Vec<(String, String)>
         ("x-layers-signature".into(), sig),
         ("content-type".into(), "application/json".into()),
     ]
+}
+
+/// `/v1/content/{id}`.
+pub fn content_path(id: &str) -> String {
+    format!("/v1/content/{id}")
+}
+
+/// `/v1/content/{id}/assets/{asset}`.
+pub fn content_asset_path(id: &str, asset: &str) -> String {
+    format!("/v1/content/{id}/assets/{asset}")
+}
+
+static EVENT_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A webhook event id no other event of this test binary has.
+pub fn unique_event_id() -> String {
+    let n = EVENT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("evt_01HZZZZZZZZZZZZZZZZZZZ{n:04}")
 }
 
 pub fn unix_now() -> i64 {
