@@ -14,7 +14,8 @@ use toml::Spanned;
 /// a span (or for a syntax error that keeps the document from parsing) the
 /// path is left out, the line and column kept.
 pub fn describe(text: &str, err: &toml::de::Error) -> String {
-    let message = err.message().trim_end();
+    let message = without_quoted_values(err.message().trim_end());
+    let message = message.as_str();
     let Some(span) = err.span() else {
         return message.to_owned();
     };
@@ -23,6 +24,39 @@ pub fn describe(text: &str, err: &toml::de::Error) -> String {
         Some(path) if !path.is_empty() => format!("{path}: {message} ({at})"),
         _ => format!("{message} ({at})"),
     }
+}
+
+/// serde quotes a mistyped string value in its message (`invalid type:
+/// string "whsec_…", expected a sequence`); the value may be a secret put
+/// in the wrong field, and this line reaches `check-config`, the reload
+/// log and the admin reload answer. The field path and the position say
+/// where the mistake is without repeating it.
+fn without_quoted_values(message: &str) -> String {
+    const QUOTED: &str = "string \"";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(QUOTED) {
+        out.push_str(&rest[..at]);
+        out.push_str("a string");
+        let value = &rest[at + QUOTED.len()..];
+        // serde writes the value with Debug escapes, so the closing quote
+        // is the first one not preceded by a backslash.
+        let mut end = value.len();
+        let mut escaped = false;
+        for (i, c) in value.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = i + 1;
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `line L, column C`, both counted from 1, for a byte offset.
@@ -130,6 +164,28 @@ mod tests {
         assert!(e.starts_with("origin.max_inflight: invalid value"), "{e}");
         let e = err_of::<Doc>("origin.max_inflight = true\n");
         assert!(e.starts_with("origin.max_inflight: invalid type"), "{e}");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Webhooks {
+        secrets: Vec<String>,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Hooks {
+        webhooks: Webhooks,
+    }
+
+    #[test]
+    fn a_mistyped_secret_is_not_repeated_in_the_error() {
+        let e = err_of::<Hooks>("[webhooks]\nsecrets = \"whsec_s3cr\\\"et_value\"\n");
+        assert!(!e.contains("whsec") && !e.contains("et_value"), "{e}");
+        assert!(
+            e.starts_with("webhooks.secrets: invalid type: a string, expected a sequence"),
+            "{e}"
+        );
+        assert!(e.ends_with("(line 2, column 11)"), "{e}");
     }
 
     #[test]
