@@ -197,6 +197,7 @@ impl AccessLog {
             out,
             flush_every: settings.flush_every,
             failing: false,
+            torn: false,
         };
         // The writer ends once this log is dropped (its senders with it),
         // after writing what is left; `flush` waits for that explicitly.

@@ -286,3 +286,71 @@ async fn keyless_refusals_are_logged_at_the_refusal_rate() {
     assert_eq!(lines.iter().filter(|l| l["fields"]["status"] == 200).count(), 20);
     assert_eq!(gw.state().metrics.access_log_dropped.get(), 0);
 }
+
+/// A disk that fills up: it takes `room` more bytes, then every write fails
+/// with ENOSPC until `room` is raised again (the operator freed space).
+#[derive(Clone, Default)]
+struct FillingDisk {
+    room: Arc<Mutex<usize>>,
+    inner: Capture,
+}
+
+impl Write for FillingDisk {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let mut room = self.room.lock().unwrap();
+        if *room == 0 {
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        let n = b.len().min(*room);
+        *room -= n;
+        self.inner.write(&b[..n])
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_that_tears_a_line_never_glues_it_to_the_next() {
+    let sim = demo_simulator();
+    let disk = FillingDisk::default();
+    let d = disk.clone();
+    let output = Output::Custom(Arc::new(move || Ok(Box::new(d.clone()) as Box<dyn Write + Send>)));
+    let gw = gateway(&sim, "format = \"json\"\nflush_ms = 60000\n", output);
+    let (id, asset) = first_container(&sim);
+    let key = admin_key();
+    let path = format!("/v1/content/{id}/assets/{asset}");
+    let requests = |n: usize| {
+        let (gw, path, key) = (&gw, &path, &key);
+        async move {
+            for _ in 0..n {
+                assert_eq!(call_get(gw, path, key).await.status, 200);
+            }
+            assert!(gw.state().access_log.flush(FLUSH));
+        }
+    };
+    *disk.room.lock().unwrap() = 1 << 20;
+    requests(1).await;
+    let line = disk.inner.text().len();
+    // Room for a line and a half: the disk fills in the middle of the
+    // second line of this batch.
+    *disk.room.lock().unwrap() = line + line / 2;
+    requests(2).await;
+    // Space freed: the next lines must start on a line of their own.
+    *disk.room.lock().unwrap() = 1 << 20;
+    requests(2).await;
+    let text = disk.inner.text();
+    let whole = text
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).is_ok())
+        .count();
+    assert_eq!(whole, 4, "four whole lines and one torn one on its own:\n{text}");
+    assert_eq!(text.lines().count(), 5, "{text}");
+    let written = gw.state().access_log.written();
+    let dropped = gw.state().metrics.access_log_dropped.get();
+    assert_eq!(
+        (written, dropped),
+        (4, 1),
+        "a whole line written counts as written, the torn one as dropped"
+    );
+}

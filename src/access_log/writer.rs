@@ -67,6 +67,10 @@ pub(super) struct Writer {
     pub flush_every: Duration,
     /// The last write failed: warn once per failing streak, not per batch.
     pub failing: bool,
+    /// A failed write left part of a line in the output (a disk that filled
+    /// up mid-line): the next write starts with a newline, so the torn line
+    /// stays on its own and is not glued to the next whole one.
+    pub torn: bool,
 }
 
 impl Writer {
@@ -137,15 +141,24 @@ impl Writer {
     }
 
     fn write(&mut self, mut b: Batch) {
-        match self.out.write_all(&b.buf) {
+        match self.write_lines(&b.buf) {
             Ok(()) => {
                 self.shared.written.fetch_add(b.lines, Ordering::Relaxed);
                 self.failing = false;
             }
-            Err(e) => {
-                self.shared.drop_lines(b.lines);
+            Err((done, e)) => {
+                // The lines that reached the output whole were written; a
+                // torn tail and what follows it were not.
+                let out = &b.buf[..done];
+                if let Some(&last) = out.last() {
+                    self.torn = last != b'\n';
+                }
+                let whole = out.iter().filter(|&&c| c == b'\n').count() as u64;
+                let lost = b.lines.saturating_sub(whole);
+                self.shared.written.fetch_add(whole, Ordering::Relaxed);
+                self.shared.drop_lines(lost);
                 if !self.failing {
-                    tracing::warn!(error = %e, lines = b.lines, "access log write failed; lines dropped");
+                    tracing::warn!(error = %e, lines = lost, "access log write failed; lines dropped");
                 }
                 self.failing = true;
             }
@@ -154,13 +167,37 @@ impl Writer {
         self.shared.recycle(b.buf);
     }
 
+    /// Writes `buf` (whole lines), after the newline that ends a torn line
+    /// if the last write left one. On an error, says how many bytes of
+    /// `buf` are out.
+    fn write_lines(&mut self, buf: &[u8]) -> Result<(), (usize, std::io::Error)> {
+        if self.torn {
+            self.out.write_all(b"\n").map_err(|e| (0, e))?;
+            self.torn = false;
+        }
+        let mut done = 0;
+        while done < buf.len() {
+            match self.out.write(&buf[done..]) {
+                Ok(0) => return Err((done, std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err((done, e)),
+            }
+        }
+        Ok(())
+    }
+
     fn reopen_if_asked(&mut self) {
         if !self.shared.reopen.swap(false, Ordering::AcqRel) {
             return;
         }
         let _ = self.out.flush();
         match (self.open)() {
-            Ok(out) => self.out = out,
+            Ok(out) => {
+                self.out = out;
+                // A torn line stays in the old file; the new one starts clean.
+                self.torn = false;
+            }
             Err(e) => tracing::warn!(error = %e, "access log reopen failed; still writing to the old file"),
         }
     }
