@@ -15,6 +15,7 @@
 //! answer `Unavailable` (503), never a pass and never a 401.
 
 use super::authenticator::AuthError;
+use aws_lc_rs::signature;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
@@ -124,6 +125,28 @@ fn b64(s: &Option<String>) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(s.as_deref()?.trim_end_matches('=')).ok()
 }
 
+/// Whether an RSA public key can verify anything: the verifier
+/// (aws-lc-rs, RS*/PS*) takes moduli of 2048 to 8192 bits and an odd
+/// exponent from 3 to 2^33 - 1. Any other key would load and then refuse
+/// every token, so it is skipped like an unknown key type.
+fn rsa_usable(n: &[u8], e: &[u8]) -> Result<(), String> {
+    let significant = |b: &[u8]| -> usize {
+        let b = &b[b.iter().take_while(|&&x| x == 0).count()..];
+        b.first()
+            .map_or(0, |&top| (b.len() - 1) * 8 + (8 - top.leading_zeros() as usize))
+    };
+    let bits = significant(n);
+    if !(2048..=8192).contains(&bits) {
+        return Err(format!("RSA modulus of {bits} bits (2048 to 8192 verify)"));
+    }
+    let e_bits = significant(e);
+    let odd = e.last().is_some_and(|&b| b & 1 == 1);
+    if !(2..=33).contains(&e_bits) || !odd {
+        return Err("RSA exponent outside 3 to 2^33 - 1, or even".into());
+    }
+    Ok(())
+}
+
 impl RawJwk {
     /// The verification key, or why this JWK is skipped.
     fn into_key(self) -> Result<(Option<String>, VerifyKey), String> {
@@ -140,9 +163,7 @@ impl RawJwk {
         let (key, kind) = match (self.kty.as_str(), self.crv.as_deref()) {
             ("RSA", _) => {
                 let (n, e) = (b64(&self.n).ok_or("bad n")?, b64(&self.e).ok_or("bad e")?);
-                if n.is_empty() || e.is_empty() {
-                    return Err("empty RSA component".into());
-                }
+                rsa_usable(&n, &e)?;
                 (DecodingKey::from_rsa_raw_components(&n, &e), KeyKind::Rsa)
             }
             ("EC", Some(crv @ ("P-256" | "P-384"))) => {
@@ -156,6 +177,14 @@ impl RawJwk {
                 point.extend_from_slice(&x);
                 point.extend_from_slice(&y);
                 let kind = if size == 32 { KeyKind::P256 } else { KeyKind::P384 };
+                let curve = if size == 32 {
+                    &signature::ECDSA_P256_SHA256_FIXED
+                } else {
+                    &signature::ECDSA_P384_SHA384_FIXED
+                };
+                // A point off the curve verifies nothing: refused here, so a
+                // set of such keys is an error at load, not 401s later.
+                signature::ParsedPublicKey::new(curve, &point).map_err(|_| "EC point not on the curve")?;
                 (DecodingKey::from_ec_der(&point), kind)
             }
             ("OKP", Some("Ed25519")) => {
@@ -163,6 +192,8 @@ impl RawJwk {
                 if x.len() != 32 {
                     return Err("Ed25519 key of the wrong size".into());
                 }
+                signature::ParsedPublicKey::new(&signature::ED25519, &x)
+                    .map_err(|_| "not an Ed25519 public key")?;
                 (DecodingKey::from_ed_der(&x), KeyKind::Ed25519)
             }
             ("oct", _) => return Err("symmetric keys are never taken from a JWKS".into()),
@@ -538,6 +569,56 @@ mod tests {
             .err()
             .unwrap()
             .contains("more than"));
+    }
+
+    fn jwk_b64(b: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(b)
+    }
+
+    #[test]
+    fn keys_that_could_verify_nothing_are_skipped() {
+        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let point = pair.public_key().as_ref();
+        let (x, y) = (&point[1..33], &point[33..65]);
+        let ec = |y: &[u8]| {
+            format!(
+                r#"{{"keys":[{{"kty":"EC","crv":"P-256","kid":"ec","x":"{}","y":"{}"}}]}}"#,
+                jwk_b64(x),
+                jwk_b64(y)
+            )
+        };
+        assert!(KeySet::parse(ec(y).as_bytes()).is_ok(), "a point on P-256");
+        let mut off = y.to_vec();
+        off[31] ^= 1;
+        let e = KeySet::parse(ec(&off).as_bytes())
+            .err()
+            .expect("a point off the curve is refused");
+        assert!(e.contains("no usable"), "{e}");
+        let rsa = |n: &[u8], e: &[u8]| {
+            format!(
+                r#"{{"keys":[{{"kty":"RSA","kid":"r","n":"{}","e":"{}"}}]}}"#,
+                jwk_b64(n),
+                jwk_b64(e)
+            )
+        };
+        let mut n2048 = vec![0xc5u8; 256];
+        n2048[255] |= 1;
+        assert!(KeySet::parse(rsa(&n2048, &[1, 0, 1]).as_bytes()).is_ok());
+        let mut n1024 = vec![0u8; 1];
+        n1024.extend_from_slice(&[0xc5u8; 128]);
+        assert!(
+            KeySet::parse(rsa(&n1024, &[1, 0, 1]).as_bytes()).is_err(),
+            "1024 bits, a leading zero byte"
+        );
+        assert!(KeySet::parse(rsa(&n2048, &[1]).as_bytes()).is_err(), "e = 1");
+        assert!(
+            KeySet::parse(rsa(&n2048, &[1, 0, 0]).as_bytes()).is_err(),
+            "even e"
+        );
+        let ed =
+            r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+        assert!(KeySet::parse(ed.as_bytes()).is_ok());
     }
 
     #[test]
