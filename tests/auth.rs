@@ -911,6 +911,91 @@ async fn the_background_refresher_fetches_ahead_of_requests() {
     assert_eq!(server.hits("/jwks.json"), 2);
 }
 
+/// `[[auth.jwt.issuers]]` tables (in `jwt_config_with`'s `extra`) for more
+/// issuers of the same audience, each with its own key source line.
+fn more_issuers(issuers: &[(&str, &str)]) -> String {
+    issuers
+        .iter()
+        .map(|(iss, source)| {
+            format!("[[auth.jwt.issuers]]\nissuer = \"{iss}\"\naudience = \"{AUD}\"\n{source}\n\n")
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_every_fetched_key_set_while_the_identity_provider_is_down() {
+    init();
+    let _hold = hold_clock();
+    let dir = TempDir::new("reload-keeps-jwks");
+    let server = JwksServer::start(&published()).await;
+    let auth = jwt_auth(&server, &dir);
+    assert!(auth
+        .authenticate(&bearer(&KEYS.rsa.token(&claims(IDP, T0))))
+        .await
+        .is_ok());
+    assert_eq!(server.hits("/jwks.json"), 1);
+    server.fail(true);
+    // The operator adds an unrelated issuer while the IdP is down.
+    let other = more_issuers(&[("https://other.example.test", "jwks_file = \"file-jwks.json\"")]);
+    let cfg = jwt_config_with(&server.url("/jwks.json"), &dir.0, &other);
+    auth.replace_jwt(auth.build_jwt(&cfg).unwrap());
+    let after = auth.authenticate(&bearer(&KEYS.ec.token(&claims(IDP, T0)))).await;
+    assert!(
+        after.is_ok(),
+        "the last good set survives the reload: {:?}",
+        after.err()
+    );
+    // A reload that changes how the URL is fetched keeps the set as well.
+    let cfg = jwt_config_with(&server.url("/jwks.json"), &dir.0, "jwks_max_bytes = 100000");
+    auth.replace_jwt(auth.build_jwt(&cfg).unwrap());
+    let after = auth.authenticate(&bearer(&KEYS.ed.token(&claims(IDP, T0)))).await;
+    assert!(
+        after.is_ok(),
+        "kept across a changed fetch setting: {:?}",
+        after.err()
+    );
+    // Past max age the set is stale, and still good within the grace.
+    tokio::time::advance(Duration::from_secs(400)).await;
+    let clock = UnixClock::starting_at(T0 + 400);
+    let late = auth
+        .authenticate(&bearer(&KEYS.rsa.token(&claims(IDP, clock.now_unix()))))
+        .await;
+    assert!(late.is_ok(), "stale but within the grace: {:?}", late.err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn issuers_that_share_a_jwks_url_share_one_fetch() {
+    init();
+    let _hold = hold_clock();
+    let dir = TempDir::new("shared-jwks-url");
+    let server = JwksServer::start(&published()).await;
+    let url = format!("jwks_url = \"{}\"", server.url("/jwks.json"));
+    let (second, third) = ("https://second.example.test", "https://third.example.test");
+    let auth = jwt_auth_with(&server, &dir, &more_issuers(&[(second, &url), (third, &url)]));
+    for iss in [IDP, second, third] {
+        let r = auth
+            .authenticate(&bearer(&KEYS.rsa.token(&claims(iss, T0))))
+            .await;
+        assert!(r.is_ok(), "{iss}: {:?}", r.err());
+    }
+    assert_eq!(
+        server.hits("/jwks.json"),
+        1,
+        "one fetch for three issuers of one URL"
+    );
+    auth.start_background();
+    tokio::time::advance(Duration::from_secs(300)).await;
+    settle(|| server.hits("/jwks.json") >= 2).await;
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        server.hits("/jwks.json"),
+        2,
+        "one refresh per interval for the URL"
+    );
+}
+
 // ---------------------------------------------------------------- verified-token cache, paused clock
 
 /// An authenticator as `jwt_auth` builds it, with `extra` lines in `[auth.jwt]`.

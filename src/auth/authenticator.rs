@@ -211,7 +211,8 @@ impl Authenticator {
     /// Builds the JWT verifier of a reloaded `[auth.jwt]` (the error names
     /// the field); nothing changes until [`Authenticator::replace_jwt`].
     pub fn build_jwt(&self, cfg: &Config) -> Result<Option<Arc<JwtVerifier>>, String> {
-        let jwt = JwtVerifier::new(&cfg.auth.jwt, &cfg.base_dir, self.clock)?;
+        let previous = self.jwt.load_full();
+        let jwt = JwtVerifier::after(&cfg.auth.jwt, &cfg.base_dir, self.clock, previous.as_deref())?;
         Ok((!jwt.is_empty()).then(|| Arc::new(jwt)))
     }
 

@@ -336,7 +336,7 @@ fn loggable(url: &http::Uri) -> String {
 }
 
 /// How a remote set ages.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JwksTiming {
     pub max_age: Duration,
     /// At most one fetch for an unknown `kid` (or after a failure) this often.
@@ -390,6 +390,29 @@ impl RemoteJwks {
             attempts: AtomicU64::new(0),
             generation: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Whether this set fetches the same way a reloaded config asks for
+    /// (then the reload keeps it, with its last good set and its schedule).
+    pub fn fetches_like(
+        &self,
+        url: &http::Uri,
+        timing: JwksTiming,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> bool {
+        self.url == *url
+            && self.timing == timing
+            && self.client.timeout == timeout
+            && self.client.max_bytes == max_bytes
+    }
+
+    /// Starts from `previous`'s last good set: a reload that changed how a
+    /// URL is fetched must not forget its keys (an identity provider down
+    /// at that moment would turn every token into a 503).
+    pub fn inherit(&self, previous: &RemoteJwks) {
+        let set = previous.snapshot();
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = set;
     }
 
     /// The key-set generation (see the field).

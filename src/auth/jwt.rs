@@ -65,6 +65,9 @@ struct Issuer {
 /// Verifies JWTs of the configured issuers.
 pub struct JwtVerifier {
     issuers: HashMap<Box<str>, Issuer>,
+    /// One fetched set per `jwks_url`, shared by every issuer that names
+    /// it: one fetch and one refresher per URL, however many issuers.
+    remotes: HashMap<String, Arc<RemoteJwks>>,
     leeway_millis: i64,
     clock: UnixClock,
     /// Tokens verified recently (`auth.jwt.cache_*`).
@@ -143,6 +146,18 @@ impl JwtVerifier {
     /// names the field); URL issuers fetch on first use or from
     /// `start_background`.
     pub fn new(settings: &JwtSettings, base_dir: &Path, clock: UnixClock) -> Result<JwtVerifier, String> {
+        JwtVerifier::after(settings, base_dir, clock, None)
+    }
+
+    /// As `new`, for a config reload: a `jwks_url` that `previous` already
+    /// fetched keeps its set (and, fetched the same way, its schedule), so
+    /// a reload never loses keys, however the issuers around it changed.
+    pub fn after(
+        settings: &JwtSettings,
+        base_dir: &Path,
+        clock: UnixClock,
+        previous: Option<&JwtVerifier>,
+    ) -> Result<JwtVerifier, String> {
         settings.validate()?;
         let timing = JwksTiming {
             max_age: settings.jwks_max_age(),
@@ -151,6 +166,8 @@ impl JwtVerifier {
         };
         let mut client: Option<Arc<JwksClient>> = None;
         let mut issuers = HashMap::new();
+        let mut remotes: HashMap<String, Arc<RemoteJwks>> = HashMap::new();
+        let (fetch_timeout, max_bytes) = (settings.jwks_fetch_timeout(), settings.jwks_max_bytes as usize);
         for (i, s) in settings.issuers.iter().enumerate() {
             let at = format!("auth.jwt.issuers[{i}]");
             let keys = match s.key_source().ok_or_else(|| format!("{at}: no key source"))? {
@@ -175,18 +192,30 @@ impl JwtVerifier {
                 }
                 KeySource::Url(url) => {
                     let uri: http::Uri = url.parse().map_err(|e| format!("{at}.jwks_url: {e}"))?;
-                    let c = match &client {
-                        Some(c) => c.clone(),
-                        None => {
-                            let c = Arc::new(JwksClient::new(
-                                settings.jwks_fetch_timeout(),
-                                settings.jwks_max_bytes as usize,
-                            )?);
-                            client = Some(c.clone());
-                            c
+                    let old = previous.and_then(|p| p.remotes.get(url));
+                    let remote = match (remotes.get(url), old) {
+                        (Some(shared), _) => shared.clone(),
+                        (None, Some(old)) if old.fetches_like(&uri, timing, fetch_timeout, max_bytes) => {
+                            old.clone()
+                        }
+                        (None, old) => {
+                            let c = match &client {
+                                Some(c) => c.clone(),
+                                None => {
+                                    let c = Arc::new(JwksClient::new(fetch_timeout, max_bytes)?);
+                                    client = Some(c.clone());
+                                    c
+                                }
+                            };
+                            let fresh = RemoteJwks::new(uri, c, timing);
+                            if let Some(old) = old {
+                                fresh.inherit(old);
+                            }
+                            fresh
                         }
                     };
-                    IssuerKeys::Remote(RemoteJwks::new(uri, c, timing))
+                    remotes.insert(url.to_string(), remote.clone());
+                    IssuerKeys::Remote(remote)
                 }
             };
             let algorithms = s
@@ -214,6 +243,7 @@ impl JwtVerifier {
         }
         Ok(JwtVerifier {
             issuers,
+            remotes,
             leeway_millis: (settings.leeway_secs as i64).saturating_mul(1000),
             clock,
             cache: TokenCache::new(
@@ -232,15 +262,9 @@ impl JwtVerifier {
         self.issuers.is_empty()
     }
 
-    /// Starts one background refresher per `jwks_url` issuer.
+    /// Starts one background refresher per `jwks_url`.
     pub fn start_background(&self) -> Vec<tokio::task::AbortHandle> {
-        self.issuers
-            .values()
-            .filter_map(|i| match &i.keys {
-                IssuerKeys::Remote(r) => Some(r.spawn_refresher()),
-                _ => None,
-            })
-            .collect()
+        self.remotes.values().map(|r| r.spawn_refresher()).collect()
     }
 
     /// Verifies a token (already known to contain a `.`), or answers it from
