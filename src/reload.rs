@@ -166,6 +166,22 @@ impl Gateway {
         let changes = diff::diff(old, &new);
         let tiers = crate::shaping::Tiers::new(new.shaping.effective_tiers())
             .map_err(|e| format!("shaping.tiers: {e}"))?;
+        // Held to the swap below: a keys-file reload checks against the
+        // tiers in force, never against ones about to go.
+        let mut tier_names = st.auth.known_tiers();
+        let new_names: std::collections::BTreeSet<String> =
+            new.shaping.effective_tiers().into_keys().collect();
+        if let Some((tier, key_id)) = st
+            .auth
+            .keys()
+            .tiers_in_use()
+            .into_iter()
+            .find(|(t, _)| !new_names.contains(*t))
+        {
+            return Err(format!(
+                "shaping.tiers: tier {tier:?} is used by key {key_id} (and perhaps others) in the keys file in force; move those keys to another tier first"
+            ));
+        }
         let routes = crate::routes::RouteTable::from_config(&new);
         let webhook = crate::events::webhook::WebhookVerifier::new(
             new.webhooks.all_secrets(),
@@ -188,6 +204,8 @@ impl Gateway {
         if let Some(limits) = &st.limits {
             limits.set_tiers(tiers);
         }
+        *tier_names = new_names;
+        drop(tier_names);
         st.routes.store(Arc::new(routes));
         st.webhook.store(Arc::new(webhook));
         st.cache.set_ttls(ttls);

@@ -394,3 +394,65 @@ async fn a_jwt_issuer_added_by_a_reload_is_trusted_from_the_next_request() {
     whoami().await.assert_error(401, "UNAUTHENTICATED");
     g.stop().await;
 }
+
+const GOLD_KEY: &str = "lp_test_01HZG0DD00000000_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ";
+
+/// The tiers a keys file may name follow the config in force: a tier a
+/// reload adds can be used by the next keys file, and a tier a key in
+/// force uses cannot be removed under it.
+#[tokio::test]
+async fn keys_file_tiers_follow_the_config_reload() {
+    use layers_gateway::auth::keys::keys_file_entry;
+    use layers_gateway::auth::reload::{reload_keys_file, Trigger};
+    let g = FileGateway::start().await;
+    let gold = "[shaping.tiers.gold]\nread_light_per_min = 7\nwrite_light_per_min = 7\n\
+                long_running_per_min = 7\ndaily_writes = 700\n";
+    g.write_config(&config_text(&g.origin_url, 1000, gold));
+    let (code, answer) = g.reload().await;
+    assert_eq!(
+        (code, answer["status"].as_str()),
+        (200, Some("applied")),
+        "{answer}"
+    );
+    let keys = g.dir.join("keys.toml");
+    let entry = keys_file_entry(GOLD_KEY, "org_gold", &["content:read"], "gold").unwrap();
+    std::fs::write(&keys, format!("{DEMO_KEYS_FILE}\n{entry}")).unwrap();
+    let auth = g.app.gateway.state().auth.clone();
+    let loaded = reload_keys_file(&keys, &auth, Trigger::Signal).await;
+    assert!(
+        loaded.is_ok(),
+        "a tier added by the config reload is known: {loaded:?}"
+    );
+    let r = TestClient::new(g.app.addr)
+        .send(
+            Method::GET,
+            "/v1/whoami",
+            &[("x-api-key", GOLD_KEY)],
+            Bytes::new(),
+        )
+        .await;
+    // The gateway let it through under its tier; the origin (the demo
+    // simulator, which has its own keys) answers for whoami.
+    assert_ne!(r.status, 429);
+    assert_eq!(
+        r.header("x-ratelimit-limit"),
+        Some("7"),
+        "the gold key is limited by its tier"
+    );
+    // Removing gold while a key in force uses it is refused, whole.
+    g.write_config(&config_text(&g.origin_url, 2400, ""));
+    let (code, answer) = g.reload().await;
+    assert_eq!(code, 422, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("\"gold\""), "{error}");
+    let r = TestClient::new(g.app.addr)
+        .send(
+            Method::GET,
+            "/v1/whoami",
+            &[("x-api-key", GOLD_KEY)],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.header("x-ratelimit-limit"), Some("7"), "nothing changed");
+    g.stop().await;
+}

@@ -131,8 +131,11 @@ pub struct Authenticator {
     reloads: watch::Sender<ReloadReport>,
     /// JWKS refreshers; aborted when the authenticator is dropped.
     background: Mutex<Vec<tokio::task::AbortHandle>>,
-    /// The config's tier names: a reloaded keys file may name only these.
-    tiers: std::collections::BTreeSet<String>,
+    /// The config's tier names in force: a reloaded keys file may name only
+    /// these, and a config reload may not remove one a key in force uses.
+    /// Held by either reload across its check and its swap, so the two
+    /// cannot pass each other (a key left on a tier that no longer exists).
+    tiers: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Authenticator {
@@ -177,13 +180,14 @@ impl Authenticator {
             introspector,
             reloads: watch::Sender::new(ReloadReport::default()),
             background: Mutex::new(Vec::new()),
-            tiers: cfg.shaping.effective_tiers().into_keys().collect(),
+            tiers: Mutex::new(cfg.shaping.effective_tiers().into_keys().collect()),
         })
     }
 
-    /// The tier names a keys file may use (the config's tiers).
-    pub fn known_tiers(&self) -> &std::collections::BTreeSet<String> {
-        &self.tiers
+    /// The tier names a keys file may use (the config's tiers), locked
+    /// until the guard drops: a reload checks and swaps under it.
+    pub fn known_tiers(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.tiers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Checks everything the auth config points at (JWKS files, shared

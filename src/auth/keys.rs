@@ -207,6 +207,16 @@ impl KeyStore {
         self.by_id.is_empty()
     }
 
+    /// Tiers named by a key, each with one key id that names it (for a
+    /// config reload that would remove a tier in use).
+    pub fn tiers_in_use(&self) -> std::collections::BTreeMap<&str, &str> {
+        let mut used = std::collections::BTreeMap::new();
+        for (id, r) in &self.by_id {
+            used.entry(&*r.principal.tier).or_insert(&**id);
+        }
+        used
+    }
+
     /// The principal and environment of a key id, without any secret (the
     /// admin endpoint `GET /admin/keys/:keyId`; the digest never leaves).
     pub fn describe(&self, key_id: &str) -> Option<(&str, Arc<Principal>)> {

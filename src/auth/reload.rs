@@ -52,19 +52,31 @@ impl Trigger {
 /// Reads, parses and (if valid) puts a keys file in force. Returns the
 /// number of keys, or why the old keys stay.
 pub async fn reload_keys_file(path: &Path, auth: &Authenticator, trigger: Trigger) -> Result<usize, String> {
-    let result = match read(path).await {
-        Ok(bytes) => parse(path, &bytes, auth),
-        Err(e) => Err(format!("cannot read keys file {}: {e}", path.display())),
-    };
-    apply(auth, result, trigger)
+    match read(path).await {
+        Ok(bytes) => put_in_force(auth, path, &bytes, trigger),
+        Err(e) => apply(
+            auth,
+            Err(format!("cannot read keys file {}: {e}", path.display())),
+            trigger,
+        ),
+    }
 }
 
-fn parse(path: &Path, bytes: &[u8], auth: &Authenticator) -> Result<KeyStore, String> {
+/// Parses, checks and applies new keys-file content. The config's tiers
+/// stay locked from the check to the swap, so a config reload cannot
+/// remove a tier between them.
+fn put_in_force(auth: &Authenticator, path: &Path, bytes: &[u8], trigger: Trigger) -> Result<usize, String> {
+    let tiers = auth.known_tiers();
+    let outcome = apply(auth, parse(path, bytes, &tiers), trigger);
+    drop(tiers);
+    outcome
+}
+
+fn parse(path: &Path, bytes: &[u8], tiers: &std::collections::BTreeSet<String>) -> Result<KeyStore, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| format!("keys file {}: not UTF-8", path.display()))?;
     let store = KeyStore::parse(text).map_err(|e| format!("keys file {}: {e}", path.display()))?;
     // A tier typo is refused as at start (keys_check), not silently `standard`.
-    super::keys_check::check_tiers(text, auth.known_tiers())
-        .map_err(|e| format!("keys file {}: {e}", path.display()))?;
+    super::keys_check::check_tiers(text, tiers).map_err(|e| format!("keys file {}: {e}", path.display()))?;
     Ok(store)
 }
 
@@ -129,7 +141,7 @@ pub async fn watch_keys_file(
     match fingerprint(&path).await {
         Some((bytes, d)) => {
             seen = Some(d);
-            let _ = apply(&auth, parse(&path, &bytes, &auth), Trigger::Changed);
+            let _ = put_in_force(&auth, &path, &bytes, Trigger::Changed);
         }
         None => {
             unreadable_logged = true;
@@ -157,7 +169,7 @@ pub async fn watch_keys_file(
             (Some((bytes, d)), _) => {
                 unreadable_logged = false;
                 seen = Some(d);
-                let _ = apply(&auth, parse(&path, &bytes, &auth), trigger);
+                let _ = put_in_force(&auth, &path, &bytes, trigger);
             }
         }
     }
