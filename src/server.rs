@@ -318,7 +318,7 @@ where
     let (idle, close_grace) = (cfg.idle_timeout(), cfg.header_read_timeout());
     let st = state.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
-        let active = st.begin();
+        let active = st.begin(req.version());
         let fut = handler(req, peer);
         async move {
             let resp = fut.await;

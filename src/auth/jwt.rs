@@ -467,6 +467,7 @@ mod tests {
     fn claims_need_exp_aud_org_and_sub() {
         let v = JwtVerifier {
             issuers: HashMap::new(),
+            remotes: HashMap::new(),
             leeway_millis: 30_000,
             clock: UnixClock::starting_at(1_000),
             cache: TokenCache::new(0, std::time::Duration::ZERO),

@@ -67,6 +67,16 @@ impl<S: AsyncWrite + Unpin> DeadlineIo<S> {
 }
 
 impl<S> DeadlineIo<S> {
+    /// The replacement when `bufs` is hyper's own error reply. Only when no
+    /// response of the service can still be on its way: bytes of a body (a
+    /// proxied body that reads `HTTP/1.1 400 ...`, or a write boundary that
+    /// falls just before such bytes) are never taken for a reply, which
+    /// would split the response.
+    fn refusal(&self, bufs: &[io::IoSlice<'_>]) -> Option<Box<Rewrite>> {
+        let rw = Rewrite::of(bufs)?;
+        self.conn.no_service_output_pending().then_some(rw)
+    }
+
     pub fn new(inner: S, conn: Arc<ConnState>, header_read: Duration, write_timeout: Duration) -> Self {
         DeadlineIo {
             inner,
@@ -143,7 +153,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
         if let Some(rw) = self
             .rewrite
             .take()
-            .or_else(|| Rewrite::of(&[io::IoSlice::new(buf)]))
+            .or_else(|| self.refusal(&[io::IoSlice::new(buf)]))
         {
             return self.poll_rewrite(cx, rw);
         }
@@ -156,7 +166,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if let Some(rw) = self.rewrite.take().or_else(|| Rewrite::of(bufs)) {
+        if let Some(rw) = self.rewrite.take().or_else(|| self.refusal(bufs)) {
             return self.poll_rewrite(cx, rw);
         }
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
@@ -169,6 +179,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let r = Pin::new(&mut self.inner).poll_flush(cx);
+        // hyper flushes the socket only once its queue is written.
+        if let Poll::Ready(Ok(())) = r {
+            self.conn.flushed();
+        }
         self.write_deadline(cx, r)
     }
 

@@ -126,10 +126,10 @@ mod tests {
             ConnState::new(),
             ConnState::new(),
         );
-        drop(served_old.begin());
+        drop(served_old.begin(http::Version::HTTP_11));
         tokio::time::advance(Duration::from_secs(5)).await;
-        drop(served_new.begin());
-        let _in_flight = busy.begin();
+        drop(served_new.begin(http::Version::HTTP_11));
+        let _in_flight = busy.begin(http::Version::HTTP_11);
         let n: Vec<Arc<Notify>> = (0..4).map(|_| Arc::new(Notify::new())).collect();
         let _old = conns.register(served_old.clone(), n[0].clone());
         let _new = conns.register(served_new.clone(), n[1].clone());
@@ -157,7 +157,7 @@ mod tests {
         rt.block_on(async {
             let conns = OpenConns::new();
             let busy = ConnState::new();
-            let _g = busy.begin();
+            let _g = busy.begin(http::Version::HTTP_11);
             let _r = conns.register(busy.clone(), Arc::new(Notify::new()));
             assert!(!conns.evict_one());
             drop(_r);

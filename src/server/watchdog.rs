@@ -46,6 +46,16 @@ pub struct ConnState {
     active: AtomicUsize,
     /// When `active` last changed (a [`stamp`]).
     changed: AtomicU64,
+    /// Responses begun whose bytes may not all be on the wire: a body ends
+    /// (`ended`) when hyper has taken its last bytes, which it may write
+    /// later, so a response leaves this count only at the next completed
+    /// flush of the socket ([`ConnState::flushed`]). While it is not zero,
+    /// a write may be a body's bytes, and is never taken for hyper's own
+    /// error reply (`hyper_refusal`).
+    unflushed: AtomicUsize,
+    ended: AtomicUsize,
+    /// The connection speaks h2: hyper never writes an HTTP/1 reply on it.
+    h2: AtomicBool,
 }
 
 impl ConnState {
@@ -56,6 +66,9 @@ impl ConnState {
             first_request: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             changed: AtomicU64::new(1),
+            unflushed: AtomicUsize::new(0),
+            ended: AtomicUsize::new(0),
+            h2: AtomicBool::new(false),
         })
     }
 
@@ -65,11 +78,30 @@ impl ConnState {
 
     /// A request head arrived; the guard counts it until its response
     /// body is done.
-    pub fn begin(self: &Arc<Self>) -> ActiveGuard {
+    pub fn begin(self: &Arc<Self>, version: http::Version) -> ActiveGuard {
         self.first_request.store(true, Ordering::Relaxed);
+        if version == http::Version::HTTP_2 {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+        self.unflushed.fetch_add(1, Ordering::AcqRel);
         self.active.fetch_add(1, Ordering::AcqRel);
         self.changed.store(stamp(self.base), Ordering::Release);
         ActiveGuard(self.clone())
+    }
+
+    /// The socket took everything hyper had queued: every body that had
+    /// ended by now is wholly written.
+    pub fn flushed(&self) {
+        let n = self.ended.swap(0, Ordering::AcqRel);
+        if n > 0 {
+            self.unflushed.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether a write now can only be hyper's own: an HTTP/1 connection
+    /// with every response begun written and flushed.
+    pub fn no_service_output_pending(&self) -> bool {
+        self.unflushed.load(Ordering::Acquire) == 0 && !self.h2.load(Ordering::Relaxed)
     }
 
     /// Since when the connection has had no request in flight (since it
@@ -95,6 +127,7 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         let c = &self.0;
         c.changed.store(stamp(c.base), Ordering::Release);
+        c.ended.fetch_add(1, Ordering::AcqRel);
         c.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
