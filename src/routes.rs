@@ -25,6 +25,21 @@ use alias::ContentPath;
 pub const CONTAINER_TEMPLATE: &str = "/v1/content/:containerId";
 pub const ASSET_TEMPLATE: &str = "/v1/content/:containerId/assets/:assetId";
 pub const REGENERATE_TEMPLATE: &str = "/v1/content/:containerId/regenerate";
+pub const APPROVE_TEMPLATE: &str = "/v1/content/:containerId/approve";
+pub const REJECT_TEMPLATE: &str = "/v1/content/:containerId/reject";
+
+/// The `POST` actions on a container and what a 2xx of each invalidates
+/// (its `approvalStatus` is in every cached body).
+fn container_action(segment: &str) -> Option<(&'static str, EventType)> {
+    [
+        ("regenerate", REGENERATE_TEMPLATE, EventType::Regenerated),
+        ("approve", APPROVE_TEMPLATE, EventType::Approved),
+        ("reject", REJECT_TEMPLATE, EventType::Rejected),
+    ]
+    .into_iter()
+    .find(|(name, _, _)| segment.eq_ignore_ascii_case(name))
+    .map(|(_, template, t)| (template, t))
+}
 /// Metric label for `/v1/*` paths no rule names.
 pub const OTHER_TEMPLATE: &str = "/v1/*";
 
@@ -241,15 +256,15 @@ impl RouteTable {
                         write_through: Some((id, t)),
                     };
                 }
-                (Some("regenerate"), None) if *method == Method::POST => {
+                (Some(action), None) if *method == Method::POST && container_action(action).is_some() => {
+                    let (template, t) =
+                        container_action(action).unwrap_or((REGENERATE_TEMPLATE, EventType::Regenerated));
                     let Some(id) = id else {
-                        return Route::BadContentId {
-                            template: REGENERATE_TEMPLATE,
-                        };
+                        return Route::BadContentId { template };
                     };
                     return Route::Proxy {
                         rule: self.find(method, path),
-                        write_through: Some((id, EventType::Regenerated)),
+                        write_through: Some((id, t)),
                     };
                 }
                 _ => {}
@@ -307,13 +322,17 @@ impl RouteTable {
                     write_through: Some((id, t)),
                 }
             }
-            ContentPath::Regenerate(id) if *method == Method::POST => match parse(&id) {
-                Some(id) => Route::Proxy {
-                    rule: self.find_template(method, REGENERATE_TEMPLATE),
-                    write_through: Some((id, EventType::Regenerated)),
-                },
-                None => bad(REGENERATE_TEMPLATE),
-            },
+            ContentPath::Action(id, action) if *method == Method::POST => {
+                let (template, t) =
+                    container_action(&action).unwrap_or((REGENERATE_TEMPLATE, EventType::Regenerated));
+                match parse(&id) {
+                    Some(id) => Route::Proxy {
+                        rule: self.find_template(method, template),
+                        write_through: Some((id, t)),
+                    },
+                    None => bad(template),
+                }
+            }
             _ => Route::Proxy {
                 rule: self.find(method, path),
                 write_through: None,
@@ -495,6 +514,24 @@ mod tests {
                 ..
             }
         ));
+        // An approval change is in every cached body (`approvalStatus`).
+        for (action, template, event) in [
+            ("approve", APPROVE_TEMPLATE, EventType::Approved),
+            ("reject", REJECT_TEMPLATE, EventType::Rejected),
+        ] {
+            for p in [
+                format!("/v1/content/{ID}/{action}"),
+                format!("/v1//Content/{ID}/{}/", action.to_uppercase()),
+            ] {
+                let r = t.route(&Method::POST, &p, false);
+                assert!(
+                    matches!(r, Route::Proxy { write_through: Some((i, e)), .. } if i == id && e == event),
+                    "{p}: {r:?}"
+                );
+                assert_eq!(t.template(&r), template, "{p}");
+                assert_eq!(t.required_scope(&r), Scope::parse("content:approve"), "{p}");
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Aliases of the content routes: paths an origin may well resolve to
-//! `/v1/content/:id[/assets/:assetId|/regenerate]` although they are not
+//! `/v1/content/:id[/assets/:assetId|/regenerate|/approve|/reject]` although they are not
 //! spelled that way: a trailing slash, doubled slashes, other letter case
 //! in the fixed segments (web frameworks match routes case-insensitively
 //! and ignore a trailing slash by default), or percent-encoded unreserved
@@ -17,7 +17,8 @@
 pub enum ContentPath {
     Container(String),
     Asset(String, String),
-    Regenerate(String),
+    /// `regenerate`, `approve` or `reject` (as spelled, any case).
+    Action(String, String),
 }
 
 /// Recognises `rest` (the path after `/v1/`) as a content path in any
@@ -36,7 +37,13 @@ pub fn content_path(rest: &str) -> Option<ContentPath> {
     }
     match (third, fourth) {
         (None, None) => Some(ContentPath::Container(id)),
-        (Some(Some(t)), None) if t.eq_ignore_ascii_case("regenerate") => Some(ContentPath::Regenerate(id)),
+        (Some(Some(t)), None)
+            if ["regenerate", "approve", "reject"]
+                .iter()
+                .any(|a| t.eq_ignore_ascii_case(a)) =>
+        {
+            Some(ContentPath::Action(id, t.to_ascii_lowercase()))
+        }
         (Some(Some(t)), Some(Some(asset))) if t.eq_ignore_ascii_case("assets") => {
             Some(ContentPath::Asset(id, asset))
         }
@@ -87,7 +94,7 @@ mod tests {
         );
         assert_eq!(
             content_path("content/abc/REGENERATE"),
-            Some(ContentPath::Regenerate("abc".into()))
+            Some(ContentPath::Action("abc".into(), "regenerate".into()))
         );
     }
 
