@@ -2,6 +2,7 @@
 //! authorize, dispatch, and the one place a `Result` becomes a `Response`
 //! (with metrics and the access log).
 
+mod abandoned;
 mod cached_head;
 mod content;
 mod content_origin;
@@ -456,10 +457,28 @@ impl Gateway {
             Some(t) => t.start_request(&parts.headers, &parts.method, template),
             None => crate::telemetry::RequestTrace::OFF,
         };
-        let mut outcome = Outcome::new(routes, trace);
-        let result = self.dispatch(&parts, body, &route, rid, peer, &mut outcome).await;
+        let mut pending = abandoned::Abandoned {
+            gw: self,
+            method: &parts.method,
+            template,
+            started,
+            rid,
+            outcome: Some(Outcome::new(routes, trace)),
+        };
+        let result = self
+            .dispatch(&parts, body, &route, rid, peer, pending.outcome())
+            .await;
+        let mut outcome = pending.answered();
         let (resp, code) = self.respond(result, &parts.method, &route, &mut outcome, &rid_value, rid);
-        self.record(&parts.method, template, &resp, code, &outcome, started, rid);
+        self.record(
+            &parts.method,
+            template,
+            resp.status(),
+            code,
+            &outcome,
+            started,
+            rid,
+        );
         resp
     }
 
@@ -636,14 +655,13 @@ impl Gateway {
         &self,
         method: &http::Method,
         template: &'static str,
-        resp: &Response<ResponseBody>,
+        status: http::StatusCode,
         code: Option<&'static str>,
         outcome: &Outcome,
         started: Instant,
         rid: &str,
     ) {
         let m = &self.state.metrics;
-        let status = resp.status();
         let cache = outcome.cache.map_or("none", CacheStatus::as_str);
         let hot_asset = match template {
             crate::routes::CONTAINER_TEMPLATE => Some(false),

@@ -354,3 +354,38 @@ async fn a_full_disk_that_tears_a_line_never_glues_it_to_the_next() {
         "a whole line written counts as written, the torn one as dropped"
     );
 }
+
+/// An origin that never answers.
+struct Silent;
+
+impl layers_gateway::origin::Upstream for Silent {
+    fn send(
+        &self,
+        _req: http::Request<layers_gateway::body::StreamBody>,
+    ) -> layers_gateway::origin::UpstreamFuture {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_the_client_gave_up_on_is_logged_and_counted_as_499() {
+    let capture = Capture::default();
+    let cfg = test_config("http://127.0.0.1:1", "[access_log]\nformat = \"json\"\n");
+    let gw = Gateway::with_access_log(cfg, demo_keys(), Arc::new(Silent), capture.output()).unwrap();
+    let key = admin_key();
+    // The client hangs up after a second: hyper drops the request's future.
+    let gave_up = tokio::time::timeout(Duration::from_secs(1), call_get(&gw, "/v1/projects", &key)).await;
+    assert!(gave_up.is_err(), "the origin never answers");
+    assert!(gw.state().access_log.flush(FLUSH));
+    let lines = json_lines(&capture.text());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["fields"]["status"], 499, "{}", lines[0]);
+    assert_eq!(lines[0]["fields"]["route"], "/v1/projects", "{}", lines[0]);
+    let scrape = String::from_utf8(gw.state().metrics.render()).unwrap();
+    assert!(
+        scrape
+            .lines()
+            .any(|l| l.starts_with("layers_gateway_requests_total{") && l.contains("status=\"499\"")),
+        "{scrape}"
+    );
+}
