@@ -751,9 +751,10 @@ impl Gateway {
         }
         let principal = outcome.principal.as_deref();
         // A refusal without a principal (no key, a wrong one, a refused
-        // webhook) is logged at `log.refusals_per_sec` at most, with a
-        // "suppressed" count; metrics count every one.
-        if principal.is_none()
+        // webhook), and a scope refusal (which spends no rate budget, so
+        // nothing else bounds it), are logged at `log.refusals_per_sec` at
+        // most, with a "suppressed" count; metrics count every one.
+        if (principal.is_none() || code == Some("FORBIDDEN_SCOPE"))
             && (status.is_client_error() || status.is_server_error())
             && !self.state.refusal_logs.access.allow()
         {

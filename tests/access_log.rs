@@ -389,3 +389,32 @@ async fn a_request_the_client_gave_up_on_is_logged_and_counted_as_499() {
         "{scrape}"
     );
 }
+
+#[tokio::test]
+async fn scope_refusals_of_a_valid_key_are_logged_at_the_refusal_rate() {
+    let sim = demo_simulator();
+    let capture = Capture::default();
+    let gw = gateway(
+        &sim,
+        "format = \"json\"\n\n[log]\nrefusals_per_sec = 5\n",
+        capture.output(),
+    );
+    let (id, _) = first_container(&sim);
+    // A scope refusal spends no rate budget: only the log bounds it.
+    for _ in 0..500 {
+        call_get(&gw, &format!("/v1/content/{id}"), &no_scope_key())
+            .await
+            .assert_error(403, "FORBIDDEN_SCOPE");
+    }
+    assert!(gw.state().access_log.flush(FLUSH));
+    let lines = json_lines(&capture.text());
+    let refused = lines.iter().filter(|l| l["fields"]["status"] == 403).count();
+    assert_eq!(refused, 5, "the burst of log.refusals_per_sec, then nothing");
+    let scrape = String::from_utf8(gw.state().metrics.render()).unwrap();
+    let counted: f64 = scrape
+        .lines()
+        .filter(|l| l.starts_with("layers_gateway_requests_total{") && l.contains("status=\"403\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(counted, 500.0, "metrics count every refusal");
+}
