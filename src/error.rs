@@ -254,6 +254,42 @@ impl GatewayError {
         })
     }
 
+    /// The one rule for an origin's error answer (status 400 and up) on its
+    /// way to a partner: the origin's own envelope passes as it came;
+    /// anything else (a load balancer's HTML page, an empty body, another
+    /// API's JSON) becomes the gateway's envelope, so every 4xx/5xx a
+    /// partner sees has a code and the request id. A 5xx becomes
+    /// `UPSTREAM_ERROR` (502); a 4xx keeps its status with the code that
+    /// status stands for.
+    pub fn check_origin_error(status: StatusCode, body: &[u8]) -> Result<(), GatewayError> {
+        if status.as_u16() < 400 || Self::from_origin(status, body).is_some() {
+            return Ok(());
+        }
+        if status.is_server_error() {
+            tracing::warn!(
+                status = status.as_u16(),
+                "origin error answer without the Layers envelope"
+            );
+            return Err(Self::upstream_error());
+        }
+        let code = match status {
+            StatusCode::UNAUTHORIZED => ErrorCode::Unauthenticated,
+            StatusCode::FORBIDDEN => ErrorCode::ForbiddenScope,
+            StatusCode::NOT_FOUND | StatusCode::GONE => ErrorCode::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+            StatusCode::REQUEST_TIMEOUT => ErrorCode::RequestTimeout,
+            StatusCode::CONFLICT => ErrorCode::Conflict,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+            StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::Validation,
+            StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorCode::HeadersTooLarge,
+            _ => ErrorCode::BadRequest,
+        };
+        let mut e = Self::new(code, "The origin refused the request.");
+        e.status = status;
+        Err(e)
+    }
+
     /// The JSON envelope body.
     pub fn envelope(&self, request_id: &str) -> Bytes {
         let mut inner = serde_json::Map::with_capacity(4);
@@ -285,6 +321,31 @@ impl std::error::Error for GatewayError {}
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_origin_error_without_the_envelope_gets_the_gateways() {
+        let envelope = br#"{"error":{"code":"NOT_FOUND","message":"No such project."}}"#;
+        assert!(GatewayError::check_origin_error(StatusCode::NOT_FOUND, envelope).is_ok());
+        assert!(GatewayError::check_origin_error(StatusCode::OK, b"<html>").is_ok());
+        let e = GatewayError::check_origin_error(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>")
+            .unwrap_err();
+        assert_eq!(
+            (e.code, e.status),
+            (ErrorCode::UpstreamError, StatusCode::BAD_GATEWAY)
+        );
+        let e = GatewayError::check_origin_error(StatusCode::SERVICE_UNAVAILABLE, b"").unwrap_err();
+        assert_eq!(
+            (e.code, e.status),
+            (ErrorCode::UpstreamError, StatusCode::BAD_GATEWAY)
+        );
+        let e = GatewayError::check_origin_error(StatusCode::NOT_FOUND, b"Not Found").unwrap_err();
+        assert_eq!((e.code, e.status), (ErrorCode::NotFound, StatusCode::NOT_FOUND));
+        let e = GatewayError::check_origin_error(StatusCode::IM_A_TEAPOT, b"").unwrap_err();
+        assert_eq!(
+            (e.code, e.status),
+            (ErrorCode::BadRequest, StatusCode::IM_A_TEAPOT)
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -142,6 +142,7 @@ impl Gateway {
             return Ok(resp);
         }
         if !reply.status.is_success() {
+            GatewayError::check_origin_error(reply.status, &body)?;
             headers.insert(CACHE_CONTROL, NO_STORE.clone());
         }
         // The length of the GET's body, for a HEAD too.

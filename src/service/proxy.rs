@@ -85,6 +85,19 @@ fn too_large() -> GatewayError {
 
 impl Gateway {
     #[allow(clippy::too_many_arguments)]
+    /// An origin error answer, read whole (under the response cap) so that
+    /// one that is not the Layers envelope is answered with the gateway's
+    /// (`GatewayError::check_origin_error`).
+    async fn origin_error(
+        &self,
+        parts: http::response::Parts,
+        body: crate::body::StreamBody,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let bytes = self.state.origin.read_capped(body).await?;
+        GatewayError::check_origin_error(parts.status, &bytes)?;
+        Ok(Response::from_parts(parts, ResponseBody::full(bytes)))
+    }
+
     pub(super) async fn proxy<B>(
         &self,
         parts: &http::request::Parts,
@@ -138,10 +151,14 @@ impl Gateway {
         *req.headers_mut() = headers;
         // Sampled: the origin span replaces the caller's trace context.
         crate::telemetry::attach(&mut req, trace.as_ref());
+        let head = parts.method == http::Method::HEAD;
         let Some((id, event_type)) = write_through else {
             let resp = self.state.origin.stream(req, template, org).await?;
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            if parts.status.as_u16() >= 400 && !head {
+                return self.origin_error(parts, body).await;
+            }
             return Ok(Response::from_parts(parts, ResponseBody::Stream(body)));
         };
         // Fills cached before this point hold data the mutation replaces
@@ -177,6 +194,9 @@ impl Gateway {
             };
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            if parts.status.as_u16() >= 400 {
+                return gw.origin_error(parts, body).await;
+            }
             if !parts.status.is_success() {
                 return Ok(Response::from_parts(parts, ResponseBody::Stream(body)));
             }
