@@ -262,8 +262,9 @@ impl RouteTable {
                     let Some(id) = id else {
                         return Route::BadContentId { template };
                     };
+                    // By template: the action may be spelled in any case.
                     return Route::Proxy {
-                        rule: self.find(method, path),
+                        rule: self.find_template(method, template),
                         write_through: Some((id, t)),
                     };
                 }
