@@ -129,6 +129,10 @@ fn b64(s: &Option<String>) -> Option<Vec<u8>> {
 /// (aws-lc-rs, RS*/PS*) takes moduli of 2048 to 8192 bits and an odd
 /// exponent from 3 to 2^33 - 1. Any other key would load and then refuse
 /// every token, so it is skipped like an unknown key type.
+fn without_leading_zeros(b: &[u8]) -> &[u8] {
+    &b[b.iter().take_while(|&&x| x == 0).count()..]
+}
+
 fn rsa_usable(n: &[u8], e: &[u8]) -> Result<(), String> {
     let significant = |b: &[u8]| -> usize {
         let b = &b[b.iter().take_while(|&&x| x == 0).count()..];
@@ -163,7 +167,10 @@ impl RawJwk {
         let (key, kind) = match (self.kty.as_str(), self.crv.as_deref()) {
             ("RSA", _) => {
                 let (n, e) = (b64(&self.n).ok_or("bad n")?, b64(&self.e).ok_or("bad e")?);
-                rsa_usable(&n, &e)?;
+                // Leading zero octets are the same number; the verifier
+                // takes the minimal encoding only.
+                let (n, e) = (without_leading_zeros(&n), without_leading_zeros(&e));
+                rsa_usable(n, e)?;
                 (DecodingKey::from_rsa_raw_components(&n, &e), KeyKind::Rsa)
             }
             ("EC", Some(crv @ ("P-256" | "P-384"))) => {
