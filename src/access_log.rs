@@ -198,6 +198,10 @@ impl AccessLog {
             flush_every: settings.flush_every,
             failing: false,
             torn: false,
+            path: match &output {
+                Output::File(p) => Some(p.clone()),
+                _ => None,
+            },
         };
         // The writer ends once this log is dropped (its senders with it),
         // after writing what is left; `flush` waits for that explicitly.

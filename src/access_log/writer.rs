@@ -71,6 +71,8 @@ pub(super) struct Writer {
     /// up mid-line): the next write starts with a newline, so the torn line
     /// stays on its own and is not glued to the next whole one.
     pub torn: bool,
+    /// The file written, when the output is one (see `torn`).
+    pub path: Option<PathBuf>,
 }
 
 impl Writer {
@@ -195,8 +197,13 @@ impl Writer {
         match (self.open)() {
             Ok(out) => {
                 self.out = out;
-                // A torn line stays in the old file; the new one starts clean.
-                self.torn = false;
+                // A torn line stays in a renamed file; a new, empty file
+                // needs no newline first. Reopened without a rename, the
+                // file still ends in the torn part: the newline stays due.
+                if let Some(path) = &self.path {
+                    let empty = std::fs::metadata(path).is_ok_and(|m| m.len() == 0);
+                    self.torn &= !empty;
+                }
             }
             Err(e) => tracing::warn!(error = %e, "access log reopen failed; still writing to the old file"),
         }
