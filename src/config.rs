@@ -3,7 +3,7 @@
 //! error; `validate()` runs before any port is bound.
 
 pub mod access_log;
-mod field_path;
+pub mod field_path;
 pub mod log_level;
 pub mod traces;
 pub mod warnings;
@@ -373,11 +373,15 @@ impl CacheConfig {
         for (i, e) in self.compress_encodings.iter().enumerate() {
             if e != "gzip" && e != "br" {
                 return Err(format!(
-                    "cache.compress_encodings[{i}]: {e:?} is not \"gzip\" or \"br\""
+                    "cache.compress_encodings[{i}]: {} is not \"gzip\" or \"br\"",
+                    field_path::shown_value(e)
                 ));
             }
             if self.compress_encodings[..i].contains(e) {
-                return Err(format!("cache.compress_encodings[{i}]: {e:?} is listed twice"));
+                return Err(format!(
+                    "cache.compress_encodings[{i}]: {} is listed twice",
+                    field_path::shown_value(e)
+                ));
             }
         }
         if !(1..=9).contains(&self.compress_gzip_level) {
@@ -818,8 +822,8 @@ impl Config {
         self.cache.validate_representations()?;
         crate::auth::scopes::Scope::parse(&self.routes.default_scope).ok_or_else(|| {
             format!(
-                "routes.default_scope: unknown scope {:?}",
-                self.routes.default_scope
+                "routes.default_scope: unknown scope {}",
+                field_path::shown_value(&self.routes.default_scope)
             )
         })?;
         for (i, r) in self.routes.rules.iter().enumerate() {
@@ -837,8 +841,12 @@ impl Config {
                 }
             }
             if let Some(s) = &r.scope {
-                crate::auth::scopes::Scope::parse(s)
-                    .ok_or_else(|| format!("routes.rules[{i}].scope: unknown scope {s:?}"))?;
+                crate::auth::scopes::Scope::parse(s).ok_or_else(|| {
+                    format!(
+                        "routes.rules[{i}].scope: unknown scope {}",
+                        field_path::shown_value(s)
+                    )
+                })?;
             }
         }
         if !self.webhooks.path.starts_with('/') || self.webhooks.path.starts_with("/v1/") {

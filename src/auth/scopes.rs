@@ -53,7 +53,8 @@ impl ScopeSet {
             if n == "*" {
                 bits |= ScopeSet::ALL.0;
             } else {
-                let s = Scope::parse(n).ok_or_else(|| format!("unknown scope {n:?}"))?;
+                let s = Scope::parse(n)
+                    .ok_or_else(|| format!("unknown scope {}", crate::config::field_path::shown_value(n)))?;
                 bits |= 1 << s.0;
             }
         }

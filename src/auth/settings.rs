@@ -216,7 +216,7 @@ impl JwtSettings {
                 return Err(format!("{at}.issuer: must not be empty"));
             }
             if !seen.insert(iss.issuer.as_str()) {
-                return Err(format!("{at}.issuer: duplicate issuer {:?}", iss.issuer));
+                return Err(format!("{at}.issuer: the same issuer as an earlier entry"));
             }
             if iss.audience.is_empty() || iss.audience.iter().any(String::is_empty) {
                 return Err(format!(
@@ -237,7 +237,8 @@ impl JwtSettings {
                 let known = symmetric || ASYMMETRIC_ALGORITHMS.contains(&a.as_str());
                 if !known {
                     return Err(format!(
-                        "{at}.algorithms: {a:?} is not supported (one of {}, or HS256 with shared_secret_env)",
+                        "{at}.algorithms: {} is not supported (one of {}, or HS256 with shared_secret_env)",
+                        crate::config::field_path::shown_value(a),
                         ASYMMETRIC_ALGORITHMS.join(", ")
                     ));
                 }

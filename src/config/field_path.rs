@@ -59,6 +59,28 @@ fn without_quoted_values(message: &str) -> String {
     out
 }
 
+/// A value a validator names in its error: quoted when it looks like the
+/// name it should have been (a scope, a level, an encoding, an algorithm:
+/// short, lower case, or a short upper-case code like `ES256`), so a typo
+/// is easy to see; otherwise only its length, because a long or mixed-case
+/// value may be a secret put in the wrong field, and the error reaches
+/// `check-config`, the reload log and the admin answer.
+pub fn shown_value(value: &str) -> String {
+    let name_like = value.len() <= 20
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b":_.*-=,[] ".contains(&b));
+    let code_like = value.len() <= 8
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    if name_like || code_like {
+        format!("{value:?}")
+    } else {
+        format!("(a value of {} characters, not shown)", value.chars().count())
+    }
+}
+
 /// `line L, column C`, both counted from 1, for a byte offset.
 fn line_column(text: &str, offset: usize) -> String {
     let before = &text[..offset.min(text.len())];
@@ -186,6 +208,15 @@ mod tests {
             "{e}"
         );
         assert!(e.ends_with("(line 2, column 11)"), "{e}");
+    }
+
+    #[test]
+    fn a_validator_shows_a_name_but_not_a_secret() {
+        assert_eq!(shown_value("contnet:read"), "\"contnet:read\"");
+        assert_eq!(shown_value("ES256"), "\"ES256\"");
+        assert_eq!(shown_value("gzipp"), "\"gzipp\"");
+        assert!(!shown_value("whsec_PLANTEDSECRET1234").contains("PLANTED"));
+        assert!(!shown_value("lp_live_0123456789abcdefghijklmnopqrstuvwxyz").contains("lp_live"));
     }
 
     #[test]

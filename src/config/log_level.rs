@@ -18,14 +18,27 @@ pub fn check(level: &str) -> Result<(), String> {
             "log.level: must not be empty (one of {LEVEL_NAMES}, or target=level directives)"
         ));
     }
-    tracing_subscriber::EnvFilter::try_new(level).map_err(|e| format!("log.level: {e}"))?;
+    tracing_subscriber::EnvFilter::try_new(level).map_err(|e| {
+        // The parser's message may quote part of the value, which may be
+        // a secret put in the wrong field: then it is not repeated.
+        let e = e.to_string();
+        let quotes_value = level
+            .split([',', '=', '[', ']', '{', '}'])
+            .any(|part| part.trim().len() > 3 && e.contains(part.trim()));
+        if quotes_value {
+            "log.level: not a valid filter directive".to_owned()
+        } else {
+            format!("log.level: {e}")
+        }
+    })?;
     for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let bare = !directive.contains(['=', '[']);
         if bare && directive.parse::<LevelFilter>().is_err() {
             return Err(format!(
-                "log.level: {directive:?} is not a level ({LEVEL_NAMES}); a bare word would \
+                "log.level: {} is not a level ({LEVEL_NAMES}); a bare word would \
                  select only the log target of that name and silence every other line \
-                 (write target=level for a target)"
+                 (write target=level for a target)",
+                super::field_path::shown_value(directive)
             ));
         }
     }
