@@ -76,6 +76,35 @@ fn invalidation_span(trace: &Option<crate::telemetry::OriginTrace>) -> crate::te
     }
 }
 
+/// An error body in the coding the origin chose (the partner's
+/// `Accept-Encoding` is forwarded), decoded to judge it, at most `cap`
+/// bytes. `None`: not coded. A coding this cannot read gives an empty body,
+/// which is no envelope.
+fn decoded(headers: &http::HeaderMap, body: &[u8], cap: usize) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let coding = headers.get(http::header::CONTENT_ENCODING)?.to_str().ok()?.trim();
+    let mut out = Vec::new();
+    let limit = cap as u64 + 1;
+    let read = match coding.to_ascii_lowercase().as_str() {
+        "" | "identity" => return None,
+        "gzip" | "x-gzip" => flate2::read::GzDecoder::new(body)
+            .take(limit)
+            .read_to_end(&mut out),
+        "deflate" => flate2::read::ZlibDecoder::new(body)
+            .take(limit)
+            .read_to_end(&mut out),
+        "br" => brotli::Decompressor::new(body, 4096)
+            .take(limit)
+            .read_to_end(&mut out),
+        _ => return Some(Vec::new()),
+    };
+    Some(if read.is_ok() && out.len() <= cap {
+        out
+    } else {
+        Vec::new()
+    })
+}
+
 fn too_large() -> GatewayError {
     GatewayError::new(
         ErrorCode::PayloadTooLarge,
@@ -85,6 +114,29 @@ fn too_large() -> GatewayError {
 
 impl Gateway {
     #[allow(clippy::too_many_arguments)]
+    /// A mutation was sent and its outcome is unknown (no answer, or a
+    /// 5xx): the origin may have committed it. Drops what is cached (a
+    /// generation bump); revokes and tombstones nothing on a guess.
+    async fn purge_after_unknown_outcome(
+        &self,
+        id: ContainerId,
+        trace: &Option<crate::telemetry::OriginTrace>,
+    ) {
+        let purge = Invalidation {
+            event_id: None,
+            source: Source::WriteThrough,
+            event_type: EventType::Purge,
+            container: Some(id),
+            revoked_asset_ids: Vec::new(),
+            current_asset_ids: Vec::new(),
+            changed_at: None,
+            created_at: None,
+        };
+        let _ = self
+            .accept_invalidation_in(&purge, invalidation_span(trace))
+            .await;
+    }
+
     /// An origin error answer, read whole (under the response cap) so that
     /// one that is not the Layers envelope is answered with the gateway's
     /// (`GatewayError::check_origin_error`).
@@ -94,7 +146,12 @@ impl Gateway {
         body: crate::body::StreamBody,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let bytes = self.state.origin.read_capped(body).await?;
-        GatewayError::check_origin_error(parts.status, &bytes)?;
+        let cap = self.state.config.origin.max_response_bytes as usize;
+        match decoded(&parts.headers, &bytes, cap) {
+            Some(plain) => GatewayError::check_origin_error(parts.status, &plain)?,
+            None => GatewayError::check_origin_error(parts.status, &bytes)?,
+        }
+        // The origin's own envelope, as it came (still in its coding).
         Ok(Response::from_parts(parts, ResponseBody::full(bytes)))
     }
 
@@ -174,26 +231,19 @@ impl Gateway {
                 Ok(resp) => resp,
                 Err(e) => {
                     if matches!(e.code, ErrorCode::UpstreamError | ErrorCode::UpstreamTimeout) {
-                        // Sent, but no answer: the origin may have committed.
-                        // Drop what is cached (a generation bump); revoke
-                        // and tombstone nothing on a guess.
-                        let purge = Invalidation {
-                            event_id: None,
-                            source: Source::WriteThrough,
-                            event_type: EventType::Purge,
-                            container: Some(id),
-                            revoked_asset_ids: Vec::new(),
-                            current_asset_ids: Vec::new(),
-                            changed_at: None,
-                            created_at: None,
-                        };
-                        let _ = gw.accept_invalidation_in(&purge, invalidation_span(&trace)).await;
+                        gw.purge_after_unknown_outcome(id, &trace).await;
                     }
                     return Err(e);
                 }
             };
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            if parts.status.is_server_error() {
+                // A 5xx (the origin's, or a load balancer's page in front
+                // of it) does not say the mutation was not committed:
+                // dropped like an answer that never came.
+                gw.purge_after_unknown_outcome(id, &trace).await;
+            }
             if parts.status.as_u16() >= 400 {
                 return gw.origin_error(parts, body).await;
             }
