@@ -154,7 +154,7 @@ async fn held_slow_reader_pipelined_bodies_of_refusal_heads_are_never_rewritten(
             _ => break,
         }
         reads += 1;
-        if reads % 64 == 0 {
+        if reads.is_multiple_of(64) {
             // Slow: let the gateway's socket fill up now and then (yields,
             // not a sleep: the pace changes how writes split, not the result).
             for _ in 0..200 {

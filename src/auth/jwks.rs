@@ -171,7 +171,7 @@ impl RawJwk {
                 // takes the minimal encoding only.
                 let (n, e) = (without_leading_zeros(&n), without_leading_zeros(&e));
                 rsa_usable(n, e)?;
-                (DecodingKey::from_rsa_raw_components(&n, &e), KeyKind::Rsa)
+                (DecodingKey::from_rsa_raw_components(n, e), KeyKind::Rsa)
             }
             ("EC", Some(crv @ ("P-256" | "P-384"))) => {
                 let size = if crv == "P-256" { 32 } else { 48 };

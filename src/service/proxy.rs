@@ -113,7 +113,6 @@ fn too_large() -> GatewayError {
 }
 
 impl Gateway {
-    #[allow(clippy::too_many_arguments)]
     /// A mutation was sent and its outcome is unknown (no answer, or a
     /// 5xx): the origin may have committed it. Drops what is cached (a
     /// generation bump); revokes and tombstones nothing on a guess.
@@ -155,6 +154,7 @@ impl Gateway {
         Ok(Response::from_parts(parts, ResponseBody::full(bytes)))
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn proxy<B>(
         &self,
         parts: &http::request::Parts,
