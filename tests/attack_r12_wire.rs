@@ -16,14 +16,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 // ------------------------------------------------------------ helpers
 
-/// A gateway on loopback in front of `origin`, `server` lines appended to
-/// the `[server]` section (through `extra`, which may hold other sections).
-async fn app_for(origin: SocketAddr, extra: &str) -> App {
-    let cfg = test_config(&format!("http://{origin}"), extra);
-    let upstream: Arc<dyn Upstream> = Arc::new(HttpUpstream::new(&cfg.origin).unwrap());
-    App::start(cfg, demo_keys(), upstream).await.unwrap()
-}
-
 /// What one raw origin connection received (head and body bytes as sent).
 type Seen = Arc<Mutex<Vec<Vec<u8>>>>;
 
@@ -132,23 +124,11 @@ async fn read_one(s: &mut TcpStream, linger: Duration) -> (String, Vec<u8>, Vec<
 
 /// Splits a byte stream holding several HTTP/1.1 responses (each framed by
 /// `content-length`) into (head, body) pairs.
-fn split_responses(mut b: &[u8]) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    while let Some(end) = b.windows(4).position(|w| w == b"\r\n\r\n") {
-        let head = String::from_utf8_lossy(&b[..end]).into_owned();
-        let len: usize = head
-            .to_ascii_lowercase()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().unwrap_or(0))
-            })
-            .unwrap_or(0);
-        let stop = (end + 4 + len).min(b.len());
-        out.push((head, String::from_utf8_lossy(&b[end + 4..stop]).into_owned()));
-        b = &b[stop..];
-    }
-    out
+fn split_responses(b: &[u8]) -> Vec<(String, String)> {
+    raw_http::split_responses(b)
+        .into_iter()
+        .map(|(head, body)| (head, String::from_utf8_lossy(&body).into_owned()))
+        .collect()
 }
 
 /// What is wrong with (head, body) as a `status` refusal in the Layers
@@ -198,7 +178,7 @@ async fn a_proxied_body_that_looks_like_a_refusal_head_reaches_the_client_unchan
         body.len()
     );
     let (origin, _) = raw_origin(head, Duration::from_millis(300), body.clone()).await;
-    let app = app_for(origin, "").await;
+    let app = raw_http::app_in_front_of(origin, "").await;
     let mut s = TcpStream::connect(app.addr).await.unwrap();
     let req = format!(
         "GET /v1/projects/prj_1 HTTP/1.1\r\nhost: gw\r\nx-api-key: {}\r\n\r\n",
@@ -263,7 +243,7 @@ async fn a_non_envelope_origin_5xx_on_a_proxied_route_reaches_the_partner_as_an_
         page.len()
     );
     let (origin, _) = raw_origin(head, Duration::ZERO, page).await;
-    let app = app_for(origin, "").await;
+    let app = raw_http::app_in_front_of(origin, "").await;
     let c = TestClient::new(app.addr);
     let r = c.get("/v1/projects/prj_1", &admin_key()).await;
     let body = String::from_utf8_lossy(&r.body).into_owned();
@@ -289,7 +269,7 @@ async fn a_non_envelope_origin_5xx_on_a_content_variant_reaches_the_partner_as_a
         page.len()
     );
     let (origin, _) = raw_origin(head, Duration::ZERO, page).await;
-    let app = app_for(origin, "").await;
+    let app = raw_http::app_in_front_of(origin, "").await;
     let c = TestClient::new(app.addr);
     let r = c
         .get(
@@ -324,7 +304,7 @@ async fn held_cl_te_together_never_reach_the_origin_with_the_stale_length() {
         ok.len()
     );
     let (origin, seen) = raw_origin(head, Duration::ZERO, ok).await;
-    let app = app_for(origin, "").await;
+    let app = raw_http::app_in_front_of(origin, "").await;
     let req = format!(
         "POST /v1/projects HTTP/1.1\r\nhost: gw\r\nx-api-key: {}\r\ncontent-type: application/json\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         admin_key()
@@ -361,7 +341,7 @@ async fn held_refused_framing_gets_a_400_envelope_and_never_reaches_the_origin()
         b"{}".to_vec(),
     )
     .await;
-    let app = app_for(origin, "").await;
+    let app = raw_http::app_in_front_of(origin, "").await;
     let key = admin_key();
     for (what, extra, body) in [
         (

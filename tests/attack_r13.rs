@@ -5,8 +5,6 @@
 mod support;
 
 use bytes::Bytes;
-use layers_gateway::app::App;
-use layers_gateway::origin::{HttpUpstream, Upstream};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -17,12 +15,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 // ------------------------------------------------------------ helpers
-
-async fn app_for(origin: SocketAddr, extra: &str) -> App {
-    let cfg = test_config(&format!("http://{origin}"), extra);
-    let upstream: Arc<dyn Upstream> = Arc::new(HttpUpstream::new(&cfg.origin).unwrap());
-    App::start(cfg, demo_keys(), upstream).await.unwrap()
-}
 
 /// A raw HTTP/1.1 origin: for every request (head read whole, body of
 /// `content-length` read) it writes `head`, then `body` in pieces of
@@ -80,26 +72,6 @@ async fn raw_origin(head: String, body: Vec<u8>, piece: usize) -> SocketAddr {
     addr
 }
 
-/// Splits HTTP/1.1 responses framed by `content-length`.
-fn split_responses(mut b: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    while let Some(end) = b.windows(4).position(|w| w == b"\r\n\r\n") {
-        let head = String::from_utf8_lossy(&b[..end]).into_owned();
-        let len: usize = head
-            .to_ascii_lowercase()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().unwrap_or(0))
-            })
-            .unwrap_or(0);
-        let stop = (end + 4 + len).min(b.len());
-        out.push((head, b[end + 4..stop].to_vec()));
-        b = &b[stop..];
-    }
-    out
-}
-
 fn gunzip(b: &[u8]) -> Vec<u8> {
     use std::io::Read;
     let mut out = Vec::new();
@@ -132,7 +104,7 @@ async fn held_slow_reader_pipelined_bodies_of_refusal_heads_are_never_rewritten(
         body.len()
     );
     let origin = raw_origin(head, body.clone(), unit.len()).await;
-    let app = app_for(origin, "").await;
+    let app = raw_http::app_in_front_of(origin, "").await;
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let mut s = sock.connect(app.addr).await.unwrap();
@@ -161,7 +133,7 @@ async fn held_slow_reader_pipelined_bodies_of_refusal_heads_are_never_rewritten(
                 tokio::task::yield_now().await;
             }
         }
-        let replies = split_responses(&got);
+        let replies = raw_http::split_responses(&got);
         if replies.len() == 2 && replies[1].1.len() == body.len() && got.len() > want_total {
             // Both whole; linger briefly for anything extra.
             let _ = tokio::time::timeout(Duration::from_millis(200), async {
@@ -176,7 +148,7 @@ async fn held_slow_reader_pipelined_bodies_of_refusal_heads_are_never_rewritten(
             break;
         }
     }
-    let replies = split_responses(&got);
+    let replies = raw_http::split_responses(&got);
     assert_eq!(replies.len(), 2, "two responses, got {}", replies.len());
     for (h, b) in &replies {
         assert!(h.starts_with("HTTP/1.1 200"), "{h}");
@@ -205,7 +177,7 @@ async fn held_a_refusal_after_a_keepalive_response_gets_the_envelope() {
     s.write_all(req.as_bytes()).await.unwrap();
     let mut got = Vec::new();
     let mut chunk = [0u8; 8192];
-    while split_responses(&got).first().is_none_or(|(h, b)| {
+    while raw_http::split_responses(&got).first().is_none_or(|(h, b)| {
         let len: usize = h
             .to_ascii_lowercase()
             .lines()
@@ -254,7 +226,7 @@ async fn a_gzipped_origin_envelope_is_not_replaced_by_a_generic_one() {
         body.len()
     );
     let origin = raw_origin(head, body, 1 << 20).await;
-    let app = app_for(origin, "").await;
+    let app = raw_http::app_in_front_of(origin, "").await;
     let c = TestClient::new(app.addr);
     let r = c
         .send(
@@ -344,7 +316,7 @@ async fn held_almost_envelopes_are_replaced_and_head_and_3xx_pass() {
             body.len()
         );
         let origin = raw_origin(head, body.as_bytes().to_vec(), 1 << 20).await;
-        let app = app_for(origin, "").await;
+        let app = raw_http::app_in_front_of(origin, "").await;
         let c = TestClient::new(app.addr);
         let r = c.get("/v1/projects/prj_1", &admin_key()).await;
         let v = r.json();
