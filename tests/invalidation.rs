@@ -1311,3 +1311,46 @@ async fn at_the_revoked_id_cap_the_most_recently_revoked_ids_stay_revoked() {
     assert_assets_404(&gw, id, &newest).await;
     h.stop().await;
 }
+
+/// The origin regenerated a container and its webhook has not arrived (or
+/// was lost). A read the cache does not serve (a query string) gets the
+/// new version from the origin: from then on the cached old version, and
+/// its old asset URLs, are no longer served by this instance.
+#[tokio::test]
+async fn a_variant_read_that_shows_a_newer_version_stops_the_cached_one() {
+    let sim = demo_simulator();
+    let gw = in_process(&sim, "");
+    let (id, asset) = first_container(&sim);
+    let key = admin_key();
+    let path = content_path(&id.to_string());
+    assert_eq!(call_get(&gw, &path, &key).await.status, 200);
+    assert_eq!(call_get(&gw, &path, &key).await.x_cache(), Some("HIT"));
+    // Regenerated at the origin; no webhook target, so no event.
+    sim.regenerate(id).expect("the container exists");
+    let variant = call_get(&gw, &format!("{path}?fresh=1"), &key).await;
+    assert_eq!(variant.status, 200);
+    let ids = |r: &Reply| -> Vec<String> {
+        r.json()["assets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["assetId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(
+        !ids(&variant).contains(&asset),
+        "the origin shows the new version"
+    );
+    let after = call_get(&gw, &path, &key).await;
+    assert_eq!(after.status, 200);
+    assert_ne!(
+        after.x_cache(),
+        Some("HIT"),
+        "the old version is not served from the cache"
+    );
+    assert_eq!(
+        ids(&after),
+        ids(&variant),
+        "the canonical route shows the new version too"
+    );
+}

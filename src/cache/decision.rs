@@ -148,16 +148,30 @@ impl ContentCache {
         let Some(floor) = fence.lock().floor(Instant::now()).map(|f| f.at) else {
             return false;
         };
-        #[derive(serde::Deserialize)]
-        struct Stamp {
-            #[serde(rename = "updatedAt")]
-            updated_at: Option<String>,
+        updated_at_of(body).is_some_and(|at| at < floor)
+    }
+
+    /// A 2xx container body the origin answered for a read the cache did
+    /// not serve (a query-string variant, an alias, an unsynced instance)
+    /// dated after the newest fill this instance cached: the origin has
+    /// moved past what the cache holds (a regenerate whose event has not
+    /// arrived yet), so the cached fills stop being served (a generation
+    /// bump) and the next read fills again. Nothing is revoked or
+    /// tombstoned on this evidence: the origin answers for the old ids.
+    pub fn note_origin_version(&self, id: ContainerId, body: &[u8]) -> bool {
+        let Some(fence) = self.fences.get(id) else {
+            return false;
+        };
+        let Some(at) = updated_at_of(body) else {
+            return false;
+        };
+        let mut st = fence.lock();
+        let newest_cached = st.records.back().and_then(|r| r.updated_at);
+        if newest_cached.is_some_and(|cached| cached < at) {
+            fence.bump(&mut st);
+            return true;
         }
-        serde_json::from_slice::<Stamp>(body)
-            .ok()
-            .and_then(|s| s.updated_at)
-            .and_then(|t| super::time::parse_rfc3339_millis(&t))
-            .is_some_and(|at| at < floor)
+        false
     }
 
     /// How long a read that got a lagging replica's answer waits before it
@@ -313,4 +327,17 @@ impl ContentCache {
             OriginVerdict::AssetRevoked
         }
     }
+}
+
+/// A container body's `updatedAt` (unix ms), read without parsing the rest.
+fn updated_at_of(body: &[u8]) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Stamp {
+        #[serde(rename = "updatedAt")]
+        updated_at: Option<String>,
+    }
+    serde_json::from_slice::<Stamp>(body)
+        .ok()
+        .and_then(|s| s.updated_at)
+        .and_then(|t| super::time::parse_rfc3339_millis(&t))
 }

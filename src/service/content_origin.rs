@@ -105,6 +105,9 @@ impl Gateway {
         if let Some(r) = refuse(verdict) {
             return r;
         }
+        if reply.status == StatusCode::OK && asset.is_none() {
+            cache.note_origin_version(id, &body);
+        }
         let mut headers = reply.headers;
         strip_hop_by_hop(&mut headers);
         headers.remove(ETAG);
