@@ -165,13 +165,29 @@ impl ContentCache {
         let Some(at) = updated_at_of(body) else {
             return false;
         };
+        let now = Instant::now();
         let mut st = fence.lock();
-        let newest_cached = st.records.back().and_then(|r| r.updated_at);
-        if newest_cached.is_some_and(|cached| cached < at) {
-            fence.bump(&mut st);
-            return true;
+        // Known already (an invalidation, or an earlier read of this
+        // version): one bump per version, so reads of it that overlap the
+        // refill do not throw that refill away again and again.
+        if st.floor(now).is_some_and(|f| f.at >= at) {
+            return false;
         }
-        false
+        let newest_cached = st.records.back().and_then(|r| r.updated_at);
+        if newest_cached.is_none_or(|cached| cached >= at) {
+            return false;
+        }
+        fence.bump(&mut st);
+        // A floor at this version, as an invalidation reporting it would
+        // set: a refill answered by a replica still behind it is asked
+        // again (`cache.lag_retry_ms`), never cached.
+        st.floor = Some(super::fence::Floor {
+            at,
+            until: now + self.ttls.load().revoked_ttl,
+            revokes_assets: false,
+            current: None,
+        });
+        true
     }
 
     /// How long a read that got a lagging replica's answer waits before it
