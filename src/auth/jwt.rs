@@ -173,11 +173,15 @@ impl JwtVerifier {
             let keys = match s.key_source().ok_or_else(|| format!("{at}: no key source"))? {
                 KeySource::SharedSecretEnv(var) => {
                     let secret = std::env::var(var).map_err(|_| {
-                        format!("{at}.shared_secret_env: environment variable {var} is not set")
+                        format!(
+                            "{at}.shared_secret_env: environment variable {} is not set (the field names the variable, not the secret)",
+                            crate::config::field_path::shown_value(var)
+                        )
                     })?;
                     if secret.len() < MIN_SHARED_SECRET_BYTES {
                         return Err(format!(
-                            "{at}.shared_secret_env: the secret in {var} must be at least {MIN_SHARED_SECRET_BYTES} bytes"
+                            "{at}.shared_secret_env: the secret in {} must be at least {MIN_SHARED_SECRET_BYTES} bytes",
+                            crate::config::field_path::shown_value(var)
                         ));
                     }
                     IssuerKeys::Secret(Arc::new(VerifyKey::shared_secret(secret.as_bytes())))

@@ -44,7 +44,8 @@ pub fn check_tiers(text: &str, known: &BTreeSet<String>) -> Result<(), String> {
         if let Some(tier) = k.tier.as_ref().filter(|t| !known.contains(*t)) {
             let names: Vec<&str> = known.iter().map(String::as_str).collect();
             return Err(format!(
-                "keys[{i}].tier: unknown tier {tier:?} (known: {}; [shaping.tiers] in the config adds more)",
+                "keys[{i}].tier: unknown tier {} (known: {}; [shaping.tiers] in the config adds more)",
+                crate::config::field_path::shown_value(tier),
                 names.join(", ")
             ));
         }

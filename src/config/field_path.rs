@@ -66,14 +66,19 @@ fn without_quoted_values(message: &str) -> String {
 /// value may be a secret put in the wrong field, and the error reaches
 /// `check-config`, the reload log and the admin answer.
 pub fn shown_value(value: &str) -> String {
+    // No digits: none of the names these fields take has one, and a
+    // generated secret (hex, base64) almost always does.
     let name_like = value.len() <= 20
         && value
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b":_.*-=,[] ".contains(&b));
-    let code_like = value.len() <= 8
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            .all(|b| b.is_ascii_lowercase() || b":_.*-=,[] ".contains(&b));
+    // `ES256`, or an environment variable's name (`LAYERS_JWT_SECRET`).
+    let upper = value
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    let code_like = upper
+        && value.bytes().next().is_some_and(|b| b.is_ascii_uppercase())
+        && (value.len() <= 8 || (value.len() <= 64 && value.contains('_')));
     if name_like || code_like {
         format!("{value:?}")
     } else {
@@ -217,6 +222,12 @@ mod tests {
         assert_eq!(shown_value("gzipp"), "\"gzipp\"");
         assert!(!shown_value("whsec_PLANTEDSECRET1234").contains("PLANTED"));
         assert!(!shown_value("lp_live_0123456789abcdefghijklmnopqrstuvwxyz").contains("lp_live"));
+        assert!(
+            !shown_value("3f9a0c1e77b24d58aa01").contains("3f9a"),
+            "20 hex digits"
+        );
+        assert_eq!(shown_value("LAYERS_JWT_SECRET"), "\"LAYERS_JWT_SECRET\"");
+        assert!(!shown_value("Zm9vYmFyYmF6cXV4=").contains("Zm9v"));
     }
 
     #[test]

@@ -51,9 +51,9 @@ pub fn config_warnings(cfg: &Config) -> Vec<String> {
     }
     if !log_level::has_default(&cfg.log.level) {
         w.push(format!(
-            "log.level: {:?} sets no default level, so only the named targets log (not the \
+            "log.level: {} sets no default level, so only the named targets log (not the \
              access log unless layers_gateway is named)",
-            cfg.log.level
+            super::field_path::shown_value(&cfg.log.level)
         ));
     }
     if !cfg.shaping.enabled {
