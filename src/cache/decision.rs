@@ -170,7 +170,7 @@ impl ContentCache {
         // Known already (an invalidation, or an earlier read of this
         // version): one bump per version, so reads of it that overlap the
         // refill do not throw that refill away again and again.
-        if st.floor(now).is_some_and(|f| f.at >= at) {
+        if st.floor(now).is_some_and(|f| f.at >= at) || st.read_version.is_some_and(|v| v >= at) {
             return false;
         }
         let newest_cached = st.records.back().and_then(|r| r.updated_at);
@@ -178,15 +178,20 @@ impl ContentCache {
             return false;
         }
         fence.bump(&mut st);
+        st.read_version = Some(at);
         // A floor at this version, as an invalidation reporting it would
         // set: a refill answered by a replica still behind it is asked
-        // again (`cache.lag_retry_ms`), never cached.
-        st.floor = Some(super::fence::Floor {
-            at,
-            until: now + self.ttls.load().revoked_ttl,
-            revokes_assets: false,
-            current: None,
-        });
+        // again (`cache.lag_retry_ms`), never cached. A standing floor of a
+        // change that revoked assets is kept: its list of current ids is
+        // what judges a lagging replica's assets, and a read names none.
+        if !st.floor(now).is_some_and(|f| f.revokes_assets) {
+            st.floor = Some(super::fence::Floor {
+                at,
+                until: now + self.ttls.load().revoked_ttl,
+                revokes_assets: false,
+                current: None,
+            });
+        }
         true
     }
 

@@ -50,6 +50,10 @@ pub struct FenceState {
     /// updated) has said the container exists: an origin 404 meanwhile is
     /// a lagging replica's answer, not remembered by the negative cache.
     pub exists_until: Option<Instant>,
+    /// The newest `updatedAt` a read outside the cache showed and the
+    /// cached fills were dropped for (`note_origin_version`): once per
+    /// version, however many reads show it.
+    pub read_version: Option<i64>,
 }
 
 /// Fills cached per fence that it remembers (one per organization usually).
