@@ -256,17 +256,17 @@ impl RouteTable {
                         write_through: Some((id, t)),
                     };
                 }
-                (Some(action), None) if *method == Method::POST && container_action(action).is_some() => {
-                    let (template, t) =
-                        container_action(action).unwrap_or((REGENERATE_TEMPLATE, EventType::Regenerated));
-                    let Some(id) = id else {
-                        return Route::BadContentId { template };
-                    };
-                    // By template: the action may be spelled in any case.
-                    return Route::Proxy {
-                        rule: self.find_template(method, template),
-                        write_through: Some((id, t)),
-                    };
+                (Some(action), None) if *method == Method::POST => {
+                    if let Some((template, t)) = container_action(action) {
+                        let Some(id) = id else {
+                            return Route::BadContentId { template };
+                        };
+                        // By template: the action may be spelled in any case.
+                        return Route::Proxy {
+                            rule: self.find_template(method, template),
+                            write_through: Some((id, t)),
+                        };
+                    }
                 }
                 _ => {}
             }
@@ -323,17 +323,13 @@ impl RouteTable {
                     write_through: Some((id, t)),
                 }
             }
-            ContentPath::Action(id, action) if *method == Method::POST => {
-                let (template, t) =
-                    container_action(&action).unwrap_or((REGENERATE_TEMPLATE, EventType::Regenerated));
-                match parse(&id) {
-                    Some(id) => Route::Proxy {
-                        rule: self.find_template(method, template),
-                        write_through: Some((id, t)),
-                    },
-                    None => bad(template),
-                }
-            }
+            ContentPath::Action(id, (template, t)) if *method == Method::POST => match parse(&id) {
+                Some(id) => Route::Proxy {
+                    rule: self.find_template(method, template),
+                    write_through: Some((id, t)),
+                },
+                None => bad(template),
+            },
             _ => Route::Proxy {
                 rule: self.find(method, path),
                 write_through: None,

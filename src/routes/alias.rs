@@ -17,8 +17,9 @@
 pub enum ContentPath {
     Container(String),
     Asset(String, String),
-    /// `regenerate`, `approve` or `reject` (as spelled, any case).
-    Action(String, String),
+    /// `regenerate`, `approve` or `reject` in any case: its template and
+    /// what a 2xx of it invalidates (`super::container_action`).
+    Action(String, (&'static str, crate::events::EventType)),
 }
 
 /// Recognises `rest` (the path after `/v1/`) as a content path in any
@@ -37,13 +38,7 @@ pub fn content_path(rest: &str) -> Option<ContentPath> {
     }
     match (third, fourth) {
         (None, None) => Some(ContentPath::Container(id)),
-        (Some(Some(t)), None)
-            if ["regenerate", "approve", "reject"]
-                .iter()
-                .any(|a| t.eq_ignore_ascii_case(a)) =>
-        {
-            Some(ContentPath::Action(id, t.to_ascii_lowercase()))
-        }
+        (Some(Some(t)), None) => super::container_action(&t).map(|action| ContentPath::Action(id, action)),
         (Some(Some(t)), Some(Some(asset))) if t.eq_ignore_ascii_case("assets") => {
             Some(ContentPath::Asset(id, asset))
         }
@@ -94,7 +89,13 @@ mod tests {
         );
         assert_eq!(
             content_path("content/abc/REGENERATE"),
-            Some(ContentPath::Action("abc".into(), "regenerate".into()))
+            Some(ContentPath::Action(
+                "abc".into(),
+                (
+                    super::super::REGENERATE_TEMPLATE,
+                    crate::events::EventType::Regenerated
+                )
+            ))
         );
     }
 
