@@ -8,79 +8,14 @@ use bytes::Bytes;
 use layers_gateway::app::App;
 use layers_gateway::origin::{HttpUpstream, Upstream};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+use support::raw_http::{raw_origin, RawReply};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 // ------------------------------------------------------------ helpers
-
-/// What one raw origin connection received (head and body bytes as sent).
-type Seen = Arc<Mutex<Vec<Vec<u8>>>>;
-
-/// A raw HTTP/1.1 origin on loopback. For each request it reads the head
-/// (and a `content-length` body), records the bytes, and then writes
-/// `head`, waits `gap`, and writes `body`.
-async fn raw_origin(head: String, gap: Duration, body: Vec<u8>) -> (SocketAddr, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen: Seen = Arc::default();
-    let seen2 = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let (head, body, seen) = (head.clone(), body.clone(), seen2.clone());
-            tokio::spawn(async move {
-                loop {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    let end = loop {
-                        if let Some(e) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break e + 4;
-                        }
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let text = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len: usize = text
-                        .lines()
-                        .find_map(|l| {
-                            l.strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    let chunked = text.contains("transfer-encoding: chunked");
-                    while buf.len() < end + len
-                        || (chunked && !buf[end..].windows(5).any(|w| w == b"0\r\n\r\n"))
-                    {
-                        match tokio::time::timeout(Duration::from_secs(2), s.read(&mut chunk)).await {
-                            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                            _ => break,
-                        }
-                    }
-                    // The gateway's readiness probe is not a partner's request.
-                    if !buf.starts_with(b"GET /v1/whoami ") {
-                        seen.lock().unwrap().push(buf);
-                    }
-                    if s.write_all(head.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let _ = s.flush().await;
-                    tokio::time::sleep(gap).await;
-                    if s.write_all(&body).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, seen)
-}
 
 /// Reads one HTTP/1.1 response off `s` (head, then `content-length`
 /// bytes), then whatever else arrives within `linger`: (head, body, extra).
@@ -177,7 +112,7 @@ async fn a_proxied_body_that_looks_like_a_refusal_head_reaches_the_client_unchan
         "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    let (origin, _) = raw_origin(head, Duration::from_millis(300), body.clone()).await;
+    let (origin, _) = raw_origin(RawReply::new(head, body.clone()).after(Duration::from_millis(300))).await;
     let app = raw_http::app_in_front_of(origin, "").await;
     let mut s = TcpStream::connect(app.addr).await.unwrap();
     let req = format!(
@@ -242,7 +177,7 @@ async fn a_non_envelope_origin_5xx_on_a_proxied_route_reaches_the_partner_as_an_
         "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\r\n",
         page.len()
     );
-    let (origin, _) = raw_origin(head, Duration::ZERO, page).await;
+    let (origin, _) = raw_origin(RawReply::new(head, page)).await;
     let app = raw_http::app_in_front_of(origin, "").await;
     let c = TestClient::new(app.addr);
     let r = c.get("/v1/projects/prj_1", &admin_key()).await;
@@ -268,7 +203,7 @@ async fn a_non_envelope_origin_5xx_on_a_content_variant_reaches_the_partner_as_a
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\r\n",
         page.len()
     );
-    let (origin, _) = raw_origin(head, Duration::ZERO, page).await;
+    let (origin, _) = raw_origin(RawReply::new(head, page)).await;
     let app = raw_http::app_in_front_of(origin, "").await;
     let c = TestClient::new(app.addr);
     let r = c
@@ -303,7 +238,7 @@ async fn held_cl_te_together_never_reach_the_origin_with_the_stale_length() {
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         ok.len()
     );
-    let (origin, seen) = raw_origin(head, Duration::ZERO, ok).await;
+    let (origin, seen) = raw_origin(RawReply::new(head, ok)).await;
     let app = raw_http::app_in_front_of(origin, "").await;
     let req = format!(
         "POST /v1/projects HTTP/1.1\r\nhost: gw\r\nx-api-key: {}\r\ncontent-type: application/json\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
@@ -335,11 +270,10 @@ async fn held_cl_te_together_never_reach_the_origin_with_the_stale_length() {
 /// gets a 400 in the envelope with a request id and never reaches the origin.
 #[tokio::test]
 async fn held_refused_framing_gets_a_400_envelope_and_never_reaches_the_origin() {
-    let (origin, seen) = raw_origin(
-        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n".into(),
-        Duration::ZERO,
-        b"{}".to_vec(),
-    )
+    let (origin, seen) = raw_origin(RawReply::new(
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n",
+        *b"{}",
+    ))
     .await;
     let app = raw_http::app_in_front_of(origin, "").await;
     let key = admin_key();
@@ -632,11 +566,10 @@ async fn app_with_server(origin: SocketAddr, server: &str, extra: &str) -> App {
 /// rather than the answers piling up or the connection living on.
 #[tokio::test]
 async fn held_an_h2_ping_or_settings_flood_that_never_reads_is_closed() {
-    let (origin, _) = raw_origin(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n".into(),
-        Duration::ZERO,
-        b"{}".to_vec(),
-    )
+    let (origin, _) = raw_origin(RawReply::new(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n",
+        *b"{}",
+    ))
     .await;
     let app = app_with_server(
         origin,

@@ -7,70 +7,14 @@ mod support;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::raw_http::{raw_origin, RawReply};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 // ------------------------------------------------------------ helpers
-
-/// A raw HTTP/1.1 origin: for every request (head read whole, body of
-/// `content-length` read) it writes `head`, then `body` in pieces of
-/// `piece` bytes, flushing each.
-async fn raw_origin(head: String, body: Vec<u8>, piece: usize) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let (head, body) = (head.clone(), body.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let end = loop {
-                        if let Some(e) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break e + 4;
-                        }
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let text = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len: usize = text
-                        .lines()
-                        .find_map(|l| {
-                            l.strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    while buf.len() < end + len {
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    buf.drain(..end + len);
-                    if s.write_all(head.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    for p in body.chunks(piece.max(1)) {
-                        if s.write_all(p).await.is_err() {
-                            return;
-                        }
-                        let _ = s.flush().await;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 fn gunzip(b: &[u8]) -> Vec<u8> {
     use std::io::Read;
@@ -103,7 +47,9 @@ async fn held_slow_reader_pipelined_bodies_of_refusal_heads_are_never_rewritten(
         "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    let origin = raw_origin(head, body.clone(), unit.len()).await;
+    let origin = raw_origin(RawReply::new(head, body.clone()).in_pieces(unit.len()))
+        .await
+        .0;
     let app = raw_http::app_in_front_of(origin, "").await;
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
@@ -225,7 +171,7 @@ async fn a_gzipped_origin_envelope_is_not_replaced_by_a_generic_one() {
         "HTTP/1.1 422 Unprocessable Entity\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\nvary: accept-encoding\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    let origin = raw_origin(head, body, 1 << 20).await;
+    let origin = raw_origin(RawReply::new(head, body).in_pieces(1 << 20)).await.0;
     let app = raw_http::app_in_front_of(origin, "").await;
     let c = TestClient::new(app.addr);
     let r = c
@@ -315,7 +261,9 @@ async fn held_almost_envelopes_are_replaced_and_head_and_3xx_pass() {
             "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
             body.len()
         );
-        let origin = raw_origin(head, body.as_bytes().to_vec(), 1 << 20).await;
+        let origin = raw_origin(RawReply::new(head, body.as_bytes()).in_pieces(1 << 20))
+            .await
+            .0;
         let app = raw_http::app_in_front_of(origin, "").await;
         let c = TestClient::new(app.addr);
         let r = c.get("/v1/projects/prj_1", &admin_key()).await;

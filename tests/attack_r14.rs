@@ -9,14 +9,12 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{json, Value};
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use support::fence_fixtures::*;
+use support::raw_http::{raw_origin, RawReply};
 use support::scripted::{Answer, Scripted};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 const PLANTED: &str = "whsec_PLANTEDSECRET1234";
 
@@ -52,54 +50,6 @@ async fn cached_old(extra: &str) -> (Arc<Scripted>, layers_gateway::service::Gat
     (origin, gw)
 }
 
-/// A raw HTTP/1.1 origin answering every request with `head` + `body`.
-async fn raw_origin(head: String, body: Vec<u8>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let (head, body) = (head.clone(), body.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let end = loop {
-                        if let Some(e) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break e + 4;
-                        }
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let text = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len: usize = text
-                        .lines()
-                        .find_map(|l| {
-                            l.strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    while buf.len() < end + len {
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    buf.drain(..end + len);
-                    if s.write_all(head.as_bytes()).await.is_err() || s.write_all(&body).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 fn gzip(b: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     e.write_all(b).unwrap();
@@ -122,7 +72,7 @@ async fn coded_error(status: &str, coding: &str, body: Vec<u8>) -> (Reply, Durat
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-encoding: {coding}\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    let origin = raw_origin(head, body).await;
+    let origin = raw_origin(RawReply::new(head, body)).await.0;
     let app = raw_http::app_in_front_of(origin, "").await;
     let c = TestClient::new(app.addr);
     let started = std::time::Instant::now();
