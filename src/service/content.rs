@@ -96,11 +96,15 @@ impl Gateway {
         }
         if asset.is_some() {
             // A revoked asset is 404 without asking the origin, whatever
-            // state the container's fill would be in.
+            // state the container's fill would be in. Revocations are per
+            // container, not per organization, and nothing has shown yet
+            // that this caller may see the container: the answer is the
+            // one for an unknown resource, so another organization learns
+            // nothing of the container or its revoked ids.
             match cache.judge_origin(id, asset, None) {
                 crate::cache::OriginVerdict::AssetRevoked => {
                     outcome.cache = Some(CacheStatus::Revoked);
-                    return Err(GatewayError::asset_not_found());
+                    return Err(GatewayError::not_found());
                 }
                 crate::cache::OriginVerdict::Gone => {
                     outcome.cache = Some(CacheStatus::Tombstone);

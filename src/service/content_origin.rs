@@ -30,7 +30,7 @@ use crate::ids::ContainerId;
 use crate::origin::empty_body;
 use crate::routes::{ASSET_TEMPLATE, CONTAINER_TEMPLATE};
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, ETAG, LAST_MODIFIED};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, ETAG, EXPIRES, LAST_MODIFIED};
 use http::{Method, Request, Response, StatusCode};
 
 impl Gateway {
@@ -61,8 +61,16 @@ impl Gateway {
             }
             OriginVerdict::Unreadable => Some(Err(GatewayError::upstream_error())),
         };
-        if let Some(r) = refuse(cache.judge_origin(id, asset, None)) {
-            return r;
+        // Before the origin has shown that this caller may see the
+        // container, a revoked asset is answered as an unknown resource
+        // (revocations are per container, not per organization).
+        match cache.judge_origin(id, asset, None) {
+            OriginVerdict::AssetRevoked => return Err(GatewayError::not_found()),
+            v => {
+                if let Some(r) = refuse(v) {
+                    return r;
+                }
+            }
         }
         cache.admit_miss(&principal.org)?;
         let template = if asset.is_some() {
@@ -112,6 +120,12 @@ impl Gateway {
         strip_hop_by_hop(&mut headers);
         headers.remove(ETAG);
         headers.remove(LAST_MODIFIED);
+        // The origin's freshness is not the gateway's: the route's policy
+        // (or none, when it is empty) is what a cache downstream may use,
+        // on this path as on a cached read; an origin's `public, max-age`
+        // would let a shared cache keep a URL past its revocation.
+        headers.remove(CACHE_CONTROL);
+        headers.remove(EXPIRES);
         let ok = reply.status == StatusCode::OK;
         if ok {
             let tag = strong_tag(&[&body]);
@@ -146,8 +160,10 @@ impl Gateway {
         }
         if !reply.status.is_success() {
             GatewayError::check_origin_error(reply.status, &body)?;
-            headers.insert(CACHE_CONTROL, NO_STORE.clone());
         }
+        // Anything but a 200 has no validator and no policy of the route's:
+        // not to be stored.
+        headers.insert(CACHE_CONTROL, NO_STORE.clone());
         // The length of the GET's body, for a HEAD too.
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         let mut resp = Response::new(if head {
