@@ -205,6 +205,7 @@ mod tests {
             members_age_ms: u64::MAX,
             id_conflict: false,
             id_suspect_ms: 0,
+            more: false,
         }
     }
 

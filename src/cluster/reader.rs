@@ -39,13 +39,14 @@
 //! cannot read, no proof arrives and the watchdog turns the node unsynced
 //! after `max_unsynced`.
 
+mod pages;
 mod rebuild;
 
 use super::conn::Conn;
 use super::entry::{self, StreamId};
 use super::gap::{detect_gap, Gap, Position};
 use super::node::{ApplyFn, ClusterNode, FlushFn, SyncReason, MAX_BACKOFF, MIN_BACKOFF};
-use super::scripts::{RawEntry, Round, SYNC_SCRIPT};
+use super::scripts::{RawEntry, Round, MAX_VALUE_BYTES, SYNC_SCRIPT};
 use super::sentinel_watch::SentinelWatch;
 use super::target::Target;
 use redis::{AsyncConnectionConfig, Value};
@@ -271,7 +272,7 @@ impl Reader {
             self.position = Some(at);
         }
         stats.lag_entries.set(round.added.saturating_sub(at.n) as i64);
-        let caught_up = n < self.node.settings.read_count;
+        let caught_up = n < self.node.settings.read_count && !round.more;
         if round.heartbeat.is_ok() {
             self.registered = true;
         }
@@ -497,7 +498,8 @@ impl Reader {
             .arg(self.ack())
             .arg(s.max_unsynced_ms)
             .arg(&self.node.nonce)
-            .arg(if self.registered { "1" } else { "" });
+            .arg(if self.registered { "1" } else { "" })
+            .arg(MAX_VALUE_BYTES);
         let timeout = s.command_timeout();
         let reply = self.eval(cmd, "a sync round", timeout).await?;
         Round::parse(&reply)

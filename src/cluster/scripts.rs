@@ -143,8 +143,17 @@ return id
 /// largest `max_unsynced_ms` of the live members and this instance, the
 /// members hash's age in ms, 1 if another process wrote this instance's
 /// members entry since its last round, how long (ms) the other process
-/// that last wrote it still counts as live (first round only)}`;
-/// `entries_added` is -1 before Redis 7.0.
+/// that last wrote it still counts as live (first round only), 1 if
+/// entries were left for the next round to keep the answer under
+/// ARGV[9] bytes}`; `entries_added` is -1 before Redis 7.0.
+///
+/// ARGV[9] is [`MAX_VALUE_BYTES`]: an entry larger than any a gateway
+/// writes (only a writer without the cluster secret makes one) is passed
+/// on as its id and ordinal alone, which fails verification (a gap, as for
+/// any forged entry), and the answer holds entries up to that many bytes
+/// (at least one). A whole oversized entry would have to cross the
+/// network within the command's timeout: it could not, and the reader
+/// would ask again for ever.
 pub const SYNC_SCRIPT: &str = concat!(
     fence_token_lua!(),
     members_lua!(),
@@ -176,7 +185,7 @@ local awaited, named, slowest, merr, members_age, conflict, suspect =
 if conflict then conflict = 1 else conflict = 0 end
 if merr and hb == 'OK' then hb = merr end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, '0-0', '0-0', 0, 0, run_id, hb, {}, epoch, token, awaited, named, age, slowest, members_age, conflict, suspect}
+  return {0, '0-0', '0-0', 0, 0, run_id, hb, {}, epoch, token, awaited, named, age, slowest, members_age, conflict, suspect, 0}
 end
 local x = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, maxdel, added, len = '0-0', '0-0', -1, 0
@@ -188,7 +197,27 @@ for i = 1, #x, 2 do
   elseif k == 'length' then len = x[i + 1] end
 end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
-return {1, last, maxdel, added, len, run_id, hb, entries, epoch, token, awaited, named, age, slowest, members_age, conflict, suspect}
+local cap, used, kept, more = tonumber(ARGV[9]), 0, {}, 0
+for i, e in ipairs(entries) do
+  local f = e[2]
+  local size = #e[1]
+  for j = 1, #f do size = size + #f[j] end
+  if size > cap then
+    local stub = {}
+    for j = 1, #f - 1, 2 do
+      if f[j] == 'n' and #f[j + 1] <= 20 then stub = {'n', f[j + 1]} end
+    end
+    e = {e[1], stub}
+    size = 64
+  end
+  if i > 1 and used + size > cap then
+    more = 1
+    break
+  end
+  used = used + size
+  kept[#kept + 1] = e
+end
+return {1, last, maxdel, added, len, run_id, hb, kept, epoch, token, awaited, named, age, slowest, members_age, conflict, suspect, more}
 "
 );
 
@@ -236,6 +265,12 @@ end
 return {1, last, added, run_id, live, epoch, token, now, aof, agree}
 "
 );
+
+/// The largest stream entry or fence record a reader takes, and the most
+/// bytes of entries one sync round answers. A gateway's own are far
+/// smaller: an event names at most 10,000 asset ids of at most 128 bytes
+/// (about 1.3 MB), a record at most 4,096 revoked ids.
+pub const MAX_VALUE_BYTES: usize = 4 << 20;
 
 /// One stream entry as read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -285,6 +320,9 @@ pub struct Round {
     /// At this process's first round: how long the other process that
     /// last wrote its members entry still counts as live (0: none).
     pub id_suspect_ms: u64,
+    /// Entries were left for the next round (the answer's byte bound), so
+    /// fewer than asked does not mean caught up.
+    pub more: bool,
 }
 
 /// What [`REBUILD_SCRIPT`] answered.
@@ -373,7 +411,7 @@ impl Round {
     pub fn parse(v: &Value) -> Result<Round, String> {
         let bad = || format!("unexpected sync script answer: {v:?}");
         let a = array(v).ok_or_else(bad)?;
-        let [exists, last, maxdel, added, length, run_id, hb, entries, epoch, token, awaited, awaited_ids, age, slowest, members_age, conflict, suspect] =
+        let [exists, last, maxdel, added, length, run_id, hb, entries, epoch, token, awaited, awaited_ids, age, slowest, members_age, conflict, suspect, more] =
             a
         else {
             return Err(bad());
@@ -409,6 +447,7 @@ impl Round {
             members_age_ms: int(members_age).ok_or_else(bad)?.max(0) as u64,
             id_conflict: int(conflict).ok_or_else(bad)? == 1,
             id_suspect_ms: int(suspect).ok_or_else(bad)?.max(0) as u64,
+            more: int(more).ok_or_else(bad)? == 1,
         })
     }
 }
@@ -479,8 +518,10 @@ mod tests {
             Value::Int(9000),
             Value::Int(0),
             Value::Int(0),
+            Value::Int(1),
         ]);
         let r = Round::parse(&v).unwrap();
+        assert!(r.more, "entries were left for the next round");
         assert_eq!(r.last_generated, StreamId { ms: 1700, seq: 3 });
         assert_eq!((r.added, r.length), (7, 2));
         assert_eq!(r.heartbeat, Err("OOM command not allowed".into()));
@@ -510,6 +551,7 @@ mod tests {
             bulk(""),
             Value::Int(0),
             Value::Array(vec![]),
+            Value::Int(0),
             Value::Int(0),
             Value::Int(0),
             Value::Int(0),

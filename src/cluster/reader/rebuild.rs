@@ -42,12 +42,13 @@
 //! [`REBUILD_SCRIPT`]: crate::cluster::scripts::REBUILD_SCRIPT
 //! [`RESET_SCRIPT`]: crate::cluster::fence_token::RESET_SCRIPT
 
+use super::pages::{MAX_MEMBER_BYTES, MEMBERS_PAGE_SCRIPT, RECORDS_PAGE_SCRIPT};
 use super::{fresh_token, Reader};
 use crate::cluster::fence_record::FenceRecord;
 use crate::cluster::fence_token::{REBUILDING_SCRIPT, RESET_SCRIPT};
 use crate::cluster::gap::{token_hash, Gap, Position};
 use crate::cluster::node::{SyncReason, MAX_BACKOFF};
-use crate::cluster::scripts::{Rebuild, MARKER_PREFIX, REBUILD_SCRIPT};
+use crate::cluster::scripts::{Rebuild, MARKER_PREFIX, MAX_VALUE_BYTES, REBUILD_SCRIPT};
 use crate::events::Invalidation;
 use redis::Value;
 use std::collections::HashMap;
@@ -260,8 +261,13 @@ impl Reader {
         let mut cursor = 0u64;
         loop {
             self.still_rebuilding().await?;
-            let mut cmd = redis::cmd("ZSCAN");
-            cmd.arg(&self.node.keys.fences).arg(cursor).arg("COUNT").arg(PAGE);
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(MEMBERS_PAGE_SCRIPT)
+                .arg(1)
+                .arg(&self.node.keys.fences)
+                .arg(cursor)
+                .arg(PAGE)
+                .arg(MAX_MEMBER_BYTES);
             let reply = self.eval(cmd, "reading the fence records", timeout).await?;
             let (next, page) =
                 parse_page(&reply).ok_or_else(|| format!("unexpected ZSCAN answer: {reply:?}"))?;
@@ -281,24 +287,32 @@ impl Reader {
         let members: Vec<(Vec<u8>, f64)> = live.into_iter().collect();
         let mut records = Vec::with_capacity(members.len());
         let mut missing: Option<f64> = None;
-        for page in members.chunks(PAGE) {
+        let mut rest = members.as_slice();
+        while !rest.is_empty() {
             self.still_rebuilding().await?;
-            let mut cmd = redis::cmd("HMGET");
-            cmd.arg(&self.node.keys.fence_records);
+            let page = &rest[..rest.len().min(PAGE)];
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(RECORDS_PAGE_SCRIPT)
+                .arg(1)
+                .arg(&self.node.keys.fence_records)
+                .arg(MAX_VALUE_BYTES);
             for (m, _) in page {
                 cmd.arg(m.as_slice());
             }
             let reply = self.eval(cmd, "reading the fence records", timeout).await?;
             let Value::Array(values) = reply else {
-                return Err(format!("unexpected HMGET answer: {reply:?}"));
+                return Err(format!("unexpected records page: {reply:?}"));
             };
-            if values.len() != page.len() {
+            // At least one record, at most the page: the rest of the page
+            // comes in the next one.
+            if values.is_empty() || values.len() > page.len() {
                 return Err(format!(
-                    "HMGET answered {} values for {} fields",
+                    "a records page answered {} values for {} fields",
                     values.len(),
                     page.len()
                 ));
             }
+            rest = &rest[values.len()..];
             for (v, (_, expiry)) in values.into_iter().zip(page) {
                 match v {
                     Value::BulkString(b) => records.push(b),
