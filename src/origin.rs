@@ -517,15 +517,35 @@ impl OriginClient {
         route: &'static str,
         org: &str,
     ) -> Result<Response<StreamBody>, GatewayError> {
+        let head = req.method() == http::Method::HEAD;
         let (resp, hold) = self.send(req, route, org, Queue::Wait).await?;
         let max = self.max_response_bytes;
+        // A body declared over the cap is refused before anything is
+        // forwarded: a 502 envelope, not a head followed by a cut body.
+        let declared = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if !head && declared.is_some_and(|n| n > max as u64) {
+            tracing::warn!(
+                route,
+                declared,
+                max,
+                "origin response body declared over origin.max_response_bytes"
+            );
+            return Err(GatewayError::upstream_error());
+        }
         // The origin slot stays taken while the body streams: a caller that
         // stops reading holds an origin connection, and the caps and
         // `origin_inflight` must see it (until the response-write timeout
-        // cuts it).
+        // cuts it). A body that stops arriving for `origin.timeout_ms` is
+        // cut, so a stalled origin cannot hold the slot for ever.
+        let idle = self.timeout;
         Ok(resp.map(|b| {
             HeldBody {
                 inner: cap_body(b, max),
+                idle,
+                stalled: Box::pin(tokio::time::sleep(idle)),
                 _hold: hold,
             }
             .boxed_unsync()
@@ -578,9 +598,11 @@ impl Drop for OwnedInflight {
 }
 
 /// An origin response body that releases its [`OriginHold`] when it ends
-/// or is dropped.
+/// or is dropped, and fails when no frame comes for `idle`.
 struct HeldBody {
     inner: StreamBody,
+    idle: Duration,
+    stalled: Pin<Box<tokio::time::Sleep>>,
     _hold: OriginHold,
 }
 
@@ -592,7 +614,22 @@ impl http_body::Body for HeldBody {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            std::task::Poll::Pending => {
+                if this.stalled.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(Some(Err(
+                        "origin response body stalled past origin.timeout_ms".into(),
+                    )));
+                }
+                std::task::Poll::Pending
+            }
+            ready => {
+                let at = tokio::time::Instant::now() + this.idle;
+                this.stalled.as_mut().reset(at);
+                ready
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -21,9 +21,12 @@ const SLIDESHOW: &str = "cnt_5a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 
 /// An origin answering canned responses (status, headers, body) per path
 /// and query, so a test can give the origin's own response headers.
+/// Status, headers and body of one canned answer.
+type CannedAnswer = (u16, Vec<(&'static str, String)>, Bytes);
+
 #[derive(Default)]
 struct Canned {
-    answers: Mutex<HashMap<String, (u16, Vec<(&'static str, String)>, Bytes)>>,
+    answers: Mutex<HashMap<String, CannedAnswer>>,
 }
 
 struct CannedUpstream(Arc<Canned>);

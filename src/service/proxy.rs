@@ -32,6 +32,13 @@ const HOP_BY_HOP: [&str; 8] = [
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // A message framed by Transfer-Encoding: its Content-Length (if any)
+    // does not describe the body as decoded, and forwarding it would frame
+    // the next hop's message by a stale length (RFC 9112 section 6.3: an
+    // intermediary removes it).
+    if h.contains_key(http::header::TRANSFER_ENCODING) {
+        h.remove(http::header::CONTENT_LENGTH);
+    }
     let named: Vec<HeaderName> = h
         .get_all(CONNECTION)
         .iter()
