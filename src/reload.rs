@@ -164,6 +164,10 @@ impl Gateway {
     fn apply(&self, old: &Config, new: Config) -> Result<(ReloadOutcome, Config), String> {
         let st = self.state();
         let changes = diff::diff(old, &new);
+        // Restart-only fields are in force as the process started, whatever
+        // reloads have read since: a second reload of the same file still
+        // names them, and a file set back to them names nothing.
+        let restart = diff::diff(&st.config, &new).restart;
         let tiers = crate::shaping::Tiers::new(new.shaping.effective_tiers())
             .map_err(|e| format!("shaping.tiers: {e}"))?;
         // Held to the swap below: a keys-file reload checks against the
@@ -199,7 +203,7 @@ impl Gateway {
             .iter()
             .any(|c| c == "log.level")
             .then(|| new.log.level.clone());
-        let mut restart_required = changes.restart;
+        let mut restart_required = restart;
         // Swaps: each one pointer store.
         if let Some(limits) = &st.limits {
             limits.set_tiers(tiers);

@@ -135,7 +135,7 @@ pub async fn run(listener: TcpListener, gateway: Gateway, shutdown: impl Future<
     };
     let handler = move |req: Request<Incoming>, peer: IpAddr| {
         let gw = gateway.clone();
-        async move { gw.handle_from(req, Some(peer)).await }
+        async move { gw.handle_wire(req, peer).await }
     };
     serve(listener, &cfg, l, handler, shutdown).await;
 }

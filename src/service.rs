@@ -7,6 +7,7 @@ mod cached_head;
 mod content;
 mod content_origin;
 mod forward;
+mod framing;
 mod overrides;
 mod proxy;
 mod traced;
@@ -443,6 +444,34 @@ impl Gateway {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        self.answer(req, peer, None).await
+    }
+
+    /// Answers one request read off the partner listener: as
+    /// [`Gateway::handle_from`], after the checks of its HTTP/1 framing
+    /// ([`framing::refusal`]) that requests built in-process do not need.
+    pub async fn handle_wire<B>(&self, req: Request<B>, peer: IpAddr) -> Response<ResponseBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let refused = framing::refusal(&req);
+        self.answer(req, Some(peer), refused).await
+    }
+
+    /// Answers one request; `refused` (a framing refusal) is answered
+    /// instead of dispatching, with the same request id, headers, metrics
+    /// and access-log line as any other error.
+    async fn answer<B>(
+        &self,
+        req: Request<B>,
+        peer: Option<IpAddr>,
+        refused: Option<GatewayError>,
+    ) -> Response<ResponseBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
         let rid_value = request_id_value(parts.headers.get(&X_REQUEST_ID));
@@ -465,9 +494,13 @@ impl Gateway {
             rid,
             outcome: Some(Outcome::new(routes, trace)),
         };
-        let result = self
-            .dispatch(&parts, body, &route, rid, peer, pending.outcome())
-            .await;
+        let result = match refused {
+            Some(e) => Err(e),
+            None => {
+                self.dispatch(&parts, body, &route, rid, peer, pending.outcome())
+                    .await
+            }
+        };
         let mut outcome = pending.answered();
         let (resp, code) = self.respond(result, &parts.method, &route, &mut outcome, &rid_value, rid);
         self.record(
