@@ -2,8 +2,8 @@
 //! (strong ETags, If-None-Match/304, Accept-Encoding variants,
 //! Cache-Control) and their interaction with the invalidation fence.
 //!
-//! Each test states what a partner or operator should see and fails on
-//! the current code. In-process gateways under tokio's paused clock.
+//! Each test states what a partner or operator should see; each failed on
+//! the code before its fix. In-process gateways under tokio's paused clock.
 
 mod support;
 
@@ -81,7 +81,7 @@ async fn get_with(gw: &Gateway, key: &str, path: &str, extra: &[(&str, &str)]) -
 /// never reveal that they exist. (An If-None-Match on the request changes
 /// nothing: the oracle answers before any validator is looked at.)
 #[tokio::test(start_paused = true)]
-async fn another_orgs_revoked_asset_id_is_answered_differently_from_an_unknown_one() {
+async fn another_orgs_revoked_asset_id_is_answered_like_an_unknown_one() {
     let sim = demo_simulator();
     let gw = in_process(&sim, "");
     let (cid, asset) = first_container(&sim);
