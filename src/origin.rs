@@ -517,23 +517,40 @@ impl OriginClient {
         route: &'static str,
         org: &str,
     ) -> Result<Response<StreamBody>, GatewayError> {
-        let head = req.method() == http::Method::HEAD;
-        let (resp, hold) = self.send(req, route, org, Queue::Wait).await?;
+        let method = req.method().clone();
+        let (mut resp, hold) = self.send(req, route, org, Queue::Wait).await?;
         let max = self.max_response_bytes;
-        // A body declared over the cap is refused before anything is
-        // forwarded: a 502 envelope, not a head followed by a cut body.
-        let declared = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if !head && declared.is_some_and(|n| n > max as u64) {
-            tracing::warn!(
-                route,
-                declared,
-                max,
-                "origin response body declared over origin.max_response_bytes"
+        // A HEAD's answer and a 204 or 304 carry no body: their
+        // Content-Length, if any, describes another message.
+        let bodyless = method == http::Method::HEAD
+            || matches!(
+                resp.status(),
+                http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
             );
-            return Err(GatewayError::upstream_error());
+        // The length as the HTTP client framed the body (a list such as
+        // `20011, 20011` included), not as the header is spelled.
+        if let Some(n) = http_body::Body::size_hint(resp.body())
+            .exact()
+            .filter(|_| !bodyless)
+        {
+            if n > max as u64 && method == http::Method::GET {
+                // Refused before anything is forwarded: a 502 envelope, not
+                // a head followed by a cut body. Only for a read: the 2xx
+                // answer of a mutation says it was committed, and the
+                // write-through must see it (`proxy.rs`).
+                tracing::warn!(
+                    route,
+                    declared = n,
+                    max,
+                    "origin response body declared over origin.max_response_bytes"
+                );
+                return Err(GatewayError::upstream_error());
+            }
+            // One length, as framed, whatever form the origin sent.
+            if resp.headers().contains_key(http::header::CONTENT_LENGTH) {
+                resp.headers_mut()
+                    .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(n));
+            }
         }
         // The origin slot stays taken while the body streams: a caller that
         // stops reading holds an origin connection, and the caps and

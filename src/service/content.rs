@@ -94,13 +94,20 @@ impl Gateway {
                 .content_via_origin(parts, principal, id, asset, &path, rid, outcome)
                 .await;
         }
+        if let Some(e) = cache.lookup_negative(&principal.org, id) {
+            outcome.cache = Some(CacheStatus::Negative);
+            return Err(e);
+        }
+        cache.admit_miss(&principal.org)?;
         if asset.is_some() {
             // A revoked asset is 404 without asking the origin, whatever
             // state the container's fill would be in. Revocations are per
             // container, not per organization, and nothing has shown yet
             // that this caller may see the container: the answer is the
             // one for an unknown resource, so another organization learns
-            // nothing of the container or its revoked ids.
+            // nothing of the container or its revoked ids. The miss budget
+            // is charged first for the same reason: past it, a revoked id
+            // and an id that never existed are both 429.
             match cache.judge_origin(id, asset, None) {
                 crate::cache::OriginVerdict::AssetRevoked => {
                     outcome.cache = Some(CacheStatus::Revoked);
@@ -113,11 +120,6 @@ impl Gateway {
                 _ => {}
             }
         }
-        if let Some(e) = cache.lookup_negative(&principal.org, id) {
-            outcome.cache = Some(CacheStatus::Negative);
-            return Err(e);
-        }
-        cache.admit_miss(&principal.org)?;
         let fwd = read_headers(parts, rid);
         let origin = self.state.origin.clone();
         let org = principal.org.clone();

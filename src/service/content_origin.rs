@@ -63,7 +63,9 @@ impl Gateway {
         };
         // Before the origin has shown that this caller may see the
         // container, a revoked asset is answered as an unknown resource
-        // (revocations are per container, not per organization).
+        // (revocations are per container, not per organization), and only
+        // after the miss budget is charged, as it is for an unknown one.
+        cache.admit_miss(&principal.org)?;
         match cache.judge_origin(id, asset, None) {
             OriginVerdict::AssetRevoked => return Err(GatewayError::not_found()),
             v => {
@@ -72,7 +74,6 @@ impl Gateway {
                 }
             }
         }
-        cache.admit_miss(&principal.org)?;
         let template = if asset.is_some() {
             ASSET_TEMPLATE
         } else {
@@ -122,10 +123,8 @@ impl Gateway {
         headers.remove(LAST_MODIFIED);
         // The origin's freshness is not the gateway's: the route's policy
         // (or none, when it is empty) is what a cache downstream may use,
-        // on this path as on a cached read; an origin's `public, max-age`
-        // would let a shared cache keep a URL past its revocation.
-        headers.remove(CACHE_CONTROL);
-        headers.remove(EXPIRES);
+        // on this path as on a cached read.
+        strip_freshness(&mut headers);
         let ok = reply.status == StatusCode::OK;
         if ok {
             let tag = strong_tag(&[&body]);
@@ -204,4 +203,25 @@ impl Gateway {
         }
         Ok(self.state.cache.judge_asset_by_container(id, asset, &reply.body))
     }
+}
+
+/// Removes every header by which the origin tells a cache downstream how
+/// long it may keep the answer: `Cache-Control`, `Expires`, `Pragma`,
+/// `Age`, `Surrogate-Control`, and the targeted `*-Cache-Control` fields of
+/// RFC 9213 (`CDN-Cache-Control`, ...) that a CDN obeys over
+/// `Cache-Control`. An origin's `public, max-age` would let a shared cache
+/// keep a URL past its revocation.
+fn strip_freshness(headers: &mut http::HeaderMap) {
+    let targeted: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().ends_with("-cache-control"))
+        .cloned()
+        .collect();
+    for n in targeted {
+        headers.remove(n);
+    }
+    for n in [CACHE_CONTROL, EXPIRES, http::header::PRAGMA, http::header::AGE] {
+        headers.remove(n);
+    }
+    headers.remove("surrogate-control");
 }

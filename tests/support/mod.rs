@@ -3,6 +3,7 @@
 //! states only what it changes.
 #![allow(dead_code)]
 
+pub mod canned;
 pub mod fence_fixtures;
 pub mod loopback_app;
 pub mod raw_http;
