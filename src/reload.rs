@@ -218,21 +218,28 @@ impl Gateway {
             st.auth.replace_jwt(jwt);
         }
         let mut applied = changes.live;
-        if applied.iter().any(|c| c == "tracing.sample_ratio") {
-            match &st.telemetry {
-                Some(t) => t.set_sample_ratio(new.tracing.sample_ratio),
-                None => {
-                    applied.retain(|c| c != "tracing.sample_ratio");
+        // Fields that cannot change in this process are restart-only here,
+        // judged like the others against the start, never the last reload.
+        match &st.telemetry {
+            Some(t) if applied.iter().any(|c| c == "tracing.sample_ratio") => {
+                t.set_sample_ratio(new.tracing.sample_ratio)
+            }
+            Some(_) => {}
+            None => {
+                applied.retain(|c| c != "tracing.sample_ratio");
+                if st.config.tracing.sample_ratio != new.tracing.sample_ratio {
                     restart_required
                         .push("tracing.sample_ratio (tracing is off; turning it on needs a restart)".into());
                 }
             }
         }
-        if let Some(level) = log_level {
-            if std::env::var_os("RUST_LOG").is_some() {
-                applied.retain(|c| c != "log.level");
+        if std::env::var_os("RUST_LOG").is_some() {
+            applied.retain(|c| c != "log.level");
+            if st.config.log.level != new.log.level {
                 restart_required.push("log.level (RUST_LOG is set and overrides it)".into());
-            } else if let Some(hook) = LOG_LEVEL_HOOK.get() {
+            }
+        } else if let Some(level) = log_level {
+            if let Some(hook) = LOG_LEVEL_HOOK.get() {
                 if let Err(e) = hook(level.as_str()) {
                     tracing::warn!(error = %e, "log.level not changed");
                 }

@@ -1,4 +1,4 @@
-//! Round 15 (operator-facing promises): reload reporting, admin auth,
+//! Rounds 15 and 17 (operator-facing promises): reload reporting, admin auth,
 //! origin misbehaviour, Host framing.
 //! Each test's comment tells the defect as an attacker found it; every
 //! test failed on the code before its fix.
@@ -467,4 +467,40 @@ async fn an_origin_error_with_both_framings_keeps_the_partners_connection_framed
         String::from_utf8_lossy(&got)
     );
     app.stop().await;
+}
+
+/// Round 17. With tracing off, a changed `tracing.sample_ratio` cannot
+/// take effect until a restart, like any restart-only field. It was judged
+/// against the last reload instead of the start: a second reload of the
+/// same file said nothing was pending, though the process still had no
+/// tracer, and a file set back to the start value was not told it matched.
+#[tokio::test]
+async fn with_tracing_off_a_changed_sample_ratio_is_judged_against_the_start_like_any_restart_only_field() {
+    let g = FileGateway::start().await;
+    assert!(
+        g.app.gateway.state().telemetry.is_none(),
+        "the test needs tracing off"
+    );
+    let pending = serde_json::json!(["tracing.sample_ratio (tracing is off; turning it on needs a restart)"]);
+    g.write_config(&config_text(&g.origin_url, "", "[tracing]\nsample_ratio = 0.5\n"));
+    let (code, first) = g.reload().await;
+    assert_eq!(code, 200, "{first}");
+    assert_eq!(first["restartRequired"], pending, "{first}");
+    assert!(
+        !first["applied"].to_string().contains("sample_ratio"),
+        "nothing was applied: {first}"
+    );
+    let (_, second) = g.reload().await;
+    assert_eq!(
+        second["restartRequired"], pending,
+        "still no tracer runs; second answer: {second}"
+    );
+    g.write_config(&config_text(&g.origin_url, "", ""));
+    let (_, back) = g.reload().await;
+    assert_eq!(
+        back["restartRequired"],
+        serde_json::json!([]),
+        "the file matches what runs again: {back}"
+    );
+    g.stop().await;
 }
