@@ -20,6 +20,7 @@ pub mod entry;
 pub mod fence;
 mod fence_export;
 pub mod flight;
+pub mod floor_current;
 mod id_list;
 mod inspect;
 mod invalidate;

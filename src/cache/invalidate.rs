@@ -189,10 +189,10 @@ impl ContentCache {
             // be newer than the floor's, so they are allowed too (the ids it
             // names as previous are revoked above either way).
             if let Some(f) = st.floor.as_mut().filter(|f| now < f.until) {
-                if let Some(cur) = &f.current {
-                    let mut all: Vec<Box<str>> = cur.iter().cloned().collect();
-                    all.extend(inv.current_asset_ids.iter().map(|a| Box::from(a.as_str())));
-                    f.current = Some(all.into());
+                if let Some(cur) = f.current.clone() {
+                    let cur: Vec<&str> = cur.iter().map(|a| &**a).collect();
+                    let all = super::floor_current::widened(&cur, &inv.current_asset_ids);
+                    f.current = Some(all.into_iter().map(Box::from).collect());
                 }
             }
         }
@@ -202,9 +202,9 @@ impl ContentCache {
             if st.floor(now).is_none_or(|f| f.at < at) {
                 let revokes_assets = inv.event_type.revokes_assets();
                 let current = (revokes_assets && !inv.current_asset_ids.is_empty()).then(|| {
-                    inv.current_asset_ids
-                        .iter()
-                        .map(|a| Box::from(a.as_str()))
+                    super::floor_current::widened(&[], &inv.current_asset_ids)
+                        .into_iter()
+                        .map(Box::from)
                         .collect()
                 });
                 st.floor = Some(Floor {

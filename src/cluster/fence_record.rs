@@ -22,11 +22,14 @@
 //!   still holds from before a gap);
 //! - revoked ids are a union (newest kept past [`MAX_RECORD_REVOKED`]);
 //! - the floor is the newest change date with the ids it named as current;
-//!   an undated change naming current ids widens it.
+//!   an undated change naming current ids widens it (up to the cache's
+//!   bound, `cache/floor_current.rs`, which keeps a record smaller than
+//!   the largest a reader takes: see the test `the_largest_record_fits_what_a_reader_takes`).
 //!
 //! The record is sealed with the cluster secret as a whole (`entry_mac.rs`);
 //! only a gateway can write one that a rebuild applies.
 
+use crate::cache::floor_current::widened;
 use crate::events::{EventType, Invalidation, Source};
 use crate::ids::ContainerId;
 use serde::{Deserialize, Serialize};
@@ -144,24 +147,29 @@ impl FenceRecord {
             }
             _ => {}
         }
+        // The cache's bound on a floor's current ids (`floor_current.rs`)
+        // is what keeps a record under the size a reader takes.
+        let owned = |ids: Vec<&str>| ids.into_iter().map(str::to_owned).collect::<Vec<String>>();
         if inv.changed_at.is_none() && !inv.current_asset_ids.is_empty() {
             if let Some(cur) = self.floor.as_mut().and_then(|f| f.current.as_mut()) {
-                for a in &inv.current_asset_ids {
-                    if !cur.contains(a) {
-                        cur.push(a.clone());
-                    }
-                }
+                let held: Vec<&str> = cur.iter().map(String::as_str).collect();
+                let all = owned(widened(&held, &inv.current_asset_ids));
+                *cur = all;
             }
         }
         if let Some(at) = inv.changed_at {
             if self.floor.as_ref().is_none_or(|f| f.at < at) {
                 self.floor = Some(FloorRecord {
                     at,
-                    current: (!inv.current_asset_ids.is_empty()).then(|| inv.current_asset_ids.clone()),
+                    current: (!inv.current_asset_ids.is_empty())
+                        .then(|| owned(widened(&[], &inv.current_asset_ids))),
                 });
             }
         }
-        if !event_id.is_empty() && !self.events.iter().any(|e| e == event_id) {
+        // Only ids the dedupe remembers (longer ones it ignores), so the
+        // record's size has a bound.
+        let remembered = !event_id.is_empty() && event_id.len() <= crate::events::dedupe::MAX_DEDUPE_ID_LEN;
+        if remembered && !self.events.iter().any(|e| e == event_id) {
             self.events.push(event_id.to_owned());
             if self.events.len() > MAX_RECORD_EVENTS {
                 self.events.remove(0);
@@ -302,6 +310,56 @@ mod tests {
         );
         let back = FenceRecord::decode(r.encode().as_bytes()).unwrap();
         assert_eq!(back, r);
+    }
+
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+
+    /// Every list at its bound, every id at its longest: the sealed record
+    /// still fits what a joiner's rebuild reads (a larger one is skipped
+    /// like a forged one, tombstone and all).
+    #[test]
+    fn the_largest_record_fits_what_a_reader_takes() {
+        let long =
+            |tag: &str, i: usize| format!("{tag}{i:0>w$}", w = crate::ids::MAX_ASSET_ID_LEN - tag.len());
+        let mut r = FenceRecord::new(id());
+        let revoked: Vec<String> = (0..MAX_RECORD_REVOKED + 5).map(|i| long("r", i)).collect();
+        let first: Vec<String> = (0..10).map(|i| long("c", i)).collect();
+        r.merge(
+            &ev(
+                EventType::Regenerated,
+                &strs(&revoked),
+                &strs(&first),
+                Some(5),
+                None,
+            ),
+            "e0",
+        );
+        // Undated regenerates, each naming a full event's worth of new ids.
+        for round in 0..5 {
+            let current: Vec<String> = (0..crate::events::webhook::MAX_EVENT_ASSET_IDS)
+                .map(|i| long(&format!("u{round}-"), i))
+                .collect();
+            let event = format!("{round:x>128}");
+            r.merge(
+                &ev(EventType::Regenerated, &[], &strs(&current), None, None),
+                &event,
+            );
+        }
+        r.merge(
+            &ev(EventType::Deleted, &[], &[], None, Some(9)),
+            &"y".repeat(100_000),
+        );
+        let floor = r.floor.clone().unwrap().current.unwrap();
+        assert_eq!(floor.len(), crate::cache::floor_current::MAX_FLOOR_CURRENT_IDS);
+        assert_eq!(r.tombstone, Some(9));
+        let sealed = crate::cluster::entry_mac::EntryKey::new(b"secret", "stream").seal_record(&r.encode());
+        assert!(
+            sealed.len() < crate::cluster::scripts::MAX_VALUE_BYTES / 2,
+            "{} bytes",
+            sealed.len()
+        );
     }
 
     #[test]

@@ -314,6 +314,15 @@ fn asset_ids(event_type: EventType, data: &Map<String, Value>) -> (Vec<String>, 
     (revoked, current)
 }
 
+/// The asset ids an invalidation may carry from `ids`: valid ones, at
+/// most [`MAX_EVENT_ASSET_IDS`]. A regenerate's answer is read by this
+/// rule as a webhook is.
+pub fn bounded_asset_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let (mut out, mut budget) = (Vec::new(), MAX_EVENT_ASSET_IDS);
+    take_ids(ids, &mut out, &mut budget);
+    out
+}
+
 fn take_ids<'a>(ids: impl Iterator<Item = &'a str>, out: &mut Vec<String>, budget: &mut usize) {
     for id in ids.filter(|id| valid_asset_id(id)) {
         if *budget == 0 {

@@ -61,13 +61,12 @@ fn answer_facts(body: &[u8]) -> (Vec<String>, Option<i64>) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
         return (Vec::new(), None);
     };
+    // As a webhook's are: valid ids, a bounded number of them (they become
+    // a floor's current ids and, in a cluster, a stream entry and a fence
+    // record of bounded size).
     let ids = v["assets"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x["assetId"].as_str().map(str::to_owned))
-                .collect()
-        })
+        .map(|a| crate::events::webhook::bounded_asset_ids(a.iter().filter_map(|x| x["assetId"].as_str())))
         .unwrap_or_default();
     let changed_at = v["updatedAt"]
         .as_str()
