@@ -21,6 +21,7 @@
 
 use super::entry::{StreamId, FIELD_INV, FIELD_MAC, FIELD_N};
 use super::fence_token::{fence_token_lua, members_lua};
+use super::foreign_entries::foreign_entries_lua;
 use redis::Value;
 
 /// The fence set's marker members start with this byte (records' members
@@ -72,6 +73,7 @@ pub const MARKER_PREFIX: u8 = b'~';
 /// refused `XADD` retried from the outbox must not bump it each time.
 pub const PUBLISH_SCRIPT: &str = concat!(
     fence_token_lua!(),
+    foreign_entries_lua!(),
     r"
 if not string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) then
   return redis.error_reply('READONLY not a primary: a replica would keep the entry to itself')
@@ -89,6 +91,7 @@ if not created then
   for i = 1, #x, 2 do
     if x[i] == 'entries-added' then n = x[i + 1] + 1 end
   end
+  drop_oversized_edges(KEYS[1], x, true)
 end
 if ARGV[5] ~= '' then
   local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 512)
@@ -151,12 +154,17 @@ return id
 /// writes (only a writer without the cluster secret makes one) is passed
 /// on as its id and ordinal alone, which fails verification (a gap, as for
 /// any forged entry), and the answer holds entries up to that many bytes
-/// (at least one). A whole oversized entry would have to cross the
+/// (at least one). What counts as larger (fields count their framing, and
+/// more than 16 of them is too many) is `foreign_entries.rs`; such an
+/// entry is also deleted, on a primary, so no round pays for it again, as
+/// is one left at either end of the stream, which `XINFO STREAM` answers
+/// whole in every round. A whole oversized entry would have to cross the
 /// network within the command's timeout: it could not, and the reader
 /// would ask again for ever.
 pub const SYNC_SCRIPT: &str = concat!(
     fence_token_lua!(),
     members_lua!(),
+    foreign_entries_lua!(),
     r"
 local info = redis.call('INFO', 'server')
 local run_id = string.match(info, 'run_id:(%x+)') or ''
@@ -199,16 +207,17 @@ end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
 local cap, used, kept, more = tonumber(ARGV[9]), 0, {}, 0
 for i, e in ipairs(entries) do
-  local f = e[2]
-  local size = #e[1]
-  for j = 1, #f do size = size + #f[j] end
-  if size > cap then
+  local f, size = e[2], 64
+  if oversized(e) then
     local stub = {}
-    for j = 1, #f - 1, 2 do
+    for j = 1, math.min(#f, MAX_ENTRY_FIELDS) - 1, 2 do
       if f[j] == 'n' and #f[j + 1] <= 20 then stub = {'n', f[j + 1]} end
     end
+    if primary then redis.call('XDEL', KEYS[1], e[1]) end
     e = {e[1], stub}
-    size = 64
+  else
+    size = #e[1] + 16 * #f
+    for j = 1, #f do size = size + #f[j] end
   end
   if i > 1 and used + size > cap then
     more = 1
@@ -217,6 +226,7 @@ for i, e in ipairs(entries) do
   used = used + size
   kept[#kept + 1] = e
 end
+drop_oversized_edges(KEYS[1], x, primary)
 return {1, last, maxdel, added, len, run_id, hb, kept, epoch, token, awaited, named, age, slowest, members_age, conflict, suspect, more}
 "
 );
@@ -237,6 +247,7 @@ return {1, last, maxdel, added, len, run_id, hb, kept, epoch, token, awaited, na
 /// difference is a record or a member lost on its own.
 pub const REBUILD_SCRIPT: &str = concat!(
     fence_token_lua!(),
+    foreign_entries_lua!(),
     r"
 local info = redis.call('INFO', 'server')
 local run_id = string.match(info, 'run_id:(%x+)') or ''
@@ -262,6 +273,7 @@ for i = 1, #x, 2 do
   if x[i] == 'last-generated-id' then last = x[i + 1]
   elseif x[i] == 'entries-added' then added = x[i + 1] end
 end
+drop_oversized_edges(KEYS[1], x, primary)
 return {1, last, added, run_id, live, epoch, token, now, aof, agree}
 "
 );
