@@ -1,5 +1,5 @@
-//! Attacker review, round 15: cluster mode. Each test fails on the code
-//! as reviewed because of a defect described in its doc comment.
+//! Attacker review, rounds 15 and 17: cluster mode. Each test failed on
+//! the code as reviewed because of a defect described in its doc comment.
 
 #[path = "support/cluster.rs"]
 mod cluster_support;
@@ -8,6 +8,7 @@ mod redis_support;
 mod support;
 
 use cluster_support::*;
+use layers_gateway::events::{EventType, Invalidation, Source};
 use redis_support::RedisServer;
 use std::time::Duration;
 use support::*;
@@ -29,55 +30,87 @@ use tokio::time::Instant;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_forged_entry_is_skipped_like_any_forged_entry_instead_of_wedging_every_reader() {
     let Some(redis) = RedisServer::start() else { return };
+    // Any writer of the stream (no secret): one 160 MiB entry.
+    forged_entry_is_a_gap(&redis, |xadd| {
+        xadd.arg("n")
+            .arg("999999")
+            .arg("inv")
+            .arg(vec![b'x'; 160 << 20])
+            .arg("mac")
+            .arg("00");
+    })
+    .await;
+}
+
+/// Round 17. The bound above counted an entry's bytes only. One `XADD` of
+/// a million empty fields is a few bytes of text but megabytes of reply,
+/// and `XINFO STREAM`, which every script calls, answers the stream's last
+/// entry whole: every round of every instance took longer than a command
+/// may, and no reader ever synced again.
+///
+/// Expected: the same gap and recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_of_a_million_empty_fields_is_bounded_like_an_oversized_one() {
+    let Some(redis) = RedisServer::start() else { return };
+    forged_entry_is_a_gap(&redis, |xadd| {
+        xadd.arg("n").arg("999999");
+        for _ in 0..1_000_000 {
+            xadd.arg("").arg("");
+        }
+    })
+    .await;
+}
+
+/// Two synced instances; `fields` fills an `XADD` to their stream (any
+/// writer, no secret). Both must meet it as a gap (a flush) and be synced
+/// again, and the entry must be gone from the stream (deleted where a
+/// script met it) so no later round pays for it again.
+async fn forged_entry_is_a_gap(redis: &RedisServer, fields: impl FnOnce(&mut redis::Cmd)) {
     let sim = demo_simulator();
     let a = gated(&sim, settings(&redis.url(), "a")).await;
     let b = gated(&sim, settings(&redis.url(), "b")).await;
     assert!(a.node.is_synced() && b.node.is_synced(), "precondition: synced");
     let k = keys(&a);
-
-    // Any writer of the stream (no secret): one 160 MiB entry.
     {
-        let mut c = redis.connection();
-        let big = vec![b'x'; 160 << 20];
-        let _: String = redis::cmd("XADD")
-            .arg(&k.stream)
-            .arg("*")
-            .arg("n")
-            .arg("999999")
-            .arg("inv")
-            .arg(big)
-            .arg("mac")
-            .arg("00")
-            .query(&mut c)
-            .unwrap();
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(&k.stream).arg("*");
+        fields(&mut xadd);
+        let _: String = xadd.query(&mut redis.connection()).unwrap();
     }
-    // A small forged entry recovers within a couple of rounds
-    // (tests/cluster.rs, attack15); give this one ample time.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let flushed = |i: &Instance| i.flushes.load(std::sync::atomic::Ordering::Relaxed) > 0;
     let started = Instant::now();
     let mut recovered = false;
-    while started.elapsed() < Duration::from_secs(10) {
-        if a.node.is_synced() && b.node.is_synced() {
+    while started.elapsed() < Duration::from_secs(15) {
+        if a.node.is_synced() && b.node.is_synced() && flushed(&a) && flushed(&b) {
             recovered = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eprintln!(
-        "recovered={recovered} after {:?} reconnects a={} b={} unverified={}",
+    let state = format!(
+        "after {:?}: a {:?} (reconnects {}, flushes {:?}), b {:?} (reconnects {}, flushes {:?})",
         started.elapsed(),
-        a.stat(|s| s.reconnects.get()),
-        b.stat(|s| s.reconnects.get()),
-        a.stat(|s| s.unverified.get())
-    );
-    assert!(
-        recovered,
-        "10 s after one oversized forged entry the instances are still unsynced \
-         (a: {:?}, b: {:?}; reconnects a={} b={}): the reader retries the same round for ever",
         a.node.sync_reason(),
-        b.node.sync_reason(),
         a.stat(|s| s.reconnects.get()),
+        a.flushes,
+        b.node.sync_reason(),
         b.stat(|s| s.reconnects.get()),
+        b.flushes,
+    );
+    eprintln!("{state}");
+    a.node.stop();
+    b.node.stop();
+    assert!(recovered, "one forged entry wedged the readers: {state}");
+    let entries: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg(&k.stream)
+        .arg("-")
+        .arg("+")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert!(
+        entries.iter().all(|e| format!("{e:?}").len() < 100_000),
+        "the forged entry is still in the stream ({} entries)",
+        entries.len()
     );
 }
 
@@ -136,5 +169,70 @@ async fn an_oversized_forged_fence_record_is_skipped_instead_of_keeping_every_jo
          (state {:?}, unverified {}, content route answers {status})",
         c.node.sync_reason(),
         c.stat(|s| s.unverified.get()),
+    );
+}
+
+/// Round 17. A container's floor widened by undated regenerates (each naming a full
+/// event of new current ids) grew its genuine, sealed fence record without
+/// bound: past the size a reader takes (4 MiB), a joiner skipped it as if
+/// forged, and with it the container's tombstone, and served the deleted
+/// container from the lagging origin.
+///
+/// Expected: the record stays bounded; the joiner holds the tombstone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_genuine_fence_record_widened_by_undated_changes_still_reaches_a_joiner() {
+    let Some(redis) = RedisServer::start() else { return };
+    let sim = demo_simulator();
+    let a = gated(&sim, settings(&redis.url(), "a")).await;
+    assert!(a.node.is_synced(), "precondition: synced");
+    let gone = org_a_containers(&sim)[0];
+    let change = |current: Vec<String>, changed_at: Option<i64>, event: String| Invalidation {
+        event_id: Some(event),
+        source: Source::Webhook,
+        event_type: EventType::Regenerated,
+        container: Some(gone),
+        revoked_asset_ids: Vec::new(),
+        current_asset_ids: current,
+        changed_at,
+        created_at: None,
+    };
+    a.accept(&change(
+        vec!["video-first".into()],
+        Some(unix_now() * 1000),
+        unique_event_id(),
+    ))
+    .await
+    .unwrap();
+    for round in 0..4 {
+        let tag = format!("video-r{round}-");
+        let ids = (0..layers_gateway::events::webhook::MAX_EVENT_ASSET_IDS)
+            .map(|i| {
+                format!(
+                    "{tag}{i:0>w$}",
+                    w = layers_gateway::ids::MAX_ASSET_ID_LEN - tag.len()
+                )
+            })
+            .collect();
+        a.accept(&change(ids, None, unique_event_id())).await.unwrap();
+    }
+    delete_through(&sim, &a, gone, "evt_01WIDENEDDELETE000000000").await;
+    let k = keys(&a);
+    let record_len: i64 = redis.cmd(&["HSTRLEN", &k.fence_records, &gone.to_string()]);
+    let c = gated(&sim, settings(&redis.url(), "c")).await;
+    eventually("C joined", Duration::from_secs(10), || async {
+        c.node.is_synced()
+    })
+    .await;
+    let r = call_get(&c.gw, &container_path(gone), &admin_key()).await;
+    let skipped = c.stat(|s| s.unverified.get());
+    a.node.stop();
+    c.node.stop();
+    assert_ne!(
+        r.status, 200,
+        "the joiner serves the container A deleted (records skipped: {skipped}, record {record_len} bytes)"
+    );
+    assert!(
+        (0..2 << 20).contains(&record_len),
+        "the record is {record_len} bytes"
     );
 }
