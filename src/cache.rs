@@ -639,7 +639,10 @@ impl ContentCache {
         epoch: u64,
         e: &GatewayError,
     ) {
-        if !self.negatives.enabled() || e.status != http::StatusCode::NOT_FOUND {
+        // The origin's own 404 only: a plain 404 page (its front's, a
+        // misroute) says nothing about the container.
+        let origins_own = e.source != crate::error::ErrorSource::Upstream;
+        if !self.negatives.enabled() || e.status != http::StatusCode::NOT_FOUND || !origins_own {
             return;
         }
         let now = Instant::now();

@@ -6,7 +6,7 @@
 //! envelope; causes of internal failures go to the log, never to the body.
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use std::borrow::Cow;
 
@@ -120,6 +120,18 @@ pub struct GatewayError {
     pub details: Option<Value>,
     pub retry_after_secs: Option<u64>,
     pub source: ErrorSource,
+}
+
+/// An origin answer's `Retry-After`, in seconds (the delta form; a date is
+/// not read).
+pub fn origin_retry_after(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 impl GatewayError {
@@ -261,16 +273,38 @@ impl GatewayError {
     /// partner sees has a code and the request id. A 5xx becomes
     /// `UPSTREAM_ERROR` (502); a 4xx keeps its status with the code that
     /// status stands for.
-    pub fn check_origin_error(status: StatusCode, body: &[u8]) -> Result<(), GatewayError> {
+    pub fn check_origin_error(
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(), GatewayError> {
         if status.as_u16() < 400 || Self::from_origin(status, body).is_some() {
             return Ok(());
         }
+        Err(Self::plain_origin_error(status, headers))
+    }
+
+    /// The gateway's envelope for an origin error answer that is not the
+    /// Layers envelope (`check_origin_error`'s rule). A 429's or a 503's
+    /// `Retry-After` is kept: a partner backs off by it. Marked
+    /// `ErrorSource::Upstream`: the origin's front spoke, not the origin
+    /// (its 404 says nothing about the container: never remembered).
+    pub fn plain_origin_error(status: StatusCode, headers: &HeaderMap) -> GatewayError {
+        let mut e = Self::plain_origin_status(status);
+        if matches!(status.as_u16(), 429 | 503) {
+            e.retry_after_secs = origin_retry_after(headers);
+        }
+        e.source = ErrorSource::Upstream;
+        e
+    }
+
+    fn plain_origin_status(status: StatusCode) -> GatewayError {
         if status.is_server_error() {
             tracing::warn!(
                 status = status.as_u16(),
                 "origin error answer without the Layers envelope"
             );
-            return Err(Self::upstream_error());
+            return Self::upstream_error();
         }
         let code = match status {
             StatusCode::UNAUTHORIZED => ErrorCode::Unauthenticated,
@@ -287,7 +321,7 @@ impl GatewayError {
         };
         let mut e = Self::new(code, "The origin refused the request.");
         e.status = status;
-        Err(e)
+        e
     }
 
     /// The JSON envelope body.
@@ -324,26 +358,42 @@ mod tests {
     #[test]
     fn an_origin_error_without_the_envelope_gets_the_gateways() {
         let envelope = br#"{"error":{"code":"NOT_FOUND","message":"No such project."}}"#;
-        assert!(GatewayError::check_origin_error(StatusCode::NOT_FOUND, envelope).is_ok());
-        assert!(GatewayError::check_origin_error(StatusCode::OK, b"<html>").is_ok());
-        let e = GatewayError::check_origin_error(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>")
+        assert!(GatewayError::check_origin_error(StatusCode::NOT_FOUND, &HeaderMap::new(), envelope).is_ok());
+        assert!(GatewayError::check_origin_error(StatusCode::OK, &HeaderMap::new(), b"<html>").is_ok());
+        let e = GatewayError::check_origin_error(
+            StatusCode::BAD_GATEWAY,
+            &HeaderMap::new(),
+            b"<html>bad gateway</html>",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.code, e.status),
+            (ErrorCode::UpstreamError, StatusCode::BAD_GATEWAY)
+        );
+        let e = GatewayError::check_origin_error(StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), b"")
             .unwrap_err();
         assert_eq!(
             (e.code, e.status),
             (ErrorCode::UpstreamError, StatusCode::BAD_GATEWAY)
         );
-        let e = GatewayError::check_origin_error(StatusCode::SERVICE_UNAVAILABLE, b"").unwrap_err();
-        assert_eq!(
-            (e.code, e.status),
-            (ErrorCode::UpstreamError, StatusCode::BAD_GATEWAY)
-        );
-        let e = GatewayError::check_origin_error(StatusCode::NOT_FOUND, b"Not Found").unwrap_err();
+        let e = GatewayError::check_origin_error(StatusCode::NOT_FOUND, &HeaderMap::new(), b"Not Found")
+            .unwrap_err();
         assert_eq!((e.code, e.status), (ErrorCode::NotFound, StatusCode::NOT_FOUND));
-        let e = GatewayError::check_origin_error(StatusCode::IM_A_TEAPOT, b"").unwrap_err();
+        let e =
+            GatewayError::check_origin_error(StatusCode::IM_A_TEAPOT, &HeaderMap::new(), b"").unwrap_err();
         assert_eq!(
             (e.code, e.status),
             (ErrorCode::BadRequest, StatusCode::IM_A_TEAPOT)
         );
+        // A front's 429 or 503 says when to come back: kept.
+        let mut h = HeaderMap::new();
+        h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("30"));
+        let e = GatewayError::check_origin_error(StatusCode::SERVICE_UNAVAILABLE, &h, b"down").unwrap_err();
+        assert_eq!((e.status.as_u16(), e.retry_after_secs), (502, Some(30)));
+        let e = GatewayError::check_origin_error(StatusCode::TOO_MANY_REQUESTS, &h, b"").unwrap_err();
+        assert_eq!((e.status.as_u16(), e.retry_after_secs), (429, Some(30)));
+        let e = GatewayError::check_origin_error(StatusCode::NOT_FOUND, &h, b"").unwrap_err();
+        assert_eq!(e.retry_after_secs, None);
     }
 
     use super::*;

@@ -14,7 +14,7 @@ use crate::ids::ContainerId;
 use crate::origin::empty_body;
 use crate::routes::CONTAINER_TEMPLATE;
 use bytes::Bytes;
-use http::header::{HeaderValue, RETRY_AFTER};
+use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
 use std::sync::Arc;
 
@@ -138,13 +138,16 @@ impl Gateway {
                     return Ok(reply.body);
                 }
                 if reply.status.is_client_error() {
-                    if let Some(mut e) = GatewayError::from_origin(reply.status, &reply.body) {
-                        e.retry_after_secs = reply
-                            .headers
-                            .get(RETRY_AFTER)
-                            .and_then(|v| v.to_str().ok()?.parse().ok());
-                        return Err(e);
-                    }
+                    // The origin's envelope, or the gateway's by the rule
+                    // every route follows (a plain 404 page is a 404, never
+                    // a 502 that stale-if-error would answer from cache).
+                    return Err(match GatewayError::from_origin(reply.status, &reply.body) {
+                        Some(mut e) => {
+                            e.retry_after_secs = crate::error::origin_retry_after(&reply.headers);
+                            e
+                        }
+                        None => GatewayError::plain_origin_error(reply.status, &reply.headers),
+                    });
                 }
                 tracing::warn!(status = reply.status.as_u16(), container = %id, "origin failed a container fetch");
                 Err(GatewayError::upstream_error())

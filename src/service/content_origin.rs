@@ -158,7 +158,7 @@ impl Gateway {
             return Ok(resp);
         }
         if !reply.status.is_success() {
-            GatewayError::check_origin_error(reply.status, &body)?;
+            GatewayError::check_origin_error(reply.status, &headers, &body)?;
         }
         // Anything but a 200 has no validator and no policy of the route's:
         // not to be stored.

@@ -82,10 +82,11 @@ fn invalidation_span(trace: &Option<crate::telemetry::OriginTrace>) -> crate::te
     }
 }
 
-/// An error body in the coding the origin chose (the partner's
-/// `Accept-Encoding` is forwarded), decoded to judge it, at most `cap`
-/// bytes. `None`: not coded. A coding this cannot read gives an empty body,
-/// which is no envelope.
+/// An origin's body in the coding it chose (the partner's
+/// `Accept-Encoding` is forwarded), decoded to judge it (an error's
+/// envelope, a mutation's answer), at most `cap` bytes. `None`: not coded.
+/// A coding this cannot read gives an empty body, which is neither an
+/// envelope nor a container.
 fn decoded(headers: &http::HeaderMap, body: &[u8], cap: usize) -> Option<Vec<u8>> {
     use std::io::Read;
     let coding = headers.get(http::header::CONTENT_ENCODING)?.to_str().ok()?.trim();
@@ -153,8 +154,8 @@ impl Gateway {
         let bytes = self.state.origin.read_capped(body).await?;
         let cap = self.state.config.origin.max_response_bytes as usize;
         match decoded(&parts.headers, &bytes, cap) {
-            Some(plain) => GatewayError::check_origin_error(parts.status, &plain)?,
-            None => GatewayError::check_origin_error(parts.status, &bytes)?,
+            Some(plain) => GatewayError::check_origin_error(parts.status, &parts.headers, &plain)?,
+            None => GatewayError::check_origin_error(parts.status, &parts.headers, &bytes)?,
         }
         // The origin's own envelope, as it came (still in its coding).
         Ok(Response::from_parts(parts, ResponseBody::full(bytes)))
@@ -260,8 +261,15 @@ impl Gateway {
             // regenerate's new container, a PATCH's edited one) names the
             // current asset ids and when the change was made.
             let read = gw.state.origin.read_capped(body).await;
+            // Read in the coding the origin chose (the partner's
+            // `Accept-Encoding` is forwarded): a gzipped answer still dates
+            // the change and names its current ids.
+            let cap = gw.state.config.origin.max_response_bytes as usize;
             let (current_asset_ids, changed_at) = match &read {
-                Ok(bytes) => answer_facts(bytes),
+                Ok(bytes) => match decoded(&parts.headers, bytes, cap) {
+                    Some(plain) => answer_facts(&plain),
+                    None => answer_facts(bytes),
+                },
                 Err(_) => (Vec::new(), None),
             };
             let inv = Invalidation {
