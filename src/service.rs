@@ -8,6 +8,7 @@ mod content;
 mod content_origin;
 mod forward;
 mod framing;
+mod location;
 mod overrides;
 mod proxy;
 mod traced;

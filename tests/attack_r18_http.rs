@@ -212,3 +212,34 @@ async fn a_gzip_coded_regenerate_answer_still_dates_the_change_for_lagging_reads
         String::from_utf8_lossy(&coded.body)
     );
 }
+
+/// The gateway sends the origin its own authority as `Host`, so an origin
+/// that builds absolute redirects from `Host` answers a proxied route with
+/// `Location: http://<origin address>/...`. Passed on as it came, it sent
+/// the partner straight to the origin's internal address, around the
+/// gateway's authentication, limits and fences.
+///
+/// Expected: the same path, relative (on the gateway the partner called);
+/// a `Location` elsewhere (a CDN) as the origin gave it.
+#[tokio::test(start_paused = true)]
+async fn a_redirect_to_the_origins_own_address_stays_on_the_gateway() {
+    use support::canned::{canned_gateway, Canned};
+    let c = Arc::new(Canned::default());
+    for (path, location) in [
+        ("/v1/projects", "http://127.0.0.1:1/v1/projects/"),
+        ("/v1/exports", "https://cdn.layers.example/e.zip"),
+    ] {
+        c.answers.lock().unwrap().insert(
+            path.into(),
+            (302, vec![("location", location.to_owned())], Bytes::new()),
+        );
+    }
+    let gw = canned_gateway(&c, "");
+    let r = call_get(&gw, "/v1/projects", &admin_key()).await;
+    assert_eq!(
+        (r.status.as_u16(), r.header("location")),
+        (302, Some("/v1/projects/"))
+    );
+    let r = call_get(&gw, "/v1/exports", &admin_key()).await;
+    assert_eq!(r.header("location"), Some("https://cdn.layers.example/e.zip"));
+}

@@ -220,6 +220,7 @@ impl Gateway {
             let resp = self.state.origin.stream(req, template, org).await?;
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            super::location::relative_to_gateway(&mut parts.headers, &self.state.config.origin.url);
             if parts.status.as_u16() >= 400 && !head {
                 return self.origin_error(parts, body).await;
             }
@@ -245,6 +246,7 @@ impl Gateway {
             };
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            super::location::relative_to_gateway(&mut parts.headers, &gw.state.config.origin.url);
             if parts.status.is_server_error() {
                 // A 5xx (the origin's, or a load balancer's page in front
                 // of it) does not say the mutation was not committed:
