@@ -49,7 +49,7 @@ pub mod entry;
 pub mod entry_mac;
 pub mod fence_record;
 pub mod fence_token;
-mod foreign_entries;
+pub mod foreign_writes;
 pub mod gap;
 pub mod keys;
 mod lease;

@@ -878,6 +878,20 @@ impl Config {
         nonzero(self.shaping.max_keys as u64, "shaping.max_keys")?;
         if let Some(c) = &self.cluster {
             c.validate()?;
+            let longest = crate::cluster::foreign_writes::MAX_FENCE_RETENTION.as_secs();
+            for (secs, name) in [
+                (self.invalidation.tombstone_secs, "invalidation.tombstone_secs"),
+                (
+                    self.invalidation.revoked_ttl_secs,
+                    "invalidation.revoked_ttl_secs",
+                ),
+            ] {
+                if secs > longest {
+                    return Err(format!(
+                        "{name}: at most {longest} (30 days) in cluster mode (a fence record in Redis lives that long; one scored later was written by no gateway and is removed)"
+                    ));
+                }
+            }
             let record_max = crate::cluster::fence_record::MAX_RECORD_REVOKED;
             if self.invalidation.max_revoked_per_container > record_max {
                 return Err(format!(

@@ -868,4 +868,22 @@ fn check_config_refuses_cluster_tls_and_credential_settings_that_cannot_work() {
         "{}",
         stderr(&o)
     );
+
+    // A fence record scored past the longest retention was written by no
+    // gateway and is removed: an instance may not keep fences longer.
+    let dir = scratch("cluster-retention-cap");
+    let path = config_copy(&dir, |t| {
+        let t = cluster("secret_env = \"LAYERS_CLI_TEST_CLUSTER_SECRET\"\n")(t);
+        t.replacen("revoked_ttl_secs = 86400", "revoked_ttl_secs = 2600000", 1)
+    });
+    let o = run_env(
+        &["check-config", path.to_str().unwrap(), "--allow-demo-keys"],
+        &[("LAYERS_CLI_TEST_CLUSTER_SECRET", "cli-cluster-secret-value")],
+    );
+    assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG), "stderr: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("invalidation.revoked_ttl_secs: at most 2592000 (30 days) in cluster mode"),
+        "{}",
+        stderr(&o)
+    );
 }

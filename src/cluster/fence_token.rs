@@ -90,14 +90,29 @@
 macro_rules! fence_token_lua {
     () => {
         r"
-local function fence_token(zset, hash, fresh, writable)
-  local run = (string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '') .. ':' ..
+local function redis_run()
+  return (string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '') .. ':' ..
     (string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') or '')
+end
+local function rotate_token(zset, hash, old_member, fresh, now, run)
+  redis.call('ZREM', zset, old_member)
+  local z = redis.pcall('ZADD', zset, '+inf', '~' .. fresh)
+  if type(z) == 'table' and z.err then return '', z.err end
+  local h = redis.pcall('HSET', hash, '~', fresh, '~at', now, '~run', run)
+  if type(h) == 'table' and h.err then return '', h.err end
+  return fresh, nil
+end
+local function fence_token(zset, hash, fresh, writable)
+  local run = redis_run()
   local m = redis.call('ZRANGEBYSCORE', zset, '+inf', '+inf', 'LIMIT', 0, 1)
   local token = ''
   if #m > 0 then token = string.sub(m[1], 2) end
   local held = redis.call('HGET', hash, '~')
-  if token ~= '' and held == token then
+  -- A token no gateway writes (16 hex digits) is a broken set, whatever
+  -- its halves say: reset below, like one whose halves disagree.
+  local broken = token ~= '' and not string.match(token, '^' .. string.rep('%x', 16) .. '$')
+  if broken and not writable then return '', nil end
+  if token ~= '' and held == token and not broken then
     if not writable then return token, nil end
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -106,15 +121,10 @@ local function fence_token(zset, hash, fresh, writable)
       if at and at > now + 60000 then redis.pcall('HSET', hash, '~at', now) end
       return token, nil
     end
-    redis.call('ZREM', zset, m[1])
-    local z = redis.pcall('ZADD', zset, '+inf', '~' .. fresh)
-    if type(z) == 'table' and z.err then return '', z.err end
-    local h = redis.pcall('HSET', hash, '~', fresh, '~at', now, '~run', run)
-    if type(h) == 'table' and h.err then return '', h.err end
-    return fresh, nil
+    return rotate_token(zset, hash, m[1], fresh, now, run)
   end
   if not writable then return '', nil end
-  if token ~= '' and not held and redis.call('HEXISTS', hash, '~at') == 0
+  if token ~= '' and not broken and not held and redis.call('HEXISTS', hash, '~at') == 0
       and redis.call('HLEN', hash) > 0 then
     redis.call('HSET', hash, '~', token, '~at', 0, '~run', run)
     return token, nil
@@ -162,6 +172,7 @@ pub(super) use fence_token_lua;
 macro_rules! members_lua {
     () => {
         r"
+local MAX_MEMBERS, MAX_MEMBER_ID = 4096, 64
 local function member_entry(v)
   local seen, theirs, nonce, acked = string.match(v, '^(%d+):(%d+):(%x*):(.*)$')
   if not seen then seen, theirs, acked = string.match(v, '^(%d+):(%d+):(.*)$') end
@@ -169,6 +180,10 @@ local function member_entry(v)
 end
 local function members_round(members, me, now, mine, token, ack, writable, nonce, wrote_before)
   local err, conflict, suspect = nil, false, 0
+  -- More entries than instances run (written by no gateway): read whole
+  -- every round, they would take longer than a round may. Dropped, as a
+  -- members hash lost (live peers register again within a window).
+  if writable and redis.call('HLEN', members) > MAX_MEMBERS then redis.call('UNLINK', members) end
   local prev = redis.call('HGET', members, me)
   if prev then
     local seen, their_max, theirs = member_entry(prev)
@@ -196,7 +211,11 @@ local function members_round(members, me, now, mine, token, ack, writable, nonce
   local all = redis.call('HGETALL', members)
   for i = 1, #all, 2 do
     local id = all[i]
-    if id ~= me and string.sub(id, 1, 1) ~= '~' then
+    if string.sub(id, 1, 1) == '~' or #id > MAX_MEMBER_ID then
+      -- `~born` is the one field that is no member; other `~` fields
+      -- and over-long ids no gateway writes.
+      if id ~= '~born' and writable then redis.pcall('HDEL', members, id) end
+    elseif id ~= me then
       local seen, theirs, _, acked = member_entry(all[i + 1])
       if seen < now - 3600000 or seen > now + 60000 then
         if writable then redis.pcall('HDEL', members, id) end
@@ -253,3 +272,15 @@ if err then return redis.error_reply(err) end
 return t
 "
 );
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_members_bounds_are_the_settings() {
+        let line = format!(
+            "local MAX_MEMBERS, MAX_MEMBER_ID = 4096, {}",
+            crate::cluster::settings::MAX_INSTANCE_ID_LEN
+        );
+        assert!(members_lua!().contains(&line));
+    }
+}

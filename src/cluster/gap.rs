@@ -147,6 +147,19 @@ pub fn detect_gap(prev_run_id: &str, pos: Position, r: &Round) -> Option<Gap> {
             _ => {}
         }
     }
+    // A round that read every entry after the position read as many as
+    // were appended since, or some are gone: deleted, whatever
+    // `max-deleted-entry-id` says (`XSETID` can lower it), or counted that
+    // never were (a counter set back).
+    if !r.more {
+        let read_to = pos.n + r.entries.len() as u64;
+        if read_to < r.added {
+            return Some(Gap::Trimmed);
+        }
+        if read_to > r.added {
+            return Some(Gap::Recreated);
+        }
+    }
     None
 }
 
@@ -251,6 +264,20 @@ mod tests {
         assert_eq!(detect_gap("r1", p, &r), Some(Gap::Trimmed));
         // Deleted before the position: nothing unread lost.
         r.max_deleted = id(30);
+        assert_eq!(detect_gap("r1", p, &r), None);
+    }
+
+    #[test]
+    fn a_caught_up_round_that_read_fewer_entries_than_were_appended_is_a_gap() {
+        let p = pos(50, 5);
+        // Entry 9 deleted, and max-deleted-entry-id set back below the
+        // position (XSETID ... MAXDELETEDID): the count still shows it.
+        let mut r = round(1, 9, p);
+        r.entries.pop();
+        r.length -= 1;
+        assert_eq!(detect_gap("r1", p, &r), Some(Gap::Trimmed));
+        // Left for the next round: not yet a gap.
+        r.more = true;
         assert_eq!(detect_gap("r1", p, &r), None);
     }
 

@@ -21,7 +21,7 @@
 
 use super::entry::{StreamId, FIELD_INV, FIELD_MAC, FIELD_N};
 use super::fence_token::{fence_token_lua, members_lua};
-use super::foreign_entries::foreign_entries_lua;
+use super::foreign_writes::foreign_writes_lua;
 use redis::Value;
 
 /// The fence set's marker members start with this byte (records' members
@@ -73,7 +73,7 @@ pub const MARKER_PREFIX: u8 = b'~';
 /// refused `XADD` retried from the outbox must not bump it each time.
 pub const PUBLISH_SCRIPT: &str = concat!(
     fence_token_lua!(),
-    foreign_entries_lua!(),
+    foreign_writes_lua!(),
     r"
 if not string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) then
   return redis.error_reply('READONLY not a primary: a replica would keep the entry to itself')
@@ -99,6 +99,7 @@ if ARGV[5] ~= '' then
     redis.call('HDEL', KEYS[4], unpack(expired))
     redis.call('ZREM', KEYS[2], unpack(expired))
   end
+  drop_impossible_fences(KEYS[2], KEYS[4], now)
   local cur = redis.call('HGET', KEYS[4], ARGV[9]) or ''
   if cur ~= ARGV[10] then
     return redis.error_reply('FENCECAS the fence record changed since it was read; merge again')
@@ -117,7 +118,10 @@ if ARGV[5] ~= '' then
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
   'event', ARGV[2], 'origin', ARGV[3], 'n', n, 'inv', ARGV[4], 'mac', ARGV[8])
-if created then redis.call('INCR', KEYS[3]) end
+if created then
+  epoch_of(KEYS[3], true)
+  redis.call('INCR', KEYS[3])
+end
 return id
 "
 );
@@ -155,7 +159,7 @@ return id
 /// on as its id and ordinal alone, which fails verification (a gap, as for
 /// any forged entry), and the answer holds entries up to that many bytes
 /// (at least one). What counts as larger (fields count their framing, and
-/// more than 16 of them is too many) is `foreign_entries.rs`; such an
+/// more than 16 of them is too many) is `foreign_writes.rs`; such an
 /// entry is also deleted, on a primary, so no round pays for it again, as
 /// is one left at either end of the stream, which `XINFO STREAM` answers
 /// whole in every round. A whole oversized entry would have to cross the
@@ -164,12 +168,12 @@ return id
 pub const SYNC_SCRIPT: &str = concat!(
     fence_token_lua!(),
     members_lua!(),
-    foreign_entries_lua!(),
+    foreign_writes_lua!(),
     r"
 local info = redis.call('INFO', 'server')
 local run_id = string.match(info, 'run_id:(%x+)') or ''
-local epoch = redis.call('GET', KEYS[4]) or '0'
 local primary = string.find(redis.call('INFO', 'replication'), 'role:master', 1, true) ~= nil
+local epoch = epoch_of(KEYS[4], primary)
 local hb = 'OK'
 if not primary then
   hb = 'not a primary'
@@ -204,6 +208,11 @@ for i = 1, #x, 2 do
   elseif k == 'entries-added' then added = x[i + 1]
   elseif k == 'length' then len = x[i + 1] end
 end
+-- `XSETID` to the largest id there is: every append is refused while
+-- this round's own write (the heartbeat, another key) still succeeds.
+if last == '18446744073709551615-18446744073709551615' and hb == 'OK' then
+  hb = 'the stream takes no more entries: its last id is the largest there is'
+end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
 local cap, used, kept, more = tonumber(ARGV[9]), 0, {}, 0
 for i, e in ipairs(entries) do
@@ -226,12 +235,17 @@ for i, e in ipairs(entries) do
   used = used + size
   kept[#kept + 1] = e
 end
+if #entries >= tonumber(ARGV[2]) then more = 1 end
 drop_oversized_edges(KEYS[1], x, primary)
 return {1, last, maxdel, added, len, run_id, hb, kept, epoch, token, awaited, named, age, slowest, members_age, conflict, suspect, more}
 "
 );
 
-/// KEYS: stream, fences, epoch, fence records. ARGV: a fresh random token. Returns
+/// KEYS: stream, fences, epoch, fence records. ARGV: a fresh random token,
+/// and the token to rotate ("" for none): when the set still has that one,
+/// it is replaced by the fresh one, records kept, on a primary (after a gap
+/// that only some instances can see: every other then meets the new token
+/// as a gap and rebuilds, see `Reader::gap`). Returns
 /// `{exists, last_generated_id, entries_added, run_id, live fence records
 /// (count, markers excluded), epoch, token, now}`: where a rebuild starts
 /// reading the stream, how many records it is about to read (`rebuild.rs`
@@ -247,7 +261,7 @@ return {1, last, maxdel, added, len, run_id, hb, kept, epoch, token, awaited, na
 /// difference is a record or a member lost on its own.
 pub const REBUILD_SCRIPT: &str = concat!(
     fence_token_lua!(),
-    foreign_entries_lua!(),
+    foreign_writes_lua!(),
     r"
 local info = redis.call('INFO', 'server')
 local run_id = string.match(info, 'run_id:(%x+)') or ''
@@ -255,8 +269,13 @@ local primary = string.find(redis.call('INFO', 'replication'), 'role:master', 1,
 local token = fence_token(KEYS[2], KEYS[4], ARGV[1], primary)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if primary and ARGV[2] ~= '' and token == ARGV[2] then
+  local rotated, err = rotate_token(KEYS[2], KEYS[4], '~' .. token, ARGV[1], now, redis_run())
+  if not err then token = rotated end
+end
+if primary then drop_impossible_fences(KEYS[2], KEYS[4], now) end
 local live = redis.call('ZCOUNT', KEYS[2], '(' .. now, '(+inf')
-local epoch = redis.call('GET', KEYS[3]) or '0'
+local epoch = epoch_of(KEYS[3], primary)
 local aof = string.match(redis.call('INFO', 'persistence'), 'aof_enabled:(%d)') or '0'
 local agree = 1
 if token ~= '' then
@@ -332,8 +351,9 @@ pub struct Round {
     /// At this process's first round: how long the other process that
     /// last wrote its members entry still counts as live (0: none).
     pub id_suspect_ms: u64,
-    /// Entries were left for the next round (the answer's byte bound), so
-    /// fewer than asked does not mean caught up.
+    /// Entries may follow these: the round read as many as it asks for,
+    /// or stopped at the answer's byte bound. Without it, the round read
+    /// every entry after the position (caught up).
     pub more: bool,
 }
 

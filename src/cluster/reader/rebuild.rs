@@ -239,6 +239,17 @@ impl Reader {
     /// Step 1: the stream's end, epoch, token, `run_id`, live record count
     /// and Redis's time.
     async fn meta(&mut self) -> Result<Rebuild, String> {
+        // A stream gone back (`XSETID`, a failover to a replica without the
+        // newest entries) shows only to the instances that had read past
+        // its new end; one behind it counts nothing missing, and may lack
+        // an entry the others applied (a tombstone). So the token this
+        // instance knew is rotated (records kept): every instance meets
+        // the new one as a gap and rebuilds from the records. Once: a retry
+        // finds another token already.
+        let rotate = match self.pending_gap {
+            Some(Gap::Recreated) => self.token.clone().unwrap_or_default(),
+            _ => String::new(),
+        };
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(REBUILD_SCRIPT)
             .arg(4)
@@ -246,7 +257,8 @@ impl Reader {
             .arg(&self.node.keys.fences)
             .arg(&self.node.keys.epoch)
             .arg(&self.node.keys.fence_records)
-            .arg(fresh_token());
+            .arg(fresh_token())
+            .arg(rotate);
         let timeout = self.node.settings.command_timeout();
         let reply = self.eval(cmd, "reading the stream's end", timeout).await?;
         Rebuild::parse(&reply)
