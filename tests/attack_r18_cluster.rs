@@ -1,6 +1,6 @@
-//! Attacker review, round 18: cluster mode against a writer with Redis
-//! write access but without the cluster secret. Each test fails on the code
-//! as reviewed because of the defect in its doc comment.
+//! Attacker reviews, rounds 18 and 19: cluster mode against a writer with
+//! Redis write access but without the cluster secret. Each test failed on
+//! the code as reviewed because of the defect in its doc comment.
 
 #[path = "support/cluster.rs"]
 mod cluster_support;
@@ -11,6 +11,7 @@ mod support;
 use cluster_support::*;
 use layers_gateway::events::{EventType, Invalidation, Source};
 use redis_support::{Partition, RedisServer};
+use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 use tokio::time::Instant;
@@ -145,14 +146,14 @@ async fn a_tombstone_entry_deleted_before_a_peer_read_it_is_a_gap_for_that_peer(
 /// the last possible ID"), in the publish script after the fence record
 /// was written, while every heartbeat and every read still succeed.
 ///
-/// Expected: the peers fail closed within `max_unsynced_ms` (as for any
-/// Redis that refuses invalidations), so a delete A accepted is not served
-/// from B's cache.
+/// Expected: a delete A accepted is not served from B's cache (fixed:
+/// such a stream is deleted where a script meets it, so the publication
+/// recreates it and B meets the loss as a gap).
 /// Actual: A fails closed (its outbox), but B stays synced reading an
 /// empty stream and serves the deleted container from its cache for as
 /// long as the attacker likes (checked after 3 x `max_unsynced`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_that_refuses_every_append_fails_every_instance_closed() {
+async fn a_stream_that_refuses_every_append_never_lets_a_peer_serve_what_was_deleted() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
     let ids = org_a_containers(&sim);
@@ -499,5 +500,211 @@ async fn forged_fence_members_do_not_keep_every_joiner_out_for_good() {
         joined,
         "{} forged fence members keep every joiner out: {state}",
         cap + 1
+    );
+}
+
+// Round 19: the round-18 fixes reviewed again.
+
+/// Two synced instances (the stream exists), then one write by a writer
+/// without the secret (`attack`, given the stream's keys), then a joiner:
+/// returns whether all three are synced within 10 s, and their states.
+async fn one_write_then_recovery(
+    attack: impl FnOnce(&RedisServer, &layers_gateway::cluster::keys::StreamKeys),
+) -> Option<(bool, String)> {
+    let redis = RedisServer::start()?;
+    let sim = demo_simulator();
+    let a = gated(&sim, settings(&redis.url(), "a")).await;
+    let b = gated(&sim, settings(&redis.url(), "b")).await;
+    let k = keys(&a);
+    a.accept(&updated(org_a_containers(&sim)[1])).await.unwrap();
+    assert!(
+        all_synced(&[&a, &b], Duration::from_secs(5)).await,
+        "precondition: synced"
+    );
+    attack(&redis, &k);
+    tokio::time::sleep(MAX_UNSYNCED + MARGIN).await;
+    let c: Arc<Instance> = gated_in_background(&sim, settings(&redis.url(), "c"));
+    let recovered = all_synced(&[&a, &b, &c], Duration::from_secs(10)).await;
+    let (id, _) = first_container(&sim);
+    let status = call_get(&c.gw, &container_path(id), &admin_key()).await.status;
+    let state = format!(
+        "a {:?} (reconnects {}, heartbeat errors {}), b {:?}, joiner c {:?} (content route {status})",
+        a.node.sync_reason(),
+        a.stat(|s| s.reconnects.get()),
+        a.stat(|s| s.heartbeat_errors.get()),
+        b.node.sync_reason(),
+        c.node.sync_reason(),
+    );
+    a.node.stop();
+    b.node.stop();
+    c.node.stop();
+    Some((recovered, state))
+}
+
+/// Round 19. docs/cluster.md ("The gateway's other keys are read the same guarded
+/// way, so one write cannot keep instances unsynced for good") lists "a
+/// stream whose last id is the largest there is (every append refused)
+/// fails the round's write proof". That guard (SYNC_SCRIPT, new in
+/// b3543fd) only turns the wedge into a permanent fail-closed: nothing
+/// ever repairs the stream, so every round's proof fails for good; and a
+/// joiner's rebuild takes that largest id as its position, after which
+/// every round's `XRANGE (<largest id> +` is an error ("invalid start ID
+/// for the interval"). One `XSETID` by a writer without the secret
+/// therefore keeps every instance unsynced (cache off) and every joiner
+/// answering 503, for ever.
+///
+/// Expected: like the other keys the commit guards (an epoch that is not a
+/// counter is deleted: "an epoch gap, once"), a gap once (the stream
+/// deleted on a primary: every reader rebuilds from the fence records,
+/// which the publish script writes before its `XADD`), then every
+/// instance synced again and the joiner joins.
+/// Actual: a, b and the joiner c stay unsynced after 10 s (a's heartbeat
+/// errors keep counting; c's content route answers 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_at_the_largest_id_does_not_keep_every_instance_unsynced_for_good() {
+    let Some((recovered, state)) = one_write_then_recovery(|redis, k| {
+        let _: String = redis.cmd(&["XSETID", &k.stream, "18446744073709551615-18446744073709551615"]);
+    })
+    .await
+    else {
+        return;
+    };
+    assert!(
+        recovered,
+        "one XSETID to the largest id wedged the cluster: {state}"
+    );
+}
+
+/// The commit reads the epoch key "guarded" (`epoch_of`: `TYPE` first, a
+/// value of another kind deleted) and bounds the members hash's size, but
+/// every other key is still read with `redis.call`, which raises on a key
+/// of another type: one `SET <stream>:members x` (no secret) makes
+/// `members_round`'s first `HLEN` a WRONGTYPE error in every SYNC_SCRIPT
+/// round of every instance, for ever (nothing deletes the key). The same
+/// holds for the fence set (`ZRANGEBYSCORE` in `fence_token`) and the
+/// fence-records hash (`HGET`).
+///
+/// Expected (docs/cluster.md: "one write cannot keep instances unsynced
+/// for good"; the members hash "dropped, as if lost"): a members key of
+/// another type is dropped like a lost one; instances are synced again
+/// within a liveness window and the joiner joins.
+/// Actual: every round fails; a, b and c stay unsynced (reconnecting) and
+/// c's content routes answer 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_key_of_another_type_does_not_keep_every_instance_unsynced() {
+    let Some((recovered, state)) = one_write_then_recovery(|redis, k| {
+        let _: String = redis.cmd(&["SET", &k.members, "x"]);
+    })
+    .await
+    else {
+        return;
+    };
+    assert!(
+        recovered,
+        "one SET of the members key wedged the cluster: {state}"
+    );
+}
+
+/// The invalidation stream itself replaced by a key of another type (`SET
+/// <stream> x`, no secret): SYNC_SCRIPT, REBUILD_SCRIPT and PUBLISH_SCRIPT
+/// all call `XINFO STREAM` after `EXISTS`, which raises WRONGTYPE: every
+/// round, every rebuild and every publication fails for ever (the stream
+/// missing would be an ordinary, recoverable gap, and the next publication
+/// would create it again).
+///
+/// Expected: a gap once (as for a deleted stream), then synced again.
+/// Actual: a, b and c stay unsynced for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_key_of_another_type_does_not_keep_every_instance_unsynced() {
+    let Some((recovered, state)) = one_write_then_recovery(|redis, k| {
+        let _: String = redis.cmd(&["SET", &k.stream, "x"]);
+    })
+    .await
+    else {
+        return;
+    };
+    assert!(recovered, "one SET of the stream key wedged the cluster: {state}");
+}
+
+/// The heartbeat key replaced by a key of another type (`SET
+/// <stream>:heartbeat x`): SYNC_SCRIPT's heartbeat `XADD` fails with
+/// WRONGTYPE in every round of every instance, so no instance ever proves
+/// it is synced again (fail closed for good), though Redis takes every
+/// write the gateway needs.
+///
+/// Expected: the key is replaced (as the commit deletes an epoch of
+/// another kind), every instance synced again.
+/// Actual: a, b and c stay unsynced for good (reason `write`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_key_of_another_type_does_not_keep_every_instance_unsynced() {
+    let Some((recovered, state)) = one_write_then_recovery(|redis, k| {
+        let _: String = redis.cmd(&["SET", &k.heartbeat, "x"]);
+    })
+    .await
+    else {
+        return;
+    };
+    assert!(
+        recovered,
+        "one SET of the heartbeat key wedged the cluster: {state}"
+    );
+}
+
+/// `drop_impossible_fences` (PUBLISH_SCRIPT and REBUILD_SCRIPT, new in
+/// b3543fd) deletes every fence member scored later than Redis's now + 30
+/// days + 1 minute *and its record*, silently: the token is not rotated,
+/// no gap, no re-publication. Any genuine record scored there is lost
+/// without any instance noticing. Here, a rolling upgrade: instance A still
+/// runs the previous build, whose cluster mode accepted `tombstone_secs`
+/// over 30 days (here 31), and deletes a container; its record (Redis now +
+/// 31 days) is the only place a joiner learns the tombstone from. The
+/// joiner C (new build) runs REBUILD_SCRIPT, which removes that record
+/// before counting and reading the set; A, which holds the tombstone,
+/// never re-publishes it (nothing told it the record is gone). The same
+/// happens with `tombstone_secs` at the accepted maximum (30 days) when
+/// Redis's clock steps back by more than a minute (NTP) without a restart.
+///
+/// Expected: a joiner answers the deleted container 404 (the record kept;
+/// or at least clamped to the longest retention, or its removal treated as
+/// a loss: the token rotated so the holders re-publish).
+/// Actual: the record is deleted, and the joiner C serves the deleted
+/// container (200 from the lagging origin).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_genuine_fence_record_scored_past_30_days_is_not_dropped_silently() {
+    let Some(redis) = RedisServer::start() else { return };
+    let sim = demo_simulator();
+    let ids = org_a_containers(&sim);
+    let (gone, other) = (ids[0], ids[1]);
+    // The previous build's instance: 31 days was an accepted lifetime.
+    let a = gated_with(
+        &sim,
+        settings(&redis.url(), "a"),
+        "[invalidation]\ntombstone_secs = 2678400\n",
+    )
+    .await;
+    let k = keys(&a);
+    a.accept(&updated(other)).await.unwrap();
+    delete_through(&sim, &a, gone, "evt_01R19LONGTOMBSTONE000000000").await;
+    let records_before: i64 = redis.cmd(&["ZCOUNT", &k.fences, "-inf", "(+inf"]);
+    assert!(
+        records_before >= 1,
+        "precondition: A's delete wrote a fence record"
+    );
+    let c = gated_in_background(&sim, settings(&redis.url(), "c"));
+    eventually("the joiner C synced", Duration::from_secs(10), || async {
+        c.node.is_synced() && !c.node.awaiting_peers()
+    })
+    .await;
+    let records_after: i64 = redis.cmd(&["ZCOUNT", &k.fences, "-inf", "(+inf"]);
+    let r = call_get(&c.gw, &container_path(gone), &admin_key()).await;
+    let a_status = call_get(&a.gw, &container_path(gone), &admin_key()).await.status;
+    let gaps = (a.stat(|s| s.gaps.get()), c.stat(|s| s.gaps.get()));
+    a.node.stop();
+    c.node.stop();
+    assert_ne!(
+        r.status, 200,
+        "the joiner serves the container A deleted (A answers {a_status}); fence records before the \
+         join {records_before}, after {records_after}; gaps (A, C) {gaps:?}: the record was dropped \
+         silently and nobody re-published it"
     );
 }

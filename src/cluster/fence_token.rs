@@ -90,6 +90,10 @@
 macro_rules! fence_token_lua {
     () => {
         r"
+local function wrong_type(key, want)
+  local kind = redis.call('TYPE', key)['ok']
+  return kind ~= 'none' and kind ~= want
+end
 local function redis_run()
   return (string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '') .. ':' ..
     (string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') or '')
@@ -103,6 +107,12 @@ local function rotate_token(zset, hash, old_member, fresh, now, run)
   return fresh, nil
 end
 local function fence_token(zset, hash, fresh, writable)
+  -- A key of another type (written by no gateway) fails every command on
+  -- it: the set is broken, and reset like one whose halves disagree.
+  if wrong_type(zset, 'zset') or wrong_type(hash, 'hash') then
+    if not writable then return '', nil end
+    redis.call('DEL', zset, hash)
+  end
   local run = redis_run()
   local m = redis.call('ZRANGEBYSCORE', zset, '+inf', '+inf', 'LIMIT', 0, 1)
   local token = ''
@@ -183,7 +193,9 @@ local function members_round(members, me, now, mine, token, ack, writable, nonce
   -- More entries than instances run (written by no gateway): read whole
   -- every round, they would take longer than a round may. Dropped, as a
   -- members hash lost (live peers register again within a window).
-  if writable and redis.call('HLEN', members) > MAX_MEMBERS then redis.call('UNLINK', members) end
+  if writable and (wrong_type(members, 'hash') or redis.call('HLEN', members) > MAX_MEMBERS) then
+    redis.call('UNLINK', members)
+  end
   local prev = redis.call('HGET', members, me)
   if prev then
     local seen, their_max, theirs = member_entry(prev)

@@ -1,5 +1,5 @@
-//! What no gateway writes to its keys (stream entries, an epoch, fence
-//! members), as the scripts meet it.
+//! What no gateway writes to its keys (stream entries, a stream or an
+//! epoch of the wrong kind, fence members), as the scripts meet it.
 //!
 //! Only a writer with access to Redis but not to the cluster secret makes
 //! one, and its MAC fails: a gap, as for any forged entry. Its *size* is
@@ -25,12 +25,21 @@
 //!   number, too long, not a string): every round would otherwise fail to
 //!   parse it, for good. Readers see the change as an epoch gap once.
 //!
-//! - `drop_impossible_fences(zset, hash, now)`: removes (on a primary, up
-//!   to 64,000 a call) fence-set members scored later than any gateway
-//!   scores one (Redis's now plus the longest fence retention cluster mode
-//!   accepts, [`MAX_FENCE_RETENTION`], and a minute), with their records:
-//!   counted as live for ever, they would fill `fence_max_entries` and keep
-//!   every joiner out and every new container's fence refused.
+//! - `drop_impossible_fences(zset, hash, now, token, fresh)`: removes (on a
+//!   primary, up to 64,000 a call) fence-set members scored later than any
+//!   gateway scores one (Redis's now plus the longest fence retention
+//!   cluster mode accepts, [`MAX_FENCE_RETENTION`], and a day for a
+//!   failover to a clock behind), with their records: counted as live for
+//!   ever, they would fill `fence_max_entries` and keep every joiner out
+//!   and every new container's fence refused. In case one was genuine (an
+//!   older build that allowed longer lifetimes, a clock stepped back), the
+//!   set's token is then rotated (records kept), so every instance
+//!   rebuilds and re-publishes the fences it holds; returns the token.
+//! - `stream_info(stream, primary)`: `XINFO STREAM`, or `nil` for no
+//!   stream, after deleting (on a primary) a key of another type (every
+//!   stream command on it fails) or a stream whose last id is the largest
+//!   there is (every append is refused): readers meet either as a lost
+//!   stream, a gap, and rebuild from the fence records.
 //!
 //! A deleted entry advances the stream's `max-deleted-entry-id`, and a
 //! round that read every entry after its position counts fewer than were
@@ -47,7 +56,7 @@ macro_rules! foreign_writes_lua {
     () => {
         r"
 local MAX_ENTRY_BYTES, MAX_ENTRY_FIELDS = 4194304, 32
-local MAX_FENCE_RETENTION_MS = 2592060000
+local MAX_FENCE_RETENTION_MS = 2678400000
 local function oversized(e)
   local f = e[2]
   if #f > MAX_ENTRY_FIELDS then return true end
@@ -65,13 +74,36 @@ local function epoch_of(key, primary)
   if primary then redis.call('DEL', key) end
   return '0'
 end
-local function drop_impossible_fences(zset, hash, now)
+local function drop_impossible_fences(zset, hash, now, token, fresh)
+  local dropped = 0
   for _ = 1, 64 do
     local far = redis.call('ZRANGEBYSCORE', zset, '(' .. (now + MAX_FENCE_RETENTION_MS), '(+inf', 'LIMIT', 0, 1000)
-    if #far == 0 then return end
+    if #far == 0 then break end
     redis.call('HDEL', hash, unpack(far))
     redis.call('ZREM', zset, unpack(far))
+    dropped = dropped + #far
   end
+  if dropped == 0 or token == '' or token == fresh then return token end
+  local rotated, err = rotate_token(zset, hash, '~' .. token, fresh, now, redis_run())
+  if err then return token end
+  return rotated
+end
+local MAX_STREAM_ID = '18446744073709551615-18446744073709551615'
+local function stream_info(key, primary)
+  local kind = redis.call('TYPE', key)['ok']
+  if kind == 'none' then return nil end
+  if kind ~= 'stream' then
+    if primary then redis.call('DEL', key) end
+    return nil
+  end
+  local x = redis.call('XINFO', 'STREAM', key)
+  for i = 1, #x - 1, 2 do
+    if x[i] == 'last-generated-id' and x[i + 1] == MAX_STREAM_ID and primary then
+      redis.call('DEL', key)
+      return nil
+    end
+  end
+  return x
 end
 local function drop_oversized_edges(stream, x, primary)
   if not primary then return end
@@ -101,7 +133,7 @@ mod tests {
         assert!(lua.contains(&line), "{lua}");
         let line = format!(
             "local MAX_FENCE_RETENTION_MS = {}",
-            super::MAX_FENCE_RETENTION.as_millis() + 60_000
+            super::MAX_FENCE_RETENTION.as_millis() + 86_400_000
         );
         assert!(lua.contains(&line), "{lua}");
     }

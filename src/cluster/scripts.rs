@@ -84,9 +84,9 @@ if lost then return redis.error_reply(lost) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = 1
-local created = redis.call('EXISTS', KEYS[1]) == 0
+local x = stream_info(KEYS[1], true)
+local created = x == nil
 if not created then
-  local x = redis.call('XINFO', 'STREAM', KEYS[1])
   n = 0
   for i = 1, #x, 2 do
     if x[i] == 'entries-added' then n = x[i + 1] + 1 end
@@ -99,7 +99,7 @@ if ARGV[5] ~= '' then
     redis.call('HDEL', KEYS[4], unpack(expired))
     redis.call('ZREM', KEYS[2], unpack(expired))
   end
-  drop_impossible_fences(KEYS[2], KEYS[4], now)
+  drop_impossible_fences(KEYS[2], KEYS[4], now, redis.call('HGET', KEYS[4], '~') or '', ARGV[6])
   local cur = redis.call('HGET', KEYS[4], ARGV[9]) or ''
   if cur ~= ARGV[10] then
     return redis.error_reply('FENCECAS the fence record changed since it was read; merge again')
@@ -178,6 +178,7 @@ local hb = 'OK'
 if not primary then
   hb = 'not a primary'
 else
+  if wrong_type(KEYS[2], 'stream') then redis.call('DEL', KEYS[2]) end
   local r = redis.pcall('XADD', KEYS[2], 'MAXLEN', 16, '*', 'instance', ARGV[3])
   if type(r) == 'table' and r.err then hb = r.err end
 end
@@ -196,10 +197,10 @@ local awaited, named, slowest, merr, members_age, conflict, suspect =
   members_round(KEYS[6], ARGV[3], now, tonumber(ARGV[6]), token, ARGV[5], primary, ARGV[7], ARGV[8] == '1')
 if conflict then conflict = 1 else conflict = 0 end
 if merr and hb == 'OK' then hb = merr end
-if redis.call('EXISTS', KEYS[1]) == 0 then
+local x = stream_info(KEYS[1], primary)
+if not x then
   return {0, '0-0', '0-0', 0, 0, run_id, hb, {}, epoch, token, awaited, named, age, slowest, members_age, conflict, suspect, 0}
 end
-local x = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, maxdel, added, len = '0-0', '0-0', -1, 0
 for i = 1, #x, 2 do
   local k = x[i]
@@ -207,11 +208,6 @@ for i = 1, #x, 2 do
   elseif k == 'max-deleted-entry-id' then maxdel = x[i + 1]
   elseif k == 'entries-added' then added = x[i + 1]
   elseif k == 'length' then len = x[i + 1] end
-end
--- `XSETID` to the largest id there is: every append is refused while
--- this round's own write (the heartbeat, another key) still succeeds.
-if last == '18446744073709551615-18446744073709551615' and hb == 'OK' then
-  hb = 'the stream takes no more entries: its last id is the largest there is'
 end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
 local cap, used, kept, more = tonumber(ARGV[9]), 0, {}, 0
@@ -273,7 +269,7 @@ if primary and ARGV[2] ~= '' and token == ARGV[2] then
   local rotated, err = rotate_token(KEYS[2], KEYS[4], '~' .. token, ARGV[1], now, redis_run())
   if not err then token = rotated end
 end
-if primary then drop_impossible_fences(KEYS[2], KEYS[4], now) end
+if primary then token = drop_impossible_fences(KEYS[2], KEYS[4], now, token, ARGV[1]) end
 local live = redis.call('ZCOUNT', KEYS[2], '(' .. now, '(+inf')
 local epoch = epoch_of(KEYS[3], primary)
 local aof = string.match(redis.call('INFO', 'persistence'), 'aof_enabled:(%d)') or '0'
@@ -283,10 +279,10 @@ if token ~= '' then
   for _, f in ipairs({'~', '~at', '~run'}) do special = special + redis.call('HEXISTS', KEYS[4], f) end
   if redis.call('ZCOUNT', KEYS[2], '-inf', '(+inf') ~= redis.call('HLEN', KEYS[4]) - special then agree = 0 end
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then
+local x = stream_info(KEYS[1], primary)
+if not x then
   return {0, '0-0', 0, run_id, live, epoch, token, now, aof, agree}
 end
-local x = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, added = '0-0', -1
 for i = 1, #x, 2 do
   if x[i] == 'last-generated-id' then last = x[i + 1]
