@@ -213,6 +213,9 @@ impl Gateway {
         st.routes.store(Arc::new(routes));
         st.webhook.store(Arc::new(webhook));
         st.cache.set_ttls(ttls);
+        if let Some(node) = &st.cluster {
+            node.set_fence_retention(st.cache.fence_retention());
+        }
         st.origin.apply_live_settings(&new);
         if let Some(jwt) = jwt {
             st.auth.replace_jwt(jwt);

@@ -3,6 +3,8 @@
 //! Each test's comment tells the defect as an attacker found it; every
 //! test failed on the code before its fix.
 
+#[path = "support/redis.rs"]
+mod redis_support;
 mod support;
 
 use bytes::Bytes;
@@ -20,6 +22,8 @@ struct FileGateway {
     app: App,
     dir: PathBuf,
     origin_url: String,
+    /// Config lines appended at start (kept by reloads that want them).
+    extra: String,
     _sim: layers_gateway::demo::Simulator,
     _stop: tokio::sync::watch::Sender<bool>,
 }
@@ -34,6 +38,10 @@ fn config_text(origin_url: &str, extra_server: &str, extra: &str) -> String {
 
 impl FileGateway {
     async fn start() -> FileGateway {
+        FileGateway::start_with("").await
+    }
+
+    async fn start_with(extra: &str) -> FileGateway {
         let sim = demo_simulator();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let origin_url = format!("http://{}", listener.local_addr().unwrap());
@@ -48,7 +56,7 @@ impl FileGateway {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("keys.toml"), DEMO_KEYS_FILE).unwrap();
-        std::fs::write(dir.join("gateway.toml"), config_text(&origin_url, "", "")).unwrap();
+        std::fs::write(dir.join("gateway.toml"), config_text(&origin_url, "", extra)).unwrap();
         let cfg = Config::load(&dir.join("gateway.toml")).unwrap();
         let upstream: Arc<dyn Upstream> = Arc::new(HttpUpstream::new(&cfg.origin).unwrap());
         let app = App::start(cfg, demo_keys(), upstream).await.unwrap();
@@ -60,6 +68,7 @@ impl FileGateway {
             app,
             dir,
             origin_url,
+            extra: extra.to_owned(),
             _sim: sim,
             _stop: stop,
         }
@@ -503,4 +512,55 @@ async fn with_tracing_off_a_changed_sample_ratio_is_judged_against_the_start_lik
         "the file matches what runs again: {back}"
     );
     g.stop().await;
+}
+
+/// Round 19 note. A reload may raise `invalidation.tombstone_secs`, and
+/// the cache then keeps new tombstones that long; in cluster mode their
+/// fence records were still published with the lifetime read at start, so
+/// a record expired while its tombstone stood, and a joiner after that
+/// served the deleted container its peers refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_lengthens_tombstones_lengthens_their_fence_records_too() {
+    let Some(redis) = redis_support::RedisServer::start() else {
+        return;
+    };
+    let g = FileGateway::start_with(&format!(
+        "[cluster]\nredis_url = \"{}\"\nsecret = \"layers-test-only-cluster-secret\"\ninstance_id = \"r19\"\n\
+         max_unsynced_ms = 1000\nblock_ms = 100\nconnect_timeout_ms = 300\ncommand_timeout_ms = 300\n",
+        redis.url()
+    ))
+    .await;
+    let cluster = g.extra.clone();
+    // Start: 15 min tombstones, 24 h revocations (the defaults); raised to
+    // 10 days.
+    g.write_config(&config_text(
+        &g.origin_url,
+        "",
+        &format!("{cluster}\n[invalidation]\ntombstone_secs = 864000\n"),
+    ));
+    let (code, out) = g.reload().await;
+    assert_eq!(code, 200, "{out}");
+    let id = first_container(&g._sim).0;
+    let inv = layers_gateway::events::Invalidation {
+        event_id: Some(unique_event_id()),
+        source: layers_gateway::events::Source::Webhook,
+        event_type: layers_gateway::events::EventType::Deleted,
+        container: Some(id),
+        revoked_asset_ids: Vec::new(),
+        current_asset_ids: Vec::new(),
+        changed_at: None,
+        created_at: None,
+    };
+    let (_, published) = g.app.gateway.accept_invalidation(&inv).await;
+    published.unwrap();
+    let keys =
+        layers_gateway::cluster::keys::StreamKeys::new(layers_gateway::cluster::settings::DEFAULT_STREAM);
+    let score: f64 = redis.cmd(&["ZSCORE", &keys.fences, &id.to_string()]);
+    let (secs, _): (String, String) = redis::cmd("TIME").query(&mut redis.connection()).unwrap();
+    let lives_days = (score / 1000.0 - secs.parse::<f64>().unwrap()) / 86400.0;
+    g.stop().await;
+    assert!(
+        lives_days > 9.9,
+        "the tombstone lives 10 days, its fence record {lives_days:.2} days"
+    );
 }

@@ -19,9 +19,14 @@ use tokio::time::Instant;
 
 impl ContentCache {
     /// How long a fence lasts at most (the longer of the tombstone and the
-    /// revoked-id lifetimes): the lifetime of its record in Redis.
+    /// revoked-id lifetimes): the lifetime of its record in Redis. The
+    /// longer of the lifetimes in force and those at start: a reload that
+    /// raised them stores longer fences from now on, and one that lowered
+    /// them leaves the fences stored before with their longer lifetime.
     pub fn fence_retention(&self) -> std::time::Duration {
-        self.settings.tombstone_ttl.max(self.settings.revoked_ttl)
+        let live = self.ttls.load();
+        let start = self.settings.tombstone_ttl.max(self.settings.revoked_ttl);
+        start.max(live.tombstone_ttl).max(live.revoked_ttl)
     }
 
     /// Every live tombstone and revoked asset id, as invalidations without

@@ -228,7 +228,9 @@ pub(super) struct Pending {
 }
 
 pub(super) struct FenceSource {
-    retention: Duration,
+    /// How long a record lives (ms): the cache's longest fence lifetime,
+    /// which a reload may change (`set_fence_retention`).
+    retention_ms: AtomicU64,
     pub(super) export: ExportFn,
 }
 
@@ -353,7 +355,21 @@ impl ClusterNode {
     /// it records live [`DEFAULT_FENCE_RETENTION`] and nothing is
     /// re-published.
     pub fn set_fence_source(&self, retention: Duration, export: ExportFn) {
-        let _ = self.fences.set(FenceSource { retention, export });
+        let _ = self.fences.set(FenceSource {
+            retention_ms: AtomicU64::new(retention.as_millis() as u64),
+            export,
+        });
+    }
+
+    /// A reload changed the cache's fence lifetimes: records published
+    /// from now on live as long as the tombstones and revocations they
+    /// carry (a record that expired first would leave a joiner without a
+    /// tombstone its peers still hold).
+    pub fn set_fence_retention(&self, retention: Duration) {
+        if let Some(f) = self.fences.get() {
+            f.retention_ms
+                .store(retention.as_millis() as u64, Ordering::Relaxed);
+        }
     }
 
     /// Why the node is (not) synced right now.
@@ -438,7 +454,9 @@ impl ClusterNode {
     }
 
     pub(super) fn fence_retention(&self) -> Duration {
-        self.fences.get().map_or(DEFAULT_FENCE_RETENTION, |f| f.retention)
+        self.fences.get().map_or(DEFAULT_FENCE_RETENTION, |f| {
+            Duration::from_millis(f.retention_ms.load(Ordering::Relaxed))
+        })
     }
 
     /// Queues an unpublished event and says whether it did. Past
