@@ -180,6 +180,12 @@ if not primary then
 else
   if wrong_type(KEYS[2], 'stream') then redis.call('DEL', KEYS[2]) end
   local r = redis.pcall('XADD', KEYS[2], 'MAXLEN', 16, '*', 'instance', ARGV[3])
+  if type(r) == 'table' and r.err and string.find(r.err, 'exhausted', 1, true) then
+    -- Set to the largest id there is (no gateway does): no heartbeat
+    -- could ever be written again. The stream holds nothing else.
+    redis.call('DEL', KEYS[2])
+    r = redis.pcall('XADD', KEYS[2], 'MAXLEN', 16, '*', 'instance', ARGV[3])
+  end
   if type(r) == 'table' and r.err then hb = r.err end
 end
 local token, err = fence_token(KEYS[3], KEYS[5], ARGV[4], primary)

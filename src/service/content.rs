@@ -150,7 +150,13 @@ impl Gateway {
                     });
                 }
                 tracing::warn!(status = reply.status.as_u16(), container = %id, "origin failed a container fetch");
-                Err(GatewayError::upstream_error())
+                // UPSTREAM_ERROR (a stale copy may answer), with a 503's
+                // Retry-After for when none does.
+                let mut e = GatewayError::upstream_error();
+                if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+                    e.retry_after_secs = crate::error::origin_retry_after(&reply.headers);
+                }
+                Err(e)
             }
         };
         let (result, status) = cache.fill(&principal.org, id, fetch).await;

@@ -27,12 +27,16 @@ pub(crate) fn relative_to_gateway(headers: &mut HeaderMap, origin_url: &str) {
         return;
     }
     let rest = &value[base.len()..];
-    let relative = match rest.as_bytes().first() {
-        None => "/".to_owned(),
-        Some(b'/') => rest.to_owned(),
-        Some(b'?' | b'#') => format!("/{rest}"),
+    let relative = match rest.as_bytes() {
+        [] => "/".to_owned(),
+        // `//host/p` (or `/\host/p`, which browsers read the same) would
+        // name another host: `/.` keeps it a path on this one, the same
+        // path once dot segments are removed (RFC 3986 section 5.2.4).
+        [b'/', b'/' | b'\\', ..] => format!("/.{rest}"),
+        [b'/', ..] => rest.to_owned(),
+        [b'?' | b'#', ..] => format!("/{rest}"),
         // `http://origin:8080` is not a prefix of `http://origin:80801/`.
-        Some(_) => return,
+        _ => return,
     };
     if let Ok(v) = HeaderValue::from_str(&relative) {
         headers.insert(LOCATION, v);
@@ -66,6 +70,15 @@ mod tests {
         assert_eq!(
             rewritten("https://api.example/base/v1/x", "https://api.example/base"),
             "/v1/x"
+        );
+        // Never another host.
+        assert_eq!(
+            rewritten("http://10.0.0.7:8080//evil.example/p", origin),
+            "/.//evil.example/p"
+        );
+        assert_eq!(
+            rewritten("http://10.0.0.7:8080/\\evil.example/p", origin),
+            "/./\\evil.example/p"
         );
         for kept in [
             "http://10.0.0.7:80801/v1/x",
