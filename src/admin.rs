@@ -171,8 +171,13 @@ fn authorize<B>(gw: &Gateway, req: &Request<B>) -> Result<(), GatewayError> {
 async fn purge(gw: &Gateway, query: &str) -> Result<Response<ResponseBody>, GatewayError> {
     let mut container = None;
     let mut all = false;
+    let one_target = || GatewayError::new(ErrorCode::Validation, "Use one ?container=<id> or ?all=true.");
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
+            // Named twice, the request is ambiguous: purging either one
+            // would tell the operator the other is gone too.
+            Some(("container", _)) if container.is_some() => return Err(one_target()),
+            Some(("all", _)) if all => return Err(one_target()),
             Some(("container", v)) => {
                 container = Some(ContainerId::parse(v).ok_or_else(|| {
                     GatewayError::new(ErrorCode::Validation, "container must be cnt_<uuid> or a UUID.")

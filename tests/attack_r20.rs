@@ -1,4 +1,4 @@
-//! Attacker review, round 20: the origin-error, `Location` and
+//! Attacker reviews, rounds 20 and 21 (the admin purge, last test): the origin-error, `Location` and
 //! foreign-write commits (1625e90, 91e6da0, b3543fd/eecb00f). Each test
 //! fails on the code as reviewed because of the defect in its doc comment.
 //! HTTP tests run in-process under tokio's paused clock; the cluster test
@@ -12,6 +12,8 @@ mod support;
 
 use bytes::Bytes;
 use cluster_support::*;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
 use redis_support::RedisServer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -208,5 +210,70 @@ async fn a_heartbeat_stream_at_the_largest_id_does_not_keep_the_cluster_unsynced
         "one foreign XADD to the heartbeat stream kept A unsynced for {:?} \
          ({hb_errors} heartbeat errors); nothing repairs the key",
         attacked.elapsed()
+    );
+}
+
+// Round 21: authentication, webhooks and the admin listener.
+
+/// `POST /admin/purge?<query>` through the in-process admin handler, with
+/// the admin token: (status, body).
+async fn admin_purge(gw: &layers_gateway::service::Gateway, query: &str) -> (u16, String) {
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/admin/purge?{query}"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = layers_gateway::admin::handle(gw, req).await;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Defect: `POST /admin/purge?container=A&container=B` is ambiguous input
+/// (the endpoint purges one container), yet it is not refused: the parser
+/// keeps only the last `container` value, purges B, leaves A cached and
+/// answers 200 `{"status":"purged"}`. An operator who asked for A (or for
+/// both) is told it worked while A is still served from the cache.
+///
+/// Expected (README / docs/operations.md: bad input gets a clear error and
+/// changes nothing): 422 `VALIDATION`, and neither container purged.
+/// Actual: 200, B purged, A still a cache HIT.
+#[tokio::test]
+async fn a_purge_naming_two_containers_is_refused_and_purges_nothing() {
+    let sim = demo_simulator();
+    let gw = in_process(&sim, "");
+    let ids: Vec<_> = sim
+        .container_ids()
+        .into_iter()
+        .filter(|(o, _)| o == "org_demo_a")
+        .map(|(_, id)| id.to_string())
+        .take(2)
+        .collect();
+    assert_eq!(ids.len(), 2, "the demo has two containers of org_demo_a");
+    let key = admin_key();
+    for id in &ids {
+        let r = call_get(&gw, &content_path(id), &key).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let r = call_get(&gw, &content_path(id), &key).await;
+        assert_eq!(r.x_cache(), Some("HIT"), "warmed");
+    }
+
+    let (status, body) = admin_purge(&gw, &format!("container={}&container={}", ids[0], ids[1])).await;
+
+    let a = call_get(&gw, &content_path(&ids[0]), &key).await;
+    let b = call_get(&gw, &content_path(&ids[1]), &key).await;
+    assert_eq!(
+        status,
+        422,
+        "two container values must be refused as VALIDATION; got {status} {body} \
+         (first container x-cache={:?}, second x-cache={:?})",
+        a.x_cache(),
+        b.x_cache()
+    );
+    assert_eq!(
+        (a.x_cache(), b.x_cache()),
+        (Some("HIT"), Some("HIT")),
+        "a refused purge changes nothing"
     );
 }
