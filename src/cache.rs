@@ -538,8 +538,10 @@ impl ContentCache {
             // After a regenerate whose current ids are known, a body with
             // other ids is from before it (or from a later change whose
             // event has not arrived yet: not cached either way).
-            // A body newer than the floor is never behind it.
-            let newer = rendered.updated_at.is_some_and(|at| at > floor.at);
+            // A body dated at or after the floor's change is never behind
+            // it (the change's own version lists every current id, also
+            // those past the floor's bound on them).
+            let newer = rendered.updated_at.is_some_and(|at| at >= floor.at);
             let other_ids = !newer
                 && floor
                     .current
@@ -607,7 +609,8 @@ impl ContentCache {
     }
 
     /// Revokes the ids of a lagging body that the floor's change did not
-    /// name as current, when the body is dated older than that change.
+    /// name as current: a body dated older than that change, or undated
+    /// (one dated at or after it is never lagging, `complete_fill`).
     fn revoke_behind_floor(&self, fence: &Arc<Fence>, entry: &CachedContainer) {
         let now = Instant::now();
         let until = now + self.ttls.load().revoked_ttl;

@@ -336,7 +336,7 @@ impl ContentCache {
             .get("updatedAt")
             .and_then(Value::as_str)
             .and_then(super::time::parse_rfc3339_millis)
-            .is_some_and(|at| at > floor.at);
+            .is_some_and(|at| at >= floor.at);
         let listed = obj.get("assets").and_then(Value::as_array).is_some_and(|items| {
             items
                 .iter()

@@ -130,23 +130,16 @@ impl ContentCache {
             revoked.dedup();
         }
         let until = now + self.ttls.load().revoked_ttl;
+        make_room(
+            &mut st.revoked,
+            &revoked,
+            self.settings.max_revoked_per_container,
+            now,
+            id,
+        );
         // Current ids only keep this event from revoking them; they never
         // lift an earlier revocation (events may arrive out of order).
         for a in &revoked {
-            if st.revoked.len() >= self.settings.max_revoked_per_container
-                && !st.revoked.contains_key(a.as_str())
-            {
-                st.revoked.retain(|_, t| now < *t);
-                if st.revoked.len() >= self.settings.max_revoked_per_container {
-                    // The newest revocations matter most: drop the one
-                    // that would expire first.
-                    tracing::warn!(container = %id, "revoked asset ids at the per-container cap");
-                    let oldest = st.revoked.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
-                    if let Some(k) = oldest {
-                        st.revoked.remove(&k);
-                    }
-                }
-            }
             st.revoked.insert(a.as_str().into(), until);
         }
         st.exists_until = match inv.event_type {
@@ -200,13 +193,28 @@ impl ContentCache {
             // The newest reported change wins; an older one arriving late
             // never lowers it.
             if st.floor(now).is_none_or(|f| f.at < at) {
-                let revokes_assets = inv.event_type.revokes_assets();
-                let current = (revokes_assets && !inv.current_asset_ids.is_empty()).then(|| {
-                    super::floor_current::widened(&[], &inv.current_asset_ids)
-                        .into_iter()
-                        .map(Box::from)
-                        .collect()
-                });
+                let standing = st
+                    .floor(now)
+                    .filter(|f| f.revokes_assets)
+                    .map(|f| f.current.clone());
+                let (revokes_assets, current) = match (inv.event_type.revokes_assets(), standing) {
+                    (true, _) => (
+                        true,
+                        (!inv.current_asset_ids.is_empty()).then(|| {
+                            super::floor_current::widened(&[], &inv.current_asset_ids)
+                                .into_iter()
+                                .map(Box::from)
+                                .collect()
+                        }),
+                    ),
+                    // A later change that revokes nothing (a caption, an
+                    // approval) leaves the assets as the standing change
+                    // made them: its current ids still judge a body older
+                    // than either (forgetting them served the assets it
+                    // revoked from a replica behind both).
+                    (false, Some(current)) => (true, current),
+                    (false, None) => (false, None),
+                };
                 st.floor = Some(Floor {
                     at,
                     until,
@@ -216,5 +224,40 @@ impl ContentCache {
             }
         }
         (orgs, revoked)
+    }
+}
+
+/// Makes room for `adding` in a container's revoked ids, at most `cap`:
+/// expired ones go first, then the earlier revocations that expire first
+/// (the newest matter most). Never one that `adding` names: an event's
+/// revocations all hold (one event names at most 10,000 ids), so the set
+/// may pass `cap` by one event's worth rather than serve an id that event
+/// revoked. A cluster fence record keeps the same (`fence_record.rs`).
+fn make_room(
+    held: &mut std::collections::HashMap<Box<str>, Instant>,
+    adding: &[String],
+    cap: usize,
+    now: Instant,
+    id: ContainerId,
+) {
+    let new = adding.iter().filter(|a| !held.contains_key(a.as_str())).count();
+    if held.len() + new <= cap {
+        return;
+    }
+    held.retain(|_, t| now < *t);
+    let over = (held.len() + new).saturating_sub(cap);
+    if over == 0 {
+        return;
+    }
+    tracing::warn!(container = %id, "revoked asset ids at the per-container cap");
+    let named: std::collections::HashSet<&str> = adding.iter().map(String::as_str).collect();
+    let mut earlier: Vec<(Instant, Box<str>)> = held
+        .iter()
+        .filter(|(k, _)| !named.contains(&***k))
+        .map(|(k, t)| (*t, k.clone()))
+        .collect();
+    earlier.sort_unstable();
+    for (_, k) in earlier.into_iter().take(over) {
+        held.remove(&k);
     }
 }

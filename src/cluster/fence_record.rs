@@ -37,7 +37,8 @@ use serde::{Deserialize, Serialize};
 /// Record format version.
 pub const RECORD_VERSION: u32 = 2;
 
-/// Revoked ids kept per record (the newest): a record stays one bounded
+/// Revoked ids kept per record (the newest; more only when one event names
+/// more, which are all kept): a record stays one bounded
 /// value however often its container changes. As many as an instance's
 /// cache keeps by default (`invalidation.max_revoked_per_container`, which
 /// cluster mode may not set higher): a joiner must not forget revocations
@@ -109,14 +110,35 @@ impl FenceRecord {
         if !inv.event_type.revokes_assets() {
             return;
         }
-        for a in &inv.revoked_asset_ids {
-            if !inv.current_asset_ids.contains(a) && !self.revoked.contains(a) {
+        // This event's revocations are all kept (as the cache keeps them,
+        // `invalidate.rs` `make_room`): past the bound, only the oldest of
+        // the others are dropped.
+        let adding: Vec<&String> = inv
+            .revoked_asset_ids
+            .iter()
+            .filter(|a| !inv.current_asset_ids.contains(a))
+            .collect();
+        let named: std::collections::HashSet<&str> = adding.iter().map(|a| a.as_str()).collect();
+        let mut held: std::collections::HashSet<String> = self.revoked.iter().cloned().collect();
+        let before = self.revoked.len();
+        for a in adding {
+            if held.insert(a.clone()) {
                 self.revoked.push(a.clone());
             }
         }
-        if self.revoked.len() > MAX_RECORD_REVOKED {
-            let extra = self.revoked.len() - MAX_RECORD_REVOKED;
-            self.revoked.drain(..extra);
+        // Only an event that adds ids makes room (as the cache does).
+        let keep = if self.revoked.len() > before {
+            MAX_RECORD_REVOKED.max(named.len())
+        } else {
+            self.revoked.len()
+        };
+        let mut extra = self.revoked.len().saturating_sub(keep);
+        if extra > 0 {
+            self.revoked.retain(|a| {
+                let drop = extra > 0 && !named.contains(a.as_str());
+                extra -= usize::from(drop);
+                !drop
+            });
         }
         let date = inv.changed_at.or(inv.created_at);
         match inv.event_type {
@@ -324,7 +346,11 @@ mod tests {
         let long =
             |tag: &str, i: usize| format!("{tag}{i:0>w$}", w = crate::ids::MAX_ASSET_ID_LEN - tag.len());
         let mut r = FenceRecord::new(id());
-        let revoked: Vec<String> = (0..MAX_RECORD_REVOKED + 5).map(|i| long("r", i)).collect();
+        // One event names up to 10,000 ids, all kept (past the record's
+        // usual bound of revoked ids).
+        let revoked: Vec<String> = (0..crate::events::webhook::MAX_EVENT_ASSET_IDS - 10)
+            .map(|i| long("r", i))
+            .collect();
         let first: Vec<String> = (0..10).map(|i| long("c", i)).collect();
         r.merge(
             &ev(
@@ -355,8 +381,9 @@ mod tests {
         assert_eq!(floor.len(), crate::cache::floor_current::MAX_FLOOR_CURRENT_IDS);
         assert_eq!(r.tombstone, Some(9));
         let sealed = crate::cluster::entry_mac::EntryKey::new(b"secret", "stream").seal_record(&r.encode());
+        assert_eq!(r.revoked.len(), revoked.len(), "one event's revocations all kept");
         assert!(
-            sealed.len() < crate::cluster::scripts::MAX_VALUE_BYTES / 2,
+            sealed.len() < crate::cluster::scripts::MAX_VALUE_BYTES * 3 / 4,
             "{} bytes",
             sealed.len()
         );

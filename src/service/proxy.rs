@@ -274,12 +274,18 @@ impl Gateway {
                 },
                 Err(_) => (Vec::new(), None),
             };
+            // A delete's answer (the container it deleted) names what is
+            // gone, as a delete webhook's assets do: revoked, never current.
+            let (revoked_asset_ids, current_asset_ids) = match event_type {
+                EventType::Deleted => (current_asset_ids, Vec::new()),
+                _ => (Vec::new(), current_asset_ids),
+            };
             let inv = Invalidation {
                 event_id: None,
                 source: Source::WriteThrough,
                 event_type,
                 container: Some(id),
-                revoked_asset_ids: Vec::new(),
+                revoked_asset_ids,
                 current_asset_ids,
                 changed_at,
                 created_at: None,
