@@ -534,20 +534,22 @@ impl ContentCache {
             None => (fresh_until, stale_until),
         };
         let lagging = st.floor(now).and_then(|floor| {
-            let older = rendered.updated_at.is_some_and(|at| at < floor.at);
+            let at = rendered.updated_at;
+            let older = at.is_some_and(|at| at < floor.at);
+            // A body dated at or after the change that revoked assets is
+            // never behind it (that change's own version lists every
+            // current id, also those past the floor's bound on them).
+            let since_revoking = at.zip(floor.revoked_at).is_some_and(|(at, r)| at >= r);
             // After a regenerate whose current ids are known, a body with
             // other ids is from before it (or from a later change whose
             // event has not arrived yet: not cached either way).
-            // A body dated at or after the floor's change is never behind
-            // it (the change's own version lists every current id, also
-            // those past the floor's bound on them).
-            let newer = rendered.updated_at.is_some_and(|at| at >= floor.at);
-            let other_ids = !newer
+            let other_ids = !since_revoking
                 && floor
                     .current
                     .as_ref()
                     .is_some_and(|cur| rendered.all_asset_ids.iter().any(|a| !cur.iter().any(|c| c == a)));
-            match (older || other_ids, floor.revokes_assets) {
+            let before_revoking = other_ids || floor.revoked_at.zip(at).is_some_and(|(r, at)| at < r);
+            match (older || other_ids, before_revoking) {
                 (false, _) => None,
                 (true, true) => Some(DiscardReason::LaggingAssets),
                 (true, false) => Some(DiscardReason::Lagging),

@@ -184,11 +184,11 @@ impl ContentCache {
         // again (`cache.lag_retry_ms`), never cached. A standing floor of a
         // change that revoked assets is kept: its list of current ids is
         // what judges a lagging replica's assets, and a read names none.
-        if !st.floor(now).is_some_and(|f| f.revokes_assets) {
+        if !st.floor(now).is_some_and(|f| f.revokes_assets()) {
             st.floor = Some(super::fence::Floor {
                 at,
                 until: now + self.ttls.load().revoked_ttl,
-                revokes_assets: false,
+                revoked_at: None,
                 current: None,
             });
         }
@@ -239,7 +239,7 @@ impl ContentCache {
         // canonical route, synced, reads the container itself).
         let not_current = |a: &str| {
             st.floor(now)
-                .filter(|f| f.revokes_assets)
+                .filter(|f| f.revokes_assets())
                 .and_then(|f| f.current.as_ref())
                 .is_some_and(|cur| !cur.iter().any(|c| **c == *a))
         };
@@ -262,7 +262,7 @@ impl ContentCache {
         // A container body dated older than a change that revoked assets:
         // the ids that change did not name as current are left out below.
         let behind: Option<std::sync::Arc<[Box<str>]>> = match (st.floor(now), updated) {
-            (Some(f), Some(at)) if f.revokes_assets && at < f.at => f.current.clone(),
+            (Some(f), Some(at)) if f.revoked_at.is_some_and(|r| at < r) => f.current.clone(),
             _ => None,
         };
         if asset.is_some() {
@@ -319,7 +319,7 @@ impl ContentCache {
         if st.is_revoked(asset, now) {
             return OriginVerdict::AssetRevoked;
         }
-        let Some(floor) = st.floor(now).filter(|f| f.revokes_assets) else {
+        let Some(floor) = st.floor(now).filter(|f| f.revokes_assets()) else {
             return OriginVerdict::Pass;
         };
         if floor
@@ -336,7 +336,7 @@ impl ContentCache {
             .get("updatedAt")
             .and_then(Value::as_str)
             .and_then(super::time::parse_rfc3339_millis)
-            .is_some_and(|at| at >= floor.at);
+            .is_some_and(|at| floor.revoked_at.is_some_and(|r| at >= r));
         let listed = obj.get("assets").and_then(Value::as_array).is_some_and(|items| {
             items
                 .iter()

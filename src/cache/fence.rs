@@ -69,18 +69,34 @@ pub struct FillRecord {
     pub seq: u64,
 }
 
-/// A change time (`updatedAt`, unix ms) an invalidation reported, until
-/// when it is remembered, and whether the change revoked assets: a fill
-/// whose body is older comes from a lagging origin replica.
+/// The newest change time (`updatedAt`, unix ms) an invalidation
+/// reported, until when it is remembered, and the newest change that
+/// revoked assets with the ids it named as current: a fill whose body is
+/// older than `at` comes from a lagging origin replica, and one older than
+/// `revoked_at` also lists assets that change revoked.
+///
+/// Two dates, because the newest change need not be the one that revoked:
+/// a caption edit after a regenerate must not forget the regenerate's
+/// current ids (a replica behind both would serve its old assets), nor
+/// give them its own later date (a body of a regenerate that arrived late,
+/// dated between them, would have its current assets revoked).
 #[derive(Clone, Debug)]
 pub struct Floor {
     pub at: i64,
     pub until: Instant,
-    pub revokes_assets: bool,
-    /// The asset ids the change named as current (a regenerate's answer or
-    /// event): while the floor stands, an asset read from the origin that
-    /// is not one of them is from before the change.
+    /// The date of the newest change that revoked assets, if one stands.
+    pub revoked_at: Option<i64>,
+    /// The asset ids that change named as current (a regenerate's answer
+    /// or event): while the floor stands, an asset read from the origin
+    /// that is not one of them is from before the change.
     pub current: Option<Arc<[Box<str>]>>,
+}
+
+impl Floor {
+    /// Whether a change that revoked assets stands.
+    pub fn revokes_assets(&self) -> bool {
+        self.revoked_at.is_some()
+    }
 }
 
 /// Taken before a mutation of the container is sent to the origin. Holds

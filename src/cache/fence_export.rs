@@ -44,7 +44,7 @@ impl ContentCache {
                 .map(|(a, _)| a.to_string())
                 .collect();
             // Only floors of changes that revoke assets had fence records.
-            let floor = st.floor(now).filter(|f| f.revokes_assets);
+            let floor = st.floor(now).filter(|f| f.revokes_assets());
             if !tombstoned && revoked.is_empty() && floor.is_none() {
                 return;
             }
@@ -74,7 +74,8 @@ impl ContentCache {
                         .and_then(|f| f.current.as_ref())
                         .map(|c| c.iter().map(|a| a.to_string()).collect())
                         .unwrap_or_default(),
-                    changed_at: floor.map(|f| f.at),
+                    // The revoking change's date: the ids are its.
+                    changed_at: floor.and_then(|f| f.revoked_at),
                     created_at: None,
                 });
             }

@@ -191,35 +191,37 @@ impl ContentCache {
         }
         if let Some(at) = inv.changed_at {
             // The newest reported change wins; an older one arriving late
-            // never lowers it.
-            if st.floor(now).is_none_or(|f| f.at < at) {
-                let standing = st
-                    .floor(now)
-                    .filter(|f| f.revokes_assets)
-                    .map(|f| f.current.clone());
-                let (revokes_assets, current) = match (inv.event_type.revokes_assets(), standing) {
-                    (true, _) => (
-                        true,
-                        (!inv.current_asset_ids.is_empty()).then(|| {
-                            super::floor_current::widened(&[], &inv.current_asset_ids)
-                                .into_iter()
-                                .map(Box::from)
-                                .collect()
-                        }),
-                    ),
-                    // A later change that revokes nothing (a caption, an
-                    // approval) leaves the assets as the standing change
-                    // made them: its current ids still judge a body older
-                    // than either (forgetting them served the assets it
-                    // revoked from a replica behind both).
-                    (false, Some(current)) => (true, current),
-                    (false, None) => (false, None),
-                };
+            // never lowers it. The newest change that revoked assets is
+            // kept apart with its current ids (see `Floor`): a later change
+            // that revokes nothing keeps them, and a revoking change that
+            // arrives late, older than the newest change but newer than
+            // the standing revoking one, replaces them.
+            let standing = st.floor(now).cloned();
+            let newest = standing.as_ref().map_or(at, |f| f.at.max(at));
+            let revoking = match &standing {
+                Some(f) if !inv.event_type.revokes_assets() || f.revoked_at.is_some_and(|r| r >= at) => {
+                    (f.revoked_at, f.current.clone())
+                }
+                _ if inv.event_type.revokes_assets() => (
+                    Some(at),
+                    (!inv.current_asset_ids.is_empty()).then(|| {
+                        super::floor_current::widened(&[], &inv.current_asset_ids)
+                            .into_iter()
+                            .map(Box::from)
+                            .collect()
+                    }),
+                ),
+                _ => (None, None),
+            };
+            let changed = standing
+                .as_ref()
+                .is_none_or(|f| f.at != newest || f.revoked_at != revoking.0);
+            if changed {
                 st.floor = Some(Floor {
-                    at,
+                    at: newest,
                     until,
-                    revokes_assets,
-                    current,
+                    revoked_at: revoking.0,
+                    current: revoking.1,
                 });
             }
         }

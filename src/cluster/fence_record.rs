@@ -127,8 +127,12 @@ impl FenceRecord {
             }
         }
         // Only an event that adds ids makes room (as the cache does).
+        // At most one webhook's worth: a delete of a cached container with
+        // more assets (its fills' ids) would otherwise outgrow what a
+        // reader takes, and a joiner would skip the record, tombstone and
+        // all.
         let keep = if self.revoked.len() > before {
-            MAX_RECORD_REVOKED.max(named.len())
+            MAX_RECORD_REVOKED.max(named.len().min(crate::events::webhook::MAX_EVENT_ASSET_IDS))
         } else {
             self.revoked.len()
         };
@@ -139,6 +143,9 @@ impl FenceRecord {
                 extra -= usize::from(drop);
                 !drop
             });
+            // Still over: the event named more than a record holds.
+            let over = self.revoked.len().saturating_sub(keep);
+            self.revoked.drain(..over);
         }
         let date = inv.changed_at.or(inv.created_at);
         match inv.event_type {
