@@ -63,13 +63,29 @@ impl ContentCache {
                     created_at: st.tombstone_changed_at,
                 });
             }
-            if !revoked.is_empty() || floor.is_some() {
+            // Revoked ids in an invalidation of their own: one that also
+            // named current ids would keep any of them that are both (an
+            // undated change widened the list with an id revoked since)
+            // from being revoked where it is applied.
+            if !revoked.is_empty() {
                 out.push(Invalidation {
                     event_id: None,
                     source: Source::Cluster,
                     event_type: EventType::Regenerated,
                     container: Some(id),
                     revoked_asset_ids: revoked,
+                    current_asset_ids: Vec::new(),
+                    changed_at: None,
+                    created_at: None,
+                });
+            }
+            if floor.is_some() {
+                out.push(Invalidation {
+                    event_id: None,
+                    source: Source::Cluster,
+                    event_type: EventType::Regenerated,
+                    container: Some(id),
+                    revoked_asset_ids: Vec::new(),
                     current_asset_ids: floor
                         .and_then(|f| f.current.as_ref())
                         .map(|c| c.iter().map(|a| a.to_string()).collect())

@@ -198,24 +198,46 @@ impl ContentCache {
             // the standing revoking one, replaces them.
             let standing = st.floor(now).cloned();
             let newest = standing.as_ref().map_or(at, |f| f.at.max(at));
+            let revokes = inv.event_type.revokes_assets();
+            let named: Option<Vec<&str>> = (!inv.current_asset_ids.is_empty())
+                .then(|| super::floor_current::widened(&[], &inv.current_asset_ids));
+            let held = standing.as_ref().and_then(|f| f.current.clone());
             let revoking = match &standing {
-                Some(f) if !inv.event_type.revokes_assets() || f.revoked_at.is_some_and(|r| r >= at) => {
-                    (f.revoked_at, f.current.clone())
+                // The same change met again (its webhook and the
+                // write-through's answer): the ids of either are current,
+                // and one list may have been cut short.
+                Some(f) if revokes && f.revoked_at == Some(at) => {
+                    let current = match (&held, &named) {
+                        (Some(cur), Some(_)) => {
+                            let cur: Vec<&str> = cur.iter().map(|a| &**a).collect();
+                            Some(
+                                super::floor_current::widened(&cur, &inv.current_asset_ids)
+                                    .into_iter()
+                                    .map(Box::from)
+                                    .collect(),
+                            )
+                        }
+                        (None, Some(ids)) => Some(ids.iter().copied().map(Box::from).collect()),
+                        (cur, None) => cur.clone(),
+                    };
+                    (Some(at), current)
                 }
-                _ if inv.event_type.revokes_assets() => (
+                Some(f) if !revokes || f.revoked_at.is_some_and(|r| r > at) => (f.revoked_at, held),
+                // A newer revoking change; naming no ids, it leaves the
+                // standing list (every id on it is still older than it).
+                _ if revokes => (
                     Some(at),
-                    (!inv.current_asset_ids.is_empty()).then(|| {
-                        super::floor_current::widened(&[], &inv.current_asset_ids)
-                            .into_iter()
-                            .map(Box::from)
-                            .collect()
-                    }),
+                    match named {
+                        Some(ids) => Some(ids.into_iter().map(Box::from).collect()),
+                        None => held,
+                    },
                 ),
                 _ => (None, None),
             };
-            let changed = standing
-                .as_ref()
-                .is_none_or(|f| f.at != newest || f.revoked_at != revoking.0);
+            let changed = revokes
+                || standing
+                    .as_ref()
+                    .is_none_or(|f| f.at != newest || f.revoked_at != revoking.0);
             if changed {
                 st.floor = Some(Floor {
                     at: newest,
@@ -234,7 +256,8 @@ impl ContentCache {
 /// (the newest matter most). Never one that `adding` names: an event's
 /// revocations all hold (one event names at most 10,000 ids), so the set
 /// may pass `cap` by one event's worth rather than serve an id that event
-/// revoked. A cluster fence record keeps the same (`fence_record.rs`).
+/// revoked. A cluster fence record keeps the same rule, up to 10,000 ids
+/// of one event (`fence_record.rs`).
 fn make_room(
     held: &mut std::collections::HashMap<Box<str>, Instant>,
     adding: &[String],

@@ -278,3 +278,78 @@ async fn a_late_older_delete_does_not_let_a_late_re_creation_lift_the_newest_tom
         .lock()
         .is_tombstoned(Instant::now()));
 }
+
+fn dated(event_type: EventType, revoked: &[&str], current: &[&str], at: i64) -> Invalidation {
+    Invalidation {
+        current_asset_ids: current.iter().map(|s| s.to_string()).collect(),
+        changed_at: Some(at),
+        ..inv(event_type, revoked)
+    }
+}
+
+fn floor_of(cache: &ContentCache) -> (Option<i64>, i64, Vec<String>) {
+    let fence = cache.fences.get(id()).unwrap();
+    let st = fence.lock();
+    let f = st.floor(Instant::now()).unwrap();
+    let mut current: Vec<String> = f
+        .current
+        .iter()
+        .flat_map(|c| c.iter().map(|a| a.to_string()))
+        .collect();
+    current.sort();
+    (f.revoked_at, f.at, current)
+}
+
+/// Round 23 review: a revoking change newer than the standing one that
+/// names no current ids (a regenerate webhook without `assets`) wiped the
+/// list, and every id from before the first change passed again; and the
+/// same change met twice (its webhook, then the write-through's answer)
+/// kept only the first, perhaps cut-short, list.
+#[tokio::test(start_paused = true)]
+async fn a_floor_keeps_its_current_ids_through_an_id_less_change_and_widens_on_the_same_one() {
+    let cache = ContentCache::new(settings(), None, None);
+    cache
+        .invalidate(&dated(EventType::Regenerated, &["a"], &["b"], 1_000))
+        .await;
+    cache
+        .invalidate(&dated(EventType::Updated, &[], &[], 3_000))
+        .await;
+    assert_eq!(floor_of(&cache), (Some(1_000), 3_000, vec!["b".to_string()]));
+    // Late, between them, naming no ids: dated, the list stays.
+    cache
+        .invalidate(&dated(EventType::Regenerated, &[], &[], 2_000))
+        .await;
+    assert_eq!(floor_of(&cache), (Some(2_000), 3_000, vec!["b".to_string()]));
+    // The same change again, with ids: they widen the list.
+    cache
+        .invalidate(&dated(EventType::Regenerated, &[], &["c"], 2_000))
+        .await;
+    assert_eq!(
+        floor_of(&cache),
+        (Some(2_000), 3_000, vec!["b".to_string(), "c".to_string()])
+    );
+}
+
+/// Round 23 review: re-publication put revoked ids and the floor's current
+/// ids in one invalidation, and applying it revokes none of the ids it
+/// also names as current: an id an undated change named current after it
+/// was revoked came back on a joiner.
+#[tokio::test(start_paused = true)]
+async fn an_exported_revocation_stays_revoked_where_it_is_applied() {
+    let cache = ContentCache::new(settings(), None, None);
+    cache
+        .invalidate(&dated(EventType::Regenerated, &["x"], &["b"], 1_000))
+        .await;
+    let mut undated = inv(EventType::Regenerated, &[]);
+    undated.current_asset_ids = vec!["x".to_string()];
+    cache.invalidate(&undated).await;
+    let joiner = ContentCache::new(settings(), None, None);
+    for e in cache.export_fences() {
+        joiner.invalidate(&e).await;
+    }
+    let fence = joiner.fences.get(id()).unwrap();
+    assert!(
+        fence.lock().is_revoked("x", Instant::now()),
+        "x was revoked where it was exported from"
+    );
+}

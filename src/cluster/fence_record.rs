@@ -186,13 +186,29 @@ impl FenceRecord {
                 *cur = all;
             }
         }
+        // As the cache's floor takes a dated revoking change
+        // (`invalidate.rs`): a newer one replaces the ids (keeping them if
+        // it names none), the same one met again widens them.
         if let Some(at) = inv.changed_at {
-            if self.floor.as_ref().is_none_or(|f| f.at < at) {
-                self.floor = Some(FloorRecord {
-                    at,
-                    current: (!inv.current_asset_ids.is_empty())
-                        .then(|| owned(widened(&[], &inv.current_asset_ids))),
-                });
+            let named =
+                (!inv.current_asset_ids.is_empty()).then(|| owned(widened(&[], &inv.current_asset_ids)));
+            match self.floor.as_mut() {
+                Some(f) if f.at == at => {
+                    if let Some(ids) = named {
+                        f.current = Some(match &f.current {
+                            Some(cur) => {
+                                let held: Vec<&str> = cur.iter().map(String::as_str).collect();
+                                owned(widened(&held, &inv.current_asset_ids))
+                            }
+                            None => ids,
+                        });
+                    }
+                }
+                Some(f) if f.at > at => {}
+                held => {
+                    let current = named.or_else(|| held.as_ref().and_then(|f| f.current.clone()));
+                    self.floor = Some(FloorRecord { at, current });
+                }
             }
         }
         // Only ids the dedupe remembers (longer ones it ignores), so the
@@ -394,6 +410,26 @@ mod tests {
             "{} bytes",
             sealed.len()
         );
+    }
+
+    /// As the cache's floor (`cache::tests`): a newer revoking change
+    /// naming no ids keeps the list; the same change met again widens it.
+    #[test]
+    fn a_floor_keeps_its_ids_through_an_id_less_change_and_widens_on_the_same_one() {
+        let mut r = FenceRecord::new(id());
+        r.merge(
+            &ev(EventType::Regenerated, &["a"], &["b"], Some(1_000), None),
+            "r1",
+        );
+        r.merge(&ev(EventType::Regenerated, &[], &[], Some(2_000), None), "r2");
+        let f = r.floor.clone().unwrap();
+        assert_eq!((f.at, f.current), (2_000, Some(vec!["b".to_string()])));
+        r.merge(
+            &ev(EventType::Regenerated, &[], &["c"], Some(2_000), None),
+            "r2-answer",
+        );
+        let f = r.floor.clone().unwrap();
+        assert_eq!(f.current, Some(vec!["b".to_string(), "c".to_string()]));
     }
 
     #[test]
