@@ -24,10 +24,11 @@ pub const MAX_FLOOR_CURRENT_IDS: usize = crate::events::webhook::MAX_EVENT_ASSET
 
 /// `current` widened by `added` (ids not in it yet, in their order), the
 /// oldest dropped past [`MAX_FLOOR_CURRENT_IDS`]. A new floor's list is
-/// `widened(&[], ids)`.
-pub fn widened<'a>(current: &[&'a str], added: &'a [String]) -> Vec<&'a str> {
-    let mut seen: HashSet<&str> = current.iter().copied().collect();
-    let mut out = current.to_vec();
+/// `widened::<&str>(&[], ids)`. The cache holds `Box<str>` lists and a
+/// cluster record `String` ones: both are taken as they are.
+pub fn widened<'a, S: AsRef<str>>(current: &'a [S], added: &'a [String]) -> Vec<&'a str> {
+    let mut out: Vec<&str> = current.iter().map(AsRef::as_ref).collect();
+    let mut seen: HashSet<&str> = out.iter().copied().collect();
     out.extend(added.iter().map(String::as_str).filter(|a| seen.insert(a)));
     if out.len() > MAX_FLOOR_CURRENT_IDS {
         out.drain(..out.len() - MAX_FLOOR_CURRENT_IDS);

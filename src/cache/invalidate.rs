@@ -183,7 +183,6 @@ impl ContentCache {
             // names as previous are revoked above either way).
             if let Some(f) = st.floor.as_mut().filter(|f| now < f.until) {
                 if let Some(cur) = f.current.clone() {
-                    let cur: Vec<&str> = cur.iter().map(|a| &**a).collect();
                     let all = super::floor_current::widened(&cur, &inv.current_asset_ids);
                     f.current = Some(all.into_iter().map(Box::from).collect());
                 }
@@ -200,7 +199,7 @@ impl ContentCache {
             let newest = standing.as_ref().map_or(at, |f| f.at.max(at));
             let revokes = inv.event_type.revokes_assets();
             let named: Option<Vec<&str>> = (!inv.current_asset_ids.is_empty())
-                .then(|| super::floor_current::widened(&[], &inv.current_asset_ids));
+                .then(|| super::floor_current::widened::<&str>(&[], &inv.current_asset_ids));
             let held = standing.as_ref().and_then(|f| f.current.clone());
             let revoking = match &standing {
                 // The same change met again (its webhook and the
@@ -208,15 +207,12 @@ impl ContentCache {
                 // and one list may have been cut short.
                 Some(f) if revokes && f.revoked_at == Some(at) => {
                     let current = match (&held, &named) {
-                        (Some(cur), Some(_)) => {
-                            let cur: Vec<&str> = cur.iter().map(|a| &**a).collect();
-                            Some(
-                                super::floor_current::widened(&cur, &inv.current_asset_ids)
-                                    .into_iter()
-                                    .map(Box::from)
-                                    .collect(),
-                            )
-                        }
+                        (Some(cur), Some(_)) => Some(
+                            super::floor_current::widened(cur, &inv.current_asset_ids)
+                                .into_iter()
+                                .map(Box::from)
+                                .collect(),
+                        ),
                         (None, Some(ids)) => Some(ids.iter().copied().map(Box::from).collect()),
                         (cur, None) => cur.clone(),
                     };

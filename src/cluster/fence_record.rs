@@ -181,25 +181,20 @@ impl FenceRecord {
         let owned = |ids: Vec<&str>| ids.into_iter().map(str::to_owned).collect::<Vec<String>>();
         if inv.changed_at.is_none() && !inv.current_asset_ids.is_empty() {
             if let Some(cur) = self.floor.as_mut().and_then(|f| f.current.as_mut()) {
-                let held: Vec<&str> = cur.iter().map(String::as_str).collect();
-                let all = owned(widened(&held, &inv.current_asset_ids));
-                *cur = all;
+                *cur = owned(widened(cur, &inv.current_asset_ids));
             }
         }
         // As the cache's floor takes a dated revoking change
         // (`invalidate.rs`): a newer one replaces the ids (keeping them if
         // it names none), the same one met again widens them.
         if let Some(at) = inv.changed_at {
-            let named =
-                (!inv.current_asset_ids.is_empty()).then(|| owned(widened(&[], &inv.current_asset_ids)));
+            let named = (!inv.current_asset_ids.is_empty())
+                .then(|| owned(widened::<&str>(&[], &inv.current_asset_ids)));
             match self.floor.as_mut() {
                 Some(f) if f.at == at => {
                     if let Some(ids) = named {
                         f.current = Some(match &f.current {
-                            Some(cur) => {
-                                let held: Vec<&str> = cur.iter().map(String::as_str).collect();
-                                owned(widened(&held, &inv.current_asset_ids))
-                            }
+                            Some(cur) => owned(widened(cur, &inv.current_asset_ids)),
                             None => ids,
                         });
                     }
