@@ -508,6 +508,9 @@ pub struct WebhookConfig {
     /// Webhook bodies read at once (they are buffered whole, before the
     /// signature can be checked); past it: 503 with Retry-After.
     pub max_concurrent_reads: usize,
+    /// Networks webhooks are read from (`10.0.0.0/8`, an address); empty:
+    /// any. The origin's own egress networks, where it publishes them.
+    pub allowed_sources: Vec<String>,
     pub dedupe_max_entries: u64,
     pub dedupe_ttl_secs: u64,
 }
@@ -521,6 +524,7 @@ impl Default for WebhookConfig {
             tolerance_secs: DEFAULT_WEBHOOK_TOLERANCE.as_secs(),
             max_body_bytes: DEFAULT_WEBHOOK_MAX_BODY_BYTES,
             max_concurrent_reads: DEFAULT_WEBHOOK_MAX_CONCURRENT_READS,
+            allowed_sources: Vec::new(),
             dedupe_max_entries: DEFAULT_DEDUPE_MAX_ENTRIES,
             dedupe_ttl_secs: DEFAULT_DEDUPE_TTL.as_secs(),
         }
@@ -858,6 +862,9 @@ impl Config {
             self.webhooks.max_concurrent_reads as u64,
             "webhooks.max_concurrent_reads",
         )?;
+        for s in &self.webhooks.allowed_sources {
+            crate::peer::IpNet::parse(s).map_err(|e| format!("webhooks.allowed_sources: {e}"))?;
+        }
         nonzero(self.webhooks.dedupe_max_entries, "webhooks.dedupe_max_entries")?;
         if self.webhooks.dedupe_ttl_secs < 24 * 3600 {
             return Err(

@@ -133,9 +133,9 @@ pub async fn run(listener: TcpListener, gateway: Gateway, shutdown: impl Future<
         metrics: Some(metrics.clone()),
         cut: metrics,
     };
-    let handler = move |req: Request<Incoming>, peer: IpAddr| {
+    let handler = move |req: Request<Incoming>, peer: IpAddr, conn: Arc<ConnState>| {
         let gw = gateway.clone();
-        async move { gw.handle_wire(req, peer).await }
+        async move { gw.handle_wire(req, peer, conn.credentials()).await }
     };
     serve(listener, &cfg, l, handler, shutdown).await;
 }
@@ -153,7 +153,9 @@ pub async fn run_admin(listener: TcpListener, gateway: Gateway, shutdown: impl F
         metrics: None,
         cut: gateway.state().metrics.clone(),
     };
-    let handler = move |req: Request<Incoming>, _peer: IpAddr| {
+    // Nothing on the admin listener marks a connection credentialed: at its
+    // cap a busy one may be closed for a newcomer (its requests are short).
+    let handler = move |req: Request<Incoming>, _peer: IpAddr, _conn: Arc<ConnState>| {
         let gw = gateway.clone();
         async move { admin::handle(&gw, req).await }
     };
@@ -167,7 +169,7 @@ async fn serve<H, F>(
     handler: H,
     shutdown: impl Future<Output = ()>,
 ) where
-    H: Fn(Request<Incoming>, IpAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, IpAddr, Arc<ConnState>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     // Every connection task holds one permit until it ends, so taking them
@@ -208,15 +210,19 @@ async fn serve<H, F>(
             None => None,
             Some(share) => match slots.clone().try_acquire_owned() {
                 Ok(global) => Some((global, share)),
-                // At the cap: an idle connection makes room.
-                Err(_) if conns.evict_one() => {
-                    tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .map(|global| (global, share))
-                }
-                Err(_) => None,
+                // At the cap: an idle connection (or a busy one that never
+                // presented credentials) makes room.
+                Err(_) => match conns.evict_one() {
+                    Some(evicted) => {
+                        l.cut.connections_cut.with_label_values(&[evicted.reason()]).inc();
+                        tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                            .map(|global| (global, share))
+                    }
+                    None => None,
+                },
             },
         };
         let Some(permit) = taken else {
@@ -300,7 +306,7 @@ fn serve_connection<H, F>(
     metrics: Arc<Metrics>,
 ) -> impl Future<Output = ()> + Send + 'static
 where
-    H: Fn(Request<Incoming>, IpAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, IpAddr, Arc<ConnState>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     let Accepted {
@@ -319,7 +325,7 @@ where
     let st = state.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let active = st.begin(req.version());
-        let fut = handler(req, peer);
+        let fut = handler(req, peer, st.clone());
         async move {
             let resp = fut.await;
             Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, active)))
@@ -362,8 +368,8 @@ where
                     }
                 }
                 _ = close.notified() => {
-                    // Evicted at the cap: nothing in flight, so nothing lost.
-                    metrics.connections_cut.with_label_values(&["evicted_idle"]).inc();
+                    // Evicted at the cap (counted there): idle, or busy with
+                    // nothing but refusals of a client without credentials.
                     return;
                 }
                 changed = phase.changed() => {

@@ -14,6 +14,7 @@ mod proxy;
 mod traced;
 mod validators;
 mod webhook;
+mod webhook_reads;
 
 use crate::auth::authenticator::Authenticator;
 use crate::auth::{KeyStore, Principal};
@@ -78,7 +79,10 @@ pub struct State {
     pub refusal_logs: crate::log_limit::RefusalLogs,
     /// Webhook bodies being read (`webhooks.max_concurrent_reads`): they
     /// are buffered before their signature can be checked.
-    webhook_reads: Arc<tokio::sync::Semaphore>,
+    webhook_reads: webhook_reads::WebhookReads,
+    /// `webhooks.allowed_sources`, parsed (checked by `Config::validate`);
+    /// `None`: any address. An entry that does not parse matches nothing.
+    webhook_sources: Option<Vec<crate::peer::IpNet>>,
     /// One line per partner request, written by its own thread
     /// (`[access_log]`); off when the log filter drops them.
     pub access_log: crate::access_log::AccessLog,
@@ -116,6 +120,26 @@ struct Outcome {
     /// This request's server span; `RequestTrace::OFF` (a `None`) when
     /// tracing is off or the request is not sampled.
     trace: crate::telemetry::RequestTrace,
+}
+
+/// Who sent a request, as far as the service needs to know.
+#[derive(Clone, Copy)]
+pub(crate) struct Caller<'a> {
+    /// The client's address (`None`: a request built in-process). Bounds
+    /// the origin introspections and webhook reads it may start.
+    peer: Option<IpAddr>,
+    /// Its connection's flag, set once a request on it presents valid
+    /// credentials (`server::idle_evict`); `None` off the wire.
+    credentialed: Option<&'a AtomicBool>,
+}
+
+impl Caller<'_> {
+    /// This request presented valid credentials.
+    fn credentialed(&self) {
+        if let Some(c) = self.credentialed {
+            c.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// What a reply from the cache leaves to `respond`.
@@ -219,7 +243,14 @@ impl Gateway {
             }
         });
         let refusal_logs = crate::log_limit::RefusalLogs::new(config.log.refusals_per_sec);
-        let webhook_reads = Arc::new(tokio::sync::Semaphore::new(config.webhooks.max_concurrent_reads));
+        let webhook_reads = webhook_reads::WebhookReads::new(config.webhooks.max_concurrent_reads);
+        let sources = &config.webhooks.allowed_sources;
+        let webhook_sources = (!sources.is_empty()).then(|| {
+            sources
+                .iter()
+                .filter_map(|s| crate::peer::IpNet::parse(s).ok())
+                .collect()
+        });
         let content_headers = validators::ContentHeaders::from_config(&config.cache);
         let dropped = metrics.access_log_dropped.clone();
         let access_log = match access_output {
@@ -255,6 +286,7 @@ impl Gateway {
                 cluster,
                 refusal_logs,
                 webhook_reads,
+                webhook_sources,
                 access_log,
                 content_headers,
             }),
@@ -445,19 +477,38 @@ impl Gateway {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        self.answer(req, peer, None).await
+        self.answer(
+            req,
+            Caller {
+                peer,
+                credentialed: None,
+            },
+            None,
+        )
+        .await
     }
 
     /// Answers one request read off the partner listener: as
     /// [`Gateway::handle_from`], after the checks of its HTTP/1 framing
     /// ([`framing::refusal`]) that requests built in-process do not need.
-    pub async fn handle_wire<B>(&self, req: Request<B>, peer: IpAddr) -> Response<ResponseBody>
+    /// `credentialed` is the connection's flag, set once a request on it
+    /// has presented valid credentials (see `server::idle_evict`).
+    pub async fn handle_wire<B>(
+        &self,
+        req: Request<B>,
+        peer: IpAddr,
+        credentialed: &AtomicBool,
+    ) -> Response<ResponseBody>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let refused = framing::refusal(&req);
-        self.answer(req, Some(peer), refused).await
+        let caller = Caller {
+            peer: Some(peer),
+            credentialed: Some(credentialed),
+        };
+        self.answer(req, caller, refused).await
     }
 
     /// Answers one request; `refused` (a framing refusal) is answered
@@ -466,7 +517,7 @@ impl Gateway {
     async fn answer<B>(
         &self,
         req: Request<B>,
-        peer: Option<IpAddr>,
+        caller: Caller<'_>,
         refused: Option<GatewayError>,
     ) -> Response<ResponseBody>
     where
@@ -498,7 +549,7 @@ impl Gateway {
         let result = match refused {
             Some(e) => Err(e),
             None => {
-                self.dispatch(&parts, body, &route, rid, peer, pending.outcome())
+                self.dispatch(&parts, body, &route, rid, caller, pending.outcome())
                     .await
             }
         };
@@ -569,7 +620,7 @@ impl Gateway {
         body: B,
         route: &Route<'_>,
         rid: &str,
-        peer: Option<IpAddr>,
+        caller: Caller<'_>,
         outcome: &mut Outcome,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
@@ -595,15 +646,18 @@ impl Gateway {
             Route::BadPath => return Err(crate::routes::bad_path()),
             // The cold routes' futures are boxed (here and below) so that
             // a hit's future stays small: hyper moves it on every request.
-            Route::Webhook => return Box::pin(self.webhook(parts, body, &outcome.trace)).await,
+            Route::Webhook => return Box::pin(self.webhook(parts, body, caller, &outcome.trace)).await,
             _ => {}
         }
-        let principal = self.authenticate(&parts.headers, peer, &outcome.trace).await?;
+        let principal = self
+            .authenticate(&parts.headers, caller.peer, &outcome.trace)
+            .await?;
         // Read after authenticating, which may have waited on JWKS or the
         // origin: limits are judged at this instant. Freshness is judged
         // later, by the fence decision, at a clock read of its own taken
         // after the admission (which may await a Redis lease).
         let now = Instant::now();
+        caller.credentialed();
         outcome.principal = Some(principal.clone());
         if let Some(scope) = outcome.routes.required_scope(route) {
             if !principal.scopes.contains(scope) {

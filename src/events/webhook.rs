@@ -60,6 +60,13 @@ impl WebhookVerifier {
         WebhookVerifier { secrets, tolerance }
     }
 
+    /// What can be judged of `header` before the body is read: present and
+    /// well formed. Checked before a read of the body is given out, so a
+    /// request that could never verify holds none.
+    pub fn precheck(header: Option<&[u8]>) -> Result<(), WebhookRejection> {
+        parse_signature_header(header.ok_or(WebhookRejection::MissingSignature)?).map(drop)
+    }
+
     /// `header` is the raw `X-Layers-Signature` value; `now_unix` the
     /// current unix time in seconds. The signature is checked before the
     /// timestamp, so only a correctly signed event can be `StaleTimestamp`.
@@ -164,6 +171,8 @@ pub enum WebhookRejection {
     StaleTimestamp,
     MalformedBody,
     MissingContainerId,
+    /// From an address outside `webhooks.allowed_sources`.
+    SourceNotAllowed,
 }
 
 impl WebhookRejection {
@@ -176,6 +185,7 @@ impl WebhookRejection {
             WebhookRejection::StaleTimestamp => "stale_timestamp",
             WebhookRejection::MalformedBody => "malformed_body",
             WebhookRejection::MissingContainerId => "missing_container_id",
+            WebhookRejection::SourceNotAllowed => "source_not_allowed",
         }
     }
 
@@ -187,7 +197,8 @@ impl WebhookRejection {
             WebhookRejection::MissingSignature
             | WebhookRejection::MalformedSignature
             | WebhookRejection::BadSignature
-            | WebhookRejection::StaleTimestamp => http::StatusCode::UNAUTHORIZED,
+            | WebhookRejection::StaleTimestamp
+            | WebhookRejection::SourceNotAllowed => http::StatusCode::UNAUTHORIZED,
             WebhookRejection::MalformedBody | WebhookRejection::MissingContainerId => {
                 http::StatusCode::BAD_REQUEST
             }
@@ -203,6 +214,7 @@ impl WebhookRejection {
             WebhookRejection::StaleTimestamp => "Webhook timestamp is outside the tolerance.",
             WebhookRejection::MalformedBody => "Webhook body is not a valid event.",
             WebhookRejection::MissingContainerId => "Webhook event has no valid container id.",
+            WebhookRejection::SourceNotAllowed => "Webhooks are accepted only from the origin's networks.",
         }
     }
 }

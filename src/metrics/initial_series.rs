@@ -22,7 +22,14 @@ const CACHE_RESULTS: &[&str] = &[
 /// `cache_evictions_total{cause}`.
 const EVICTION_CAUSES: &[&str] = &["expired", "invalidated", "replaced", "size"];
 /// `fills_discarded_total{reason}`.
-const DISCARD_REASONS: &[&str] = &["generation", "revoked", "expired", "lagging", "unsynced"];
+const DISCARD_REASONS: &[&str] = &[
+    "generation",
+    "revoked",
+    "expired",
+    "lagging",
+    "unsynced",
+    "invalid_body",
+];
 /// `origin_requests_total{status}` of a cache fill that got no answer: the
 /// "Origin errors" panel reads 0 until the origin fails.
 const FILL_FAILURES: &[&str] = &["error", "timeout"];
@@ -34,6 +41,7 @@ const WEBHOOK_REJECTIONS: &[&str] = &[
     "stale_timestamp",
     "malformed_body",
     "missing_container_id",
+    "source_not_allowed",
     "too_large",
     "body_timeout",
     "body_failed",
@@ -64,7 +72,7 @@ const TRIP_CAUSES: &[&str] = &["5xx", "timeout", "connect", "reset", "error"];
 /// `trace_spans_dropped_total{reason}`.
 const TRACE_DROPS: &[&str] = &["queue_full", "export_failed", "parent_rate"];
 /// `connections_cut_total{reason}`.
-const CUT_REASONS: &[&str] = &["response_stalled", "idle"];
+const CUT_REASONS: &[&str] = &["response_stalled", "idle", "evicted_idle", "evicted_keyless"];
 
 impl Metrics {
     /// Creates every series above at 0 (`rate_limit_decisions_total` and

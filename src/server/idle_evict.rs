@@ -10,10 +10,22 @@
 //! that sends requests is then always served unless every slot has a
 //! request in flight.
 //!
+//! A connection that has never presented valid credentials can be made to
+//! look busy for free: a request without a key gets its 401 at once, but a
+//! client that keeps its h2 stream window at zero (or never reads an
+//! HTTP/1 reply) holds that response, and so the connection, until
+//! `response_write_timeout_ms`. Its only work in flight is the gateway's
+//! refusal (or the check of credentials it presented), so when no idle
+//! connection is left it is closed busy: a client without a key cannot
+//! hold a slot a partner needs.
+//!
 //! Which one: among up to [`SAMPLE`] connections from a random place in
 //! the table (sampling keeps the cost per eviction fixed, as Redis's
-//! approximated LRU does), one that never sent a request before one that
-//! did, and the longest idle among those.
+//! approximated LRU does), an idle one before a busy one without
+//! credentials; among idle ones, one that never sent a request before one
+//! that did, and the longest idle; among busy ones, the one whose last
+//! request began or ended longest ago. A connection with credentials and
+//! a request in flight is never closed for a newcomer.
 
 use super::watchdog::ConnState;
 use slab::Slab;
@@ -23,6 +35,25 @@ use tokio::time::Instant;
 
 /// Connections looked at per eviction.
 pub const SAMPLE: usize = 32;
+
+/// Which kind of connection was closed to make room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evicted {
+    /// No request in flight.
+    Idle,
+    /// Requests in flight, but never valid credentials.
+    Keyless,
+}
+
+impl Evicted {
+    /// The `reason` of `connections_cut_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Evicted::Idle => "evicted_idle",
+            Evicted::Keyless => "evicted_keyless",
+        }
+    }
+}
 
 /// One listener's open connections.
 #[derive(Default)]
@@ -66,24 +97,29 @@ impl OpenConns {
         }
     }
 
-    /// Tells the best idle connection of a sample to close. `false` when
-    /// every sampled connection has a request in flight.
-    pub fn evict_one(&self) -> bool {
+    /// Tells the best candidate of a sample to close, and says which kind
+    /// it was. `None` when every sampled connection has credentials and a
+    /// request in flight.
+    pub fn evict_one(&self) -> Option<Evicted> {
         let t = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let cap = t.capacity();
         if cap == 0 {
-            return false;
+            return None;
         }
         let start = rand::random_range(0..cap);
-        // (sent a request?, idle since): the smallest is the victim.
-        let mut best: Option<((bool, Instant), usize)> = None;
+        // (busy?, sent a request?, since): the smallest is the victim.
+        let mut best: Option<((bool, bool, Instant), usize)> = None;
         let mut seen = 0;
         for i in 0..cap {
             let key = (start + i) % cap;
             let Some(c) = t.get(key) else { continue };
             seen += 1;
-            if let Some(since) = c.state.idle_since() {
-                let rank = (c.state.first_request_seen(), since);
+            let rank = match c.state.idle_since() {
+                Some(since) => Some((false, c.state.first_request_seen(), since)),
+                None if !c.state.is_credentialed() => Some((true, true, c.state.last_change())),
+                None => None,
+            };
+            if let Some(rank) = rank {
                 if best.is_none_or(|(b, _)| rank < b) {
                     best = Some((rank, key));
                 }
@@ -92,13 +128,9 @@ impl OpenConns {
                 break;
             }
         }
-        match best.and_then(|(_, key)| t.get(key)) {
-            Some(c) => {
-                c.close.notify_one();
-                true
-            }
-            None => false,
-        }
+        let ((busy, _, _), key) = best?;
+        t.get(key)?.close.notify_one();
+        Some(if busy { Evicted::Keyless } else { Evicted::Idle })
     }
 
     #[cfg(test)]
@@ -135,20 +167,53 @@ mod tests {
         let _new = conns.register(served_new.clone(), n[1].clone());
         let silent_reg = conns.register(silent.clone(), n[2].clone());
         let _busy = conns.register(busy.clone(), n[3].clone());
-        assert!(conns.evict_one());
+        assert_eq!(conns.evict_one(), Some(Evicted::Idle));
         assert!(
             told(&n[2]).await,
             "the connection that never sent a request first"
         );
         drop(silent_reg);
-        assert!(conns.evict_one());
+        assert_eq!(conns.evict_one(), Some(Evicted::Idle));
         assert!(told(&n[0]).await, "then the one idle longest");
         assert!(!told(&n[1]).await && !told(&n[3]).await);
         assert_eq!(conns.len(), 3);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_without_credentials_goes_only_when_none_is_idle() {
+        let conns = OpenConns::new();
+        let (idle, keyless_old, keyless_new, partner) = (
+            ConnState::new(),
+            ConnState::new(),
+            ConnState::new(),
+            ConnState::new(),
+        );
+        drop(idle.begin(http::Version::HTTP_11));
+        let _a = keyless_old.begin(http::Version::HTTP_2);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let _b = keyless_new.begin(http::Version::HTTP_2);
+        let _c = partner.begin(http::Version::HTTP_2);
+        partner
+            .credentials()
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let n: Vec<Arc<Notify>> = (0..4).map(|_| Arc::new(Notify::new())).collect();
+        let idle_reg = conns.register(idle.clone(), n[0].clone());
+        let old_reg = conns.register(keyless_old.clone(), n[1].clone());
+        let _new = conns.register(keyless_new.clone(), n[2].clone());
+        let _partner = conns.register(partner.clone(), n[3].clone());
+        assert_eq!(conns.evict_one(), Some(Evicted::Idle));
+        assert!(told(&n[0]).await, "an idle connection first");
+        drop(idle_reg);
+        assert_eq!(conns.evict_one(), Some(Evicted::Keyless));
+        assert!(told(&n[1]).await, "then the keyless one busy longest");
+        drop(old_reg);
+        assert_eq!(conns.evict_one(), Some(Evicted::Keyless));
+        assert!(told(&n[2]).await);
+        assert!(!told(&n[3]).await, "a partner's busy connection stays");
+    }
+
     #[test]
-    fn nothing_is_evicted_while_every_connection_is_busy() {
+    fn nothing_is_evicted_while_every_connection_is_busy_with_credentials() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .start_paused(true)
@@ -158,11 +223,13 @@ mod tests {
             let conns = OpenConns::new();
             let busy = ConnState::new();
             let _g = busy.begin(http::Version::HTTP_11);
+            busy.credentials()
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             let _r = conns.register(busy.clone(), Arc::new(Notify::new()));
-            assert!(!conns.evict_one());
+            assert_eq!(conns.evict_one(), None);
             drop(_r);
             assert_eq!(conns.len(), 0);
-            assert!(!conns.evict_one());
+            assert_eq!(conns.evict_one(), None);
         });
     }
 }

@@ -56,6 +56,12 @@ pub struct ConnState {
     ended: AtomicUsize,
     /// The connection speaks h2: hyper never writes an HTTP/1 reply on it.
     h2: AtomicBool,
+    /// A request on it presented valid credentials (a partner's key or
+    /// token, the origin's webhook signature). Until then, whatever it has
+    /// in flight is the gateway's refusal or a check of its credentials,
+    /// and at the connection cap it may be closed busy
+    /// ([`super::idle_evict`]).
+    credentialed: AtomicBool,
 }
 
 impl ConnState {
@@ -69,11 +75,27 @@ impl ConnState {
             unflushed: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
             h2: AtomicBool::new(false),
+            credentialed: AtomicBool::new(false),
         })
     }
 
     pub fn first_request_seen(&self) -> bool {
         self.first_request.load(Ordering::Relaxed)
+    }
+
+    /// Set by the service once a request on this connection has presented
+    /// valid credentials; never cleared.
+    pub fn credentials(&self) -> &AtomicBool {
+        &self.credentialed
+    }
+
+    pub fn is_credentialed(&self) -> bool {
+        self.credentialed.load(Ordering::Relaxed)
+    }
+
+    /// When a request last began or ended on this connection.
+    pub fn last_change(&self) -> Instant {
+        at(self.base, self.changed.load(Ordering::Acquire))
     }
 
     /// A request head arrived; the guard counts it until its response

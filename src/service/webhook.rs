@@ -18,6 +18,7 @@ impl Gateway {
         &self,
         parts: &http::request::Parts,
         body: B,
+        caller: super::Caller<'_>,
         trace: &crate::telemetry::RequestTrace,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
@@ -31,6 +32,33 @@ impl Gateway {
                 "Webhooks are delivered with POST.",
             ));
         }
+        let reject = |r: WebhookRejection| {
+            st.metrics
+                .webhook_rejections
+                .with_label_values(&[r.as_str()])
+                .inc();
+            if st.refusal_logs.webhook.allow() {
+                tracing::warn!(reason = r.as_str(), "webhook rejected");
+            }
+            let code = if r.status() == StatusCode::UNAUTHORIZED {
+                ErrorCode::Unauthenticated
+            } else {
+                ErrorCode::BadRequest
+            };
+            let mut e = GatewayError::new(code, r.message());
+            e.status = r.status();
+            e
+        };
+        // Judged before a read of the body is given out (`webhook_reads.rs`):
+        // a sender outside the origin's networks, or whose signature header
+        // could never verify, holds none.
+        if let (Some(nets), Some(ip)) = (&st.webhook_sources, caller.peer) {
+            if !nets.iter().any(|n| n.contains(ip)) {
+                return Err(reject(WebhookRejection::SourceNotAllowed));
+            }
+        }
+        let sig = parts.headers.get("x-layers-signature").map(|v| v.as_bytes());
+        crate::events::webhook::WebhookVerifier::precheck(sig).map_err(reject)?;
         let max = st.config.webhooks.max_body_bytes;
         let reject_large = || {
             st.metrics
@@ -49,9 +77,9 @@ impl Gateway {
         if declared.is_some_and(|n| n > max) {
             return Err(reject_large());
         }
-        // Unsigned until read: a bounded number at once, each bounded in
-        // size and time.
-        let Ok(_reading) = st.webhook_reads.try_acquire() else {
+        // Unsigned until read: a bounded number at once, a share of them per
+        // client (`webhook_reads.rs`), each bounded in size and time.
+        let Some(_reading) = st.webhook_reads.try_take(caller.peer) else {
             st.metrics
                 .webhook_rejections
                 .with_label_values(&["too_many_reads"])
@@ -79,25 +107,8 @@ impl Gateway {
                 return Err(err);
             }
         };
-        let reject = |r: WebhookRejection| {
-            st.metrics
-                .webhook_rejections
-                .with_label_values(&[r.as_str()])
-                .inc();
-            if st.refusal_logs.webhook.allow() {
-                tracing::warn!(reason = r.as_str(), "webhook rejected");
-            }
-            let code = if r.status() == StatusCode::UNAUTHORIZED {
-                ErrorCode::Unauthenticated
-            } else {
-                ErrorCode::BadRequest
-            };
-            let mut e = GatewayError::new(code, r.message());
-            e.status = r.status();
-            e
-        };
-        let sig = parts.headers.get("x-layers-signature").map(|v| v.as_bytes());
         st.webhook.load().verify(sig, &raw, unix_now()).map_err(reject)?;
+        caller.credentialed();
         // `X-Layers-Event-Id` is not signed: the dedupe id comes from the
         // signed body alone (see `parse_event`).
         let inv = match parse_event(&raw).map_err(reject)? {
