@@ -858,10 +858,11 @@ impl Config {
         }
         nonzero(self.webhooks.tolerance_secs, "webhooks.tolerance_secs")?;
         nonzero(self.webhooks.max_body_bytes, "webhooks.max_body_bytes")?;
-        nonzero(
-            self.webhooks.max_concurrent_reads as u64,
-            "webhooks.max_concurrent_reads",
-        )?;
+        if self.webhooks.max_concurrent_reads < 4 {
+            // One client reads at most a quarter of them, and a quarter is
+            // kept for the origin (`service/webhook_reads.rs`).
+            return Err("webhooks.max_concurrent_reads: must be at least 4".into());
+        }
         for s in &self.webhooks.allowed_sources {
             crate::peer::IpNet::parse(s).map_err(|e| format!("webhooks.allowed_sources: {e}"))?;
         }

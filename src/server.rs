@@ -49,7 +49,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
-use watchdog::{ConnState, StreamExec, TrackedBody};
+use watchdog::{ActiveGuard, ConnState, StreamExec, TrackedBody};
 
 /// Connections over a cap being answered 503 at once; past it they are
 /// closed without an answer, so a connect flood cannot pile up tasks.
@@ -133,9 +133,9 @@ pub async fn run(listener: TcpListener, gateway: Gateway, shutdown: impl Future<
         metrics: Some(metrics.clone()),
         cut: metrics,
     };
-    let handler = move |req: Request<Incoming>, peer: IpAddr, conn: Arc<ConnState>| {
+    let handler = move |req: Request<Incoming>, peer: IpAddr, active: ActiveGuard| {
         let gw = gateway.clone();
-        async move { gw.handle_wire(req, peer, conn.credentials()).await }
+        async move { gw.handle_wire(req, peer, active).await }
     };
     serve(listener, &cfg, l, handler, shutdown).await;
 }
@@ -153,11 +153,11 @@ pub async fn run_admin(listener: TcpListener, gateway: Gateway, shutdown: impl F
         metrics: None,
         cut: gateway.state().metrics.clone(),
     };
-    // Nothing on the admin listener marks a connection credentialed: at its
-    // cap a busy one may be closed for a newcomer (its requests are short).
-    let handler = move |req: Request<Incoming>, _peer: IpAddr, _conn: Arc<ConnState>| {
+    // No admin request is marked credentialed: at the cap a connection
+    // holding answers it has not read may be closed for a newcomer.
+    let handler = move |req: Request<Incoming>, _peer: IpAddr, active: ActiveGuard| {
         let gw = gateway.clone();
-        async move { admin::handle(&gw, req).await }
+        async move { (admin::handle(&gw, req).await, active) }
     };
     serve(listener, &cfg, l, handler, shutdown).await;
 }
@@ -169,8 +169,8 @@ async fn serve<H, F>(
     handler: H,
     shutdown: impl Future<Output = ()>,
 ) where
-    H: Fn(Request<Incoming>, IpAddr, Arc<ConnState>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+    H: Fn(Request<Incoming>, IpAddr, ActiveGuard) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = (Response<ResponseBody>, ActiveGuard)> + Send + 'static,
 {
     // Every connection task holds one permit until it ends, so taking them
     // all back is how the drain knows every connection has closed.
@@ -306,8 +306,8 @@ fn serve_connection<H, F>(
     metrics: Arc<Metrics>,
 ) -> impl Future<Output = ()> + Send + 'static
 where
-    H: Fn(Request<Incoming>, IpAddr, Arc<ConnState>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+    H: Fn(Request<Incoming>, IpAddr, ActiveGuard) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = (Response<ResponseBody>, ActiveGuard)> + Send + 'static,
 {
     let Accepted {
         stream,
@@ -325,9 +325,10 @@ where
     let st = state.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let active = st.begin(req.version());
-        let fut = handler(req, peer, st.clone());
+        let fut = handler(req, peer, active);
         async move {
-            let resp = fut.await;
+            let (resp, mut active) = fut.await;
+            active.answered();
             Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, active)))
         }
     });

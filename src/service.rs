@@ -128,18 +128,27 @@ pub(crate) struct Caller<'a> {
     /// The client's address (`None`: a request built in-process). Bounds
     /// the origin introspections and webhook reads it may start.
     peer: Option<IpAddr>,
-    /// Its connection's flag, set once a request on it presents valid
-    /// credentials (`server::idle_evict`); `None` off the wire.
-    credentialed: Option<&'a AtomicBool>,
+    /// Told when the request presents valid credentials; `None` off the
+    /// wire.
+    standing: Option<&'a dyn Standing>,
 }
 
 impl Caller<'_> {
     /// This request presented valid credentials.
     fn credentialed(&self) {
-        if let Some(c) = self.credentialed {
-            c.store(true, Ordering::Relaxed);
+        if let Some(s) = self.standing {
+            s.credentialed();
         }
     }
+}
+
+/// What the server keeps of one request while its response is written:
+/// whether it presented valid credentials (a partner's key or token, the
+/// origin's webhook signature). At the connection cap, a connection busy
+/// only with answers to requests that presented none may be closed for a
+/// newcomer (`server::idle_evict`).
+pub trait Standing: Send + Sync {
+    fn credentialed(&self);
 }
 
 /// What a reply from the cache leaves to `respond`.
@@ -477,28 +486,20 @@ impl Gateway {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        self.answer(
-            req,
-            Caller {
-                peer,
-                credentialed: None,
-            },
-            None,
-        )
-        .await
+        self.answer(req, Caller { peer, standing: None }, None).await
     }
 
     /// Answers one request read off the partner listener: as
     /// [`Gateway::handle_from`], after the checks of its HTTP/1 framing
     /// ([`framing::refusal`]) that requests built in-process do not need.
-    /// `credentialed` is the connection's flag, set once a request on it
-    /// has presented valid credentials (see `server::idle_evict`).
-    pub async fn handle_wire<B>(
+    /// `standing` is told if the request presents valid credentials, and
+    /// handed back with the response (see `server::idle_evict`).
+    pub async fn handle_wire<B, S: Standing>(
         &self,
         req: Request<B>,
         peer: IpAddr,
-        credentialed: &AtomicBool,
-    ) -> Response<ResponseBody>
+        standing: S,
+    ) -> (Response<ResponseBody>, S)
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -506,9 +507,10 @@ impl Gateway {
         let refused = framing::refusal(&req);
         let caller = Caller {
             peer: Some(peer),
-            credentialed: Some(credentialed),
+            standing: Some(&standing),
         };
-        self.answer(req, caller, refused).await
+        let resp = self.answer(req, caller, refused).await;
+        (resp, standing)
     }
 
     /// Answers one request; `refused` (a framing refusal) is answered

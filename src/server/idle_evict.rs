@@ -10,22 +10,24 @@
 //! that sends requests is then always served unless every slot has a
 //! request in flight.
 //!
-//! A connection that has never presented valid credentials can be made to
-//! look busy for free: a request without a key gets its 401 at once, but a
-//! client that keeps its h2 stream window at zero (or never reads an
-//! HTTP/1 reply) holds that response, and so the connection, until
-//! `response_write_timeout_ms`. Its only work in flight is the gateway's
-//! refusal (or the check of credentials it presented), so when no idle
-//! connection is left it is closed busy: a client without a key cannot
-//! hold a slot a partner needs.
+//! A client without a key can also make a connection look busy for free:
+//! its request gets a 401 at once, but if it keeps its h2 stream window at
+//! zero (or never reads an HTTP/1 reply) that response, and so the
+//! connection, stays in flight until `response_write_timeout_ms`. So when
+//! no connection is idle, one that is busy only with answers already made
+//! to requests that presented no valid credentials is closed
+//! ([`ConnState::busy_with_refusals_only`]): judged by what is in flight
+//! now, not by what the connection once presented (a key revoked since
+//! protects nothing). A request still in the service (its key being
+//! checked with the origin, a JWKS being fetched, a webhook body being
+//! read) or one with valid credentials keeps its connection.
 //!
 //! Which one: among up to [`SAMPLE`] connections from a random place in
 //! the table (sampling keeps the cost per eviction fixed, as Redis's
-//! approximated LRU does), an idle one before a busy one without
-//! credentials; among idle ones, one that never sent a request before one
-//! that did, and the longest idle; among busy ones, the one whose last
-//! request began or ended longest ago. A connection with credentials and
-//! a request in flight is never closed for a newcomer.
+//! approximated LRU does), an idle one before a busy one; among idle ones,
+//! one that never sent a request before one that did, and the longest
+//! idle; among busy ones, the one whose last request began or ended
+//! longest ago.
 
 use super::watchdog::ConnState;
 use slab::Slab;
@@ -116,7 +118,7 @@ impl OpenConns {
             seen += 1;
             let rank = match c.state.idle_since() {
                 Some(since) => Some((false, c.state.first_request_seen(), since)),
-                None if !c.state.is_credentialed() => Some((true, true, c.state.last_change())),
+                None if c.state.busy_with_refusals_only() => Some((true, true, c.state.last_change())),
                 None => None,
             };
             if let Some(rank) = rank {
@@ -142,6 +144,7 @@ impl OpenConns {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::Standing;
     use std::time::Duration;
 
     /// Whether `n` was told to close (a stored notification is taken).
@@ -189,13 +192,14 @@ mod tests {
             ConnState::new(),
         );
         drop(idle.begin(http::Version::HTTP_11));
-        let _a = keyless_old.begin(http::Version::HTTP_2);
+        let mut a = keyless_old.begin(http::Version::HTTP_2);
+        a.answered();
         tokio::time::advance(Duration::from_secs(1)).await;
-        let _b = keyless_new.begin(http::Version::HTTP_2);
-        let _c = partner.begin(http::Version::HTTP_2);
-        partner
-            .credentials()
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut b = keyless_new.begin(http::Version::HTTP_2);
+        b.answered();
+        let mut c = partner.begin(http::Version::HTTP_2);
+        c.credentialed();
+        c.answered();
         let n: Vec<Arc<Notify>> = (0..4).map(|_| Arc::new(Notify::new())).collect();
         let idle_reg = conns.register(idle.clone(), n[0].clone());
         let old_reg = conns.register(keyless_old.clone(), n[1].clone());
@@ -212,6 +216,28 @@ mod tests {
         assert!(!told(&n[3]).await, "a partner's busy connection stays");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_request_still_in_the_service_keeps_its_connection_and_credentials_are_per_request() {
+        let conns = OpenConns::new();
+        let c = ConnState::new();
+        let n = Arc::new(Notify::new());
+        let _r = conns.register(c.clone(), n.clone());
+        // A key being checked (not answered yet): kept.
+        let mut checking = c.begin(http::Version::HTTP_2);
+        assert_eq!(conns.evict_one(), None, "a request in the service");
+        // Answered with credentials, body not written yet: kept.
+        checking.credentialed();
+        checking.answered();
+        assert_eq!(conns.evict_one(), None, "a partner's answer in flight");
+        // That request done; the next one on the same connection presents
+        // a key revoked since: only a refusal is left in flight.
+        drop(checking);
+        let mut refused = c.begin(http::Version::HTTP_2);
+        refused.answered();
+        assert_eq!(conns.evict_one(), Some(Evicted::Keyless));
+        assert!(told(&n).await);
+    }
+
     #[test]
     fn nothing_is_evicted_while_every_connection_is_busy_with_credentials() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -222,9 +248,9 @@ mod tests {
         rt.block_on(async {
             let conns = OpenConns::new();
             let busy = ConnState::new();
-            let _g = busy.begin(http::Version::HTTP_11);
-            busy.credentials()
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let mut g = busy.begin(http::Version::HTTP_11);
+            g.credentialed();
+            g.answered();
             let _r = conns.register(busy.clone(), Arc::new(Notify::new()));
             assert_eq!(conns.evict_one(), None);
             drop(_r);

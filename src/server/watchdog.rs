@@ -56,12 +56,13 @@ pub struct ConnState {
     ended: AtomicUsize,
     /// The connection speaks h2: hyper never writes an HTTP/1 reply on it.
     h2: AtomicBool,
-    /// A request on it presented valid credentials (a partner's key or
-    /// token, the origin's webhook signature). Until then, whatever it has
-    /// in flight is the gateway's refusal or a check of its credentials,
-    /// and at the connection cap it may be closed busy
-    /// ([`super::idle_evict`]).
-    credentialed: AtomicBool,
+    /// Requests still inside the service (not answered yet): their
+    /// credentials may be being checked, a webhook body read.
+    in_service: AtomicUsize,
+    /// Requests in flight that presented valid credentials (a partner's
+    /// key or token, the origin's webhook signature), until their response
+    /// body ends.
+    credentialed: AtomicUsize,
 }
 
 impl ConnState {
@@ -75,7 +76,8 @@ impl ConnState {
             unflushed: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
             h2: AtomicBool::new(false),
-            credentialed: AtomicBool::new(false),
+            in_service: AtomicUsize::new(0),
+            credentialed: AtomicUsize::new(0),
         })
     }
 
@@ -83,14 +85,15 @@ impl ConnState {
         self.first_request.load(Ordering::Relaxed)
     }
 
-    /// Set by the service once a request on this connection has presented
-    /// valid credentials; never cleared.
-    pub fn credentials(&self) -> &AtomicBool {
-        &self.credentialed
-    }
-
-    pub fn is_credentialed(&self) -> bool {
-        self.credentialed.load(Ordering::Relaxed)
+    /// Busy only with answers already made to requests that presented no
+    /// valid credentials (refusals a client can hold by not reading them):
+    /// at the connection cap such a connection may be closed for a
+    /// newcomer ([`super::idle_evict`]). A request still in the service,
+    /// or one with credentials, keeps it.
+    pub fn busy_with_refusals_only(&self) -> bool {
+        self.active.load(Ordering::Acquire) > 0
+            && self.in_service.load(Ordering::Acquire) == 0
+            && self.credentialed.load(Ordering::Acquire) == 0
     }
 
     /// When a request last began or ended on this connection.
@@ -106,9 +109,14 @@ impl ConnState {
             self.h2.store(true, Ordering::Relaxed);
         }
         self.unflushed.fetch_add(1, Ordering::AcqRel);
+        self.in_service.fetch_add(1, Ordering::AcqRel);
         self.active.fetch_add(1, Ordering::AcqRel);
         self.changed.store(stamp(self.base), Ordering::Release);
-        ActiveGuard(self.clone())
+        ActiveGuard {
+            conn: self.clone(),
+            in_service: true,
+            credentialed: AtomicBool::new(false),
+        }
     }
 
     /// The socket took everything hyper had queued: every body that had
@@ -142,12 +150,42 @@ impl ConnState {
     }
 }
 
-/// One request in flight on a connection.
-pub struct ActiveGuard(Arc<ConnState>);
+/// One request in flight on a connection, from its head until its
+/// response body is done. The service is handed it (as a
+/// [`crate::service::Standing`]) and gives it back with the response.
+pub struct ActiveGuard {
+    conn: Arc<ConnState>,
+    /// Not answered yet (counted in `ConnState::in_service`).
+    in_service: bool,
+    /// Presented valid credentials (counted in `ConnState::credentialed`).
+    /// Atomic only because the service shares the guard by reference.
+    credentialed: AtomicBool,
+}
+
+impl ActiveGuard {
+    /// The service has answered: what is left is writing the response.
+    pub fn answered(&mut self) {
+        if std::mem::take(&mut self.in_service) {
+            self.conn.in_service.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl crate::service::Standing for ActiveGuard {
+    fn credentialed(&self) {
+        if !self.credentialed.swap(true, Ordering::AcqRel) {
+            self.conn.credentialed.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        let c = &self.0;
+        self.answered();
+        let c = &self.conn;
+        if *self.credentialed.get_mut() {
+            c.credentialed.fetch_sub(1, Ordering::AcqRel);
+        }
         c.changed.store(stamp(c.base), Ordering::Release);
         c.ended.fetch_add(1, Ordering::AcqRel);
         c.active.fetch_sub(1, Ordering::AcqRel);

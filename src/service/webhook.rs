@@ -109,6 +109,7 @@ impl Gateway {
         };
         st.webhook.load().verify(sig, &raw, unix_now()).map_err(reject)?;
         caller.credentialed();
+        st.webhook_reads.verified(caller.peer);
         // `X-Layers-Event-Id` is not signed: the dedupe id comes from the
         // signed body alone (see `parse_event`).
         let inv = match parse_event(&raw).map_err(reject)? {
