@@ -238,7 +238,7 @@ async fn serve<H, F>(
             }
             continue;
         };
-        let (state, close) = (ConnState::new(), Arc::new(Notify::new()));
+        let (state, close) = (ConnState::for_peer(peer), Arc::new(Notify::new()));
         let registration = conns.register(state.clone(), close.clone());
         let accepted = Accepted {
             stream,

@@ -350,7 +350,14 @@ async fn stall_webhooks(
 
 /// The origin's correctly signed event, from 127.0.0.1: its status.
 async fn origin_event(addr: SocketAddr) -> http::StatusCode {
-    let body = json!({"id": unique_event_id(), "type": "ping.r25", "data": {}}).to_string();
+    // An event that applies (a type the gateway ignores is not deduplicated,
+    // so it does not make its sender known: `webhook_reads.rs`).
+    let body = json!({
+        "id": unique_event_id(),
+        "type": "content.updated",
+        "data": {"id": "cnt_00000000-0000-4000-8000-0000000000aa"}
+    })
+    .to_string();
     let headers = signed_webhook(&body, WEBHOOK_SECRET, unix_now());
     let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     TestClient::new(addr)

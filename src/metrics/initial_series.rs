@@ -72,7 +72,13 @@ const TRIP_CAUSES: &[&str] = &["5xx", "timeout", "connect", "reset", "error"];
 /// `trace_spans_dropped_total{reason}`.
 const TRACE_DROPS: &[&str] = &["queue_full", "export_failed", "parent_rate"];
 /// `connections_cut_total{reason}`.
-const CUT_REASONS: &[&str] = &["response_stalled", "idle", "evicted_idle", "evicted_keyless"];
+const CUT_REASONS: &[&str] = &[
+    "response_stalled",
+    "idle",
+    "evicted_idle",
+    "evicted_keyless",
+    "evicted_unchecked",
+];
 
 impl Metrics {
     /// Creates every series above at 0 (`rate_limit_decisions_total` and

@@ -13,23 +13,37 @@
 //! A client without a key can also make a connection look busy for free:
 //! its request gets a 401 at once, but if it keeps its h2 stream window at
 //! zero (or never reads an HTTP/1 reply) that response, and so the
-//! connection, stays in flight until `response_write_timeout_ms`. So when
-//! no connection is idle, one that is busy only with answers already made
-//! to requests that presented no valid credentials is closed
-//! ([`ConnState::busy_with_refusals_only`]): judged by what is in flight
-//! now, not by what the connection once presented (a key revoked since
-//! protects nothing). A request still in the service (its key being
-//! checked with the origin, a JWKS being fetched, a webhook body being
-//! read) or one with valid credentials keeps its connection.
+//! connection, stays in flight until `response_write_timeout_ms`; or its
+//! request can wait in the service, on a check of a made-up key with the
+//! origin that any number of requests may join, or reading a webhook body
+//! that never ends. So what a connection holds now decides
+//! ([`Holds`], judged by what is in flight, not by what the connection
+//! once presented: a key revoked since protects nothing):
 //!
-//! Which one: among up to [`SAMPLE`] connections from a random place in
+//! 1. an idle connection goes first: one that never sent a request before
+//!    one that did, then the longest idle;
+//! 2. then one holding only refusals it is not reading (answers to
+//!    requests that presented no valid credentials), the one whose last
+//!    request began or ended longest ago;
+//! 3. then one whose requests are all still unchecked (credentials being
+//!    checked, a webhook body being read): a partner's and a forger's
+//!    look the same until the check ends, so the one from the address
+//!    with the most such connections goes, the longest unchanged among
+//!    those. A partner whose key is being checked loses its request only
+//!    when every other connection holds credentials or unchecked requests,
+//!    and an address with more of them goes first.
+//!
+//! A connection with a request that presented valid credentials is never
+//! closed for a newcomer.
+//!
+//! Which ones are looked at: [`SAMPLE`] connections from a random place in
 //! the table (sampling keeps the cost per eviction fixed, as Redis's
-//! approximated LRU does), an idle one before a busy one; among idle ones,
-//! one that never sent a request before one that did, and the longest
-//! idle; among busy ones, the one whose last request began or ended
-//! longest ago.
+//! approximated LRU does); when none of them may go, the rest of the table,
+//! up to the first that may, so a newcomer is refused only when no
+//! connection at all may go.
 
-use super::watchdog::ConnState;
+use super::watchdog::{ConnState, Holds};
+use crate::peer::PeerKey;
 use slab::Slab;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -43,8 +57,10 @@ pub const SAMPLE: usize = 32;
 pub enum Evicted {
     /// No request in flight.
     Idle,
-    /// Requests in flight, but never valid credentials.
+    /// Only refusals the client was not reading.
     Keyless,
+    /// Only requests whose credentials were still unchecked.
+    Unchecked,
 }
 
 impl Evicted {
@@ -53,6 +69,7 @@ impl Evicted {
         match self {
             Evicted::Idle => "evicted_idle",
             Evicted::Keyless => "evicted_keyless",
+            Evicted::Unchecked => "evicted_unchecked",
         }
     }
 }
@@ -99,9 +116,8 @@ impl OpenConns {
         }
     }
 
-    /// Tells the best candidate of a sample to close, and says which kind
-    /// it was. `None` when every sampled connection has credentials and a
-    /// request in flight.
+    /// Tells the best candidate to close (see the module's order), and
+    /// says which kind it was. `None` when no open connection may go.
     pub fn evict_one(&self) -> Option<Evicted> {
         let t = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let cap = t.capacity();
@@ -109,36 +125,56 @@ impl OpenConns {
             return None;
         }
         let start = rand::random_range(0..cap);
-        // (busy?, sent a request?, since): the smallest is the victim.
-        let mut best: Option<((bool, bool, Instant), usize)> = None;
+        // (kind, never sent a request?, since): the smallest goes.
+        let mut best: Option<((u8, bool, Instant), usize)> = None;
+        let mut unchecked: Vec<(Option<PeerKey>, Instant, usize)> = Vec::new();
         let mut seen = 0;
         for i in 0..cap {
             let key = (start + i) % cap;
             let Some(c) = t.get(key) else { continue };
             seen += 1;
-            let rank = match c.state.idle_since() {
-                Some(since) => Some((false, c.state.first_request_seen(), since)),
-                None if c.state.busy_with_refusals_only() => Some((true, true, c.state.last_change())),
-                None => None,
+            let rank = match c.state.holds() {
+                Holds::Nothing(since) => Some((0, c.state.first_request_seen(), since)),
+                Holds::Refusals => Some((1, true, c.state.last_change())),
+                Holds::Unchecked => {
+                    unchecked.push((c.state.peer(), c.state.last_change(), key));
+                    None
+                }
+                Holds::Credentials => None,
             };
             if let Some(rank) = rank {
                 if best.is_none_or(|(b, _)| rank < b) {
                     best = Some((rank, key));
                 }
             }
-            if seen == SAMPLE {
+            // Past the sample, only until one is found.
+            if seen >= SAMPLE && (best.is_some() || !unchecked.is_empty()) {
                 break;
             }
         }
-        let ((busy, _, _), key) = best?;
+        let (kind, key) = match best {
+            Some(((0, _, _), key)) => (Evicted::Idle, key),
+            Some((_, key)) => (Evicted::Keyless, key),
+            None => (Evicted::Unchecked, most_from_one_address(&unchecked)?),
+        };
         t.get(key)?.close.notify_one();
-        Some(if busy { Evicted::Keyless } else { Evicted::Idle })
+        Some(kind)
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
         self.table.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
+}
+
+/// Of connections holding unchecked requests, one from the address with
+/// the most of them, the longest unchanged among those.
+fn most_from_one_address(unchecked: &[(Option<PeerKey>, Instant, usize)]) -> Option<usize> {
+    let count = |p: &Option<PeerKey>| unchecked.iter().filter(|(q, _, _)| q == p).count();
+    unchecked
+        .iter()
+        .min_by_key(|(peer, since, _)| (std::cmp::Reverse(count(peer)), *since))
+        .map(|(_, _, key)| *key)
 }
 
 #[cfg(test)]
@@ -217,14 +253,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_request_still_in_the_service_keeps_its_connection_and_credentials_are_per_request() {
+    async fn unchecked_requests_go_after_refusals_and_credentials_are_per_request() {
         let conns = OpenConns::new();
-        let c = ConnState::new();
-        let n = Arc::new(Notify::new());
-        let _r = conns.register(c.clone(), n.clone());
-        // A key being checked (not answered yet): kept.
-        let mut checking = c.begin(http::Version::HTTP_2);
-        assert_eq!(conns.evict_one(), None, "a request in the service");
+        let (checking_conn, refusing_conn) = (ConnState::new(), ConnState::new());
+        let (n1, n2) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let _r1 = conns.register(checking_conn.clone(), n1.clone());
+        let r2 = conns.register(refusing_conn.clone(), n2.clone());
+        // A key being checked (not answered yet), and an unread refusal.
+        let mut checking = checking_conn.begin(http::Version::HTTP_2);
+        let mut refused = refusing_conn.begin(http::Version::HTTP_2);
+        refused.answered();
+        assert_eq!(conns.evict_one(), Some(Evicted::Keyless), "the refusal first");
+        assert!(told(&n2).await && !told(&n1).await);
+        drop((r2, refused));
+        assert_eq!(
+            conns.evict_one(),
+            Some(Evicted::Unchecked),
+            "then a check in progress"
+        );
+        assert!(told(&n1).await);
         // Answered with credentials, body not written yet: kept.
         checking.credentialed();
         checking.answered();
@@ -232,10 +279,65 @@ mod tests {
         // That request done; the next one on the same connection presents
         // a key revoked since: only a refusal is left in flight.
         drop(checking);
-        let mut refused = c.begin(http::Version::HTTP_2);
+        let mut refused = checking_conn.begin(http::Version::HTTP_2);
         refused.answered();
         assert_eq!(conns.evict_one(), Some(Evicted::Keyless));
-        assert!(told(&n).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn of_unchecked_connections_the_address_with_the_most_goes_first() {
+        let conns = OpenConns::new();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let partner = ConnState::for_peer(ip("192.0.2.1"));
+        let _p = partner.begin(http::Version::HTTP_11);
+        let pn = Arc::new(Notify::new());
+        let _pr = conns.register(partner.clone(), pn.clone());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let c = ConnState::for_peer(ip("198.51.100.7"));
+            let g = c.begin(http::Version::HTTP_11);
+            let n = Arc::new(Notify::new());
+            held.push((conns.register(c.clone(), n.clone()), g, n));
+        }
+        // Three from one address, one from the partner's: the three's go
+        // while they are more; at one each, the longest unchanged.
+        for _ in 0..2 {
+            assert_eq!(conns.evict_one(), Some(Evicted::Unchecked));
+            assert!(!told(&pn).await, "the address with one connection stays");
+            let mut told_one = None;
+            for (i, (_, _, n)) in held.iter().enumerate() {
+                if told(n).await {
+                    told_one = Some(i);
+                }
+            }
+            held.remove(told_one.expect("one of the three was told"));
+        }
+        assert_eq!(conns.evict_one(), Some(Evicted::Unchecked));
+        assert!(told(&pn).await, "one each: the older check goes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_may_go_is_found_outside_the_sample() {
+        let conns = OpenConns::new();
+        let mut held = Vec::new();
+        for _ in 0..(4 * SAMPLE) {
+            let c = ConnState::new();
+            let mut g = c.begin(http::Version::HTTP_2);
+            g.credentialed();
+            g.answered();
+            held.push((conns.register(c, Arc::new(Notify::new())), g));
+        }
+        let keyless = ConnState::new();
+        let mut g = keyless.begin(http::Version::HTTP_2);
+        g.answered();
+        let n = Arc::new(Notify::new());
+        let _r = conns.register(keyless, n.clone());
+        // Wherever the sample starts.
+        for _ in 0..64 {
+            assert_eq!(conns.evict_one(), Some(Evicted::Keyless));
+            assert!(told(&n).await);
+        }
     }
 
     #[test]

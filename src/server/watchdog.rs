@@ -15,6 +15,7 @@
 //!   date.
 
 use crate::body::{BoxError, ResponseBody};
+use crate::peer::PeerKey;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use prometheus::IntCounter;
@@ -63,10 +64,40 @@ pub struct ConnState {
     /// key or token, the origin's webhook signature), until their response
     /// body ends.
     credentialed: AtomicUsize,
+    /// The client (`None` in unit tests).
+    peer: Option<PeerKey>,
+}
+
+/// What a busy connection holds, for the choice of which to close at the
+/// connection cap ([`super::idle_evict`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds {
+    /// No request in flight, since then.
+    Nothing(Instant),
+    /// Only answers already made to requests that presented no valid
+    /// credentials: refusals a client can hold by not reading them.
+    Refusals,
+    /// Requests still in the service, none with valid credentials yet:
+    /// credentials being checked (with the origin, against a JWKS), a
+    /// webhook body being read. A partner's as well as a forger's.
+    Unchecked,
+    /// A request that presented valid credentials.
+    Credentials,
 }
 
 impl ConnState {
+    /// A connection from nowhere in particular (unit tests).
+    #[cfg(test)]
     pub fn new() -> Arc<ConnState> {
+        ConnState::with_peer(None)
+    }
+
+    /// The state of a connection accepted from `peer`.
+    pub fn for_peer(peer: std::net::IpAddr) -> Arc<ConnState> {
+        ConnState::with_peer(Some(PeerKey::of(peer)))
+    }
+
+    fn with_peer(peer: Option<PeerKey>) -> Arc<ConnState> {
         let base = Instant::now();
         Arc::new(ConnState {
             base,
@@ -78,22 +109,30 @@ impl ConnState {
             h2: AtomicBool::new(false),
             in_service: AtomicUsize::new(0),
             credentialed: AtomicUsize::new(0),
+            peer,
         })
+    }
+
+    pub fn peer(&self) -> Option<PeerKey> {
+        self.peer
     }
 
     pub fn first_request_seen(&self) -> bool {
         self.first_request.load(Ordering::Relaxed)
     }
 
-    /// Busy only with answers already made to requests that presented no
-    /// valid credentials (refusals a client can hold by not reading them):
-    /// at the connection cap such a connection may be closed for a
-    /// newcomer ([`super::idle_evict`]). A request still in the service,
-    /// or one with credentials, keeps it.
-    pub fn busy_with_refusals_only(&self) -> bool {
-        self.active.load(Ordering::Acquire) > 0
-            && self.in_service.load(Ordering::Acquire) == 0
-            && self.credentialed.load(Ordering::Acquire) == 0
+    /// What the connection has in flight now (not what it once presented:
+    /// a key revoked since protects nothing).
+    pub fn holds(&self) -> Holds {
+        if let Some(since) = self.idle_since() {
+            Holds::Nothing(since)
+        } else if self.credentialed.load(Ordering::Acquire) > 0 {
+            Holds::Credentials
+        } else if self.in_service.load(Ordering::Acquire) > 0 {
+            Holds::Unchecked
+        } else {
+            Holds::Refusals
+        }
     }
 
     /// When a request last began or ended on this connection.
@@ -173,7 +212,9 @@ impl ActiveGuard {
 
 impl crate::service::Standing for ActiveGuard {
     fn credentialed(&self) {
-        if !self.credentialed.swap(true, Ordering::AcqRel) {
+        // Only this request's own tasks touch its flag: no race to guard.
+        if !self.credentialed.load(Ordering::Relaxed) {
+            self.credentialed.store(true, Ordering::Relaxed);
             self.conn.credentialed.fetch_add(1, Ordering::AcqRel);
         }
     }

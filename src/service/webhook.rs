@@ -109,7 +109,6 @@ impl Gateway {
         };
         st.webhook.load().verify(sig, &raw, unix_now()).map_err(reject)?;
         caller.credentialed();
-        st.webhook_reads.verified(caller.peer);
         // `X-Layers-Event-Id` is not signed: the dedupe id comes from the
         // signed body alone (see `parse_event`).
         let inv = match parse_event(&raw).map_err(reject)? {
@@ -131,6 +130,9 @@ impl Gateway {
                 ));
             }
         }
+        // A new event, signed: its sender is the origin. (Not a duplicate:
+        // a delivery captured and replayed from elsewhere verifies too.)
+        st.webhook_reads.verified(caller.peer);
         let span = trace.child(crate::telemetry::span::INVALIDATION);
         let (_, published) = self.accept_invalidation_in(&inv, span).await;
         if let Err(e) = published {

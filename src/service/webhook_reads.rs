@@ -10,10 +10,12 @@
 //!
 //! - one client (an IPv4 address, an IPv6 /64: [`PeerKey`]) holds at most
 //!   a quarter of the reads;
-//! - a quarter is kept for the origin: addresses that delivered a verified
-//!   webhook recently (the last [`KNOWN_FOR`], at most [`MAX_KNOWN`] of
-//!   them) may take any read, every other sender only the other three
-//!   quarters. A sender without the secret never becomes one.
+//! - a quarter is kept for the origin: addresses that delivered a new,
+//!   verified event recently (the last [`KNOWN_FOR`], at most [`MAX_KNOWN`]
+//!   of them; not a duplicate, which a delivery captured and replayed from
+//!   elsewhere would be, nor a type the gateway ignores, which it does not
+//!   deduplicate) may take any read, every other sender only the other
+//!   three quarters. A sender without the secret never becomes one.
 //!
 //! What is left: before the origin's first verified delivery to this
 //! instance (or from a new egress address), a sender with four or more
