@@ -38,9 +38,13 @@
 //!
 //! Which ones are looked at: [`SAMPLE`] connections from a random place in
 //! the table (sampling keeps the cost per eviction fixed, as Redis's
-//! approximated LRU does); when none of them may go, the rest of the table,
-//! up to the first that may, so a newcomer is refused only when no
-//! connection at all may go.
+//! approximated LRU does) when they hold an idle connection or one holding
+//! refusals; otherwise the whole table, so an idle connection anywhere goes
+//! before a check in progress, and unchecked connections are counted per
+//! address over all of them. A search of the whole table that found
+//! nothing that may go is not repeated for [`FULL_SEARCH_EVERY`]: a connect
+//! flood at a cap held by partners costs a sample per accept, not the
+//! table (meanwhile a newcomer is refused unless the sample finds one).
 
 use super::watchdog::{ConnState, Holds};
 use crate::peer::PeerKey;
@@ -79,8 +83,20 @@ impl Evicted {
 pub struct OpenConns {
     /// A std mutex: taken on accept, on close and to pick a victim, never
     /// across an await.
-    table: Mutex<Slab<Tracked>>,
+    table: Mutex<Table>,
 }
+
+#[derive(Default)]
+struct Table {
+    conns: Slab<Tracked>,
+    /// After a search of the whole table found nothing that may go, the
+    /// next ones look at the sample only until then: a connect flood at a
+    /// cap held by partners costs a sample per accept, not the table.
+    sample_only_until: Option<Instant>,
+}
+
+/// How long searches stay within the sample after a fruitless full one.
+pub const FULL_SEARCH_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 struct Tracked {
     state: Arc<ConnState>,
@@ -97,7 +113,7 @@ pub struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut t = self.conns.table.lock().unwrap_or_else(|p| p.into_inner());
-        t.try_remove(self.key);
+        t.conns.try_remove(self.key);
     }
 }
 
@@ -109,7 +125,7 @@ impl OpenConns {
     /// Tracks a connection; `close` is notified when it is evicted.
     pub fn register(self: &Arc<Self>, state: Arc<ConnState>, close: Arc<Notify>) -> Registration {
         let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let key = t.insert(Tracked { state, close });
+        let key = t.conns.insert(Tracked { state, close });
         Registration {
             conns: self.clone(),
             key,
@@ -119,19 +135,31 @@ impl OpenConns {
     /// Tells the best candidate to close (see the module's order), and
     /// says which kind it was. `None` when no open connection may go.
     pub fn evict_one(&self) -> Option<Evicted> {
-        let t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let may_search_all = guard.sample_only_until.is_none_or(|t| now >= t);
+        let t = &guard.conns;
         let cap = t.capacity();
         if cap == 0 {
             return None;
         }
         let start = rand::random_range(0..cap);
-        // (kind, never sent a request?, since): the smallest goes.
+        // (kind, sent a request?, since): the smallest goes.
         let mut best: Option<((u8, bool, Instant), usize)> = None;
         let mut unchecked: Vec<(Option<PeerKey>, Instant, usize)> = Vec::new();
         let mut seen = 0;
+        let mut searched_all = true;
         for i in 0..cap {
             let key = (start + i) % cap;
             let Some(c) = t.get(key) else { continue };
+            // The sample is looked at whole. Past it, an idle connection
+            // or one holding refusals ends the search; unchecked ones do
+            // not (one may be idle further on, and the choice among
+            // unchecked ones counts them per address over the whole table).
+            if seen == SAMPLE && (best.is_some() || !may_search_all) {
+                searched_all = false;
+                break;
+            }
             seen += 1;
             let rank = match c.state.holds() {
                 Holds::Nothing(since) => Some((0, c.state.first_request_seen(), since)),
@@ -147,33 +175,36 @@ impl OpenConns {
                     best = Some((rank, key));
                 }
             }
-            // Past the sample, only until one is found.
-            if seen >= SAMPLE && (best.is_some() || !unchecked.is_empty()) {
-                break;
-            }
         }
-        let (kind, key) = match best {
-            Some(((0, _, _), key)) => (Evicted::Idle, key),
-            Some((_, key)) => (Evicted::Keyless, key),
-            None => (Evicted::Unchecked, most_from_one_address(&unchecked)?),
+        let choice = match best {
+            Some(((0, _, _), key)) => Some((Evicted::Idle, key)),
+            Some((_, key)) => Some((Evicted::Keyless, key)),
+            None => most_from_one_address(&unchecked).map(|key| (Evicted::Unchecked, key)),
         };
-        t.get(key)?.close.notify_one();
+        if choice.is_none() && searched_all && seen > SAMPLE {
+            guard.sample_only_until = Some(now + FULL_SEARCH_EVERY);
+        }
+        let (kind, key) = choice?;
+        guard.conns.get(key)?.close.notify_one();
         Some(kind)
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.table.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.table.lock().unwrap_or_else(|p| p.into_inner()).conns.len()
     }
 }
 
 /// Of connections holding unchecked requests, one from the address with
 /// the most of them, the longest unchanged among those.
 fn most_from_one_address(unchecked: &[(Option<PeerKey>, Instant, usize)]) -> Option<usize> {
-    let count = |p: &Option<PeerKey>| unchecked.iter().filter(|(q, _, _)| q == p).count();
+    let mut count: std::collections::HashMap<Option<PeerKey>, usize> = std::collections::HashMap::new();
+    for (peer, _, _) in unchecked {
+        *count.entry(*peer).or_default() += 1;
+    }
     unchecked
         .iter()
-        .min_by_key(|(peer, since, _)| (std::cmp::Reverse(count(peer)), *since))
+        .min_by_key(|(peer, since, _)| (std::cmp::Reverse(count[peer]), *since))
         .map(|(_, _, key)| *key)
 }
 
@@ -197,9 +228,12 @@ mod tests {
             ConnState::new(),
             ConnState::new(),
         );
+        // Each answered and written (hyper flushed the socket).
         drop(served_old.begin(http::Version::HTTP_11));
+        served_old.flushed();
         tokio::time::advance(Duration::from_secs(5)).await;
         drop(served_new.begin(http::Version::HTTP_11));
+        served_new.flushed();
         let _in_flight = busy.begin(http::Version::HTTP_11);
         let n: Vec<Arc<Notify>> = (0..4).map(|_| Arc::new(Notify::new())).collect();
         let _old = conns.register(served_old.clone(), n[0].clone());
@@ -228,6 +262,7 @@ mod tests {
             ConnState::new(),
         );
         drop(idle.begin(http::Version::HTTP_11));
+        idle.flushed();
         let mut a = keyless_old.begin(http::Version::HTTP_2);
         a.answered();
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -276,9 +311,11 @@ mod tests {
         checking.credentialed();
         checking.answered();
         assert_eq!(conns.evict_one(), None, "a partner's answer in flight");
-        // That request done; the next one on the same connection presents
-        // a key revoked since: only a refusal is left in flight.
+        // That request done and written; the next one on the same
+        // connection presents a key revoked since: only a refusal is left.
         drop(checking);
+        assert_eq!(conns.evict_one(), None, "until its bytes are on the wire");
+        checking_conn.flushed();
         let mut refused = checking_conn.begin(http::Version::HTTP_2);
         refused.answered();
         assert_eq!(conns.evict_one(), Some(Evicted::Keyless));
@@ -338,6 +375,50 @@ mod tests {
             assert_eq!(conns.evict_one(), Some(Evicted::Keyless));
             assert!(told(&n).await);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_fruitless_search_of_the_table_the_next_full_one_waits_a_moment() {
+        let conns = OpenConns::new();
+        let mut held = Vec::new();
+        for _ in 0..(4 * SAMPLE) {
+            let c = ConnState::new();
+            let g = c.begin(http::Version::HTTP_2);
+            g.credentialed();
+            held.push((conns.register(c, Arc::new(Notify::new())), g));
+        }
+        assert_eq!(conns.evict_one(), None, "nothing may go");
+        let until = conns.table.lock().unwrap().sample_only_until;
+        assert_eq!(until, Some(Instant::now() + FULL_SEARCH_EVERY));
+        // A connection that may go appears; once the moment has passed, a
+        // search finds it wherever it is.
+        let keyless = ConnState::new();
+        let mut g = keyless.begin(http::Version::HTTP_2);
+        g.answered();
+        let _r = conns.register(keyless, Arc::new(Notify::new()));
+        tokio::time::advance(FULL_SEARCH_EVERY).await;
+        assert_eq!(conns.evict_one(), Some(Evicted::Keyless));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_taken_by_hyper_and_not_yet_written_is_not_idle() {
+        let partner = ConnState::new();
+        let mut g = partner.begin(http::Version::HTTP_11);
+        g.credentialed();
+        g.answered();
+        // hyper took the body's last bytes (the body, and its guard, are
+        // dropped) but has not written them all yet.
+        drop(g);
+        assert_eq!(partner.holds(), Holds::Credentials, "not idle before the flush");
+        partner.flushed();
+        assert!(matches!(partner.holds(), Holds::Nothing(_)));
+        let keyless = ConnState::new();
+        let mut g = keyless.begin(http::Version::HTTP_11);
+        g.answered();
+        drop(g);
+        assert_eq!(keyless.holds(), Holds::Refusals, "a refusal still being written");
+        keyless.flushed();
+        assert!(matches!(keyless.holds(), Holds::Nothing(_)));
     }
 
     #[test]

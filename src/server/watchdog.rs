@@ -62,8 +62,11 @@ pub struct ConnState {
     in_service: AtomicUsize,
     /// Requests in flight that presented valid credentials (a partner's
     /// key or token, the origin's webhook signature), until their response
-    /// body ends.
+    /// is on the wire: hyper drops a body once it has taken its last bytes,
+    /// which it may write later (a slow reader's megabytes), so an ended
+    /// one leaves this count at the next completed flush, like `unflushed`.
     credentialed: AtomicUsize,
+    ended_credentialed: AtomicUsize,
     /// The client (`None` in unit tests).
     peer: Option<PeerKey>,
 }
@@ -109,6 +112,7 @@ impl ConnState {
             h2: AtomicBool::new(false),
             in_service: AtomicUsize::new(0),
             credentialed: AtomicUsize::new(0),
+            ended_credentialed: AtomicUsize::new(0),
             peer,
         })
     }
@@ -124,14 +128,20 @@ impl ConnState {
     /// What the connection has in flight now (not what it once presented:
     /// a key revoked since protects nothing).
     pub fn holds(&self) -> Holds {
-        if let Some(since) = self.idle_since() {
-            Holds::Nothing(since)
-        } else if self.credentialed.load(Ordering::Acquire) > 0 {
+        if self.credentialed.load(Ordering::Acquire) > 0 {
             Holds::Credentials
         } else if self.in_service.load(Ordering::Acquire) > 0 {
             Holds::Unchecked
-        } else {
+        } else if self.unflushed.load(Ordering::Acquire) > 0 {
+            // Answered, and not all on the wire yet (a body still being
+            // sent, or taken by hyper and not yet flushed): none of it a
+            // request with credentials.
             Holds::Refusals
+        } else {
+            match self.idle_since() {
+                Some(since) => Holds::Nothing(since),
+                None => Holds::Refusals,
+            }
         }
     }
 
@@ -161,6 +171,14 @@ impl ConnState {
     /// The socket took everything hyper had queued: every body that had
     /// ended by now is wholly written.
     pub fn flushed(&self) {
+        // Credentials first: a body ending between the two swaps is then
+        // counted as written here and as credentialed until the next flush
+        // (the safe side), never the other way round (`ActiveGuard::drop`
+        // adds in the opposite order).
+        let k = self.ended_credentialed.swap(0, Ordering::AcqRel);
+        if k > 0 {
+            self.credentialed.fetch_sub(k, Ordering::AcqRel);
+        }
         let n = self.ended.swap(0, Ordering::AcqRel);
         if n > 0 {
             self.unflushed.fetch_sub(n, Ordering::AcqRel);
@@ -224,11 +242,13 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.answered();
         let c = &self.conn;
-        if *self.credentialed.get_mut() {
-            c.credentialed.fetch_sub(1, Ordering::AcqRel);
-        }
         c.changed.store(stamp(c.base), Ordering::Release);
         c.ended.fetch_add(1, Ordering::AcqRel);
+        // After `ended` (see `ConnState::flushed`): still credentialed until
+        // the flush that puts this response on the wire.
+        if *self.credentialed.get_mut() {
+            c.ended_credentialed.fetch_add(1, Ordering::AcqRel);
+        }
         c.active.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -1,0 +1,345 @@
+//! Round 27, attacker A: the round-26 change (at the connection cap: idle,
+//! then unread refusals, then unchecked requests from the address with the
+//! most, oldest first; a connection with a credentialed request is never
+//! closed; the search goes past the 32-connection sample). Each test
+//! asserts a promise and fails where it is broken. Loopback only, bounded
+//! counts, no long sleeps.
+
+mod support;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use layers_gateway::app::App;
+use layers_gateway::config::Config;
+use layers_gateway::origin::Upstream;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use support::loopback_app::connect_from;
+use support::scripted::{Answer, Scripted, ScriptedUpstream};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An h2 (prior knowledge) client connection from loopback address `from`
+/// that advertises a stream window of `window` bytes.
+async fn h2_from<B>(
+    from: &str,
+    addr: SocketAddr,
+    window: u32,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = TokioIo::new(connect_from(from, addr).await);
+    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window.max(65_535))
+        .adaptive_window(false)
+        .handshake(io)
+        .await
+        .expect("h2 handshake");
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (send, driver)
+}
+
+/// One h2 connection from `from` holding one response it never reads
+/// (zero stream window) to a GET of `path` with `key` (none: no key).
+async fn zero_window_get(
+    from: &str,
+    addr: SocketAddr,
+    path: &str,
+    key: Option<&str>,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<()>,
+    Option<u16>,
+) {
+    let (mut send, driver) = h2_from::<Full<Bytes>>(from, addr, 0).await;
+    let mut status = None;
+    if send.ready().await.is_ok() {
+        let mut req = Request::get(format!("http://gateway.test{path}"));
+        if let Some(k) = key {
+            req = req.header("x-api-key", k);
+        }
+        let req = req.body(Full::new(Bytes::new())).unwrap();
+        if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(5), send.send_request(req)).await {
+            status = Some(resp.status().as_u16());
+            std::mem::forget(resp);
+        }
+    }
+    (send, driver, status)
+}
+
+/// The status line's code of what `s` answers, or `None` when it closes
+/// without one.
+async fn read_status(s: &mut tokio::net::TcpStream) -> Option<u16> {
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A gateway on loopback whose origin is `origin` (scripted, in-process):
+/// `server` lines in `[server]`, `origin_extra` in `[origin]`, `extra`
+/// appended.
+async fn scripted_app(origin: Arc<Scripted>, server: &str, origin_extra: &str, extra: &str) -> App {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[origin]\nurl = \"http://127.0.0.1:1\"\ntimeout_ms = 5000\n{origin_extra}\n\n[webhooks]\nsecrets = [\"{WEBHOOK_SECRET}\"]\n\n{extra}"
+    );
+    let cfg = Config::parse(&text, PathBuf::new()).expect("valid config");
+    let upstream: Arc<dyn Upstream> = Arc::new(ScriptedUpstream(origin));
+    App::start(cfg, demo_keys(), upstream).await.unwrap()
+}
+
+fn cut(app: &App, reason: &str) -> u64 {
+    app.gateway
+        .state()
+        .metrics
+        .connections_cut
+        .with_label_values(&[reason])
+        .get()
+}
+
+/// A key no keys file holds: checked with the origin's whoami.
+fn origin_key(tag: &str) -> String {
+    format!("lp_test_{tag:0<16}_{}", "q".repeat(43))
+}
+
+/// Sends a GET of `path` with `key` on a fresh HTTP/1 connection from
+/// `from` and leaves the answer unread.
+async fn send_get(from: &str, addr: SocketAddr, path: &str, key: &str) -> tokio::net::TcpStream {
+    let mut s = connect_from(from, addr).await;
+    let head = format!("GET {path} HTTP/1.1\r\nhost: gw\r\nx-api-key: {key}\r\nconnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    s
+}
+
+/// DEFECT: a connection counts as idle (the FIRST choice at the cap) as
+/// soon as its last response body has been handed to hyper, not once its
+/// bytes are on the wire. A partner downloading a large response over a
+/// slow link (here: it reads nothing for a moment) has the response's tail
+/// still in hyper's write buffer, and the request's `ActiveGuard` (with its
+/// "credentialed" mark) already dropped. A keyless client holding one
+/// unread 401 (tier 2) and connecting once more at the cap gets the
+/// PARTNER's connection closed as "idle" (`evicted_idle`), and its own
+/// refusal is kept: the partner's credentialed response is truncated.
+/// (`ConnState::unflushed` tracks exactly this, but `holds()` reads only
+/// `active`.)
+#[tokio::test]
+async fn a_partners_response_still_being_written_is_not_evicted_as_idle() {
+    const LEN: usize = 4 * 1024 * 1024;
+    let origin = Arc::new(Scripted::default());
+    origin.set(
+        Method::GET,
+        "/v1/projects/p1",
+        Answer::Raw(200, "application/octet-stream", Bytes::from(vec![b'x'; LEN])),
+    );
+    let app = scripted_app(
+        origin.clone(),
+        "max_connections = 2\nresponse_write_timeout_ms = 30000",
+        "",
+        "",
+    )
+    .await;
+    // The partner, on a slow link: a small receive buffer, not reading yet.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+    let mut partner = sock.connect(app.addr).await.unwrap();
+    let head = format!(
+        "GET /v1/projects/p1 HTTP/1.1\r\nhost: gw\r\nx-api-key: {}\r\nconnection: close\r\n\r\n",
+        admin_key()
+    );
+    partner.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The keyless client: one unread 401 takes the other slot, then one
+    // more connection at the cap.
+    let (_s, d1, st) = zero_window_get("127.0.0.1", app.addr, "/v1/projects/p1", None).await;
+    assert_eq!(st, Some(401));
+    let before = (cut(&app, "evicted_idle"), cut(&app, "evicted_keyless"));
+    let newcomer = connect_from("127.0.0.1", app.addr).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = (cut(&app, "evicted_idle"), cut(&app, "evicted_keyless"));
+    // The partner reads its response now.
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), partner.read_to_end(&mut got)).await;
+    let split = got.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+    let body = split.map_or(0, |p| got.len() - p);
+    drop(newcomer);
+    d1.abort();
+    app.stop().await;
+    assert_eq!(
+        body, LEN,
+        "a partner's 200 (valid key) was cut short: {body} of {LEN} body bytes arrived; \
+         evicted (idle, keyless) went from {before:?} to {after:?} while the keyless client's \
+         unread 401 stayed open"
+    );
+}
+
+/// DEFECT: the search stops after the 32-connection sample as soon as it
+/// holds an UNCHECKED connection, without looking further for an idle one
+/// (or an unread refusal). With the table full of a partner's requests
+/// whose key is being checked with the origin (slow whoami) and one
+/// keyless connection that never sent a byte, a keyless newcomer gets a
+/// partner's connection closed (`evicted_unchecked`) whenever the idle one
+/// is outside the sample (half the time at this size), and the keyless
+/// client keeps its slot. Promised: a partner whose key is being checked
+/// loses its request only when nothing else may go.
+#[tokio::test]
+async fn a_partners_check_is_not_cut_while_an_idle_connection_is_open_outside_the_sample() {
+    let origin = Arc::new(Scripted::default());
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let whoami = json!({"organizationId": "org_a", "scopes": ["*"], "apiKeyId": "k1"});
+    origin.set(
+        Method::GET,
+        "/v1/whoami",
+        Answer::Held(gate.clone(), Box::new(Answer::Json(200, whoami))),
+    );
+    origin.set(
+        Method::GET,
+        "/v1/projects/p1",
+        Answer::Json(200, json!({"id": "p1"})),
+    );
+    let app = scripted_app(
+        origin.clone(),
+        "max_connections = 64\nheader_read_timeout_ms = 30000",
+        "",
+        "[auth]\nsource = \"origin\"\n",
+    )
+    .await;
+    let key = origin_key("PARTNER");
+    let mut partners = Vec::new();
+    for _ in 0..63 {
+        partners.push(send_get("127.0.0.3", app.addr, "/v1/projects/p1", &key).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The keyless client: one silent connection in the last slot, then
+    // silent newcomers (each one is the idle connection the next may take).
+    let mut keyless = vec![connect_from("127.0.0.1", app.addr).await];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut trials = 0;
+    for _ in 0..16 {
+        keyless.push(connect_from("127.0.0.1", app.addr).await);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        trials += 1;
+        if cut(&app, "evicted_unchecked") > 0 {
+            break;
+        }
+    }
+    let (idle, unchecked) = (cut(&app, "evicted_idle"), cut(&app, "evicted_unchecked"));
+    gate.notify_waiters();
+    let mut answered = 0;
+    for s in partners.iter_mut() {
+        if read_status(s).await == Some(200) {
+            answered += 1;
+        }
+    }
+    drop(keyless);
+    app.stop().await;
+    assert_eq!(
+        unchecked, 0,
+        "in {trials} keyless newcomers at the cap, {unchecked} partner connection(s) with a key being \
+         checked were closed while a keyless connection that never sent a byte was open \
+         ({idle} idle evictions); {answered} of 63 partner requests answered 200"
+    );
+}
+
+/// DEFECT: when the 32-connection sample holds no connection that may go,
+/// the search past it stops at the FIRST unchecked connection it meets and
+/// closes it: the per-address count is taken over that one alone. Here
+/// the keyless attacker holds 15 unchecked connections from one address
+/// (requests with a made-up key, all joined to one slow whoami) and a
+/// partner holds ONE (its key being checked), placed right after 48
+/// partner connections with credentialed responses in flight. Whenever the
+/// sample starts among those 48, the partner's single check is the one
+/// closed, though the attacker's address has 15. Promised: it loses its
+/// request only when its address has as many unchecked connections as any
+/// other.
+#[tokio::test]
+async fn past_the_sample_the_address_with_the_most_unchecked_goes_not_the_first_found() {
+    let origin = Arc::new(Scripted::default());
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let whoami = json!({"organizationId": "org_a", "scopes": ["*"], "apiKeyId": "k1"});
+    origin.set(
+        Method::GET,
+        "/v1/whoami",
+        Answer::Held(gate.clone(), Box::new(Answer::Json(200, whoami))),
+    );
+    origin.set(
+        Method::GET,
+        "/v1/projects/p1",
+        Answer::Json(200, json!({"id": "p1"})),
+    );
+    let app = scripted_app(
+        origin.clone(),
+        "max_connections = 64\nresponse_write_timeout_ms = 30000\nheader_read_timeout_ms = 30000",
+        "",
+        "[auth]\nsource = \"both\"\n",
+    )
+    .await;
+    // 48 partner connections, each with a credentialed 200 in flight.
+    let mut held = Vec::new();
+    for i in 0..48 {
+        let from = format!("127.0.0.{}", 10 + i % 4);
+        let (send, driver, status) =
+            zero_window_get(&from, app.addr, "/v1/projects/p1", Some(&admin_key())).await;
+        assert_eq!(status, Some(200), "partner connection {i}");
+        held.push((send, driver));
+    }
+    // The partner whose key is being checked: one connection.
+    let mut partner = send_get("127.0.0.3", app.addr, "/v1/projects/p1", &origin_key("PARTNER")).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The attacker: 15 connections from one address, one made-up key.
+    let forged = origin_key("ZZATTACK");
+    let mut attack = Vec::new();
+    for _ in 0..15 {
+        attack.push(send_get("127.0.0.1", app.addr, "/v1/projects/p1", &forged).await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Newcomers from the attacker's address, each then joining the check.
+    let mut trials = 0;
+    let mut partner_cut = false;
+    for _ in 0..24 {
+        attack.push(send_get("127.0.0.1", app.addr, "/v1/projects/p1", &forged).await);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        trials += 1;
+        // The partner's connection closed (EOF, nothing answered).
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), partner.read(&mut b)).await {
+            partner_cut = true;
+            break;
+        }
+    }
+    let unchecked = cut(&app, "evicted_unchecked");
+    gate.notify_waiters();
+    let got = if partner_cut {
+        None
+    } else {
+        read_status(&mut partner).await
+    };
+    for (_, d) in held {
+        d.abort();
+    }
+    drop(attack);
+    app.stop().await;
+    assert!(
+        !partner_cut && got == Some(200),
+        "after {trials} attacker newcomers ({unchecked} unchecked evictions) the partner's only \
+         connection, its key being checked, was closed while the attacker's address held 15 \
+         unchecked connections (partner got {got:?})"
+    );
+}
