@@ -8,51 +8,11 @@ mod support;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
-use std::net::SocketAddr;
 use std::time::Duration;
-use support::loopback_app::{connect_from, get_from, start};
+use support::keyless::*;
+use support::loopback_app::{get_from, start};
 use support::*;
-
-/// A content path of org_demo_a (admin_key's organization).
-fn partner_path(sim: &layers_gateway::demo::Simulator) -> String {
-    let id = sim
-        .container_ids()
-        .into_iter()
-        .find(|(o, _)| o == "org_demo_a")
-        .unwrap()
-        .1;
-    format!("/v1/content/{id}")
-}
-
-/// An h2 (prior knowledge) client connection from loopback address `from`
-/// that advertises a stream window of `window` bytes.
-async fn h2_from<B>(
-    from: &str,
-    addr: SocketAddr,
-    window: u32,
-) -> (
-    hyper::client::conn::http2::SendRequest<B>,
-    tokio::task::JoinHandle<()>,
-)
-where
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let io = TokioIo::new(connect_from(from, addr).await);
-    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(window)
-        .initial_connection_window_size(window.max(65_535))
-        .adaptive_window(false)
-        .handshake(io)
-        .await
-        .expect("h2 handshake");
-    let driver = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    (send, driver)
-}
 
 /// DEFECT: a keyless client fills `server.max_connections` with h2
 /// connections that each carry ONE request without any credential and
@@ -100,25 +60,6 @@ async fn keyless_zero_window_h2_streams_cannot_hold_every_connection_slot() {
     );
 }
 
-/// A request body that sends one chunk and then never another.
-struct StalledBody(bool);
-
-impl http_body::Body for StalledBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        if self.0 {
-            std::task::Poll::Pending
-        } else {
-            self.0 = true;
-            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b"{\"id\":")))))
-        }
-    }
-}
-
 /// DEFECT: the webhook read slots (`webhooks.max_concurrent_reads`) are one
 /// pool shared by everybody. A keyless client (it does not know the
 /// webhook secret: its `v1=` is garbage) holds every slot with bodies it
@@ -162,25 +103,6 @@ async fn keyless_stalled_webhook_bodies_cannot_refuse_the_origins_signed_events(
         r.status,
         String::from_utf8_lossy(&r.body)
     );
-}
-
-/// A raw HTTP/1.1 GET on a fresh connection; the status, or `None` when the
-/// connection was closed without an answer.
-async fn raw_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let head = format!("GET {path} HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n");
-    s.write_all(head.as_bytes()).await.ok()?;
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
-        .await
-        .ok()?
-        .ok()?;
-    String::from_utf8_lossy(&got)
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// DEFECT (same root cause as the partner port, on the admin listener):

@@ -8,109 +8,16 @@ mod support;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use layers_gateway::app::App;
 use layers_gateway::auth::KeyStore;
-use layers_gateway::config::Config;
-use layers_gateway::origin::Upstream;
 use serde_json::json;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use support::keyless::*;
 use support::loopback_app::{connect_from, get_from, start};
-use support::scripted::{Answer, Scripted, ScriptedUpstream};
+use support::scripted::{Answer, Scripted};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A content path of org_demo_a (admin_key's and reader_key's organization).
-fn partner_path(sim: &layers_gateway::demo::Simulator) -> String {
-    let id = sim
-        .container_ids()
-        .into_iter()
-        .find(|(o, _)| o == "org_demo_a")
-        .unwrap()
-        .1;
-    format!("/v1/content/{id}")
-}
-
-/// An h2 (prior knowledge) client connection from loopback address `from`
-/// that advertises a stream window of `window` bytes.
-async fn h2_from<B>(
-    from: &str,
-    addr: SocketAddr,
-    window: u32,
-) -> (
-    hyper::client::conn::http2::SendRequest<B>,
-    tokio::task::JoinHandle<()>,
-)
-where
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let io = TokioIo::new(connect_from(from, addr).await);
-    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(window)
-        .initial_connection_window_size(window.max(65_535))
-        .adaptive_window(false)
-        .handshake(io)
-        .await
-        .expect("h2 handshake");
-    let driver = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    (send, driver)
-}
-
-/// One keyless h2 connection from `from` holding one 401 it never reads
-/// (zero stream window): busy, without credentials. `None` when the
-/// gateway did not serve it.
-async fn keyless_zero_window(
-    from: &str,
-    addr: SocketAddr,
-    path: &str,
-) -> (
-    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
-    tokio::task::JoinHandle<()>,
-    Option<u16>,
-) {
-    let (mut send, driver) = h2_from::<Full<Bytes>>(from, addr, 0).await;
-    let mut status = None;
-    if send.ready().await.is_ok() {
-        let req = Request::get(format!("http://gateway.test{path}"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(5), send.send_request(req)).await {
-            status = Some(resp.status().as_u16());
-            // The response (and its unread body) stays in flight.
-            std::mem::forget(resp);
-        }
-    }
-    (send, driver, status)
-}
-
-/// The status line's code of what `s` answers, or `None` when it closes
-/// without one.
-async fn read_status(s: &mut tokio::net::TcpStream) -> Option<u16> {
-    let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
-    String::from_utf8_lossy(&got)
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// A gateway on loopback whose origin is `origin` (scripted, in-process),
-/// with `server` lines in `[server]` and `extra` appended.
-async fn scripted_app(origin: Arc<Scripted>, server: &str, extra: &str) -> App {
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[origin]\nurl = \"http://127.0.0.1:1\"\ntimeout_ms = 5000\n\n[webhooks]\nsecrets = [\"{WEBHOOK_SECRET}\"]\n\n{extra}"
-    );
-    let cfg = Config::parse(&text, PathBuf::new()).expect("valid config");
-    let upstream: Arc<dyn Upstream> = Arc::new(ScriptedUpstream(origin));
-    App::start(cfg, demo_keys(), upstream).await.unwrap()
-}
+use tokio::io::AsyncWriteExt;
 
 /// DEFECT: the connection's "credentialed" flag is set only once
 /// authentication has FINISHED. A partner whose key the gateway checks
@@ -138,6 +45,7 @@ async fn a_partners_request_waiting_on_key_introspection_is_not_closed_for_a_key
     let app = scripted_app(
         origin.clone(),
         "max_connections = 4",
+        "",
         "[auth]\nsource = \"origin\"\n",
     )
     .await;
@@ -158,7 +66,7 @@ async fn a_partners_request_waiting_on_key_introspection_is_not_closed_for_a_key
     let mut held = Vec::new();
     for i in 0..4 {
         let from = if i % 2 == 0 { "127.0.0.1" } else { "127.0.0.2" };
-        held.push(keyless_zero_window(from, app.addr, "/v1/projects/p1").await);
+        held.push(zero_window_get(from, app.addr, "/v1/projects/p1", None).await);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The origin answers whoami: the partner's key is valid.
@@ -212,7 +120,7 @@ async fn the_origins_webhook_being_read_is_not_closed_for_a_keyless_newcomer() {
     let mut held = Vec::new();
     for i in 0..4 {
         let from = if i % 2 == 0 { "127.0.0.1" } else { "127.0.0.2" };
-        held.push(keyless_zero_window(from, app.addr, &path).await);
+        held.push(zero_window_get(from, app.addr, &path, None).await);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let _ = origin.write_all(rest.as_bytes()).await;
@@ -302,25 +210,6 @@ async fn a_revoked_key_does_not_keep_its_connections_unevictable() {
         Some(200),
         "connections of a revoked key, holding only unread 401s, kept every slot: a partner got {got:?}"
     );
-}
-
-/// A request body that sends one chunk and then never another.
-struct StalledBody(bool);
-
-impl http_body::Body for StalledBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        if self.0 {
-            std::task::Poll::Pending
-        } else {
-            self.0 = true;
-            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b"{\"id\":")))))
-        }
-    }
 }
 
 /// Opens `n` forged, stalled webhook reads from `from`; the connection

@@ -5,123 +5,15 @@
 
 mod support;
 
-use bytes::Bytes;
-use http::{Method, Request};
-use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use layers_gateway::app::App;
-use layers_gateway::config::Config;
-use layers_gateway::origin::Upstream;
+use http::Method;
 use serde_json::json;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use support::keyless::*;
 use support::loopback_app::{connect_from, get_from, start};
-use support::scripted::{Answer, Scripted, ScriptedUpstream};
+use support::scripted::{Answer, Scripted};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A content path of org_demo_a (admin_key's and reader_key's organization).
-fn partner_path(sim: &layers_gateway::demo::Simulator) -> String {
-    let id = sim
-        .container_ids()
-        .into_iter()
-        .find(|(o, _)| o == "org_demo_a")
-        .unwrap()
-        .1;
-    format!("/v1/content/{id}")
-}
-
-/// An h2 (prior knowledge) client connection from loopback address `from`
-/// that advertises a stream window of `window` bytes.
-async fn h2_from<B>(
-    from: &str,
-    addr: SocketAddr,
-    window: u32,
-) -> (
-    hyper::client::conn::http2::SendRequest<B>,
-    tokio::task::JoinHandle<()>,
-)
-where
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let io = TokioIo::new(connect_from(from, addr).await);
-    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(window)
-        .initial_connection_window_size(window.max(65_535))
-        .adaptive_window(false)
-        .handshake(io)
-        .await
-        .expect("h2 handshake");
-    let driver = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    (send, driver)
-}
-
-/// One h2 connection from `from` holding one response it never reads
-/// (zero stream window) to a GET of `path` with `key` (none: no key).
-/// The status, `None` when the gateway did not serve it.
-async fn zero_window_get(
-    from: &str,
-    addr: SocketAddr,
-    path: &str,
-    key: Option<&str>,
-) -> (
-    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
-    tokio::task::JoinHandle<()>,
-    Option<u16>,
-) {
-    let (mut send, driver) = h2_from::<Full<Bytes>>(from, addr, 0).await;
-    let mut status = None;
-    if send.ready().await.is_ok() {
-        let mut req = Request::get(format!("http://gateway.test{path}"));
-        if let Some(k) = key {
-            req = req.header("x-api-key", k);
-        }
-        let req = req.body(Full::new(Bytes::new())).unwrap();
-        if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(5), send.send_request(req)).await {
-            status = Some(resp.status().as_u16());
-            // The response (and its unread body) stays in flight.
-            std::mem::forget(resp);
-        }
-    }
-    (send, driver, status)
-}
-
-/// The status line's code of what `s` answers, or `None` when it closes
-/// without one.
-async fn read_status(s: &mut tokio::net::TcpStream) -> Option<u16> {
-    let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut got)).await;
-    String::from_utf8_lossy(&got)
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// A gateway on loopback whose origin is `origin` (scripted, in-process),
-/// with `server` lines in `[server]` and `extra` appended.
-async fn scripted_app(origin: Arc<Scripted>, server: &str, extra: &str) -> App {
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[origin]\nurl = \"http://127.0.0.1:1\"\ntimeout_ms = 5000\n\n[webhooks]\nsecrets = [\"{WEBHOOK_SECRET}\"]\n\n{extra}"
-    );
-    let cfg = Config::parse(&text, PathBuf::new()).expect("valid config");
-    let upstream: Arc<dyn Upstream> = Arc::new(ScriptedUpstream(origin));
-    App::start(cfg, demo_keys(), upstream).await.unwrap()
-}
-
-fn evicted_keyless(app: &App) -> u64 {
-    app.gateway
-        .state()
-        .metrics
-        .connections_cut
-        .with_label_values(&["evicted_keyless"])
-        .get()
-}
+use tokio::io::AsyncWriteExt;
 
 /// DEFECT: a keyless request waiting on someone else's whoami call is
 /// "in the service", so its connection can never be evicted, and joining a
@@ -155,6 +47,7 @@ async fn keyless_requests_joining_one_slow_whoami_cannot_hold_every_slot() {
     let app = scripted_app(
         origin.clone(),
         "max_connections = 4",
+        "",
         "[auth]\nsource = \"both\"\n",
     )
     .await;
@@ -269,9 +162,9 @@ async fn a_keyless_connection_outside_the_sample_still_makes_room() {
         }
         let Some(h) = held else { break };
         keyless.push(h);
-        let before = evicted_keyless(&app);
+        let before = cut(&app, "evicted_keyless");
         let got = get_from("127.0.0.5", app.addr, &path, &key).await;
-        results.push((got, evicted_keyless(&app) - before));
+        results.push((got, cut(&app, "evicted_keyless") - before));
         if got != Some(200) {
             break;
         }

@@ -8,110 +8,16 @@
 mod support;
 
 use bytes::Bytes;
-use http::{Method, Request};
-use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use layers_gateway::app::App;
-use layers_gateway::config::Config;
-use layers_gateway::origin::Upstream;
+use http::Method;
 use serde_json::json;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use support::keyless::*;
 use support::loopback_app::connect_from;
-use support::scripted::{Answer, Scripted, ScriptedUpstream};
+use support::scripted::{Answer, Scripted};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// An h2 (prior knowledge) client connection from loopback address `from`
-/// that advertises a stream window of `window` bytes.
-async fn h2_from<B>(
-    from: &str,
-    addr: SocketAddr,
-    window: u32,
-) -> (
-    hyper::client::conn::http2::SendRequest<B>,
-    tokio::task::JoinHandle<()>,
-)
-where
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let io = TokioIo::new(connect_from(from, addr).await);
-    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(window)
-        .initial_connection_window_size(window.max(65_535))
-        .adaptive_window(false)
-        .handshake(io)
-        .await
-        .expect("h2 handshake");
-    let driver = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    (send, driver)
-}
-
-/// One h2 connection from `from` holding one response it never reads
-/// (zero stream window) to a GET of `path` with `key` (none: no key).
-async fn zero_window_get(
-    from: &str,
-    addr: SocketAddr,
-    path: &str,
-    key: Option<&str>,
-) -> (
-    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
-    tokio::task::JoinHandle<()>,
-    Option<u16>,
-) {
-    let (mut send, driver) = h2_from::<Full<Bytes>>(from, addr, 0).await;
-    let mut status = None;
-    if send.ready().await.is_ok() {
-        let mut req = Request::get(format!("http://gateway.test{path}"));
-        if let Some(k) = key {
-            req = req.header("x-api-key", k);
-        }
-        let req = req.body(Full::new(Bytes::new())).unwrap();
-        if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(5), send.send_request(req)).await {
-            status = Some(resp.status().as_u16());
-            std::mem::forget(resp);
-        }
-    }
-    (send, driver, status)
-}
-
-/// The status line's code of what `s` answers, or `None` when it closes
-/// without one.
-async fn read_status(s: &mut tokio::net::TcpStream) -> Option<u16> {
-    let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut got)).await;
-    String::from_utf8_lossy(&got)
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// A gateway on loopback whose origin is `origin` (scripted, in-process):
-/// `server` lines in `[server]`, `origin_extra` in `[origin]`, `extra`
-/// appended.
-async fn scripted_app(origin: Arc<Scripted>, server: &str, origin_extra: &str, extra: &str) -> App {
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[origin]\nurl = \"http://127.0.0.1:1\"\ntimeout_ms = 5000\n{origin_extra}\n\n[webhooks]\nsecrets = [\"{WEBHOOK_SECRET}\"]\n\n{extra}"
-    );
-    let cfg = Config::parse(&text, PathBuf::new()).expect("valid config");
-    let upstream: Arc<dyn Upstream> = Arc::new(ScriptedUpstream(origin));
-    App::start(cfg, demo_keys(), upstream).await.unwrap()
-}
-
-fn cut(app: &App, reason: &str) -> u64 {
-    app.gateway
-        .state()
-        .metrics
-        .connections_cut
-        .with_label_values(&[reason])
-        .get()
-}
 
 /// A key no keys file holds: checked with the origin's whoami.
 fn origin_key(tag: &str) -> String {

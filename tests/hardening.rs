@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::keyless::StalledBody;
+
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
@@ -424,25 +426,6 @@ async fn stalled_h2_streams_are_reset_and_release_their_origin_connections() {
         STREAMS as i64
     );
     st.stop().await;
-}
-
-/// A request body that sends one chunk and then stalls for ever.
-struct StalledBody(bool);
-
-impl http_body::Body for StalledBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        if self.0 {
-            std::task::Poll::Pending
-        } else {
-            self.0 = true;
-            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b"{\"id\":")))))
-        }
-    }
 }
 
 #[tokio::test(start_paused = true)]
