@@ -20,8 +20,37 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    answer(gw, req, None).await
+}
+
+/// As [`handle`], for a request off the admin listener: `standing` is told
+/// when the request carries the admin token (an operator's purge or a
+/// scrape then keeps its connection at the cap: `server::idle_evict`), and
+/// handed back with the response.
+pub async fn handle_wire<B, S: crate::service::Standing>(
+    gw: &Gateway,
+    req: Request<B>,
+    standing: S,
+) -> (Response<ResponseBody>, S)
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let resp = answer(gw, req, Some(&standing)).await;
+    (resp, standing)
+}
+
+async fn answer<B>(
+    gw: &Gateway,
+    req: Request<B>,
+    standing: Option<&dyn crate::service::Standing>,
+) -> Response<ResponseBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let rid = request_id_from_header(req.headers().get("x-request-id").map(|v| v.as_bytes()));
-    let result = route(gw, &req).await;
+    let result = route(gw, &req, standing).await;
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -41,7 +70,11 @@ where
     resp
 }
 
-async fn route<B>(gw: &Gateway, req: &Request<B>) -> Result<Response<ResponseBody>, GatewayError> {
+async fn route<B>(
+    gw: &Gateway,
+    req: &Request<B>,
+    standing: Option<&dyn crate::service::Standing>,
+) -> Result<Response<ResponseBody>, GatewayError> {
     let st = gw.state();
     // Probes (load balancers, uptime checks) often ask with HEAD: the
     // read-only endpoints answer it as GET (hyper sends no body).
@@ -91,19 +124,19 @@ async fn route<B>(gw: &Gateway, req: &Request<B>) -> Result<Response<ResponseBod
             Ok(r)
         }
         (&Method::POST, "/admin/purge") => {
-            authorize(gw, req)?;
+            authorize(gw, req, standing)?;
             purge(gw, req.uri().query().unwrap_or("")).await
         }
         (&Method::GET, path) if path.starts_with(CONTAINERS) => {
-            authorize(gw, req)?;
+            authorize(gw, req, standing)?;
             inspect::container(gw, &path[CONTAINERS.len()..])
         }
         (&Method::GET, path) if path.starts_with(KEYS) => {
-            authorize(gw, req)?;
+            authorize(gw, req, standing)?;
             inspect::key(gw, &path[KEYS.len()..])
         }
         (&Method::POST, "/admin/reload") => {
-            authorize(gw, req)?;
+            authorize(gw, req, standing)?;
             // It reads files (and the TLS roots): off the async workers.
             let g = gw.clone();
             let outcome = tokio::task::spawn_blocking(move || g.reload_config())
@@ -118,13 +151,13 @@ async fn route<B>(gw: &Gateway, req: &Request<B>) -> Result<Response<ResponseBod
             Ok(json_response(status, Bytes::from(body)))
         }
         (&Method::GET, "/admin/reload") => {
-            authorize(gw, req)?;
+            authorize(gw, req, standing)?;
             let last = gw.state().reload.last();
             let body = serde_json::json!({ "lastReload": last });
             Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
         }
         (&Method::GET, "/admin/cluster") => {
-            authorize(gw, req)?;
+            authorize(gw, req, standing)?;
             inspect::cluster(gw)
         }
         (_, path) if path.starts_with(CONTAINERS) || path.starts_with(KEYS) => Err(GatewayError::new(
@@ -143,7 +176,11 @@ const CONTAINERS: &str = "/admin/containers/";
 const KEYS: &str = "/admin/keys/";
 
 /// `Authorization: Bearer <admin token>`, compared by SHA-256 in constant time.
-fn authorize<B>(gw: &Gateway, req: &Request<B>) -> Result<(), GatewayError> {
+fn authorize<B>(
+    gw: &Gateway,
+    req: &Request<B>,
+    standing: Option<&dyn crate::service::Standing>,
+) -> Result<(), GatewayError> {
     let denied = || GatewayError::new(ErrorCode::Unauthenticated, "Missing or invalid admin token.");
     let Some(expected) = gw.state().config.admin.token_sha256.as_deref() else {
         return Err(denied());
@@ -161,6 +198,9 @@ fn authorize<B>(gw: &Gateway, req: &Request<B>) -> Result<(), GatewayError> {
         .ok_or_else(denied)?;
     let got: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
     if bool::from(got.ct_eq(&want)) {
+        if let Some(s) = standing {
+            s.credentialed();
+        }
         Ok(())
     } else {
         Err(denied())

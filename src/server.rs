@@ -153,11 +153,11 @@ pub async fn run_admin(listener: TcpListener, gateway: Gateway, shutdown: impl F
         metrics: None,
         cut: gateway.state().metrics.clone(),
     };
-    // No admin request is marked credentialed: at the cap a connection
-    // holding answers it has not read may be closed for a newcomer.
+    // Requests with the admin token are credentialed; probes (`/healthz`,
+    // `/readyz`, `/metrics` without a token) are not.
     let handler = move |req: Request<Incoming>, _peer: IpAddr, active: ActiveGuard| {
         let gw = gateway.clone();
-        async move { (admin::handle(&gw, req).await, active) }
+        async move { admin::handle_wire(&gw, req, active).await }
     };
     serve(listener, &cfg, l, handler, shutdown).await;
 }

@@ -659,7 +659,6 @@ impl Gateway {
         // later, by the fence decision, at a clock read of its own taken
         // after the admission (which may await a Redis lease).
         let now = Instant::now();
-        caller.credentialed();
         outcome.principal = Some(principal.clone());
         if let Some(scope) = outcome.routes.required_scope(route) {
             if !principal.scopes.contains(scope) {
@@ -683,6 +682,10 @@ impl Gateway {
                 return Err(e);
             }
         }
+        // Admitted: from here the request is a partner's work. A key
+        // refused for its scope or its limits gets refusals, which hold
+        // no slot at the connection cap (`server::idle_evict`).
+        caller.credentialed();
         let head = parts.method == http::Method::HEAD;
         match route {
             Route::Container(id) => {

@@ -181,6 +181,8 @@ impl ConnState {
         }
         let n = self.ended.swap(0, Ordering::AcqRel);
         if n > 0 {
+            // Idle from now, not from when hyper took the last bytes.
+            self.changed.store(stamp(self.base), Ordering::Release);
             self.unflushed.fetch_sub(n, Ordering::AcqRel);
         }
     }
@@ -200,7 +202,9 @@ impl ConnState {
     /// When the connection will have been idle for `idle`; `None` while a
     /// request is in flight.
     pub fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
-        if self.active.load(Ordering::Acquire) > 0 {
+        // A response taken by hyper but not all written yet (a steady slow
+        // reader's download) is not idleness.
+        if self.active.load(Ordering::Acquire) > 0 || self.unflushed.load(Ordering::Acquire) > 0 {
             return None;
         }
         Some(at(self.base, self.changed.load(Ordering::Acquire)) + idle)
@@ -364,11 +368,24 @@ impl<F: Future<Output = ()>> Future for Watchdog<F> {
     }
 }
 
+/// The largest piece of a body handed to an h2 stream at once (h2's own
+/// per-stream send buffer, `server.h2_max_send_buf_bytes`, by default).
+///
+/// hyper hands a body's next frame to h2 as soon as the stream has one
+/// byte of window, whole: a 4 MiB body would sit in h2's queue, its body
+/// (and the request's [`ActiveGuard`]) dropped, and the connection look
+/// idle while the client had read 16 KiB of it. In pieces, the body ends
+/// only once all but its last piece have been taken into that buffer.
+const H2_PIECE: usize = 16 * 1024;
+
 /// A response body as served: counts its request as in flight until it is
-/// dropped, and, on h2, tells the stream's watchdog about its progress.
+/// dropped, and, on h2, tells the stream's watchdog about its progress and
+/// hands its data over in pieces of at most [`H2_PIECE`].
 pub struct TrackedBody {
     inner: ResponseBody,
     clock: Option<Arc<StreamClock>>,
+    /// The rest of an h2 data frame larger than a piece.
+    rest: Option<Bytes>,
     _active: ActiveGuard,
 }
 
@@ -383,6 +400,7 @@ impl TrackedBody {
         TrackedBody {
             inner,
             clock,
+            rest: None,
             _active: active,
         }
     }
@@ -396,22 +414,47 @@ impl Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if let (Poll::Ready(r), Some(c)) = (&r, &self.clock) {
-            match r {
-                Some(Ok(_)) => c.touch(),
-                _ => c.finish(),
+        let this = &mut *self;
+        let r = match this.rest.take() {
+            Some(rest) => Poll::Ready(Some(Ok(Frame::data(rest)))),
+            None => Pin::new(&mut this.inner).poll_frame(cx),
+        };
+        let Some(c) = &this.clock else { return r };
+        match r {
+            Poll::Ready(Some(Ok(frame))) => {
+                c.touch();
+                match frame.into_data() {
+                    Ok(mut data) if data.len() > H2_PIECE => {
+                        this.rest = Some(data.split_off(H2_PIECE));
+                        Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
+                    Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Err(frame) => Poll::Ready(Some(Ok(frame))),
+                }
             }
+            Poll::Ready(other) => {
+                c.finish();
+                Poll::Ready(other)
+            }
+            Poll::Pending => Poll::Pending,
         }
-        r
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let mut hint = self.inner.size_hint();
+        if let Some(rest) = &self.rest {
+            let n = rest.len() as u64;
+            // The upper bound first: a lower one above it panics.
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper + n);
+            }
+            hint.set_lower(hint.lower() + n);
+        }
+        hint
     }
 }
 
@@ -420,5 +463,37 @@ impl Drop for TrackedBody {
         if let Some(c) = &self.clock {
             c.finish();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn an_h2_body_is_handed_over_in_pieces_and_arrives_whole() {
+        let data: Vec<u8> = (0..(2 * H2_PIECE + 5000)).map(|i| (i % 251) as u8).collect();
+        let body = ResponseBody::full(Bytes::from(data.clone()));
+        let conn = ConnState::new();
+        let clock = Arc::new(StreamClock::new());
+        let (sizes, whole, hint) = STREAM
+            .scope(clock, async {
+                let mut b = TrackedBody::new(body, conn.begin(http::Version::HTTP_2));
+                let hint = b.size_hint().exact();
+                let (mut sizes, mut whole) = (Vec::new(), Vec::new());
+                while let Some(frame) = b.frame().await {
+                    let d = frame.unwrap().into_data().unwrap();
+                    sizes.push(d.len());
+                    whole.extend_from_slice(&d);
+                    assert_eq!(conn.holds(), Holds::Unchecked, "in flight until the last piece");
+                }
+                assert!(b.is_end_stream());
+                (sizes, whole, hint)
+            })
+            .await;
+        assert_eq!(sizes, vec![H2_PIECE, H2_PIECE, 5000]);
+        assert_eq!(whole, data);
+        assert_eq!(hint, Some(data.len() as u64));
     }
 }
