@@ -186,3 +186,43 @@ async fn a_keyless_connection_outside_the_sample_still_makes_room() {
          (status, evicted_keyless) per attempt: {results:?}"
     );
 }
+
+/// The source of the whoami attack above: joining a call in flight was
+/// free. One client now has at most 16 requests waiting on whoami calls;
+/// past that its requests are refused (429) at once, answered refusals
+/// that hold no slot.
+#[tokio::test]
+async fn one_client_waits_on_whoami_with_at_most_sixteen_requests() {
+    let origin = Arc::new(Scripted::default());
+    let gate = Arc::new(tokio::sync::Notify::new());
+    origin.set(
+        Method::GET,
+        "/v1/whoami",
+        Answer::Held(
+            gate.clone(),
+            Box::new(Answer::Json(401, json!({"error": {"code": "UNAUTHENTICATED"}}))),
+        ),
+    );
+    let app = scripted_app(origin.clone(), "", "", "[auth]\nsource = \"both\"\n").await;
+    let random = format!("lp_test_ZZRND00000000029_{}", "q".repeat(43));
+    let mut conns = Vec::new();
+    for _ in 0..20 {
+        let mut s = connect_from("127.0.0.1", app.addr).await;
+        let head = format!(
+            "GET /v1/projects/p1 HTTP/1.1\r\nhost: gw\r\nx-api-key: {random}\r\nconnection: close\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        conns.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gate.notify_waiters();
+    let mut statuses = Vec::new();
+    for s in conns.iter_mut() {
+        statuses.push(read_status(s).await);
+    }
+    app.stop().await;
+    statuses.sort();
+    let throttled = statuses.iter().filter(|s| **s == Some(429)).count();
+    let refused = statuses.iter().filter(|s| **s == Some(401)).count();
+    assert_eq!((throttled, refused), (4, 16), "{statuses:?}");
+}

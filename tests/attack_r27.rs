@@ -10,7 +10,6 @@ mod support;
 use bytes::Bytes;
 use http::Method;
 use serde_json::json;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use support::keyless::*;
@@ -18,20 +17,6 @@ use support::loopback_app::connect_from;
 use support::scripted::{Answer, Scripted};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A key no keys file holds: checked with the origin's whoami.
-fn origin_key(tag: &str) -> String {
-    format!("lp_test_{tag:0<16}_{}", "q".repeat(43))
-}
-
-/// Sends a GET of `path` with `key` on a fresh HTTP/1 connection from
-/// `from` and leaves the answer unread.
-async fn send_get(from: &str, addr: SocketAddr, path: &str, key: &str) -> tokio::net::TcpStream {
-    let mut s = connect_from(from, addr).await;
-    let head = format!("GET {path} HTTP/1.1\r\nhost: gw\r\nx-api-key: {key}\r\nconnection: close\r\n\r\n");
-    s.write_all(head.as_bytes()).await.unwrap();
-    s
-}
 
 /// DEFECT: a connection counts as idle (the FIRST choice at the cap) as
 /// soon as its last response body has been handed to hyper, not once its

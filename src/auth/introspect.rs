@@ -183,6 +183,12 @@ impl Introspector {
         peer: Option<IpAddr>,
         known: Option<Arc<Principal>>,
     ) -> Outcome {
+        // A known key is answered now; others wait, a bounded number per
+        // client (`lookup_limit.rs`).
+        let _waiting = match known {
+            None => self.inner.limit.wait(peer).map_err(refused)?,
+            Some(_) => None,
+        };
         let mut rx = {
             let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
             match flights.get(&hash) {

@@ -13,6 +13,13 @@
 //! - all clients together: `lookups_per_sec` -> 503 with `Retry-After`;
 //! - calls in flight: `max_inflight`, never queued -> 503 at once.
 //!
+//! And one on waiting: joining a call in flight is free, so one made-up key
+//! sent on many connections would hold them all for as long as the call
+//! takes (each a request still being checked, which a newcomer at the
+//! connection cap closes only last: `server::idle_evict`). So one client
+//! has at most [`MAX_WAITERS_PER_PEER`] requests waiting on whoami calls at
+//! once, joined or started -> 429 past it.
+//!
 //! Refreshing a key whose principal is cached is not a new call: it has
 //! `max_inflight` slots of its own and no rate budget ([`LookupLimit::admit_refresh`]).
 //!
@@ -31,6 +38,8 @@ use tokio::time::Instant;
 const MAX_PEERS: u64 = 100_000;
 /// A peer's bucket is forgotten after this long unused (it is full again by then).
 const PEER_IDLE: Duration = Duration::from_secs(60);
+/// Requests of one client (an IPv6 /64) waiting on whoami calls at once.
+pub const MAX_WAITERS_PER_PEER: usize = 16;
 
 /// Why a lookup was not started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +90,27 @@ pub struct LookupLimit {
     peers: moka::sync::Cache<PeerKey, Arc<Mutex<Bucket>>>,
     peer_rate: f64,
     peer_burst: f64,
+    /// Requests waiting on whoami calls, per client; an entry only while
+    /// it has one, so at most one per request in flight.
+    waiters: Mutex<std::collections::HashMap<PeerKey, usize>>,
+}
+
+/// One request waiting on a whoami call; given back on drop.
+pub struct Waiting<'a> {
+    limit: &'a LookupLimit,
+    peer: PeerKey,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut w = self.limit.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = w.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&self.peer);
+            }
+        }
+    }
 }
 
 /// Whole seconds to wait, at least 1.
@@ -103,7 +133,24 @@ impl LookupLimit {
                 .build(),
             peer_rate: s.lookups_per_peer_per_sec as f64,
             peer_burst: s.peer_burst as f64,
+            waiters: Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// Lets a request from `peer` wait on a whoami call (joined or
+    /// started), at most [`MAX_WAITERS_PER_PEER`] per client at once.
+    /// `None` for a request built in-process: nothing to hold.
+    pub fn wait(&self, peer: Option<IpAddr>) -> Result<Option<Waiting<'_>>, LookupRefusal> {
+        let Some(peer) = peer.map(PeerKey::of) else {
+            return Ok(None);
+        };
+        let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let n = w.entry(peer).or_insert(0);
+        if *n >= MAX_WAITERS_PER_PEER {
+            return Err(LookupRefusal::PeerRate { retry_after_secs: 1 });
+        }
+        *n += 1;
+        Ok(Some(Waiting { limit: self, peer }))
     }
 
     /// Admits one whoami call: the returned permit is held until the call
@@ -214,5 +261,19 @@ mod tests {
         drop((p2, p3));
         let _p4 = l.admit(None).unwrap();
         assert!(matches!(l.admit(None), Err(LookupRefusal::GlobalRate { .. })));
+    }
+
+    #[tokio::test]
+    async fn one_client_waits_on_at_most_sixteen_whoami_calls_and_others_still_may() {
+        let l = limit(5, 20, 200, 32);
+        let held: Vec<_> = (0..MAX_WAITERS_PER_PEER)
+            .map(|_| l.wait(Some(A)).unwrap())
+            .collect();
+        assert!(matches!(l.wait(Some(A)), Err(LookupRefusal::PeerRate { .. })));
+        assert!(l.wait(Some(B)).unwrap().is_some(), "another client");
+        assert!(l.wait(None).unwrap().is_none(), "in-process: nothing held");
+        drop(held);
+        assert!(l.wait(Some(A)).is_ok());
+        assert!(l.waiters.lock().unwrap().is_empty(), "no entry once none waits");
     }
 }

@@ -45,8 +45,9 @@
 //! [`FULL_SEARCH_EVERY`] (a search costs about 0.2 to 0.4 ms at 4096
 //! connections): in between, a connect flood at the cap costs a sample per
 //! accept, and a newcomer whose sample holds no idle connection or
-//! refusals is refused (an unchecked connection goes only on the whole
-//! table's count).
+//! refusals takes the next unchecked connection of the last search's
+//! ranking (still open, still unchecked); it is refused only when that
+//! ranking is used up.
 
 use super::watchdog::{ConnState, Holds};
 use crate::peer::PeerKey;
@@ -95,6 +96,12 @@ struct Table {
     /// only until then: a connect flood at the cap costs a sample per
     /// accept, and the table at most once per [`FULL_SEARCH_EVERY`].
     sample_only_until: Option<Instant>,
+    /// The last whole-table search's unchecked connections, the next to go
+    /// last (see [`ranked_unchecked`]): until the next search, a newcomer
+    /// whose sample holds no idle connection or refusals takes the next of
+    /// them that is still open and still unchecked, so a client connecting
+    /// again and again cannot keep partners out through the wait.
+    ranking: Vec<(usize, Option<PeerKey>)>,
 }
 
 /// How long searches stay within the sample after a fruitless full one.
@@ -183,8 +190,11 @@ impl OpenConns {
             Some((_, key)) => Some((Evicted::Keyless, key)),
             // Only on the count over the whole table: from a sample, a
             // partner's single check could go before an attacker's many.
-            None if searched_all => most_from_one_address(&unchecked).map(|key| (Evicted::Unchecked, key)),
-            None => None,
+            None if searched_all => {
+                guard.ranking = ranked_unchecked(&unchecked);
+                guard.ranking.pop().map(|(key, _)| (Evicted::Unchecked, key))
+            }
+            None => next_ranked(&mut guard).map(|key| (Evicted::Unchecked, key)),
         };
         if searched_all && seen > SAMPLE {
             guard.sample_only_until = Some(now + FULL_SEARCH_EVERY);
@@ -200,17 +210,32 @@ impl OpenConns {
     }
 }
 
-/// Of connections holding unchecked requests, one from the address with
-/// the most of them, the longest unchanged among those.
-fn most_from_one_address(unchecked: &[(Option<PeerKey>, Instant, usize)]) -> Option<usize> {
+/// Connections holding unchecked requests, the first to go last: from the
+/// address with the most of them first, the longest unchanged first among
+/// those.
+fn ranked_unchecked(unchecked: &[(Option<PeerKey>, Instant, usize)]) -> Vec<(usize, Option<PeerKey>)> {
     let mut count: std::collections::HashMap<Option<PeerKey>, usize> = std::collections::HashMap::new();
     for (peer, _, _) in unchecked {
         *count.entry(*peer).or_default() += 1;
     }
-    unchecked
-        .iter()
-        .min_by_key(|(peer, since, _)| (std::cmp::Reverse(count[peer]), *since))
-        .map(|(_, _, key)| *key)
+    let mut ranked: Vec<_> = unchecked.to_vec();
+    ranked.sort_by_key(|(peer, since, _)| (count[peer], std::cmp::Reverse(*since)));
+    ranked.into_iter().map(|(peer, _, key)| (key, peer)).collect()
+}
+
+/// The next connection of the last search's ranking that is still open,
+/// still the same client's and still unchecked.
+fn next_ranked(table: &mut Table) -> Option<usize> {
+    while let Some((key, peer)) = table.ranking.pop() {
+        let same = table
+            .conns
+            .get(key)
+            .is_some_and(|c| c.state.peer() == peer && c.state.holds() == Holds::Unchecked);
+        if same {
+            return Some(key);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -427,6 +452,39 @@ mod tests {
         assert_eq!(keyless.holds(), Holds::Refusals, "a refusal still being written");
         keyless.flushed();
         assert!(matches!(keyless.holds(), Holds::Nothing(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn between_searches_the_last_ranking_of_unchecked_connections_is_used() {
+        let conns = OpenConns::new();
+        let mut held = Vec::new();
+        for _ in 0..(2 * SAMPLE) {
+            let c = ConnState::new();
+            let g = c.begin(http::Version::HTTP_2);
+            g.credentialed();
+            held.push((conns.register(c, Arc::new(Notify::new())), g));
+        }
+        let ip = "198.51.100.7".parse::<std::net::IpAddr>().unwrap();
+        let mut unchecked = Vec::new();
+        for _ in 0..3 {
+            let c = ConnState::for_peer(ip);
+            let g = c.begin(http::Version::HTTP_11);
+            let n = Arc::new(Notify::new());
+            unchecked.push((conns.register(c, n.clone()), g, n));
+        }
+        // One search of the table, then two newcomers within the moment:
+        // each takes the next of the ranking, none is refused.
+        for _ in 0..3 {
+            assert_eq!(conns.evict_one(), Some(Evicted::Unchecked));
+            let mut gone = None;
+            for (i, (_, _, n)) in unchecked.iter().enumerate() {
+                if told(n).await {
+                    gone = Some(i);
+                }
+            }
+            unchecked.remove(gone.expect("an unchecked connection was told"));
+        }
+        assert_eq!(conns.evict_one(), None, "the ranking is used up");
     }
 
     #[test]

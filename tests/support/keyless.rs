@@ -150,3 +150,17 @@ pub fn cut(app: &App, reason: &str) -> u64 {
         .with_label_values(&[reason])
         .get()
 }
+
+/// A key no keys file holds: checked with the origin's whoami.
+pub fn origin_key(tag: &str) -> String {
+    format!("lp_test_{tag:0<16}_{}", "q".repeat(43))
+}
+
+/// Sends a GET of `path` with `key` on a fresh HTTP/1 connection from
+/// `from` and leaves the answer unread.
+pub async fn send_get(from: &str, addr: SocketAddr, path: &str, key: &str) -> tokio::net::TcpStream {
+    let mut s = connect_from(from, addr).await;
+    let head = format!("GET {path} HTTP/1.1\r\nhost: gw\r\nx-api-key: {key}\r\nconnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    s
+}
