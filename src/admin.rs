@@ -24,8 +24,8 @@ where
 }
 
 /// As [`handle`], for a request off the admin listener: `standing` is told
-/// when the request carries the admin token (an operator's purge or a
-/// scrape then keeps its connection at the cap: `server::idle_evict`), and
+/// when the request carries the admin token (an operator's purge or
+/// reload then keeps its connection at the cap: `server::idle_evict`), and
 /// handed back with the response.
 pub async fn handle_wire<B, S: crate::service::Standing>(
     gw: &Gateway,

@@ -369,8 +369,13 @@ where
                     }
                 }
                 _ = close.notified() => {
-                    // Evicted at the cap (counted there): idle, or busy with
-                    // nothing but refusals of a client without credentials.
+                    // Evicted at the cap (counted there): idle, refusals or
+                    // unchecked requests only. Judged under the table's
+                    // lock; a check that has passed since keeps it (the
+                    // newcomer then waits for a slot and is shed).
+                    if state.holds() == watchdog::Holds::Credentials {
+                        continue;
+                    }
                     return;
                 }
                 changed = phase.changed() => {

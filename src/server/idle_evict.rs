@@ -96,15 +96,18 @@ struct Table {
     /// only until then: a connect flood at the cap costs a sample per
     /// accept, and the table at most once per [`FULL_SEARCH_EVERY`].
     sample_only_until: Option<Instant>,
-    /// The last whole-table search's unchecked connections, the next to go
-    /// last (see [`ranked_unchecked`]): until the next search, a newcomer
-    /// whose sample holds no idle connection or refusals takes the next of
-    /// them that is still open and still unchecked, so a client connecting
-    /// again and again cannot keep partners out through the wait.
+    /// The last whole-table search's unchecked connections from addresses
+    /// that held more than one, the next to go last (see
+    /// [`ranked_unchecked`]): until the next search, a newcomer whose
+    /// sample holds no idle connection or refusals takes the next of them
+    /// that is still open, the same client's and still unchecked, so a
+    /// client connecting again and again cannot keep partners out through
+    /// the wait. An address with a single unchecked connection (a partner
+    /// whose key is being checked) goes only on a search's own count.
     ranking: Vec<(usize, Option<PeerKey>)>,
 }
 
-/// How long searches stay within the sample after a fruitless full one.
+/// How long searches stay within the sample after a search of the whole table.
 pub const FULL_SEARCH_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 struct Tracked {
@@ -191,11 +194,17 @@ impl OpenConns {
             // Only on the count over the whole table: from a sample, a
             // partner's single check could go before an attacker's many.
             None if searched_all => {
-                guard.ranking = ranked_unchecked(&unchecked);
-                guard.ranking.pop().map(|(key, _)| (Evicted::Unchecked, key))
+                let (first, rest) = ranked_unchecked(&unchecked);
+                guard.ranking = rest;
+                first.map(|key| (Evicted::Unchecked, key))
             }
             None => next_ranked(&mut guard).map(|key| (Evicted::Unchecked, key)),
         };
+        if searched_all && best.is_some() {
+            // A ranking kept from an earlier search is stale now.
+            let (_, rest) = ranked_unchecked(&unchecked);
+            guard.ranking = rest;
+        }
         if searched_all && seen > SAMPLE {
             guard.sample_only_until = Some(now + FULL_SEARCH_EVERY);
         }
@@ -210,17 +219,26 @@ impl OpenConns {
     }
 }
 
-/// Connections holding unchecked requests, the first to go last: from the
-/// address with the most of them first, the longest unchanged first among
-/// those.
-fn ranked_unchecked(unchecked: &[(Option<PeerKey>, Instant, usize)]) -> Vec<(usize, Option<PeerKey>)> {
+/// Of connections holding unchecked requests, the one to go now (from the
+/// address with the most of them, the longest unchanged among those), and
+/// those that may go before the next search, the first to go last: the
+/// rest of those from addresses with more than one.
+fn ranked_unchecked(
+    unchecked: &[(Option<PeerKey>, Instant, usize)],
+) -> (Option<usize>, Vec<(usize, Option<PeerKey>)>) {
     let mut count: std::collections::HashMap<Option<PeerKey>, usize> = std::collections::HashMap::new();
     for (peer, _, _) in unchecked {
         *count.entry(*peer).or_default() += 1;
     }
     let mut ranked: Vec<_> = unchecked.to_vec();
     ranked.sort_by_key(|(peer, since, _)| (count[peer], std::cmp::Reverse(*since)));
-    ranked.into_iter().map(|(peer, _, key)| (key, peer)).collect()
+    let first = ranked.pop().map(|(_, _, key)| key);
+    let rest = ranked
+        .into_iter()
+        .filter(|(peer, _, _)| count[peer] > 1)
+        .map(|(peer, _, key)| (key, peer))
+        .collect();
+    (first, rest)
 }
 
 /// The next connection of the last search's ranking that is still open,

@@ -130,9 +130,6 @@ impl Gateway {
                 ));
             }
         }
-        // A new event, signed: its sender is the origin. (Not a duplicate:
-        // a delivery captured and replayed from elsewhere verifies too.)
-        st.webhook_reads.verified(caller.peer);
         let span = trace.child(crate::telemetry::span::INVALIDATION);
         let (_, published) = self.accept_invalidation_in(&inv, span).await;
         if let Err(e) = published {
@@ -149,6 +146,10 @@ impl Gateway {
         }
         if let Some(id) = &inv.event_id {
             st.dedupe.mark(id);
+            // A new event, signed and applied: its sender is the origin.
+            // (Only one with an id: a delivery captured and replayed from
+            // elsewhere verifies too, and is caught as a duplicate.)
+            st.webhook_reads.verified(caller.peer);
         }
         Ok(json_response(
             StatusCode::OK,
