@@ -210,17 +210,14 @@ async fn serve<H, F>(
             None => None,
             Some(share) => match slots.clone().try_acquire_owned() {
                 Ok(global) => Some((global, share)),
-                // At the cap: an idle connection (or a busy one that never
-                // presented credentials) makes room.
+                // At the cap: a connection closes to make room, in the
+                // order `idle_evict` states (and counts its own cut).
                 Err(_) => match conns.evict_one() {
-                    Some(evicted) => {
-                        l.cut.connections_cut.with_label_values(&[evicted.reason()]).inc();
-                        tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
-                            .await
-                            .ok()
-                            .and_then(Result::ok)
-                            .map(|global| (global, share))
-                    }
+                    Some(_) => tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .map(|global| (global, share)),
                     None => None,
                 },
             },
@@ -369,13 +366,15 @@ where
                     }
                 }
                 _ = close.notified() => {
-                    // Evicted at the cap (counted there): idle, refusals or
-                    // unchecked requests only. Judged under the table's
-                    // lock; a check that has passed since keeps it (the
-                    // newcomer then waits for a slot and is shed).
-                    if state.holds() == watchdog::Holds::Credentials {
+                    // Evicted at the cap: idle, refusals or unchecked
+                    // requests only, chosen under the table's lock. Counted
+                    // as what it holds now; a check that has passed since
+                    // keeps it open, uncounted (the newcomer then waits
+                    // for a slot and is shed).
+                    let Some(kind) = idle_evict::Evicted::judged(state.holds()) else {
                         continue;
-                    }
+                    };
+                    metrics.connections_cut.with_label_values(&[kind.reason()]).inc();
                     return;
                 }
                 changed = phase.changed() => {

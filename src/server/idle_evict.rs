@@ -71,6 +71,18 @@ pub enum Evicted {
 }
 
 impl Evicted {
+    /// What a connection told to close is now, judged again when it
+    /// closes: `None` if a request on it was admitted since it was chosen
+    /// (it then stays open).
+    pub fn judged(holds: Holds) -> Option<Evicted> {
+        match holds {
+            Holds::Nothing(_) => Some(Evicted::Idle),
+            Holds::Refusals => Some(Evicted::Keyless),
+            Holds::Unchecked => Some(Evicted::Unchecked),
+            Holds::Credentials => None,
+        }
+    }
+
     /// The `reason` of `connections_cut_total`.
     pub fn reason(self) -> &'static str {
         match self {
