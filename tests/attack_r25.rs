@@ -11,11 +11,9 @@ use http_body_util::Full;
 use layers_gateway::auth::KeyStore;
 use serde_json::json;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use support::keyless::*;
 use support::loopback_app::{connect_from, get_from, start};
-use support::scripted::{Answer, Scripted};
 use support::*;
 use tokio::io::AsyncWriteExt;
 
@@ -29,19 +27,7 @@ use tokio::io::AsyncWriteExt;
 /// dies unanswered. Same for a JWT whose kid is new (JWKS fetch in flight).
 #[tokio::test]
 async fn a_partners_request_waiting_on_key_introspection_is_not_closed_for_a_keyless_newcomer() {
-    let origin = Arc::new(Scripted::default());
-    let gate = Arc::new(tokio::sync::Notify::new());
-    let whoami = json!({"organizationId": "org_a", "scopes": ["*"], "apiKeyId": "k1"});
-    origin.set(
-        Method::GET,
-        "/v1/whoami",
-        Answer::Held(gate.clone(), Box::new(Answer::Json(200, whoami))),
-    );
-    origin.set(
-        Method::GET,
-        "/v1/projects/p1",
-        Answer::Json(200, json!({"id": "p1"})),
-    );
+    let (origin, gate) = held_whoami();
     let app = scripted_app(
         origin.clone(),
         "max_connections = 4",

@@ -9,7 +9,6 @@ mod support;
 
 use bytes::Bytes;
 use http::Method;
-use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use support::keyless::*;
@@ -91,19 +90,7 @@ async fn a_partners_response_still_being_written_is_not_evicted_as_idle() {
 /// loses its request only when nothing else may go.
 #[tokio::test]
 async fn a_partners_check_is_not_cut_while_an_idle_connection_is_open_outside_the_sample() {
-    let origin = Arc::new(Scripted::default());
-    let gate = Arc::new(tokio::sync::Notify::new());
-    let whoami = json!({"organizationId": "org_a", "scopes": ["*"], "apiKeyId": "k1"});
-    origin.set(
-        Method::GET,
-        "/v1/whoami",
-        Answer::Held(gate.clone(), Box::new(Answer::Json(200, whoami))),
-    );
-    origin.set(
-        Method::GET,
-        "/v1/projects/p1",
-        Answer::Json(200, json!({"id": "p1"})),
-    );
+    let (origin, gate) = held_whoami();
     let app = scripted_app(
         origin.clone(),
         "max_connections = 64\nheader_read_timeout_ms = 30000",
@@ -161,19 +148,7 @@ async fn a_partners_check_is_not_cut_while_an_idle_connection_is_open_outside_th
 /// other.
 #[tokio::test]
 async fn past_the_sample_the_address_with_the_most_unchecked_goes_not_the_first_found() {
-    let origin = Arc::new(Scripted::default());
-    let gate = Arc::new(tokio::sync::Notify::new());
-    let whoami = json!({"organizationId": "org_a", "scopes": ["*"], "apiKeyId": "k1"});
-    origin.set(
-        Method::GET,
-        "/v1/whoami",
-        Answer::Held(gate.clone(), Box::new(Answer::Json(200, whoami))),
-    );
-    origin.set(
-        Method::GET,
-        "/v1/projects/p1",
-        Answer::Json(200, json!({"id": "p1"})),
-    );
+    let (origin, gate) = held_whoami();
     let app = scripted_app(
         origin.clone(),
         "max_connections = 64\nresponse_write_timeout_ms = 30000\nheader_read_timeout_ms = 30000",

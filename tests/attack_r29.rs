@@ -5,12 +5,9 @@
 
 mod support;
 
-use http::Method;
-use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use support::keyless::*;
-use support::scripted::{Answer, Scripted};
 use support::*;
 
 /// DEFECT: the round-28 backoff now starts after EVERY search of the whole
@@ -28,19 +25,7 @@ use support::*;
 /// took one of the attacker's slots.
 #[tokio::test]
 async fn an_attackers_own_connects_do_not_keep_partners_out_through_the_search_backoff() {
-    let origin = Arc::new(Scripted::default());
-    let gate = Arc::new(tokio::sync::Notify::new());
-    let whoami = json!({"organizationId": "org_a", "scopes": ["*"], "apiKeyId": "k1"});
-    origin.set(
-        Method::GET,
-        "/v1/whoami",
-        Answer::Held(gate.clone(), Box::new(Answer::Json(200, whoami))),
-    );
-    origin.set(
-        Method::GET,
-        "/v1/projects/p1",
-        Answer::Json(200, json!({"id": "p1"})),
-    );
+    let (origin, gate) = held_whoami();
     let app = scripted_app(
         origin.clone(),
         "max_connections = 40\nresponse_write_timeout_ms = 30000\nheader_read_timeout_ms = 30000",

@@ -4,10 +4,10 @@
 //! that stall, and a gateway in front of a scripted origin.
 
 use super::loopback_app::connect_from;
-use super::scripted::{Scripted, ScriptedUpstream};
+use super::scripted::{Answer, Scripted, ScriptedUpstream};
 use super::{demo_keys, WEBHOOK_SECRET};
 use bytes::Bytes;
-use http::Request;
+use http::{Method, Request};
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use layers_gateway::app::App;
@@ -18,6 +18,27 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An origin whose `/v1/whoami` vouches for any key (organization
+/// `org_a`, every scope) only once `gate` is notified, and whose
+/// `/v1/projects/p1` answers at once: a partner's request then waits in
+/// the service on its key's check for as long as the test likes.
+pub fn held_whoami() -> (Arc<Scripted>, Arc<tokio::sync::Notify>) {
+    let origin = Arc::new(Scripted::default());
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let whoami = serde_json::json!({"organizationId": "org_a", "scopes": ["*"], "apiKeyId": "k1"});
+    origin.set(
+        Method::GET,
+        "/v1/whoami",
+        Answer::Held(gate.clone(), Box::new(Answer::Json(200, whoami))),
+    );
+    origin.set(
+        Method::GET,
+        "/v1/projects/p1",
+        Answer::Json(200, serde_json::json!({"id": "p1"})),
+    );
+    (origin, gate)
+}
 
 /// A content path of org_demo_a (the admin and reader keys' organization).
 pub fn partner_path(sim: &layers_gateway::demo::Simulator) -> String {
