@@ -22,11 +22,10 @@
 //!
 //! Callers never re-implement a part of this; they act on the [`Verdict`].
 
-use super::entry::{self, CachedContainer};
+use super::entry::{self, json, CachedContainer};
 use super::ContentCache;
 use crate::ids::ContainerId;
 use bytes::Bytes;
-use serde_json::Value;
 use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
@@ -246,7 +245,12 @@ impl ContentCache {
         if asset.is_some_and(not_current) {
             return OriginVerdict::AssetUnproven;
         }
-        let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
+        // Only the members judged here are parsed (`entry::json`): any
+        // other legal JSON passes, and a body with assets left out is the
+        // origin's bytes less those asset objects.
+        let text = std::str::from_utf8(body).ok();
+        let names = ["updatedAt", "assets", "assetId"];
+        let Some(obj) = text.and_then(|t| json::members(t, names).ok().flatten()) else {
             // An asset was checked by id above; a container body the
             // gateway cannot read might list revoked assets.
             return if asset.is_some() {
@@ -255,10 +259,10 @@ impl ContentCache {
                 OriginVerdict::Unreadable
             };
         };
-        let updated = obj
-            .get("updatedAt")
-            .and_then(Value::as_str)
-            .and_then(super::time::parse_rfc3339_millis);
+        let [updated, assets, named] = obj.values;
+        let updated = updated
+            .and_then(json::string)
+            .and_then(|t| super::time::parse_rfc3339_millis(&t));
         // A container body dated older than a change that revoked assets:
         // the ids that change did not name as current are left out below.
         let behind: Option<std::sync::Arc<[Box<str>]>> = match (st.floor(now), updated) {
@@ -266,34 +270,30 @@ impl ContentCache {
             _ => None,
         };
         if asset.is_some() {
-            let named = obj.get("assetId").and_then(Value::as_str);
-            if named.is_some_and(|a| st.is_revoked(a, now)) {
+            let named = named.and_then(json::string);
+            if named.as_deref().is_some_and(|a| st.is_revoked(a, now)) {
                 return OriginVerdict::AssetRevoked;
             }
-            if named.is_some_and(not_current) {
+            if named.as_deref().is_some_and(not_current) {
                 return OriginVerdict::AssetUnproven;
             }
             return OriginVerdict::Pass;
         }
-        let Some(Value::Array(items)) = obj.get_mut("assets") else {
-            return match obj.get("assets") {
-                None => OriginVerdict::Pass,
-                Some(_) => OriginVerdict::Unreadable,
-            };
+        let Some(assets) = assets else {
+            return OriginVerdict::Pass;
         };
-        let before = items.len();
+        // A repeated member could show a client a list not judged here.
+        let (Some(text), Some(items), false) = (text, json::elements(assets), obj.repeated) else {
+            return OriginVerdict::Unreadable;
+        };
         let old = |a: &str| behind.as_ref().is_some_and(|cur| !cur.iter().any(|c| **c == *a));
-        items.retain(|a| {
-            !a.get("assetId")
-                .and_then(Value::as_str)
-                .is_some_and(|a| st.is_revoked(a, now) || old(a))
-        });
-        if items.len() != before {
-            if let Ok(v) = serde_json::to_vec(&Value::Object(obj)) {
-                *body = Bytes::from(v);
-            } else {
-                return OriginVerdict::Gone;
-            }
+        let remove: Vec<bool> = items
+            .iter()
+            .map(|a| asset_id_of(a).is_some_and(|a| st.is_revoked(&a, now) || old(&a)))
+            .collect();
+        if remove.contains(&true) {
+            let spans: Vec<_> = items.iter().map(|a| json::span_in(text, a)).collect();
+            *body = Bytes::from(json::remove_elements(text, &spans, &remove).0);
         }
         OriginVerdict::Pass
     }
@@ -329,19 +329,23 @@ impl ContentCache {
         {
             return OriginVerdict::Pass;
         }
-        let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(container) else {
+        let obj = std::str::from_utf8(container)
+            .ok()
+            .and_then(|t| json::members(t, ["updatedAt", "assets"]).ok().flatten());
+        let Some(json::Members {
+            values: [updated, assets],
+            ..
+        }) = obj
+        else {
             return OriginVerdict::AssetRevoked;
         };
-        let newer = obj
-            .get("updatedAt")
-            .and_then(Value::as_str)
-            .and_then(super::time::parse_rfc3339_millis)
+        let newer = updated
+            .and_then(json::string)
+            .and_then(|t| super::time::parse_rfc3339_millis(&t))
             .is_some_and(|at| floor.revoked_at.is_some_and(|r| at >= r));
-        let listed = obj.get("assets").and_then(Value::as_array).is_some_and(|items| {
-            items
-                .iter()
-                .any(|a| a.get("assetId").and_then(Value::as_str) == Some(asset))
-        });
+        let listed = assets
+            .and_then(json::elements)
+            .is_some_and(|items| items.iter().any(|a| asset_id_of(a).as_deref() == Some(asset)));
         if newer && listed {
             OriginVerdict::Pass
         } else {
@@ -350,15 +354,17 @@ impl ContentCache {
     }
 }
 
+/// The `assetId` of an element of a container's `assets`, when it is an
+/// object with a string one.
+fn asset_id_of(item: json::Raw<'_>) -> Option<std::borrow::Cow<'_, str>> {
+    let [id] = json::object_members(item, ["assetId"])?.values;
+    id.and_then(json::string)
+}
+
 /// A container body's `updatedAt` (unix ms), read without parsing the rest.
 fn updated_at_of(body: &[u8]) -> Option<i64> {
-    #[derive(serde::Deserialize)]
-    struct Stamp {
-        #[serde(rename = "updatedAt")]
-        updated_at: Option<String>,
-    }
-    serde_json::from_slice::<Stamp>(body)
-        .ok()
-        .and_then(|s| s.updated_at)
+    let text = std::str::from_utf8(body).ok()?;
+    let [at] = json::members(text, ["updatedAt"]).ok()??.values;
+    at.and_then(json::string)
         .and_then(|t| super::time::parse_rfc3339_millis(&t))
 }

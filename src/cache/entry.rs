@@ -13,9 +13,10 @@ use super::time::parse_rfc3339_millis;
 use crate::ids::ContainerId;
 use bytes::Bytes;
 use http::header::HeaderValue;
-use serde_json::{Map, Value};
 use std::sync::Arc;
 use tokio::time::Instant;
+
+pub mod json;
 
 /// One container as served to one organization.
 pub struct CachedContainer {
@@ -184,72 +185,98 @@ pub struct Rendered {
 /// container: an object whose `id` is `expected` (either id form) with an
 /// `assets` array of objects that each carry an `assetId`. Such a body is
 /// answered 502 and never cached.
+///
+/// Only the members checked here are parsed ([`json`]): any other legal
+/// JSON passes untouched, and a body with revoked assets left out is the
+/// origin's bytes less those asset objects.
 pub fn render(
     origin_body: &Bytes,
     expected: ContainerId,
     is_revoked: impl Fn(&str) -> bool,
 ) -> Result<Rendered, String> {
-    let mut container: Map<String, Value> = match serde_json::from_slice(origin_body) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return Err("container body is not a JSON object".into()),
+    let text = std::str::from_utf8(origin_body).map_err(|e| format!("container body is not JSON: {e}"))?;
+    let container = match json::members(text, ["id", "updatedAt", "expiresAt", "assets"]) {
+        Ok(Some(m)) => m,
+        Ok(None) => return Err("container body is not a JSON object".into()),
         Err(e) => return Err(format!("container body is not JSON: {e}")),
     };
-    let container_id = container.get("id").cloned().unwrap_or(Value::Null);
-    match container_id.as_str().and_then(ContainerId::parse) {
+    // The bytes are served as they are: a member the gateway checks must
+    // mean the same to every client, whichever occurrence it reads.
+    if container.repeated {
+        return Err("container body repeats a member".into());
+    }
+    let [id, updated_at, expires_at, assets] = container.values;
+    let container_id = id.and_then(json::string);
+    match container_id.as_deref().and_then(ContainerId::parse) {
         Some(id) if id == expected => {}
         Some(_) => return Err("container body is another container".into()),
         None => return Err("container body has no valid id".into()),
     }
-    let updated_at = container
-        .get("updatedAt")
-        .and_then(Value::as_str)
-        .and_then(parse_rfc3339_millis);
+    let updated_at = updated_at
+        .and_then(json::string)
+        .and_then(|t| parse_rfc3339_millis(&t));
     let mut earliest: Option<i64> = None;
-    let mut note_expiry = |v: Option<&Value>| {
+    // Present but not a readable date (`null` included): already expired.
+    let mut note_expiry = |v: Option<json::Raw<'_>>| {
         if let Some(v) = v {
-            let t = v.as_str().and_then(parse_rfc3339_millis).unwrap_or(i64::MIN);
+            let t = json::string(v)
+                .and_then(|t| parse_rfc3339_millis(&t))
+                .unwrap_or(i64::MIN);
             earliest = Some(earliest.map_or(t, |e| e.min(t)));
         }
     };
-    note_expiry(container.get("expiresAt"));
+    note_expiry(expires_at);
 
-    let mut kept_ids: Vec<(Box<str>, bool)> = Vec::new();
-    let mut all_asset_ids = Vec::new();
-    let mut removed_revoked = false;
-    {
-        let Some(Value::Array(items)) = container.get_mut("assets") else {
-            return Err("container assets is missing or not an array".into());
+    let Some(items) = assets.and_then(json::elements) else {
+        return Err("container assets is missing or not an array".into());
+    };
+    let mut spans = Vec::with_capacity(items.len());
+    let mut revoked = Vec::with_capacity(items.len());
+    let mut kept = Vec::with_capacity(items.len());
+    let mut all_asset_ids = Vec::with_capacity(items.len());
+    for item in items {
+        let Some(asset) = json::object_members(item, ["assetId", "expiresAt", "containerId"]) else {
+            return Err("container asset is not an object".into());
         };
-        let mut kept = Vec::with_capacity(items.len());
-        for item in items.drain(..) {
-            let Value::Object(asset) = item else {
-                return Err("container asset is not an object".into());
-            };
-            let Some(id) = asset.get("assetId").and_then(Value::as_str).map(Box::<str>::from) else {
-                return Err("container asset has no assetId".into());
-            };
-            all_asset_ids.push(id.clone());
-            if is_revoked(&id) {
-                removed_revoked = true;
-                continue;
-            }
-            note_expiry(asset.get("expiresAt"));
-            kept_ids.push((id, !asset.contains_key("containerId")));
-            kept.push(Value::Object(asset));
+        if asset.repeated {
+            return Err("container asset repeats a member".into());
         }
-        *items = kept;
+        let [asset_id, expires_at, own_container] = asset.values;
+        let Some(asset_id) = asset_id.and_then(json::string) else {
+            return Err("container asset has no assetId".into());
+        };
+        let asset_id = Box::<str>::from(asset_id);
+        all_asset_ids.push(asset_id.clone());
+        spans.push(json::span_in(text, item));
+        let gone = is_revoked(&asset_id);
+        revoked.push(gone);
+        if !gone {
+            note_expiry(expires_at);
+            kept.push(KeptAsset {
+                id: asset_id,
+                start: spans[spans.len() - 1].start,
+                len: item.get().len(),
+                prefixed: own_container.is_none(),
+            });
+        }
     }
+    let removed_revoked = revoked.contains(&true);
     let body = if removed_revoked {
-        Bytes::from(serde_json::to_vec(&Value::Object(container)).map_err(|e| e.to_string())?)
+        let (body, starts) = json::remove_elements(text, &spans, &revoked);
+        for (k, start) in kept.iter_mut().zip(starts) {
+            k.start = start;
+        }
+        Bytes::from(body)
     } else {
         origin_body.clone()
     };
-    let (mut assets, asset_ids) = slice_assets(&body, kept_ids)?;
+    let (mut assets, asset_ids) = slice_assets(kept)?;
     let id = |a: &AssetSlice| &asset_ids[a.id.range()];
     assets.sort_by(|a, b| id(a).cmp(id(b)));
     assets.dedup_by(|a, b| id(a) == id(b));
     let mut prefix = b"{\"containerId\":".to_vec();
-    serde_json::to_writer(&mut prefix, &container_id).map_err(|e| e.to_string())?;
+    serde_json::to_writer(&mut prefix, container_id.as_deref().unwrap_or_default())
+        .map_err(|e| e.to_string())?;
     prefix.push(b',');
     Ok(Rendered {
         body,
@@ -263,35 +290,30 @@ pub fn render(
     })
 }
 
-/// Finds each kept asset object's bytes in the (final) body. `kept` lists
-/// the asset ids in body order with whether each needs the prefix.
-/// Also returns the kept ids back to back, which the slices index.
-fn slice_assets(body: &Bytes, kept: Vec<(Box<str>, bool)>) -> Result<(Vec<AssetSlice>, String), String> {
-    #[derive(serde::Deserialize)]
-    struct RawContainer<'a> {
-        #[serde(borrow, default)]
-        assets: Vec<&'a serde_json::value::RawValue>,
-    }
-    let raw: RawContainer<'_> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    if raw.assets.len() != kept.len() {
-        return Err("container assets changed between parses".into());
-    }
-    let base = body.as_ptr() as usize;
+/// A kept asset object: its id, where it is in the (final) body, and
+/// whether its descriptor needs the `containerId` prefix.
+struct KeptAsset {
+    id: Box<str>,
+    start: usize,
+    len: usize,
+    prefixed: bool,
+}
+
+/// The slices of the kept asset objects, in body order, and their ids back
+/// to back (which the slices index).
+fn slice_assets(kept: Vec<KeptAsset>) -> Result<(Vec<AssetSlice>, String), String> {
     let mut out = Vec::with_capacity(kept.len());
-    let mut ids = String::with_capacity(kept.iter().map(|(id, _)| id.len()).sum());
-    for (r, (id, prefixed)) in raw.assets.iter().zip(kept) {
-        let text = r.get();
-        let start = text.as_ptr() as usize - base;
+    let mut ids = String::with_capacity(kept.iter().map(|k| k.id.len()).sum());
+    for k in kept {
         // Objects with an assetId are never empty, so after the `{` there
         // is at least one member for the prefix's comma to precede.
-        let skip = usize::from(prefixed);
-        let rest = Span::new(start + skip, text.len() - skip)?;
+        let skip = usize::from(k.prefixed);
         out.push(AssetSlice {
-            id: Span::new(ids.len(), id.len())?,
-            rest,
-            prefixed,
+            id: Span::new(ids.len(), k.id.len())?,
+            rest: Span::new(k.start + skip, k.len - skip)?,
+            prefixed: k.prefixed,
         });
-        ids.push_str(&id);
+        ids.push_str(&k.id);
     }
     Ok((out, ids))
 }
@@ -344,6 +366,7 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn body() -> Bytes {
         Bytes::from_static(br#"{"id":"cnt_00000000-0000-0000-0000-000000000001","extra":{"k":1},"assets":[{"assetId":"b","url":"u2","thumbnailUrl":null},{"assetId":"a","url":"u1","expiresAt":"2030-01-01T00:00:00Z"}]}"#)
@@ -431,6 +454,48 @@ mod tests {
     }
 
     #[test]
+    fn legal_json_the_gateway_does_not_read_is_served_as_sent() {
+        let b = Bytes::from_static(
+            br#"{"id":"cnt_00000000-0000-0000-0000-000000000001","caption":"cut \ud83d","m":{"s":1e400,"f":-1E+999},"assets":[{"assetId":"v\u002d1","x":"\udc00"}]}"#,
+        );
+        let r = render(&b, id(1), |_| false).unwrap();
+        assert_eq!(r.body, b);
+        assert_eq!(&*r.all_asset_ids, [Box::<str>::from("v-1")], "escapes decoded");
+        assert_eq!(&r.asset_ids[r.assets[0].id.range()], "v-1");
+        assert_eq!(
+            &r.body[r.assets[0].rest.range()],
+            br#""assetId":"v\u002d1","x":"\udc00"}"#
+        );
+        // A revoked asset is found by its decoded id too.
+        let r = render(&b, id(1), |a| a == "v-1").unwrap();
+        assert_eq!(
+            &r.body[..],
+            br#"{"id":"cnt_00000000-0000-0000-0000-000000000001","caption":"cut \ud83d","m":{"s":1e400,"f":-1E+999},"assets":[]}"#
+        );
+    }
+
+    #[test]
+    fn leaving_revoked_assets_out_keeps_every_other_byte() {
+        let b = Bytes::from_static(
+            b"{\"id\":\"cnt_00000000-0000-0000-0000-000000000001\",\"big\":123456789012345678901234567890,\"p\":1.10,\"assets\":[\n {\"assetId\":\"old\",\"n\":1e2},\n {\"assetId\":\"new\",\"n\":1.10,\"expiresAt\":\"2030-01-01T00:00:00Z\"},\n {\"assetId\":\"old2\",\"expiresAt\":\"2000-01-01T00:00:00Z\"}\n],\"r\":1e2}",
+        );
+        let r = render(&b, id(1), |a| a.starts_with("old")).unwrap();
+        assert!(r.removed_revoked);
+        assert_eq!(
+            std::str::from_utf8(&r.body).unwrap(),
+            "{\"id\":\"cnt_00000000-0000-0000-0000-000000000001\",\"big\":123456789012345678901234567890,\"p\":1.10,\"assets\":[\n {\"assetId\":\"new\",\"n\":1.10,\"expiresAt\":\"2030-01-01T00:00:00Z\"}\n],\"r\":1e2}"
+        );
+        // The kept descriptor is sliced from the new body; a revoked
+        // asset's expiry does not bound the entry.
+        let a = &r.assets[0];
+        let whole = [&r.prefix[..], &r.body[a.rest.range()]].concat();
+        let d: Value = serde_json::from_slice(&whole).unwrap();
+        assert_eq!(d["assetId"], "new");
+        assert_eq!(r.earliest_expiry, Some(1_893_456_000_000));
+        assert_eq!(r.all_asset_ids.len(), 3);
+    }
+
+    #[test]
     fn unparseable_expiry_means_already_expired() {
         let b = Bytes::from_static(
             br#"{"id":"cnt_00000000-0000-0000-0000-000000000001","assets":[{"assetId":"a","expiresAt":"soon"}]}"#,
@@ -455,9 +520,18 @@ mod tests {
             format!(r#"{{"id":"{ID1}","assets":["a"]}}"#),
             r#"{"id":"cnt_00000000-0000-0000-0000-000000000002","assets":[]}"#.into(),
             r#"{"id":1,"assets":[]}"#.into(),
+            format!(r#"{{"id":"{ID1}","assets":[{{"assetId":7}}]}}"#),
+            format!(r#"{{"id":"{ID1}","assets":[{{"assetId":"\ud83d"}}]}}"#),
+            format!(r#"{{"id":"{ID1}","assets":[],"assets":[{{"assetId":"a"}}]}}"#),
+            format!(r#"{{"id":"{ID1}","assets":[{{"assetId":"a","assetId":"b"}}]}}"#),
+            format!(r#"{{"id":"{ID1}","assets":[]"#),
         ] {
             assert!(render(&Bytes::from(b.clone()), id(1), |_| false).is_err(), "{b}");
         }
+        let not_utf8 = Bytes::from_static(
+            b"{\"id\":\"cnt_00000000-0000-0000-0000-000000000001\",\"x\":\"\xff\",\"assets\":[]}",
+        );
+        assert!(render(&not_utf8, id(1), |_| false).is_err(), "JSON is UTF-8");
         let bare = Bytes::from_static(br#"{"id":"00000000-0000-0000-0000-000000000001","assets":[]}"#);
         assert!(render(&bare, id(1), |_| false).is_ok(), "either id form");
     }

@@ -10,14 +10,15 @@
 //! configured secret matches any `v1` entry (several of each appear while a
 //! secret rotates).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use serde_json::{Map, Value};
 use sha2::Sha256;
 use subtle::{Choice, ConstantTimeEq};
 
+use crate::cache::entry::json::{self, Raw};
 use crate::events::{EventType, Invalidation, Source};
 use crate::ids::{valid_asset_id, ContainerId};
 
@@ -245,41 +246,42 @@ pub enum ParsedEvent {
 /// signature, so a replayed capture with a forged header could otherwise
 /// mark a later, real event as already seen and have it skipped.
 pub fn parse_event(body: &[u8]) -> Result<ParsedEvent, WebhookRejection> {
-    let value: Value = serde_json::from_slice(body).map_err(|_| WebhookRejection::MalformedBody)?;
-    let obj = value.as_object().ok_or(WebhookRejection::MalformedBody)?;
-    let ty = obj
-        .get("type")
-        .and_then(Value::as_str)
+    // Only the members read here are parsed (`entry::json`): a signed event
+    // holding other legal JSON (a number past f64, a lone surrogate escape)
+    // must still invalidate, since a 400 is never retried by the origin.
+    let text = std::str::from_utf8(body).map_err(|_| WebhookRejection::MalformedBody)?;
+    let obj = json::members(text, ["id", "type", "data", "replayOf"])
+        .ok()
+        .flatten()
         .ok_or(WebhookRejection::MalformedBody)?;
-    let Some(event_type) = EventType::from_webhook_type(ty) else {
+    let [id, ty, data, replay_of] = obj.values;
+    let ty = ty.and_then(json::string).ok_or(WebhookRejection::MalformedBody)?;
+    let Some(event_type) = EventType::from_webhook_type(&ty) else {
         return Ok(ParsedEvent::Ignored {
-            event_type: truncate(ty, MAX_IGNORED_TYPE_LEN).to_owned(),
+            event_type: truncate(&ty, MAX_IGNORED_TYPE_LEN).to_owned(),
         });
     };
 
-    let data = obj
-        .get("data")
-        .and_then(Value::as_object)
+    let data = data
+        .and_then(|d| json::object_members(d, ["id", "previousAssetIds", "assets", "updatedAt"]))
         .ok_or(WebhookRejection::MissingContainerId)?;
-    let container = data
-        .get("id")
-        .and_then(Value::as_str)
-        .and_then(ContainerId::parse)
+    let [container, previous, assets, updated_at] = data.values;
+    let container = container
+        .and_then(json::string)
+        .and_then(|c| ContainerId::parse(&c))
         .ok_or(WebhookRejection::MissingContainerId)?;
 
-    let (revoked, current) = asset_ids(event_type, data);
+    let (revoked, current) = asset_ids(event_type, previous, assets);
 
     // A replay of event X is X; otherwise the body id. The first
     // well-formed candidate wins; with none the event is applied without
     // dedupe (applying twice is harmless, skipping an invalidation is not).
-    let event_id = [
-        obj.get("replayOf").and_then(Value::as_str),
-        obj.get("id").and_then(Value::as_str),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|id| valid_event_id(id))
-    .map(str::to_owned);
+    let event_id = [replay_of, id]
+        .into_iter()
+        .flatten()
+        .filter_map(json::string)
+        .find(|id| valid_event_id(id))
+        .map(Cow::into_owned);
 
     let created_at = event_id.as_deref().and_then(ulid_millis);
     Ok(ParsedEvent::Apply(Invalidation {
@@ -289,10 +291,9 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent, WebhookRejection> {
         container: Some(container),
         revoked_asset_ids: revoked,
         current_asset_ids: current,
-        changed_at: data
-            .get("updatedAt")
-            .and_then(Value::as_str)
-            .and_then(crate::cache::time::parse_rfc3339_millis),
+        changed_at: updated_at
+            .and_then(json::string)
+            .and_then(|t| crate::cache::time::parse_rfc3339_millis(&t)),
         created_at,
     }))
 }
@@ -300,24 +301,31 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent, WebhookRejection> {
 /// `(revoked, current)` from `data.previousAssetIds` and `data.assets`,
 /// at most [`MAX_EVENT_ASSET_IDS`] in all (revoked ones take precedence),
 /// invalid ids skipped.
-fn asset_ids(event_type: EventType, data: &Map<String, Value>) -> (Vec<String>, Vec<String>) {
+fn asset_ids(
+    event_type: EventType,
+    previous: Option<Raw<'_>>,
+    assets: Option<Raw<'_>>,
+) -> (Vec<String>, Vec<String>) {
     let mut budget = MAX_EVENT_ASSET_IDS;
     let mut revoked = Vec::new();
     let mut current = Vec::new();
 
-    let previous = data.get("previousAssetIds").and_then(Value::as_array);
+    let previous = previous.and_then(json::elements);
     take_ids(
-        previous.into_iter().flatten().filter_map(Value::as_str),
+        previous.into_iter().flatten().filter_map(json::string),
         &mut revoked,
         &mut budget,
     );
 
-    let assets = data.get("assets").and_then(Value::as_array);
-    let assets = assets.into_iter().flatten().filter_map(|a| match a {
-        Value::String(s) => Some(s.as_str()),
-        Value::Object(o) => o.get("assetId").and_then(Value::as_str),
-        _ => None,
-    });
+    // An element is an id, or an asset object with an `assetId`.
+    let assets = assets.and_then(json::elements);
+    let assets = assets
+        .into_iter()
+        .flatten()
+        .filter_map(|a| match json::object_members(a, ["assetId"]) {
+            Some(o) => o.values[0].and_then(json::string),
+            None => json::string(a),
+        });
     match event_type {
         EventType::Deleted => take_ids(assets, &mut revoked, &mut budget),
         EventType::Regenerated | EventType::Generated => take_ids(assets, &mut current, &mut budget),
@@ -335,13 +343,13 @@ pub fn bounded_asset_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> 
     out
 }
 
-fn take_ids<'a>(ids: impl Iterator<Item = &'a str>, out: &mut Vec<String>, budget: &mut usize) {
-    for id in ids.filter(|id| valid_asset_id(id)) {
+fn take_ids<S: AsRef<str>>(ids: impl Iterator<Item = S>, out: &mut Vec<String>, budget: &mut usize) {
+    for id in ids.filter(|id| valid_asset_id(id.as_ref())) {
         if *budget == 0 {
             return;
         }
         *budget -= 1;
-        out.push(id.to_owned());
+        out.push(id.as_ref().to_owned());
     }
 }
 
@@ -661,9 +669,58 @@ mod tests {
             b"{\"type\": 5}",
             b"{\"data\": {}}",
             b"{\"type\":\"content.deleted\"",
+            b"{\"type\":\"content.deleted\",\"x\":01}",
+            b"{\"type\":\"content.deleted\",\"x\":\"\xff\"}",
+            b"{\"type\":\"cut \\ud83d\"}",
         ] {
             let r = parse_event(body);
             assert_eq!(r, Err(WebhookRejection::MalformedBody), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn legal_json_the_gateway_does_not_read_does_not_lose_the_event() {
+        for extra in [
+            r#""caption":"cut \ud83d","#,
+            r#""metrics":{"score":1e400,"floor":-1E+999},"#,
+            r#""ledger":123456789012345678901234567890,"\udc00":[],"#,
+        ] {
+            let body = format!(
+                r#"{{"id":"evt_t","type":"content.regenerated","x":1e400,"data":{{"id":"{CNT}",{extra}"previousAssetIds":["old-1","\ud83d"],"assets":[{{"assetId":"new-1","n":1e999}}]}}}}"#
+            );
+            match parse_event(body.as_bytes()) {
+                Ok(ParsedEvent::Apply(inv)) => {
+                    assert_eq!(inv.revoked_asset_ids, ["old-1"], "{extra}");
+                    assert_eq!(inv.current_asset_ids, ["new-1"], "{extra}");
+                    assert_eq!(inv.event_id.as_deref(), Some("evt_t"));
+                }
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn escaped_strings_are_read_decoded() {
+        let body = format!(
+            r#"{{"\u0069d":"evt\u005fe","type":"content\u002edeleted","data":{{"id":"{CNT}","assets":["v\u002d1",{{"assetId":"s\/2"}}]}}}}"#
+        );
+        match parse_event(body.as_bytes()) {
+            Ok(ParsedEvent::Apply(inv)) => {
+                assert_eq!(inv.event_type, EventType::Deleted);
+                assert_eq!(inv.event_id.as_deref(), Some("evt_e"));
+                assert_eq!(inv.revoked_asset_ids, ["v-1"], "s/2 is not a valid asset id");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_repeated_member_reads_its_last_occurrence() {
+        let body =
+            format!(r#"{{"type":"content.updated","id":"evt_a","data":{{"id":"{CNT}"}},"id":"evt_b"}}"#);
+        match parse_event(body.as_bytes()) {
+            Ok(ParsedEvent::Apply(inv)) => assert_eq!(inv.event_id.as_deref(), Some("evt_b")),
+            other => panic!("{other:?}"),
         }
     }
 
