@@ -10,7 +10,10 @@ use crate::auth::jwt::JwtVerifier;
 use crate::auth::keys::{parse_key, KeyStore};
 use crate::config::Config;
 use crate::events::webhook::{parse_event, sign, WebhookVerifier};
-use crate::ids::{is_well_formed_request_id, request_id_from_header, request_id_value};
+use crate::ids::{
+    encode_asset_id, is_well_formed_request_id, parse_asset_id, request_id_from_header, request_id_value,
+    valid_asset_id,
+};
 use crate::routes::{is_canonical, Route, RouteTable};
 use crate::shaping::clock::UnixClock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -51,6 +54,17 @@ pub fn route(data: &[u8]) {
     }
     if let Route::Container(_) | Route::Asset(..) = r {
         assert!(path.starts_with("/v1/content/"), "{path:?}");
+    }
+    // An asset id is canonical, and its one spelling reads back as it.
+    let asset = match &r {
+        Route::Asset(_, a) => Some(a.as_ref()),
+        Route::ContentVariant { asset, .. } => asset.as_deref(),
+        _ => None,
+    };
+    if let Some(a) = asset {
+        assert!(valid_asset_id(a), "{path:?} routed asset id {a:?}");
+        let spelled = encode_asset_id(a);
+        assert_eq!(parse_asset_id(&spelled).as_deref(), Some(a), "{path:?}");
     }
     let _ = (
         ROUTES.required_scope(&r),

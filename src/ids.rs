@@ -2,9 +2,11 @@
 //!
 //! Parsing is strict and allocation-light: a container id is canonicalized to
 //! one 128-bit value so `cnt_<UUID>` and the bare UUID, in any hex case, name
-//! the same cache entry.
+//! the same cache entry, and an asset id is decoded to one canonical string
+//! so `photo%402x` and `photo@2x` do too (and meet the same revocations).
 
 use http::header::HeaderValue;
+use std::borrow::Cow;
 use std::fmt;
 
 /// A content container id. Stored as the UUID's 128 bits; displayed in the
@@ -89,15 +91,118 @@ fn parse_uuid(s: &str) -> Option<u128> {
     (bad == 0).then_some(v)
 }
 
-/// Longest asset id the gateway accepts. Real ids are far shorter
-/// (`video-<uuid>` is 42 bytes); the bound keeps hostile paths out of maps.
+/// Longest asset id the gateway accepts, in bytes of the decoded id. Real
+/// ids are far shorter (`video-<uuid>` is 42 bytes); the bound keeps hostile
+/// paths out of maps.
 pub const MAX_ASSET_ID_LEN: usize = 128;
 
-/// Checks an asset id from a path segment. Asset ids are opaque, but they are
-/// URL file names, so anything outside `[A-Za-z0-9._-]` (a `%`, a slash, a
-/// space) cannot name an asset and is answered 404 without an origin call.
+/// Parses the asset id of a raw (still percent-encoded) path segment into
+/// its canonical form: the decoded id, the one spelling the cache, the
+/// fence and the comparison with a container's `assets[].assetId` see.
+///
+/// Asset ids are opaque, so every character RFC 3986 allows in a path
+/// segment is accepted as it is (unreserved `A-Za-z0-9-._~`, the
+/// sub-delims `!$&'()*+,=` and `:` `@`), but not `;` (a path parameter to
+/// some servers), and so is any percent-encoded octet, decoded here
+/// (`photo%402x` is `photo@2x`, hex in either case; `+` stays a plus).
+/// Refused (`None`): an empty segment, a byte outside those sets (`\`, a
+/// space, a raw control or non-ASCII byte), malformed percent-encoding, and
+/// a decoded id that is not a [`valid_asset_id`]: one with an ASCII
+/// character outside those sets (`/`, `\`, `;`, a space, a control such as
+/// `%00`, and `%`, so a double encoding such as `%2540` never names `@`,
+/// whichever component decodes it twice), a non-ASCII control, invalid
+/// UTF-8, `.` or `..`, or more than [`MAX_ASSET_ID_LEN`] bytes.
+///
+/// Runs on every asset request: an id of `[A-Za-z0-9._-]` only (the common
+/// case) costs one table lookup per byte and borrows the segment.
+pub fn parse_asset_id(seg: &str) -> Option<Cow<'_, str>> {
+    let b = seg.as_bytes();
+    if !b.is_empty() && b.len() <= MAX_ASSET_ID_LEN && b.iter().all(|&c| ASSET_ID_BYTE[c as usize]) {
+        return (!is_dots(b)).then_some(Cow::Borrowed(seg));
+    }
+    parse_asset_id_escaped(seg)
+}
+
+/// [`parse_asset_id`] beyond `[A-Za-z0-9._-]`: other path characters, and
+/// percent-encoding (the only case that allocates).
+#[cold]
+fn parse_asset_id_escaped(seg: &str) -> Option<Cow<'_, str>> {
+    let b = seg.as_bytes();
+    // Each decoded byte takes at most three raw ones.
+    if b.is_empty() || b.len() > 3 * MAX_ASSET_ID_LEN {
+        return None;
+    }
+    if !b.contains(&b'%') {
+        let ok = b.len() <= MAX_ASSET_ID_LEN && b.iter().all(|&c| ASSET_ID_RAW[c as usize] == RAW_LITERAL);
+        return (ok && !is_dots(b)).then_some(Cow::Borrowed(seg));
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match ASSET_ID_RAW[b[i] as usize] {
+            RAW_LITERAL => {
+                out.push(b[i]);
+                i += 1;
+            }
+            RAW_PERCENT => {
+                let hi = HEX[*b.get(i + 1)? as usize];
+                let lo = HEX[*b.get(i + 2)? as usize];
+                if (hi | lo) & 0xf0 != 0 {
+                    return None;
+                }
+                out.push((hi << 4) | lo);
+                i += 3;
+            }
+            _ => return None,
+        }
+    }
+    let id = String::from_utf8(out).ok()?;
+    valid_asset_id(&id).then_some(Cow::Owned(id))
+}
+
+/// Whether `s` is an asset id in canonical (decoded) form, as a webhook, a
+/// container body or [`parse_asset_id`] names it: 1 to [`MAX_ASSET_ID_LEN`]
+/// bytes, not `.` or `..`, of RFC 3986 path characters but `;`
+/// (`A-Za-z0-9-._~!$&'()*+,=:@`) and non-ASCII characters other than
+/// controls. So no `/`, `\`, `;`, `%`, space or control. Every such id has
+/// exactly one spelling in a path, [`encode_asset_id`], that
+/// [`parse_asset_id`] reads back as it.
 pub fn valid_asset_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_ASSET_ID_LEN && s.bytes().all(|c| ASSET_ID_BYTE[c as usize])
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_ASSET_ID_LEN
+        && b.iter().all(|&c| DECODED_BYTE[c as usize])
+        && !is_dots(b)
+        && (s.is_ascii() || !s.chars().any(char::is_control))
+}
+
+/// The path spelling of a canonical asset id, for a request to the origin:
+/// path characters as they are ([`parse_asset_id`]'s literal set), every
+/// other byte (of a valid id: of a non-ASCII character) as `%XX` in
+/// uppercase hex (RFC 3986 section 6.2.2.1).
+/// Borrows when nothing needs encoding.
+pub fn encode_asset_id(id: &str) -> Cow<'_, str> {
+    let b = id.as_bytes();
+    if b.iter().all(|&c| ASSET_ID_RAW[c as usize] == RAW_LITERAL) {
+        return Cow::Borrowed(id);
+    }
+    const UPPER: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(b.len() * 3);
+    for &c in b {
+        if ASSET_ID_RAW[c as usize] == RAW_LITERAL {
+            out.push(char::from(c));
+        } else {
+            out.push('%');
+            out.push(char::from(UPPER[usize::from(c >> 4)]));
+            out.push(char::from(UPPER[usize::from(c & 0xf)]));
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `.` or `..`: a dot-segment, never an id.
+fn is_dots(b: &[u8]) -> bool {
+    matches!(b, b"." | b"..")
 }
 
 /// `[A-Za-z0-9._-]`, as a table: checked on every asset request.
@@ -106,6 +211,61 @@ static ASSET_ID_BYTE: [bool; 256] = {
     let mut c = 0;
     while c < 256 {
         t[c] = (c as u8).is_ascii_alphanumeric() || matches!(c as u8, b'-' | b'_' | b'.');
+        c += 1;
+    }
+    t
+};
+
+const RAW_REFUSED: u8 = 0;
+const RAW_LITERAL: u8 = 1;
+const RAW_PERCENT: u8 = 2;
+
+/// What each byte of a raw asset-id segment is: a path character taken as
+/// it is (RFC 3986 `pchar` without `;`), the start of a percent-encoding,
+/// or refused.
+static ASSET_ID_RAW: [u8; 256] = {
+    let mut t = [RAW_REFUSED; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = if b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b'='
+                    | b':'
+                    | b'@'
+            ) {
+            RAW_LITERAL
+        } else if b == b'%' {
+            RAW_PERCENT
+        } else {
+            RAW_REFUSED
+        };
+        c += 1;
+    }
+    t
+};
+
+/// Bytes a canonical asset id may hold: the path characters taken as they
+/// are, and any byte of a multi-byte UTF-8 character (whose C1 controls
+/// `valid_asset_id` refuses by character).
+static DECODED_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = c >= 0x80 || ASSET_ID_RAW[c] == RAW_LITERAL;
         c += 1;
     }
     t
@@ -224,15 +384,202 @@ mod tests {
         }
     }
 
+    fn parsed(seg: &str) -> Option<String> {
+        parse_asset_id(seg).map(Cow::into_owned)
+    }
+
     #[test]
-    fn asset_ids_are_file_names() {
-        assert!(valid_asset_id("video-0b8f5a3e-6a63-4c5e-9d36-1f2a3b4c5d6e"));
-        assert!(valid_asset_id("slide-3"));
-        assert!(valid_asset_id("ast_01HZ"));
-        assert!(!valid_asset_id("a%2Fb"));
-        assert!(!valid_asset_id("a/b"));
-        assert!(!valid_asset_id(""));
-        assert!(!valid_asset_id(&"x".repeat(129)));
+    fn plain_asset_ids_are_borrowed_as_they_are() {
+        for id in [
+            "video-0b8f5a3e-6a63-4c5e-9d36-1f2a3b4c5d6e",
+            "slide-3",
+            "ast_01HZ",
+            "a.b",
+            "...",
+        ] {
+            assert!(
+                matches!(parse_asset_id(id), Some(Cow::Borrowed(s)) if s == id),
+                "{id}"
+            );
+            assert!(valid_asset_id(id), "{id}");
+            assert_eq!(encode_asset_id(id), id);
+        }
+        assert_eq!(parsed(&"x".repeat(MAX_ASSET_ID_LEN)).map(|s| s.len()), Some(128));
+    }
+
+    #[test]
+    fn every_path_character_of_rfc_3986_but_the_semicolon_is_taken_literally() {
+        for c in "-._~!$&'()*+,=:@".chars() {
+            let id = format!("a{c}b");
+            assert!(
+                matches!(parse_asset_id(&id), Some(Cow::Borrowed(s)) if s == id),
+                "{id}"
+            );
+            assert!(valid_asset_id(&id), "{id}");
+            assert_eq!(encode_asset_id(&id), id, "{id}");
+        }
+        for id in ["photo@2x", "img~1", "clip+v2", "k=v", "a:b", "(x)", "*"] {
+            assert_eq!(parsed(id).as_deref(), Some(id));
+        }
+    }
+
+    #[test]
+    fn other_raw_bytes_are_refused() {
+        for b in 0..=255u8 {
+            let literal = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@%".contains(&b);
+            let seg = [b'a', b, b'b'];
+            let Ok(seg) = std::str::from_utf8(&seg) else {
+                continue;
+            };
+            if !literal {
+                assert_eq!(parsed(seg), None, "{seg:?}");
+            }
+        }
+        for seg in [
+            "a;b", "a/b", "a\\b", "a b", "a\"b", "a<b", "a#b", "a?b", "a[b", "a{b", "a|b", "a^b", "a`b",
+            "café", "a\u{0}b", "a\tb",
+        ] {
+            assert_eq!(parsed(seg), None, "{seg:?}");
+        }
+    }
+
+    #[test]
+    fn percent_encodings_decode_to_one_canonical_id() {
+        // Upper or lower case hex, encoded unreserved or sub-delim characters:
+        // all one id, the decoded one.
+        for (seg, id) in [
+            ("photo%402x", "photo@2x"),
+            ("photo%402X", "photo@2X"),
+            ("%70hoto@2x", "photo@2x"),
+            ("%41", "A"),
+            ("%61%31", "a1"),
+            ("slide%2D1", "slide-1"),
+            ("slide%2d1", "slide-1"),
+            ("img%7E1", "img~1"),
+            ("img%7e1", "img~1"),
+            ("clip%2Bv2", "clip+v2"),
+            ("clip%2bv2", "clip+v2"),
+            ("a%2eb", "a.b"),
+            ("%2e%2e%2e", "..."),
+            ("k%3Dv", "k=v"),
+            ("caf%C3%A9", "café"),
+            ("caf%c3%a9", "café"),
+        ] {
+            assert_eq!(parsed(seg).as_deref(), Some(id), "{seg}");
+            assert_eq!(parse_asset_id(seg), parse_asset_id(&encode_asset_id(id)), "{seg}");
+        }
+        // `+` is a plus in a path, never a space, and no id holds a space:
+        // `clip+v2` has one spelling besides `clip%2Bv2`.
+        assert_eq!(parsed("clip+v2").as_deref(), Some("clip+v2"));
+        assert_eq!(parsed("clip%20v2"), None);
+        assert_eq!(encode_asset_id("café"), "caf%C3%A9");
+        // A double encoding is a literal `%`, which no id holds: it never
+        // names `@` for a component that decodes twice.
+        for seg in ["photo%25402x", "photo%2540", "%25", "a%2541"] {
+            assert_eq!(parsed(seg), None, "{seg}");
+        }
+    }
+
+    #[test]
+    fn encodings_of_separators_controls_and_dots_are_refused() {
+        for seg in [
+            "a%2Fb", "a%2fb", "a%5Cb", "a%5cb", "a%3Bb", "a%3bb", "a%00b", "%00", "a%01", "a%1F", "a%7F",
+            "a%0A", "a%0d", "%C2%80", "%C2%9F", // C1 controls
+            "%2e", "%2E", ".", "..", "%2e%2e", ".%2E", "%2E.",
+            // ASCII that is no path character: no id holds it.
+            "a%20b", "a%22b", "a%3Fb", "a%23b", "a%3Cb", "a%5Bb", "a%7Bb", "a%60b", "a%5Eb", "a%7Cb",
+        ] {
+            assert_eq!(parsed(seg), None, "{seg}");
+        }
+    }
+
+    #[test]
+    fn malformed_encodings_and_invalid_utf8_are_refused() {
+        for seg in [
+            "%",
+            "a%",
+            "a%4",
+            "a%zz",
+            "a%4g",
+            "a%g4",
+            "%%41",
+            "a%+1",
+            "%-1",
+            "%FF",
+            "caf%C3",
+            "%C3%28",
+            "%ED%A0%80",
+            "%C0%AF", // overlong `/`
+            "%F8%88%80%80%80",
+        ] {
+            assert_eq!(parsed(seg), None, "{seg}");
+        }
+    }
+
+    #[test]
+    fn the_length_bound_is_on_the_decoded_id() {
+        assert_eq!(parsed(""), None);
+        assert_eq!(parsed(&"x".repeat(MAX_ASSET_ID_LEN + 1)), None);
+        assert_eq!(parsed(&"@".repeat(MAX_ASSET_ID_LEN + 1)), None);
+        let encoded = "%40".repeat(MAX_ASSET_ID_LEN);
+        assert_eq!(parsed(&encoded), Some("@".repeat(MAX_ASSET_ID_LEN)));
+        assert_eq!(parsed(&format!("{encoded}%40")), None);
+        assert!(!valid_asset_id(&"x".repeat(MAX_ASSET_ID_LEN + 1)));
+    }
+
+    #[test]
+    fn canonical_ids_from_webhooks_and_bodies() {
+        for id in ["photo@2x", "clip+v2", "café", "日本", "a~b", "k=v", "(x)"] {
+            assert!(valid_asset_id(id), "{id:?}");
+        }
+        for id in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a\\b",
+            "a;b",
+            "a%40b",
+            "a b",
+            "a\"b",
+            "a?b",
+            "a#b",
+            "[x]",
+            "a\u{0}b",
+            "a\nb",
+            "a\u{7f}",
+            "a\u{85}b",
+            &"x".repeat(129),
+        ] {
+            assert!(!valid_asset_id(id), "{id:?}");
+        }
+    }
+
+    /// Every canonical id has one spelling that reads back as it, and every
+    /// accepted spelling reads as a canonical id: over every single byte,
+    /// encoded and raw, in the middle of an id.
+    #[test]
+    fn parse_and_encode_are_inverse_on_every_byte() {
+        for b in 0..=255u8 {
+            for seg in [format!("a%{b:02X}b"), format!("a%{b:02x}b")] {
+                if let Some(id) = parsed(&seg) {
+                    assert!(valid_asset_id(&id), "{seg}");
+                    assert_eq!(parsed(&encode_asset_id(&id)).as_deref(), Some(&*id), "{seg}");
+                    let enc = encode_asset_id(&id);
+                    assert!(enc.bytes().all(|c| c.is_ascii_graphic() && c != b';'), "{enc}");
+                    // ASCII decodes only to a path character.
+                    assert!(b >= 0x80 || enc.len() == 3, "{seg} -> {enc}");
+                }
+            }
+        }
+        for c in ('\u{0}'..='\u{3ff}').chain(['\u{2028}', '\u{feff}', '\u{1f600}']) {
+            let id = format!("a{c}b");
+            if valid_asset_id(&id) {
+                assert_eq!(parsed(&encode_asset_id(&id)).as_deref(), Some(&*id), "{id:?}");
+            } else {
+                assert_eq!(parsed(&encode_asset_id(&id)), None, "{id:?}");
+            }
+        }
     }
 
     #[test]

@@ -9,15 +9,21 @@
 //! dot-segment (`.` or `..`, also percent-encoded: `%2e`, `.%2E`, ...), an
 //! encoded separator (`%2F`, `%5C`, any case) or a literal `\`. Refusing
 //! rather than normalizing keeps one rule: the path checked is the path
-//! sent, unchanged. No legitimate Layers path has any of these (ids are
-//! UUIDs and `[A-Za-z0-9_-]` names).
+//! sent, unchanged. No legitimate Layers path has any of these (container
+//! ids are UUIDs; asset ids are opaque but hold no `/`, `\` or `;`, see
+//! [`crate::ids::parse_asset_id`]).
+//!
+//! The one id that is decoded is the asset id of the cached asset route: it
+//! is read into its canonical form (`photo%402x` is `photo@2x`), the only
+//! form the cache, the fence and the origin request of a fill see.
 
 use crate::auth::scopes::Scope;
 use crate::config::Config;
 use crate::events::EventType;
-use crate::ids::{valid_asset_id, ContainerId};
+use crate::ids::{parse_asset_id, valid_asset_id, ContainerId};
 use crate::shaping::EndpointClass;
 use http::Method;
+use std::borrow::Cow;
 
 mod alias;
 use alias::ContentPath;
@@ -48,8 +54,10 @@ pub const OTHER_TEMPLATE: &str = "/v1/*";
 pub enum Route<'a> {
     /// `GET|HEAD /v1/content/:containerId` (cached).
     Container(ContainerId),
-    /// `GET|HEAD /v1/content/:containerId/assets/:assetId` (cached).
-    Asset(ContainerId, &'a str),
+    /// `GET|HEAD /v1/content/:containerId/assets/:assetId` (cached). The
+    /// asset id is canonical (decoded, see `ids::parse_asset_id`): borrowed
+    /// from the path unless it was percent-encoded.
+    Asset(ContainerId, Cow<'a, str>),
     /// A read of a cached route spelled in a way the cache does not answer
     /// (a query string, or an alias such as a trailing slash; see
     /// `routes/alias.rs`): read from the origin through the fence, never
@@ -229,8 +237,8 @@ impl RouteTable {
                     );
                 }
                 (Some("assets"), Some(asset)) if readonly && !has_query => {
-                    return match id {
-                        Some(id) if valid_asset_id(asset) => Route::Asset(id, asset),
+                    return match (id, parse_asset_id(asset)) {
+                        (Some(id), Some(asset)) => Route::Asset(id, asset),
                         // `…/assets/a/` and the like: an alias, not a bad id.
                         _ => match alias::content_path(rest) {
                             Some(alias) => self.alias_route(method, path, alias, readonly),
@@ -430,7 +438,7 @@ mod tests {
         );
         assert_eq!(
             t.route(&Method::GET, &format!("/v1/content/{ID}/assets/slide-1"), false),
-            Route::Asset(id, "slide-1")
+            Route::Asset(id, "slide-1".into())
         );
         assert_eq!(
             t.required_scope(&Route::Container(id)),
@@ -444,7 +452,11 @@ mod tests {
         for p in [
             "/v1/content/nope".to_string(),
             format!("/v1/content/{ID}/assets/"),
-            format!("/v1/content/{ID}/assets/a%20b"),
+            format!("/v1/content/{ID}/assets/a%00b"),
+            format!("/v1/content/{ID}/assets/a%zz"),
+            format!("/v1/content/{ID}/assets/a%FF"),
+            format!("/v1/content/{ID}/assets/a%2540"),
+            format!("/v1/content/{ID}/assets/a\"b"),
         ] {
             assert!(
                 matches!(t.route(&Method::GET, &p, false), Route::BadContentId { .. }),
@@ -455,6 +467,72 @@ mod tests {
             t.route(&Method::DELETE, "/v1/content/x", false),
             Route::BadContentId { .. }
         ));
+    }
+
+    #[test]
+    fn every_spelling_of_an_asset_id_is_one_canonical_id() {
+        let t = table();
+        let id = ContainerId::parse(ID).unwrap();
+        for (seg, canonical) in [
+            ("photo@2x", "photo@2x"),
+            ("photo%402x", "photo@2x"),
+            ("%70hoto%402x", "photo@2x"),
+            ("img~1", "img~1"),
+            ("img%7e1", "img~1"),
+            ("img%7E1", "img~1"),
+            ("clip+v2", "clip+v2"),
+            ("clip%2Bv2", "clip+v2"),
+            ("k=v", "k=v"),
+            ("%41", "A"),
+            ("caf%c3%a9", "café"),
+        ] {
+            let p = format!("/v1/content/{ID}/assets/{seg}");
+            let r = t.route(&Method::GET, &p, false);
+            assert_eq!(r, Route::Asset(id, canonical.into()), "{p}");
+            assert_eq!(t.template(&r), ASSET_TEMPLATE);
+            assert_eq!(t.required_scope(&r), Scope::parse("content:read"));
+            // The same id through an alias, for the fence of a variant.
+            assert_eq!(
+                t.route(&Method::GET, &format!("{p}/"), false),
+                Route::ContentVariant {
+                    id,
+                    asset: Some(canonical.into())
+                },
+                "{p}/"
+            );
+        }
+        // A plain id borrows the path: no allocation on the hot path.
+        let p = format!("/v1/content/{ID}/assets/slide-1");
+        assert!(matches!(
+            t.route(&Method::GET, &p, false),
+            Route::Asset(_, Cow::Borrowed(_))
+        ));
+    }
+
+    #[test]
+    fn refused_asset_ids_keep_their_answers() {
+        let t = table();
+        // Separators, path parameters and dot-segments, plain or encoded:
+        // 400 before routing, as for every path.
+        for seg in ["a%2Fb", "a%5cb", "a%3Bb", "a;b", "a\\b", "%2e%2e", ".", ".."] {
+            let p = format!("/v1/content/{ID}/assets/{seg}");
+            assert_eq!(t.route(&Method::GET, &p, false), Route::BadPath, "{p}");
+        }
+        // Ids no asset can have: 404 without an origin call, also through
+        // an alias.
+        for seg in [
+            "a%00b", "a%1f", "a%7F", "%C2%80", "a%zz", "a%4", "%FF", "caf%C3", "a%2540", "a%25", "a%20b",
+        ] {
+            for p in [
+                format!("/v1/content/{ID}/assets/{seg}"),
+                format!("/v1/content/{ID}/assets/{seg}/"),
+            ] {
+                assert!(
+                    matches!(t.route(&Method::GET, &p, false), Route::BadContentId { .. }),
+                    "{p}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -693,7 +693,7 @@ impl Gateway {
                     .await
             }
             Route::Asset(id, asset) => {
-                self.content(parts, &principal, *id, Some(asset), head, rid, outcome)
+                self.content(parts, &principal, *id, Some(asset.as_ref()), head, rid, outcome)
                     .await
             }
             Route::ContentVariant { id, asset } => {

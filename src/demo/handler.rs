@@ -13,7 +13,7 @@ use super::Simulator;
 use crate::auth::scopes::Scope;
 use crate::auth::{presented_credential, Principal};
 use crate::error::{ErrorCode, GatewayError};
-use crate::ids::{request_id_from_header, valid_asset_id, ContainerId};
+use crate::ids::{parse_asset_id, request_id_from_header, ContainerId};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{header, Method, Request, Response, StatusCode};
@@ -174,8 +174,12 @@ impl Simulator {
             Route::Asset(id, asset) => {
                 require(&p, Scope::CONTENT_READ)?;
                 let id = container_id(id)?;
-                let asset = if valid_asset_id(asset) { asset } else { "" };
-                match self.store().asset_body(id, &p.org, asset) {
+                // Decoded as the gateway decodes it: one asset, however spelled.
+                let asset = parse_asset_id(asset);
+                match self
+                    .store()
+                    .asset_body(id, &p.org, asset.as_deref().unwrap_or(""))
+                {
                     None => Err(GatewayError::not_found()),
                     Some(None) => Err(GatewayError::asset_not_found()),
                     Some(Some(b)) => Ok(json_response(StatusCode::OK, rid, b)),

@@ -12,7 +12,8 @@
 //! Paths with dot-segments or encoded `/` and `\` are refused before
 //! routing, so they never get here.
 
-/// What an alias names. Ids are decoded but not yet validated.
+/// What an alias names. Container ids are decoded but not yet validated;
+/// an asset id is canonical (`crate::ids::parse_asset_id`).
 #[derive(Debug, PartialEq, Eq)]
 pub enum ContentPath {
     Container(String),
@@ -32,7 +33,11 @@ pub fn content_path(rest: &str) -> Option<ContentPath> {
     }
     let id = decode(segs.next()?)?;
     let third = segs.next().map(decode);
-    let fourth = segs.next().map(decode);
+    // An asset id is read as the asset route reads it, so that every
+    // spelling of one asset is one id to the fence.
+    let fourth = segs
+        .next()
+        .map(|s| crate::ids::parse_asset_id(s).map(std::borrow::Cow::into_owned));
     if segs.next().is_some() {
         return None;
     }
@@ -88,6 +93,14 @@ mod tests {
             Some(ContentPath::Asset("abc".into(), "slide-1".into()))
         );
         assert_eq!(
+            content_path("content/abc/assets/photo%402x/"),
+            Some(ContentPath::Asset("abc".into(), "photo@2x".into()))
+        );
+        assert_eq!(
+            content_path("content/abc/assets/caf%C3%A9/"),
+            Some(ContentPath::Asset("abc".into(), "café".into()))
+        );
+        assert_eq!(
             content_path("content/abc/REGENERATE"),
             Some(ContentPath::Action(
                 "abc".into(),
@@ -114,6 +127,8 @@ mod tests {
             "content/a%2",
             "content/%2e%2e",
             "content/abc/assets/%2E",
+            "content/abc/assets/a%2540",
+            "content/abc/assets/a%00",
             "projects/abc",
         ] {
             assert_eq!(content_path(p), None, "{p}");

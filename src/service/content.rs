@@ -88,7 +88,8 @@ impl Gateway {
             outcome.cache = Some(CacheStatus::Bypass);
             let path = match asset {
                 None => format!("/v1/content/{id}"),
-                Some(a) => format!("/v1/content/{id}/assets/{a}"),
+                // The canonical id, spelled for a path (`ids::encode_asset_id`).
+                Some(a) => format!("/v1/content/{id}/assets/{}", crate::ids::encode_asset_id(a)),
             };
             return self
                 .content_via_origin(parts, principal, id, asset, &path, rid, outcome)
