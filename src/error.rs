@@ -5,10 +5,14 @@
 //! Messages are fixed strings chosen here or copied from the origin's own
 //! envelope; causes of internal failures go to the log, never to the body.
 
+mod retry_after;
+mod splice;
+
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// The error codes the gateway can answer with. The first block are the
 /// origin's own codes; the second are the gateway's (documented in README).
@@ -117,13 +121,30 @@ pub struct GatewayError {
     /// a status the origin chose.
     pub status: StatusCode,
     pub message: Cow<'static, str>,
-    pub details: Option<Value>,
+    /// Boxed: rare, and the error travels in every `Result` of the
+    /// request path (small enough for clippy's `result_large_err`).
+    pub details: Option<Box<Value>>,
     pub retry_after_secs: Option<u64>,
     pub source: ErrorSource,
+    /// The origin's own error answer, when this error is one it sent in
+    /// the Layers envelope on a cached route (`origin_answer`): answered as
+    /// the origin sent it, with this request's id.
+    pub origin: Option<Arc<OriginAnswer>>,
+}
+
+/// What of an origin's enveloped error answer is answered again: its
+/// envelope bytes (bounded by `origin.max_response_bytes`, the cap on any
+/// origin body) and its `Retry-After` as sent.
+#[derive(Debug)]
+pub struct OriginAnswer {
+    /// `None` when the bytes could not be spliced (then the envelope is
+    /// rebuilt from code, message and details, as before).
+    envelope: Option<splice::Spliceable>,
+    retry_after: Option<HeaderValue>,
 }
 
 /// An origin answer's `Retry-After`, in seconds (the delta form; a date is
-/// not read).
+/// not read here: `OriginAnswer` keeps the value as sent).
 pub fn origin_retry_after(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(http::header::RETRY_AFTER)?
@@ -148,11 +169,12 @@ impl GatewayError {
             details: None,
             retry_after_secs: None,
             source,
+            origin: None,
         }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -260,10 +282,51 @@ impl GatewayError {
             code,
             status,
             message: message.into(),
-            details: e.get("details").cloned(),
+            details: e.get("details").cloned().map(Box::new),
             retry_after_secs: None,
             source: ErrorSource::Client,
+            origin: None,
         })
+    }
+
+    /// An error answer (4xx or 5xx) the origin sent in the Layers envelope
+    /// on a cached route, to be answered as the origin sent it: its status,
+    /// its envelope bytes with only `requestId` replaced by each caller's
+    /// own (coalesced waiters, a remembered 404), and its `Retry-After` as
+    /// sent, delta-seconds or HTTP-date. `None` when the body is not the
+    /// envelope. A 5xx is marked `ErrorSource::Upstream`: the origin
+    /// failed, and a stale copy may answer instead (`origin_failed`).
+    pub fn origin_answer(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Option<Self> {
+        let mut e = Self::from_origin(status, body)?;
+        let envelope = splice::Spliceable::new(body);
+        if envelope.is_some() {
+            // The bytes hold them: not kept twice.
+            e.details = None;
+        }
+        e.retry_after_secs = origin_retry_after(headers);
+        if status.is_server_error() {
+            e.source = ErrorSource::Upstream;
+        }
+        e.origin = Some(Arc::new(OriginAnswer {
+            envelope,
+            retry_after: retry_after::as_sent(headers),
+        }));
+        Some(e)
+    }
+
+    /// The origin itself answered 5xx in its envelope (`origin_answer`):
+    /// a failure a stale copy may answer, like `UPSTREAM_ERROR`.
+    pub fn origin_failed(&self) -> bool {
+        self.origin.is_some() && self.status.is_server_error()
+    }
+
+    /// The `Retry-After` to answer with: the origin's as sent, else the
+    /// gateway's own in whole seconds.
+    pub fn retry_after_value(&self) -> Option<HeaderValue> {
+        if let Some(v) = self.origin.as_ref().and_then(|o| o.retry_after.clone()) {
+            return Some(v);
+        }
+        self.retry_after_secs.map(HeaderValue::from)
     }
 
     /// The one rule for an origin's error answer (status 400 and up) on its
@@ -324,14 +387,18 @@ impl GatewayError {
         e
     }
 
-    /// The JSON envelope body.
+    /// The JSON envelope body: the origin's own bytes with this request's
+    /// id for an `origin_answer`, else built from code, message and details.
     pub fn envelope(&self, request_id: &str) -> Bytes {
+        if let Some(s) = self.origin.as_ref().and_then(|o| o.envelope.as_ref()) {
+            return s.with_request_id(request_id);
+        }
         let mut inner = serde_json::Map::with_capacity(4);
         inner.insert("code".into(), Value::from(self.code.as_str()));
         inner.insert("message".into(), Value::from(&*self.message));
         inner.insert("requestId".into(), Value::from(request_id));
         if let Some(d) = &self.details {
-            inner.insert("details".into(), d.clone());
+            inner.insert("details".into(), Value::clone(d));
         }
         let mut outer = serde_json::Map::with_capacity(1);
         outer.insert("error".into(), Value::Object(inner));
@@ -422,5 +489,43 @@ mod tests {
         let v: Value = serde_json::from_slice(&e.envelope("req_mine")).unwrap();
         assert_eq!(v["error"]["requestId"], "req_mine");
         assert_eq!(v["error"]["message"], "Container not found.");
+    }
+
+    #[test]
+    fn an_origin_answer_keeps_its_bytes_status_and_retry_after() {
+        let body = br#"{"error":{"code":"KILL_SWITCH","message":"Off.","requestId":"req_o","docUrl":"u","details":{"requestId":"keep"}}}"#;
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2037 07:28:00 GMT"),
+        );
+        let e = GatewayError::origin_answer(StatusCode::SERVICE_UNAVAILABLE, &h, body).unwrap();
+        assert_eq!(
+            (e.code, e.status),
+            (ErrorCode::KillSwitch, StatusCode::SERVICE_UNAVAILABLE)
+        );
+        assert!(e.origin_failed());
+        assert_eq!(e.source, ErrorSource::Upstream);
+        assert_eq!(
+            &e.envelope("req_mine")[..],
+            br#"{"error":{"code":"KILL_SWITCH","message":"Off.","requestId":"req_mine","docUrl":"u","details":{"requestId":"keep"}}}"#
+        );
+        assert_eq!(e.retry_after_value().unwrap(), "Wed, 21 Oct 2037 07:28:00 GMT");
+        assert_eq!(e.retry_after_secs, None);
+        // A 4xx is the caller's (a 404 may be remembered), not a failure.
+        let e = GatewayError::origin_answer(StatusCode::NOT_FOUND, &HeaderMap::new(), body).unwrap();
+        assert!(!e.origin_failed());
+        assert_eq!(e.source, ErrorSource::Client);
+        assert_eq!(e.retry_after_value(), None);
+        // Not the envelope: nothing to answer as sent.
+        assert!(GatewayError::origin_answer(StatusCode::BAD_GATEWAY, &h, b"<html>").is_none());
+        // Delta-seconds are kept as sent too; an unreadable value is not.
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("30"));
+        let e = GatewayError::origin_answer(StatusCode::TOO_MANY_REQUESTS, &h, body).unwrap();
+        assert_eq!(e.retry_after_value().unwrap(), "30");
+        assert_eq!(e.retry_after_secs, Some(30));
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("soon"));
+        let e = GatewayError::origin_answer(StatusCode::TOO_MANY_REQUESTS, &h, body).unwrap();
+        assert_eq!(e.retry_after_value(), None);
     }
 }

@@ -594,7 +594,7 @@ impl Gateway {
             }
             (result, _) => result,
         };
-        let retry_after = result.as_ref().err().and_then(|e| e.retry_after_secs);
+        let retry_after = result.as_ref().err().and_then(|e| e.retry_after_value());
         let (mut resp, code) = finish(result, rid_value, rid);
         if *route != Route::Webhook {
             let class = outcome.routes.class(method, route);
@@ -608,9 +608,10 @@ impl Gateway {
                 } => render_rate_headers(resp.headers_mut(), class, d),
                 _ => insert_endpoint_class(resp.headers_mut(), class),
             }
-            if let Some(s) = retry_after {
-                // The error's own Retry-After (whole seconds, at least 1) wins.
-                resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
+            if let Some(v) = retry_after {
+                // The error's own Retry-After (whole seconds, at least 1,
+                // or the origin's as it sent it) wins.
+                resp.headers_mut().insert(RETRY_AFTER, v);
             }
         }
         (resp, code)
@@ -906,8 +907,8 @@ fn finish(
             h.insert(X_REQUEST_ID, rid_value.clone());
             // An error is about this request only: no cache keeps it.
             h.insert(http::header::CACHE_CONTROL, validators::NO_STORE.clone());
-            if let Some(s) = e.retry_after_secs {
-                h.insert(RETRY_AFTER, HeaderValue::from(s));
+            if let Some(v) = e.retry_after_value() {
+                h.insert(RETRY_AFTER, v);
             }
             (resp, Some(e.code.as_str()))
         }

@@ -1151,13 +1151,21 @@ async fn entries_expire_after_the_configured_ttl() {
 // ---------------------------------------------------------------------------
 
 #[tokio::test]
-async fn origin_errors_are_502_and_nothing_is_cached() {
+async fn origin_error_envelopes_pass_through_and_nothing_is_cached() {
     // The breaker (5 consecutive failures by default) is not what this test is about.
     let h = Harness::with_origin(demo_simulator(), "breaker_failures = 100", "").await;
     h.sim.set_failure(Some(FailureMode::Status(500)));
     for n in 1..=2u64 {
+        // The origin's enveloped 5xx is the partner's answer (promise 4),
+        // with this request's id, and is not kept.
         let r = h.client.get(&content(VIDEO), &admin_key()).await;
-        r.assert_error(502, "UPSTREAM_ERROR");
+        r.assert_error(500, "INTERNAL");
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        assert_eq!(
+            r.json()["error"]["requestId"].as_str(),
+            r.header("x-request-id"),
+            "this request's id"
+        );
         assert_eq!(
             h.sim.request_count("GET", &content(VIDEO)),
             n,
@@ -1165,7 +1173,7 @@ async fn origin_errors_are_502_and_nothing_is_cached() {
         );
     }
     let r = h.client.get(&asset(VIDEO, VIDEO_ASSET), &admin_key()).await;
-    r.assert_error(502, "UPSTREAM_ERROR");
+    r.assert_error(500, "INTERNAL");
     // A proxied route passes the origin's status through.
     let r = h.client.get("/v1/whoami", &admin_key()).await;
     r.assert_error(500, "INTERNAL");
@@ -1173,7 +1181,7 @@ async fn origin_errors_are_502_and_nothing_is_cached() {
     h.client
         .get(&content(VIDEO), &admin_key())
         .await
-        .assert_error(502, "UPSTREAM_ERROR");
+        .assert_error(503, "INTERNAL");
 
     h.sim.set_failure(None);
     let before = h.sim.request_count("GET", &content(VIDEO));

@@ -645,7 +645,7 @@ async fn scripted_sequence_moves_every_counter_by_exactly_its_delta() {
     h.client
         .get(&path(c3), &admin)
         .await
-        .assert_error(502, "UPSTREAM_ERROR");
+        .assert_error(500, "INTERNAL");
     assert_eq!(h.client.get(WHOAMI, &admin).await.status, 500);
     h.sim.set_failure(None);
     // The failure was not cached.
@@ -670,8 +670,8 @@ async fn scripted_sequence_moves_every_counter_by_exactly_its_delta() {
         .requests("webhook", "POST", "401", "UNAUTHENTICATED", 3)
         .requests("webhook", "POST", "204", "", 1)
         .requests(c, "PATCH", "200", "", 1)
-        .requests(c, "GET", "502", "UPSTREAM_ERROR", 1);
-    want.duration(c, "miss", 7) // c0, c1 leader, missing, c0 again, c4, c3 (502), c3
+        .requests(c, "GET", "500", "INTERNAL", 1);
+    want.duration(c, "miss", 7) // c0, c1 leader, missing, c0 again, c4, c3 (500), c3
         .duration(c, "coalesced", 1)
         .duration(c, "hit", 2)
         .duration(a, "hit", 1)
@@ -881,15 +881,15 @@ async fn stale_entry_served_while_the_origin_fails_counts_as_stale() {
     let before = parse(&render(&gw));
     let r = call_get(&gw, &path, &admin_key()).await;
     assert_eq!((r.status.as_u16(), r.x_cache()), (200, Some("STALE")));
-    // Past the stale window the failure is answered.
+    // Past the stale window the origin's failure is answered.
     tokio::time::advance(Duration::from_secs(120)).await;
     call_get(&gw, &path, &admin_key())
         .await
-        .assert_error(502, "UPSTREAM_ERROR");
+        .assert_error(500, "INTERNAL");
     let c = CONTAINER_TEMPLATE;
     let mut want = Expect::default();
     want.requests(c, "GET", "200", "", 1)
-        .requests(c, "GET", "502", "UPSTREAM_ERROR", 1)
+        .requests(c, "GET", "500", "INTERNAL", 1)
         .duration(c, "stale", 1)
         .duration(c, "miss", 1)
         .lookups("stale", 1)
@@ -1751,14 +1751,16 @@ async fn proxied_origin_errors_carry_the_gateway_request_id() {
     r.assert_error(500, "INTERNAL");
     assert_eq!(r.header("x-request-id"), Some("req_simEcho01"));
     // A cached-route miss with an incoming id: the simulator echoes it in the
-    // headers of its 500, which the gateway answers as 502 with that same id.
+    // headers of its 500, which the gateway answers with that same id, in
+    // the header and in the origin's envelope.
     let headers = [("x-api-key", admin.as_str()), ("x-request-id", "req_simEcho02")];
     let r = h
         .client
         .send(Method::GET, &format!("/v1/content/{id}"), &headers, Bytes::new())
         .await;
-    r.assert_error(502, "UPSTREAM_ERROR");
+    r.assert_error(500, "INTERNAL");
     assert_eq!(r.header("x-request-id"), Some("req_simEcho02"));
+    assert_eq!(r.json()["error"]["requestId"], "req_simEcho02");
     h.sim.set_failure(None);
     h.stop().await;
 }

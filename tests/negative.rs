@@ -147,3 +147,97 @@ async fn past_its_miss_budget_an_organization_gets_429_and_its_hits_and_other_or
     let p = "/v1/content/cnt_00000000-0000-4000-8000-000000000001";
     assert_ne!(call_get(&gw, p, &admin_key()).await.status, 429, "refilled");
 }
+
+/// The origin's 404 envelope as it sent it (members the gateway does not
+/// know included), with only `requestId` replaced: on the fill that
+/// remembers it and on each later read it answers, every time with that
+/// read's own id (promise 4).
+#[tokio::test(start_paused = true)]
+async fn a_remembered_origin_404_is_the_origins_envelope_with_each_reads_request_id() {
+    const ENVELOPE: &str = r#"{"error":{"code":"NOT_FOUND", "message":"Container not found.","requestId":"req_origin","docUrl":"https://docs.example/e#404","details":{"requestId":"req_inner","n":1.10}}}"#;
+    let origin = Arc::new(Scripted::default());
+    origin.set(
+        Method::GET,
+        &path(),
+        Answer::Raw(404, "application/json", Bytes::from_static(ENVELOPE.as_bytes())),
+    );
+    let gw = gateway(&origin, "[cache]\nnegative_ttl_secs = 5\n");
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let r = call_get(&gw, &path(), &admin_key()).await;
+        r.assert_error(404, "NOT_FOUND");
+        let rid = r.header("x-request-id").expect("x-request-id").to_owned();
+        assert_eq!(
+            std::str::from_utf8(&r.body).unwrap(),
+            ENVELOPE.replace(
+                "\"requestId\":\"req_origin\"",
+                &format!("\"requestId\":\"{rid}\"")
+            ),
+            "read {n}: the origin's bytes, this read's id"
+        );
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        assert!(r.header("x-ratelimit-endpoint-class").is_some());
+        ids.push(rid);
+    }
+    assert_eq!(origin.count(Method::GET, &path()), 1, "remembered");
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "each read has its own id");
+}
+
+/// Coalesced waiters of one fill the origin answers with its 5xx envelope
+/// each get that envelope with their own request id; nothing is kept.
+#[tokio::test(start_paused = true)]
+async fn coalesced_waiters_of_a_failing_fill_each_get_their_own_request_id() {
+    let origin = Arc::new(Scripted::default());
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let envelope = Bytes::from_static(
+        br#"{"error":{"code":"KILL_SWITCH","message":"Paused.","requestId":"req_origin"}}"#,
+    );
+    origin.set(
+        Method::GET,
+        &path(),
+        Answer::Held(
+            gate.clone(),
+            Box::new(Answer::Raw(503, "application/json", envelope.clone())),
+        ),
+    );
+    let gw = gateway(&origin, "[cache]\nnegative_ttl_secs = 5\n");
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move { call_get(&gw, &path(), &admin_key()).await })
+        })
+        .collect();
+    let mut spins = 0;
+    while origin.count(Method::GET, &path()) == 0 {
+        tokio::task::yield_now().await;
+        spins += 1;
+        assert!(spins < 100_000, "no fill reached the origin");
+    }
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+    }
+    gate.notify_one();
+    let mut ids = Vec::new();
+    for r in readers {
+        let r = r.await.unwrap();
+        r.assert_error(503, "KILL_SWITCH");
+        let rid = r.header("x-request-id").unwrap().to_owned();
+        assert_eq!(r.json()["error"]["requestId"], rid.as_str());
+        ids.push(rid);
+    }
+    assert_eq!(origin.count(Method::GET, &path()), 1, "one fill");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4);
+    // A 5xx is not remembered: the next read asks the origin again.
+    origin.set(
+        Method::GET,
+        &path(),
+        Answer::Raw(503, "application/json", envelope),
+    );
+    call_get(&gw, &path(), &admin_key())
+        .await
+        .assert_error(503, "KILL_SWITCH");
+    assert_eq!(origin.count(Method::GET, &path()), 2);
+}

@@ -138,21 +138,26 @@ impl Gateway {
                 if reply.status == StatusCode::OK {
                     return Ok(reply.body);
                 }
-                if reply.status.is_client_error() {
-                    // The origin's envelope, or the gateway's by the rule
-                    // every route follows (a plain 404 page is a 404, never
-                    // a 502 that stale-if-error would answer from cache).
-                    return Err(match GatewayError::from_origin(reply.status, &reply.body) {
-                        Some(mut e) => {
-                            e.retry_after_secs = crate::error::origin_retry_after(&reply.headers);
-                            e
-                        }
-                        None => GatewayError::plain_origin_error(reply.status, &reply.headers),
-                    });
+                if !reply.status.is_client_error() {
+                    tracing::warn!(status = reply.status.as_u16(), container = %id, "origin failed a container fetch");
                 }
-                tracing::warn!(status = reply.status.as_u16(), container = %id, "origin failed a container fetch");
-                // UPSTREAM_ERROR (a stale copy may answer), with a 503's
-                // Retry-After for when none does.
+                if reply.status.is_client_error() || reply.status.is_server_error() {
+                    // The origin's own envelope, 4xx or 5xx, is answered as
+                    // it sent it (status, every member, Retry-After), with
+                    // each caller's request id; a 5xx one still lets a
+                    // stale copy answer (`origin_failed`).
+                    if let Some(e) = GatewayError::origin_answer(reply.status, &reply.headers, &reply.body) {
+                        return Err(e);
+                    }
+                }
+                if reply.status.is_client_error() {
+                    // The gateway's envelope by the rule every route
+                    // follows (a plain 404 page is a 404, never a 502 that
+                    // stale-if-error would answer from cache).
+                    return Err(GatewayError::plain_origin_error(reply.status, &reply.headers));
+                }
+                // Not the origin's envelope: UPSTREAM_ERROR (a stale copy
+                // may answer), with a 503's Retry-After for when none does.
                 let mut e = GatewayError::upstream_error();
                 if reply.status == StatusCode::SERVICE_UNAVAILABLE {
                     e.retry_after_secs = crate::error::origin_retry_after(&reply.headers);
@@ -176,13 +181,15 @@ impl Gateway {
                 }
                 Verdict::NotCurrent => Err(GatewayError::upstream_error()),
             },
-            // The origin failed, or is shed (breaker open, queue full): a stale
-            // copy is better than an error and costs the origin nothing.
+            // The origin failed (its own 5xx envelope included), or is shed
+            // (breaker open, queue full): a stale copy is better than an
+            // error and costs the origin nothing.
             Err(e)
-                if matches!(
-                    e.code,
-                    ErrorCode::UpstreamError | ErrorCode::UpstreamTimeout | ErrorCode::Overloaded
-                ) =>
+                if e.origin_failed()
+                    || matches!(
+                        e.code,
+                        ErrorCode::UpstreamError | ErrorCode::UpstreamTimeout | ErrorCode::Overloaded
+                    ) =>
             {
                 match cache.lookup_stale(&principal.org, id).await {
                     Some(entry) => {
