@@ -5,6 +5,7 @@
 mod abandoned;
 mod cached_head;
 mod content;
+mod content_coding;
 mod content_origin;
 mod forward;
 mod framing;

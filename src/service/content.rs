@@ -2,7 +2,7 @@
 //! `/v1/content/:containerId/assets/:assetId`.
 
 use super::validators::{reply, Chosen};
-use super::{CachedReply, Gateway, Outcome, X_REQUEST_ID};
+use super::{content_coding, CachedReply, Gateway, Outcome, X_REQUEST_ID};
 use crate::accept_encoding::{Accepted, Encoding};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
@@ -28,7 +28,8 @@ static STALE: HeaderValue = HeaderValue::from_static("STALE");
 const FORWARDED: [&str; 2] = ["traceparent", "tracestate"];
 
 /// The headers of an origin read made for this request: the credential
-/// that was checked, trace context and the request id.
+/// that was checked, trace context, the request id, and
+/// `Accept-Encoding: identity`.
 pub(super) fn read_headers(parts: &http::request::Parts, rid: &str) -> http::HeaderMap {
     let mut fwd = http::HeaderMap::with_capacity(FORWARDED.len() + 2);
     // Every line: W3C makes several `tracestate` lines one list, and a
@@ -39,6 +40,11 @@ pub(super) fn read_headers(parts: &http::request::Parts, rid: &str) -> http::Hea
         }
     }
     super::forward::checked_credential_only(&mut fwd, &parts.headers);
+    // The cache keeps (and compresses) identity bytes.
+    fwd.insert(
+        http::header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     if let Ok(v) = HeaderValue::from_str(rid) {
         fwd.insert(X_REQUEST_ID, v);
     }
@@ -122,6 +128,7 @@ impl Gateway {
             }
         }
         let fwd = read_headers(parts, rid);
+        let cap = self.state.config.origin.max_response_bytes as usize;
         let origin = self.state.origin.clone();
         let org = principal.org.clone();
         // Only the leader's fetch runs: its span is the origin span.
@@ -134,7 +141,13 @@ impl Gateway {
                     .map_err(|e| GatewayError::internal(&e))?;
                 *req.headers_mut() = fwd;
                 crate::telemetry::attach(&mut req, trace.as_ref());
-                let reply = origin.fetch(req, CONTAINER_TEMPLATE, &org).await?;
+                let mut reply = origin.fetch(req, CONTAINER_TEMPLATE, &org).await?;
+                // Asked for identity, an origin (or a CDN before it) may
+                // still code its answer; a coding it cannot read leaves an
+                // empty body, which no check below accepts.
+                if let Some(plain) = content_coding::decoded(&reply.headers, &reply.body, cap) {
+                    reply.body = plain.into();
+                }
                 if reply.status == StatusCode::OK {
                     return Ok(reply.body);
                 }

@@ -8,7 +8,7 @@
 //! caller (a disconnect, an h2 reset). A body that fails after the 2xx
 //! still invalidates, without the current ids it would have named.
 
-use super::{Gateway, X_REQUEST_ID};
+use super::{content_coding, Gateway, X_REQUEST_ID};
 use crate::body::{BoxError, ResponseBody};
 use crate::error::{ErrorCode, GatewayError};
 use crate::events::{EventType, Invalidation, Source};
@@ -82,36 +82,6 @@ fn invalidation_span(trace: &Option<crate::telemetry::OriginTrace>) -> crate::te
     }
 }
 
-/// An origin's body in the coding it chose (the partner's
-/// `Accept-Encoding` is forwarded), decoded to judge it (an error's
-/// envelope, a mutation's answer), at most `cap` bytes. `None`: not coded.
-/// A coding this cannot read gives an empty body, which is neither an
-/// envelope nor a container.
-fn decoded(headers: &http::HeaderMap, body: &[u8], cap: usize) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let coding = headers.get(http::header::CONTENT_ENCODING)?.to_str().ok()?.trim();
-    let mut out = Vec::new();
-    let limit = cap as u64 + 1;
-    let read = match coding.to_ascii_lowercase().as_str() {
-        "" | "identity" => return None,
-        "gzip" | "x-gzip" => flate2::read::GzDecoder::new(body)
-            .take(limit)
-            .read_to_end(&mut out),
-        "deflate" => flate2::read::ZlibDecoder::new(body)
-            .take(limit)
-            .read_to_end(&mut out),
-        "br" => brotli::Decompressor::new(body, 4096)
-            .take(limit)
-            .read_to_end(&mut out),
-        _ => return Some(Vec::new()),
-    };
-    Some(if read.is_ok() && out.len() <= cap {
-        out
-    } else {
-        Vec::new()
-    })
-}
-
 fn too_large() -> GatewayError {
     GatewayError::new(
         ErrorCode::PayloadTooLarge,
@@ -153,7 +123,7 @@ impl Gateway {
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let bytes = self.state.origin.read_capped(body).await?;
         let cap = self.state.config.origin.max_response_bytes as usize;
-        match decoded(&parts.headers, &bytes, cap) {
+        match content_coding::decoded(&parts.headers, &bytes, cap) {
             Some(plain) => GatewayError::check_origin_error(parts.status, &parts.headers, &plain)?,
             None => GatewayError::check_origin_error(parts.status, &parts.headers, &bytes)?,
         }
@@ -268,7 +238,7 @@ impl Gateway {
             // the change and names its current ids.
             let cap = gw.state.config.origin.max_response_bytes as usize;
             let (current_asset_ids, changed_at) = match &read {
-                Ok(bytes) => match decoded(&parts.headers, bytes, cap) {
+                Ok(bytes) => match content_coding::decoded(&parts.headers, bytes, cap) {
                     Some(plain) => answer_facts(&plain),
                     None => answer_facts(bytes),
                 },
