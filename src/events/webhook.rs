@@ -20,7 +20,7 @@ use subtle::{Choice, ConstantTimeEq};
 
 use crate::cache::entry::json::{self, Raw};
 use crate::events::{EventType, Invalidation, Source};
-use crate::ids::{valid_asset_id, ContainerId};
+use crate::ids::{parse_asset_id, ContainerId, MAX_ASSET_ID_LEN};
 
 /// Longest signature header accepted; a real one (`t`, two `v1`) is ~160 bytes.
 pub const MAX_SIGNATURE_HEADER_LEN: usize = 4096;
@@ -334,7 +334,7 @@ fn asset_ids(
     (revoked, current)
 }
 
-/// The asset ids an invalidation may carry from `ids`: valid ones, at
+/// The asset ids an invalidation may carry from `ids`, by `take_ids`, at
 /// most [`MAX_EVENT_ASSET_IDS`]. A regenerate's answer is read by this
 /// rule as a webhook is.
 pub fn bounded_asset_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> {
@@ -343,13 +343,31 @@ pub fn bounded_asset_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> 
     out
 }
 
+/// Takes the ids the origin names as they are, not by the route's rule: an
+/// id no path can reach (a space, a `%`) may still be listed in a body,
+/// and revoking too much is the safe side. One written percent-encoded
+/// (`photo%402x`) is also taken in the form a path decodes it to
+/// (`photo@2x`), the form the cache and the fence compare. Only ids no
+/// body can hold as an asset (empty, too long, a control character) are
+/// left out.
 fn take_ids<S: AsRef<str>>(ids: impl Iterator<Item = S>, out: &mut Vec<String>, budget: &mut usize) {
-    for id in ids.filter(|id| valid_asset_id(id.as_ref())) {
-        if *budget == 0 {
-            return;
+    for id in ids {
+        let id = id.as_ref();
+        if id.is_empty() || id.len() > MAX_ASSET_ID_LEN || id.chars().any(char::is_control) {
+            continue;
         }
-        *budget -= 1;
-        out.push(id.as_ref().to_owned());
+        let decoded = id
+            .contains('%')
+            .then(|| parse_asset_id(id))
+            .flatten()
+            .filter(|d| d.as_ref() != id);
+        for id in std::iter::once(id).chain(decoded.as_deref()) {
+            if *budget == 0 {
+                return;
+            }
+            *budget -= 1;
+            out.push(id.to_owned());
+        }
     }
 }
 
@@ -592,8 +610,9 @@ mod tests {
                        {"kind": "image"}, null, "bad id"],
         }}));
         assert_eq!(inv.container, ContainerId::parse(CNT));
-        assert_eq!(inv.revoked_asset_ids, ["video-old", "slide-1"]);
-        assert_eq!(inv.current_asset_ids, ["video-new", "slide-2"]);
+        // Strings only, but any a body could list (not only routable ones).
+        assert_eq!(inv.revoked_asset_ids, ["video-old", "slide-1", "a/b"]);
+        assert_eq!(inv.current_asset_ids, ["video-new", "slide-2", "bad id"]);
     }
 
     #[test]
@@ -626,6 +645,18 @@ mod tests {
                 "previousAssetIds": ["old-1", "old-2"], "assets": many}}));
         assert_eq!(inv.revoked_asset_ids.len(), 2);
         assert_eq!(inv.current_asset_ids.len(), MAX_EVENT_ASSET_IDS - 2);
+    }
+
+    #[test]
+    fn asset_ids_are_taken_as_named_and_as_a_path_decodes_them() {
+        let long = "x".repeat(crate::ids::MAX_ASSET_ID_LEN + 1);
+        let inv = apply(json!({"type": "content.regenerated", "data": {"id": CNT,
+                "previousAssetIds": ["photo%402x", "my photo", "50%", "", "a\u{0}b", long]}}));
+        assert_eq!(
+            inv.revoked_asset_ids,
+            vec!["photo%402x", "photo@2x", "my photo", "50%"],
+            "revoked as spelt and as a path reads it; unreachable ids still revoked"
+        );
     }
 
     #[test]
@@ -708,7 +739,7 @@ mod tests {
             Ok(ParsedEvent::Apply(inv)) => {
                 assert_eq!(inv.event_type, EventType::Deleted);
                 assert_eq!(inv.event_id.as_deref(), Some("evt_e"));
-                assert_eq!(inv.revoked_asset_ids, ["v-1"], "s/2 is not a valid asset id");
+                assert_eq!(inv.revoked_asset_ids, ["v-1", "s/2"]);
             }
             other => panic!("{other:?}"),
         }
