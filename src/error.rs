@@ -14,6 +14,10 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+/// The largest origin error envelope answered byte for byte (see
+/// [`GatewayError::origin_answer`]); real envelopes are a few hundred bytes.
+pub const MAX_KEPT_ENVELOPE: usize = 16 * 1024;
+
 /// The error codes the gateway can answer with. The first block are the
 /// origin's own codes; the second are the gateway's (documented in README).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -298,7 +302,13 @@ impl GatewayError {
     /// failed, and a stale copy may answer instead (`origin_failed`).
     pub fn origin_answer(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Option<Self> {
         let mut e = Self::from_origin(status, body)?;
-        let envelope = splice::Spliceable::new(body);
+        // Kept as bytes only when small: a remembered 404 (the negative
+        // cache counts entries, not bytes) must not hold an origin body of
+        // up to `max_response_bytes`. A larger one is answered rebuilt from
+        // its code, message and details, as before.
+        let envelope = (body.len() <= MAX_KEPT_ENVELOPE)
+            .then(|| splice::Spliceable::new(body))
+            .flatten();
         if envelope.is_some() {
             // The bytes hold them: not kept twice.
             e.details = None;
@@ -527,5 +537,23 @@ mod tests {
         h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("soon"));
         let e = GatewayError::origin_answer(StatusCode::TOO_MANY_REQUESTS, &h, body).unwrap();
         assert_eq!(e.retry_after_value(), None);
+    }
+
+    /// A remembered 404 holds its envelope's bytes: only a small one is
+    /// kept; a larger one is rebuilt from code, message and details.
+    #[test]
+    fn a_large_origin_envelope_is_not_kept_as_bytes() {
+        let pad = "x".repeat(MAX_KEPT_ENVELOPE);
+        let body = format!(
+            r#"{{"error":{{"code":"NOT_FOUND","message":"Gone.","details":{{"k":1}}}},"debug":"{pad}"}}"#
+        );
+        let e =
+            GatewayError::origin_answer(StatusCode::NOT_FOUND, &HeaderMap::new(), body.as_bytes()).unwrap();
+        let out = e.envelope("req_mine");
+        assert!(out.len() < 1024, "{} bytes kept", out.len());
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["error"]["code"], "NOT_FOUND");
+        assert_eq!(v["error"]["details"]["k"], 1);
+        assert_eq!(v["error"]["requestId"], "req_mine");
     }
 }

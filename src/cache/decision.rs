@@ -270,6 +270,10 @@ impl ContentCache {
             _ => None,
         };
         if asset.is_some() {
+            // A repeated `assetId` could show a client an id not judged here.
+            if obj.repeated {
+                return OriginVerdict::Unreadable;
+            }
             let named = named.and_then(json::string);
             if named.as_deref().is_some_and(|a| st.is_revoked(a, now)) {
                 return OriginVerdict::AssetRevoked;
@@ -286,6 +290,9 @@ impl ContentCache {
         let (Some(text), Some(items), false) = (text, json::elements(assets), obj.repeated) else {
             return OriginVerdict::Unreadable;
         };
+        if items.iter().any(|a| repeats_asset_id(a)) {
+            return OriginVerdict::Unreadable;
+        }
         let old = |a: &str| behind.as_ref().is_some_and(|cur| !cur.iter().any(|c| **c == *a));
         let remove: Vec<bool> = items
             .iter()
@@ -332,9 +339,11 @@ impl ContentCache {
         let obj = std::str::from_utf8(container)
             .ok()
             .and_then(|t| json::members(t, ["updatedAt", "assets"]).ok().flatten());
+        // Unread, or a repeated member a client might read instead: the
+        // asset is not shown to be current.
         let Some(json::Members {
             values: [updated, assets],
-            ..
+            repeated: false,
         }) = obj
         else {
             return OriginVerdict::AssetRevoked;
@@ -343,9 +352,10 @@ impl ContentCache {
             .and_then(json::string)
             .and_then(|t| super::time::parse_rfc3339_millis(&t))
             .is_some_and(|at| floor.revoked_at.is_some_and(|r| at >= r));
-        let listed = assets
-            .and_then(json::elements)
-            .is_some_and(|items| items.iter().any(|a| asset_id_of(a).as_deref() == Some(asset)));
+        let listed = assets.and_then(json::elements).is_some_and(|items| {
+            !items.iter().any(|a| repeats_asset_id(a))
+                && items.iter().any(|a| asset_id_of(a).as_deref() == Some(asset))
+        });
         if newer && listed {
             OriginVerdict::Pass
         } else {
@@ -359,6 +369,13 @@ impl ContentCache {
 fn asset_id_of(item: json::Raw<'_>) -> Option<std::borrow::Cow<'_, str>> {
     let [id] = json::object_members(item, ["assetId"])?.values;
     id.and_then(json::string)
+}
+
+/// Whether an element of a container's `assets` is an object that names
+/// its `assetId` more than once (a client reading the first occurrence
+/// would see an id other than the last, which `asset_id_of` reads).
+fn repeats_asset_id(item: json::Raw<'_>) -> bool {
+    json::object_members(item, ["assetId"]).is_some_and(|m| m.repeated)
 }
 
 /// A container body's `updatedAt` (unix ms), read without parsing the rest.

@@ -353,3 +353,32 @@ async fn an_exported_revocation_stays_revoked_where_it_is_applied() {
         "x was revoked where it was exported from"
     );
 }
+
+/// An origin answer on a variant path that names an asset's `assetId`
+/// twice: a client reading the first occurrence would see an id the fence
+/// did not judge (here the revoked one), so the body is not served.
+#[tokio::test(start_paused = true)]
+async fn a_variant_answer_that_repeats_an_assets_id_is_unreadable() {
+    let cache = ContentCache::new(settings(), None, None);
+    cache.invalidate(&inv(EventType::Regenerated, &["rev-1"])).await;
+    let twice = r#"{"id":"x","assets":[{"assetId":"rev-1","url":"u/rev-1","assetId":"ok-1"}]}"#;
+    let mut b = Bytes::from(twice);
+    assert!(matches!(
+        cache.judge_origin(id(), None, Some(&mut b)),
+        OriginVerdict::Unreadable
+    ));
+    let descriptor = r#"{"assetId":"rev-1","url":"u/rev-1","assetId":"ok-1"}"#;
+    let mut d = Bytes::from(descriptor);
+    assert!(matches!(
+        cache.judge_origin(id(), Some("ok-1"), Some(&mut d)),
+        OriginVerdict::Unreadable
+    ));
+    // The same body with each id once has the revoked asset cut out.
+    let once = r#"{"id":"x","assets":[{"assetId":"rev-1","url":"u/rev-1"},{"assetId":"ok-1"}]}"#;
+    let mut b = Bytes::from(once);
+    assert!(matches!(
+        cache.judge_origin(id(), None, Some(&mut b)),
+        OriginVerdict::Pass
+    ));
+    assert_eq!(&b[..], br#"{"id":"x","assets":[{"assetId":"ok-1"}]}"#);
+}

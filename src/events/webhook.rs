@@ -250,6 +250,9 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent, WebhookRejection> {
     // holding other legal JSON (a number past f64, a lone surrogate escape)
     // must still invalidate, since a 400 is never retried by the origin.
     let text = std::str::from_utf8(body).map_err(|_| WebhookRejection::MalformedBody)?;
+    // A byte order mark may be ignored (RFC 8259 section 8.1); the
+    // signature was checked over the raw bytes.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let obj = json::members(text, ["id", "type", "data", "replayOf"])
         .ok()
         .flatten()
@@ -645,6 +648,12 @@ mod tests {
                 "previousAssetIds": ["old-1", "old-2"], "assets": many}}));
         assert_eq!(inv.revoked_asset_ids.len(), 2);
         assert_eq!(inv.current_asset_ids.len(), MAX_EVENT_ASSET_IDS - 2);
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_event_is_ignored() {
+        let body = format!("\u{feff}{{\"type\":\"content.deleted\",\"data\":{{\"id\":\"{CNT}\"}}}}");
+        assert!(matches!(parse_event(body.as_bytes()), Ok(ParsedEvent::Apply(_))));
     }
 
     #[test]
