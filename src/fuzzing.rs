@@ -116,6 +116,48 @@ pub fn webhook_body(data: &[u8]) {
     let _ = parse_event(data);
 }
 
+/// The container this entry's bodies must name (the corpus uses it).
+const FUZZ_CONTAINER: u128 = 7;
+
+/// An origin's container body through the fill's reader
+/// (`cache::entry::render`, which reads only the members it checks and
+/// cuts revoked asset objects out of the origin's bytes), with every asset
+/// id starting `rev` revoked. What it would serve is JSON, and holds no
+/// revoked asset: read again, it cuts nothing and lists none.
+pub fn container_body(data: &[u8]) {
+    let id = crate::ids::ContainerId::from_u128(FUZZ_CONTAINER);
+    let revoked = |a: &str| a.starts_with("rev");
+    let Ok(r) = crate::cache::entry::render(&bytes::Bytes::copy_from_slice(data), id, revoked) else {
+        return;
+    };
+    assert!(
+        serde_json::from_slice::<serde::de::IgnoredAny>(&r.body).is_ok(),
+        "served bytes are not JSON: {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let again = crate::cache::entry::render(&r.body, id, revoked).expect("what is served reads again");
+    assert!(!again.removed_revoked, "a revoked asset was left in");
+    assert!(again.all_asset_ids.iter().all(|a| !revoked(a)));
+    if !r.removed_revoked {
+        assert_eq!(&r.body[..], data, "bytes with nothing revoked are served as sent");
+    }
+}
+
+/// An origin's error envelope kept as bytes (`GatewayError::origin_answer`)
+/// and answered with another request id: still the envelope, carrying
+/// that id, everything else as the origin sent it.
+pub fn error_envelope(data: &[u8]) {
+    use crate::error::GatewayError;
+    let Some(e) = GatewayError::origin_answer(http::StatusCode::NOT_FOUND, &http::HeaderMap::new(), data)
+    else {
+        return;
+    };
+    let out = e.envelope("req_fuzz");
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("an envelope answered is JSON");
+    assert_eq!(v["error"]["requestId"], "req_fuzz", "{v}");
+    assert_eq!(v["error"]["code"], e.code.as_str(), "{v}");
+}
+
 const JWT_SECRET_ENV: &str = "LAYERS_FUZZ_JWT_SECRET";
 
 static JWT: LazyLock<JwtVerifier> = LazyLock::new(|| {
@@ -242,7 +284,7 @@ pub fn if_none_match(data: &[u8]) {
 pub type Entry = fn(&[u8]);
 
 /// Every target by name, for the corpus runner.
-pub const TARGETS: [(&str, Entry); 9] = [
+pub const TARGETS: [(&str, Entry); 11] = [
     ("route", route),
     ("key", key),
     ("webhook_signature", webhook_signature),
@@ -252,4 +294,6 @@ pub const TARGETS: [(&str, Entry); 9] = [
     ("config", config),
     ("accept_encoding", accept_encoding),
     ("if_none_match", if_none_match),
+    ("container_body", container_body),
+    ("error_envelope", error_envelope),
 ];
