@@ -277,16 +277,30 @@ impl GatewayError {
 
     /// An error envelope the origin sent, replayed for another caller with
     /// that caller's request id (coalesced waiters of one fill).
+    ///
+    /// Only `error.code`, `error.message` and `error.details` are read
+    /// (`cache::entry::json`), so other legal JSON in the envelope (a number
+    /// past f64's range, a lone surrogate escape) does not make the origin's
+    /// answer a gateway error. `details` is kept as a value only when it
+    /// is one serde_json can hold (it is needed only to rebuild an envelope
+    /// not kept as bytes); a message that is not Unicode reads as U+FFFD.
     pub fn from_origin(status: StatusCode, body: &[u8]) -> Option<Self> {
-        let v: Value = serde_json::from_slice(body).ok()?;
-        let e = v.get("error")?;
-        let code = ErrorCode::parse(e.get("code")?.as_str()?)?;
-        let message = e.get("message")?.as_str()?.to_owned();
+        use crate::cache::entry::json;
+        let text = std::str::from_utf8(body).ok()?;
+        let [error] = json::members(text, ["error"]).ok()??.values;
+        let [code, message, details] = json::object_members(error?, ["code", "message", "details"])?.values;
+        let code = ErrorCode::parse(&json::string(code?)?)?;
+        let message = message?;
+        if !message.get().starts_with('"') {
+            return None;
+        }
+        let message = json::string(message).map_or_else(|| "\u{fffd}".to_owned(), |m| m.into_owned());
+        let details = details.and_then(|d| serde_json::from_str::<Value>(d.get()).ok());
         Some(GatewayError {
             code,
             status,
             message: message.into(),
-            details: e.get("details").cloned().map(Box::new),
+            details: details.map(Box::new),
             retry_after_secs: None,
             source: ErrorSource::Client,
             origin: None,
@@ -537,6 +551,32 @@ mod tests {
         h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("soon"));
         let e = GatewayError::origin_answer(StatusCode::TOO_MANY_REQUESTS, &h, body).unwrap();
         assert_eq!(e.retry_after_value(), None);
+    }
+
+    /// Legal JSON serde_json cannot hold as a value, in members the gateway
+    /// does not read, leaves the envelope the origin's.
+    #[test]
+    fn an_origin_envelope_with_unusual_legal_json_is_still_the_origins() {
+        let body = br#"{"error":{"code":"KILL_SWITCH","message":"cut \ud83d","details":{"n":1e400}},"trace":"\udc00"}"#;
+        let e =
+            GatewayError::origin_answer(StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), body).unwrap();
+        assert_eq!(e.code, ErrorCode::KillSwitch);
+        let out = e.envelope("req_mine");
+        let want = br#"{"error":{"code":"KILL_SWITCH","message":"cut \ud83d","details":{"n":1e400},"requestId":"req_mine"},"trace":"\udc00"}"#;
+        assert_eq!(&out[..], &want[..], "{}", String::from_utf8_lossy(&out));
+        assert!(
+            GatewayError::check_origin_error(StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), body)
+                .is_ok()
+        );
+        // Still an envelope only with a known code and a string message.
+        for bad in [
+            br#"{"error":{"code":"NOPE","message":"m"}}"#.as_slice(),
+            br#"{"error":{"code":"INTERNAL","message":5}}"#,
+            br#"{"error":{"code":"INTERNAL"}}"#,
+            br#"{"error":[1],"x":1e400}"#,
+        ] {
+            assert!(GatewayError::from_origin(StatusCode::INTERNAL_SERVER_ERROR, bad).is_none());
+        }
     }
 
     /// A remembered 404 holds its envelope's bytes: only a small one is
