@@ -236,8 +236,27 @@ impl VariantCounts {
 /// Bodies at least this long are compressed off the runtime's workers.
 const COMPRESS_INLINE_MAX: usize = 64 * 1024;
 
-/// What a fetch gives a fill: the origin's 200 body, or the error to answer.
-pub type FetchResult = Result<Bytes, GatewayError>;
+/// What a fetch gives a fill: the origin's 200, or the error to answer.
+pub type FetchResult = Result<Fetched, GatewayError>;
+
+/// The origin's 200 to a container read.
+pub struct Fetched {
+    pub body: Bytes,
+    /// The origin's `Content-Type` when it is not exactly
+    /// `application/json` (`application/json; charset=utf-8`): served
+    /// with the entry, as the origin sent it.
+    pub content_type: Option<http::HeaderValue>,
+}
+
+impl From<Bytes> for Fetched {
+    /// A body sent as `application/json`.
+    fn from(body: Bytes) -> Fetched {
+        Fetched {
+            body,
+            content_type: None,
+        }
+    }
+}
 
 type IdempotentMarks = std::collections::HashMap<(Arc<str>, u128, Box<str>), (MutationMark, Instant)>;
 /// How long a first attempt's mark is kept for retries (the origin honours
@@ -429,16 +448,24 @@ impl ContentCache {
         }
         let mut retried = false;
         loop {
-            let body = match fetch().await {
-                Ok(body) => body,
+            let Fetched { body, content_type } = match fetch().await {
+                Ok(fetched) => fetched,
                 Err(e) => {
                     self.remember_not_found(&org, id, &fence, lease, epoch, &e);
                     return Err(e);
                 }
             };
             let variants = self.compress(&body).await;
-            let (entry, discard) =
-                self.complete_fill(org.clone(), id, &fence, lease, epoch, body, variants)?;
+            let (entry, discard) = self.complete_fill(
+                org.clone(),
+                id,
+                &fence,
+                lease,
+                epoch,
+                body,
+                content_type,
+                variants,
+            )?;
             match discard {
                 None => {
                     if Instant::now() < entry.expires_at {
@@ -504,6 +531,7 @@ impl ContentCache {
         lease: Lease,
         epoch: u64,
         body: Bytes,
+        content_type: Option<http::HeaderValue>,
         variants: Vec<Variant>,
     ) -> Result<(Arc<CachedContainer>, Option<DiscardReason>), GatewayError> {
         let now = Instant::now();
@@ -596,6 +624,7 @@ impl ContentCache {
             epoch,
             fence.clone(),
             rendered,
+            content_type,
             variants,
             expires_at,
             stale_until,

@@ -546,3 +546,60 @@ async fn a_legal_but_unusual_webhook_body_still_invalidates() {
         );
     }
 }
+
+/// DEFECT (round 31, fixed after the round): the cached routes answered
+/// the header block's fixed `application/json`, not the origin's
+/// `Content-Type`. An origin answering `application/json; charset=utf-8`
+/// (Express's `res.json`) had its parameter stripped on the canonical
+/// routes while the query-string variant kept it: promise 4, and two
+/// spellings of one read disagreed. A HEAD carries it too; a 304 carries
+/// none (RFC 9110 section 15.4.5); an origin sending plain
+/// `application/json` is answered exactly that.
+#[tokio::test]
+async fn the_origins_content_type_survives_on_the_cached_routes() {
+    let ct = "application/json; charset=utf-8";
+    let body = Bytes::from(small_container());
+    let origin = canned_with(&[
+        (cpath(), 200, vec![("content-type", ct.into())], body.clone()),
+        (
+            format!("{}?x=1", cpath()),
+            200,
+            vec![("content-type", ct.into())],
+            body,
+        ),
+    ]);
+    let gw = canned_gateway(&origin, "");
+    let key = admin_key();
+    let variant = call_get(&gw, &format!("{}?x=1", cpath()), &key).await;
+    assert_eq!(variant.header("content-type"), Some(ct), "variant keeps it");
+    for p in [cpath(), cpath(), apath("slide-1")] {
+        let r = call_get(&gw, &p, &key).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("content-type"),
+            Some(ct),
+            "{p} ({:?}): the origin's content type was replaced",
+            r.x_cache()
+        );
+        let h = call(&gw, Method::HEAD, &p, &[("x-api-key", &key)], Bytes::new()).await;
+        assert_eq!(h.header("content-type"), Some(ct), "HEAD {p}");
+        let tag = r.header("etag").expect("a tag").to_owned();
+        let nm = call(
+            &gw,
+            Method::GET,
+            &p,
+            &[("x-api-key", &key), ("if-none-match", &tag)],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(nm.status, 304);
+        assert_eq!(nm.header("content-type"), None, "a 304 describes no content");
+    }
+    // The usual spelling stays the block's own.
+    let plain = canned_with(&[(cpath(), 200, json_ct(), Bytes::from(small_container()))]);
+    let gw = canned_gateway(&plain, "");
+    for p in [cpath(), apath("slide-1")] {
+        let r = call_get(&gw, &p, &key).await;
+        assert_eq!(r.header("content-type"), Some("application/json"), "{p}");
+    }
+}

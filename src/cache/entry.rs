@@ -36,6 +36,9 @@ pub struct CachedContainer {
     pub body: Bytes,
     /// The body's strong entity tag (a slice of `tags`).
     pub etag: Option<HeaderValue>,
+    /// The origin's `Content-Type` of the body, of it and of its asset
+    /// descriptors alike; `None`: `application/json`. Boxed: it is rare.
+    pub content_type: Option<Box<HeaderValue>>,
     /// Compressed variants of the body, made at fill time (none for a
     /// body under `cache.compress_min_bytes`, or with compression off).
     variants: Box<[Variant]>,
@@ -339,6 +342,7 @@ pub fn build(
     epoch: u64,
     fence: Arc<Fence>,
     r: Rendered,
+    content_type: Option<HeaderValue>,
     variants: Vec<Variant>,
     expires_at: Instant,
     stale_until: Instant,
@@ -351,6 +355,7 @@ pub fn build(
         epoch,
         fence,
         etag: tag_value(tags.slice(..TAG_LEN)),
+        content_type: content_type.map(Box::new),
         variants: variants.into_boxed_slice(),
         tags,
         body: r.body,
@@ -410,6 +415,7 @@ mod tests {
             0,
             fence,
             render(&b, id(9), |_| false).unwrap(),
+            None,
             Vec::new(),
             now,
             now,

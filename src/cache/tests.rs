@@ -67,7 +67,7 @@ async fn a_fill_completing_while_tombstoned_is_never_cached_even_with_a_current_
     let lease = fence.lease(Instant::now()).unwrap();
     fence.lock().tombstone_until = Some(Instant::now() + Duration::from_secs(60));
     let (entry, discard) = cache
-        .complete_fill(org(), id(), &fence, lease, 0, body(&["a"]), Vec::new())
+        .complete_fill(org(), id(), &fence, lease, 0, body(&["a"]), None, Vec::new())
         .unwrap();
     assert_eq!(discard, Some(DiscardReason::Generation));
     assert!(matches!(cache.judge(&entry, Source::Fill, None), Verdict::Gone));
@@ -86,7 +86,7 @@ async fn no_lease_and_no_origin_call_while_tombstoned() {
     let (r, status) = cache
         .fill(&org(), id(), move || {
             c.fetch_add(1, Ordering::SeqCst);
-            async { Ok(body(&["a"])) }
+            async { Ok(body(&["a"]).into()) }
         })
         .await;
     assert!(r.is_err());
@@ -110,6 +110,7 @@ async fn an_invalidation_revokes_the_ids_of_an_entry_not_yet_in_moka() {
             lease,
             0,
             body(&["old-1", "old-2"]),
+            None,
             Vec::new(),
         )
         .unwrap();
@@ -135,7 +136,7 @@ async fn only_entries_filled_before_the_mutation_was_sent_are_revoked() {
     let fence = cache.fences.get_or_create(id());
     let lease = fence.lease(Instant::now()).unwrap();
     cache
-        .complete_fill(org(), id(), &fence, lease, 0, body(&["new-1"]), Vec::new())
+        .complete_fill(org(), id(), &fence, lease, 0, body(&["new-1"]), None, Vec::new())
         .unwrap();
     let applied = cache
         .invalidate_after_mutation(&inv(EventType::Regenerated, &[]), &mark)
@@ -160,7 +161,9 @@ async fn stale_if_error_never_serves_while_unsynced() {
     let cache = ContentCache::new(settings(), None, None);
     let gate = Arc::new(Gate(AtomicBool::new(true)));
     cache.set_sync_gate(gate.clone());
-    let (r, _) = cache.fill(&org(), id(), || async { Ok(body(&["a"])) }).await;
+    let (r, _) = cache
+        .fill(&org(), id(), || async { Ok(body(&["a"]).into()) })
+        .await;
     assert!(r.is_ok());
     tokio::time::advance(Duration::from_secs(11)).await;
     assert!(cache.lookup(&org(), id()).await.is_none(), "past its TTL");
@@ -184,7 +187,7 @@ async fn a_new_leader_reads_what_the_last_flight_cached_instead_of_the_origin() 
         let (r, _) = cache
             .fill(&org(), id(), move || {
                 c.fetch_add(1, Ordering::SeqCst);
-                async { Ok(body(&["a"])) }
+                async { Ok(body(&["a"]).into()) }
             })
             .await;
         assert!(r.is_ok());
@@ -214,6 +217,7 @@ async fn fills_older_than_a_reported_change_time_are_revoked_and_newer_ones_kept
             lease,
             0,
             stamped(&["old-1"], "2030-01-01T00:00:00.000Z"),
+            None,
             Vec::new(),
         )
         .unwrap();
@@ -231,6 +235,7 @@ async fn fills_older_than_a_reported_change_time_are_revoked_and_newer_ones_kept
             lease,
             0,
             stamped(&["new-1"], "2030-01-01T00:00:00.500Z"),
+            None,
             Vec::new(),
         )
         .unwrap();
@@ -264,7 +269,7 @@ async fn a_late_older_delete_does_not_let_a_late_re_creation_lift_the_newest_tom
     let (r, status) = cache
         .fill(&org(), id(), move || {
             c.fetch_add(1, Ordering::SeqCst);
-            async { Ok(body(&["a"])) }
+            async { Ok(body(&["a"]).into()) }
         })
         .await;
     assert!(r.is_err(), "the container deleted at T3 is served again");

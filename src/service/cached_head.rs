@@ -62,6 +62,8 @@ enum Slot {
     ContentEncoding,
     ETag,
     CacheControl,
+    /// The origin's content type, where it is not `application/json`.
+    ContentType,
 }
 
 struct Template {
@@ -108,7 +110,13 @@ impl Template {
         if head.vary {
             map.insert(VARY, VARY_ACCEPT_ENCODING.clone());
         }
-        let slots = map.keys().map(slot_of).collect();
+        let slots = map
+            .keys()
+            .map(|name| match slot_of(name) {
+                Slot::Fixed if name == CONTENT_TYPE && head.content_type.is_some() => Slot::ContentType,
+                slot => slot,
+            })
+            .collect();
         Template {
             class,
             limit,
@@ -198,6 +206,7 @@ pub(super) fn cached_reply_headers(
             content_encoding,
             mut etag,
             mut cache_control,
+            mut content_type,
             ..
         } = head;
         for (value, slot) in map.values_mut().zip(&template.slots) {
@@ -215,6 +224,7 @@ pub(super) fn cached_reply_headers(
                 (Slot::ContentEncoding, _) => *value = own(content_encoding.cloned()),
                 (Slot::ETag, _) => *value = own(etag.take()),
                 (Slot::CacheControl, _) => *value = own(cache_control.take()),
+                (Slot::ContentType, _) => *value = own(content_type.take()),
                 (Slot::Remaining | Slot::Reset | Slot::Current, None) => {
                     unreachable!("an unshaped template has no rate-limit slots")
                 }
@@ -365,6 +375,7 @@ mod tests {
             etag: Some(HeaderValue::from_str(etag).unwrap()),
             cache_control: cc.map(HeaderValue::from_static),
             vary,
+            content_type: None,
         }
     }
 
@@ -374,17 +385,22 @@ mod tests {
         let d = admitted(120, 7, 1_500);
         let shapes = |i: usize| {
             let tag = format!("\"tag-{i}\"");
-            match i % 6 {
+            match i % 7 {
                 0 => head(false, None, false, &tag, Some("private, no-cache"), false),
                 1 => head(true, None, false, &tag, Some("private, no-cache"), true),
                 2 => head(false, Some("452"), false, &tag, Some("private, no-cache"), false),
                 3 => head(false, None, true, &tag, Some("private, no-cache"), true),
                 4 => head(false, Some("521"), true, &tag, None, true),
-                _ => head(true, None, false, &tag, None, false),
+                5 => head(true, None, false, &tag, None, false),
+                // The origin's own content type, in place of the block's.
+                _ => ReplyHead {
+                    content_type: Some(HeaderValue::from_static("application/json; charset=utf-8")),
+                    ..head(false, None, false, &tag, Some("private, no-cache"), false)
+                },
             }
         };
         // Three rounds: built, then served from the templates, per shape.
-        for i in 0..18 {
+        for i in 0..21 {
             let rid = format!("req_01ARZ3NDEKTSV4RRFFQ69G5F{i:02}");
             let h = shapes(i);
             let got = cached_reply_headers(
@@ -403,7 +419,7 @@ mod tests {
             let mut want = wire(&want);
             got.sort();
             want.sort();
-            assert_eq!(got, want, "shape {}", i % 6);
+            assert_eq!(got, want, "shape {}", i % 7);
         }
     }
 }

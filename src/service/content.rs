@@ -149,7 +149,15 @@ impl Gateway {
                     reply.body = plain.into();
                 }
                 if reply.status == StatusCode::OK {
-                    return Ok(reply.body);
+                    let content_type = reply
+                        .headers
+                        .get(http::header::CONTENT_TYPE)
+                        .filter(|v| *v != "application/json")
+                        .cloned();
+                    return Ok(crate::cache::Fetched {
+                        body: reply.body,
+                        content_type,
+                    });
                 }
                 if !reply.status.is_client_error() {
                     tracing::warn!(status = reply.status.as_u16(), container = %id, "origin failed a container fetch");
@@ -267,7 +275,7 @@ impl Gateway {
         outcome.trace.set(|| {
             opentelemetry::KeyValue::new(crate::telemetry::attr::GENERATION, entry.generation as i64)
         });
-        let (resp, reply_head) = reply(
+        let (resp, mut reply_head) = reply(
             chosen,
             &parts.headers,
             head,
@@ -275,6 +283,9 @@ impl Gateway {
             &self.state.content_headers,
             outcome,
         );
+        if !reply_head.not_modified {
+            reply_head.content_type = entry.content_type.as_deref().cloned();
+        }
         // `Gateway::respond` writes the whole header block, content type,
         // `X-Cache` and the reply's own headers included, in one go (see
         // `cached_head`).

@@ -13,7 +13,9 @@ use crate::accept_encoding::Encoding;
 use crate::body::ResponseBody;
 use crate::config::CacheConfig;
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, ETAG, VARY};
+use http::header::{
+    HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, VARY,
+};
 use http::{Response, StatusCode};
 
 pub(super) static VARY_ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static("accept-encoding");
@@ -95,12 +97,18 @@ pub(super) struct ReplyHead {
     pub cache_control: Option<HeaderValue>,
     /// `Vary: Accept-Encoding`.
     pub vary: bool,
+    /// The origin's `Content-Type` where it is not `application/json`
+    /// (the header block's own value otherwise; none on a 304).
+    pub content_type: Option<HeaderValue>,
 }
 
 impl ReplyHead {
     /// Adds these headers to `h` (a reply whose other headers are built
     /// header by header). What is set here wins over a value in `h`.
     pub(super) fn write(self, h: &mut HeaderMap) {
+        if let Some(v) = self.content_type {
+            h.insert(CONTENT_TYPE, v);
+        }
         if let Some(v) = self.content_length {
             h.insert(CONTENT_LENGTH, v);
         }
@@ -126,6 +134,7 @@ impl ReplyHead {
             | u8::from(self.etag.is_some()) << 3
             | u8::from(self.cache_control.is_some()) << 4
             | u8::from(self.vary) << 5
+            | u8::from(self.content_type.is_some()) << 6
     }
 }
 
@@ -172,6 +181,7 @@ pub(super) fn reply(
         etag: chosen.etag,
         cache_control: policy.cache_control(asset).cloned(),
         vary: policy.varies(asset),
+        content_type: None,
     };
     (resp, reply_head)
 }
