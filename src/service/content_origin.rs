@@ -92,7 +92,8 @@ impl Gateway {
                 .map_err(|e| GatewayError::internal(&e))?;
             *req.headers_mut() = read_headers(parts, rid);
             crate::telemetry::attach(&mut req, outcome.trace.origin().as_ref());
-            let reply = self.state.origin.fetch(req, template, &principal.org).await?;
+            let mut reply = self.state.origin.fetch(req, template, &principal.org).await?;
+            self.plain(&mut reply);
             let behind =
                 reply.status == StatusCode::OK && asset.is_none() && cache.origin_is_behind(id, &reply.body);
             if behind && !retried && !cache.lag_retry().is_zero() {
@@ -176,6 +177,18 @@ impl Gateway {
         Ok(resp)
     }
 
+    /// The origin's answer in identity bytes. Asked for identity, an origin
+    /// (or a CDN before it) may still code its answer; the fence judges,
+    /// tags and answers decoded bytes, so the coding header goes too. A
+    /// coding this cannot read leaves an empty body, which no check passes.
+    fn plain(&self, reply: &mut crate::origin::OriginReply) {
+        let cap = self.state.config.origin.max_response_bytes as usize;
+        if let Some(plain) = super::content_coding::decoded(&reply.headers, &reply.body, cap) {
+            reply.body = plain.into();
+            reply.headers.remove(http::header::CONTENT_ENCODING);
+        }
+    }
+
     /// An asset the floor does not name as current, decided by the
     /// origin's container (see `ContentCache::judge_asset_by_container`):
     /// one more origin read, only for such an asset. A container the origin
@@ -194,11 +207,12 @@ impl Gateway {
             .body(empty_body())
             .map_err(|e| GatewayError::internal(&e))?;
         *req.headers_mut() = read_headers(parts, rid);
-        let reply = self
+        let mut reply = self
             .state
             .origin
             .fetch(req, CONTAINER_TEMPLATE, &principal.org)
             .await?;
+        self.plain(&mut reply);
         if !reply.status.is_success() {
             return Ok(OriginVerdict::AssetRevoked);
         }
