@@ -15,7 +15,7 @@ use support::keyless::*;
 use support::loopback_app::connect_from;
 use support::scripted::{Answer, Scripted};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 /// DEFECT: a connection counts as idle (the FIRST choice at the cap) as
 /// soon as its last response body has been handed to hyper, not once its
@@ -45,15 +45,7 @@ async fn a_partners_response_still_being_written_is_not_evicted_as_idle() {
     )
     .await;
     // The partner, on a slow link: a small receive buffer, not reading yet.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.bind("127.0.0.3:0".parse().unwrap()).unwrap();
-    let mut partner = sock.connect(app.addr).await.unwrap();
-    let head = format!(
-        "GET /v1/projects/p1 HTTP/1.1\r\nhost: gw\r\nx-api-key: {}\r\nconnection: close\r\n\r\n",
-        admin_key()
-    );
-    partner.write_all(head.as_bytes()).await.unwrap();
+    let mut partner = send_get_slow_reader("127.0.0.3", app.addr, "/v1/projects/p1", &admin_key()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The keyless client: one unread 401 takes the other slot, then one
     // more connection at the cap.

@@ -16,7 +16,7 @@ use layers_gateway::origin::Upstream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use support::keyless::{cut, h2_from};
+use support::keyless::{cut, h2_from, send_get_slow_reader};
 use support::loopback_app::connect_from;
 use support::scripted::{Answer, Scripted, ScriptedUpstream};
 use support::*;
@@ -178,15 +178,7 @@ async fn a_response_still_being_written_steadily_is_not_cut_by_the_idle_timeout(
         "",
     )
     .await;
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.bind("127.0.0.3:0".parse().unwrap()).unwrap();
-    let mut partner = sock.connect(app.addr).await.unwrap();
-    let head = format!(
-        "GET /v1/projects/p1 HTTP/1.1\r\nhost: gw\r\nx-api-key: {}\r\nconnection: close\r\n\r\n",
-        admin_key()
-    );
-    partner.write_all(head.as_bytes()).await.unwrap();
+    let mut partner = send_get_slow_reader("127.0.0.3", app.addr, "/v1/projects/p1", &admin_key()).await;
     // Read steadily, a little every millisecond, never stalling.
     let mut got = Vec::with_capacity(LEN + 1024);
     let mut buf = vec![0u8; 32 * 1024];

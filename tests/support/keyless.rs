@@ -185,3 +185,20 @@ pub async fn send_get(from: &str, addr: SocketAddr, path: &str, key: &str) -> to
     s.write_all(head.as_bytes()).await.unwrap();
     s
 }
+
+/// [`send_get`] from a partner on a slow link: a 4 KiB receive buffer, so
+/// a large answer stays in the gateway's socket until the partner reads.
+pub async fn send_get_slow_reader(
+    from: &str,
+    addr: SocketAddr,
+    path: &str,
+    key: &str,
+) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut s = sock.connect(addr).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nhost: gw\r\nx-api-key: {key}\r\nconnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    s
+}
