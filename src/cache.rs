@@ -96,6 +96,9 @@ pub enum DiscardReason {
     /// Older than a change that revoked assets (regenerate, delete): not
     /// served either once the one retry is still old.
     LaggingAssets,
+    /// Not dated after what was cached, within `cache.undated_hold_ms` of
+    /// an invalidation that gave no change time (`fence::UndatedHold`).
+    Undated,
     /// This cluster instance is not synced: nothing is cached.
     Unsynced,
 }
@@ -107,6 +110,7 @@ impl DiscardReason {
             DiscardReason::Revoked => "revoked",
             DiscardReason::Expired => "expired",
             DiscardReason::Lagging | DiscardReason::LaggingAssets => "lagging",
+            DiscardReason::Undated => "undated",
             DiscardReason::Unsynced => "unsynced",
         }
     }
@@ -140,6 +144,9 @@ pub struct CacheSettings {
     pub clock_skew: Duration,
     /// Delay before a lagging fill asks the origin once more.
     pub lag_retry: Duration,
+    /// How long an undated invalidation keeps fills not shown newer than
+    /// the cached version out of the cache (0: not at all).
+    pub undated_hold: Duration,
     /// How long an origin 404 is remembered (0: never) and how many.
     pub negative_ttl: Duration,
     pub negative_max_entries: u64,
@@ -162,6 +169,7 @@ impl CacheSettings {
             stale_if_error: Duration::from_secs(c.cache.stale_if_error_secs),
             clock_skew: Duration::from_millis(c.cache.clock_skew_ms),
             lag_retry: Duration::from_millis(c.cache.lag_retry_ms),
+            undated_hold: Duration::from_millis(c.cache.undated_hold_ms),
             negative_ttl: Duration::from_secs(c.cache.negative_ttl_secs),
             negative_max_entries: c.cache.negative_max_entries,
             miss_budget_per_sec: c.origin.miss_budget_per_org_per_sec,
@@ -595,6 +603,12 @@ impl ContentCache {
             || self.epoch.load(Ordering::Acquire) != epoch
         {
             Some(DiscardReason::Generation)
+        } else if st.undated.is_some_and(|h| h.holds(rendered.updated_at, now)) {
+            // After a change that gave no date, a body not shown newer than
+            // what was cached is served, not cached (`UndatedHold`). Not
+            // asked again: it cannot be shown old, and the event may have
+            // come after the version the origin serves now.
+            Some(DiscardReason::Undated)
         } else if rendered.removed_revoked {
             Some(DiscardReason::Revoked)
         } else if expires_at <= now {
@@ -641,17 +655,19 @@ impl ContentCache {
 
     /// Revokes the ids of a lagging body that the floor's change did not
     /// name as current: a body dated older than that change, or undated
-    /// (one dated at or after it is never lagging, `complete_fill`).
+    /// (one dated at or after it is never lagging, `complete_fill`). A
+    /// change that named no id as current leaves none of them current.
     fn revoke_behind_floor(&self, fence: &Arc<Fence>, entry: &CachedContainer) {
         let now = Instant::now();
         let until = now + self.ttls.load().revoked_ttl;
         let mut st = fence.lock();
-        let Some(current) = st.floor(now).and_then(|f| f.current.clone()) else {
+        let Some(floor) = st.floor(now).filter(|f| f.revokes_assets()) else {
             return;
         };
+        let current = floor.current.clone();
         let old: Vec<Box<str>> = entry
             .asset_ids()
-            .filter(|a| !current.iter().any(|c| **c == **a))
+            .filter(|a| current.as_ref().is_none_or(|cur| !cur.iter().any(|c| **c == **a)))
             .map(Box::from)
             .collect();
         for a in old {
@@ -707,7 +723,9 @@ impl ContentCache {
             DiscardReason::Generation => &self.counters.discarded_generation,
             DiscardReason::Revoked => &self.counters.discarded_revoked,
             DiscardReason::Expired => &self.counters.discarded_expired,
-            DiscardReason::Lagging | DiscardReason::LaggingAssets => &self.counters.discarded_lagging,
+            DiscardReason::Lagging | DiscardReason::LaggingAssets | DiscardReason::Undated => {
+                &self.counters.discarded_lagging
+            }
             DiscardReason::Unsynced => &self.counters.discarded_unsynced,
         };
         c.fetch_add(1, Ordering::Relaxed);

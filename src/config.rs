@@ -61,6 +61,7 @@ pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_millis(500);
 /// How long a fill that a lagging origin replica answered waits before it
 /// asks once more.
 pub const DEFAULT_LAG_RETRY: Duration = Duration::from_millis(100);
+pub const DEFAULT_UNDATED_HOLD: Duration = Duration::from_millis(5_000);
 /// How long the origin's 404 for a container is remembered.
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(5);
 /// Most remembered 404s.
@@ -334,6 +335,11 @@ pub struct CacheConfig {
     /// A fill older than an invalidation it follows (origin replica lag) is
     /// served but not cached, and asked once more after this delay.
     pub lag_retry_ms: u64,
+    /// After an invalidation that gives no change time, a fill of the
+    /// container not shown newer than what this instance had cached is
+    /// served but not cached for this long (a lagging replica's old version
+    /// cannot be told from the current one). 0 disables.
+    pub undated_hold_ms: u64,
     /// The origin's 404 for a container is remembered this long per
     /// (organization, container); 0 disables.
     pub negative_ttl_secs: u64,
@@ -414,6 +420,7 @@ impl Default for CacheConfig {
             stale_if_error_secs: DEFAULT_STALE_IF_ERROR.as_secs(),
             clock_skew_ms: DEFAULT_CLOCK_SKEW.as_millis() as u64,
             lag_retry_ms: DEFAULT_LAG_RETRY.as_millis() as u64,
+            undated_hold_ms: DEFAULT_UNDATED_HOLD.as_millis() as u64,
             negative_ttl_secs: DEFAULT_NEGATIVE_TTL.as_secs(),
             negative_max_entries: DEFAULT_NEGATIVE_MAX_ENTRIES,
             compress_min_bytes: DEFAULT_COMPRESS_MIN_BYTES as u64,
@@ -822,6 +829,11 @@ impl Config {
         nonzero(self.cache.negative_max_entries, "cache.negative_max_entries")?;
         if self.cache.lag_retry_ms > 5_000 {
             return Err("cache.lag_retry_ms must be at most 5000 (it delays a miss)".into());
+        }
+        if self.cache.undated_hold_ms > 60_000 {
+            return Err(
+                "cache.undated_hold_ms must be at most 60000 (the container is not cached meanwhile)".into(),
+            );
         }
         self.cache.validate_representations()?;
         crate::auth::scopes::Scope::parse(&self.routes.default_scope).ok_or_else(|| {

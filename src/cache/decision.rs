@@ -236,11 +236,13 @@ impl ContentCache {
         // change that lists it (`judge_asset_by_container`), the rule a fill
         // applies to a body's ids. Judged only on the origin's answer (the
         // canonical route, synced, reads the container itself).
+        // A change that named no id as current names none of them.
         let not_current = |a: &str| {
-            st.floor(now)
-                .filter(|f| f.revokes_assets())
-                .and_then(|f| f.current.as_ref())
-                .is_some_and(|cur| !cur.iter().any(|c| **c == *a))
+            st.floor(now).filter(|f| f.revokes_assets()).is_some_and(|f| {
+                f.current
+                    .as_ref()
+                    .is_none_or(|cur| !cur.iter().any(|c| **c == *a))
+            })
         };
         if asset.is_some_and(not_current) {
             return OriginVerdict::AssetUnproven;
@@ -266,7 +268,11 @@ impl ContentCache {
         // A container body dated older than a change that revoked assets:
         // the ids that change did not name as current are left out below.
         let behind: Option<std::sync::Arc<[Box<str>]>> = match (st.floor(now), updated) {
-            (Some(f), Some(at)) if f.revoked_at.is_some_and(|r| at < r) => f.current.clone(),
+            (Some(f), Some(at)) if f.revoked_at.is_some_and(|r| at < r) => Some(
+                f.current
+                    .clone()
+                    .unwrap_or_else(|| std::sync::Arc::from(Vec::new())),
+            ),
             _ => None,
         };
         if asset.is_some() {
@@ -332,7 +338,7 @@ impl ContentCache {
         if floor
             .current
             .as_ref()
-            .is_none_or(|cur| cur.iter().any(|c| **c == *asset))
+            .is_some_and(|cur| cur.iter().any(|c| **c == *asset))
         {
             return OriginVerdict::Pass;
         }

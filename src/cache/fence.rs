@@ -54,6 +54,27 @@ pub struct FenceState {
     /// cached fills were dropped for (`note_origin_version`): once per
     /// version, however many reads show it.
     pub read_version: Option<i64>,
+    /// Set by an invalidation that gave no change time (see `UndatedHold`).
+    pub undated: Option<UndatedHold>,
+}
+
+/// After an invalidation that gave no change time, the gateway cannot tell
+/// a lagging replica's old version from the current one: until `until`, a
+/// fill not dated after `newest` (the newest `updatedAt` this instance had
+/// cached when the invalidation was applied; `None`: it had cached none) is
+/// served but not cached. Bounded in time because the event may have come
+/// late, after the version the origin serves now was cached.
+#[derive(Clone, Copy, Debug)]
+pub struct UndatedHold {
+    pub newest: Option<i64>,
+    pub until: Instant,
+}
+
+impl UndatedHold {
+    /// Whether a body dated `at` is held out of the cache at `now`.
+    pub fn holds(&self, at: Option<i64>, now: Instant) -> bool {
+        now < self.until && !matches!((self.newest, at), (Some(n), Some(at)) if at > n)
+    }
 }
 
 /// Fills cached per fence that it remembers (one per organization usually).
@@ -207,6 +228,7 @@ impl FenceState {
         !self.is_tombstoned(now)
             && self.revoked.values().all(|t| now >= *t)
             && self.floor(now).is_none()
+            && self.undated.is_none_or(|h| now >= h.until)
             && !self.announced(now)
     }
 }

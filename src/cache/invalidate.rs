@@ -17,6 +17,9 @@
 //! never revokes what the origin serves now. Every invalidation still
 //! bumps the generation, so no entry filled before it is ever served again;
 //! the revoked set only guards later fills against a lagging origin replica.
+//! A change with no date to judge such a replica by holds back, for
+//! `cache.undated_hold_ms`, the versions this instance had cached
+//! (`fence::UndatedHold`): they are served, not cached.
 //!
 //! The cached fills are recorded by the fence itself (under its lock, by
 //! the fill that cached them), so the ids are taken under the same lock
@@ -30,7 +33,7 @@
 //! never resurrects a deleted container. The delete's date is the newest
 //! of every delete applied: an older delete arriving late never lowers it.
 
-use super::fence::{Floor, MutationMark};
+use super::fence::{Floor, MutationMark, UndatedHold};
 use super::ContentCache;
 use crate::events::{EventType, Invalidation};
 use crate::ids::ContainerId;
@@ -187,6 +190,17 @@ impl ContentCache {
                     f.current = Some(all.into_iter().map(Box::from).collect());
                 }
             }
+        }
+        let hold = self.settings.undated_hold;
+        if inv.changed_at.is_none() && inv.event_type != EventType::Deleted && !hold.is_zero() {
+            // No date to judge a lagging replica's answer by: hold back the
+            // versions this instance had cached (`UndatedHold`).
+            let cached = st.records.iter().filter_map(|r| r.updated_at).max();
+            let standing = st.undated.filter(|h| now < h.until).and_then(|h| h.newest);
+            st.undated = Some(UndatedHold {
+                newest: cached.max(standing),
+                until: now + hold,
+            });
         }
         if let Some(at) = inv.changed_at {
             // The newest reported change wins; an older one arriving late

@@ -19,6 +19,7 @@ fn settings() -> CacheSettings {
         stale_if_error: Duration::from_secs(60),
         clock_skew: Duration::ZERO,
         lag_retry: Duration::from_millis(100),
+        undated_hold: Duration::from_millis(5_000),
         negative_ttl: Duration::from_secs(5),
         negative_max_entries: 1000,
         miss_budget_per_sec: 0,

@@ -1,0 +1,168 @@
+//! Invalidations that tell the gateway little (no `updatedAt`, no asset
+//! ids) behind a lagging origin replica: what a black-box attacker's own
+//! origin found after round 31. Promise 1: once an invalidation is
+//! applied, the invalidated version is never cached past it, and a change
+//! that revoked assets leaves a lagging body's ids out.
+
+mod support;
+
+use bytes::Bytes;
+use http::Method;
+use std::time::Duration;
+use support::*;
+
+/// Delivers a signed webhook to the in-process gateway; asserts it applied.
+async fn deliver(gw: &layers_gateway::service::Gateway, n: u32, ty: &str, data: serde_json::Value) {
+    let body =
+        serde_json::json!({ "id": format!("evt_01UNDATED{n:016}"), "type": ty, "data": data }).to_string();
+    let headers = signed_webhook(&body, WEBHOOK_SECRET, unix_now());
+    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = call(gw, Method::POST, "/webhooks/layers", &h, Bytes::from(body)).await;
+    assert_eq!(r.body.as_ref(), br#"{"status":"applied"}"#);
+}
+
+fn asset_ids(r: &Reply) -> Vec<String> {
+    r.json()["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["assetId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// DEFECT (black-box round 32, D2): the container was cached; the origin
+/// changed its caption and a replica kept the old version for a second; a
+/// `content.updated` webhook without `updatedAt` was applied. The first
+/// read during the lag got the old version (allowed: the change cannot be
+/// dated), but that version was then cached and served as a HIT for the
+/// whole TTL after the origin had caught up.
+#[tokio::test(start_paused = true)]
+async fn an_undated_change_never_lets_a_lagging_replica_s_old_version_be_cached() {
+    let sim = demo_simulator();
+    let (id, _) = first_container(&sim);
+    let gw = in_process(&sim, "[cache]\nlag_retry_ms = 100\n");
+    let key = admin_key();
+    let path = format!("/v1/content/{id}");
+    let old = call_get(&gw, &path, &key).await.json()["caption"].clone();
+    sim.set_replica_lag(id, Some(Duration::from_millis(1000)));
+    assert!(sim.update_caption(id, "the new caption"));
+    deliver(
+        &gw,
+        1,
+        "content.updated",
+        serde_json::json!({ "id": id.to_string() }),
+    )
+    .await;
+    // During the lag: the replica's answer, whatever it is.
+    let r = call_get(&gw, &path, &key).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["caption"], old, "the replica is still behind");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..3 {
+        let r = call_get(&gw, &path, &key).await;
+        assert_eq!(
+            r.json()["caption"],
+            "the new caption",
+            "the origin caught up; the old version was cached past the invalidation ({:?})",
+            r.x_cache()
+        );
+    }
+}
+
+/// The same for an undated `content.regenerated` naming no ids: once the
+/// replica caught up, the old asset ids are not served from a cached copy.
+#[tokio::test(start_paused = true)]
+async fn an_undated_regenerate_never_lets_the_old_assets_be_cached() {
+    let sim = demo_simulator();
+    let (id, _) = first_container(&sim);
+    let gw = in_process(&sim, "[cache]\nlag_retry_ms = 100\n");
+    let key = admin_key();
+    let path = format!("/v1/content/{id}");
+    call_get(&gw, &path, &key).await;
+    sim.set_replica_lag(id, Some(Duration::from_millis(1000)));
+    let regen = sim.regenerate(id).unwrap();
+    deliver(
+        &gw,
+        2,
+        "content.regenerated",
+        serde_json::json!({ "id": id.to_string() }),
+    )
+    .await;
+    call_get(&gw, &path, &key).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = call_get(&gw, &path, &key).await;
+    assert_eq!(asset_ids(&r), regen.new_asset_ids, "{:?}", r.x_cache());
+    for old in &regen.previous_asset_ids {
+        let r = call_get(&gw, &format!("{path}/assets/{old}"), &key).await;
+        assert_eq!(r.status, 404, "old asset {old} after the origin caught up");
+    }
+}
+
+/// DEFECT (black-box round 32, D1): a dated `content.regenerated` naming
+/// no asset ids, for a container this instance never read, while a
+/// replica still answers the old version: the gateway saw the body was
+/// older than the change (it asked again) but served it with every old
+/// asset id, and the canonical asset route served an old descriptor. The
+/// change named no id as current, so every id of an older body is old.
+#[tokio::test(start_paused = true)]
+async fn a_dated_regenerate_naming_no_ids_leaves_every_id_of_an_older_body_out() {
+    let sim = demo_simulator();
+    let (id, _) = first_container(&sim);
+    let gw = in_process(&sim, "[cache]\nlag_retry_ms = 100\n");
+    let key = admin_key();
+    let path = format!("/v1/content/{id}");
+    sim.set_replica_lag(id, Some(Duration::from_millis(1500)));
+    let regen = sim.regenerate(id).unwrap();
+    let updated_at = sim.container(id).unwrap()["updatedAt"].clone();
+    let data = serde_json::json!({ "id": id.to_string(), "updatedAt": updated_at });
+    deliver(&gw, 3, "content.regenerated", data).await;
+    for p in [path.clone(), format!("{path}?fields=all")] {
+        let r = call_get(&gw, &p, &key).await;
+        assert_eq!(r.status, 200, "{p}");
+        let ids = asset_ids(&r);
+        for old in &regen.previous_asset_ids {
+            assert!(!ids.contains(old), "{p}: old asset {old} served in {ids:?}");
+        }
+    }
+    for old in &regen.previous_asset_ids {
+        for p in [format!("{path}/assets/{old}"), format!("{path}/assets/{old}?x=1")] {
+            let r = call_get(&gw, &p, &key).await;
+            assert_eq!(r.status, 404, "{p} during the lag");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let r = call_get(&gw, &path, &key).await;
+    assert_eq!(asset_ids(&r), regen.new_asset_ids, "after the origin caught up");
+}
+
+/// The cost side of the rule above: an undated event that arrives after
+/// this instance already cached the new version (a webhook slower than a
+/// partner's read) holds the container uncached only for
+/// `cache.undated_hold_ms`; after that it is cached again.
+#[tokio::test(start_paused = true)]
+async fn a_late_undated_event_holds_the_container_uncached_only_for_the_window() {
+    let sim = demo_simulator();
+    let (id, _) = first_container(&sim);
+    let gw = in_process(&sim, "[cache]\nlag_retry_ms = 100\nundated_hold_ms = 3000\n");
+    let key = admin_key();
+    let path = format!("/v1/content/{id}");
+    assert!(sim.update_caption(id, "already current"));
+    let r = call_get(&gw, &path, &key).await;
+    assert_eq!(r.json()["caption"], "already current");
+    deliver(
+        &gw,
+        4,
+        "content.updated",
+        serde_json::json!({ "id": id.to_string() }),
+    )
+    .await;
+    let r = call_get(&gw, &path, &key).await;
+    assert_eq!(r.json()["caption"], "already current");
+    assert_ne!(r.x_cache(), Some("HIT"));
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let gets = sim.container_gets();
+    call_get(&gw, &path, &key).await;
+    let r = call_get(&gw, &path, &key).await;
+    assert_eq!(r.x_cache(), Some("HIT"), "cached again after the window");
+    assert_eq!(sim.container_gets(), gets + 1);
+}
