@@ -31,6 +31,8 @@ pub struct FenceState {
     /// change time, else when this instance applied it). Only a
     /// `content.generated` shown to be later lifts the tombstone early.
     pub tombstone_changed_at: Option<i64>,
+    /// The newest `content.generated` that lifted a tombstone (see `Lift`).
+    pub lifted: Option<Lift>,
     /// Revoked asset id -> until when it stays revoked.
     pub revoked: HashMap<Box<str>, Instant>,
     /// The last fills that were cached, newest last, at most
@@ -56,6 +58,23 @@ pub struct FenceState {
     pub read_version: Option<i64>,
     /// Set by an invalidation that gave no change time (see `UndatedHold`).
     pub undated: Option<UndatedHold>,
+}
+
+/// A re-creation that lifted a tombstone: a delete dated before `at` that
+/// arrives later (an origin retry, a replay, a peer's late entry) is
+/// history, not a new deletion, and must not tombstone the live container
+/// again. Remembered as long as a tombstone would have lasted (`until`).
+#[derive(Clone, Copy, Debug)]
+pub struct Lift {
+    pub at: i64,
+    pub until: Instant,
+}
+
+impl Lift {
+    /// Whether a delete dated `deleted_at` is older than this lift at `now`.
+    pub fn supersedes(&self, deleted_at: i64, now: Instant) -> bool {
+        now < self.until && deleted_at < self.at
+    }
 }
 
 /// After an invalidation that gave no change time, the gateway cannot tell
@@ -229,6 +248,7 @@ impl FenceState {
             && self.revoked.values().all(|t| now >= *t)
             && self.floor(now).is_none()
             && self.undated.is_none_or(|h| now >= h.until)
+            && self.lifted.is_none_or(|l| now >= l.until)
             && !self.announced(now)
     }
 }

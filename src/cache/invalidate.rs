@@ -33,7 +33,7 @@
 //! never resurrects a deleted container. The delete's date is the newest
 //! of every delete applied: an older delete arriving late never lowers it.
 
-use super::fence::{Floor, MutationMark, UndatedHold};
+use super::fence::{Floor, Lift, MutationMark, UndatedHold};
 use super::ContentCache;
 use crate::events::{EventType, Invalidation};
 use crate::ids::ContainerId;
@@ -145,14 +145,27 @@ impl ContentCache {
         for a in &revoked {
             st.revoked.insert(a.as_str().into(), until);
         }
+        let deleted_at = inv.changed_at.or(inv.created_at).unwrap_or(now_ms);
+        // A delete older than the re-creation that already lifted its
+        // tombstone (retried, replayed, or a peer's entry read late) is
+        // history: its ids are revoked above, but the live container is not
+        // tombstoned again. Same millisecond: tombstoned (refusing a live
+        // container beats serving a deleted one).
+        let stale_delete =
+            inv.event_type == EventType::Deleted && st.lifted.is_some_and(|l| l.supersedes(deleted_at, now));
+        if stale_delete {
+            tracing::info!(container = %id, "content.deleted older than the re-creation that lifted it: not tombstoned");
+        }
         st.exists_until = match inv.event_type {
+            EventType::Deleted if stale_delete => st.exists_until,
             EventType::Deleted => None,
             _ => Some(until),
         };
         match inv.event_type {
+            EventType::Deleted if stale_delete => {}
             EventType::Deleted => {
                 st.tombstone_until = Some(now + self.ttls.load().tombstone_ttl);
-                let at = inv.changed_at.or(inv.created_at).unwrap_or(now_ms);
+                let at = deleted_at;
                 // The tombstone's date only moves forward: a late retry of
                 // an older delete must not lower it, or a late `generated`
                 // between the two deletes would lift the newest one (and a
@@ -172,6 +185,15 @@ impl ContentCache {
                     (None, Some(_)) => false,
                 };
                 if later {
+                    // Dated: every delete before it is history, whether its
+                    // tombstone was here to lift or arrives later.
+                    if let Some(at) = inv.changed_at.or(inv.created_at) {
+                        let at = st.lifted.filter(|l| now < l.until).map_or(at, |l| l.at.max(at));
+                        st.lifted = Some(Lift {
+                            at,
+                            until: now + self.ttls.load().tombstone_ttl,
+                        });
+                    }
                     st.tombstone_until = None;
                     st.tombstone_changed_at = None;
                 } else if st.is_tombstoned(now) {

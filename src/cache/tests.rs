@@ -285,6 +285,59 @@ async fn a_late_older_delete_does_not_let_a_late_re_creation_lift_the_newest_tom
         .is_tombstoned(Instant::now()));
 }
 
+/// Whether a fill of the container is refused as deleted (no origin call).
+async fn tombstoned(cache: &Arc<ContentCache>) -> bool {
+    let (_, status) = cache
+        .fill(&org(), id(), || async { Ok(body(&["a"]).into()) })
+        .await;
+    status == CacheStatus::Tombstone
+}
+
+/// Black-box round 67: a `content.deleted` dated before the
+/// `content.generated` that lifted its tombstone (an origin retry of the
+/// delete, a replay, a peer's entry read late) tombstoned the live
+/// container again, for the tombstone's whole TTL.
+#[tokio::test(start_paused = true)]
+async fn a_late_delete_older_than_the_re_creation_does_not_tombstone_again() {
+    let cache = ContentCache::new(settings(), None, None);
+    let t1 = 1_800_000_000_000i64;
+    let at = |t: EventType, at: i64| Invalidation {
+        created_at: Some(at),
+        ..inv(t, &[])
+    };
+    cache.invalidate(&at(EventType::Deleted, t1)).await;
+    assert!(tombstoned(&cache).await);
+    cache.invalidate(&at(EventType::Generated, t1 + 1_000)).await;
+    assert!(!tombstoned(&cache).await, "the re-creation lifts the tombstone");
+    cache.invalidate(&at(EventType::Deleted, t1)).await;
+    assert!(
+        !tombstoned(&cache).await,
+        "a retry of the first delete is history"
+    );
+    // The same millisecond as the lift: arrival order decides (deleted).
+    cache.invalidate(&at(EventType::Deleted, t1 + 1_000)).await;
+    assert!(tombstoned(&cache).await);
+}
+
+/// The same when the delete was never seen before the re-creation: the
+/// container generated at T2 exists whatever was deleted before T2.
+#[tokio::test(start_paused = true)]
+async fn a_delete_older_than_a_generation_already_applied_does_not_tombstone() {
+    let cache = ContentCache::new(settings(), None, None);
+    let t2 = 1_800_000_000_000i64;
+    let at = |t: EventType, at: i64| Invalidation {
+        created_at: Some(at),
+        ..inv(t, &[])
+    };
+    cache.invalidate(&at(EventType::Generated, t2)).await;
+    cache.invalidate(&at(EventType::Deleted, t2 - 60_000)).await;
+    assert!(!tombstoned(&cache).await);
+    // A later delete still deletes, and an older one then keeps it deleted.
+    cache.invalidate(&at(EventType::Deleted, t2 + 60_000)).await;
+    cache.invalidate(&at(EventType::Deleted, t2 - 60_000)).await;
+    assert!(tombstoned(&cache).await);
+}
+
 fn dated(event_type: EventType, revoked: &[&str], current: &[&str], at: i64) -> Invalidation {
     Invalidation {
         current_asset_ids: current.iter().map(|s| s.to_string()).collect(),
