@@ -66,7 +66,9 @@ pub struct State {
     pub origin: OriginClient,
     /// Webhook secrets and tolerance; swapped whole by a config reload.
     pub(crate) webhook: arc_swap::ArcSwap<WebhookVerifier>,
-    dedupe: EventDedupe,
+    /// Webhook event ids applied and propagated; in a cluster, also every
+    /// event the node read from the stream (`ClusterNode::with_delivered`).
+    dedupe: Arc<EventDedupe>,
     pub metrics: Arc<Metrics>,
     /// Set once the origin has answered anything; `/readyz` reads it.
     origin_seen: Arc<AtomicBool>,
@@ -229,15 +231,15 @@ impl Gateway {
             config.webhooks.all_secrets(),
             Duration::from_secs(config.webhooks.tolerance_secs),
         );
-        let dedupe = EventDedupe::new(
+        let dedupe = Arc::new(EventDedupe::new(
             config.webhooks.dedupe_max_entries,
             Duration::from_secs(config.webhooks.dedupe_ttl_secs),
-        );
+        ));
         let routes = arc_swap::ArcSwap::from_pointee(RouteTable::from_config(&config));
         let cluster = config.cluster.as_ref().map(|c| {
             let stats = Arc::new(ClusterStats::new());
             metrics.register_cluster(&stats);
-            let node = ClusterNode::new(c, stats).expect("validated config");
+            let node = ClusterNode::with_delivered(c, stats, dedupe.clone()).expect("validated config");
             // Fail closed: cached data is served only while synced.
             cache.set_sync_gate(node.clone());
             node

@@ -165,6 +165,13 @@ pub struct ClusterNode {
     pub(super) sync: SyncState,
     /// Event ids already applied (or published) here. Own lock inside.
     pub(super) dedupe: EventDedupe,
+    /// Event ids known to be in the stream (read from it, or from the fence
+    /// records of a rebuild), so applied here and on every synced peer.
+    /// Shared with the webhook handler, which answers a retry or replay of
+    /// one "duplicate" on whichever instance it lands (`with_delivered`).
+    /// Not what `publish` marks: a delivery answered 503 (applied here,
+    /// not yet published) must be applied and published again on retry.
+    pub(super) delivered: Arc<EventDedupe>,
     /// Accepted invalidations whose `XADD` failed, oldest first, encoded.
     /// A `std` mutex: held for a push or a pop, never across an await.
     outbox: Mutex<VecDeque<Pending>>,
@@ -257,6 +264,20 @@ impl ClusterNode {
     /// nothing yet (the node is not synced until [`ClusterNode::start`]'s
     /// first read). Must be called inside a tokio runtime.
     pub fn new(settings: &ClusterSettings, stats: Arc<ClusterStats>) -> Result<Arc<ClusterNode>, String> {
+        let ttl = super::settings::DEFAULT_DEDUPE_TTL;
+        let delivered = Arc::new(EventDedupe::new(settings.dedupe_max_entries, ttl));
+        Self::with_delivered(settings, stats, delivered)
+    }
+
+    /// As [`ClusterNode::new`], sharing `delivered` with the webhook
+    /// handler: the node records in it every event id it reads from the
+    /// stream or a rebuild, so an origin retry of an event that reached
+    /// this instance through a peer is a duplicate here too.
+    pub fn with_delivered(
+        settings: &ClusterSettings,
+        stats: Arc<ClusterStats>,
+        delivered: Arc<EventDedupe>,
+    ) -> Result<Arc<ClusterNode>, String> {
         settings.validate()?;
         let target = Target::new(settings)?;
         let conn = SharedConn::new(settings)?;
@@ -282,6 +303,7 @@ impl ClusterNode {
                 failing: AtomicU8::new(SyncReason::Read as u8),
             },
             dedupe: EventDedupe::new(settings.dedupe_max_entries, dedupe_ttl),
+            delivered,
             outbox: Mutex::new(VecDeque::new()),
             outbox_kick: Notify::new(),
             stats,

@@ -548,12 +548,17 @@ impl Reader {
             Ok((inv, _origin)) => {
                 let id = inv.event_id.clone().filter(|id| !id.is_empty());
                 if id.as_deref().is_some_and(|id| self.node.dedupe.seen(id)) {
+                    // Applied here before, and now seen in the stream.
+                    if let Some(id) = &id {
+                        self.node.delivered.mark(id);
+                    }
                     stats.duplicates.inc();
                     return Ok(());
                 }
                 (self.apply)(inv).await;
                 if let Some(id) = id {
                     self.node.dedupe.mark(&id);
+                    self.node.delivered.mark(&id);
                 }
                 stats.applied.inc();
                 Ok(())

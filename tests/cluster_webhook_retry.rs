@@ -1,0 +1,117 @@
+//! A webhook retried or replayed on another instance of a cluster: the
+//! origin retries through its load balancer, so the retry of an event one
+//! instance applied and published lands anywhere. Two wired gateways, one
+//! Redis (a real `redis-server` this test starts).
+//!
+//! Black-box round 67 found the instances kept two dedupe stores: the
+//! webhook handler's (filled only by webhooks it took itself) and the
+//! cluster node's (filled by the stream). A retry on the instance that
+//! learned the event from the stream was applied again ("applied"): every
+//! cached container of the event dropped, its fence bumped, and a dated
+//! delete re-applied, on every retry of the origin's day-long schedule.
+
+#[path = "support/redis.rs"]
+mod redis_support;
+mod support;
+
+use bytes::Bytes;
+use http::Method;
+use redis_support::RedisServer;
+use serde_json::json;
+use std::time::Duration;
+use support::*;
+use tokio::time::Instant;
+
+const WEBHOOK: &str = "/webhooks/layers";
+
+fn cluster(url: &str, id: &str) -> String {
+    format!(
+        "[cluster]\nredis_url = \"{url}\"\nsecret = \"layers-test-only-cluster-secret\"\ninstance_id = \"{id}\"\nmax_unsynced_ms = 1000\nblock_ms = 100\n\
+         connect_timeout_ms = 300\ncommand_timeout_ms = 300\nlease_retry_ms = 300\n"
+    )
+}
+
+async fn eventually<F, Fut>(what: &str, within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !cond().await {
+        assert!(started.elapsed() < within, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn metric(h: &Harness, name: &str) -> u64 {
+    let r = h.admin().send(Method::GET, "/metrics", &[], Bytes::new()).await;
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+        .unwrap_or(0.0) as u64
+}
+
+/// Delivers `body` signed, as the origin does, and returns the answer's
+/// status and `status` field.
+async fn deliver(h: &Harness, body: &str, event_id: &str) -> (u16, String) {
+    let mut headers = signed_webhook(body, WEBHOOK_SECRET, unix_now());
+    headers.push(("x-layers-event-id".into(), event_id.into()));
+    let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = h
+        .client
+        .send(Method::POST, WEBHOOK, &hs, Bytes::from(body.to_owned()))
+        .await;
+    let status = r.json()["status"].as_str().unwrap_or_default().to_owned();
+    (r.status.as_u16(), status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_or_replay_on_the_instance_that_learned_the_event_from_the_stream_is_a_duplicate() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sim = demo_simulator();
+    let a = Harness::with(sim.clone(), &cluster(&redis.url(), "a")).await;
+    let b = Harness::with(sim.clone(), &cluster(&redis.url(), "b")).await;
+    eventually("A and B synced", Duration::from_secs(10), || async {
+        a.gateway().cluster_synced() == Some(true) && b.gateway().cluster_synced() == Some(true)
+    })
+    .await;
+    let (id, _) = first_container(&sim);
+    let event_id = unique_event_id();
+    let body = json!({"id": event_id, "type": "content.updated", "data": {"id": id.to_string()}}).to_string();
+
+    let applied_before = metric(&a, "layers_gateway_cluster_stream_applied_total").await;
+    assert_eq!(deliver(&b, &body, &event_id).await, (200, "applied".into()));
+    eventually("A applied B's entry", Duration::from_secs(5), || async {
+        metric(&a, "layers_gateway_cluster_stream_applied_total").await > applied_before
+    })
+    .await;
+
+    // The origin's retry lands on A.
+    let dup_before = metric(&a, "layers_gateway_webhooks_duplicate_total").await;
+    assert_eq!(
+        deliver(&a, &body, &event_id).await,
+        (200, "duplicate".into()),
+        "a retry on the instance that learned the event from the stream"
+    );
+    // A replay (new id, `replayOf` the original) lands on A as well.
+    let replay_id = unique_event_id();
+    let replay = json!({"id": replay_id, "replayOf": event_id, "type": "content.updated", "data": {"id": id.to_string()}})
+        .to_string();
+    assert_eq!(deliver(&a, &replay, &replay_id).await, (200, "duplicate".into()));
+    assert_eq!(
+        metric(&a, "layers_gateway_webhooks_duplicate_total").await,
+        dup_before + 2
+    );
+    // And B, which took the original, still knows it.
+    assert_eq!(deliver(&b, &body, &event_id).await, (200, "duplicate".into()));
+
+    // A new event is still applied wherever it lands.
+    let fresh_id = unique_event_id();
+    let fresh =
+        json!({"id": fresh_id, "type": "content.updated", "data": {"id": id.to_string()}}).to_string();
+    assert_eq!(deliver(&a, &fresh, &fresh_id).await, (200, "applied".into()));
+    a.stop().await;
+    b.stop().await;
+}
