@@ -22,11 +22,13 @@
 //!
 //! `is_synced()` is true from a fresh proof until `max_unsynced` after the
 //! latest one: the reader sets it, the watchdog task clears it when the
-//! deadline passes without a newer proof. Hence: an invalidation whose
+//! deadline passes without a newer proof, and the hit path also compares
+//! that deadline with the clock itself (a stalled process runs its queued
+//! requests before its watchdog). Hence: an invalidation whose
 //! publication completed at `t` is applied on every instance, or that
 //! instance has stopped serving from cache, by `t + max_unsynced` (plus the
-//! time to apply it). The hit path pays one `Acquire` load of an
-//! `AtomicBool`.
+//! time to apply it). The hit path pays two `Acquire` loads and a clock
+//! read.
 //!
 //! It is also cleared at once, without waiting for the deadline, while an
 //! invalidation this instance accepted is not yet published (the outbox is
@@ -401,10 +403,13 @@ impl ClusterNode {
 
     /// Whether this instance may serve cached routes from its cache: it has
     /// joined the stream and showed it was caught up less than
-    /// `max_unsynced` ago. One atomic load.
+    /// `max_unsynced` ago. The flag, and the proof's deadline against the
+    /// clock: the watchdog that clears the flag is a task like any other,
+    /// and after a stall (a stopped process, a starved runtime) requests
+    /// queued meanwhile run before it does.
     #[inline]
     pub fn is_synced(&self) -> bool {
-        self.sync.synced.load(Ordering::Acquire)
+        self.sync.synced.load(Ordering::Acquire) && self.deadline().is_some_and(|d| Instant::now() < d)
     }
 
     /// Appends an invalidation this instance accepted (and has already
@@ -719,3 +724,6 @@ impl crate::cache::SyncGate for ClusterNode {
         self.fences_known.load(Ordering::Acquire)
     }
 }
+
+#[cfg(test)]
+mod tests;
