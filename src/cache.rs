@@ -37,6 +37,7 @@ use crate::shaping::clock::UnixClock;
 use bytes::Bytes;
 pub use decision::{OriginVerdict, Source, Verdict};
 use entry::CachedContainer;
+pub use entry::OriginHead;
 use fence::{Fence, Fences, Lease, MutationMark};
 use flight::{FlightKey, Flights};
 pub use invalidate::Applied;
@@ -250,18 +251,16 @@ pub type FetchResult = Result<Fetched, GatewayError>;
 /// The origin's 200 to a container read.
 pub struct Fetched {
     pub body: Bytes,
-    /// The origin's `Content-Type` when it is not exactly
-    /// `application/json` (`application/json; charset=utf-8`): served
-    /// with the entry, as the origin sent it.
-    pub content_type: Option<http::HeaderValue>,
+    /// What a reply from the entry repeats of the origin's headers.
+    pub head: OriginHead,
 }
 
 impl From<Bytes> for Fetched {
-    /// A body sent as `application/json`.
+    /// A body sent as `application/json`, with no other header to repeat.
     fn from(body: Bytes) -> Fetched {
         Fetched {
             body,
-            content_type: None,
+            head: OriginHead::default(),
         }
     }
 }
@@ -456,7 +455,7 @@ impl ContentCache {
         }
         let mut retried = false;
         loop {
-            let Fetched { body, content_type } = match fetch().await {
+            let Fetched { body, head } = match fetch().await {
                 Ok(fetched) => fetched,
                 Err(e) => {
                     self.remember_not_found(&org, id, &fence, lease, epoch, &e);
@@ -464,16 +463,8 @@ impl ContentCache {
                 }
             };
             let variants = self.compress(&body).await;
-            let (entry, discard) = self.complete_fill(
-                org.clone(),
-                id,
-                &fence,
-                lease,
-                epoch,
-                body,
-                content_type,
-                variants,
-            )?;
+            let (entry, discard) =
+                self.complete_fill(org.clone(), id, &fence, lease, epoch, body, head, variants)?;
             match discard {
                 None => {
                     if Instant::now() < entry.expires_at {
@@ -539,7 +530,7 @@ impl ContentCache {
         lease: Lease,
         epoch: u64,
         body: Bytes,
-        content_type: Option<http::HeaderValue>,
+        head: OriginHead,
         variants: Vec<Variant>,
     ) -> Result<(Arc<CachedContainer>, Option<DiscardReason>), GatewayError> {
         let now = Instant::now();
@@ -638,7 +629,7 @@ impl ContentCache {
             epoch,
             fence.clone(),
             rendered,
-            content_type,
+            head,
             variants,
             expires_at,
             stale_until,

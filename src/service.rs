@@ -10,6 +10,7 @@ mod content_origin;
 mod forward;
 mod framing;
 mod location;
+mod origin_headers;
 mod overrides;
 mod proxy;
 mod traced;

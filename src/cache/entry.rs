@@ -12,7 +12,7 @@ use super::representation::{strong_tag, tag_value, Variant, TAG_LEN};
 use super::time::parse_rfc3339_millis;
 use crate::ids::ContainerId;
 use bytes::Bytes;
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -36,9 +36,11 @@ pub struct CachedContainer {
     pub body: Bytes,
     /// The body's strong entity tag (a slice of `tags`).
     pub etag: Option<HeaderValue>,
-    /// The origin's `Content-Type` of the body, of it and of its asset
-    /// descriptors alike; `None`: `application/json`. Boxed: it is rare.
-    pub content_type: Option<Box<HeaderValue>>,
+    /// What replies from this entry repeat of the origin's headers, for
+    /// the body and its asset descriptors alike; `None`: nothing
+    /// (`application/json`, no header of its own). Shared with the
+    /// replies that carry it (a reference count per reply, when present).
+    pub head: Option<Arc<OriginHead>>,
     /// Compressed variants of the body, made at fill time (none for a
     /// body under `cache.compress_min_bytes`, or with compression off).
     variants: Box<[Variant]>,
@@ -332,6 +334,38 @@ fn tags_of(r: &Rendered) -> Bytes {
     Bytes::from(tags)
 }
 
+/// What a reply from the cache repeats of the origin's 200 besides the
+/// body (promise 4: the origin's headers, as a query-string read through
+/// to the origin would carry them). The service chooses them
+/// (`service/origin_headers.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OriginHead {
+    /// `Content-Type` when it is not exactly `application/json`
+    /// (`application/json; charset=utf-8`).
+    pub content_type: Option<HeaderValue>,
+    /// The origin's other headers, in its order (`Deprecation`, `Sunset`,
+    /// `Link`, its own `X-` headers...).
+    pub others: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl OriginHead {
+    pub fn is_empty(&self) -> bool {
+        self.content_type.is_none() && self.others.is_empty()
+    }
+}
+
+impl CachedContainer {
+    /// The origin's content type, where it is not `application/json`.
+    pub fn content_type(&self) -> Option<&HeaderValue> {
+        self.head.as_ref().and_then(|h| h.content_type.as_ref())
+    }
+
+    /// The origin's other headers a reply repeats.
+    pub fn origin_headers(&self) -> &[(HeaderName, HeaderValue)] {
+        self.head.as_ref().map_or(&[], |h| &h.others)
+    }
+}
+
 /// Assembles an entry from a rendering. `variants` are compressed
 /// variants of the rendering's body (none when it was re-rendered).
 #[allow(clippy::too_many_arguments)]
@@ -342,7 +376,7 @@ pub fn build(
     epoch: u64,
     fence: Arc<Fence>,
     r: Rendered,
-    content_type: Option<HeaderValue>,
+    head: OriginHead,
     variants: Vec<Variant>,
     expires_at: Instant,
     stale_until: Instant,
@@ -355,7 +389,7 @@ pub fn build(
         epoch,
         fence,
         etag: tag_value(tags.slice(..TAG_LEN)),
-        content_type: content_type.map(Box::new),
+        head: (!head.is_empty()).then(|| Arc::new(head)),
         variants: variants.into_boxed_slice(),
         tags,
         body: r.body,
@@ -415,7 +449,7 @@ mod tests {
             0,
             fence,
             render(&b, id(9), |_| false).unwrap(),
-            None,
+            OriginHead::default(),
             Vec::new(),
             now,
             now,

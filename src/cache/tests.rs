@@ -68,7 +68,7 @@ async fn a_fill_completing_while_tombstoned_is_never_cached_even_with_a_current_
     let lease = fence.lease(Instant::now()).unwrap();
     fence.lock().tombstone_until = Some(Instant::now() + Duration::from_secs(60));
     let (entry, discard) = cache
-        .complete_fill(org(), id(), &fence, lease, 0, body(&["a"]), None, Vec::new())
+        .complete_fill(org(), id(), &fence, lease, 0, body(&["a"]), OriginHead::default(), Vec::new())
         .unwrap();
     assert_eq!(discard, Some(DiscardReason::Generation));
     assert!(matches!(cache.judge(&entry, Source::Fill, None), Verdict::Gone));
@@ -111,7 +111,7 @@ async fn an_invalidation_revokes_the_ids_of_an_entry_not_yet_in_moka() {
             lease,
             0,
             body(&["old-1", "old-2"]),
-            None,
+            OriginHead::default(),
             Vec::new(),
         )
         .unwrap();
@@ -137,7 +137,7 @@ async fn only_entries_filled_before_the_mutation_was_sent_are_revoked() {
     let fence = cache.fences.get_or_create(id());
     let lease = fence.lease(Instant::now()).unwrap();
     cache
-        .complete_fill(org(), id(), &fence, lease, 0, body(&["new-1"]), None, Vec::new())
+        .complete_fill(org(), id(), &fence, lease, 0, body(&["new-1"]), OriginHead::default(), Vec::new())
         .unwrap();
     let applied = cache
         .invalidate_after_mutation(&inv(EventType::Regenerated, &[]), &mark)
@@ -218,7 +218,7 @@ async fn fills_older_than_a_reported_change_time_are_revoked_and_newer_ones_kept
             lease,
             0,
             stamped(&["old-1"], "2030-01-01T00:00:00.000Z"),
-            None,
+            OriginHead::default(),
             Vec::new(),
         )
         .unwrap();
@@ -236,7 +236,7 @@ async fn fills_older_than_a_reported_change_time_are_revoked_and_newer_ones_kept
             lease,
             0,
             stamped(&["new-1"], "2030-01-01T00:00:00.500Z"),
-            None,
+            OriginHead::default(),
             Vec::new(),
         )
         .unwrap();

@@ -207,6 +207,7 @@ pub(super) fn cached_reply_headers(
             mut etag,
             mut cache_control,
             mut content_type,
+            origin_headers,
             ..
         } = head;
         for (value, slot) in map.values_mut().zip(&template.slots) {
@@ -228,6 +229,13 @@ pub(super) fn cached_reply_headers(
                 (Slot::Remaining | Slot::Reset | Slot::Current, None) => {
                     unreachable!("an unshaped template has no rate-limit slots")
                 }
+            }
+        }
+        // The origin's own headers, after the block (none of its names:
+        // `service/origin_headers.rs`).
+        if let Some(o) = origin_headers {
+            for (name, value) in &o.others {
+                map.append(name.clone(), value.clone());
             }
         }
         map
@@ -376,6 +384,7 @@ mod tests {
             cache_control: cc.map(HeaderValue::from_static),
             vary,
             content_type: None,
+            origin_headers: None,
         }
     }
 

@@ -133,8 +133,10 @@ impl Gateway {
         let org = principal.org.clone();
         // Only the leader's fetch runs: its span is the origin span.
         let trace = outcome.trace.origin();
+        let state = self.state.clone();
         let fetch = move || {
             let (origin, org, fwd, trace) = (origin.clone(), org.clone(), fwd.clone(), trace.clone());
+            let state = state.clone();
             async move {
                 let mut req = Request::get(format!("/v1/content/{id}"))
                     .body(empty_body())
@@ -149,14 +151,10 @@ impl Gateway {
                     reply.body = plain.into();
                 }
                 if reply.status == StatusCode::OK {
-                    let content_type = reply
-                        .headers
-                        .get(http::header::CONTENT_TYPE)
-                        .filter(|v| *v != "application/json")
-                        .cloned();
+                    let head = super::origin_headers::origin_head(&reply.headers, &state.config.origin.url);
                     return Ok(crate::cache::Fetched {
                         body: reply.body,
-                        content_type,
+                        head,
                     });
                 }
                 if !reply.status.is_client_error() {
@@ -284,8 +282,11 @@ impl Gateway {
             outcome,
         );
         if !reply_head.not_modified {
-            reply_head.content_type = entry.content_type.as_deref().cloned();
+            reply_head.content_type = entry.content_type().cloned();
         }
+        // The origin's own headers, on a 304 as on a 200 (as a read through
+        // to the origin carries them, `content_origin.rs`).
+        reply_head.origin_headers = entry.head.clone();
         // `Gateway::respond` writes the whole header block, content type,
         // `X-Cache` and the reply's own headers included, in one go (see
         // `cached_head`).

@@ -19,7 +19,7 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Limited};
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1): never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
+pub(crate) const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",

@@ -100,6 +100,9 @@ pub(super) struct ReplyHead {
     /// The origin's `Content-Type` where it is not `application/json`
     /// (the header block's own value otherwise; none on a 304).
     pub content_type: Option<HeaderValue>,
+    /// The entry's origin headers (`service/origin_headers.rs`): added
+    /// after the block, not part of its template.
+    pub origin_headers: Option<std::sync::Arc<crate::cache::OriginHead>>,
 }
 
 impl ReplyHead {
@@ -123,6 +126,11 @@ impl ReplyHead {
         }
         if self.vary {
             h.insert(VARY, VARY_ACCEPT_ENCODING.clone());
+        }
+        if let Some(o) = self.origin_headers {
+            for (name, value) in &o.others {
+                h.append(name.clone(), value.clone());
+            }
         }
     }
 
@@ -182,6 +190,7 @@ pub(super) fn reply(
         cache_control: policy.cache_control(asset).cloned(),
         vary: policy.varies(asset),
         content_type: None,
+        origin_headers: None,
     };
     (resp, reply_head)
 }
