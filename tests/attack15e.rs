@@ -313,13 +313,15 @@ fn a_stale_delete_merged_after_the_lift_does_not_re_tombstone_the_record() {
         created_at: Some(at),
         ..event(t, id, Vec::new(), Vec::new(), "")
     };
+    // Seconds apart: a delete within `LIFT_MARGIN_MS` of the lift is
+    // applied (the two dates may come from different clocks).
     let mut r = FenceRecord::new(id);
-    r.merge(&dated(EventType::Deleted, 100), "evt_del");
-    r.merge(&dated(EventType::Generated, 200), "evt_gen");
-    assert_eq!((r.tombstone, r.lifted), (None, Some(200)));
+    r.merge(&dated(EventType::Deleted, 100_000), "evt_del");
+    r.merge(&dated(EventType::Generated, 200_000), "evt_gen");
+    assert_eq!((r.tombstone, r.lifted), (None, Some(200_000)));
     // The re-publication of what an instance held before it applied the
     // lift: the same delete, dated as it was, with a fresh event id.
-    let stale = dated(EventType::Deleted, 100);
+    let stale = dated(EventType::Deleted, 100_000);
     let covered = r.covers(&stale);
     r.merge(&stale, "a:nonce:7");
     assert!(
@@ -559,7 +561,7 @@ async fn a_delete_published_twice_around_a_recreation_does_not_tombstone_a_joine
         .unwrap()
         .as_millis() as i64;
     let e1 = Invalidation {
-        created_at: Some(now - 2_000),
+        created_at: Some(now - 5_000),
         ..event(
             EventType::Deleted,
             id,

@@ -135,6 +135,48 @@ async fn a_dated_regenerate_naming_no_ids_leaves_every_id_of_an_older_body_out()
     assert_eq!(asset_ids(&r), regen.new_asset_ids, "after the origin caught up");
 }
 
+/// Attacker review of the rule above: a second dated regenerate naming no
+/// ids kept the first one's list as current. The ids the first named (the
+/// version the second replaced) passed on a replica still serving it.
+#[tokio::test(start_paused = true)]
+async fn a_second_dated_regenerate_naming_no_ids_does_not_keep_the_first_ones_list() {
+    let sim = demo_simulator();
+    let (id, _) = first_container(&sim);
+    let gw = in_process(&sim, "[cache]\nlag_retry_ms = 100\n");
+    let key = admin_key();
+    let path = format!("/v1/content/{id}");
+    let first = sim.regenerate(id).unwrap();
+    let at = sim.container(id).unwrap()["updatedAt"].clone();
+    let data = serde_json::json!({ "id": id.to_string(), "updatedAt": at, "assets": first.new_asset_ids });
+    deliver(&gw, 5, "content.regenerated", data).await;
+    // The second regenerate; a replica keeps serving the first's version.
+    sim.set_replica_lag(id, Some(Duration::from_millis(1500)));
+    let second = sim.regenerate(id).unwrap();
+    let at = sim.container(id).unwrap()["updatedAt"].clone();
+    deliver(
+        &gw,
+        6,
+        "content.regenerated",
+        serde_json::json!({ "id": id.to_string(), "updatedAt": at }),
+    )
+    .await;
+    for p in [path.clone(), format!("{path}?fields=all")] {
+        let r = call_get(&gw, &p, &key).await;
+        assert_eq!(r.status, 200, "{p}");
+        let ids = asset_ids(&r);
+        for old in &first.new_asset_ids {
+            assert!(!ids.contains(old), "{p}: replaced asset {old} served in {ids:?}");
+        }
+    }
+    for old in &first.new_asset_ids {
+        let r = call_get(&gw, &format!("{path}/assets/{old}"), &key).await;
+        assert_eq!(r.status, 404, "replaced asset {old} during the lag");
+    }
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let r = call_get(&gw, &path, &key).await;
+    assert_eq!(asset_ids(&r), second.new_asset_ids, "after the origin caught up");
+}
+
 /// The cost side of the rule above: an undated event that arrives after
 /// this instance already cached the new version (a webhook slower than a
 /// partner's read) holds the container uncached only for

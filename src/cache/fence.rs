@@ -70,11 +70,22 @@ pub struct Lift {
     pub until: Instant,
 }
 
+/// How much older than a lift a delete must be to be history: the two
+/// dates may come from different clocks (the origin's event, a publishing
+/// instance's), and a delete taken for history is not applied.
+pub const LIFT_MARGIN_MS: i64 = 1_000;
+
 impl Lift {
     /// Whether a delete dated `deleted_at` is older than this lift at `now`.
     pub fn supersedes(&self, deleted_at: i64, now: Instant) -> bool {
-        now < self.until && deleted_at < self.at
+        now < self.until && is_history(deleted_at, self.at)
     }
+}
+
+/// Whether a delete dated `deleted_at` is older, by more than
+/// `LIFT_MARGIN_MS`, than the re-creation dated `lifted_at`.
+pub fn is_history(deleted_at: i64, lifted_at: i64) -> bool {
+    deleted_at.saturating_add(LIFT_MARGIN_MS) < lifted_at
 }
 
 /// After an invalidation that gave no change time, the gateway cannot tell

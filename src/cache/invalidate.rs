@@ -111,9 +111,27 @@ impl ContentCache {
                 orgs.push(r.org.clone());
             }
         }
+        // A delete older than the re-creation that already lifted its
+        // tombstone (retried, replayed, or a peer's entry read late) is
+        // history: the live container is not tombstoned again, and the ids
+        // it names are not revoked (the re-created version may use them
+        // again: a late event never revokes what the origin serves now).
+        // Only a delete with a date of its own, older by more than
+        // `LIFT_MARGIN_MS`: one dated by this host's clock (a
+        // write-through's) is never taken for history.
+        let stale_delete = inv.event_type == EventType::Deleted
+            && inv
+                .changed_at
+                .or(inv.created_at)
+                .is_some_and(|at| st.lifted.is_some_and(|l| l.supersedes(at, now)));
+        if stale_delete {
+            tracing::info!(container = %id, "content.deleted older than the re-creation that lifted it: not tombstoned");
+        }
         let mut revoked: Vec<String> = Vec::new();
         if inv.event_type.revokes_assets() {
-            revoked.extend(inv.revoked_asset_ids.iter().cloned());
+            if !stale_delete {
+                revoked.extend(inv.revoked_asset_ids.iter().cloned());
+            }
             if let Some(changed) = inv.changed_at {
                 let older = |r: &super::fence::FillRecord| r.updated_at.is_some_and(|u| u < changed);
                 for r in st.records.iter().filter(|r| older(r)) {
@@ -146,16 +164,6 @@ impl ContentCache {
             st.revoked.insert(a.as_str().into(), until);
         }
         let deleted_at = inv.changed_at.or(inv.created_at).unwrap_or(now_ms);
-        // A delete older than the re-creation that already lifted its
-        // tombstone (retried, replayed, or a peer's entry read late) is
-        // history: its ids are revoked above, but the live container is not
-        // tombstoned again. Same millisecond: tombstoned (refusing a live
-        // container beats serving a deleted one).
-        let stale_delete =
-            inv.event_type == EventType::Deleted && st.lifted.is_some_and(|l| l.supersedes(deleted_at, now));
-        if stale_delete {
-            tracing::info!(container = %id, "content.deleted older than the re-creation that lifted it: not tombstoned");
-        }
         st.exists_until = match inv.event_type {
             EventType::Deleted if stale_delete => st.exists_until,
             EventType::Deleted => None,
@@ -189,9 +197,12 @@ impl ContentCache {
                     // tombstone was here to lift or arrives later.
                     if let Some(at) = inv.changed_at.or(inv.created_at) {
                         let at = st.lifted.filter(|l| now < l.until).map_or(at, |l| l.at.max(at));
+                        // As long as the fence says the container exists,
+                        // and at least as long as a tombstone lasts.
+                        let ttls = self.ttls.load();
                         st.lifted = Some(Lift {
                             at,
-                            until: now + self.ttls.load().tombstone_ttl,
+                            until: now + ttls.revoked_ttl.max(ttls.tombstone_ttl),
                         });
                     }
                     st.tombstone_until = None;
@@ -214,7 +225,14 @@ impl ContentCache {
             }
         }
         let hold = self.settings.undated_hold;
-        if inv.changed_at.is_none() && inv.event_type != EventType::Deleted && !hold.is_zero() {
+        // Not for a rebuild's replay of the cluster's fence records (no
+        // event id): it repeats changes already held, not a new one, and
+        // would hold every fenced container uncached at each join.
+        // Nor for an operator's purge: it says "drop this", not that the
+        // origin changed (and a delete tombstones instead).
+        let replayed = inv.source == crate::events::Source::Cluster && inv.event_id.is_none();
+        let changes_content = !matches!(inv.event_type, EventType::Deleted | EventType::Purge);
+        if inv.changed_at.is_none() && changes_content && !hold.is_zero() && !replayed {
             // No date to judge a lagging replica's answer by: hold back the
             // versions this instance had cached (`UndatedHold`).
             let cached = st.records.iter().filter_map(|r| r.updated_at).max();
@@ -255,14 +273,12 @@ impl ContentCache {
                     (Some(at), current)
                 }
                 Some(f) if !revokes || f.revoked_at.is_some_and(|r| r > at) => (f.revoked_at, held),
-                // A newer revoking change; naming no ids, it leaves the
-                // standing list (every id on it is still older than it).
+                // A newer revoking change: its ids replace the list. Naming
+                // none, it names none current (the standing list was
+                // current before it, and it may have revoked every one).
                 _ if revokes => (
                     Some(at),
-                    match named {
-                        Some(ids) => Some(ids.into_iter().map(Box::from).collect()),
-                        None => held,
-                    },
+                    named.map(|ids| ids.into_iter().map(Box::from).collect()),
                 ),
                 _ => (None, None),
             };

@@ -68,7 +68,16 @@ async fn a_fill_completing_while_tombstoned_is_never_cached_even_with_a_current_
     let lease = fence.lease(Instant::now()).unwrap();
     fence.lock().tombstone_until = Some(Instant::now() + Duration::from_secs(60));
     let (entry, discard) = cache
-        .complete_fill(org(), id(), &fence, lease, 0, body(&["a"]), OriginHead::default(), Vec::new())
+        .complete_fill(
+            org(),
+            id(),
+            &fence,
+            lease,
+            0,
+            body(&["a"]),
+            OriginHead::default(),
+            Vec::new(),
+        )
         .unwrap();
     assert_eq!(discard, Some(DiscardReason::Generation));
     assert!(matches!(cache.judge(&entry, Source::Fill, None), Verdict::Gone));
@@ -137,7 +146,16 @@ async fn only_entries_filled_before_the_mutation_was_sent_are_revoked() {
     let fence = cache.fences.get_or_create(id());
     let lease = fence.lease(Instant::now()).unwrap();
     cache
-        .complete_fill(org(), id(), &fence, lease, 0, body(&["new-1"]), OriginHead::default(), Vec::new())
+        .complete_fill(
+            org(),
+            id(),
+            &fence,
+            lease,
+            0,
+            body(&["new-1"]),
+            OriginHead::default(),
+            Vec::new(),
+        )
         .unwrap();
     let applied = cache
         .invalidate_after_mutation(&inv(EventType::Regenerated, &[]), &mark)
@@ -307,15 +325,18 @@ async fn a_late_delete_older_than_the_re_creation_does_not_tombstone_again() {
     };
     cache.invalidate(&at(EventType::Deleted, t1)).await;
     assert!(tombstoned(&cache).await);
-    cache.invalidate(&at(EventType::Generated, t1 + 1_000)).await;
+    cache.invalidate(&at(EventType::Generated, t1 + 60_000)).await;
     assert!(!tombstoned(&cache).await, "the re-creation lifts the tombstone");
     cache.invalidate(&at(EventType::Deleted, t1)).await;
     assert!(
         !tombstoned(&cache).await,
         "a retry of the first delete is history"
     );
-    // The same millisecond as the lift: arrival order decides (deleted).
-    cache.invalidate(&at(EventType::Deleted, t1 + 1_000)).await;
+    // Within `LIFT_MARGIN_MS` of the lift, the two clocks cannot order
+    // them: deleted.
+    cache
+        .invalidate(&at(EventType::Deleted, t1 + 60_000 - fence::LIFT_MARGIN_MS))
+        .await;
     assert!(tombstoned(&cache).await);
 }
 
@@ -336,6 +357,68 @@ async fn a_delete_older_than_a_generation_already_applied_does_not_tombstone() {
     cache.invalidate(&at(EventType::Deleted, t2 + 60_000)).await;
     cache.invalidate(&at(EventType::Deleted, t2 - 60_000)).await;
     assert!(tombstoned(&cache).await);
+}
+
+/// Attacker review: a delete dated by this host's clock (a write-through
+/// DELETE, which the origin answers without a body) was compared with the
+/// lift's origin date, and a host clock running behind made a genuine
+/// delete "history". Only a delete with a date of its own can be.
+#[tokio::test(start_paused = true)]
+async fn a_delete_dated_by_this_host_is_never_taken_for_history() {
+    let cache = ContentCache::new(settings(), None, None);
+    let far_ahead = cache.clock.unix_millis_at(Instant::now()) + 3_600_000;
+    let generated = Invalidation {
+        created_at: Some(far_ahead),
+        ..inv(EventType::Generated, &[])
+    };
+    cache.invalidate(&generated).await;
+    cache.invalidate(&inv(EventType::Deleted, &["a"])).await;
+    assert!(tombstoned(&cache).await);
+}
+
+/// Attacker review: a stale delete revoked the ids it named, and a
+/// re-created container that uses them again (`slide-1`) lost them for the
+/// revocation's TTL. A late event never revokes what the origin serves.
+#[tokio::test(start_paused = true)]
+async fn a_delete_taken_for_history_revokes_nothing() {
+    let cache = ContentCache::new(settings(), None, None);
+    let t1 = 1_800_000_000_000i64;
+    let delete = Invalidation {
+        created_at: Some(t1),
+        ..inv(EventType::Deleted, &["slide-1"])
+    };
+    let generated = Invalidation {
+        created_at: Some(t1 + 60_000),
+        ..inv(EventType::Generated, &[])
+    };
+    cache.invalidate(&generated).await;
+    let applied = cache.invalidate(&delete).await;
+    assert!(applied.revoked.is_empty(), "{:?}", applied.revoked);
+    let fence = cache.fences.get(id()).unwrap();
+    assert!(!fence.lock().revoked.contains_key("slide-1"));
+}
+
+/// Attacker review: a rebuild replays the cluster's fence records as
+/// undated invalidations without event ids; they must not hold every
+/// fenced container uncached (`UndatedHold`) at each join.
+#[tokio::test(start_paused = true)]
+async fn a_rebuild_s_replay_does_not_hold_the_container_uncached() {
+    let cache = ContentCache::new(settings(), None, None);
+    let replay = Invalidation {
+        source: EventSource::Cluster,
+        event_id: None,
+        ..inv(EventType::Regenerated, &["old"])
+    };
+    cache.invalidate(&replay).await;
+    assert!(cache.fences.get(id()).unwrap().lock().undated.is_none());
+    // A peer's undated event (it has an id) still holds.
+    let event = Invalidation {
+        source: EventSource::Cluster,
+        event_id: Some("evt_01PEER".into()),
+        ..inv(EventType::Regenerated, &["older"])
+    };
+    cache.invalidate(&event).await;
+    assert!(cache.fences.get(id()).unwrap().lock().undated.is_some());
 }
 
 fn dated(event_type: EventType, revoked: &[&str], current: &[&str], at: i64) -> Invalidation {
@@ -359,13 +442,14 @@ fn floor_of(cache: &ContentCache) -> (Option<i64>, i64, Vec<String>) {
     (f.revoked_at, f.at, current)
 }
 
-/// Round 23 review: a revoking change newer than the standing one that
-/// names no current ids (a regenerate webhook without `assets`) wiped the
-/// list, and every id from before the first change passed again; and the
-/// same change met twice (its webhook, then the write-through's answer)
-/// kept only the first, perhaps cut-short, list.
+/// Round 23 review: the same change met twice (its webhook, then the
+/// write-through's answer) kept only the first, perhaps cut-short, list.
+/// A revoking change newer than the standing one that names no current
+/// ids names none (round 67 review: keeping the standing list let the ids
+/// of the version it replaced pass); a later non-revoking change keeps the
+/// list.
 #[tokio::test(start_paused = true)]
-async fn a_floor_keeps_its_current_ids_through_an_id_less_change_and_widens_on_the_same_one() {
+async fn a_floor_keeps_its_current_ids_through_a_non_revoking_change_and_widens_on_the_same_one() {
     let cache = ContentCache::new(settings(), None, None);
     cache
         .invalidate(&dated(EventType::Regenerated, &["a"], &["b"], 1_000))
@@ -374,18 +458,23 @@ async fn a_floor_keeps_its_current_ids_through_an_id_less_change_and_widens_on_t
         .invalidate(&dated(EventType::Updated, &[], &[], 3_000))
         .await;
     assert_eq!(floor_of(&cache), (Some(1_000), 3_000, vec!["b".to_string()]));
-    // Late, between them, naming no ids: dated, the list stays.
+    // Late, between them, naming no ids: a newer revoking change, none current.
     cache
         .invalidate(&dated(EventType::Regenerated, &[], &[], 2_000))
         .await;
-    assert_eq!(floor_of(&cache), (Some(2_000), 3_000, vec!["b".to_string()]));
-    // The same change again, with ids: they widen the list.
+    assert_eq!(floor_of(&cache), (Some(2_000), 3_000, vec![]));
+    // The same change again, with ids: they are its list.
     cache
         .invalidate(&dated(EventType::Regenerated, &[], &["c"], 2_000))
         .await;
+    assert_eq!(floor_of(&cache), (Some(2_000), 3_000, vec!["c".to_string()]));
+    // And again, with more: they widen it.
+    cache
+        .invalidate(&dated(EventType::Regenerated, &[], &["d"], 2_000))
+        .await;
     assert_eq!(
         floor_of(&cache),
-        (Some(2_000), 3_000, vec!["b".to_string(), "c".to_string()])
+        (Some(2_000), 3_000, vec!["c".to_string(), "d".to_string()])
     );
 }
 

@@ -29,6 +29,7 @@
 //! The record is sealed with the cluster secret as a whole (`entry_mac.rs`);
 //! only a gateway can write one that a rebuild applies.
 
+use crate::cache::fence::is_history;
 use crate::cache::floor_current::widened;
 use crate::events::{EventType, Invalidation, Source};
 use crate::ids::ContainerId;
@@ -110,13 +111,23 @@ impl FenceRecord {
         if !inv.event_type.revokes_assets() {
             return;
         }
+        // A delete older than the re-creation that already lifted the
+        // tombstone (a retried or re-published delete merged late) is
+        // history, as the cache takes it (`invalidate.rs`): no tombstone,
+        // and its ids are not revoked (the re-created version may use them).
+        let history = inv.event_type == EventType::Deleted
+            && inv
+                .changed_at
+                .or(inv.created_at)
+                .zip(self.lifted)
+                .is_some_and(|(at, lifted)| is_history(at, lifted));
         // This event's revocations are all kept (as the cache keeps them,
         // `invalidate.rs` `make_room`): past the bound, only the oldest of
         // the others are dropped.
         let adding: Vec<&String> = inv
             .revoked_asset_ids
             .iter()
-            .filter(|a| !inv.current_asset_ids.contains(a))
+            .filter(|a| !history && !inv.current_asset_ids.contains(a))
             .collect();
         let named: std::collections::HashSet<&str> = adding.iter().map(|a| a.as_str()).collect();
         let mut held: std::collections::HashSet<String> = self.revoked.iter().cloned().collect();
@@ -153,11 +164,7 @@ impl FenceRecord {
                 // Publication dates every delete; one that is not (written by
                 // hand) is kept until its record expires.
                 let at = date.unwrap_or(i64::MAX);
-                // A delete older than the re-creation that already lifted
-                // the tombstone (a retried or re-published delete merged
-                // late) is history, not a new deletion. Same millisecond:
-                // kept (refusing a live container beats serving a deleted one).
-                if self.lifted.is_none_or(|lifted| at >= lifted) {
+                if !history {
                     self.tombstone = Some(self.tombstone.map_or(at, |t| t.max(at)));
                 }
             }
@@ -200,10 +207,9 @@ impl FenceRecord {
                     }
                 }
                 Some(f) if f.at > at => {}
-                held => {
-                    let current = named.or_else(|| held.as_ref().and_then(|f| f.current.clone()));
-                    self.floor = Some(FloorRecord { at, current });
-                }
+                // Newer: its ids replace the list; naming none, none
+                // are current (as the cache's floor).
+                _ => self.floor = Some(FloorRecord { at, current: named }),
             }
         }
         // Only ids the dedupe remembers (longer ones it ignores), so the
@@ -408,9 +414,10 @@ mod tests {
     }
 
     /// As the cache's floor (`cache::tests`): a newer revoking change
-    /// naming no ids keeps the list; the same change met again widens it.
+    /// naming no ids names none current; the same change met again with
+    /// ids gives them, and widens them after that.
     #[test]
-    fn a_floor_keeps_its_ids_through_an_id_less_change_and_widens_on_the_same_one() {
+    fn a_newer_id_less_change_names_none_and_the_same_change_widens() {
         let mut r = FenceRecord::new(id());
         r.merge(
             &ev(EventType::Regenerated, &["a"], &["b"], Some(1_000), None),
@@ -418,13 +425,17 @@ mod tests {
         );
         r.merge(&ev(EventType::Regenerated, &[], &[], Some(2_000), None), "r2");
         let f = r.floor.clone().unwrap();
-        assert_eq!((f.at, f.current), (2_000, Some(vec!["b".to_string()])));
+        assert_eq!((f.at, f.current), (2_000, None));
         r.merge(
             &ev(EventType::Regenerated, &[], &["c"], Some(2_000), None),
             "r2-answer",
         );
+        r.merge(
+            &ev(EventType::Regenerated, &[], &["d"], Some(2_000), None),
+            "r2-again",
+        );
         let f = r.floor.clone().unwrap();
-        assert_eq!(f.current, Some(vec!["b".to_string(), "c".to_string()]));
+        assert_eq!(f.current, Some(vec!["c".to_string(), "d".to_string()]));
     }
 
     #[test]
