@@ -149,6 +149,7 @@ async fn a_redis_that_refuses_writes_fails_every_instance_closed_until_it_accept
     let _: String = redis.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
     let regen = sim.regenerate(id).unwrap();
     let accepted = Instant::now();
+    let applied_by_b = b.stat(|s| s.applied.get());
     let published = a
         .accept(&revoking(
             id,
@@ -176,8 +177,13 @@ async fn a_redis_that_refuses_writes_fails_every_instance_closed_until_it_accept
 
     // Writes accepted again: A publishes, B applies, both cache again.
     let _: String = redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+    // B synced may be a proof from before A's entry landed: wait for B to
+    // have applied it too, or the warm below races it.
     eventually("both synced again", Duration::from_secs(10), || async {
-        a.node.is_synced() && b.node.is_synced() && a.node.outbox_len() == 0
+        a.node.is_synced()
+            && b.node.is_synced()
+            && a.node.outbox_len() == 0
+            && b.stat(|s| s.applied.get()) > applied_by_b
     })
     .await;
     let log = traffic.stop().await;

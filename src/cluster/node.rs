@@ -396,9 +396,26 @@ impl ClusterNode {
         }
     }
 
+    /// Records that event `id` is in the stream (read from it or from a
+    /// rebuild's records): a webhook retry or replay of it is a duplicate
+    /// here. Only ids a webhook can carry: the stream's own ids (write-
+    /// throughs, purges, re-publications) would crowd real ones out.
+    pub(super) fn note_delivered(&self, id: &str) {
+        if crate::events::webhook::valid_event_id(id) {
+            self.delivered.mark(id);
+        }
+    }
+
     /// Why the node is (not) synced right now.
     pub fn sync_reason(&self) -> SyncReason {
-        SyncReason::from_u8(self.sync.state.load(Ordering::Acquire))
+        match SyncReason::from_u8(self.sync.state.load(Ordering::Acquire)) {
+            // Past the proof's deadline before the watchdog ran: what
+            // failed last, as the watchdog will say (`is_synced`).
+            SyncReason::Synced if !self.is_synced() => {
+                SyncReason::from_u8(self.sync.failing.load(Ordering::Acquire))
+            }
+            r => r,
+        }
     }
 
     /// Whether this instance may serve cached routes from its cache: it has
@@ -641,7 +658,8 @@ async fn watchdog(node: Arc<ClusterNode>) {
         let wake = match node.deadline() {
             Some(deadline) if now < deadline => deadline,
             deadline => {
-                if node.is_synced() {
+                // The flag, not `is_synced()`: that is already false here.
+                if node.sync.synced.load(Ordering::Acquire) {
                     tracing::warn!(
                         instance = &*node.instance_id,
                         max_unsynced_ms = node.settings.max_unsynced_ms,

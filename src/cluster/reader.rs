@@ -550,7 +550,7 @@ impl Reader {
                 if id.as_deref().is_some_and(|id| self.node.dedupe.seen(id)) {
                     // Applied here before, and now seen in the stream.
                     if let Some(id) = &id {
-                        self.node.delivered.mark(id);
+                        self.node.note_delivered(id);
                     }
                     stats.duplicates.inc();
                     return Ok(());
@@ -558,7 +558,7 @@ impl Reader {
                 (self.apply)(inv).await;
                 if let Some(id) = id {
                     self.node.dedupe.mark(&id);
-                    self.node.delivered.mark(&id);
+                    self.node.note_delivered(&id);
                 }
                 stats.applied.inc();
                 Ok(())

@@ -31,6 +31,11 @@ async fn a_proof_past_its_deadline_stops_cache_use_without_the_watchdog() {
         !node.is_synced(),
         "a proof older than max_unsynced must not let a cached (maybe revoked) body be served"
     );
+    assert_eq!(
+        node.sync_reason(),
+        SyncReason::Read,
+        "and says why, as the watchdog would"
+    );
     // The next proof makes it usable again.
     node.proven(Instant::now());
     assert!(node.is_synced());

@@ -147,7 +147,7 @@ impl Reader {
         // the position, or a replay of it) is a duplicate.
         for id in applied_events.iter().filter(|id| !id.is_empty()) {
             self.node.dedupe.mark(id);
-            self.node.delivered.mark(id);
+            self.node.note_delivered(id);
         }
         if unverified > 0 {
             stats.unverified.inc_by(unverified as u64);
