@@ -691,7 +691,10 @@ async fn serve_reopens_the_access_log_on_sigusr1() {
     // The reopen is asynchronous: ask until a line lands in the new file.
     let mut reopened = false;
     for _ in 0..10 {
-        assert_eq!(whoami("req_afterRotation").await, Some(502));
+        // No origin: 502, or 503 once the origin's breaker has opened
+        // (a slow machine asks more often before the line lands).
+        let status = whoami("req_afterRotation").await;
+        assert!(matches!(status, Some(502 | 503)), "{status:?}");
         if wait_for_line(&log, "req_afterRotation").await {
             reopened = true;
             break;

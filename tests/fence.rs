@@ -258,6 +258,10 @@ async fn a_late_regenerate_event_never_revokes_the_current_assets() {
         "current asset still resolves"
     );
     assert_eq!(get(&gw, &path()).await.status, 200);
+    // An undated event holds the container uncached for a while
+    // (`cache.undated_hold_ms`); after that it is cached again.
+    tokio::time::sleep(layers_gateway::config::DEFAULT_UNDATED_HOLD).await;
+    assert_eq!(get(&gw, &path()).await.status, 200);
     assert_eq!(
         get(&gw, &path()).await.x_cache(),
         Some("HIT"),

@@ -94,6 +94,14 @@ impl Gw {
     }
 }
 
+/// A gateway whose undated webhooks do not hold the container uncached:
+/// these tests deliver events for changes the simulator never made (its
+/// version does not move), which `cache.undated_hold_ms` would rightly
+/// keep out of the cache for a while (tests/undated_lag.rs tests that).
+async fn without_undated_hold() -> Harness {
+    Harness::with(demo_simulator(), "[cache]\nundated_hold_ms = 0\n").await
+}
+
 fn tcp(h: &Harness) -> Gw {
     Gw::Tcp(Box::new(h.client.clone()))
 }
@@ -312,7 +320,7 @@ async fn assert_next_read_is_fresh(h: &Harness, id: ContainerId) -> Value {
 
 #[tokio::test]
 async fn regenerated_webhook_during_an_in_flight_fill_keeps_the_late_fill_out_of_the_cache() {
-    let h = Harness::start().await;
+    let h = without_undated_hold().await;
     let gw = tcp(&h);
     let id = slideshow();
     let held = HeldRead::start(&h, &container_path(id)).await;
@@ -481,7 +489,7 @@ async fn simulator_webhooks_reach_the_gateway_and_invalidate() {
 
 #[tokio::test]
 async fn a_duplicate_event_id_is_acknowledged_without_invalidating_again() {
-    let h = Harness::start().await;
+    let h = without_undated_hold().await;
     let gw = tcp(&h);
     let id = slideshow();
     gw.warm(id).await;
@@ -506,7 +514,7 @@ async fn a_duplicate_event_id_is_acknowledged_without_invalidating_again() {
 
 #[tokio::test]
 async fn a_replayed_event_is_applied_once_whichever_copy_comes_first() {
-    let h = Harness::start().await;
+    let h = without_undated_hold().await;
     let gw = tcp(&h);
     let id = slideshow();
 
@@ -828,6 +836,8 @@ async fn during_a_secret_rotation_both_secrets_are_accepted() {
     let id = slideshow();
     for secret in ["secret-old", "secret-new"] {
         gw.warm(id).await;
+        // The change the event reports (a newer version: cached at once).
+        assert!(sim.update_caption(id, secret));
         let evt = new_event_id();
         let body = event_body(&evt, "content.updated", json!({ "id": SLIDESHOW }));
         let headers = with_event_id(signed_webhook(&body, secret, unix_now()), &evt);
