@@ -97,14 +97,18 @@ async fn the_origins_own_headers_survive_on_every_cached_reply() {
     )
     .await;
     assert_eq!(not_modified.status, 304);
-    for (what, r) in [
-        ("miss", &miss),
-        ("hit", &hit),
-        ("asset", &asset),
-        ("HEAD", &head),
-        ("304", &not_modified),
+    // `Link` describes the container itself: not on an asset's reply or a
+    // 304 (see the next test).
+    let mut without_link = want.clone();
+    without_link[2].clear();
+    for (what, r, want) in [
+        ("miss", &miss, &want),
+        ("hit", &hit, &want),
+        ("asset", &asset, &without_link),
+        ("HEAD", &head, &want),
+        ("304", &not_modified, &without_link),
     ] {
-        assert_eq!(own(r), want, "{what}: the origin's own headers");
+        assert_eq!(&own(r), want, "{what}: the origin's own headers");
         // What a shared entry must not repeat, and what the gateway sets.
         assert!(
             r.headers.get("set-cookie").is_none(),
@@ -133,4 +137,82 @@ async fn an_origin_without_headers_of_its_own_adds_nothing() {
     let hit = call_get(&gw, &cpath(), &key).await;
     assert_eq!(hit.x_cache(), Some("HIT"));
     assert_eq!(own(&hit), vec![Vec::<String>::new(); 4]);
+}
+
+/// Attacker reviews of the above: the origin's `RateLimit` fields (the
+/// IETF spelling) were repeated beside the gateway's, with one caller's
+/// count; its digests of the bytes were repeated on a compressed variant
+/// and on an asset's reply (other bytes); and the container's
+/// `Content-Location` and `Link` on an asset's reply and on a 304.
+#[tokio::test]
+async fn headers_of_other_bytes_or_another_caller_are_not_repeated() {
+    let big = format!(
+        r#"{{"id":"{ID}","projectId":"prj_1","status":"completed","caption":"{}","assets":[{{"assetId":"slide-1","kind":"image","url":"https://cdn.example/slide-1.png","thumbnailUrl":null}}]}}"#,
+        "x".repeat(2048)
+    );
+    let headers = vec![
+        ("content-type", "application/json".into()),
+        ("ratelimit", "\"read-light\";r=3;t=1".into()),
+        ("ratelimit-policy", "\"read-light\";q=120;w=60".into()),
+        ("content-digest", "sha-256=:AAAA:".into()),
+        ("repr-digest", "sha-256=:AAAA:".into()),
+        ("content-location", format!("/v1/content/{ID}")),
+        (
+            "link",
+            "<https://docs.example/v2>; rel=\"successor-version\"".into(),
+        ),
+        ("deprecation", "@1767225600".into()),
+    ];
+    let origin = Arc::new(Canned::default());
+    origin
+        .answers
+        .lock()
+        .unwrap()
+        .insert(cpath(), (200, headers, Bytes::from(big)));
+    let gw = canned_gateway(&origin, "");
+    let key = admin_key();
+    call_get(&gw, &cpath(), &key).await;
+    let hit = call_get(&gw, &cpath(), &key).await;
+    let br = call(
+        &gw,
+        Method::GET,
+        &cpath(),
+        &[("x-api-key", &key), ("accept-encoding", "br")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(br.header("content-encoding"), Some("br"));
+    let asset = call_get(&gw, &format!("{}/assets/slide-1", cpath()), &key).await;
+    let tag = hit.header("etag").unwrap().to_owned();
+    let nm = call(
+        &gw,
+        Method::GET,
+        &cpath(),
+        &[("x-api-key", &key), ("if-none-match", &tag)],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(nm.status, 304);
+    for (what, r) in [("hit", &hit), ("br", &br), ("asset", &asset), ("304", &nm)] {
+        assert!(
+            all(r, "ratelimit").len() <= 1,
+            "{what}: {:?}",
+            all(r, "ratelimit")
+        );
+        assert!(
+            !all(r, "ratelimit").iter().any(|v| v.contains("r=3")),
+            "{what}: the origin's count for another caller"
+        );
+        assert!(r.headers.get("content-digest").is_none(), "{what}");
+        assert!(r.headers.get("repr-digest").is_none(), "{what}");
+        assert_eq!(all(r, "deprecation"), ["@1767225600"], "{what}");
+    }
+    for (what, r) in [("hit", &hit), ("br", &br)] {
+        assert_eq!(all(r, "content-location").len(), 1, "{what}");
+        assert_eq!(all(r, "link").len(), 1, "{what}");
+    }
+    for (what, r) in [("asset", &asset), ("304", &nm)] {
+        assert!(r.headers.get("content-location").is_none(), "{what}");
+        assert!(r.headers.get("link").is_none(), "{what}");
+    }
 }

@@ -162,7 +162,8 @@ impl CachedContainer {
             .iter()
             .map(|v| v.body.len() + std::mem::size_of::<Variant>())
             .sum();
-        (self.body.len() + self.prefix.len() + assets + self.tags.len() + variants + 256)
+        let head = self.head.as_ref().map_or(0, |h| h.weight());
+        (self.body.len() + self.prefix.len() + assets + self.tags.len() + variants + head + 256)
             .min(u32::MAX as usize) as u32
     }
 }
@@ -344,13 +345,31 @@ pub struct OriginHead {
     /// (`application/json; charset=utf-8`).
     pub content_type: Option<HeaderValue>,
     /// The origin's other headers, in its order (`Deprecation`, `Sunset`,
-    /// `Link`, its own `X-` headers...).
+    /// its own `X-` headers...): on every reply from the entry.
     pub others: Vec<(HeaderName, HeaderValue)>,
+    /// Those that describe the container's representation itself (`Link`,
+    /// `Content-Location`, `Content-Disposition`, `Content-Language`): on
+    /// its 200 and HEAD only, not on an asset's reply or a 304.
+    pub container_only: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl OriginHead {
     pub fn is_empty(&self) -> bool {
-        self.content_type.is_none() && self.others.is_empty()
+        self.content_type.is_none() && self.others.is_empty() && self.container_only.is_empty()
+    }
+
+    /// The headers a reply repeats: `container_only` too for the
+    /// container's own 200 or HEAD.
+    pub fn for_reply(&self, container: bool) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
+        let own: &[(HeaderName, HeaderValue)] = if container { &self.container_only } else { &[] };
+        self.others.iter().chain(own)
+    }
+
+    /// Bytes held, for the entry's weight.
+    pub fn weight(&self) -> usize {
+        let pairs = self.others.iter().chain(&self.container_only);
+        let held: usize = pairs.map(|(n, v)| n.as_str().len() + v.len() + 64).sum();
+        held + self.content_type.as_ref().map_or(0, |v| v.len() + 32) + std::mem::size_of::<Self>()
     }
 }
 

@@ -208,6 +208,8 @@ pub(super) fn cached_reply_headers(
             mut cache_control,
             mut content_type,
             origin_headers,
+            origin_container,
+            not_modified,
             ..
         } = head;
         for (value, slot) in map.values_mut().zip(&template.slots) {
@@ -234,7 +236,7 @@ pub(super) fn cached_reply_headers(
         // The origin's own headers, after the block (none of its names:
         // `service/origin_headers.rs`).
         if let Some(o) = origin_headers {
-            for (name, value) in &o.others {
+            for (name, value) in o.for_reply(origin_container && !not_modified) {
                 map.append(name.clone(), value.clone());
             }
         }
@@ -385,6 +387,7 @@ mod tests {
             vary,
             content_type: None,
             origin_headers: None,
+            origin_container: false,
         }
     }
 

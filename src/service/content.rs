@@ -287,6 +287,7 @@ impl Gateway {
         // The origin's own headers, on a 304 as on a 200 (as a read through
         // to the origin carries them, `content_origin.rs`).
         reply_head.origin_headers = entry.head.clone();
+        reply_head.origin_container = asset.is_none();
         // `Gateway::respond` writes the whole header block, content type,
         // `X-Cache` and the reply's own headers included, in one go (see
         // `cached_head`).

@@ -19,15 +19,21 @@ pub(crate) fn relative_to_gateway(headers: &mut HeaderMap, origin_url: &str) {
     let Some(value) = headers.get(LOCATION).and_then(|v| v.to_str().ok()) else {
         return;
     };
-    let base = origin_url.trim_end_matches('/');
-    let Some(head) = value.get(..base.len()) else {
-        return;
-    };
-    if !head.eq_ignore_ascii_case(base) {
-        return;
+    if let Some(v) = relative_uri(value, origin_url).and_then(|r| HeaderValue::from_str(&r).ok()) {
+        headers.insert(LOCATION, v);
     }
-    let rest = &value[base.len()..];
-    let relative = match rest.as_bytes() {
+}
+
+/// `uri` as a relative reference when it starts with `origin_url` (as
+/// `relative_to_gateway` compares them); `None` when it names elsewhere.
+pub(crate) fn relative_uri(uri: &str, origin_url: &str) -> Option<String> {
+    let base = origin_url.trim_end_matches('/');
+    let head = uri.get(..base.len())?;
+    if !head.eq_ignore_ascii_case(base) {
+        return None;
+    }
+    let rest = &uri[base.len()..];
+    Some(match rest.as_bytes() {
         [] => "/".to_owned(),
         // `//host/p` (or `/\host/p`, which browsers read the same) would
         // name another host: `/.` keeps it a path on this one, the same
@@ -36,11 +42,8 @@ pub(crate) fn relative_to_gateway(headers: &mut HeaderMap, origin_url: &str) {
         [b'/', ..] => rest.to_owned(),
         [b'?' | b'#', ..] => format!("/{rest}"),
         // `http://origin:8080` is not a prefix of `http://origin:80801/`.
-        _ => return,
-    };
-    if let Ok(v) = HeaderValue::from_str(&relative) {
-        headers.insert(LOCATION, v);
-    }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -10,17 +10,26 @@
 //!
 //! Never repeated: what the cached reply sets itself (length, coding,
 //! `ETag`, `Cache-Control`, `Vary`, `X-Cache`, `X-Request-Id`, the rate-limit
-//! headers), `Date` (hyper's is current), and `Set-Cookie`: a cookie the
-//! origin gave one caller is not another caller's, and every principal of
-//! the organization reads the entry.
+//! headers in either spelling), `Date` (hyper's is current), what belongs
+//! to one caller or one request (`Set-Cookie`: every principal of the
+//! organization reads the entry; authentication challenges and info,
+//! `Server-Timing`, `traceresponse`, `Clear-Site-Data`), and digests of
+//! the origin's bytes (the fence may cut a revoked asset out of them, and
+//! an asset's reply or a compressed variant is other bytes). What
+//! describes the container's representation itself (`Link`,
+//! `Content-Location`, `Content-Disposition`, `Content-Language`) is
+//! repeated on its 200 and HEAD, not on an asset's reply (whose own the
+//! gateway does not know) or a 304 (RFC 9110 section 15.4.5). A `Location`,
+//! `Content-Location` or `Link` target naming the origin's own address is
+//! made relative, as a proxied `Location` is (`location.rs`).
 //!
 //! Bounded: at most `MAX_HEADERS` headers of `MAX_BYTES` in all per entry;
 //! past either, the rest are not repeated (and a warning says so).
 
-use super::location::relative_to_gateway;
+use super::location::relative_uri;
 use super::proxy::HOP_BY_HOP;
 use crate::cache::OriginHead;
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Most origin headers one entry repeats.
 pub(super) const MAX_HEADERS: usize = 32;
@@ -28,8 +37,7 @@ pub(super) const MAX_HEADERS: usize = 32;
 pub(super) const MAX_BYTES: usize = 8 * 1024;
 
 /// What replies from an entry filled from `headers` (the origin's 200)
-/// repeat; `origin_url` makes a `Location` naming the origin relative, as
-/// on every proxied reply.
+/// repeat; `origin_url` makes a target naming the origin relative.
 pub(super) fn origin_head(headers: &HeaderMap, origin_url: &str) -> OriginHead {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -43,7 +51,10 @@ pub(super) fn origin_head(headers: &HeaderMap, origin_url: &str) -> OriginHead {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
-    let mut others = Vec::new();
+    let mut head = OriginHead {
+        content_type,
+        ..OriginHead::default()
+    };
     let mut bytes = 0;
     // In the origin's order (a name's values stay in theirs).
     for (name, value) in headers {
@@ -51,25 +62,22 @@ pub(super) fn origin_head(headers: &HeaderMap, origin_url: &str) -> OriginHead {
         if !repeated(name) || HOP_BY_HOP.contains(&n) || hop.iter().any(|h| h.eq_ignore_ascii_case(n)) {
             continue;
         }
-        let value = if *name == header::LOCATION {
-            let mut one = HeaderMap::new();
-            one.insert(header::LOCATION, value.clone());
-            relative_to_gateway(&mut one, origin_url);
-            one.remove(header::LOCATION).unwrap_or_else(|| value.clone())
-        } else {
-            value.clone()
-        };
+        let value = relative_targets(name, value, origin_url);
         bytes += n.len() + value.len();
-        if others.len() == MAX_HEADERS || bytes > MAX_BYTES {
+        if head.others.len() + head.container_only.len() == MAX_HEADERS || bytes > MAX_BYTES {
             tracing::warn!(
-                kept = others.len(),
+                kept = head.others.len() + head.container_only.len(),
                 "origin sent more headers than a cached entry repeats; the rest are not repeated"
             );
             break;
         }
-        others.push((name.clone(), value));
+        if describes_the_container(name) {
+            head.container_only.push((name.clone(), value));
+        } else {
+            head.others.push((name.clone(), value));
+        }
     }
-    OriginHead { content_type, others }
+    head
 }
 
 /// Whether a reply from the cache repeats a header of this name.
@@ -78,6 +86,7 @@ fn repeated(name: &HeaderName) -> bool {
         header::CONTENT_TYPE,
         header::CONTENT_LENGTH,
         header::CONTENT_ENCODING,
+        header::CONTENT_RANGE,
         header::ETAG,
         header::LAST_MODIFIED,
         header::CACHE_CONTROL,
@@ -88,22 +97,89 @@ fn repeated(name: &HeaderName) -> bool {
         header::DATE,
         header::SET_COOKIE,
         header::RETRY_AFTER,
+        header::WWW_AUTHENTICATE,
+        header::PROXY_AUTHENTICATE,
+    ];
+    let per_caller_or_bytes = [
+        "x-cache",
+        "x-request-id",
+        "set-cookie2",
+        "surrogate-control",
+        "proxy-connection",
+        "authentication-info",
+        "proxy-authentication-info",
+        "server-timing",
+        "traceresponse",
+        "clear-site-data",
+        "content-md5",
+        "digest",
+        "content-digest",
+        "repr-digest",
+        "want-digest",
+        "want-content-digest",
+        "want-repr-digest",
+        "ratelimit",
+        "ratelimit-policy",
     ];
     let n = name.as_str();
     !(own.contains(name)
-        || n == "x-cache"
-        || n == "x-request-id"
-        || n == "set-cookie2"
-        || n == "surrogate-control"
-        || n == "proxy-connection"
+        || per_caller_or_bytes.contains(&n)
         || n.starts_with("x-ratelimit-")
+        || n.starts_with("ratelimit-")
         || n.ends_with("-cache-control"))
+}
+
+/// Whether the header describes the container's representation itself.
+fn describes_the_container(name: &HeaderName) -> bool {
+    [
+        header::LINK,
+        header::CONTENT_LOCATION,
+        header::CONTENT_DISPOSITION,
+        header::CONTENT_LANGUAGE,
+    ]
+    .contains(name)
+}
+
+/// `value` with a target naming the origin's own address made relative: a
+/// `Location` or `Content-Location` URI, each `<URI>` of a `Link`.
+fn relative_targets(name: &HeaderName, value: &HeaderValue, origin_url: &str) -> HeaderValue {
+    let Ok(text) = value.to_str() else {
+        return value.clone();
+    };
+    let rewritten = if *name == header::LOCATION || *name == header::CONTENT_LOCATION {
+        relative_uri(text, origin_url)
+    } else if *name == header::LINK && text.contains('<') {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        let mut changed = false;
+        while let Some(open) = rest.find('<') {
+            let Some(close) = rest[open..].find('>') else {
+                break;
+            };
+            let uri = &rest[open + 1..open + close];
+            out.push_str(&rest[..=open]);
+            match relative_uri(uri, origin_url) {
+                Some(r) => {
+                    out.push_str(&r);
+                    changed = true;
+                }
+                None => out.push_str(uri),
+            }
+            rest = &rest[open + close..];
+        }
+        out.push_str(rest);
+        changed.then_some(out)
+    } else {
+        None
+    };
+    rewritten
+        .and_then(|r| HeaderValue::from_str(&r).ok())
+        .unwrap_or_else(|| value.clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -116,8 +192,8 @@ mod tests {
         h
     }
 
-    fn names(head: &OriginHead) -> Vec<String> {
-        head.others
+    fn lines(pairs: &[(HeaderName, HeaderValue)]) -> Vec<String> {
+        pairs
             .iter()
             .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
             .collect()
@@ -144,7 +220,18 @@ mod tests {
             ("set-cookie", "session=abc; HttpOnly"),
             ("x-request-id", "req_origin"),
             ("x-ratelimit-limit", "120"),
+            ("ratelimit", "\"read-light\";r=57;t=3"),
+            ("ratelimit-policy", "\"read-light\";q=120;w=60"),
             ("x-cache", "HIT"),
+            ("www-authenticate", "Bearer"),
+            ("authentication-info", "nextnonce=\"for-one-key\""),
+            ("server-timing", "db;dur=53"),
+            (
+                "traceresponse",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("content-digest", "sha-256=:abc=:"),
+            ("repr-digest", "sha-256=:abc=:"),
             ("connection", "close, x-hop"),
             ("x-hop", "1"),
             ("keep-alive", "timeout=5"),
@@ -156,13 +243,18 @@ mod tests {
             Some("application/json; charset=utf-8")
         );
         assert_eq!(
-            names(&head),
+            lines(&head.others),
             [
                 "deprecation: @1767225600",
                 "sunset: Wed, 30 Jun 2027 00:00:00 GMT",
+                "x-layers-api-version: 1.4",
+            ]
+        );
+        assert_eq!(
+            lines(&head.container_only),
+            [
                 "link: <https://docs.example/v2>; rel=\"successor-version\"",
                 "link: <https://docs.example/deprecation>; rel=\"deprecation\"",
-                "x-layers-api-version: 1.4",
             ]
         );
     }
@@ -174,15 +266,23 @@ mod tests {
     }
 
     #[test]
-    fn a_location_naming_the_origin_is_made_relative() {
+    fn targets_naming_the_origin_are_made_relative() {
         let h = map(&[
-            ("content-location", "/v1/content/x"),
+            ("content-location", "http://o:1/v1/content/x"),
             ("location", "http://o:1/v1/x"),
+            (
+                "link",
+                "<http://o:1/v1/content/x>; rel=\"self\", <https://docs.example/d>; rel=\"deprecation\"",
+            ),
         ]);
         let head = origin_head(&h, "http://o:1");
+        assert_eq!(lines(&head.others), ["location: /v1/x"]);
         assert_eq!(
-            names(&head),
-            ["content-location: /v1/content/x", "location: /v1/x"]
+            lines(&head.container_only),
+            [
+                "content-location: /v1/content/x",
+                "link: </v1/content/x>; rel=\"self\", <https://docs.example/d>; rel=\"deprecation\"",
+            ]
         );
     }
 

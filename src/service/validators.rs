@@ -103,6 +103,9 @@ pub(super) struct ReplyHead {
     /// The entry's origin headers (`service/origin_headers.rs`): added
     /// after the block, not part of its template.
     pub origin_headers: Option<std::sync::Arc<crate::cache::OriginHead>>,
+    /// A reply of the container itself: its `container_only` origin
+    /// headers too (not on a 304).
+    pub origin_container: bool,
 }
 
 impl ReplyHead {
@@ -127,8 +130,8 @@ impl ReplyHead {
         if self.vary {
             h.insert(VARY, VARY_ACCEPT_ENCODING.clone());
         }
-        if let Some(o) = self.origin_headers {
-            for (name, value) in &o.others {
+        if let Some(o) = &self.origin_headers {
+            for (name, value) in o.for_reply(self.origin_container && !self.not_modified) {
                 h.append(name.clone(), value.clone());
             }
         }
@@ -191,6 +194,7 @@ pub(super) fn reply(
         vary: policy.varies(asset),
         content_type: None,
         origin_headers: None,
+        origin_container: false,
     };
     (resp, reply_head)
 }
