@@ -115,3 +115,41 @@ async fn a_retry_or_replay_on_the_instance_that_learned_the_event_from_the_strea
     a.stop().await;
     b.stop().await;
 }
+
+/// Black-box round 70: only `evt_` ids were deduplicated. An origin whose
+/// ids have another form (`del-7`) had every retry applied again, and a
+/// retried delete, after the container was re-created, tombstoned it.
+#[tokio::test]
+async fn a_retry_of_an_event_whose_id_is_not_the_origins_form_is_a_duplicate() {
+    let sim = demo_simulator();
+    let (id, _) = first_container(&sim);
+    let gw = in_process(&sim, "");
+    let key = admin_key();
+    let path = format!("/v1/content/{id}");
+    let delete =
+        json!({"id": "del-7", "type": "content.deleted", "data": {"id": id.to_string()}}).to_string();
+    let send = |body: String| {
+        let gw = &gw;
+        async move {
+            let headers = signed_webhook(&body, WEBHOOK_SECRET, unix_now());
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let r = call(gw, Method::POST, WEBHOOK, &h, Bytes::from(body)).await;
+            r.json()["status"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    assert_eq!(send(delete.clone()).await, "applied");
+    assert_eq!(call_get(&gw, &path, &key).await.status, 404);
+    // Re-created, dated after the delete (an undated one cannot lift it).
+    let at = support::fence_fixtures::rfc3339_ms(unix_now() * 1000 + 60_000);
+    let regenerated =
+        json!({"id": "gen-8", "type": "content.generated", "data": {"id": id.to_string(), "updatedAt": at}})
+            .to_string();
+    assert_eq!(send(regenerated).await, "applied");
+    assert_eq!(call_get(&gw, &path, &key).await.status, 200, "re-created");
+    assert_eq!(
+        send(delete).await,
+        "duplicate",
+        "the origin's retry of the delete"
+    );
+    assert_eq!(call_get(&gw, &path, &key).await.status, 200, "still live");
+}

@@ -377,7 +377,7 @@ fn take_ids<S: AsRef<str>>(ids: impl Iterator<Item = S>, out: &mut Vec<String>, 
 /// When an event was created, from its id when that is `evt_<ULID>` (the
 /// origin's form): the same for every retry of the event, so a late retry
 /// is recognisably old.
-fn ulid_millis(event_id: &str) -> Option<i64> {
+pub(crate) fn ulid_millis(event_id: &str) -> Option<i64> {
     let u = event_id.strip_prefix("evt_")?;
     if u.len() != 26 {
         return None;
@@ -386,14 +386,15 @@ fn ulid_millis(event_id: &str) -> Option<i64> {
     i64::try_from(ms).ok()
 }
 
-/// `evt_` followed by 1..=64 of `[A-Za-z0-9_-]`.
+/// An id a webhook event is deduplicated on: the origin's form is
+/// `evt_<ULID>`, but any signed id of 1..=128 visible ASCII characters
+/// without `:` is one (black-box round 70: an origin's `del-7` was never
+/// deduplicated, and a retry of a delete applied after the re-creation
+/// tombstoned the live container). `:` is left to the cluster's own ids
+/// (`<instance>:<nonce>:<seq>`), so a webhook's id never looks like one.
 pub fn valid_event_id(id: &str) -> bool {
-    id.strip_prefix("evt_").is_some_and(|rest| {
-        (1..=64).contains(&rest.len())
-            && rest
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'))
-    })
+    (1..=crate::events::dedupe::MAX_DEDUPE_ID_LEN).contains(&id.len())
+        && id.bytes().all(|c| c.is_ascii_graphic() && c != b':')
 }
 
 /// At most `max` bytes of `s`, cut on a char boundary.
@@ -785,10 +786,15 @@ mod tests {
     fn dedupe_id_is_the_signed_body_id_and_malformed_ids_are_skipped() {
         let body = |id: &str| json!({"id": id, "type": "content.updated", "data": {"id": CNT}});
         assert_eq!(apply(body("evt_b")).event_id.as_deref(), Some("evt_b"));
-        assert_eq!(apply(body("nope")).event_id, None);
-        let long = format!("evt_{}", "a".repeat(65));
+        // Not the origin's form, still the event's id.
+        assert_eq!(apply(body("del-7")).event_id.as_deref(), Some("del-7"));
+        assert_eq!(apply(body("EVT_01ARZ")).event_id.as_deref(), Some("EVT_01ARZ"));
+        for bad in ["", "two words", "a:b:7", "tab\there"] {
+            assert_eq!(apply(body(bad)).event_id, None, "{bad:?}");
+        }
+        let long = "x".repeat(129);
         assert_eq!(apply(body(&long)).event_id, None);
-        assert!(valid_event_id(&format!("evt_{}", "A-_9".repeat(16))));
+        assert!(valid_event_id(&"x".repeat(128)));
     }
 
     #[test]
