@@ -309,19 +309,20 @@ async fn a_joiner_does_not_forget_the_oldest_revocations_that_a_lagging_replica_
 #[test]
 fn a_stale_delete_merged_after_the_lift_does_not_re_tombstone_the_record() {
     let id = ContainerId::parse("cnt_0b6c4c1e-6f1a-4b7e-9a51-1f0f7c0d2a11").unwrap();
+    // Dated by the origin (`updatedAt`): only such a delete can be taken
+    // for history (`cache::fence::is_history`), and a re-published
+    // tombstone keeps that date (`fence_export.rs`).
     let dated = |t, at| Invalidation {
-        created_at: Some(at),
+        changed_at: Some(at),
         ..event(t, id, Vec::new(), Vec::new(), "")
     };
-    // Seconds apart: a delete within `LIFT_MARGIN_MS` of the lift is
-    // applied (the two dates may come from different clocks).
     let mut r = FenceRecord::new(id);
-    r.merge(&dated(EventType::Deleted, 100_000), "evt_del");
-    r.merge(&dated(EventType::Generated, 200_000), "evt_gen");
-    assert_eq!((r.tombstone, r.lifted), (None, Some(200_000)));
+    r.merge(&dated(EventType::Deleted, 100), "evt_del");
+    r.merge(&dated(EventType::Generated, 200), "evt_gen");
+    assert_eq!((r.tombstone, r.lifted), (None, Some(200)));
     // The re-publication of what an instance held before it applied the
     // lift: the same delete, dated as it was, with a fresh event id.
-    let stale = dated(EventType::Deleted, 100_000);
+    let stale = dated(EventType::Deleted, 100);
     let covered = r.covers(&stale);
     r.merge(&stale, "a:nonce:7");
     assert!(
@@ -560,8 +561,10 @@ async fn a_delete_published_twice_around_a_recreation_does_not_tombstone_a_joine
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
+    // The origin's dates (a change time): only those order a delete
+    // before a re-creation (`cache::fence::is_history`).
     let e1 = Invalidation {
-        created_at: Some(now - 5_000),
+        changed_at: Some(now - 2_000),
         ..event(
             EventType::Deleted,
             id,

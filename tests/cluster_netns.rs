@@ -236,6 +236,14 @@ async fn an_instance_cut_off_by_the_network_fails_closed_while_the_other_serves_
         a.node.is_synced() && a.stat(|s| s.applied.get()) >= 1
     })
     .await;
+    // A read the new version from the origin while cut off, and B's
+    // regenerate gave no change time: A holds it uncached for
+    // `cache.undated_hold_ms` (the event may be for a later version), then
+    // caches it.
+    eventually("A caches again", Duration::from_secs(10), || async {
+        call_get(&a.gw, &path, &admin_key()).await.x_cache() == Some("HIT")
+    })
+    .await;
     let v = warm(&a.gw, id).await;
     assert_eq!(asset_ids(&v), regen.new_asset_ids);
     a.node.stop();

@@ -177,6 +177,124 @@ async fn a_second_dated_regenerate_naming_no_ids_does_not_keep_the_first_ones_li
     assert_eq!(asset_ids(&r), second.new_asset_ids, "after the origin caught up");
 }
 
+/// Black-box round 69: two undated changes with no read between them. The
+/// hold compared fills with the version this instance had cached (v1), so
+/// a replica still serving the first change's version (v2, newer than v1,
+/// invalidated by the second change) was cached and served for the TTL.
+#[tokio::test(start_paused = true)]
+async fn a_version_between_two_undated_changes_is_not_cached() {
+    let sim = demo_simulator();
+    let (id, _) = first_container(&sim);
+    let gw = in_process(&sim, "[cache]\nlag_retry_ms = 100\n");
+    let key = admin_key();
+    let path = format!("/v1/content/{id}");
+    call_get(&gw, &path, &key).await;
+    assert!(sim.update_caption(id, "v2"));
+    deliver(
+        &gw,
+        7,
+        "content.updated",
+        serde_json::json!({ "id": id.to_string() }),
+    )
+    .await;
+    sim.set_replica_lag(id, Some(Duration::from_millis(1500)));
+    assert!(sim.update_caption(id, "v3"));
+    deliver(
+        &gw,
+        8,
+        "content.updated",
+        serde_json::json!({ "id": id.to_string() }),
+    )
+    .await;
+    let r = call_get(&gw, &path, &key).await;
+    assert_eq!(r.json()["caption"], "v2", "the replica is behind");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let r = call_get(&gw, &path, &key).await;
+    assert_eq!(
+        r.json()["caption"],
+        "v3",
+        "v2 was cached past the change that replaced it"
+    );
+}
+
+/// Black-box round 70: the same with the first hold over before the second
+/// change (an instance that was not read in between: a cluster peer).
+#[tokio::test(start_paused = true)]
+async fn a_version_between_two_undated_changes_far_apart_is_not_cached() {
+    let sim = demo_simulator();
+    let (id, _) = first_container(&sim);
+    let gw = in_process(&sim, "[cache]\nlag_retry_ms = 100\n");
+    let key = admin_key();
+    let path = format!("/v1/content/{id}");
+    call_get(&gw, &path, &key).await;
+    assert!(sim.update_caption(id, "v2"));
+    deliver(
+        &gw,
+        11,
+        "content.updated",
+        serde_json::json!({ "id": id.to_string() }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    sim.set_replica_lag(id, Some(Duration::from_millis(1500)));
+    assert!(sim.update_caption(id, "v3"));
+    deliver(
+        &gw,
+        12,
+        "content.updated",
+        serde_json::json!({ "id": id.to_string() }),
+    )
+    .await;
+    let r = call_get(&gw, &path, &key).await;
+    assert_eq!(r.json()["caption"], "v2", "the replica is behind");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let r = call_get(&gw, &path, &key).await;
+    assert_eq!(
+        r.json()["caption"],
+        "v3",
+        "v2 was cached past the change that replaced it"
+    );
+}
+
+/// The same after a dated change: its time is a version this instance knows
+/// of, though it never read it.
+#[tokio::test(start_paused = true)]
+async fn a_version_reported_by_a_dated_change_is_not_cached_after_an_undated_one() {
+    let sim = demo_simulator();
+    let (id, _) = first_container(&sim);
+    let gw = in_process(&sim, "[cache]\nlag_retry_ms = 100\n");
+    let key = admin_key();
+    let path = format!("/v1/content/{id}");
+    call_get(&gw, &path, &key).await;
+    assert!(sim.update_caption(id, "v2"));
+    let at = sim.container(id).unwrap()["updatedAt"].clone();
+    deliver(
+        &gw,
+        9,
+        "content.updated",
+        serde_json::json!({ "id": id.to_string(), "updatedAt": at }),
+    )
+    .await;
+    sim.set_replica_lag(id, Some(Duration::from_millis(1500)));
+    assert!(sim.update_caption(id, "v3"));
+    deliver(
+        &gw,
+        10,
+        "content.updated",
+        serde_json::json!({ "id": id.to_string() }),
+    )
+    .await;
+    let r = call_get(&gw, &path, &key).await;
+    assert_eq!(r.json()["caption"], "v2", "the replica is behind");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let r = call_get(&gw, &path, &key).await;
+    assert_eq!(
+        r.json()["caption"],
+        "v3",
+        "v2 was cached past the change that replaced it"
+    );
+}
+
 /// The cost side of the rule above: an undated event that arrives after
 /// this instance already cached the new version (a webhook slower than a
 /// partner's read) holds the container uncached only for

@@ -31,6 +31,10 @@ pub struct FenceState {
     /// change time, else when this instance applied it). Only a
     /// `content.generated` shown to be later lifts the tombstone early.
     pub tombstone_changed_at: Option<i64>,
+    /// How the origin dated that delete, if it did (`None`: a gateway's
+    /// clock did): a re-published tombstone carries it, so a peer can still
+    /// tell it from the re-creation that lifted it (`is_history`).
+    pub tombstone_dated_by: Option<OriginDate>,
     /// The newest `content.generated` that lifted a tombstone (see `Lift`).
     pub lifted: Option<Lift>,
     /// Revoked asset id -> until when it stays revoked.
@@ -60,43 +64,74 @@ pub struct FenceState {
     pub undated: Option<UndatedHold>,
 }
 
-/// A re-creation that lifted a tombstone: a delete dated before `at` that
-/// arrives later (an origin retry, a replay, a peer's late entry) is
-/// history, not a new deletion, and must not tombstone the live container
-/// again. Remembered as long as a tombstone would have lasted (`until`).
+/// A re-creation that lifted a tombstone (a dated `content.generated`,
+/// dated by the origin): a delete the origin dated before `at` that arrives
+/// later (an origin retry, a replay, a peer's late entry) is history, not a
+/// new deletion, and must not tombstone the live container again (see
+/// `is_history`). Remembered as long as the revocations (`until`).
 #[derive(Clone, Copy, Debug)]
 pub struct Lift {
     pub at: i64,
     pub until: Instant,
 }
 
-/// How much older than a lift a delete must be to be history: the two
-/// dates may come from different clocks (the origin's event, a publishing
-/// instance's), and a delete taken for history is not applied.
-pub const LIFT_MARGIN_MS: i64 = 1_000;
+/// How the origin dated a delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OriginDate {
+    /// Its `updatedAt` (the event's change time).
+    Changed,
+    /// Its webhook's event id, a ULID minted at that time.
+    Minted(Box<str>),
+}
 
-impl Lift {
-    /// Whether a delete dated `deleted_at` is older than this lift at `now`.
-    pub fn supersedes(&self, deleted_at: i64, now: Instant) -> bool {
-        now < self.until && is_history(deleted_at, self.at)
+/// How the origin dated `delete` (whose event id is `event_id`), if it did.
+pub fn origin_date(
+    delete: &crate::events::Invalidation,
+    event_id: Option<&str>,
+) -> Option<(i64, OriginDate)> {
+    match (delete.changed_at, delete.created_at, event_id) {
+        (Some(changed), _, _) => Some((changed, OriginDate::Changed)),
+        (None, Some(created), Some(id)) if crate::events::webhook::ulid_millis(id) == Some(created) => {
+            Some((created, OriginDate::Minted(id.into())))
+        }
+        _ => None,
     }
 }
 
-/// Whether a delete dated `deleted_at` is older, by more than
-/// `LIFT_MARGIN_MS`, than the re-creation dated `lifted_at`.
-pub fn is_history(deleted_at: i64, lifted_at: i64) -> bool {
-    deleted_at.saturating_add(LIFT_MARGIN_MS) < lifted_at
+impl Lift {
+    /// Whether `delete` is history at `now` (see `is_history`).
+    pub fn supersedes(&self, delete: &crate::events::Invalidation, now: Instant) -> bool {
+        now < self.until && is_history(delete, delete.event_id.as_deref(), self.at)
+    }
+}
+
+/// Whether `delete` (whose event id is `event_id`) happened before the
+/// re-creation dated `lifted_at`, both on the origin's clock: only a delete
+/// the origin dated (its `updatedAt`, or its webhook's ULID event id) can
+/// be, strictly before the lift. A delete a gateway dated by its own clock
+/// (a write-through DELETE stamped when it is published, a re-published
+/// tombstone, a rebuild's replay of a record, which already decided) is
+/// never history: two clocks cannot order it, and refusing a live
+/// container beats serving a deleted one. The same millisecond: not
+/// history (arrival order decides).
+pub fn is_history(delete: &crate::events::Invalidation, event_id: Option<&str>, lifted_at: i64) -> bool {
+    origin_date(delete, event_id).is_some_and(|(at, _)| at < lifted_at)
 }
 
 /// After an invalidation that gave no change time, the gateway cannot tell
 /// a lagging replica's old version from the current one: until `until`, a
-/// fill not dated after `newest` (the newest `updatedAt` this instance had
-/// cached when the invalidation was applied; `None`: it had cached none) is
-/// served but not cached. Bounded in time because the event may have come
-/// late, after the version the origin serves now was cached.
+/// fill not dated after `newest` (the newest version this instance knew of
+/// when the invalidation was applied: cached, or a dated change's time;
+/// `None`: every fill) is served but not cached. Bounded in time because
+/// the event may have come late, after the version the origin serves now
+/// was cached.
 #[derive(Clone, Copy, Debug)]
 pub struct UndatedHold {
     pub newest: Option<i64>,
+    /// The newest version this instance knew of when the hold was set
+    /// (cached, or a dated change's time): a later undated change that
+    /// finds nothing newer known holds back every fill.
+    pub known: Option<i64>,
     pub until: Instant,
 }
 

@@ -3,9 +3,14 @@
 //! without them, or the outbox collapsed): each instance re-publishes what
 //! it holds, and every peer applies it as an ordinary invalidation.
 //!
-//! A tombstone becomes a `deleted` of the container (dated as the delete
-//! was, so a later `generated` still lifts it), carrying the container's
-//! live revoked ids; revoked ids without a tombstone, and a change-time
+//! A re-creation that lifted a tombstone (or would lift an older one)
+//! becomes a `generated` dated as it was, first, so a delete retried after
+//! it stays history on a joiner. A tombstone becomes a `deleted` of the
+//! container (dated as the delete
+//! was, so a later `generated` still lifts it, and with how the origin
+//! dated it, so a peer that saw a later `generated` takes it for history),
+//! carrying the container's live revoked ids; revoked ids without a
+//! tombstone, and a change-time
 //! *floor* (a regenerate's date and current ids, which keeps a lagging
 //! replica's older version out even when no previous ids were named),
 //! become a `regenerated` naming them, dated by the floor. Applying either
@@ -13,6 +18,7 @@
 //! safe. The publisher merges each into its container's one fence record
 //! (`cluster/fence_record.rs`): one Redis already covers is not written.
 
+use super::fence::OriginDate;
 use super::ContentCache;
 use crate::events::{EventType, Invalidation, Source};
 use tokio::time::Instant;
@@ -45,22 +51,55 @@ impl ContentCache {
                 .collect();
             // Only floors of changes that revoke assets had fence records.
             let floor = st.floor(now).filter(|f| f.revokes_assets());
-            if !tombstoned && revoked.is_empty() && floor.is_none() {
+            let lift = st.lifted.filter(|l| now < l.until);
+            if !tombstoned && revoked.is_empty() && floor.is_none() && lift.is_none() {
                 return;
             }
-            revoked.sort_unstable();
-            if tombstoned {
+            // The re-creation first, as a record rebuilds it: a delete it
+            // followed is history, one after it still deletes (black-box
+            // round 70: a re-published record without it let a joiner
+            // take a retried old delete for a new one).
+            if let Some(l) = lift {
                 out.push(Invalidation {
                     event_id: None,
                     source: Source::Cluster,
+                    event_type: EventType::Generated,
+                    container: Some(id),
+                    revoked_asset_ids: Vec::new(),
+                    current_asset_ids: Vec::new(),
+                    changed_at: None,
+                    created_at: Some(l.at),
+                });
+            }
+            revoked.sort_unstable();
+            if tombstoned {
+                // Dated as the origin dated it, where it did, so that a
+                // peer or a record holding a later re-creation takes it for
+                // the history it is (`fence::is_history`): its change time
+                // (a floor this cache holds too), or its webhook's event id
+                // (a ULID of that time; a peer that applied the event skips
+                // it as a duplicate, so it carries no revoked ids then).
+                // Otherwise the tombstone's date from this host's clock,
+                // under a fresh id: never taken for history.
+                let (event_id, changed_at, created_at) = match &st.tombstone_dated_by {
+                    Some(OriginDate::Changed) => (None, st.tombstone_changed_at, None),
+                    Some(OriginDate::Minted(e)) => (Some(e.to_string()), None, st.tombstone_changed_at),
+                    None => (None, None, st.tombstone_changed_at),
+                };
+                let revoked_asset_ids = if event_id.is_some() {
+                    Vec::new()
+                } else {
+                    std::mem::take(&mut revoked)
+                };
+                out.push(Invalidation {
+                    event_id,
+                    source: Source::Cluster,
                     event_type: EventType::Deleted,
                     container: Some(id),
-                    revoked_asset_ids: std::mem::take(&mut revoked),
+                    revoked_asset_ids,
                     current_asset_ids: Vec::new(),
-                    // The tombstone's date, not a change time: a change
-                    // time would also set a floor the cache does not hold.
-                    changed_at: None,
-                    created_at: st.tombstone_changed_at,
+                    changed_at,
+                    created_at,
                 });
             }
             // Revoked ids in an invalidation of their own: one that also

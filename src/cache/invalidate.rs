@@ -33,7 +33,7 @@
 //! never resurrects a deleted container. The delete's date is the newest
 //! of every delete applied: an older delete arriving late never lowers it.
 
-use super::fence::{Floor, Lift, MutationMark, UndatedHold};
+use super::fence::{origin_date, Floor, Lift, MutationMark, UndatedHold};
 use super::ContentCache;
 use crate::events::{EventType, Invalidation};
 use crate::ids::ContainerId;
@@ -116,14 +116,9 @@ impl ContentCache {
         // history: the live container is not tombstoned again, and the ids
         // it names are not revoked (the re-created version may use them
         // again: a late event never revokes what the origin serves now).
-        // Only a delete with a date of its own, older by more than
-        // `LIFT_MARGIN_MS`: one dated by this host's clock (a
-        // write-through's) is never taken for history.
-        let stale_delete = inv.event_type == EventType::Deleted
-            && inv
-                .changed_at
-                .or(inv.created_at)
-                .is_some_and(|at| st.lifted.is_some_and(|l| l.supersedes(at, now)));
+        // Only one the origin dated (`fence::is_history`).
+        let stale_delete =
+            inv.event_type == EventType::Deleted && st.lifted.is_some_and(|l| l.supersedes(inv, now));
         if stale_delete {
             tracing::info!(container = %id, "content.deleted older than the re-creation that lifted it: not tombstoned");
         }
@@ -178,6 +173,9 @@ impl ContentCache {
                 // an older delete must not lower it, or a late `generated`
                 // between the two deletes would lift the newest one (and a
                 // replayed stream entry could do the same on purpose).
+                if st.tombstone_changed_at.is_none_or(|t| at >= t) {
+                    st.tombstone_dated_by = origin_date(inv, inv.event_id.as_deref()).map(|(_, how)| how);
+                }
                 st.tombstone_changed_at = Some(st.tombstone_changed_at.map_or(at, |t| t.max(at)));
             }
             EventType::Generated => {
@@ -207,6 +205,7 @@ impl ContentCache {
                     }
                     st.tombstone_until = None;
                     st.tombstone_changed_at = None;
+                    st.tombstone_dated_by = None;
                 } else if st.is_tombstoned(now) {
                     tracing::info!(container = %id, "content.generated not shown to follow the delete: tombstone kept");
                 }
@@ -233,12 +232,24 @@ impl ContentCache {
         let replayed = inv.source == crate::events::Source::Cluster && inv.event_id.is_none();
         let changes_content = !matches!(inv.event_type, EventType::Deleted | EventType::Purge);
         if inv.changed_at.is_none() && changes_content && !hold.is_zero() && !replayed {
-            // No date to judge a lagging replica's answer by: hold back the
-            // versions this instance had cached (`UndatedHold`).
+            // No date to judge a lagging replica's answer by: hold back
+            // every version this instance knows of, cached or reported by
+            // a dated change (`UndatedHold`). After an earlier undated
+            // change (its hold over or not) with nothing newer learned
+            // since, a version between the two may exist unseen (the
+            // first change's, newer than all of them): every fill is held
+            // for the window. The fence forgets it only when it forgets
+            // the cached versions too (then nothing is known: the same).
             let cached = st.records.iter().filter_map(|r| r.updated_at).max();
-            let standing = st.undated.filter(|h| now < h.until).and_then(|h| h.newest);
+            let reported = st.floor(now).map(|f| f.at);
+            let known = cached.max(reported);
+            let newest = match st.undated {
+                Some(h) if known <= h.known => None,
+                _ => known,
+            };
             st.undated = Some(UndatedHold {
-                newest: cached.max(standing),
+                newest,
+                known,
                 until: now + hold,
             });
         }

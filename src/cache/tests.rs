@@ -311,6 +311,22 @@ async fn tombstoned(cache: &Arc<ContentCache>) -> bool {
     status == CacheStatus::Tombstone
 }
 
+/// A delete the origin dated (its `updatedAt`), as a webhook carries it.
+fn deleted_at(at: i64, revoked: &[&str]) -> Invalidation {
+    Invalidation {
+        changed_at: Some(at),
+        ..inv(EventType::Deleted, revoked)
+    }
+}
+
+/// A re-creation the origin dated.
+fn generated_at(at: i64) -> Invalidation {
+    Invalidation {
+        created_at: Some(at),
+        ..inv(EventType::Generated, &[])
+    }
+}
+
 /// Black-box round 67: a `content.deleted` dated before the
 /// `content.generated` that lifted its tombstone (an origin retry of the
 /// delete, a replay, a peer's entry read late) tombstoned the live
@@ -319,24 +335,19 @@ async fn tombstoned(cache: &Arc<ContentCache>) -> bool {
 async fn a_late_delete_older_than_the_re_creation_does_not_tombstone_again() {
     let cache = ContentCache::new(settings(), None, None);
     let t1 = 1_800_000_000_000i64;
-    let at = |t: EventType, at: i64| Invalidation {
-        created_at: Some(at),
-        ..inv(t, &[])
-    };
-    cache.invalidate(&at(EventType::Deleted, t1)).await;
+    cache.invalidate(&deleted_at(t1, &[])).await;
     assert!(tombstoned(&cache).await);
-    cache.invalidate(&at(EventType::Generated, t1 + 60_000)).await;
+    // Black-box round 69: 600 ms apart (a 1 s margin made this a live
+    // container's tombstone).
+    cache.invalidate(&generated_at(t1 + 600)).await;
     assert!(!tombstoned(&cache).await, "the re-creation lifts the tombstone");
-    cache.invalidate(&at(EventType::Deleted, t1)).await;
+    cache.invalidate(&deleted_at(t1, &[])).await;
     assert!(
         !tombstoned(&cache).await,
         "a retry of the first delete is history"
     );
-    // Within `LIFT_MARGIN_MS` of the lift, the two clocks cannot order
-    // them: deleted.
-    cache
-        .invalidate(&at(EventType::Deleted, t1 + 60_000 - fence::LIFT_MARGIN_MS))
-        .await;
+    // The same millisecond as the lift: arrival order decides (deleted).
+    cache.invalidate(&deleted_at(t1 + 600, &[])).await;
     assert!(tombstoned(&cache).await);
 }
 
@@ -346,16 +357,31 @@ async fn a_late_delete_older_than_the_re_creation_does_not_tombstone_again() {
 async fn a_delete_older_than_a_generation_already_applied_does_not_tombstone() {
     let cache = ContentCache::new(settings(), None, None);
     let t2 = 1_800_000_000_000i64;
-    let at = |t: EventType, at: i64| Invalidation {
-        created_at: Some(at),
-        ..inv(t, &[])
-    };
-    cache.invalidate(&at(EventType::Generated, t2)).await;
-    cache.invalidate(&at(EventType::Deleted, t2 - 60_000)).await;
+    cache.invalidate(&generated_at(t2)).await;
+    cache.invalidate(&deleted_at(t2 - 60_000, &[])).await;
     assert!(!tombstoned(&cache).await);
     // A later delete still deletes, and an older one then keeps it deleted.
-    cache.invalidate(&at(EventType::Deleted, t2 + 60_000)).await;
-    cache.invalidate(&at(EventType::Deleted, t2 - 60_000)).await;
+    cache.invalidate(&deleted_at(t2 + 60_000, &[])).await;
+    cache.invalidate(&deleted_at(t2 - 60_000, &[])).await;
+    assert!(tombstoned(&cache).await);
+}
+
+/// Attacker review, round 2: a delete a gateway dated by its own clock (a
+/// write-through DELETE, stamped when published; its id is the gateway's)
+/// reaches the peers dated, and a host clock behind the origin's made it
+/// "history" there. Only a date the origin gave counts.
+#[tokio::test(start_paused = true)]
+async fn a_delete_a_gateway_dated_is_never_history_on_a_peer() {
+    let cache = ContentCache::new(settings(), None, None);
+    let t = 1_800_000_000_000i64;
+    cache.invalidate(&generated_at(t)).await;
+    let stamped = Invalidation {
+        source: EventSource::Cluster,
+        event_id: Some("a:0badc0de:7".into()),
+        created_at: Some(t - 30_000),
+        ..inv(EventType::Deleted, &[])
+    };
+    cache.invalidate(&stamped).await;
     assert!(tombstoned(&cache).await);
 }
 
@@ -376,6 +402,74 @@ async fn a_delete_dated_by_this_host_is_never_taken_for_history() {
     assert!(tombstoned(&cache).await);
 }
 
+/// Attacker review, round 2: a re-published tombstone was dated by the
+/// host's clock under a fresh id, so a record or peer holding a later
+/// re-creation could not take it for history. It keeps how the origin
+/// dated the delete: its change time, or its webhook's ULID id (then
+/// without the other revoked ids, which a peer skipping it as a duplicate
+/// would miss); a delete no origin dated stays a fresh, host-dated one.
+#[tokio::test(start_paused = true)]
+async fn a_re_published_tombstone_keeps_the_origin_s_date() {
+    let t = 1_800_000_000_000i64;
+    let exported = |d: Invalidation| async move {
+        let cache = ContentCache::new(settings(), None, None);
+        cache.invalidate(&inv(EventType::Regenerated, &["other"])).await;
+        cache.invalidate(&d).await;
+        cache
+            .export_fences()
+            .into_iter()
+            .find(|e| e.event_type == EventType::Deleted)
+            .unwrap()
+    };
+    let changed = exported(deleted_at(t, &["a"])).await;
+    assert_eq!((changed.event_id, changed.changed_at), (None, Some(t)));
+    let minted_id = "evt_01MCC5RM000000000000000000";
+    let minted = exported(Invalidation {
+        event_id: Some(minted_id.into()),
+        created_at: Some(t),
+        ..inv(EventType::Deleted, &["a"])
+    })
+    .await;
+    assert_eq!(minted.event_id.as_deref(), Some(minted_id));
+    assert_eq!((minted.changed_at, minted.created_at), (None, Some(t)));
+    assert!(
+        minted.revoked_asset_ids.is_empty(),
+        "{:?}",
+        minted.revoked_asset_ids
+    );
+    let host = exported(inv(EventType::Deleted, &["a"])).await;
+    assert_eq!((host.event_id, host.changed_at), (None, None));
+    assert!(host.created_at.is_some() && host.revoked_asset_ids.contains(&"other".to_string()));
+}
+
+/// Black-box round 70: after Redis lost its data, the re-published records
+/// had no lift, and a joiner took a retried old delete for a new one.
+#[tokio::test(start_paused = true)]
+async fn a_lift_is_re_published_before_the_tombstone() {
+    let cache = ContentCache::new(settings(), None, None);
+    let t = 1_800_000_000_000i64;
+    cache.invalidate(&generated_at(t)).await;
+    cache.invalidate(&deleted_at(t + 5_000, &[])).await;
+    let out = cache.export_fences();
+    let kinds: Vec<(EventType, Option<i64>, Option<i64>)> = out
+        .iter()
+        .map(|e| (e.event_type, e.changed_at, e.created_at))
+        .collect();
+    assert_eq!(kinds[0], (EventType::Generated, None, Some(t)));
+    assert_eq!(kinds[1], (EventType::Deleted, Some(t + 5_000), None));
+    // Applied in that order elsewhere: deleted (the delete followed the
+    // re-creation), and an older delete after them is history.
+    let joiner = ContentCache::new(settings(), None, None);
+    for e in &out {
+        joiner.invalidate(e).await;
+    }
+    assert!(tombstoned(&joiner).await);
+    let fresh = ContentCache::new(settings(), None, None);
+    fresh.invalidate(&out[0]).await;
+    fresh.invalidate(&deleted_at(t - 5_000, &[])).await;
+    assert!(!tombstoned(&fresh).await);
+}
+
 /// Attacker review: a stale delete revoked the ids it named, and a
 /// re-created container that uses them again (`slide-1`) lost them for the
 /// revocation's TTL. A late event never revokes what the origin serves.
@@ -383,16 +477,8 @@ async fn a_delete_dated_by_this_host_is_never_taken_for_history() {
 async fn a_delete_taken_for_history_revokes_nothing() {
     let cache = ContentCache::new(settings(), None, None);
     let t1 = 1_800_000_000_000i64;
-    let delete = Invalidation {
-        created_at: Some(t1),
-        ..inv(EventType::Deleted, &["slide-1"])
-    };
-    let generated = Invalidation {
-        created_at: Some(t1 + 60_000),
-        ..inv(EventType::Generated, &[])
-    };
-    cache.invalidate(&generated).await;
-    let applied = cache.invalidate(&delete).await;
+    cache.invalidate(&generated_at(t1 + 60_000)).await;
+    let applied = cache.invalidate(&deleted_at(t1, &["slide-1"])).await;
     assert!(applied.revoked.is_empty(), "{:?}", applied.revoked);
     let fence = cache.fences.get(id()).unwrap();
     assert!(!fence.lock().revoked.contains_key("slide-1"));

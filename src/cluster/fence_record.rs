@@ -115,12 +115,10 @@ impl FenceRecord {
         // tombstone (a retried or re-published delete merged late) is
         // history, as the cache takes it (`invalidate.rs`): no tombstone,
         // and its ids are not revoked (the re-created version may use them).
+        // Judged on the entry's id (the one `inv` carries on the stream),
+        // as the cache judges it (`fence::is_history`).
         let history = inv.event_type == EventType::Deleted
-            && inv
-                .changed_at
-                .or(inv.created_at)
-                .zip(self.lifted)
-                .is_some_and(|(at, lifted)| is_history(at, lifted));
+            && self.lifted.is_some_and(|l| is_history(inv, Some(event_id), l));
         // This event's revocations are all kept (as the cache keeps them,
         // `invalidate.rs` `make_room`): past the bound, only the oldest of
         // the others are dropped.
