@@ -574,7 +574,7 @@ async fn a_delete_published_twice_around_a_recreation_does_not_tombstone_a_joine
         )
     };
     let e2 = Invalidation {
-        created_at: Some(now - 1_000),
+        changed_at: Some(now - 1_000),
         ..event(
             EventType::Generated,
             id,

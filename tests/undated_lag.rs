@@ -295,6 +295,50 @@ async fn a_version_reported_by_a_dated_change_is_not_cached_after_an_undated_one
     );
 }
 
+/// Attacker review, round 3: a dated change arriving late, between two
+/// undated ones, counted as "newer learned" though it was older than the
+/// first undated change's version, and that version (newer than it) was
+/// cached past the second change.
+#[tokio::test(start_paused = true)]
+async fn a_late_dated_change_between_two_undated_ones_does_not_end_the_hold() {
+    let sim = demo_simulator();
+    let (id, _) = first_container(&sim);
+    let gw = in_process(&sim, "[cache]\nlag_retry_ms = 100\n");
+    let key = admin_key();
+    let path = format!("/v1/content/{id}");
+    call_get(&gw, &path, &key).await;
+    assert!(sim.update_caption(id, "v1"));
+    let v1_at = sim.container(id).unwrap()["updatedAt"].clone();
+    assert!(sim.update_caption(id, "x1"));
+    deliver(
+        &gw,
+        13,
+        "content.updated",
+        serde_json::json!({ "id": id.to_string() }),
+    )
+    .await;
+    let late = serde_json::json!({ "id": id.to_string(), "updatedAt": v1_at });
+    deliver(&gw, 14, "content.updated", late).await;
+    sim.set_replica_lag(id, Some(Duration::from_millis(1500)));
+    assert!(sim.update_caption(id, "v2"));
+    deliver(
+        &gw,
+        15,
+        "content.updated",
+        serde_json::json!({ "id": id.to_string() }),
+    )
+    .await;
+    let r = call_get(&gw, &path, &key).await;
+    assert_eq!(r.json()["caption"], "x1", "the replica is behind");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let r = call_get(&gw, &path, &key).await;
+    assert_eq!(
+        r.json()["caption"],
+        "v2",
+        "x1 was cached past the change that replaced it"
+    );
+}
+
 /// The cost side of the rule above: an undated event that arrives after
 /// this instance already cached the new version (a webhook slower than a
 /// partner's read) holds the container uncached only for

@@ -84,24 +84,51 @@ pub enum OriginDate {
     Minted(Box<str>),
 }
 
-/// How the origin dated `delete` (whose event id is `event_id`), if it did.
+/// How long after a change the origin may mint the id of the event that
+/// reports it: a re-creation dated only by its event's ULID lifts from
+/// this much earlier (a delete between the change and the minting is a
+/// real delete, not history).
+pub const MINT_LAG_MS: i64 = 60_000;
+/// How far back an event id's time is taken for the origin's date of a
+/// delete: the origin retries a delivery for a day. An id whose time lies
+/// outside (a random `evt_` id decodes to any year) dates nothing.
+const MINTED_WINDOW_MS: i64 = 25 * 3600 * 1000;
+
+/// How the origin dated `delete` (whose event id is `event_id`), if it did,
+/// at unix ms `now_ms`.
 pub fn origin_date(
     delete: &crate::events::Invalidation,
     event_id: Option<&str>,
+    now_ms: i64,
 ) -> Option<(i64, OriginDate)> {
     match (delete.changed_at, delete.created_at, event_id) {
         (Some(changed), _, _) => Some((changed, OriginDate::Changed)),
-        (None, Some(created), Some(id)) if crate::events::webhook::ulid_millis(id) == Some(created) => {
+        (None, Some(created), Some(id))
+            if crate::events::webhook::ulid_millis(id) == Some(created)
+                && (now_ms - MINTED_WINDOW_MS..=now_ms + MINT_LAG_MS).contains(&created) =>
+        {
             Some((created, OriginDate::Minted(id.into())))
         }
         _ => None,
     }
 }
 
+/// The date a re-creation (`content.generated`) lifts from: its change
+/// time, else its event's time less `MINT_LAG_MS`; none for one dated in
+/// the future past that lag (a lift that would make every delete history).
+pub fn lift_date(generated: &crate::events::Invalidation, now_ms: i64) -> Option<i64> {
+    match (generated.changed_at, generated.created_at) {
+        (Some(changed), _) => Some(changed),
+        (None, Some(minted)) if minted <= now_ms + MINT_LAG_MS => Some(minted - MINT_LAG_MS),
+        _ => None,
+    }
+}
+
 impl Lift {
-    /// Whether `delete` is history at `now` (see `is_history`).
-    pub fn supersedes(&self, delete: &crate::events::Invalidation, now: Instant) -> bool {
-        now < self.until && is_history(delete, delete.event_id.as_deref(), self.at)
+    /// Whether `delete` is history at `now` (unix ms `now_ms`; see
+    /// `is_history`).
+    pub fn supersedes(&self, delete: &crate::events::Invalidation, now: Instant, now_ms: i64) -> bool {
+        now < self.until && is_history(delete, delete.event_id.as_deref(), self.at, now_ms)
     }
 }
 
@@ -114,8 +141,13 @@ impl Lift {
 /// never history: two clocks cannot order it, and refusing a live
 /// container beats serving a deleted one. The same millisecond: not
 /// history (arrival order decides).
-pub fn is_history(delete: &crate::events::Invalidation, event_id: Option<&str>, lifted_at: i64) -> bool {
-    origin_date(delete, event_id).is_some_and(|(at, _)| at < lifted_at)
+pub fn is_history(
+    delete: &crate::events::Invalidation,
+    event_id: Option<&str>,
+    lifted_at: i64,
+    now_ms: i64,
+) -> bool {
+    origin_date(delete, event_id, now_ms).is_some_and(|(at, _)| at < lifted_at)
 }
 
 /// After an invalidation that gave no change time, the gateway cannot tell
@@ -128,10 +160,10 @@ pub fn is_history(delete: &crate::events::Invalidation, event_id: Option<&str>, 
 #[derive(Clone, Copy, Debug)]
 pub struct UndatedHold {
     pub newest: Option<i64>,
-    /// The newest version this instance knew of when the hold was set
-    /// (cached, or a dated change's time): a later undated change that
-    /// finds nothing newer known holds back every fill.
-    pub known: Option<i64>,
+    /// The newest version this instance had cached when the hold was set:
+    /// a later undated change that finds nothing newer cached holds back
+    /// every fill.
+    pub cached: Option<i64>,
     pub until: Instant,
 }
 

@@ -33,7 +33,7 @@
 //! never resurrects a deleted container. The delete's date is the newest
 //! of every delete applied: an older delete arriving late never lowers it.
 
-use super::fence::{origin_date, Floor, Lift, MutationMark, UndatedHold};
+use super::fence::{lift_date, origin_date, Floor, Lift, MutationMark, UndatedHold};
 use super::ContentCache;
 use crate::events::{EventType, Invalidation};
 use crate::ids::ContainerId;
@@ -118,7 +118,7 @@ impl ContentCache {
         // again: a late event never revokes what the origin serves now).
         // Only one the origin dated (`fence::is_history`).
         let stale_delete =
-            inv.event_type == EventType::Deleted && st.lifted.is_some_and(|l| l.supersedes(inv, now));
+            inv.event_type == EventType::Deleted && st.lifted.is_some_and(|l| l.supersedes(inv, now, now_ms));
         if stale_delete {
             tracing::info!(container = %id, "content.deleted older than the re-creation that lifted it: not tombstoned");
         }
@@ -174,7 +174,8 @@ impl ContentCache {
                 // between the two deletes would lift the newest one (and a
                 // replayed stream entry could do the same on purpose).
                 if st.tombstone_changed_at.is_none_or(|t| at >= t) {
-                    st.tombstone_dated_by = origin_date(inv, inv.event_id.as_deref()).map(|(_, how)| how);
+                    st.tombstone_dated_by =
+                        origin_date(inv, inv.event_id.as_deref(), now_ms).map(|(_, how)| how);
                 }
                 st.tombstone_changed_at = Some(st.tombstone_changed_at.map_or(at, |t| t.max(at)));
             }
@@ -193,7 +194,7 @@ impl ContentCache {
                 if later {
                     // Dated: every delete before it is history, whether its
                     // tombstone was here to lift or arrives later.
-                    if let Some(at) = inv.changed_at.or(inv.created_at) {
+                    if let Some(at) = lift_date(inv, now_ms) {
                         let at = st.lifted.filter(|l| now < l.until).map_or(at, |l| l.at.max(at));
                         // As long as the fence says the container exists,
                         // and at least as long as a tombstone lasts.
@@ -240,16 +241,18 @@ impl ContentCache {
             // first change's, newer than all of them): every fill is held
             // for the window. The fence forgets it only when it forgets
             // the cached versions too (then nothing is known: the same).
+            // Only a fill cached since shows something newer was learned:
+            // a dated change applied since may be older than the previous
+            // undated one (a late event), so its time does not.
             let cached = st.records.iter().filter_map(|r| r.updated_at).max();
             let reported = st.floor(now).map(|f| f.at);
-            let known = cached.max(reported);
             let newest = match st.undated {
-                Some(h) if known <= h.known => None,
-                _ => known,
+                Some(h) if cached <= h.cached => None,
+                _ => cached.max(reported),
             };
             st.undated = Some(UndatedHold {
                 newest,
-                known,
+                cached,
                 until: now + hold,
             });
         }

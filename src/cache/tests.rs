@@ -319,12 +319,57 @@ fn deleted_at(at: i64, revoked: &[&str]) -> Invalidation {
     }
 }
 
-/// A re-creation the origin dated.
+/// A re-creation the origin dated (its `updatedAt`).
 fn generated_at(at: i64) -> Invalidation {
     Invalidation {
-        created_at: Some(at),
+        changed_at: Some(at),
         ..inv(EventType::Generated, &[])
     }
+}
+
+/// `evt_<ULID>` minted at unix ms `at`.
+fn ulid_id(at: i64) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let mut time = String::new();
+    let mut v = at as u64;
+    for _ in 0..10 {
+        time.insert(0, ALPHABET[(v % 32) as usize] as char);
+        v /= 32;
+    }
+    format!("evt_{time}{}", "0".repeat(16))
+}
+
+/// Attacker review, round 3: a re-creation dated only by its event's id
+/// (minted after the change) made a real delete dated between the change
+/// and the minting "history"; and a random `evt_` id decodes to any year.
+#[tokio::test(start_paused = true)]
+async fn a_lift_dated_by_its_event_id_and_a_random_id_date_nothing_too_early() {
+    let cache = ContentCache::new(settings(), None, None);
+    let now_ms = cache.clock.unix_millis_at(Instant::now());
+    let minted = Invalidation {
+        event_id: Some(ulid_id(now_ms)),
+        created_at: Some(now_ms),
+        ..inv(EventType::Generated, &[])
+    };
+    cache.invalidate(&minted).await;
+    // Changed 1 s before the minting: maybe after the re-creation itself.
+    cache.invalidate(&deleted_at(now_ms - 1_000, &[])).await;
+    assert!(tombstoned(&cache).await);
+
+    // A delete whose id decodes to a date long past is not dated by it.
+    let cache = ContentCache::new(settings(), None, None);
+    cache.invalidate(&generated_at(now_ms)).await;
+    let ancient = ulid_id(1_000);
+    let delete = Invalidation {
+        event_id: Some(ancient),
+        created_at: Some(1_000),
+        ..inv(EventType::Deleted, &[])
+    };
+    cache.invalidate(&delete).await;
+    assert!(
+        tombstoned(&cache).await,
+        "a random id's date made a delete history"
+    );
 }
 
 /// Black-box round 67: a `content.deleted` dated before the
@@ -410,7 +455,7 @@ async fn a_delete_dated_by_this_host_is_never_taken_for_history() {
 /// would miss); a delete no origin dated stays a fresh, host-dated one.
 #[tokio::test(start_paused = true)]
 async fn a_re_published_tombstone_keeps_the_origin_s_date() {
-    let t = 1_800_000_000_000i64;
+    let t = UnixClock::system().unix_millis_at(Instant::now());
     let exported = |d: Invalidation| async move {
         let cache = ContentCache::new(settings(), None, None);
         cache.invalidate(&inv(EventType::Regenerated, &["other"])).await;
@@ -423,14 +468,14 @@ async fn a_re_published_tombstone_keeps_the_origin_s_date() {
     };
     let changed = exported(deleted_at(t, &["a"])).await;
     assert_eq!((changed.event_id, changed.changed_at), (None, Some(t)));
-    let minted_id = "evt_01MCC5RM000000000000000000";
+    let minted_id = ulid_id(t);
     let minted = exported(Invalidation {
-        event_id: Some(minted_id.into()),
+        event_id: Some(minted_id.clone()),
         created_at: Some(t),
         ..inv(EventType::Deleted, &["a"])
     })
     .await;
-    assert_eq!(minted.event_id.as_deref(), Some(minted_id));
+    assert_eq!(minted.event_id.as_deref(), Some(minted_id.as_str()));
     assert_eq!((minted.changed_at, minted.created_at), (None, Some(t)));
     assert!(
         minted.revoked_asset_ids.is_empty(),
@@ -447,7 +492,7 @@ async fn a_re_published_tombstone_keeps_the_origin_s_date() {
 #[tokio::test(start_paused = true)]
 async fn a_lift_is_re_published_before_the_tombstone() {
     let cache = ContentCache::new(settings(), None, None);
-    let t = 1_800_000_000_000i64;
+    let t = cache.clock.unix_millis_at(Instant::now());
     cache.invalidate(&generated_at(t)).await;
     cache.invalidate(&deleted_at(t + 5_000, &[])).await;
     let out = cache.export_fences();
@@ -464,9 +509,17 @@ async fn a_lift_is_re_published_before_the_tombstone() {
         joiner.invalidate(e).await;
     }
     assert!(tombstoned(&joiner).await);
+    // The re-published lift is dated by no change time: it lifts from
+    // `MINT_LAG_MS` earlier, so only a delete older than that is history.
     let fresh = ContentCache::new(settings(), None, None);
     fresh.invalidate(&out[0]).await;
     fresh.invalidate(&deleted_at(t - 5_000, &[])).await;
+    assert!(tombstoned(&fresh).await);
+    let fresh = ContentCache::new(settings(), None, None);
+    fresh.invalidate(&out[0]).await;
+    fresh
+        .invalidate(&deleted_at(t - 2 * fence::MINT_LAG_MS, &[]))
+        .await;
     assert!(!tombstoned(&fresh).await);
 }
 

@@ -29,7 +29,7 @@
 //! The record is sealed with the cluster secret as a whole (`entry_mac.rs`);
 //! only a gateway can write one that a rebuild applies.
 
-use crate::cache::fence::is_history;
+use crate::cache::fence::{is_history, lift_date};
 use crate::cache::floor_current::widened;
 use crate::events::{EventType, Invalidation, Source};
 use crate::ids::ContainerId;
@@ -117,8 +117,11 @@ impl FenceRecord {
         // and its ids are not revoked (the re-created version may use them).
         // Judged on the entry's id (the one `inv` carries on the stream),
         // as the cache judges it (`fence::is_history`).
+        let now_ms = super::reader::unix_millis();
         let history = inv.event_type == EventType::Deleted
-            && self.lifted.is_some_and(|l| is_history(inv, Some(event_id), l));
+            && self
+                .lifted
+                .is_some_and(|l| is_history(inv, Some(event_id), l, now_ms));
         // This event's revocations are all kept (as the cache keeps them,
         // `invalidate.rs` `make_room`): past the bound, only the oldest of
         // the others are dropped.
@@ -174,7 +177,8 @@ impl FenceRecord {
                 };
                 if later {
                     self.tombstone = None;
-                    if let Some(at) = date {
+                    // From the date the cache's lift takes (`lift_date`).
+                    if let Some(at) = lift_date(inv, now_ms) {
                         self.lifted = Some(self.lifted.map_or(at, |l| l.max(at)));
                     }
                 }

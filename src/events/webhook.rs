@@ -10,7 +10,6 @@
 //! configured secret matches any `v1` entry (several of each appear while a
 //! secret rotates).
 
-use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -284,7 +283,7 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent, WebhookRejection> {
         .flatten()
         .filter_map(json::string)
         .find(|id| valid_event_id(id))
-        .map(Cow::into_owned);
+        .and_then(|id| dedupe_key(&id, &ty, container));
 
     let created_at = event_id.as_deref().and_then(ulid_millis);
     Ok(ParsedEvent::Apply(Invalidation {
@@ -384,6 +383,20 @@ pub(crate) fn ulid_millis(event_id: &str) -> Option<i64> {
     }
     let ms = ulid::Ulid::from_string(u).ok()?.timestamp_ms();
     i64::try_from(ms).ok()
+}
+
+/// The id an event is remembered by: one of the origin's form (`evt_...`,
+/// unique per event by its contract) as it is; any other with the event's
+/// type and container, so an origin that reuses a short id (`7`, per
+/// container or after a restart) for another event never has that event
+/// skipped as a duplicate. `None` past the length the dedupe remembers
+/// (then applied on every delivery).
+fn dedupe_key(id: &str, ty: &str, container: ContainerId) -> Option<String> {
+    if id.starts_with("evt_") {
+        return Some(id.to_owned());
+    }
+    let key = format!("{id}|{ty}|{container}");
+    valid_event_id(&key).then_some(key)
 }
 
 /// An id a webhook event is deduplicated on: the origin's form is
@@ -785,15 +798,23 @@ mod tests {
     #[test]
     fn dedupe_id_is_the_signed_body_id_and_malformed_ids_are_skipped() {
         let body = |id: &str| json!({"id": id, "type": "content.updated", "data": {"id": CNT}});
+        let ulid = "evt_01ARZ3NDEKTSV4RRFFQ69G5FAV";
+        assert_eq!(apply(body(ulid)).event_id.as_deref(), Some(ulid));
         assert_eq!(apply(body("evt_b")).event_id.as_deref(), Some("evt_b"));
-        // Not the origin's form, still the event's id.
-        assert_eq!(apply(body("del-7")).event_id.as_deref(), Some("del-7"));
-        assert_eq!(apply(body("EVT_01ARZ")).event_id.as_deref(), Some("EVT_01ARZ"));
+        // Any other form, still the event's id, with its type and
+        // container (an origin may reuse a short id for another event).
+        let keyed = |id: &str| format!("{id}|content.updated|{}", ContainerId::parse(CNT).unwrap());
+        assert_eq!(apply(body("del-7")).event_id, Some(keyed("del-7")));
+        assert_eq!(apply(body("EVT_1")).event_id, Some(keyed("EVT_1")));
         for bad in ["", "two words", "a:b:7", "tab\there"] {
             assert_eq!(apply(body(bad)).event_id, None, "{bad:?}");
         }
-        let long = "x".repeat(129);
-        assert_eq!(apply(body(&long)).event_id, None);
+        let long = "x".repeat(100);
+        assert_eq!(
+            apply(body(&long)).event_id,
+            None,
+            "past what the dedupe remembers"
+        );
         assert!(valid_event_id(&"x".repeat(128)));
     }
 
