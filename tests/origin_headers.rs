@@ -216,3 +216,44 @@ async fn headers_of_other_bytes_or_another_caller_are_not_repeated() {
         assert!(r.headers.get("link").is_none(), "{what}");
     }
 }
+
+/// Black-box round 73: a query-string read passed a `Link` naming the
+/// origin's internal address on (the cached reply made it relative), and a
+/// cached reply repeated CORS answers made for the first caller's `Origin`.
+#[tokio::test]
+async fn origin_targets_are_relative_everywhere_and_cors_for_one_caller_is_not_repeated() {
+    let internal = format!("<http://127.0.0.1:1/v1/content/{ID}>; rel=\"self\"");
+    let headers = vec![
+        ("content-type", "application/json".into()),
+        ("link", internal),
+        ("access-control-allow-origin", "https://caller-one.example".into()),
+        ("access-control-allow-credentials", "true".into()),
+        ("via", "1.1 origin-cdn".into()),
+    ];
+    let mut answers = std::collections::HashMap::new();
+    for p in [cpath(), format!("{}?x=1", cpath())] {
+        answers.insert(p, (200, headers.clone(), container()));
+    }
+    let origin = Arc::new(Canned::default());
+    *origin.answers.lock().unwrap() = answers;
+    let gw = canned_gateway(&origin, "");
+    let key = admin_key();
+    let relative = format!("</v1/content/{ID}>; rel=\"self\"");
+    let variant = call_get(&gw, &format!("{}?x=1", cpath()), &key).await;
+    assert_eq!(
+        all(&variant, "link"),
+        std::slice::from_ref(&relative),
+        "the variant"
+    );
+    call_get(&gw, &cpath(), &key).await;
+    let hit = call_get(&gw, &cpath(), &key).await;
+    assert_eq!(hit.x_cache(), Some("HIT"));
+    assert_eq!(all(&hit, "link"), [relative], "the cached reply");
+    for h in [
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "via",
+    ] {
+        assert!(hit.headers.get(h).is_none(), "{h} of the first caller's request");
+    }
+}

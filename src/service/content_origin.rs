@@ -121,6 +121,7 @@ impl Gateway {
         let mut headers = reply.headers;
         strip_hop_by_hop(&mut headers);
         super::location::relative_to_gateway(&mut headers, &self.state.config.origin.url);
+        super::origin_headers::relative_link_targets(&mut headers, &self.state.config.origin.url);
         headers.remove(ETAG);
         headers.remove(LAST_MODIFIED);
         // The origin's freshness is not the gateway's: the route's policy

@@ -59,7 +59,11 @@ pub(super) fn origin_head(headers: &HeaderMap, origin_url: &str) -> OriginHead {
     // In the origin's order (a name's values stay in theirs).
     for (name, value) in headers {
         let n = name.as_str();
-        if !repeated(name) || HOP_BY_HOP.contains(&n) || hop.iter().any(|h| h.eq_ignore_ascii_case(n)) {
+        if !repeated(name)
+            || reflects_one_caller(name, value)
+            || HOP_BY_HOP.contains(&n)
+            || hop.iter().any(|h| h.eq_ignore_ascii_case(n))
+        {
             continue;
         }
         let value = relative_targets(name, value, origin_url);
@@ -78,6 +82,19 @@ pub(super) fn origin_head(headers: &HeaderMap, origin_url: &str) -> OriginHead {
         }
     }
     head
+}
+
+/// Makes the `Link` and `Content-Location` targets in `headers` that name
+/// the origin's own address relative (a read through to the origin, as the
+/// cached replies repeat them; `Location` is `relative_to_gateway`'s).
+pub(super) fn relative_link_targets(headers: &mut HeaderMap, origin_url: &str) {
+    for name in [header::LINK, header::CONTENT_LOCATION] {
+        if let header::Entry::Occupied(mut e) = headers.entry(name.clone()) {
+            for v in e.iter_mut() {
+                *v = relative_targets(&name, v, origin_url);
+            }
+        }
+    }
 }
 
 /// Whether a reply from the cache repeats a header of this name.
@@ -120,13 +137,38 @@ fn repeated(name: &HeaderName) -> bool {
         "want-repr-digest",
         "ratelimit",
         "ratelimit-policy",
+        // One request's path through the origin's own proxies and CDNs.
+        "via",
+        "forwarded",
+        "traceparent",
+        "tracestate",
+        "x-amz-cf-id",
+        "x-amz-cf-pop",
+        "x-amzn-trace-id",
+        "cf-ray",
+        "x-served-by",
+        "x-timer",
+        // The origin's own endpoints, not the gateway's.
+        "alt-svc",
+        "refresh",
     ];
     let n = name.as_str();
     !(own.contains(name)
+        || n.starts_with("x-forwarded-")
+        || n.starts_with("x-b3-")
+        || n.starts_with("x-envoy-")
         || per_caller_or_bytes.contains(&n)
         || n.starts_with("x-ratelimit-")
         || n.starts_with("ratelimit-")
         || n.ends_with("-cache-control"))
+}
+
+/// CORS answers made for the first caller's `Origin` (the origin's own
+/// `Vary: Origin` is not the cached reply's): only a `*` holds for all.
+fn reflects_one_caller(name: &HeaderName, value: &HeaderValue) -> bool {
+    let n = name.as_str();
+    ((n == "access-control-allow-origin" || n == "timing-allow-origin") && value != "*")
+        || n == "access-control-allow-credentials"
 }
 
 /// Whether the header describes the container's representation itself.
@@ -142,7 +184,7 @@ fn describes_the_container(name: &HeaderName) -> bool {
 
 /// `value` with a target naming the origin's own address made relative: a
 /// `Location` or `Content-Location` URI, each `<URI>` of a `Link`.
-fn relative_targets(name: &HeaderName, value: &HeaderValue, origin_url: &str) -> HeaderValue {
+pub(super) fn relative_targets(name: &HeaderName, value: &HeaderValue, origin_url: &str) -> HeaderValue {
     let Ok(text) = value.to_str() else {
         return value.clone();
     };
@@ -232,6 +274,14 @@ mod tests {
             ),
             ("content-digest", "sha-256=:abc=:"),
             ("repr-digest", "sha-256=:abc=:"),
+            ("access-control-allow-origin", "https://caller-one.example"),
+            ("access-control-allow-credentials", "true"),
+            ("access-control-expose-headers", "x-layers-api-version"),
+            ("timing-allow-origin", "https://caller-one.example"),
+            ("via", "1.1 cdn"),
+            ("cf-ray", "8c1f"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("alt-svc", "h3=\":8443\""),
             ("connection", "close, x-hop"),
             ("x-hop", "1"),
             ("keep-alive", "timeout=5"),
@@ -248,6 +298,7 @@ mod tests {
                 "deprecation: @1767225600",
                 "sunset: Wed, 30 Jun 2027 00:00:00 GMT",
                 "x-layers-api-version: 1.4",
+                "access-control-expose-headers: x-layers-api-version",
             ]
         );
         assert_eq!(
