@@ -378,11 +378,6 @@ impl CachedContainer {
     pub fn content_type(&self) -> Option<&HeaderValue> {
         self.head.as_ref().and_then(|h| h.content_type.as_ref())
     }
-
-    /// The origin's other headers a reply repeats.
-    pub fn origin_headers(&self) -> &[(HeaderName, HeaderValue)] {
-        self.head.as_ref().map_or(&[], |h| &h.others)
-    }
 }
 
 /// Assembles an entry from a rendering. `variants` are compressed

@@ -18,7 +18,7 @@
 //! bumps the generation, so no entry filled before it is ever served again;
 //! the revoked set only guards later fills against a lagging origin replica.
 //! A change with no date to judge such a replica by holds back, for
-//! `cache.undated_hold_ms`, the versions this instance had cached
+//! `cache.undated_hold_ms`, the versions this instance knew of
 //! (`fence::UndatedHold`): they are served, not cached.
 //!
 //! The cached fills are recorded by the fence itself (under its lock, by
@@ -158,7 +158,6 @@ impl ContentCache {
         for a in &revoked {
             st.revoked.insert(a.as_str().into(), until);
         }
-        let deleted_at = inv.changed_at.or(inv.created_at).unwrap_or(now_ms);
         st.exists_until = match inv.event_type {
             EventType::Deleted if stale_delete => st.exists_until,
             EventType::Deleted => None,
@@ -168,7 +167,7 @@ impl ContentCache {
             EventType::Deleted if stale_delete => {}
             EventType::Deleted => {
                 st.tombstone_until = Some(now + self.ttls.load().tombstone_ttl);
-                let at = deleted_at;
+                let at = inv.changed_at.or(inv.created_at).unwrap_or(now_ms);
                 // The tombstone's date only moves forward: a late retry of
                 // an older delete must not lower it, or a late `generated`
                 // between the two deletes would lift the newest one (and a
@@ -236,14 +235,13 @@ impl ContentCache {
             // No date to judge a lagging replica's answer by: hold back
             // every version this instance knows of, cached or reported by
             // a dated change (`UndatedHold`). After an earlier undated
-            // change (its hold over or not) with nothing newer learned
-            // since, a version between the two may exist unseen (the
-            // first change's, newer than all of them): every fill is held
-            // for the window. The fence forgets it only when it forgets
-            // the cached versions too (then nothing is known: the same).
-            // Only a fill cached since shows something newer was learned:
-            // a dated change applied since may be older than the previous
-            // undated one (a late event), so its time does not.
+            // change (its hold over or not) with no fill cached since, a
+            // version between the two may exist unseen (the first
+            // change's, newer than all of them): every fill is held for
+            // the window. A dated change applied since does not count: it
+            // may be older than that first change (a late event). The
+            // fence forgets the earlier hold only with its cached versions
+            // (then nothing is known: the same).
             let cached = st.records.iter().filter_map(|r| r.updated_at).max();
             let reported = st.floor(now).map(|f| f.at);
             let newest = match st.undated {
