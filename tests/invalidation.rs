@@ -1365,3 +1365,60 @@ async fn a_variant_read_that_shows_a_newer_version_stops_the_cached_one() {
         "the canonical route shows the new version too"
     );
 }
+
+/// `evt_<ULID>` minted `age` ago: the id an origin gave an event then.
+fn minted_ago(age: Duration) -> String {
+    let at = std::time::SystemTime::now() - age;
+    let ms = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    format!("evt_{}", ulid::Ulid::from_parts(ms, 0))
+}
+
+/// Noticed after round 73: the origin replays (`replayOf`) a delete it sent
+/// two days ago, past its day of retries; the container lives again at the
+/// origin. The replay tombstoned it (404 without asking the origin) and
+/// revoked the asset ids it named, for the tombstone's TTL. A late or
+/// replayed event never revokes what the origin serves now: the cached
+/// entry is dropped and the origin is asked again. Where the origin has
+/// deleted it, that answer is the 404.
+#[tokio::test]
+async fn a_delete_replayed_days_later_asks_the_origin_instead_of_tombstoning() {
+    let h = without_undated_hold().await;
+    let gw = tcp(&h);
+    let id = slideshow();
+    let before = gw.warm(id).await;
+    let asset = before["assets"][0]["assetId"].as_str().unwrap().to_owned();
+    let replay = |age: Duration| {
+        let replay_id = new_event_id();
+        let body = json!({ "id": replay_id, "type": "content.deleted", "replayOf": minted_ago(age),
+            "data": { "id": SLIDESHOW, "assets": [asset] } })
+        .to_string();
+        (body.clone(), signed(&body, &replay_id))
+    };
+
+    let (body, headers) = replay(Duration::from_secs(2 * 24 * 3600));
+    assert_applied(&gw.post_webhook(&body, &headers).await);
+    let r = gw.container(id).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.x_cache(), Some("MISS"));
+    assert_eq!(r.json()["assets"], before["assets"]);
+    let a = gw.asset(id, &asset).await;
+    assert_eq!(a.status, 200, "the replay revoked a current asset: {}", text(&a));
+
+    // Deleted at the origin: the replay's drop leads to the origin's 404.
+    gw.warm(id).await;
+    assert!(h.sim.delete(id));
+    let (body, headers) = replay(Duration::from_secs(3 * 24 * 3600));
+    assert_applied(&gw.post_webhook(&body, &headers).await);
+    assert_eq!(gw.container(id).await.status, 404);
+
+    // A delete within the origin's day of retries still tombstones.
+    let v = video();
+    gw.warm(v).await;
+    let late_id = minted_ago(Duration::from_secs(3600));
+    let body = event_body(&late_id, "content.deleted", json!({ "id": VIDEO }));
+    assert_applied(&gw.post_webhook(&body, &signed(&body, &late_id)).await);
+    let gets = h.sim.container_gets();
+    assert_eq!(gw.container(v).await.status, 404);
+    assert_eq!(h.sim.container_gets(), gets, "tombstoned: no origin call");
+    h.stop().await;
+}

@@ -113,6 +113,27 @@ pub fn origin_date(
     }
 }
 
+/// How far back an origin replays past events (`replayOf`), beyond the day
+/// it retries a delivery: a month, as webhook providers keep events.
+const REPLAY_WINDOW_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// Whether `delete` (whose event id is `event_id`) is a replay of a delete
+/// the origin minted past its day of retries (its `evt_<ULID>` id dated
+/// between `REPLAY_WINDOW_MS` and `MINTED_WINDOW_MS` ago): the container
+/// may have come back since, with no lift left here to show it, so the
+/// delete is history and the origin is asked again. An id that dates
+/// nothing (not a ULID, out of that month: a random `evt_` id decodes to
+/// any year, 1 in about 10^5 into it) is not taken for one.
+pub fn is_past_replay(delete: &crate::events::Invalidation, event_id: Option<&str>, now_ms: i64) -> bool {
+    match (delete.created_at, event_id) {
+        (Some(created), Some(id)) => {
+            crate::events::webhook::ulid_millis(id) == Some(created)
+                && (now_ms - REPLAY_WINDOW_MS..now_ms - MINTED_WINDOW_MS).contains(&created)
+        }
+        _ => false,
+    }
+}
+
 /// The date a re-creation (`content.generated`) lifts from: its change
 /// time, else its event's time less `MINT_LAG_MS`; none for one dated in
 /// the future past that lag (a lift that would make every delete history).

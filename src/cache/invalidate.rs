@@ -33,7 +33,7 @@
 //! never resurrects a deleted container. The delete's date is the newest
 //! of every delete applied: an older delete arriving late never lowers it.
 
-use super::fence::{lift_date, origin_date, Floor, Lift, MutationMark, UndatedHold};
+use super::fence::{is_past_replay, lift_date, origin_date, Floor, Lift, MutationMark, UndatedHold};
 use super::ContentCache;
 use crate::events::{EventType, Invalidation};
 use crate::ids::ContainerId;
@@ -116,11 +116,15 @@ impl ContentCache {
         // history: the live container is not tombstoned again, and the ids
         // it names are not revoked (the re-created version may use them
         // again: a late event never revokes what the origin serves now).
-        // Only one the origin dated (`fence::is_history`).
-        let stale_delete =
-            inv.event_type == EventType::Deleted && st.lifted.is_some_and(|l| l.supersedes(inv, now, now_ms));
+        // Only one the origin dated (`fence::is_history`). So is the replay
+        // of a delete older than the origin's retries (`is_past_replay`):
+        // the container may have come back with no lift left here to show
+        // it. Either way the entries are dropped, and a fill asks the origin.
+        let stale_delete = inv.event_type == EventType::Deleted
+            && (st.lifted.is_some_and(|l| l.supersedes(inv, now, now_ms))
+                || is_past_replay(inv, inv.event_id.as_deref(), now_ms));
         if stale_delete {
-            tracing::info!(container = %id, "content.deleted older than the re-creation that lifted it: not tombstoned");
+            tracing::info!(container = %id, "content.deleted older than a re-creation or replayed past the retries: not tombstoned");
         }
         let mut revoked: Vec<String> = Vec::new();
         if inv.event_type.revokes_assets() {

@@ -537,6 +537,59 @@ async fn a_delete_taken_for_history_revokes_nothing() {
     assert!(!fence.lock().revoked.contains_key("slide-1"));
 }
 
+/// A delete the origin minted `age_ms` before now, dated by its id only
+/// (a `replayOf` delivery carries the original's id).
+fn minted_delete(cache: &ContentCache, age_ms: i64, revoked: &[&str]) -> Invalidation {
+    let at = cache.clock.unix_millis_at(Instant::now()) - age_ms;
+    Invalidation {
+        event_id: Some(ulid_id(at)),
+        created_at: Some(at),
+        ..inv(EventType::Deleted, revoked)
+    }
+}
+
+/// Noticed after round 73: a replay (`replayOf`) of a delete from two days
+/// ago, past the origin's day of retries and past any lift here, still
+/// tombstoned the container for the tombstone's TTL and revoked the ids it
+/// named, though the container may have come back since. It is history:
+/// the entry is dropped (a fill asks the origin), nothing is tombstoned or
+/// revoked. Within the retries, and past the replay month (a random `evt_`
+/// id's date), a delete still tombstones.
+#[tokio::test(start_paused = true)]
+async fn a_replayed_delete_past_the_origin_s_retries_asks_the_origin_again() {
+    const DAY: i64 = 24 * 3600 * 1000;
+    let cache = ContentCache::new(settings(), None, None);
+    let (_, status) = cache
+        .fill(&org(), id(), || async { Ok(body(&["slide-1"]).into()) })
+        .await;
+    assert_eq!(status, CacheStatus::Miss);
+    let applied = cache
+        .invalidate(&minted_delete(&cache, 2 * DAY, &["slide-1"]))
+        .await;
+    assert_eq!(applied.entries_removed, 1, "the entry is dropped all the same");
+    assert!(applied.revoked.is_empty(), "{:?}", applied.revoked);
+    assert!(!cache
+        .fences
+        .get(id())
+        .unwrap()
+        .lock()
+        .revoked
+        .contains_key("slide-1"));
+    assert!(
+        !tombstoned(&cache).await,
+        "a two-day-old replay tombstoned the container"
+    );
+
+    for age in [2 * 3600 * 1000, 40 * DAY] {
+        let cache = ContentCache::new(settings(), None, None);
+        cache.invalidate(&minted_delete(&cache, age, &["slide-1"])).await;
+        assert!(
+            tombstoned(&cache).await,
+            "a delete minted {age} ms ago did not tombstone"
+        );
+    }
+}
+
 /// Attacker review: a rebuild replays the cluster's fence records as
 /// undated invalidations without event ids; they must not hold every
 /// fenced container uncached (`UndatedHold`) at each join.

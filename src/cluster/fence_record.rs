@@ -29,7 +29,7 @@
 //! The record is sealed with the cluster secret as a whole (`entry_mac.rs`);
 //! only a gateway can write one that a rebuild applies.
 
-use crate::cache::fence::{is_history, lift_date};
+use crate::cache::fence::{is_history, is_past_replay, lift_date};
 use crate::cache::floor_current::widened;
 use crate::events::{EventType, Invalidation, Source};
 use crate::ids::ContainerId;
@@ -116,12 +116,14 @@ impl FenceRecord {
         // history, as the cache takes it (`invalidate.rs`): no tombstone,
         // and its ids are not revoked (the re-created version may use them).
         // Judged on the entry's id (the one `inv` carries on the stream),
-        // as the cache judges it (`fence::is_history`).
+        // as the cache judges it (`fence::is_history`), and so is the
+        // replay of a delete past the origin's retries (`is_past_replay`).
         let now_ms = super::reader::unix_millis();
         let history = inv.event_type == EventType::Deleted
-            && self
+            && (self
                 .lifted
-                .is_some_and(|l| is_history(inv, Some(event_id), l, now_ms));
+                .is_some_and(|l| is_history(inv, Some(event_id), l, now_ms))
+                || is_past_replay(inv, Some(event_id), now_ms));
         // This event's revocations are all kept (as the cache keeps them,
         // `invalidate.rs` `make_room`): past the bound, only the oldest of
         // the others are dropped.
@@ -328,6 +330,22 @@ mod tests {
         assert!(r.covers(&ev(EventType::Deleted, &["b", "a"], &[], None, Some(10))));
         assert!(!r.covers(&ev(EventType::Deleted, &["c"], &[], None, Some(10))));
         assert!(!r.covers(&ev(EventType::Deleted, &[], &[], None, Some(11))));
+    }
+
+    /// As the cache takes it (`cache::fence::is_past_replay`): the replay of
+    /// a delete minted two days ago neither tombstones nor revokes; one
+    /// minted an hour ago does both.
+    #[test]
+    fn a_replayed_delete_past_the_origin_s_retries_leaves_no_tombstone() {
+        let now = super::super::reader::unix_millis();
+        for (age_h, history) in [(48, true), (1, false)] {
+            let at = now - age_h * 3600 * 1000;
+            let event_id = format!("evt_{}", ulid::Ulid::from_parts(at as u64, 0));
+            let mut r = FenceRecord::new(id());
+            r.merge(&ev(EventType::Deleted, &["a"], &[], None, Some(at)), &event_id);
+            assert_eq!(r.tombstone.is_none(), history, "minted {age_h} h ago");
+            assert_eq!(r.revoked.is_empty(), history, "minted {age_h} h ago");
+        }
     }
 
     #[test]
