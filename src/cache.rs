@@ -196,7 +196,8 @@ pub struct ContentCache {
     entries: moka::future::Cache<Key, Arc<CachedContainer>, foldhash::fast::RandomState>,
     fences: Fences,
     flights: Arc<Flights>,
-    /// Bumped by purge-all; entries of an older epoch are never served.
+    /// Bumped by purge-all; entries of an older epoch are never served
+    /// (`current_epoch`).
     epoch: AtomicU64,
     settings: CacheSettings,
     /// The lifetimes given to what is stored; a config reload swaps them
@@ -355,7 +356,7 @@ impl ContentCache {
         let key = (org.clone(), id.as_u128());
         let n = self.negatives.get(&key)?;
         let current = n.fence.generation() == n.generation
-            && n.epoch == self.epoch.load(Ordering::Acquire)
+            && n.epoch == self.current_epoch()
             && Instant::now() < n.until
             && self.may_serve_cached();
         if current {
@@ -406,7 +407,7 @@ impl ContentCache {
         let Some(lease) = fence.lease(Instant::now()) else {
             return (Err(GatewayError::not_found()), CacheStatus::Tombstone);
         };
-        let epoch = self.epoch.load(Ordering::Acquire);
+        let epoch = self.current_epoch();
         let key = FlightKey {
             org: org.clone(),
             container: id.as_u128(),
@@ -591,7 +592,7 @@ impl ContentCache {
             lagging
         } else if fence.generation() != lease.generation
             || st.is_tombstoned(now)
-            || self.epoch.load(Ordering::Acquire) != epoch
+            || self.current_epoch() != epoch
         {
             Some(DiscardReason::Generation)
         } else if st.undated.is_some_and(|h| h.holds(rendered.updated_at, now)) {
@@ -689,7 +690,7 @@ impl ContentCache {
         let now = Instant::now();
         let st = fence.lock();
         if fence.generation() != lease.generation
-            || self.epoch.load(Ordering::Acquire) != epoch
+            || self.current_epoch() != epoch
             || st.is_tombstoned(now)
             || st.announced(now)
             || !self.may_serve_cached()

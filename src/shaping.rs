@@ -8,7 +8,8 @@
 //! - [`daily`]: per-org daily write cap, reset at 00:00 UTC.
 //! - [`headers`]: `X-RateLimit-*`, `RateLimit-Policy`, `RateLimit`,
 //!   `Retry-After`, and the `RATE_LIMITED` errors.
-//! - [`clock`]: Unix time from tokio's clock (paused-clock tests set the date).
+//! - [`clock`]: Unix time from tokio's clock (paused-clock tests set the date),
+//!   following the wall clock's steps ([`wall_steps`]).
 //!
 //! All of it is pure logic: time is passed in, nothing does I/O or awaits.
 //!
@@ -41,6 +42,7 @@ pub mod origin_guard;
 pub mod policy;
 pub mod retry_budget;
 pub mod tiers;
+pub mod wall_steps;
 
 pub use clock::UnixClock;
 pub use daily::{DailyCap, DailyDecision};

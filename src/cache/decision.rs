@@ -78,6 +78,13 @@ impl ContentCache {
         self.sync_gate.get().is_none_or(|g| g.is_synced())
     }
 
+    /// The purge epoch entries are served under: purge-all bumps it, and so
+    /// does each step of the wall clock (an entry's `expiresAt` limit is an
+    /// instant read on the wall clock before the step: promise 5).
+    pub(super) fn current_epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire) + self.clock.wall_steps()
+    }
+
     /// Whether an origin answer may pass through the fence at all: in a
     /// cluster, only once the fences were read from Redis (see
     /// `SyncGate::fences_known`).
@@ -91,7 +98,7 @@ impl ContentCache {
         // Read here, after every await of the request: freshness is judged
         // at the moment of serving.
         let now = Instant::now();
-        let epoch = self.epoch.load(Ordering::Acquire);
+        let epoch = self.current_epoch();
         match source {
             Source::Hit => {
                 if self.may_serve_cached() && entry.is_current(epoch, now) {

@@ -10,7 +10,6 @@
 use super::{ContentCache, Source, Verdict};
 use crate::ids::ContainerId;
 use serde_json::{json, Value};
-use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
 /// Milliseconds from `now` until `t` (0 once passed).
@@ -75,8 +74,7 @@ impl ContentCache {
             .into_iter()
             .filter(|(_, n)| n.until > now)
             .map(|(org, n)| {
-                let current =
-                    n.fence.generation() == n.generation && n.epoch == self.epoch.load(Ordering::Acquire);
+                let current = n.fence.generation() == n.generation && n.epoch == self.current_epoch();
                 let v = json!({
                     "organizationId": &*org,
                     "status": n.error.status.as_u16(),
@@ -95,7 +93,7 @@ impl ContentCache {
                 "enabled": self.negatives.enabled(),
                 "entries": negatives.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
             },
-            "cacheEpoch": self.epoch.load(Ordering::Acquire),
+            "cacheEpoch": self.current_epoch(),
             "mayServeCached": self.may_serve_cached(),
         })
     }

@@ -722,3 +722,43 @@ async fn a_variant_answer_that_repeats_an_assets_id_is_unreadable() {
     ));
     assert_eq!(&b[..], br#"{"id":"x","assets":[{"assetId":"ok-1"}]}"#);
 }
+
+/// Attacker review (round 74): the cache's wall clock was read once, at
+/// start. Set forward by ten minutes afterwards (NTP fixing a clock that
+/// was wrong at boot, a host resumed from suspend), the wall clock passed a
+/// descriptor's `expiresAt` while the entry, limited by an instant read on
+/// the old clock, was still served: promise 5. A step ends every entry.
+#[tokio::test(start_paused = true)]
+async fn a_step_of_the_wall_clock_ends_entries_limited_by_an_expires_at() {
+    let t0 = 1_893_456_000_000i64;
+    let steps = crate::shaping::wall_steps::WallSteps::manual();
+    let clock = UnixClock::starting_at_millis(t0).following(steps);
+    let cache = ContentCache::with_clock(settings(), None, None, clock);
+    let expiring = Bytes::from(
+        serde_json::json!({"id": id().to_string(), "assets": [
+            {"assetId": "a", "url": "u/a", "expiresAt": time::format_rfc3339((t0 + 120_000) / 1000)}
+        ]})
+        .to_string(),
+    );
+    let fill = || async {
+        let b = expiring.clone();
+        let fetch = move || {
+            let b = b.clone();
+            async move { Ok(b.into()) }
+        };
+        cache.fill(&org(), id(), fetch).await.1
+    };
+    assert_eq!(fill().await, CacheStatus::Miss);
+    assert!(
+        cache.lookup(&org(), id()).await.is_some(),
+        "cached until its expiresAt"
+    );
+    steps.step_by(600_000);
+    assert!(
+        cache.lookup(&org(), id()).await.is_none(),
+        "served past its expiresAt after the wall clock stepped"
+    );
+    // Filled again on the stepped clock: past its expiresAt, not cached.
+    fill().await;
+    assert!(cache.lookup(&org(), id()).await.is_none());
+}

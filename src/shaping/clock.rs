@@ -7,11 +7,13 @@
 //! starting date with [`UnixClock::starting_at`] and moves it with
 //! `tokio::time::advance`.
 //!
-//! Being monotonic, the clock does not follow steps of the system clock
-//! (NTP corrections, leap seconds) after creation; it drifts from it only as
-//! much as the monotonic clock's rate differs, which over a process lifetime
-//! is seconds at most, so a daily reset may come that much early or late.
+//! A clock that reads the system's ([`UnixClock::system`]) also follows
+//! the wall clock's steps after creation (NTP setting a clock that was
+//! wrong at boot, a suspended host: [`super::wall_steps`]), a second or
+//! more each, within a quarter of a second. Between steps it drifts from
+//! the wall clock only as much as the monotonic clock's rate differs.
 
+use super::wall_steps::WallSteps;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
@@ -21,6 +23,9 @@ pub struct UnixClock {
     base: Instant,
     /// Unix time of `base`, in milliseconds.
     base_unix_millis: i64,
+    /// The wall clock's steps this clock follows, and their correction at
+    /// `base` (already in `base_unix_millis`).
+    steps: Option<(&'static WallSteps, i64)>,
 }
 
 impl UnixClock {
@@ -34,25 +39,48 @@ impl UnixClock {
         UnixClock {
             base: Instant::now(),
             base_unix_millis: unix_millis,
+            steps: None,
         }
     }
 
-    /// A clock that reads the system's wall clock now.
+    /// A clock that reads the system's wall clock now, and follows its
+    /// steps.
     pub fn system() -> UnixClock {
         let millis = match SystemTime::now().duration_since(UNIX_EPOCH) {
             Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
             Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
         };
-        UnixClock::starting_at_millis(millis)
+        UnixClock::starting_at_millis(millis).following(WallSteps::system())
+    }
+
+    /// This clock, from now on moved by the steps `steps` records (tests:
+    /// [`WallSteps::manual`]).
+    pub fn following(self, steps: &'static WallSteps) -> UnixClock {
+        UnixClock {
+            steps: Some((steps, steps.correction_ms())),
+            ..self
+        }
+    }
+
+    /// How many steps of the wall clock this clock has followed: a value
+    /// read on the clock before a step (an `expiresAt` turned into an
+    /// instant) is off by it.
+    #[inline]
+    pub fn wall_steps(&self) -> u64 {
+        self.steps.map_or(0, |(w, _)| w.steps())
     }
 
     /// Unix time at `at`, in milliseconds (`at` before the clock's creation
-    /// counts backwards).
+    /// counts backwards), on the wall clock as it reads now.
     pub fn unix_millis_at(&self, at: Instant) -> i64 {
+        let base = match self.steps {
+            Some((w, at_base)) => self.base_unix_millis.saturating_add(w.correction_ms() - at_base),
+            None => self.base_unix_millis,
+        };
         if at >= self.base {
-            self.base_unix_millis.saturating_add(millis(at - self.base))
+            base.saturating_add(millis(at - self.base))
         } else {
-            self.base_unix_millis.saturating_sub(millis(self.base - at))
+            base.saturating_sub(millis(self.base - at))
         }
     }
 
@@ -91,6 +119,25 @@ mod tests {
         assert_eq!(c.now_unix(), 1_795_824_000);
         let earlier = Instant::now() - Duration::from_secs(20);
         assert_eq!(c.unix_at(earlier), 1_795_823_980);
+    }
+
+    /// Attacker review (round 74): the clock read the wall clock once, so a
+    /// host whose clock NTP set forward after the gateway started (or a
+    /// suspended one) judged `expiresAt` and JWT `exp` minutes behind.
+    #[tokio::test(start_paused = true)]
+    async fn a_following_clock_moves_with_the_wall_clock_s_steps() {
+        let steps = WallSteps::manual();
+        steps.step_by(5_000);
+        let c = UnixClock::starting_at(1_795_823_990).following(steps);
+        assert_eq!((c.now_unix(), c.wall_steps()), (1_795_823_990, 1));
+        steps.step_by(600_000);
+        assert_eq!((c.now_unix(), c.wall_steps()), (1_795_824_590, 2));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(c.now_unix(), 1_795_824_600);
+        steps.step_by(-1_000);
+        assert_eq!(c.now_unix(), 1_795_824_599);
+        let fixed = UnixClock::starting_at(1_795_823_990);
+        assert_eq!((fixed.now_unix(), fixed.wall_steps()), (1_795_823_990, 0));
     }
 
     #[test]
