@@ -654,3 +654,52 @@ async fn the_origins_content_type_survives_on_the_cached_routes() {
         assert_eq!(r.header("content-type"), Some("application/json"), "{p}");
     }
 }
+
+/// Black-box round 74, D1: a regenerate's answer is the container as it
+/// now is, and its ids are current. An answer holding legal JSON that a
+/// `serde_json::Value` refuses (`1e400`, a lone escaped surrogate in the
+/// caption) was read as naming no ids, so every id cached before the
+/// regenerate was revoked for a day: the container was served with
+/// `"assets": []` and its asset answered 404, while the origin served both.
+#[tokio::test(start_paused = true)]
+async fn a_regenerate_answer_with_unusual_legal_json_still_names_its_current_ids() {
+    for unusual in [r#""score":1e400"#, r#""caption":"cut emoji \ud83d""#] {
+        let origin = Arc::new(Scripted::default());
+        let body = format!(
+            r#"{{"id":"{ID}","status":"completed",{unusual},"assets":[{{"assetId":"slide-1","kind":"image","url":"https://cdn.example/slide-1.png","thumbnailUrl":null}}]}}"#
+        );
+        let body = Bytes::from(body);
+        origin.set(
+            Method::GET,
+            &cpath(),
+            Answer::Raw(200, "application/json", body.clone()),
+        );
+        let regen = format!("{}/regenerate", cpath());
+        origin.set(
+            Method::POST,
+            &regen,
+            Answer::Raw(200, "application/json", body.clone()),
+        );
+        let gw = ff::gateway(&origin, "");
+        let key = admin_key();
+        assert_eq!(call_get(&gw, &cpath(), &key).await.status, 200);
+        let auth = format!("Bearer {key}");
+        let r = call(
+            &gw,
+            Method::POST,
+            &regen,
+            &[("authorization", &auth)],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+        let r = call_get(&gw, &cpath(), &key).await;
+        assert_eq!(
+            text(&r),
+            String::from_utf8_lossy(&body),
+            "{unusual}: the origin's container, whole"
+        );
+        let r = call_get(&gw, &apath("slide-1"), &key).await;
+        assert_eq!(r.status, 200, "{unusual}: a current asset revoked: {}", text(&r));
+    }
+}

@@ -56,21 +56,38 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 /// What a mutation's answer says: the asset ids of the container it
 /// returned (`assets[].assetId`) and its `updatedAt` (unix ms); nothing
-/// when it is not a container.
+/// when it is not a container. Read as a fill reads a container
+/// (`cache::entry::json`): an answer holding other legal JSON (`1e400`, a
+/// caption with a lone escaped surrogate) still names its current ids.
+/// Black-box round 74: parsed into a `serde_json::Value`, such an answer
+/// named none, and every id cached before the regenerate was revoked for a
+/// day though the origin still served it.
 fn answer_facts(body: &[u8]) -> (Vec<String>, Option<i64>) {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+    use crate::cache::entry::json;
+    let Ok(text) = std::str::from_utf8(body) else {
+        return (Vec::new(), None);
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let Some([assets, updated_at]) = json::members(text, ["assets", "updatedAt"])
+        .ok()
+        .flatten()
+        .map(|m| m.values)
+    else {
         return (Vec::new(), None);
     };
     // As a webhook's are: valid ids, a bounded number of them (they become
     // a floor's current ids and, in a cluster, a stream entry and a fence
     // record of bounded size).
-    let ids = v["assets"]
-        .as_array()
-        .map(|a| crate::events::webhook::bounded_asset_ids(a.iter().filter_map(|x| x["assetId"].as_str())))
-        .unwrap_or_default();
-    let changed_at = v["updatedAt"]
-        .as_str()
-        .and_then(crate::cache::time::parse_rfc3339_millis);
+    let ids: Vec<_> = assets
+        .and_then(json::elements)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|a| json::object_members(a, ["assetId"])?.values[0].and_then(json::string))
+        .collect();
+    let ids = crate::events::webhook::bounded_asset_ids(ids.iter().map(|a| a.as_ref()));
+    let changed_at = updated_at
+        .and_then(json::string)
+        .and_then(|t| crate::cache::time::parse_rfc3339_millis(&t));
     (ids, changed_at)
 }
 
