@@ -139,7 +139,7 @@ async fn route<B>(
             authorize(gw, req, standing)?;
             // It reads files (and the TLS roots): off the async workers.
             let g = gw.clone();
-            let outcome = tokio::task::spawn_blocking(move || g.reload_config())
+            let outcome = tokio::task::spawn_blocking(move || g.reload_config_and_keys())
                 .await
                 .map_err(|_| GatewayError::new(ErrorCode::Internal, "The reload did not finish."))?;
             let status = if outcome.status == "applied" {

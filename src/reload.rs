@@ -120,8 +120,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Gateway {
     /// Re-reads the config file and applies what can change live. Never
-    /// panics on a bad file: it is refused and nothing changes.
+    /// panics on a bad file: it is refused and nothing changes. The keys
+    /// file is left to its watcher, which SIGHUP wakes as well.
     pub fn reload_config(&self) -> ReloadOutcome {
+        self.reload(false)
+    }
+
+    /// [`Gateway::reload_config`], and the keys file put in force with it
+    /// (`POST /admin/reload`: black-box round 74 found it left a removed
+    /// key working until the next poll of the file).
+    pub fn reload_config_and_keys(&self) -> ReloadOutcome {
+        self.reload(true)
+    }
+
+    fn reload(&self, with_keys: bool) -> ReloadOutcome {
         let st = self.state();
         let r = &st.reload;
         let mut current = lock(&r.current);
@@ -131,7 +143,26 @@ impl Gateway {
             }
             Some((path, allow_demo_keys)) => crate::cli::load::load(&path, allow_demo_keys)
                 .map_err(|e| format!("{}: {e}", path.display()))
-                .and_then(|loaded| self.apply(&current, loaded.config)),
+                .and_then(|loaded| {
+                    // The keys file in force (a new `auth.keys_file` needs a
+                    // restart) is put in force with the config, as SIGHUP
+                    // does: refused first, before anything is swapped.
+                    let keys_path = loaded.config.keys_path();
+                    let keys = (with_keys && keys_path == st.config.keys_path()).then_some((
+                        keys_path,
+                        loaded.keys_text,
+                        loaded.keys,
+                    ));
+                    if let Some((p, text, _)) = &keys {
+                        crate::auth::reload::check_not_cut(p, text, &st.auth)?;
+                    }
+                    let (outcome, next) = self.apply(&current, loaded.config)?;
+                    if let Some((p, text, store)) = keys {
+                        // Checked above; logged and counted either way.
+                        let _ = crate::auth::reload::put_loaded_in_force(&st.auth, &p, &text, store);
+                    }
+                    Ok((outcome, next))
+                }),
         };
         let outcome = match outcome {
             Ok((outcome, next)) => {

@@ -456,3 +456,85 @@ async fn keys_file_tiers_follow_the_config_reload() {
     assert_eq!(r.header("x-ratelimit-limit"), Some("7"), "nothing changed");
     g.stop().await;
 }
+
+/// Whether the gateway lets `key` through on the partner port: its
+/// answer carries the limit of the key's tier (the gateway's 401 carries
+/// none; the demo simulator behind it knows only the demo keys).
+async fn authenticates(g: &FileGateway, key: &str) -> bool {
+    let r = TestClient::new(g.app.addr)
+        .send(Method::GET, "/v1/whoami", &[("x-api-key", key)], Bytes::new())
+        .await;
+    r.header("x-ratelimit-limit").is_some()
+}
+
+/// Black-box round 74, D1: the README says `POST /admin/reload` re-reads
+/// the config file and the keys file, as SIGHUP does. It re-read and
+/// checked the keys file but never put it in force: a key removed from the
+/// file kept working until the watcher's next poll (never, with a long
+/// `reload_poll_secs`).
+#[tokio::test]
+async fn admin_reload_puts_the_keys_file_in_force() {
+    use layers_gateway::auth::keys::keys_file_entry;
+    let g = FileGateway::start().await;
+    let admin = admin_key();
+    assert!(authenticates(&g, &admin).await);
+    let entry = keys_file_entry(GOLD_KEY, "org_gold", &["content:read"], "pilot").unwrap();
+    std::fs::write(g.dir.join("keys.toml"), &entry).unwrap();
+    let (code, answer) = g.reload().await;
+    assert_eq!(
+        (code, answer["status"].as_str()),
+        (200, Some("applied")),
+        "{answer}"
+    );
+    assert!(
+        !authenticates(&g, &admin).await,
+        "a key removed from the file still works"
+    );
+    assert!(
+        authenticates(&g, GOLD_KEY).await,
+        "a key added to the file is refused"
+    );
+    g.stop().await;
+}
+
+/// Black-box round 74, D3: an empty keys file (a `>` redirect truncates
+/// before it writes; a copy cut short) parsed as a file with no keys, and
+/// every reload path put it in force: every partner got 401. While keys are
+/// in force, one that does not name `keys` is refused as half-written, by
+/// the config reload and by the keys-file watcher; `keys = []` still
+/// removes them all.
+#[tokio::test]
+async fn an_empty_keys_file_is_refused_while_keys_are_in_force() {
+    use layers_gateway::auth::reload::{reload_keys_file, Trigger};
+    let g = FileGateway::start().await;
+    let admin = admin_key();
+    let keys = g.dir.join("keys.toml");
+    for cut in ["", "\n  \n", "# keys\n"] {
+        std::fs::write(&keys, cut).unwrap();
+        let (code, answer) = g.reload().await;
+        assert_eq!(code, 422, "{cut:?}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("half-written"),
+            "{answer}"
+        );
+        let auth = g.app.gateway.state().auth.clone();
+        for trigger in [Trigger::Changed, Trigger::Signal] {
+            assert!(
+                reload_keys_file(&keys, &auth, trigger).await.is_err(),
+                "{cut:?} {trigger:?}"
+            );
+        }
+        assert!(
+            authenticates(&g, &admin).await,
+            "{cut:?}: the keys in force were dropped"
+        );
+    }
+    std::fs::write(&keys, "keys = []\n").unwrap();
+    let (code, answer) = g.reload().await;
+    assert_eq!(code, 200, "{answer}");
+    assert!(
+        !authenticates(&g, &admin).await,
+        "an explicit empty list removes every key"
+    );
+    g.stop().await;
+}

@@ -38,6 +38,9 @@ pub struct ReloadReport {
 pub enum Trigger {
     Signal,
     Changed,
+    /// A config reload (`POST /admin/reload`, SIGHUP): it reads the keys
+    /// file with the config.
+    Config,
 }
 
 impl Trigger {
@@ -45,8 +48,40 @@ impl Trigger {
         match self {
             Trigger::Signal => "signal",
             Trigger::Changed => "changed",
+            Trigger::Config => "config reload",
         }
     }
+}
+
+/// Puts the keys of a keys file read and checked with a config reload in
+/// force (`reload.rs`): `POST /admin/reload` promises to re-read the keys
+/// file as SIGHUP does. Refused as [`parse`] refuses a file: an empty one
+/// while keys are in force.
+pub fn put_loaded_in_force(
+    auth: &Authenticator,
+    path: &Path,
+    text: &str,
+    store: KeyStore,
+) -> Result<usize, String> {
+    let result = check_not_cut(path, text, auth).map(|()| store);
+    apply(auth, result, Trigger::Config)
+}
+
+/// Black-box round 74: an empty keys file (a `>` redirect that truncates
+/// before it writes, a copy cut short) parsed as a valid file with no keys,
+/// and a reload put it in force: every partner got 401. While keys are in
+/// force, a file that does not even name `keys` is taken for half-written
+/// and refused; removing every key takes an explicit `keys = []`.
+pub(crate) fn check_not_cut(path: &Path, text: &str, auth: &Authenticator) -> Result<(), String> {
+    let names_keys = toml::from_str::<toml::Table>(text).is_ok_and(|t| t.contains_key("keys"));
+    if names_keys || auth.keys().is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "keys file {}: holds no `keys` (empty or cut short) while {} keys are in force; refused as half-written (write `keys = []` to remove every key)",
+        path.display(),
+        auth.keys().len()
+    ))
 }
 
 /// Reads, parses and (if valid) puts a keys file in force. Returns the
@@ -67,14 +102,20 @@ pub async fn reload_keys_file(path: &Path, auth: &Authenticator, trigger: Trigge
 /// remove a tier between them.
 fn put_in_force(auth: &Authenticator, path: &Path, bytes: &[u8], trigger: Trigger) -> Result<usize, String> {
     let tiers = auth.known_tiers();
-    let outcome = apply(auth, parse(path, bytes, &tiers), trigger);
+    let outcome = apply(auth, parse(path, bytes, &tiers, auth), trigger);
     drop(tiers);
     outcome
 }
 
-fn parse(path: &Path, bytes: &[u8], tiers: &std::collections::BTreeSet<String>) -> Result<KeyStore, String> {
+fn parse(
+    path: &Path,
+    bytes: &[u8],
+    tiers: &std::collections::BTreeSet<String>,
+    auth: &Authenticator,
+) -> Result<KeyStore, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| format!("keys file {}: not UTF-8", path.display()))?;
     let store = KeyStore::parse(text).map_err(|e| format!("keys file {}: {e}", path.display()))?;
+    check_not_cut(path, text, auth)?;
     // A tier typo is refused as at start (keys_check), not silently `standard`.
     super::keys_check::check_tiers(text, tiers).map_err(|e| format!("keys file {}: {e}", path.display()))?;
     Ok(store)

@@ -15,6 +15,8 @@ use std::process::ExitCode;
 pub struct Loaded {
     pub config: Config,
     pub keys: KeyStore,
+    /// The keys file's text `keys` was read from.
+    pub keys_text: String,
     /// The origin client (TLS roots loaded): built here so that a failure
     /// is a config error `check-config` sees too.
     pub upstream: HttpUpstream,
@@ -42,6 +44,7 @@ pub fn load(path: &Path, allow_demo_keys: bool) -> Result<Loaded, String> {
     Ok(Loaded {
         config,
         keys,
+        keys_text: text,
         upstream,
         warnings,
     })

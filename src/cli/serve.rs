@@ -25,6 +25,7 @@ async fn serve(loaded: load::Loaded, config_path: std::path::PathBuf, allow_demo
         keys,
         upstream,
         warnings,
+        ..
     } = loaded;
     logging::init(&cfg);
     for w in &warnings {
