@@ -99,7 +99,7 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> ExitC
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
         }
     };
-    match cli.cmd {
+    let code = match cli.cmd {
         Cmd::CheckConfig {
             file,
             allow_demo_keys,
@@ -115,7 +115,10 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> ExitC
             allow_demo_keys,
         } => serve::run(&config, allow_demo_keys),
         Cmd::Demo { config } => demo::run(config.as_deref()),
-    }
+    };
+    // The last log lines (a drain's, a failed start's) before the exit.
+    logging::flush(std::time::Duration::from_secs(2));
+    code
 }
 
 /// A multi-threaded tokio runtime running `f`; exit 1 if it cannot start.

@@ -51,6 +51,7 @@ pub mod fuzzing;
 pub mod header_text;
 pub mod ids;
 pub mod log_limit;
+pub mod log_output;
 pub mod metrics;
 pub mod origin;
 pub mod peer;

@@ -39,6 +39,9 @@ pub struct Metrics {
     pub webhooks_duplicate: IntCounter,
     /// Access lines dropped because the writer fell behind (never waited for).
     pub access_log_dropped: IntCounter,
+    /// Log lines (not access lines) dropped because stdout did not keep
+    /// up: synced from `log_output::dropped` at each scrape.
+    log_lines_dropped: IntCounter,
     /// Ended, sampled spans sent to the trace collector (`[tracing]`).
     pub trace_spans_exported: IntCounter,
     /// Spans dropped, by `reason`: `queue_full` (the export queue was
@@ -160,6 +163,10 @@ impl Metrics {
             "access_log_dropped_total",
             "Access log lines dropped because the writer fell behind.",
         );
+        let log_lines_dropped = single(
+            "log_lines_dropped_total",
+            "Log lines (not access lines) dropped because stdout did not keep up.",
+        );
         let trace_spans_exported = single("trace_spans_exported_total", "Spans sent to the OTLP collector.");
         let trace_spans_dropped = counter(
             &r,
@@ -268,6 +275,7 @@ impl Metrics {
             webhooks_ignored,
             webhooks_duplicate,
             access_log_dropped,
+            log_lines_dropped,
             trace_spans_exported,
             trace_spans_dropped,
             fills_discarded: counter(
@@ -358,6 +366,8 @@ impl Metrics {
 
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
+        let behind = crate::log_output::dropped().saturating_sub(self.log_lines_dropped.get());
+        self.log_lines_dropped.inc_by(behind);
         let mut out = Vec::with_capacity(16 * 1024);
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out

@@ -892,3 +892,75 @@ fn check_config_refuses_cluster_tls_and_credential_settings_that_cannot_work() {
         stderr(&o)
     );
 }
+
+/// Black-box round 74, D2: the log subscriber wrote to stdout from the
+/// thread that logged. With stdout a pipe nobody reads (a log shipper that
+/// stopped), once the pipe was full every worker that logged a line blocked
+/// in `write`, and the whole gateway hung, `/healthz` and `/metrics`
+/// included. Lines that do not fit are now dropped and counted.
+#[tokio::test]
+async fn serve_keeps_answering_when_nobody_reads_its_stdout() {
+    let dir = scratch("stdout-stalled");
+    let keys = dir.join("keys.toml");
+    let entry = layers_gateway::auth::keys::keys_file_entry(NEW_KEY, "org_x", &["*"], "standard").unwrap();
+    std::fs::write(&keys, &entry).unwrap();
+    let (gw, admin) = (free_port(), free_port());
+    let path = serve_config(&dir, gw, admin, &keys);
+    // Every refused key logs a line from the worker that refused it.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("refusals_per_sec = 10\n"));
+    std::fs::write(
+        &path,
+        text.replacen("refusals_per_sec = 10\n", "refusals_per_sec = 1000000\n", 1),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped()) // never read
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("serve starts");
+    let admin_client = TestClient::new(SocketAddr::from(([127, 0, 0, 1], admin)));
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", admin)).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A line or two of log each: past a pipe's 64 KiB and the gateway's
+    // queue of 4,096 lines.
+    let client = TestClient::new(SocketAddr::from(([127, 0, 0, 1], gw)));
+    let bad = NEW_KEY.replace('a', "b");
+    for i in 0..6000 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.send(
+                Method::GET,
+                "/v1/whoami",
+                &[("x-api-key", bad.as_str())],
+                Bytes::new(),
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("request {i} hung: the gateway waits for its stdout"));
+        assert_eq!(r.status, 401);
+    }
+    let metrics = tokio::time::timeout(
+        Duration::from_secs(10),
+        admin_client.send(Method::GET, "/metrics", &[], Bytes::new()),
+    )
+    .await
+    .expect("/metrics hung");
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let dropped: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("layers_gateway_log_lines_dropped_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("log_lines_dropped_total exported");
+    assert!(dropped > 0.0, "no line dropped: {dropped}");
+    child.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

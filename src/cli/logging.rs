@@ -1,5 +1,6 @@
 //! The log subscriber: level from `RUST_LOG` or `log.level`, text or JSON,
-//! to stdout.
+//! to stdout through a bounded queue (`log_output`: a request never waits
+//! for a log reader).
 
 use crate::config::Config;
 use std::io::IsTerminal;
@@ -13,6 +14,7 @@ pub fn init(cfg: &Config) {
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(crate::log_output::stdout())
         .with_ansi(colour);
     // The filter is reloadable: a config reload changes `log.level` live.
     macro_rules! install {
@@ -32,4 +34,10 @@ pub fn init(cfg: &Config) {
     } else {
         install!(b)
     }
+}
+
+/// Writes the queued log lines before the process exits, waiting at most
+/// `timeout` for a stdout that does not read.
+pub fn flush(timeout: std::time::Duration) {
+    crate::log_output::flush(timeout);
 }
