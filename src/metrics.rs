@@ -58,6 +58,9 @@ pub struct Metrics {
     pub origin_admissions: IntCounterVec,
     pub origin_queued: IntGauge,
     pub breaker_state: IntGauge,
+    /// Circuits open now: the shared one and each organization's
+    /// (`shaping::org_breakers`).
+    pub breakers_open: IntGauge,
     pub breaker_rejections: IntCounter,
     /// Times the breaker opened, by the cause of the failure that opened it
     /// (`5xx`, `timeout`, `connect`, `reset`, `error`).
@@ -309,7 +312,12 @@ impl Metrics {
             .expect("valid metric"),
             breaker_state: IntGauge::new(
                 "layers_gateway_origin_breaker_state",
-                "Circuit breaker: 0 closed, 1 open, 2 half-open.",
+                "The worst of the origin's circuit breakers (shared, per organization): 0 closed, 1 open, 2 half-open.",
+            )
+            .expect("valid metric"),
+            breakers_open: IntGauge::new(
+                "layers_gateway_origin_breakers_open",
+                "Origin circuits open now: the shared one and each organization's.",
             )
             .expect("valid metric"),
             breaker_rejections: single(
@@ -380,11 +388,12 @@ impl Metrics {
     pub fn register_origin_gauges(
         &self,
         guard: crate::shaping::origin_guard::OriginGuard,
-        breaker: crate::shaping::breaker::Breaker,
+        breaker: crate::shaping::org_breakers::OrgBreakers,
     ) {
         let live = LiveOriginGauges {
             queued: self.origin_queued.clone(),
             breaker_state: self.breaker_state.clone(),
+            breakers_open: self.breakers_open.clone(),
             guard,
             breaker,
         };
@@ -398,22 +407,26 @@ impl Metrics {
 struct LiveOriginGauges {
     queued: IntGauge,
     breaker_state: IntGauge,
+    breakers_open: IntGauge,
     guard: crate::shaping::origin_guard::OriginGuard,
-    breaker: crate::shaping::breaker::Breaker,
+    breaker: crate::shaping::org_breakers::OrgBreakers,
 }
 
 impl prometheus::core::Collector for LiveOriginGauges {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
         let mut d = self.queued.desc();
         d.extend(self.breaker_state.desc());
+        d.extend(self.breakers_open.desc());
         d
     }
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
         self.queued.set(self.guard.queued() as i64);
         self.breaker_state.set(self.breaker.state_code());
+        self.breakers_open.set(self.breaker.open_count() as i64);
         let mut families = self.queued.collect();
         families.extend(self.breaker_state.collect());
+        families.extend(self.breakers_open.collect());
         families
     }
 }

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::config::OriginConfig;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::shaping::breaker::Breaker;
+use crate::shaping::org_breakers::OrgBreakers;
 use crate::shaping::origin_guard::{Admission, OriginGuard};
 use crate::shaping::retry_budget::{is_retryable, RetryBudget};
 use bytes::Bytes;
@@ -197,7 +197,7 @@ pub struct OriginClient {
     seen: Arc<AtomicBool>,
     /// In-flight caps (global and per org) with a bounded waiting queue.
     guard: OriginGuard,
-    breaker: Breaker,
+    breaker: OrgBreakers,
     budget: Arc<RetryBudget>,
 }
 
@@ -216,7 +216,7 @@ impl OriginClient {
             metrics,
             seen,
             guard: OriginGuard::new(cfg.origin_guard()),
-            breaker: Breaker::new(cfg.breaker()),
+            breaker: OrgBreakers::new(cfg.breaker()),
             budget: Arc::new(RetryBudget::new(cfg.retry_budget())),
         }
     }
@@ -235,7 +235,7 @@ impl OriginClient {
         &self.guard
     }
 
-    pub fn breaker(&self) -> &Breaker {
+    pub fn breaker(&self) -> &OrgBreakers {
         &self.breaker
     }
 
@@ -288,7 +288,7 @@ impl OriginClient {
         span: &mut Option<crate::telemetry::OriginSpan>,
     ) -> Result<(Response<StreamBody>, OriginHold), GatewayError> {
         let m = &self.metrics;
-        let ticket = self.breaker.try_acquire().map_err(|open| {
+        let ticket = self.breaker.try_acquire(org).map_err(|open| {
             m.breaker_rejections.inc();
             GatewayError::from(open)
         })?;
@@ -398,7 +398,7 @@ impl OriginClient {
 
     /// Reports an origin failure to the breaker; when it opens the breaker,
     /// counts the trip under its cause.
-    fn failed(&self, ticket: crate::shaping::breaker::BreakerTicket, cause: &'static str) {
+    fn failed(&self, ticket: crate::shaping::org_breakers::OrgTicket, cause: &'static str) {
         if ticket.failure() {
             self.metrics.breaker_trips.with_label_values(&[cause]).inc();
         }

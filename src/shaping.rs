@@ -38,6 +38,7 @@ pub mod clock;
 pub mod daily;
 pub mod gcra;
 pub mod headers;
+pub mod org_breakers;
 pub mod origin_guard;
 pub mod policy;
 pub mod retry_budget;

@@ -1415,3 +1415,95 @@ async fn every_rate_limit_decision_is_counted_by_class_and_result() {
 fn rfc3339(unix: i64) -> String {
     layers_gateway::cache::time::format_rfc3339(unix)
 }
+
+/// Black-box round 74: the breaker was one for every organization. A
+/// `standard` key of org A asked five times in a row for a container the
+/// origin answers with a 500 (well under its rate limit) and opened it:
+/// org B's cache misses failed `503 OVERLOADED` for the open period, again
+/// and again. One tenant's failures now open only its own circuit; an
+/// origin that fails two tenants in a row still fails fast for everyone.
+#[tokio::test(start_paused = true)]
+async fn one_organization_s_origin_failures_never_open_the_circuit_for_another() {
+    use support::fence_fixtures::{self as ff, container};
+    use support::scripted::{Answer, Scripted};
+    let origin = Arc::new(Scripted::default());
+    let poison = "/v1/content/cnt_11111111-2222-4333-8444-555555555555";
+    origin.set(
+        Method::GET,
+        poison,
+        Answer::Json(
+            500,
+            json!({"error": {"code": "INTERNAL", "message": "boom", "requestId": "req_x"}}),
+        ),
+    );
+    origin.set(
+        Method::GET,
+        &ff::path(),
+        Answer::Json(200, container(&["slide-1"], "c")),
+    );
+    let cfg = test_config_with(
+        "http://127.0.0.1:1",
+        "breaker_failures = 5\nbreaker_open_ms = 5000",
+        "",
+    );
+    let upstream = Arc::new(support::scripted::ScriptedUpstream(origin.clone()));
+    let gw = Gateway::with_clock(cfg, keys(), upstream, UnixClock::starting_at_millis(ff::T0_MS));
+    let (a, b) = (reader_key(), org_b_key());
+    for _ in 0..10 {
+        let r = call_get(&gw, poison, &a).await;
+        assert!(r.status == 500 || r.status == 503, "{}", r.status);
+    }
+    let r = call_get(&gw, poison, &a).await;
+    r.assert_error(503, "OVERLOADED");
+    assert_eq!(
+        origin.count(Method::GET, poison),
+        5,
+        "org A's circuit opened after five"
+    );
+    // Org B's miss still reaches the origin.
+    let r = call_get(&gw, &ff::path(), &b).await;
+    assert_eq!(
+        r.status,
+        200,
+        "org A's failures refused org B: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(metric(&gw, "origin_breakers_open", &[]), 1.0);
+    assert_eq!(
+        metric(&gw, "origin_breaker_state", &[]),
+        0.0,
+        "the origin's circuit stays closed"
+    );
+
+    // The origin failing both: five failures in a row from two tenants
+    // open the shared circuit, and org B (four of its own) is refused too.
+    advance(Duration::from_secs(6)).await;
+    let uncached = |n: u32| format!("/v1/content/cnt_0000000{n}-2222-4333-8444-555555555555");
+    let boom = || {
+        Answer::Json(
+            500,
+            json!({"error": {"code": "INTERNAL", "message": "boom", "requestId": "req_y"}}),
+        )
+    };
+    for n in 1..=5 {
+        origin.set(Method::GET, &uncached(n), boom());
+    }
+    for (key, p) in [
+        (&b, uncached(1)),
+        (&a, poison.to_owned()),
+        (&b, uncached(2)),
+        (&b, uncached(3)),
+        (&b, uncached(4)),
+    ] {
+        call_get(&gw, &p, key).await.assert_error(500, "INTERNAL");
+    }
+    origin.set(
+        Method::GET,
+        &uncached(5),
+        Answer::Json(200, container(&["slide-1"], "c")),
+    );
+    call_get(&gw, &uncached(5), &b)
+        .await
+        .assert_error(503, "OVERLOADED");
+    assert_eq!(origin.count(Method::GET, &uncached(5)), 0);
+}

@@ -20,6 +20,11 @@
 //!
 //! Touched once per origin request, never on a cache hit, so one small
 //! `std::sync::Mutex` is enough.
+//!
+//! A breaker may need its failures to come from more than one tenant
+//! before it opens ([`Breaker::set_min_orgs`]): the breaker all
+//! organizations share must not open for one tenant's failures
+//! (`org_breakers.rs`).
 
 use crate::error::{ErrorCode, ErrorSource, GatewayError};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -134,6 +139,9 @@ pub struct Breaker {
 }
 
 struct Inner {
+    /// Distinct organizations whose failures a streak must hold before the
+    /// breaker opens (1 or 2).
+    min_orgs: std::sync::atomic::AtomicU8,
     /// Swapped whole by a config reload ([`Breaker::set_settings`]); read
     /// at each decision. The state (open, failures counted) is kept.
     settings: arc_swap::ArcSwap<BreakerSettings>,
@@ -153,6 +161,8 @@ struct State {
     epoch: u64,
     /// Consecutive failures while closed.
     failures: u32,
+    /// The organizations (tags) of the streak's failures, up to two.
+    streak_orgs: [Option<u64>; 2],
     /// Probes in flight while half-open.
     probes: u32,
 }
@@ -176,17 +186,27 @@ impl Breaker {
     pub fn new(settings: BreakerSettings) -> Self {
         Breaker {
             inner: Arc::new(Inner {
+                min_orgs: std::sync::atomic::AtomicU8::new(1),
                 settings: arc_swap::ArcSwap::from_pointee(clamped(settings)),
                 state: Mutex::new(State {
                     phase: Phase::Closed,
                     epoch: 0,
                     failures: 0,
+                    streak_orgs: [None; 2],
                     probes: 0,
                 }),
                 opened: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// From now on, open only on a streak of failures from at least
+    /// `n` (1 or 2) organizations (tickets from
+    /// [`Breaker::try_acquire_for`]); a half-open probe's failure reopens
+    /// it whoever sent it.
+    pub fn set_min_orgs(&self, n: u8) {
+        self.inner.min_orgs.store(n.clamp(1, 2), Ordering::Relaxed);
     }
 
     pub fn settings(&self) -> Arc<BreakerSettings> {
@@ -202,6 +222,13 @@ impl Breaker {
     /// Admits a request to the origin, or fails fast while open. While
     /// half-open, at most `half_open_probes` tickets are out at once.
     pub fn try_acquire(&self) -> Result<BreakerTicket, BreakerOpen> {
+        self.try_acquire_for(0)
+    }
+
+    /// [`Breaker::try_acquire`] for the organization tagged `org` (any
+    /// value that is the same for one organization and differs between
+    /// them, such as a hash of its id).
+    pub fn try_acquire_for(&self, org: u64) -> Result<BreakerTicket, BreakerOpen> {
         let mut st = self.inner.lock();
         let now = Instant::now();
         st.refresh(now);
@@ -228,6 +255,7 @@ impl Breaker {
             inner: self.inner.clone(),
             epoch: st.epoch,
             probe,
+            org,
             reported: false,
         })
     }
@@ -248,6 +276,13 @@ impl Breaker {
         self.state().code()
     }
 
+    /// Closed with no failure counted: nothing lost by forgetting it.
+    pub fn is_idle(&self) -> bool {
+        let mut st = self.inner.lock();
+        st.refresh(Instant::now());
+        matches!(st.phase, Phase::Closed) && st.failures == 0
+    }
+
     /// Times the breaker opened since start.
     pub fn opened_total(&self) -> u64 {
         self.inner.opened.load(Ordering::Relaxed)
@@ -264,17 +299,29 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records an outcome; true when it opened the breaker.
-    fn record(&self, epoch: u64, probe: bool, outcome: Option<bool>) -> bool {
+    /// Records an outcome of organization `org`; true when it opened the
+    /// breaker.
+    fn record(&self, epoch: u64, probe: bool, outcome: Option<bool>, org: u64) -> bool {
         let mut st = self.lock();
         if st.epoch != epoch {
             return false; // Admitted under a state that has since ended.
         }
         match (st.phase, outcome) {
-            (Phase::Closed, Some(true)) => st.failures = 0,
+            (Phase::Closed, Some(true)) => {
+                st.failures = 0;
+                st.streak_orgs = [None; 2];
+            }
             (Phase::Closed, Some(false)) => {
-                st.failures += 1;
-                if st.failures >= self.settings.load().failure_threshold {
+                st.failures = st.failures.saturating_add(1);
+                if !st.streak_orgs.contains(&Some(org)) {
+                    if let Some(free) = st.streak_orgs.iter_mut().find(|o| o.is_none()) {
+                        *free = Some(org);
+                    }
+                }
+                let orgs = st.streak_orgs.iter().flatten().count();
+                if st.failures >= self.settings.load().failure_threshold
+                    && orgs >= usize::from(self.min_orgs.load(Ordering::Relaxed))
+                {
                     self.open(&mut st);
                     return true;
                 }
@@ -286,6 +333,7 @@ impl Inner {
                         st.phase = Phase::Closed;
                         st.epoch += 1;
                         st.failures = 0;
+                        st.streak_orgs = [None; 2];
                         st.probes = 0;
                     }
                     Some(false) => {
@@ -306,6 +354,7 @@ impl Inner {
         };
         st.epoch += 1;
         st.failures = 0;
+        st.streak_orgs = [None; 2];
         st.probes = 0;
         self.opened.fetch_add(1, Ordering::Relaxed);
     }
@@ -335,6 +384,8 @@ pub struct BreakerTicket {
     inner: Arc<Inner>,
     epoch: u64,
     probe: bool,
+    /// The organization's tag (`try_acquire_for`).
+    org: u64,
     reported: bool,
 }
 
@@ -346,14 +397,14 @@ impl BreakerTicket {
 
     pub fn success(mut self) {
         self.reported = true;
-        let _ = self.inner.record(self.epoch, self.probe, Some(true));
+        let _ = self.inner.record(self.epoch, self.probe, Some(true), self.org);
     }
 
     /// Reports a failure of the origin; true when this failure opened the
     /// breaker (the caller counts the trip under its cause).
     pub fn failure(mut self) -> bool {
         self.reported = true;
-        self.inner.record(self.epoch, self.probe, Some(false))
+        self.inner.record(self.epoch, self.probe, Some(false), self.org)
     }
 }
 
@@ -361,7 +412,7 @@ impl Drop for BreakerTicket {
     fn drop(&mut self) {
         if !self.reported && self.probe {
             // Neither outcome; only give the probe place back.
-            let _ = self.inner.record(self.epoch, true, None);
+            let _ = self.inner.record(self.epoch, true, None, self.org);
         }
     }
 }
