@@ -3,6 +3,7 @@
 //! error; `validate()` runs before any port is bound.
 
 pub mod access_log;
+pub mod duration_bounds;
 pub mod field_path;
 pub mod log_level;
 pub mod traces;
@@ -669,6 +670,7 @@ impl Config {
     /// type errors included (`origin.max_inflight: invalid type ...`).
     pub fn parse(text: &str, base_dir: PathBuf) -> Result<Config, String> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| field_path::describe(text, &e))?;
+        duration_bounds::check(text)?;
         cfg.base_dir = base_dir;
         cfg.validate()?;
         Ok(cfg)

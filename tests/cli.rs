@@ -964,3 +964,25 @@ async fn serve_keeps_answering_when_nobody_reads_its_stdout() {
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Black-box round 74, D4: `check-config` passed durations that then broke
+/// `serve`: a cache TTL past what moka takes panicked it at start, and a
+/// revocation TTL past the end of time panicked a worker on every delete,
+/// the invalidation half applied. Every duration is held to a year.
+#[test]
+fn check_config_refuses_a_duration_past_a_year_naming_it() {
+    for (line, huge) in [
+        ("ttl_secs = 300", "ttl_secs = 100000000000"),
+        ("tombstone_secs = ", "tombstone_secs = 9223372036854775807 #"),
+        ("revoked_ttl_secs = ", "revoked_ttl_secs = 10000000000000000000 #"),
+    ] {
+        let o = check_text("huge-duration", |t| {
+            assert!(t.contains(line), "{line}");
+            t.replacen(line, huge, 1)
+        });
+        let field = huge.split(' ').next().unwrap();
+        assert_eq!(o.status.code(), Some(EXIT_BAD_CONFIG), "{huge}: {}", stderr(&o));
+        assert!(stderr(&o).contains(field), "{huge}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+}
