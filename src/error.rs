@@ -40,6 +40,12 @@ pub enum ErrorCode {
     Overloaded,
     UpstreamError,
     UpstreamTimeout,
+    /// An origin envelope's code that is none of the above (a code the
+    /// origin added after this gateway was built): the envelope passes as
+    /// sent, its own code in `GatewayError::origin_code`. Only this fixed
+    /// name goes to metrics, the access log and spans, never the origin's
+    /// string (labels stay bounded).
+    OriginOther,
 }
 
 impl ErrorCode {
@@ -62,9 +68,12 @@ impl ErrorCode {
             ErrorCode::Overloaded => "OVERLOADED",
             ErrorCode::UpstreamError => "UPSTREAM_ERROR",
             ErrorCode::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            ErrorCode::OriginOther => "ORIGIN_OTHER",
         }
     }
 
+    /// Only the codes named above: `ORIGIN_OTHER` is not one an origin
+    /// sends (an origin that does gets it back as its own code).
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "UNAUTHENTICATED" => ErrorCode::Unauthenticated,
@@ -103,7 +112,8 @@ impl ErrorCode {
             ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ErrorCode::UpstreamError => StatusCode::BAD_GATEWAY,
+            // `OriginOther` is only made with the status the origin sent.
+            ErrorCode::UpstreamError | ErrorCode::OriginOther => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -121,6 +131,9 @@ pub enum ErrorSource {
 #[derive(Clone, Debug)]
 pub struct GatewayError {
     pub code: ErrorCode,
+    /// The origin envelope's own code when it is not one of ours (`code`
+    /// is then `ErrorCode::OriginOther`); see [`GatewayError::code_str`].
+    pub origin_code: Option<Box<str>>,
     /// Overrides `code.status()` only for origin errors passed through with
     /// a status the origin chose.
     pub status: StatusCode,
@@ -168,6 +181,7 @@ impl GatewayError {
         };
         GatewayError {
             code,
+            origin_code: None,
             status: code.status(),
             message: message.into(),
             details: None,
@@ -275,8 +289,21 @@ impl GatewayError {
         e
     }
 
+    /// The code the envelope answers with: the origin's own when it is not
+    /// one of ours, else `code`'s name. Not for metric labels, the access
+    /// log or spans (use `code.as_str()`: a fixed set).
+    pub fn code_str(&self) -> &str {
+        self.origin_code.as_deref().unwrap_or(self.code.as_str())
+    }
+
     /// An error envelope the origin sent, replayed for another caller with
     /// that caller's request id (coalesced waiters of one fill).
+    ///
+    /// `error.code` is any code the origin may add (DESIGN 1: the contract
+    /// grows): one of ours, or a string of 1 to [`MAX_ORIGIN_CODE`] visible
+    /// ASCII characters (`is_origin_code`). Anything else (a number, an
+    /// empty or long string, spaces, control characters) is not the
+    /// envelope: another API's JSON, answered with the gateway's envelope.
     ///
     /// Only `error.code`, `error.message` and `error.details` are read
     /// (`cache::entry::json`), so other legal JSON in the envelope (a number
@@ -289,7 +316,12 @@ impl GatewayError {
         let text = std::str::from_utf8(body).ok()?;
         let [error] = json::members(text, ["error"]).ok()??.values;
         let [code, message, details] = json::object_members(error?, ["code", "message", "details"])?.values;
-        let code = ErrorCode::parse(&json::string(code?)?)?;
+        let code = json::string(code?)?;
+        let (code, origin_code) = match ErrorCode::parse(&code) {
+            Some(known) => (known, None),
+            None if is_origin_code(&code) => (ErrorCode::OriginOther, Some(code.into())),
+            None => return None,
+        };
         let message = message?;
         if !message.get().starts_with('"') {
             return None;
@@ -298,6 +330,7 @@ impl GatewayError {
         let details = details.and_then(|d| serde_json::from_str::<Value>(d.get()).ok());
         Some(GatewayError {
             code,
+            origin_code,
             status,
             message: message.into(),
             details: details.map(Box::new),
@@ -418,7 +451,7 @@ impl GatewayError {
             return s.with_request_id(request_id);
         }
         let mut inner = serde_json::Map::with_capacity(4);
-        inner.insert("code".into(), Value::from(self.code.as_str()));
+        inner.insert("code".into(), Value::from(self.code_str()));
         inner.insert("message".into(), Value::from(&*self.message));
         inner.insert("requestId".into(), Value::from(request_id));
         if let Some(d) = &self.details {
@@ -430,12 +463,22 @@ impl GatewayError {
     }
 }
 
+/// The longest origin code not one of ours that still makes the Layers
+/// envelope (the contract's own are at most 20 characters).
+pub const MAX_ORIGIN_CODE: usize = 64;
+
+/// An origin envelope's code the gateway does not know, still a code: 1 to
+/// `MAX_ORIGIN_CODE` visible ASCII characters (no space, no control).
+fn is_origin_code(s: &str) -> bool {
+    (1..=MAX_ORIGIN_CODE).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
 impl std::fmt::Display for GatewayError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "{} ({}): {}",
-            self.code.as_str(),
+            self.code_str(),
             self.status.as_u16(),
             self.message
         )
@@ -568,15 +611,79 @@ mod tests {
             GatewayError::check_origin_error(StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), body)
                 .is_ok()
         );
-        // Still an envelope only with a known code and a string message.
+        // Still an envelope only with a code (see `is_origin_code`) and a
+        // string message.
+        let long = format!(
+            r#"{{"error":{{"code":"{}","message":"m"}}}}"#,
+            "A".repeat(MAX_ORIGIN_CODE + 1)
+        );
         for bad in [
-            br#"{"error":{"code":"NOPE","message":"m"}}"#.as_slice(),
+            br#"{"error":{"code":"","message":"m"}}"#.as_slice(),
+            long.as_bytes(),
+            br#"{"error":{"code":"NOT A CODE","message":"m"}}"#,
+            br#"{"error":{"code":"TAB\t","message":"m"}}"#,
+            br#"{"error":{"code":"caf\u00e9","message":"m"}}"#,
+            br#"{"error":{"code":404,"message":"m"}}"#,
             br#"{"error":{"code":"INTERNAL","message":5}}"#,
             br#"{"error":{"code":"INTERNAL"}}"#,
             br#"{"error":[1],"x":1e400}"#,
         ] {
             assert!(GatewayError::from_origin(StatusCode::INTERNAL_SERVER_ERROR, bad).is_none());
         }
+    }
+
+    /// A code the gateway does not know, still a code, makes the envelope:
+    /// answered as sent (or rebuilt with the origin's code when too large
+    /// to keep), labelled `ORIGIN_OTHER` wherever a fixed set is needed.
+    #[test]
+    fn an_origin_envelope_with_a_code_not_ours_is_still_the_origins() {
+        let body =
+            br#"{"error":{"code":"MAINTENANCE","message":"why","requestId":"req_o","details":{"k":1}}}"#;
+        let mut h = HeaderMap::new();
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+        let e = GatewayError::origin_answer(StatusCode::SERVICE_UNAVAILABLE, &h, body).unwrap();
+        assert_eq!(
+            (e.code, e.code.as_str(), e.code_str(), e.status),
+            (
+                ErrorCode::OriginOther,
+                "ORIGIN_OTHER",
+                "MAINTENANCE",
+                StatusCode::SERVICE_UNAVAILABLE
+            )
+        );
+        assert!(e.origin_failed());
+        assert_eq!(
+            &e.envelope("req_mine")[..],
+            br#"{"error":{"code":"MAINTENANCE","message":"why","requestId":"req_mine","details":{"k":1}}}"#
+        );
+        assert_eq!(e.retry_after_value().unwrap(), "5");
+        assert!(GatewayError::check_origin_error(StatusCode::SERVICE_UNAVAILABLE, &h, body).is_ok());
+        // Our own name for them is not one the origin sends.
+        assert_eq!(ErrorCode::parse("ORIGIN_OTHER"), None);
+        let max = "!~".repeat(MAX_ORIGIN_CODE / 2);
+        let b = format!(r#"{{"error":{{"code":"{max}","message":"m"}}}}"#);
+        assert_eq!(
+            GatewayError::from_origin(StatusCode::GONE, b.as_bytes())
+                .unwrap()
+                .code_str(),
+            max
+        );
+        // Too large to keep as bytes: rebuilt, with the origin's code.
+        let pad = "x".repeat(MAX_KEPT_ENVELOPE);
+        let big = format!(
+            r#"{{"error":{{"code":"LEGAL_HOLD","message":"Held.","details":{{"k":1}}}},"debug":"{pad}"}}"#
+        );
+        let e = GatewayError::origin_answer(
+            StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+            &HeaderMap::new(),
+            big.as_bytes(),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&e.envelope("req_mine")).unwrap();
+        assert_eq!(v["error"]["code"], "LEGAL_HOLD");
+        assert_eq!(v["error"]["message"], "Held.");
+        assert_eq!(v["error"]["details"]["k"], 1);
+        assert_eq!(e.to_string(), "LEGAL_HOLD (451): Held.");
     }
 
     /// A remembered 404 holds its envelope's bytes: only a small one is

@@ -173,7 +173,7 @@ pub fn error_envelope(data: &[u8]) {
     );
     assert_eq!(
         code.and_then(json::string).as_deref(),
-        Some(e.code.as_str()),
+        Some(e.code_str()),
         "{}",
         lossy()
     );

@@ -703,3 +703,138 @@ async fn a_regenerate_answer_with_unusual_legal_json_still_names_its_current_ids
         assert_eq!(r.status, 200, "{unusual}: a current asset revoked: {}", text(&r));
     }
 }
+
+/// DEFECT (black-box round 74, D2): an origin error answer in the Layers
+/// envelope whose `code` the gateway does not know (`503 MAINTENANCE`,
+/// `500 INTERNAL_ERROR`, `410 GONE`, `404 CONTAINER_ARCHIVED`, `402
+/// INSUFFICIENT_CREDITS`, `451 LEGAL_HOLD`) was rewritten on the cached
+/// routes: `error.rs` `from_origin` read only codes `ErrorCode::parse`
+/// knows, so the fill took the envelope for a front's page (a 5xx became
+/// `502 UPSTREAM_ERROR`, a 4xx kept its status with the gateway's code and
+/// message, the details lost). Promise 4: the envelope passes as the
+/// origin sent it, with only `requestId` the gateway's, and `Retry-After`
+/// kept; on both cached routes, for HEAD, for a repeated read (a
+/// remembered 404 replays the same bytes), and on the proxied routes (the
+/// query-string variant, a PATCH), which rewrote them too (the shared
+/// `check_origin_error`) and pass the origin's bytes whole.
+#[tokio::test]
+async fn an_origin_envelope_with_a_code_the_gateway_does_not_know_passes_unchanged() {
+    let cases: [(u16, &str, Option<&str>); 6] = [
+        (503, "MAINTENANCE", Some("5")),
+        (500, "INTERNAL_ERROR", None),
+        (410, "GONE", None),
+        (404, "CONTAINER_ARCHIVED", None),
+        (402, "INSUFFICIENT_CREDITS", None),
+        (451, "LEGAL_HOLD", Some("120")),
+    ];
+    for (status, code, retry) in cases {
+        let env = format!(
+            r#"{{"error":{{"code":"{code}","message":"why {code}","requestId":"req_origin74","details":{{"k":1,"requestId":"keep"}},"docUrl":"https://docs.layers.example/errors#{code}"}},"trace":"t1"}}"#
+        );
+        let mut headers = json_ct();
+        if let Some(s) = retry {
+            headers.push(("retry-after", s.into()));
+        }
+        let origin = canned_with(&[
+            (cpath(), status, headers.clone(), Bytes::from(env.clone())),
+            (
+                format!("{}?x=1", cpath()),
+                status,
+                headers,
+                Bytes::from(env.clone()),
+            ),
+        ]);
+        let gw = canned_gateway(&origin, "");
+        let key = admin_key();
+        // A cached route answers with its own request id in the envelope
+        // (as for the codes it knows); a proxied one streams the origin's
+        // bytes as they came.
+        let check = |what: &str, r: &Reply, cached: bool| {
+            let rid = r.header("x-request-id").expect("x-request-id").to_owned();
+            let want = if cached {
+                env.replace("\"req_origin74\"", &format!("\"{rid}\""))
+            } else {
+                env.clone()
+            };
+            assert_eq!(
+                (r.status.as_u16(), text(r)),
+                (status, want),
+                "{what}: the origin's {status} {code}"
+            );
+            let v = r.json();
+            assert_eq!(v["error"]["code"], code, "{what}");
+            assert_eq!(v["error"]["message"], format!("why {code}"), "{what}");
+            assert_eq!(v["error"]["details"], json!({"k":1,"requestId":"keep"}), "{what}");
+            assert_eq!(r.header("retry-after"), retry, "{what}: Retry-After kept");
+        };
+        let variant = call_get(&gw, &format!("{}?x=1", cpath()), &key).await;
+        check("query variant", &variant, false);
+        for round in 0..2 {
+            let r = call_get(&gw, &cpath(), &key).await;
+            check(&format!("container read {round}"), &r, true);
+            let r = call_get(&gw, &apath("slide-1"), &key).await;
+            check(&format!("asset read {round}"), &r, true);
+        }
+        // Fresh gateways: the reads above may have opened the breaker.
+        let gw = canned_gateway(&origin, "");
+        for path in [cpath(), apath("slide-1")] {
+            let r = call(&gw, Method::HEAD, &path, &[("x-api-key", &key)], Bytes::new()).await;
+            assert_eq!(r.status.as_u16(), status, "HEAD {path}");
+            assert_eq!(r.header("retry-after"), retry, "HEAD {path}: Retry-After kept");
+        }
+        let gw = canned_gateway(&origin, "");
+        let r = call(
+            &gw,
+            Method::PATCH,
+            &cpath(),
+            &[("x-api-key", &key), ("content-type", "application/json")],
+            Bytes::from_static(br#"{"caption":"x"}"#),
+        )
+        .await;
+        check("PATCH (proxied)", &r, false);
+    }
+}
+
+/// Guard for the above: an origin 5xx envelope with a code the gateway does
+/// not know is an origin failure like one it knows, so an expired entry in
+/// its stale-if-error window still answers; and the origin's code string
+/// never becomes a metric label (`ORIGIN_OTHER` instead: labels stay a
+/// fixed set whatever the origin sends).
+#[tokio::test(start_paused = true)]
+async fn an_origin_5xx_envelope_with_an_unknown_code_still_lets_a_stale_copy_answer() {
+    let origin = canned_with(&[(cpath(), 200, json_ct(), Bytes::from(small_container()))]);
+    let gw = canned_gateway(&origin, "[cache]\nttl_secs = 5\nstale_if_error_secs = 60\n");
+    let key = admin_key();
+    let fresh = call_get(&gw, &cpath(), &key).await;
+    assert_eq!((fresh.status.as_u16(), fresh.x_cache()), (200, Some("MISS")));
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let env = br#"{"error":{"code":"MAINTENANCE","message":"why","requestId":"req_o","details":{"k":1}}}"#;
+    let mut headers = json_ct();
+    headers.push(("retry-after", "5".into()));
+    origin
+        .answers
+        .lock()
+        .unwrap()
+        .insert(cpath(), (503, headers, Bytes::from_static(env)));
+    let r = call_get(&gw, &cpath(), &key).await;
+    assert_eq!(
+        (r.status.as_u16(), r.x_cache()),
+        (200, Some("STALE")),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(r.body, fresh.body);
+    // Another container, never cached: the origin's 503 as it sent it.
+    let other = "/v1/content/cnt_11111111-2222-4333-8444-555555555555";
+    origin
+        .answers
+        .lock()
+        .unwrap()
+        .insert(other.into(), (503, json_ct(), Bytes::from_static(env)));
+    let r = call_get(&gw, other, &key).await;
+    assert_eq!(r.status, 503, "{}", text(&r));
+    assert_eq!(r.json()["error"]["code"], "MAINTENANCE");
+    let scrape = String::from_utf8(gw.state().metrics.render()).unwrap();
+    assert!(scrape.contains("code=\"ORIGIN_OTHER\""), "{scrape}");
+    assert!(!scrape.contains("MAINTENANCE"), "the origin's code is no label");
+}
