@@ -312,7 +312,7 @@ impl Metrics {
             .expect("valid metric"),
             breaker_state: IntGauge::new(
                 "layers_gateway_origin_breaker_state",
-                "The worst of the origin's circuit breakers (shared, per organization): 0 closed, 1 open, 2 half-open.",
+                "The origin's circuit breaker (shared by every organization): 0 closed, 1 open, 2 half-open.",
             )
             .expect("valid metric"),
             breakers_open: IntGauge::new(

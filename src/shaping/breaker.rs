@@ -163,6 +163,8 @@ struct State {
     failures: u32,
     /// The organizations (tags) of the streak's failures, up to two.
     streak_orgs: [Option<u64>; 2],
+    /// When a request was last admitted or refused.
+    last_used: Option<Instant>,
     /// Probes in flight while half-open.
     probes: u32,
 }
@@ -193,6 +195,7 @@ impl Breaker {
                     epoch: 0,
                     failures: 0,
                     streak_orgs: [None; 2],
+                    last_used: None,
                     probes: 0,
                 }),
                 opened: AtomicU64::new(0),
@@ -203,8 +206,11 @@ impl Breaker {
 
     /// From now on, open only on a streak of failures from at least
     /// `n` (1 or 2) organizations (tickets from
-    /// [`Breaker::try_acquire_for`]); a half-open probe's failure reopens
-    /// it whoever sent it.
+    /// [`Breaker::try_acquire_for`]). With 2 there is no half-open
+    /// probing: once `open_for` has passed the breaker closes, and only
+    /// such a streak opens it again (attacker review: one tenant's failing
+    /// probe would otherwise reopen it for everyone, again and again, and
+    /// hold the probe place while its request hangs).
     pub fn set_min_orgs(&self, n: u8) {
         self.inner.min_orgs.store(n.clamp(1, 2), Ordering::Relaxed);
     }
@@ -231,7 +237,8 @@ impl Breaker {
     pub fn try_acquire_for(&self, org: u64) -> Result<BreakerTicket, BreakerOpen> {
         let mut st = self.inner.lock();
         let now = Instant::now();
-        st.refresh(now);
+        self.inner.refresh(&mut st, now);
+        st.last_used = Some(now);
         let probe = match st.phase {
             Phase::Closed => false,
             Phase::Open { until } => {
@@ -263,7 +270,7 @@ impl Breaker {
     /// The current state (open turns half-open once `open_for` has passed).
     pub fn state(&self) -> BreakerState {
         let mut st = self.inner.lock();
-        st.refresh(Instant::now());
+        self.inner.refresh(&mut st, Instant::now());
         match st.phase {
             Phase::Closed => BreakerState::Closed,
             Phase::Open { .. } => BreakerState::Open,
@@ -276,11 +283,22 @@ impl Breaker {
         self.state().code()
     }
 
-    /// Closed with no failure counted: nothing lost by forgetting it.
-    pub fn is_idle(&self) -> bool {
+    /// Closed, and no failure counted or none for `quiet`: little lost by
+    /// forgetting it.
+    pub fn is_idle(&self, quiet: Duration) -> bool {
         let mut st = self.inner.lock();
-        st.refresh(Instant::now());
-        matches!(st.phase, Phase::Closed) && st.failures == 0
+        let now = Instant::now();
+        self.inner.refresh(&mut st, now);
+        matches!(st.phase, Phase::Closed)
+            && (st.failures == 0
+                || st
+                    .last_used
+                    .is_none_or(|t| now.saturating_duration_since(t) >= quiet))
+    }
+
+    /// When a request last asked it (admitted or refused).
+    pub fn last_used(&self) -> Option<Instant> {
+        self.inner.lock().last_used
     }
 
     /// Times the breaker opened since start.
@@ -360,14 +378,21 @@ impl Inner {
     }
 }
 
-impl State {
-    /// Open -> half-open once `open_for` has passed.
-    fn refresh(&mut self, now: Instant) {
-        if let Phase::Open { until } = self.phase {
+impl Inner {
+    /// Open -> half-open once `open_for` has passed (closed, when it needs
+    /// two organizations: see `set_min_orgs`).
+    fn refresh(&self, st: &mut State, now: Instant) {
+        if let Phase::Open { until } = st.phase {
             if now >= until {
-                self.phase = Phase::HalfOpen;
-                self.epoch += 1;
-                self.probes = 0;
+                st.phase = if self.min_orgs.load(Ordering::Relaxed) >= 2 {
+                    Phase::Closed
+                } else {
+                    Phase::HalfOpen
+                };
+                st.epoch += 1;
+                st.probes = 0;
+                st.failures = 0;
+                st.streak_orgs = [None; 2];
             }
         }
     }

@@ -13,21 +13,33 @@
 //!   at least two organizations ([`Breaker::set_min_orgs`]): an origin that
 //!   fails everyone still fails fast for everyone after the threshold, and
 //!   one tenant's failures never reach the others (not even before a second
-//!   tenant has asked the origin anything). Its state is the origin's
-//!   (`origin_breaker_state`); with a single tenant so far, that tenant's
-//!   circuit is.
+//!   tenant has asked the origin anything). It has no half-open probe: one
+//!   tenant's failing probe would reopen it. Its state is the origin's
+//!   (`origin_breaker_state`), and so is the tenants' when every tenant
+//!   active in the last [`ACTIVE_WINDOW`] has its circuit open (one tenant
+//!   alone, at night, on an origin that is down).
 //!
-//! A request needs both circuits closed (or a probe place in them). At most
-//! [`MAX_ORG_BREAKERS`] organizations have one; past that, idle ones are
-//! forgotten, and when none is idle the rest share an overflow breaker.
+//! A request needs both circuits closed (or a probe place in its own). At
+//! most [`MAX_ORG_BREAKERS`] organizations have one; past that, idle ones
+//! (closed, and no failure for [`FORGET_AFTER`]) are forgotten, at most once
+//! a second, and when none is idle the rest share an overflow breaker.
 
 use super::breaker::{Breaker, BreakerOpen, BreakerSettings, BreakerState, BreakerTicket};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Organizations with a breaker of their own, at most.
 pub const MAX_ORG_BREAKERS: usize = 4096;
+/// A closed circuit whose last failure is this old is forgotten when room
+/// is needed.
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// Tenants that asked the origin this recently are the active ones.
+pub const ACTIVE_WINDOW: Duration = Duration::from_secs(60);
+/// How often a full table is swept for idle circuits, at most.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Cheap to clone (one `Arc`).
 #[derive(Clone)]
@@ -38,9 +50,15 @@ pub struct OrgBreakers {
 struct Inner {
     shared: Breaker,
     overflow: Breaker,
-    orgs: Mutex<HashMap<Box<str>, Breaker>>,
+    orgs: Mutex<Table>,
     settings: arc_swap::ArcSwap<BreakerSettings>,
     tags: foldhash::fast::FixedState,
+}
+
+#[derive(Default)]
+struct Table {
+    by_org: HashMap<Box<str>, Breaker>,
+    swept: Option<Instant>,
 }
 
 /// Permission for one origin request from both circuits.
@@ -71,7 +89,7 @@ impl OrgBreakers {
             inner: Arc::new(Inner {
                 shared,
                 overflow: Breaker::new(settings.clone()),
-                orgs: Mutex::new(HashMap::new()),
+                orgs: Mutex::new(Table::default()),
                 settings: arc_swap::ArcSwap::from_pointee(settings),
                 tags: foldhash::fast::FixedState::with_seed(0x6c61_7965_7273),
             }),
@@ -86,12 +104,13 @@ impl OrgBreakers {
     /// New settings for every circuit (config reload).
     pub fn set_settings(&self, settings: BreakerSettings) {
         let i = &self.inner;
+        // First, so that a circuit made meanwhile takes them too.
+        i.settings.store(Arc::new(settings.clone()));
         i.shared.set_settings(settings.clone());
         i.overflow.set_settings(settings.clone());
-        for b in i.lock().values() {
+        for b in i.lock().by_org.values() {
             b.set_settings(settings.clone());
         }
-        i.settings.store(Arc::new(settings));
     }
 
     /// Admits a request of `org` to the origin, or fails fast while its
@@ -103,32 +122,53 @@ impl OrgBreakers {
     }
 
     fn breaker_of(&self, org: &str) -> Breaker {
-        let mut orgs = self.inner.lock();
-        if let Some(b) = orgs.get(org) {
+        let mut t = self.inner.lock();
+        if let Some(b) = t.by_org.get(org) {
             return b.clone();
         }
-        if orgs.len() >= MAX_ORG_BREAKERS {
-            orgs.retain(|_, b| !b.is_idle());
-            if orgs.len() >= MAX_ORG_BREAKERS {
+        if t.by_org.len() >= MAX_ORG_BREAKERS {
+            let now = Instant::now();
+            if t.swept
+                .is_none_or(|s| now.saturating_duration_since(s) >= SWEEP_EVERY)
+            {
+                t.swept = Some(now);
+                t.by_org.retain(|_, b| !b.is_idle(FORGET_AFTER));
+            }
+            if t.by_org.len() >= MAX_ORG_BREAKERS {
                 return self.inner.overflow.clone();
             }
         }
         let b = Breaker::new((**self.inner.settings.load()).clone());
-        orgs.insert(org.into(), b.clone());
+        t.by_org.insert(org.into(), b.clone());
         b
     }
 
-    /// The origin's state: the shared circuit's, or with one tenant so far,
-    /// that tenant's when it is worse. Among several tenants one's open
-    /// circuit is in [`OrgBreakers::open_count`], not here: it says nothing
-    /// about the origin, and must not page anyone.
+    /// The origin's state: the shared circuit's when it is open; else open
+    /// when every tenant active in the last [`ACTIVE_WINDOW`] has its own
+    /// circuit open (half-open likewise). While another active tenant is
+    /// served, one tenant's open circuit is only in
+    /// [`OrgBreakers::open_count`]: it says nothing about the origin, and
+    /// must not page anyone.
     pub fn state(&self) -> BreakerState {
         let shared = self.inner.shared.state();
-        let orgs = self.inner.lock();
-        match (shared, orgs.len()) {
-            (BreakerState::Closed, 1) => orgs.values().next().map_or(shared, Breaker::state),
-            _ => shared,
+        if shared != BreakerState::Closed {
+            return shared;
         }
+        let now = Instant::now();
+        let t = self.inner.lock();
+        let active = t.by_org.values().chain([&self.inner.overflow]).filter(|b| {
+            b.last_used()
+                .is_some_and(|u| now.saturating_duration_since(u) < ACTIVE_WINDOW)
+        });
+        let mut worst = None;
+        for b in active {
+            worst = match (worst, b.state()) {
+                (_, BreakerState::Closed) => return BreakerState::Closed,
+                (Some(BreakerState::Open), _) | (_, BreakerState::Open) => Some(BreakerState::Open),
+                (_, s) => Some(s),
+            };
+        }
+        worst.unwrap_or(BreakerState::Closed)
     }
 
     /// For a gauge: 0 closed, 1 open, 2 half-open ([`OrgBreakers::state`]).
@@ -139,17 +179,17 @@ impl OrgBreakers {
     /// Circuits open now, the shared one included.
     pub fn open_count(&self) -> usize {
         let i = &self.inner;
-        let orgs = i.lock();
+        let t = i.lock();
         [&i.shared, &i.overflow]
             .into_iter()
-            .chain(orgs.values())
+            .chain(t.by_org.values())
             .filter(|b| b.state() == BreakerState::Open)
             .count()
     }
 }
 
 impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Breaker>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.orgs.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -221,6 +261,43 @@ mod tests {
         assert!(b.try_acquire("org_e").is_ok());
     }
 
+    /// Attacker review: with a half-open probe, one tenant's failing probe
+    /// reopened the shared circuit for everyone, again and again.
+    #[tokio::test(start_paused = true)]
+    async fn the_shared_circuit_closes_after_its_open_period_and_one_tenant_cannot_reopen_it() {
+        let b = breakers();
+        for org in ["org_a", "org_b", "org_c"] {
+            let _ = fail(&b, org);
+        }
+        assert!(b.try_acquire("org_d").is_err());
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(6)).await;
+            // org_a's own circuit: one success keeps it from opening.
+            b.try_acquire("org_a").unwrap().success();
+            assert!(!fail(&b, "org_a"));
+            assert!(!fail(&b, "org_a"));
+            b.try_acquire("org_d")
+                .expect("org_a alone reopened the shared circuit")
+                .success();
+        }
+    }
+
+    /// Attacker review: the origin down at night with one tenant active
+    /// (another asked hours ago) never showed in `origin_breaker_state`.
+    #[tokio::test(start_paused = true)]
+    async fn the_origin_s_state_is_open_when_every_active_tenant_s_circuit_is() {
+        let b = breakers();
+        b.try_acquire("org_b").unwrap().success();
+        for _ in 0..3 {
+            let _ = fail(&b, "org_a");
+        }
+        assert_eq!(b.state(), BreakerState::Closed, "org_b is active and served");
+        tokio::time::advance(ACTIVE_WINDOW).await;
+        // org_a's probe fails: open again, and org_b asked a minute ago.
+        assert!(fail(&b, "org_a"));
+        assert_eq!(b.state(), BreakerState::Open, "org_a is the only active tenant");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn past_the_bound_idle_circuits_are_forgotten_and_the_rest_share_one() {
         let b = breakers();
@@ -228,18 +305,23 @@ mod tests {
             b.try_acquire(&format!("idle_{i}")).unwrap().success();
         }
         assert!(
-            b.inner.lock().len() <= MAX_ORG_BREAKERS,
+            b.inner.lock().by_org.len() <= MAX_ORG_BREAKERS,
             "idle circuits are forgotten"
         );
-        // Every tracked circuit counting a failure (not idle); another
-        // organization's success between them keeps the shared one closed.
-        for i in 0..MAX_ORG_BREAKERS {
+
+        // A table of circuits that each counted a failure (another
+        // organization's success between them keeps the shared one closed).
+        let b = breakers();
+        b.try_acquire("reset").unwrap().success();
+        for i in 0..MAX_ORG_BREAKERS - 1 {
             assert!(!fail(&b, &format!("busy_{i}")));
-            b.try_acquire("idle_0").unwrap().success();
+            b.try_acquire("reset").unwrap().success();
         }
-        assert_eq!(b.inner.lock().len(), MAX_ORG_BREAKERS);
-        // Newcomers share the overflow circuit: their three failures open
-        // it (and, from three tenants, the shared one).
+        assert_eq!(b.inner.lock().by_org.len(), MAX_ORG_BREAKERS);
+        // Swept at most once a second: newcomers meanwhile share the
+        // overflow circuit (and, three tenants failing, the shared one opens).
+        tokio::time::advance(SWEEP_EVERY).await;
+        b.try_acquire("new_0").unwrap().success(); // the sweep forgets `reset`
         assert_eq!(b.open_count(), 0);
         for n in ["new_1", "new_2", "new_3"] {
             let _ = fail(&b, n);
@@ -250,6 +332,13 @@ mod tests {
             "the overflow circuit counts the newcomers together"
         );
         assert!(b.try_acquire("new_4").is_err());
-        assert!(b.inner.lock().len() <= MAX_ORG_BREAKERS);
+        // A failure long past does not keep a circuit: swept, they go.
+        tokio::time::advance(FORGET_AFTER).await;
+        b.try_acquire("new_5").unwrap().success();
+        assert!(
+            b.inner.lock().by_org.len() < 10,
+            "{}",
+            b.inner.lock().by_org.len()
+        );
     }
 }
