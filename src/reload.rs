@@ -148,18 +148,15 @@ impl Gateway {
                     // restart) is put in force with the config, as SIGHUP
                     // does: refused first, before anything is swapped.
                     let keys_path = loaded.config.keys_path();
-                    let keys = (with_keys && keys_path == st.config.keys_path()).then_some((
-                        keys_path,
-                        loaded.keys_text,
-                        loaded.keys,
-                    ));
-                    if let Some((p, text, _)) = &keys {
-                        crate::auth::reload::check_not_cut(p, text, &st.auth)?;
+                    let keys = (with_keys && keys_path == st.config.keys_path()).then_some(keys_path);
+                    if let Some(p) = &keys {
+                        crate::auth::reload::check_not_cut(p, &loaded.keys_text, &st.auth)?;
                     }
                     let (outcome, next) = self.apply(&current, loaded.config)?;
-                    if let Some((p, text, store)) = keys {
-                        // Checked above; logged and counted either way.
-                        let _ = crate::auth::reload::put_loaded_in_force(&st.auth, &p, &text, store);
+                    if let Some(p) = keys {
+                        // Read again under the watcher's lock: the newer
+                        // read wins. Logged and counted either way.
+                        let _ = crate::auth::reload::reload_for_config(&st.auth, &p);
                     }
                     Ok((outcome, next))
                 }),

@@ -136,6 +136,11 @@ pub struct Authenticator {
     /// Held by either reload across its check and its swap, so the two
     /// cannot pass each other (a key left on a tier that no longer exists).
     tiers: Mutex<std::collections::BTreeSet<String>>,
+    /// The keys file's content in force (or last refused), by digest. Held
+    /// by a keys-file reload from its read to its swap (the watcher's, a
+    /// config reload's), so that neither puts an older read in force after
+    /// a newer one (attacker review: a removed key could come back).
+    keys_file_seen: tokio::sync::Mutex<Option<[u8; 32]>>,
 }
 
 impl Authenticator {
@@ -181,7 +186,14 @@ impl Authenticator {
             reloads: watch::Sender::new(ReloadReport::default()),
             background: Mutex::new(Vec::new()),
             tiers: Mutex::new(cfg.shaping.effective_tiers().into_keys().collect()),
+            keys_file_seen: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// The keys file's content in force, by digest, locked by a keys-file
+    /// reload from its read to its swap (`auth::reload`).
+    pub(crate) fn keys_file_seen(&self) -> &tokio::sync::Mutex<Option<[u8; 32]>> {
+        &self.keys_file_seen
     }
 
     /// The tier names a keys file may use (the config's tiers), locked

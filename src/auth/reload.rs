@@ -53,22 +53,28 @@ impl Trigger {
     }
 }
 
-/// Puts the keys of a keys file read and checked with a config reload in
-/// force (`reload.rs`): `POST /admin/reload` promises to re-read the keys
-/// file as SIGHUP does. Refused as [`parse`] refuses a file: an empty one
-/// while keys are in force.
-pub fn put_loaded_in_force(
-    auth: &Authenticator,
-    path: &Path,
-    text: &str,
-    store: KeyStore,
-) -> Result<usize, String> {
-    let result = check_not_cut(path, text, auth).map(|()| store);
-    apply(auth, result, Trigger::Config)
+/// Re-reads the keys file and puts it in force, for a config reload
+/// (`reload.rs`: `POST /admin/reload` promises to re-read it as SIGHUP
+/// does). Read and swapped under the lock the watcher reads and swaps
+/// under, so the newer read of the two wins. Blocking: call it off the
+/// async workers.
+pub fn reload_for_config(auth: &Authenticator, path: &Path) -> Result<usize, String> {
+    let mut seen = auth.keys_file_seen().blocking_lock();
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            *seen = Some(digest(&bytes));
+            put_in_force(auth, path, &bytes, Trigger::Config)
+        }
+        Err(e) => apply(
+            auth,
+            Err(format!("cannot read keys file {}: {e}", path.display())),
+            Trigger::Config,
+        ),
+    }
 }
 
 /// Black-box round 74: an empty keys file (a `>` redirect that truncates
-/// before it writes, a copy cut short) parsed as a valid file with no keys,
+/// before it writes, a copy cut before its first entry) parsed as a valid file with no keys,
 /// and a reload put it in force: every partner got 401. While keys are in
 /// force, a file that does not even name `keys` is taken for half-written
 /// and refused; removing every key takes an explicit `keys = []`.
@@ -176,12 +182,13 @@ pub async fn watch_keys_file(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    // The content in force (or last refused): a poll acts only on new content.
-    let mut seen: Option<[u8; 32]> = None;
     let mut unreadable_logged = false;
+    // The content in force (or last refused): a poll acts only on new
+    // content. Held from each read to its swap (`Authenticator::keys_file_seen`).
+    let mut seen = auth.keys_file_seen().lock().await;
     match fingerprint(&path).await {
         Some((bytes, d)) => {
-            seen = Some(d);
+            *seen = Some(d);
             let _ = put_in_force(&auth, &path, &bytes, Trigger::Changed);
         }
         None => {
@@ -190,6 +197,7 @@ pub async fn watch_keys_file(
             let _ = apply(&auth, Err(e), Trigger::Changed);
         }
     }
+    drop(seen);
     let mut tick = tokio::time::interval(poll.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -199,6 +207,7 @@ pub async fn watch_keys_file(
             _ = sighup.notified() => Trigger::Signal,
             _ = tick.tick() => Trigger::Changed,
         };
+        let mut seen = auth.keys_file_seen().lock().await;
         match (fingerprint(&path).await, trigger) {
             (None, Trigger::Changed) if unreadable_logged => {}
             (None, _) => {
@@ -206,12 +215,53 @@ pub async fn watch_keys_file(
                 let e = format!("cannot read keys file {}", path.display());
                 let _ = apply(&auth, Err(e), trigger);
             }
-            (Some((_, d)), Trigger::Changed) if Some(d) == seen => unreadable_logged = false,
+            (Some((_, d)), Trigger::Changed) if Some(d) == *seen => unreadable_logged = false,
             (Some((bytes, d)), _) => {
                 unreadable_logged = false;
-                seen = Some(d);
+                *seen = Some(d);
                 let _ = put_in_force(&auth, &path, &bytes, trigger);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::keys::keys_file_entry;
+    use crate::config::Config;
+
+    const K1: &str = "lp_test_01HZDEM00000000A_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ";
+    const K2: &str = "lp_test_01HZDEM00000000B_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ";
+
+    /// Attacker review: a config reload read the keys file (v1), the
+    /// watcher then put a newer one in force (v2, a key removed), and the
+    /// config reload's swap put v1 back: the removed key worked again, and
+    /// the watcher, having seen v2, never re-applied it. A config reload now
+    /// reads the file under the watcher's lock, at its swap: the newer wins.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_config_reload_reads_the_keys_file_at_its_swap_under_the_watcher_s_lock() {
+        let dir = std::env::temp_dir().join(format!("layers-keys-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys.toml");
+        let entry = |k: &str| keys_file_entry(k, "org_a", &["content:read"], "standard").unwrap();
+        std::fs::write(&path, format!("{}\n{}", entry(K1), entry(K2))).unwrap();
+        let cfg = Config::parse("", std::path::PathBuf::new()).unwrap();
+        let auth = Arc::new(Authenticator::new(&cfg, Arc::default(), None).unwrap());
+        // The watcher, mid-reload: it holds the lock.
+        let watcher = auth.keys_file_seen().lock().await;
+        let a = auth.clone();
+        let p = path.clone();
+        let config_reload = tokio::task::spawn_blocking(move || reload_for_config(&a, &p));
+        // Meanwhile the file changes (K2 removed) and the watcher swaps it in.
+        std::fs::write(&path, entry(K1)).unwrap();
+        drop(watcher);
+        assert_eq!(
+            config_reload.await.unwrap(),
+            Ok(1),
+            "the config reload read the file as it is now"
+        );
+        assert_eq!(auth.keys().len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
