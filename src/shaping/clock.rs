@@ -46,11 +46,27 @@ impl UnixClock {
     /// A clock that reads the system's wall clock now, and follows its
     /// steps.
     pub fn system() -> UnixClock {
-        let millis = match SystemTime::now().duration_since(UNIX_EPOCH) {
-            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-            Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-        };
-        UnixClock::starting_at_millis(millis).following(WallSteps::system())
+        match UnixClock::from_watch(WallSteps::system()) {
+            Some(c) => c,
+            None => {
+                let millis = match SystemTime::now().duration_since(UNIX_EPOCH) {
+                    Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+                    Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+                };
+                UnixClock::starting_at_millis(millis)
+            }
+        }
+    }
+
+    /// A clock reading the watch `steps` (its baseline and the steps it
+    /// records), so that a step it has not recorded yet is counted once,
+    /// when it does. `None` for a watch without a baseline (a manual one).
+    pub fn from_watch(steps: &'static WallSteps) -> Option<UnixClock> {
+        let (millis, correction) = steps.now_millis()?;
+        Some(UnixClock {
+            steps: Some((steps, correction)),
+            ..UnixClock::starting_at_millis(millis)
+        })
     }
 
     /// This clock, from now on moved by the steps `steps` records (tests:
@@ -138,6 +154,23 @@ mod tests {
         assert_eq!(c.now_unix(), 1_795_824_599);
         let fixed = UnixClock::starting_at(1_795_823_990);
         assert_eq!((fixed.now_unix(), fixed.wall_steps()), (1_795_823_990, 0));
+    }
+
+    /// Attacker review: a clock made just after a step that the watch had
+    /// not recorded yet read the stepped wall clock for its base, and then
+    /// added the step again when the watch recorded it.
+    #[tokio::test]
+    async fn a_clock_made_from_the_watch_counts_each_step_once() {
+        let w = WallSteps::manual_from(1_000_000_000_000);
+        let c = UnixClock::from_watch(w).unwrap();
+        assert!((c.now_unix_millis() - 1_000_000_000_000).abs() < 1_000);
+        w.step_by(600_000);
+        let late = UnixClock::from_watch(w).unwrap();
+        for clock in [c, late] {
+            let off = clock.now_unix_millis() - 1_000_000_600_000;
+            assert!(off.abs() < 1_000, "off by {off} ms");
+        }
+        assert!(UnixClock::from_watch(WallSteps::manual()).is_none());
     }
 
     #[test]

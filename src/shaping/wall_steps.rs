@@ -33,6 +33,9 @@ pub struct WallSteps {
     /// Milliseconds the wall clock has moved beyond the monotonic clock.
     correction_ms: AtomicI64,
     steps: AtomicU64,
+    /// The two clocks read together when the watch began (`system`): Unix
+    /// time now is `wall0 + elapsed + correction`.
+    baseline: Option<(Instant, i64)>,
 }
 
 impl WallSteps {
@@ -41,7 +44,10 @@ impl WallSteps {
     pub fn system() -> &'static WallSteps {
         static SYSTEM: OnceLock<&'static WallSteps> = OnceLock::new();
         SYSTEM.get_or_init(|| {
-            let steps: &'static WallSteps = Box::leak(Box::default());
+            let steps: &'static WallSteps = Box::leak(Box::new(WallSteps {
+                baseline: Some(read_both().unwrap_or_else(|| (Instant::now(), wall_millis()))),
+                ..WallSteps::default()
+            }));
             let started = std::thread::Builder::new()
                 .name("layers-wall-clock".into())
                 .spawn(move || watch(steps));
@@ -56,6 +62,15 @@ impl WallSteps {
     /// clock stepped at will). Lives for the rest of the process.
     pub fn manual() -> &'static WallSteps {
         Box::leak(Box::default())
+    }
+
+    /// A watch that reads `wall_ms` now and moves only by
+    /// [`WallSteps::step_by`] (tests). Lives for the rest of the process.
+    pub fn manual_from(wall_ms: i64) -> &'static WallSteps {
+        Box::leak(Box::new(WallSteps {
+            baseline: Some((Instant::now(), wall_ms)),
+            ..WallSteps::default()
+        }))
     }
 
     /// Records a step of `ms` milliseconds (forward when positive).
@@ -75,15 +90,43 @@ impl WallSteps {
     pub fn steps(&self) -> u64 {
         self.steps.load(Ordering::Acquire)
     }
+
+    /// Unix time now by the watch (its baseline, the monotonic time since,
+    /// and the steps recorded), with the correction it used: a clock made
+    /// from these counts each later step once (attacker review: a clock
+    /// that read the wall clock itself, just after a step the watch had not
+    /// recorded yet, counted that step twice). `None` for a manual watch.
+    pub fn now_millis(&self) -> Option<(i64, i64)> {
+        let (mono0, wall0) = self.baseline?;
+        let correction = self.correction_ms();
+        let elapsed = i64::try_from(mono0.elapsed().as_millis()).unwrap_or(i64::MAX);
+        Some((
+            wall0.saturating_add(elapsed).saturating_add(correction),
+            correction,
+        ))
+    }
+}
+
+/// The monotonic and the wall clock read together: `None` when the thread
+/// was held between the reads (a preempted or throttled thread would see a
+/// step that is not there).
+fn read_both() -> Option<(Instant, i64)> {
+    let before = Instant::now();
+    let wall = wall_millis();
+    let after = Instant::now();
+    (after.duration_since(before) < Duration::from_millis(20)).then_some((before, wall))
 }
 
 /// Compares the two clocks until the process ends.
 fn watch(steps: &'static WallSteps) {
-    let (mono0, wall0) = (Instant::now(), wall_millis());
+    let Some((mono0, wall0)) = steps.baseline else {
+        return;
+    };
     loop {
         std::thread::sleep(WATCH_EVERY);
-        let moved = wall_millis().saturating_sub(wall0);
-        let elapsed = i64::try_from(mono0.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let Some((mono, wall)) = read_both() else { continue };
+        let moved = wall.saturating_sub(wall0);
+        let elapsed = i64::try_from(mono.duration_since(mono0).as_millis()).unwrap_or(i64::MAX);
         if let Some(step) = new_step(moved, elapsed, steps.correction_ms()) {
             tracing::warn!(
                 step_ms = step,
