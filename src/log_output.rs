@@ -11,13 +11,15 @@
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Lines waiting for stdout, at most: about a megabyte of typical lines,
 /// several seconds of a busy gateway's warnings.
 const QUEUE_LINES: usize = 4096;
+/// Bytes waiting for stdout, at most, however long the lines.
+const QUEUE_BYTES: usize = 4 << 20;
 
 enum Message {
     Line(Vec<u8>),
@@ -25,7 +27,14 @@ enum Message {
     Flush(Sender<()>),
 }
 
-static QUEUE: OnceLock<Sender<Message>> = OnceLock::new();
+/// The way to a writer thread, and the bytes queued for it.
+#[derive(Clone)]
+struct Queue {
+    tx: Sender<Message>,
+    bytes: Arc<AtomicUsize>,
+}
+
+static QUEUE: OnceLock<Queue> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Log lines dropped because stdout did not keep up, since the start.
@@ -46,7 +55,7 @@ pub fn stdout() -> StdoutQueue {
 pub fn flush(timeout: Duration) {
     let Some(q) = QUEUE.get() else { return };
     let (done, wait) = bounded(1);
-    if q.send_timeout(Message::Flush(done), timeout).is_ok() {
+    if q.tx.send_timeout(Message::Flush(done), timeout).is_ok() {
         let _ = wait.recv_timeout(timeout);
     }
 }
@@ -54,22 +63,25 @@ pub fn flush(timeout: Duration) {
 /// Starts the writer thread for `out`; lines are sent to the returned
 /// queue. If the thread cannot start, lines are written where they are
 /// logged, as before.
-fn start(out: Box<dyn Write + Send>) -> Sender<Message> {
+fn start(out: Box<dyn Write + Send>) -> Queue {
     let (tx, rx) = bounded(QUEUE_LINES);
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let written = bytes.clone();
     let spawned = std::thread::Builder::new()
         .name("layers-log".into())
-        .spawn(move || write_all(rx, out));
+        .spawn(move || write_all(rx, out, &written));
     if spawned.is_err() {
         eprintln!("cannot start the log writer thread; logging to stdout directly");
     }
-    tx
+    Queue { tx, bytes }
 }
 
-fn write_all(rx: Receiver<Message>, mut out: Box<dyn Write + Send>) {
+fn write_all(rx: Receiver<Message>, mut out: Box<dyn Write + Send>, queued: &AtomicUsize) {
     for m in rx {
         match m {
             Message::Line(l) => {
                 let _ = out.write_all(&l);
+                queued.fetch_sub(l.len(), Ordering::Relaxed);
             }
             Message::Flush(done) => {
                 let _ = out.flush();
@@ -82,7 +94,7 @@ fn write_all(rx: Receiver<Message>, mut out: Box<dyn Write + Send>) {
 /// A handle on the queue; each event formats into a [`Line`] of its own.
 #[derive(Clone)]
 pub struct StdoutQueue {
-    queue: Sender<Message>,
+    queue: Queue,
 }
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for StdoutQueue {
@@ -99,7 +111,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for StdoutQueue {
 /// One event's text, queued whole when the formatter is done with it.
 pub struct Line<'a> {
     text: Vec<u8>,
-    queue: &'a Sender<Message>,
+    queue: &'a Queue,
 }
 
 impl Write for Line<'_> {
@@ -115,16 +127,29 @@ impl Write for Line<'_> {
 
 impl Drop for Line<'_> {
     fn drop(&mut self) {
-        if self.text.is_empty() {
+        let len = self.text.len();
+        if len == 0 {
             return;
         }
-        match self.queue.try_send(Message::Line(std::mem::take(&mut self.text))) {
+        let queued = &self.queue.bytes;
+        if queued.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
+            queued.fetch_sub(len, Ordering::Relaxed);
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self
+            .queue
+            .tx
+            .try_send(Message::Line(std::mem::take(&mut self.text)))
+        {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
+                queued.fetch_sub(len, Ordering::Relaxed);
                 DROPPED.fetch_add(1, Ordering::Relaxed);
             }
             // The writer thread never started: write here.
             Err(TrySendError::Disconnected(Message::Line(l))) => {
+                queued.fetch_sub(len, Ordering::Relaxed);
                 let _ = std::io::stdout().write_all(&l);
             }
             Err(TrySendError::Disconnected(_)) => {}
@@ -155,6 +180,27 @@ mod tests {
         }
     }
 
+    /// Attacker review: the queue was bounded in lines, not bytes.
+    #[test]
+    fn long_lines_are_dropped_past_the_queue_s_bytes() {
+        let (_go, gate) = bounded::<()>(0);
+        let q = StdoutQueue {
+            queue: start(Box::new(Stalled {
+                go: gate,
+                got: Arc::new(Mutex::new(Vec::new())),
+            })),
+        };
+        let line = vec![b'x'; 64 << 10];
+        for _ in 0..200 {
+            let mut w = q.make_writer();
+            w.write_all(&line).unwrap();
+        }
+        // The writer holds at most one line; the queue at most its bytes.
+        let held = q.queue.bytes.load(Ordering::Relaxed);
+        assert!(held <= QUEUE_BYTES, "{held} bytes queued");
+        assert!(held >= QUEUE_BYTES - 2 * line.len(), "{held} bytes queued");
+    }
+
     #[test]
     fn a_stalled_stdout_drops_and_counts_lines_and_never_blocks_the_logger() {
         let (go, gate) = bounded(0);
@@ -176,7 +222,7 @@ mod tests {
         // Once stdout reads again, what was queued is written, in order.
         std::thread::spawn(move || while go.send(()).is_ok() {});
         let (done, wait) = bounded(1);
-        q.queue.send(Message::Flush(done)).unwrap();
+        q.queue.tx.send(Message::Flush(done)).unwrap();
         wait.recv_timeout(Duration::from_secs(10)).expect("flushed");
         let text = String::from_utf8(got.lock().unwrap().clone()).unwrap();
         assert!(text.starts_with("line 0\nline 1\n"), "{}", &text[..40]);
