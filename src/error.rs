@@ -158,7 +158,14 @@ pub struct OriginAnswer {
     /// rebuilt from code, message and details, as before).
     envelope: Option<splice::Spliceable>,
     retry_after: Option<HeaderValue>,
+    /// The origin's own headers on the answer, as a cached reply repeats
+    /// them (`with_origin_head`).
+    head: Option<crate::cache::entry::OriginHead>,
 }
+
+/// The most header bytes an origin error answer keeps for its repeats: a
+/// remembered 404 lives in the negative cache, which counts entries.
+pub const MAX_KEPT_ERROR_HEAD: usize = 1024;
 
 /// An origin answer's `Retry-After`, in seconds (the delta form; a date is
 /// not read here: `OriginAnswer` keeps the value as sent).
@@ -367,8 +374,37 @@ impl GatewayError {
         e.origin = Some(Arc::new(OriginAnswer {
             envelope,
             retry_after: retry_after::as_sent(headers),
+            head: None,
         }));
         Some(e)
+    }
+
+    /// An `origin_answer` that repeats the origin's own headers (its
+    /// `Content-Type` with parameters, `Deprecation`, `Sunset`, its `X-`
+    /// headers: chosen as for a cached reply, `service::origin_headers`),
+    /// as the query-string read of the same route does (black-box round
+    /// 74). Headers that describe a container's representation are left
+    /// out; so are all of them past [`MAX_KEPT_ERROR_HEAD`] bytes.
+    pub fn with_origin_head(mut self, mut head: crate::cache::entry::OriginHead) -> Self {
+        head.container_only.clear();
+        let size: usize = head
+            .others
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len())
+            .sum::<usize>()
+            + head.content_type.as_ref().map_or(0, |v| v.len());
+        if head.is_empty() || size > MAX_KEPT_ERROR_HEAD {
+            return self;
+        }
+        if let Some(a) = self.origin.as_mut().and_then(Arc::get_mut) {
+            a.head = Some(head);
+        }
+        self
+    }
+
+    /// The origin's headers to repeat on this error (`with_origin_head`).
+    pub fn origin_head(&self) -> Option<&crate::cache::entry::OriginHead> {
+        self.origin.as_ref().and_then(|o| o.head.as_ref())
     }
 
     /// The origin itself answered 5xx in its envelope (`origin_answer`):

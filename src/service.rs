@@ -906,7 +906,14 @@ fn finish(
             *resp.status_mut() = e.status;
             *resp.headers_mut() = HeaderMap::with_capacity(RESPONSE_HEADERS);
             let h = resp.headers_mut();
-            h.insert(CONTENT_TYPE, JSON.clone());
+            // The origin's own, first: the gateway's below win a name.
+            if let Some(head) = e.origin_head() {
+                for (n, v) in &head.others {
+                    h.append(n.clone(), v.clone());
+                }
+            }
+            let content_type = e.origin_head().and_then(|o| o.content_type.clone());
+            h.insert(CONTENT_TYPE, content_type.unwrap_or_else(|| JSON.clone()));
             h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
             h.insert(X_REQUEST_ID, rid_value.clone());
             // An error is about this request only: no cache keeps it.

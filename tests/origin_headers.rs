@@ -257,3 +257,46 @@ async fn origin_targets_are_relative_everywhere_and_cors_for_one_caller_is_not_r
         assert!(hit.headers.get(h).is_none(), "{h} of the first caller's request");
     }
 }
+
+/// Black-box round 74, D3: an origin error in the Layers envelope on a
+/// cached route (404, 422, 503) was answered with the gateway's
+/// `Content-Type: application/json` and none of the origin's own headers,
+/// while the same error read through `?x=1` kept them all. A partner
+/// watching `Deprecation` or the API version saw them on no error.
+#[tokio::test]
+async fn an_origin_error_on_a_cached_route_keeps_the_origins_own_headers() {
+    for status in [404u16, 422, 503] {
+        let env = Bytes::from(format!(
+            r#"{{"error":{{"code":"NOT_FOUND","message":"no","requestId":"req_o{status}"}}}}"#
+        ));
+        let mut headers = origin_headers();
+        headers[0] = ("content-type", "application/json; charset=utf-8".into());
+        let mut answers = std::collections::HashMap::new();
+        for p in [cpath(), format!("{}?x=1", cpath())] {
+            answers.insert(p, (status, headers.clone(), env.clone()));
+        }
+        let origin = Arc::new(Canned::default());
+        *origin.answers.lock().unwrap() = answers;
+        let gw = canned_gateway(&origin, "");
+        let key = admin_key();
+        let variant = call_get(&gw, &format!("{}?x=1", cpath()), &key).await;
+        assert_eq!(variant.status.as_u16(), status);
+        let r = call_get(&gw, &cpath(), &key).await;
+        assert_eq!(r.status.as_u16(), status);
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json; charset=utf-8"),
+            "{status}"
+        );
+        let mut want = own(&variant);
+        want[2].clear(); // `Link` describes a container, not an error
+        assert_eq!(own(&r), want, "{status}: the origin's own headers");
+        assert!(
+            r.headers.get("set-cookie").is_none(),
+            "{status}: another caller's cookie"
+        );
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{status}");
+        assert_eq!(all(&r, "x-request-id").len(), 1);
+        assert!(r.header("x-ratelimit-limit").is_some());
+    }
+}

@@ -166,7 +166,9 @@ impl Gateway {
                     // each caller's request id; a 5xx one still lets a
                     // stale copy answer (`origin_failed`).
                     if let Some(e) = GatewayError::origin_answer(reply.status, &reply.headers, &reply.body) {
-                        return Err(e);
+                        let head =
+                            super::origin_headers::origin_head(&reply.headers, &state.config.origin.url);
+                        return Err(e.with_origin_head(head));
                     }
                 }
                 if reply.status.is_client_error() {
