@@ -838,3 +838,43 @@ async fn an_origin_5xx_envelope_with_an_unknown_code_still_lets_a_stale_copy_ans
     assert!(scrape.contains("code=\"ORIGIN_OTHER\""), "{scrape}");
     assert!(!scrape.contains("MAINTENANCE"), "the origin's code is no label");
 }
+
+/// Attacker review: a write-through DELETE whose answer is the deleted
+/// container took that container's `updatedAt` (its last change) as the
+/// delete's date. A late `content.generated` of that last change then
+/// counted as following the delete and lifted the tombstone: the deleted
+/// container was asked of the origin again. A write-through delete is
+/// dated when it is applied.
+#[tokio::test(start_paused = true)]
+async fn a_write_through_delete_is_not_dated_by_the_containers_last_change() {
+    let origin = Arc::new(Scripted::default());
+    let last_change = ff::rfc3339_ms(ff::T0_MS - 3_600_000);
+    let mut body = ff::container(&["slide-1"], "c");
+    body["updatedAt"] = json!(last_change);
+    origin.set(Method::GET, &cpath(), Answer::Json(200, body.clone()));
+    origin.set(Method::DELETE, &cpath(), Answer::Json(200, body));
+    let gw = ff::gateway(&origin, "");
+    let key = admin_key();
+    assert_eq!(call_get(&gw, &cpath(), &key).await.status, 200);
+    let auth = format!("Bearer {key}");
+    let r = call(
+        &gw,
+        Method::DELETE,
+        &cpath(),
+        &[("authorization", &auth)],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let late = json!({"id": "evt_late_generated", "type": "content.generated",
+        "data": {"id": ID, "updatedAt": last_change}});
+    assert_eq!(ff::deliver(&gw, late, None).await.status, 200);
+    let gets = origin.count(Method::GET, &cpath());
+    let r = call_get(&gw, &cpath(), &key).await;
+    assert_eq!(r.status, 404, "{}", text(&r));
+    assert_eq!(
+        origin.count(Method::GET, &cpath()),
+        gets,
+        "the tombstone was lifted"
+    );
+}

@@ -263,9 +263,14 @@ impl Gateway {
             };
             // A delete's answer (the container it deleted) names what is
             // gone, as a delete webhook's assets do: revoked, never current.
-            let (revoked_asset_ids, current_asset_ids) = match event_type {
-                EventType::Deleted => (current_asset_ids, Vec::new()),
-                _ => (Vec::new(), current_asset_ids),
+            // Its `updatedAt` is the container's last change, not the
+            // delete's: the delete is dated when it is applied (attacker
+            // review: dated by it, a late `content.generated` of that last
+            // change lifted the tombstone, and the delete could pass for
+            // history, which a write-through delete never is).
+            let (revoked_asset_ids, current_asset_ids, changed_at) = match event_type {
+                EventType::Deleted => (current_asset_ids, Vec::new(), None),
+                _ => (Vec::new(), current_asset_ids, changed_at),
             };
             let inv = Invalidation {
                 event_id: None,
