@@ -142,7 +142,11 @@ impl Gateway {
                 Err("this gateway was not started from a config file; restart it to change settings".into())
             }
             Some((path, allow_demo_keys)) => crate::cli::load::load(&path, allow_demo_keys)
-                .map_err(|e| format!("{}: {e}", path.display()))
+                // Named once: most errors already start with the path.
+                .map_err(|e| match e.starts_with(&format!("{}: ", path.display())) {
+                    true => e,
+                    false => format!("{}: {e}", path.display()),
+                })
                 .and_then(|loaded| {
                     // The keys file in force (a new `auth.keys_file` needs a
                     // restart) is put in force with the config, as SIGHUP

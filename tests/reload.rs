@@ -202,6 +202,8 @@ async fn an_invalid_file_is_refused_with_its_reason_and_the_old_settings_stay() 
         error.contains("cache.ttl_secs"),
         "the reason names the field: {error}"
     );
+    let path = g.dir.join("gateway.toml").display().to_string();
+    assert_eq!(error.matches(&path).count(), 1, "the file is named once: {error}");
     assert_eq!(answer["applied"], serde_json::json!([]));
 
     let (status, limit) = conn.get("/v1/whoami").await;
