@@ -251,6 +251,7 @@ async fn purge(gw: &Gateway, query: &str) -> Result<Response<ResponseBody>, Gate
         current_asset_ids: Vec::new(),
         changed_at: None,
         created_at: None,
+        replay: false,
     };
     let (applied, published) = gw.accept_invalidation(&inv).await;
     if let Err(e) = published {

@@ -108,4 +108,8 @@ pub struct Invalidation {
     /// ordering a `content.generated` against a delete when neither is
     /// dated. Not a change time: never used for the lag floor.
     pub created_at: Option<i64>,
+    /// The origin re-sent a past event (the signed body's `replayOf`): a
+    /// replayed delete not dated within the origin's retries is history
+    /// (`cache::fence::is_past_replay`).
+    pub replay: bool,
 }

@@ -418,6 +418,7 @@ impl Gateway {
                     current_asset_ids: Vec::new(),
                     changed_at: None,
                     created_at: None,
+                    replay: false,
                 };
                 gw.apply_invalidation(&all).await;
             })

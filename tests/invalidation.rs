@@ -1404,6 +1404,16 @@ async fn a_delete_replayed_days_later_asks_the_origin_instead_of_tombstoning() {
     let a = gw.asset(id, &asset).await;
     assert_eq!(a.status, 200, "the replay revoked a current asset: {}", text(&a));
 
+    // Black-box round 82: a replay of a delete minted 31 days or a year ago
+    // tombstoned the live container (the month's bound for unmarked ids).
+    for days in [31, 365] {
+        let (body, headers) = replay(Duration::from_secs(days * 24 * 3600));
+        assert_applied(&gw.post_webhook(&body, &headers).await);
+        let r = gw.container(id).await;
+        assert_eq!(r.status, 200, "a {days}-day-old replay: {}", text(&r));
+        assert_eq!(gw.asset(id, &asset).await.status, 200);
+    }
+
     // Deleted at the origin: the replay's drop leads to the origin's 404.
     gw.warm(id).await;
     assert!(h.sim.delete(id));

@@ -118,19 +118,31 @@ pub fn origin_date(
 const REPLAY_WINDOW_MS: i64 = 30 * 24 * 3600 * 1000;
 
 /// Whether `delete` (whose event id is `event_id`) is a replay of a delete
-/// the origin minted past its day of retries (its `evt_<ULID>` id dated
-/// between `REPLAY_WINDOW_MS` and `MINTED_WINDOW_MS` ago): the container
-/// may have come back since, with no lift left here to show it, so the
-/// delete is history and the origin is asked again. An id that dates
-/// nothing (not a ULID, out of that month: a random `evt_` id decodes to
-/// any year, 1 in about 10^5 into it) is not taken for one.
+/// the origin made past its day of retries: the container may have come
+/// back since, with no lift left here to show it, so the delete is history
+/// (entries dropped, nothing tombstoned or revoked) and the origin is asked
+/// again.
+///
+/// A delete the origin marks as a replay (`replayOf`) is history unless it
+/// is dated within the retries: by its `evt_<ULID>` id's time, else by its
+/// `updatedAt`; one dated by neither is history too (a replay is a past
+/// event; the next read asks the origin). An unmarked delete is taken for a
+/// replay only by an id dated between `REPLAY_WINDOW_MS` and
+/// `MINTED_WINDOW_MS` ago: a random `evt_` id decodes to any year (1 in
+/// about 10^5 into that month), so an id out of it dates nothing.
 pub fn is_past_replay(delete: &crate::events::Invalidation, event_id: Option<&str>, now_ms: i64) -> bool {
-    match (delete.created_at, event_id) {
-        (Some(created), Some(id)) => {
-            crate::events::webhook::ulid_millis(id) == Some(created)
-                && (now_ms - REPLAY_WINDOW_MS..now_ms - MINTED_WINDOW_MS).contains(&created)
+    let retries_end = now_ms - MINTED_WINDOW_MS;
+    let minted = match (delete.created_at, event_id) {
+        (Some(created), Some(id)) if crate::events::webhook::ulid_millis(id) == Some(created) => {
+            Some(created)
         }
-        _ => false,
+        _ => None,
+    };
+    match (delete.replay, minted, delete.changed_at) {
+        (true, Some(minted), _) => minted < retries_end,
+        (true, None, Some(changed)) => changed < retries_end,
+        (true, None, None) => true,
+        (false, minted, _) => minted.is_some_and(|m| (now_ms - REPLAY_WINDOW_MS..retries_end).contains(&m)),
     }
 }
 

@@ -69,6 +69,7 @@ impl ContentCache {
                     current_asset_ids: Vec::new(),
                     changed_at: None,
                     created_at: Some(l.at),
+                    replay: false,
                 });
             }
             revoked.sort_unstable();
@@ -100,6 +101,7 @@ impl ContentCache {
                     current_asset_ids: Vec::new(),
                     changed_at,
                     created_at,
+                    replay: false,
                 });
             }
             // Revoked ids in an invalidation of their own: one that also
@@ -116,6 +118,7 @@ impl ContentCache {
                     current_asset_ids: Vec::new(),
                     changed_at: None,
                     created_at: None,
+                    replay: false,
                 });
             }
             if floor.is_some() {
@@ -132,6 +135,7 @@ impl ContentCache {
                     // The revoking change's date: the ids are its.
                     changed_at: floor.and_then(|f| f.revoked_at),
                     created_at: None,
+                    replay: false,
                 });
             }
         });

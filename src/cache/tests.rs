@@ -49,6 +49,7 @@ fn inv(event_type: EventType, revoked: &[&str]) -> Invalidation {
         current_asset_ids: Vec::new(),
         changed_at: None,
         created_at: None,
+        replay: false,
     }
 }
 
@@ -587,6 +588,52 @@ async fn a_replayed_delete_past_the_origin_s_retries_asks_the_origin_again() {
             tombstoned(&cache).await,
             "a delete minted {age} ms ago did not tombstone"
         );
+    }
+}
+
+/// Black-box round 82: a delete the origin marks as a replay (`replayOf`)
+/// minted 31 days or a year ago tombstoned a live container (the month's
+/// bound, there for unmarked ids, applied to marked replays too), and so
+/// did a marked replay dated only by a two-month-old `updatedAt`. A marked
+/// replay is history unless dated within the origin's retries.
+#[tokio::test(start_paused = true)]
+async fn a_marked_replay_is_history_unless_dated_within_the_retries() {
+    const DAY: i64 = 24 * 3600 * 1000;
+    let replay = |cache: &ContentCache, age: Option<i64>, changed_age: Option<i64>| {
+        let now = cache.clock.unix_millis_at(Instant::now());
+        let mut d = match age {
+            Some(age) => minted_delete(cache, age, &["slide-1"]),
+            None => Invalidation {
+                event_id: Some("del-7".into()),
+                ..inv(EventType::Deleted, &["slide-1"])
+            },
+        };
+        d.replay = true;
+        d.changed_at = changed_age.map(|a| now - a);
+        d
+    };
+    for (age, changed_age, history) in [
+        (Some(31 * DAY), None, true),
+        (Some(365 * DAY), None, true),
+        (Some(2 * DAY), None, true),
+        (None, Some(60 * DAY), true),
+        (None, None, true),
+        (Some(2 * 3600 * 1000), None, false),
+        (None, Some(3600 * 1000), false),
+    ] {
+        let cache = ContentCache::new(settings(), None, None);
+        let (_, status) = cache
+            .fill(&org(), id(), || async { Ok(body(&["slide-1"]).into()) })
+            .await;
+        assert_eq!(status, CacheStatus::Miss);
+        let applied = cache.invalidate(&replay(&cache, age, changed_age)).await;
+        assert_eq!(applied.entries_removed, 1, "the entry is dropped all the same");
+        assert_eq!(
+            tombstoned(&cache).await,
+            !history,
+            "a replay minted {age:?} ms ago, changed {changed_age:?} ms ago"
+        );
+        assert_eq!(applied.revoked.is_empty(), history, "{:?}", applied.revoked);
     }
 }
 

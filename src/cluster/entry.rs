@@ -81,6 +81,9 @@ pub struct Payload {
     /// `Invalidation::created_at` (unix ms); absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<i64>,
+    /// `Invalidation::replay`; absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
     /// Where the accepting instance got it (`webhook`, `write_through`, `admin`).
     pub source: String,
     /// The accepting instance.
@@ -98,6 +101,7 @@ pub fn encode(inv: &Invalidation, event_id: &str, origin: &str) -> String {
         current: inv.current_asset_ids.clone(),
         changed_at: inv.changed_at,
         created_at: inv.created_at,
+        replay: inv.replay,
         source: inv.source.as_str().to_owned(),
         origin: origin.to_owned(),
     };
@@ -130,6 +134,7 @@ pub fn decode(json: &[u8]) -> Result<(Invalidation, String), DecodeError> {
         current_asset_ids: p.current,
         changed_at: p.changed_at,
         created_at: p.created_at,
+        replay: p.replay,
     };
     Ok((inv, p.origin))
 }
@@ -172,6 +177,7 @@ pub fn purge_all(event_id: Option<String>, source: Source) -> Invalidation {
         current_asset_ids: Vec::new(),
         changed_at: None,
         created_at: None,
+        replay: false,
     }
 }
 
@@ -214,6 +220,7 @@ mod tests {
                 current_asset_ids: vec!["video-2".into()],
                 changed_at: None,
                 created_at: None,
+                replay: false,
             };
             let json = encode(&inv, "evt_1", "gw-a");
             let (back, origin) = decode(json.as_bytes()).unwrap();

@@ -250,6 +250,7 @@ impl FenceRecord {
                 current_asset_ids: current,
                 changed_at,
                 created_at,
+                replay: false,
             };
         let mut out = Vec::new();
         if let Some(at) = self.lifted {
@@ -317,6 +318,7 @@ mod tests {
             current_asset_ids: current.iter().map(|s| s.to_string()).collect(),
             changed_at: changed,
             created_at: created,
+            replay: false,
         }
     }
 
@@ -338,13 +340,34 @@ mod tests {
     #[test]
     fn a_replayed_delete_past_the_origin_s_retries_leaves_no_tombstone() {
         let now = super::super::reader::unix_millis();
-        for (age_h, history) in [(48, true), (1, false)] {
+        // Unmarked past the month (a random id's date) tombstones; a marked
+        // replay (`replayOf`, carried on the stream) of any age past the
+        // retries does not.
+        for (age_h, replay, history) in [
+            (48, false, true),
+            (1, false, false),
+            (40 * 24, false, false),
+            (40 * 24, true, true),
+            (1, true, false),
+        ] {
             let at = now - age_h * 3600 * 1000;
             let event_id = format!("evt_{}", ulid::Ulid::from_parts(at as u64, 0));
             let mut r = FenceRecord::new(id());
-            r.merge(&ev(EventType::Deleted, &["a"], &[], None, Some(at)), &event_id);
-            assert_eq!(r.tombstone.is_none(), history, "minted {age_h} h ago");
-            assert_eq!(r.revoked.is_empty(), history, "minted {age_h} h ago");
+            let mut delete = ev(EventType::Deleted, &["a"], &[], None, Some(at));
+            delete.replay = replay;
+            let json = crate::cluster::entry::encode(&delete, &event_id, "peer");
+            let (delete, _) = crate::cluster::entry::decode(json.as_bytes()).unwrap();
+            r.merge(&delete, &event_id);
+            assert_eq!(
+                r.tombstone.is_none(),
+                history,
+                "minted {age_h} h ago, replay {replay}"
+            );
+            assert_eq!(
+                r.revoked.is_empty(),
+                history,
+                "minted {age_h} h ago, replay {replay}"
+            );
         }
     }
 

@@ -268,9 +268,12 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent, WebhookRejection> {
         .and_then(|d| json::object_members(d, ["id", "previousAssetIds", "assets", "updatedAt"]))
         .ok_or(WebhookRejection::MissingContainerId)?;
     let [container, previous, assets, updated_at] = data.values;
+    // Read as the router reads a path's id (`routes.rs` `alias_route`): a
+    // `CNT_` spelling names the container a read of it is served from, and
+    // refusing it (a 4xx the origin does not retry) would lose the event.
     let container = container
         .and_then(json::string)
-        .and_then(|c| ContainerId::parse(&c))
+        .and_then(|c| ContainerId::parse(&c.to_ascii_lowercase()))
         .ok_or(WebhookRejection::MissingContainerId)?;
 
     let (revoked, current) = asset_ids(event_type, previous, assets);
@@ -278,6 +281,9 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent, WebhookRejection> {
     // A replay of event X is X; otherwise the body id. The first
     // well-formed candidate wins; with none the event is applied without
     // dedupe (applying twice is harmless, skipping an invalidation is not).
+    let replay = replay_of
+        .and_then(json::string)
+        .is_some_and(|id| valid_event_id(&id));
     let event_id = [replay_of, id]
         .into_iter()
         .flatten()
@@ -297,6 +303,7 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent, WebhookRejection> {
             .and_then(json::string)
             .and_then(|t| crate::cache::time::parse_rfc3339_millis(&t)),
         created_at,
+        replay,
     }))
 }
 
@@ -630,6 +637,23 @@ mod tests {
         // Strings only, but any a body could list (not only routable ones).
         assert_eq!(inv.revoked_asset_ids, ["video-old", "slide-1", "a/b"]);
         assert_eq!(inv.current_asset_ids, ["video-new", "slide-2", "bad id"]);
+    }
+
+    /// Black-box round 82: `CNT_<UUID>` was refused 400 (an event the origin
+    /// never retries), though a read of that spelling is served from the
+    /// container's entry. A replay is marked so, an original is not.
+    #[test]
+    fn a_container_id_in_any_case_names_the_container_and_a_replay_is_marked() {
+        let upper = CNT.to_ascii_uppercase();
+        let inv = apply(json!({"id": "evt_1", "type": "content.deleted", "data": {"id": upper}}));
+        assert_eq!(inv.container, ContainerId::parse(CNT));
+        assert!(!inv.replay);
+        let inv = apply(
+            json!({"id": "evt_2", "replayOf": "evt_1", "type": "content.deleted",
+            "data": {"id": CNT}}),
+        );
+        assert!(inv.replay);
+        assert_eq!(inv.event_id.as_deref(), Some("evt_1"));
     }
 
     #[test]

@@ -124,6 +124,7 @@ impl Gateway {
             current_asset_ids: Vec::new(),
             changed_at: None,
             created_at: None,
+            replay: false,
         };
         let _ = self
             .accept_invalidation_in(&purge, invalidation_span(trace))
@@ -281,6 +282,7 @@ impl Gateway {
                 current_asset_ids,
                 changed_at,
                 created_at: None,
+                replay: false,
             };
             // A failed publish is re-sent from the outbox, and the origin's
             // own webhook is a second path to every instance.
