@@ -90,6 +90,7 @@ async fn run(name: &str, a: &ClusterNode, applied: &Applied, events: usize, pace
             current_asset_ids: vec![format!("video-{}", i + 1)],
             changed_at: None,
             created_at: None,
+            replay: false,
         };
         let t0 = Instant::now();
         a.publish(&inv).await.expect("publish");

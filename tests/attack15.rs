@@ -173,6 +173,7 @@ async fn a_writable_replica_neither_proves_sync_nor_acknowledges_a_publication()
             current_asset_ids: regen.new_asset_ids.clone(),
             changed_at: None,
             created_at: None,
+            replay: false,
         })
         .await;
     assert!(published.is_err(), "a replica must not acknowledge a publication");
@@ -226,6 +227,7 @@ async fn an_acl_without_zadd_fails_the_write_proof_as_it_fails_publications() {
             current_asset_ids: regen.new_asset_ids.clone(),
             changed_at: None,
             created_at: None,
+            replay: false,
         })
         .await;
     assert!(published.is_err(), "Redis refused the publication");
@@ -349,6 +351,7 @@ async fn an_instance_on_a_primary_the_sentinels_no_longer_name_fails_closed_and_
         current_asset_ids: regen.new_asset_ids.clone(),
         changed_at: None,
         created_at: None,
+        replay: false,
     })
     .await
     .expect("A's publication was acknowledged");
@@ -444,6 +447,7 @@ async fn a_stream_created_and_deleted_while_a_reader_sits_at_0_0_is_a_gap() {
         current_asset_ids: regen.new_asset_ids.clone(),
         changed_at: None,
         created_at: None,
+        replay: false,
     })
     .await
     .unwrap();
@@ -567,6 +571,7 @@ async fn a_floor_is_republished_after_redis_restarts_empty() {
         current_asset_ids: regen.new_asset_ids.clone(),
         changed_at: Some(at),
         created_at: None,
+        replay: false,
     })
     .await
     .unwrap();
@@ -628,6 +633,7 @@ async fn a_rebuild_replays_an_undated_delete_at_its_own_date_before_the_re_creat
         current_asset_ids: Vec::new(),
         changed_at: None,
         created_at: None,
+        replay: false,
     })
     .await
     .unwrap();
@@ -643,6 +649,7 @@ async fn a_rebuild_replays_an_undated_delete_at_its_own_date_before_the_re_creat
         current_asset_ids: Vec::new(),
         changed_at: None,
         created_at: Some(unix_now_ms()),
+        replay: false,
     })
     .await
     .unwrap();

@@ -164,6 +164,7 @@ async fn a_publisher_whose_clock_runs_ahead_does_not_wipe_the_other_instances_fe
         current_asset_ids: Vec::new(),
         changed_at: None,
         created_at: None,
+        replay: false,
     };
     let payload = entry::encode(&inv, "evt_01SKEWREGEN0000000000000", "skewed");
     let key = EntryKey::new(&s.resolved_secret().unwrap(), &s.stream);
@@ -248,6 +249,7 @@ async fn a_late_older_delete_does_not_let_a_late_re_creation_lift_the_newest_tom
         current_asset_ids: Vec::new(),
         changed_at: None,
         created_at: Some(at),
+        replay: false,
     };
     // Control: the same history delivered in order keeps the tombstone.
     sim.set_replica_lag(control, Some(LONG_LAG));
@@ -466,6 +468,7 @@ async fn a_flushdb_between_two_rounds_of_a_reader_at_0_0_is_a_gap() {
         current_asset_ids: Vec::new(),
         changed_at: None,
         created_at: None,
+        replay: false,
     })
     .await
     .unwrap();
@@ -587,6 +590,7 @@ async fn a_replayed_genuine_entry_does_not_undo_a_newer_tombstone_on_a_joiner() 
             current_asset_ids: Vec::new(),
             changed_at: None,
             created_at: Some(at),
+            replay: false,
         })
         .await
         .unwrap();

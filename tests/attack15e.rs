@@ -57,6 +57,7 @@ fn event(
         current_asset_ids: current,
         changed_at: None,
         created_at: None,
+        replay: false,
     }
 }
 

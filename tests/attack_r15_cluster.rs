@@ -195,6 +195,7 @@ async fn a_genuine_fence_record_widened_by_undated_changes_still_reaches_a_joine
         current_asset_ids: current,
         changed_at,
         created_at: None,
+        replay: false,
     };
     a.accept(&change(
         vec!["video-first".into()],

@@ -550,6 +550,7 @@ async fn a_reload_that_lengthens_tombstones_lengthens_their_fence_records_too() 
         current_asset_ids: Vec::new(),
         changed_at: None,
         created_at: None,
+        replay: false,
     };
     let (_, published) = g.app.gateway.accept_invalidation(&inv).await;
     published.unwrap();

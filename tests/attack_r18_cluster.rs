@@ -28,6 +28,7 @@ fn updated(id: layers_gateway::ids::ContainerId) -> Invalidation {
         current_asset_ids: Vec::new(),
         changed_at: None,
         created_at: None,
+        replay: false,
     }
 }
 

@@ -565,6 +565,7 @@ async fn a_delete_of_a_large_cached_container_keeps_its_fence_record_readable() 
         current_asset_ids: Vec::new(),
         changed_at: Some(T0_MS - 1_000),
         created_at: None,
+        replay: false,
     };
     let applied = gw.state().cache.invalidate(&inv).await;
     assert_eq!(

@@ -42,6 +42,7 @@ fn revoking(id: ContainerId, revoked: Vec<String>, current: Vec<String>, event_i
         current_asset_ids: current,
         changed_at: None,
         created_at: None,
+        replay: false,
     }
 }
 

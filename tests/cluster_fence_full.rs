@@ -28,6 +28,7 @@ fn deleted(id: ContainerId, event_id: String) -> Invalidation {
         current_asset_ids: Vec::new(),
         changed_at: None,
         created_at: None,
+        replay: false,
     }
 }
 

@@ -405,6 +405,7 @@ async fn a_body_the_fence_rewrote_carries_its_own_length_and_tag() {
         current_asset_ids: Vec::new(),
         changed_at: None,
         created_at: None,
+        replay: false,
     };
     h.gateway().apply_invalidation(&revoke).await;
     let path = format!("{}?view=full", container());

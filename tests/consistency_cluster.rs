@@ -168,6 +168,7 @@ async fn no_read_in_a_faulty_cluster_carries_a_url_revoked_max_unsynced_earlier(
             current_asset_ids: regen.new_asset_ids.clone(),
             changed_at: None,
             created_at: None,
+            replay: false,
         };
         let published = a.accept(&inv).await;
         changes.lock().unwrap().push(Change {

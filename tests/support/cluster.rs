@@ -201,6 +201,7 @@ pub fn purge_all() -> Invalidation {
         current_asset_ids: Vec::new(),
         changed_at: None,
         created_at: None,
+        replay: false,
     }
 }
 
@@ -230,6 +231,7 @@ pub fn deleted(id: ContainerId, assets: Vec<String>, event_id: &str) -> Invalida
         current_asset_ids: Vec::new(),
         changed_at: None,
         created_at: None,
+        replay: false,
     }
 }
 
@@ -244,6 +246,7 @@ pub fn regenerated(id: ContainerId, current: Vec<String>) -> Invalidation {
         current_asset_ids: current,
         changed_at: None,
         created_at: None,
+        replay: false,
     }
 }
 
