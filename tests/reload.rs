@@ -62,10 +62,12 @@ impl FileGateway {
         let cfg = Config::load(&dir.join("gateway.toml")).unwrap();
         let upstream: Arc<dyn Upstream> = Arc::new(HttpUpstream::new(&cfg.origin).unwrap());
         let app = App::start(cfg, demo_keys(), upstream).await.unwrap();
+        // Started as `serve --allow-demo-keys` would start it.
         app.gateway
             .state()
             .reload
             .set_source(dir.join("gateway.toml"), true);
+        app.gateway.authenticator().allow_demo_keys(true);
         FileGateway {
             sim,
             app,
@@ -538,5 +540,39 @@ async fn an_empty_keys_file_is_refused_while_keys_are_in_force() {
         !authenticates(&g, &admin).await,
         "an explicit empty list removes every key"
     );
+    g.stop().await;
+}
+
+/// Black-box round 83: `serve`, `check-config` and `POST /admin/reload`
+/// refuse a keys file holding the published demo keys (one with every
+/// scope), but the keys-file watcher's next poll, or a SIGHUP, put it in
+/// force on a gateway started without `--allow-demo-keys`.
+#[tokio::test]
+async fn a_reload_never_puts_the_demo_keys_in_force_unless_the_start_allowed_them() {
+    use layers_gateway::auth::keys::keys_file_entry;
+    use layers_gateway::auth::reload::{reload_keys_file, Trigger};
+    let g = FileGateway::start().await;
+    let auth = g.app.gateway.state().auth.clone();
+    auth.allow_demo_keys(false);
+    let keys = g.dir.join("keys.toml");
+    let own = keys_file_entry(GOLD_KEY, "org_gold", &["content:read"], "pilot").unwrap();
+    std::fs::write(&keys, &own).unwrap();
+    assert!(reload_keys_file(&keys, &auth, Trigger::Changed).await.is_ok());
+    let admin = admin_key();
+    assert!(!authenticates(&g, &admin).await);
+
+    std::fs::write(&keys, format!("{own}\n{DEMO_KEYS_FILE}")).unwrap();
+    for trigger in [Trigger::Changed, Trigger::Signal] {
+        let refused = reload_keys_file(&keys, &auth, trigger).await;
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("demo keys")),
+            "{trigger:?}: {refused:?}"
+        );
+        assert!(
+            !authenticates(&g, &admin).await,
+            "{trigger:?}: the demo admin key went in force"
+        );
+        assert!(authenticates(&g, GOLD_KEY).await, "the keys in force stay");
+    }
     g.stop().await;
 }

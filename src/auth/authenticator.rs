@@ -141,6 +141,9 @@ pub struct Authenticator {
     /// config reload's), so that neither puts an older read in force after
     /// a newer one (attacker review: a removed key could come back).
     keys_file_seen: tokio::sync::Mutex<Option<[u8; 32]>>,
+    /// Whether a reloaded keys file may hold the published demo keys
+    /// (`--allow-demo-keys`, as `serve` started); refused otherwise.
+    demo_keys_allowed: std::sync::atomic::AtomicBool,
 }
 
 impl Authenticator {
@@ -187,7 +190,19 @@ impl Authenticator {
             background: Mutex::new(Vec::new()),
             tiers: Mutex::new(cfg.shaping.effective_tiers().into_keys().collect()),
             keys_file_seen: tokio::sync::Mutex::new(None),
+            demo_keys_allowed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Lets a keys-file reload put the published demo keys in force (as
+    /// `serve --allow-demo-keys` lets the start); refused by default.
+    pub fn allow_demo_keys(&self, allowed: bool) {
+        self.demo_keys_allowed
+            .store(allowed, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn demo_keys_allowed(&self) -> bool {
+        self.demo_keys_allowed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The keys file's content in force, by digest, locked by a keys-file

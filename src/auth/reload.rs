@@ -124,6 +124,16 @@ fn parse(
     check_not_cut(path, text, auth)?;
     // A tier typo is refused as at start (keys_check), not silently `standard`.
     super::keys_check::check_tiers(text, tiers).map_err(|e| format!("keys file {}: {e}", path.display()))?;
+    // Black-box round 83: the published demo keys (one with every scope),
+    // refused at start, went in force on the next poll or SIGHUP.
+    let demo = super::keys_check::demo_keys_in(&store);
+    if !demo.is_empty() && !auth.demo_keys_allowed() {
+        return Err(format!(
+            "keys file {}: holds the published demo keys ({}); refused (the gateway was not started with --allow-demo-keys)",
+            path.display(),
+            demo.join(", ")
+        ));
+    }
     Ok(store)
 }
 

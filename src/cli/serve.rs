@@ -42,6 +42,8 @@ async fn serve(loaded: load::Loaded, config_path: std::path::PathBuf, allow_demo
             return ExitCode::from(exit::FAILURE);
         }
     };
+    // A keys-file reload refuses the demo keys as the start did.
+    app.gateway.authenticator().allow_demo_keys(allow_demo_keys);
     // SIGHUP and `POST /admin/reload` re-read the config file.
     app.gateway
         .state()
