@@ -1747,3 +1747,57 @@ fn unix_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// Log lines the test reads back.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+    fn make_writer(&'a self) -> CapturedLogs {
+        self.clone()
+    }
+}
+
+/// Black-box round 83: with `source = "origin"` and the origin down, random
+/// well-formed keys (no valid key needed) wrote an "origin unreachable"
+/// warning each, 200 a second, past `log.refusals_per_sec`.
+#[tokio::test(start_paused = true)]
+async fn keys_introspected_while_the_origin_is_down_cannot_flood_the_log() {
+    init();
+    let _hold = hold_clock();
+    let logs = CapturedLogs::default();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(sub);
+    let o = origin_auth("origin", KeyStore::default()).await;
+    let _ = o.stop.send(true);
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    const N: usize = 200;
+    for i in 0..N {
+        let key = format!("lp_test_DEM0ZZZZ{i:08}_{}", "A".repeat(43));
+        assert!(o.auth.authenticate(&api_key(&key)).await.is_err());
+    }
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines = text.matches("introspection: origin unreachable").count();
+    assert!(lines >= 1, "the failure is still logged:\n{text}");
+    assert!(
+        lines <= 10,
+        "{lines} warnings for {N} keys (log.refusals_per_sec = 10)"
+    );
+}

@@ -171,7 +171,12 @@ impl Authenticator {
         let jwt = JwtVerifier::new(&a.jwt, &cfg.base_dir, clock)?;
         let introspector = match (source, origin) {
             (Source::File, _) => None,
-            (_, Some(origin)) => Some(Introspector::new(&a.introspection, origin, cfg.origin_timeout())),
+            (_, Some(origin)) => Some(Introspector::new(
+                &a.introspection,
+                origin,
+                cfg.origin_timeout(),
+                cfg.log.refusals_per_sec,
+            )),
             (_, None) => {
                 return Err(format!(
                     "auth.source: {:?} needs the origin client for introspection",
