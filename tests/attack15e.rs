@@ -614,3 +614,48 @@ async fn a_delete_published_twice_around_a_recreation_does_not_tombstone_a_joine
         rc.status
     );
 }
+
+/// Black-box round 84: a publication waited for its container's merge lock
+/// with no bound. With Redis frozen, K webhooks of one container queued
+/// behind each other a command timeout apiece (40 answered after up to
+/// 8 s), and so did containers sharing the lock's stripe. Each now gives up
+/// within about a command timeout of waiting, queued, as a failed command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_behind_a_stuck_one_give_up_within_a_command_timeout() {
+    let Some(redis) = RedisServer::start() else { return };
+    let sim = demo_simulator();
+    let id = org_a_containers(&sim)[0];
+    let a = gated(&sim, settings(&redis.url(), "a")).await;
+    synced(&a, "A joined").await;
+    let timeout = a.node.settings().command_timeout();
+    redis.pause();
+    const K: usize = 16;
+    let mut tasks = Vec::new();
+    for n in 0..K {
+        let node = a.node.clone();
+        let inv = event(
+            EventType::Regenerated,
+            id,
+            vec![format!("slide-stuck-{n}")],
+            Vec::new(),
+            &format!("evt_01STUCK{n:019}"),
+        );
+        tasks.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let r = node.publish(&inv).await;
+            (r, started.elapsed())
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for t in tasks {
+        let (r, took) = t.await.unwrap();
+        assert!(r.is_err(), "acknowledged with Redis frozen");
+        slowest = slowest.max(took);
+    }
+    redis.resume();
+    assert!(
+        slowest < timeout * 5,
+        "a publication answered after {slowest:?} (command timeout {timeout:?}, {K} in line)"
+    );
+    a.node.stop();
+}

@@ -30,8 +30,13 @@ const MAX_MERGES: u32 = 32;
 /// The longest random wait before a retried merge.
 const MAX_MERGE_JITTER_MS: u64 = 25;
 
-/// Lock stripes of [`MergeLocks`]: two containers share one rarely.
-const MERGE_STRIPES: usize = 64;
+/// Lock stripes of [`MergeLocks`]: two containers share one rarely (a
+/// stripe is a few dozen bytes).
+const MERGE_STRIPES: usize = 1024;
+/// A publication's merges stop retrying after this many command timeouts
+/// (it then fails, is queued, and its webhook answered 503): it holds its
+/// container's lock meanwhile.
+const MERGE_BUDGET_COMMAND_TIMEOUTS: u32 = 8;
 
 /// One publication per container at a time within an instance. Without it,
 /// k concurrent publications of one container (a batch of retried
@@ -103,15 +108,36 @@ impl ClusterNode {
     /// container's record meanwhile (`FENCECAS`). `Ok(None)`: a
     /// re-publication the record already covers, nothing written.
     pub(super) async fn append(&self, p: &Pending) -> Result<Option<StreamId>, String> {
+        // Black-box round 84: the wait for the container's lock had no
+        // bound. With Redis frozen, 40 webhooks of one container queued
+        // behind each other a command timeout apiece (the last answered
+        // after 8 s), and containers of the same stripe with them. A wait
+        // longer than a command fails as a failed command does: queued,
+        // and the webhook answered 503 so the origin retries.
+        let timeout = self.settings.command_timeout();
         let _serial = match p.fence.as_ref().and_then(|inv| inv.container) {
-            Some(id) => Some(self.merge_locks.lock(id).await),
+            Some(id) => Some(
+                tokio::time::timeout(timeout, self.merge_locks.lock(id))
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "another publication of {id} held it for more than the command timeout ({} ms)",
+                            timeout.as_millis()
+                        )
+                    })?,
+            ),
             None => None,
         };
+        let budget_end = tokio::time::Instant::now() + timeout * MERGE_BUDGET_COMMAND_TIMEOUTS;
         let mut merges = 0;
         loop {
             let result = self.append_once(p).await;
             match &result {
-                Err(e) if e.contains(FENCE_CAS) && merges + 1 < MAX_MERGES => {
+                Err(e)
+                    if e.contains(FENCE_CAS)
+                        && merges + 1 < MAX_MERGES
+                        && tokio::time::Instant::now() < budget_end =>
+                {
                     merges += 1;
                     let most = (1u64 << merges.min(5)).min(MAX_MERGE_JITTER_MS);
                     let wait = rand::random_range(0..=most);

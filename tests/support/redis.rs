@@ -187,6 +187,26 @@ impl RedisServer {
         panic!("could not restart redis-server on port {}", self.port);
     }
 
+    /// SIGSTOP: the server holds its connections and answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`RedisServer::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig} redis-server");
+        }
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
