@@ -225,8 +225,16 @@ impl Gateway {
         );
         let ttls =
             crate::cache::ttls::CacheTtls::from_settings(&crate::cache::CacheSettings::from_config(&new));
-        let jwt = if changes.live.iter().any(|c| c == "auth.jwt") {
+        let jwt_changed = changes.live.iter().any(|c| c == "auth.jwt");
+        let jwt = if jwt_changed {
             Some(st.auth.build_jwt(&new)?)
+        } else if new.auth.jwt.issuers.iter().any(|i| i.jwks_file.is_some()) {
+            // Black-box round 83: a key removed from a `jwks_file` kept
+            // working after a reload that said nothing applied. The files
+            // are read again; changed content puts the issuers in force.
+            let rebuilt = st.auth.build_jwt(&new)?;
+            let read = rebuilt.as_ref().map(|j| j.files_digest());
+            (read != st.auth.jwt_files_digest()).then_some(rebuilt)
         } else {
             None
         };
@@ -249,10 +257,14 @@ impl Gateway {
             node.set_fence_retention(st.cache.fence_retention());
         }
         st.origin.apply_live_settings(&new);
+        let jwks_file_changed = jwt.is_some() && !jwt_changed;
         if let Some(jwt) = jwt {
             st.auth.replace_jwt(jwt);
         }
         let mut applied = changes.live;
+        if jwks_file_changed {
+            applied.push("auth.jwt.issuers[].jwks_file (content)".into());
+        }
         // Fields that cannot change in this process are restart-only here,
         // judged like the others against the start, never the last reload.
         match &st.telemetry {

@@ -576,3 +576,85 @@ async fn a_reload_never_puts_the_demo_keys_in_force_unless_the_start_allowed_the
     }
     g.stop().await;
 }
+
+/// An ES256 key and its public JWK (kid `kid`).
+fn es256_key(kid: &str) -> (aws_lc_rs::signature::EcdsaKeyPair, serde_json::Value) {
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let k = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let p = k.public_key().as_ref().to_vec();
+    let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid,
+        "x": URL_SAFE_NO_PAD.encode(&p[1..33]), "y": URL_SAFE_NO_PAD.encode(&p[33..65])});
+    (k, jwk)
+}
+
+fn es256_token(key: &aws_lc_rs::signature::EcdsaKeyPair, kid: &str, issuer: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let header =
+        URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": kid}).to_string());
+    let claims = URL_SAFE_NO_PAD.encode(
+        serde_json::json!({"iss": issuer, "aud": "layers-gateway", "org_id": "org_jwt", "sub": "batch",
+            "exp": unix_now() + 600})
+        .to_string(),
+    );
+    let msg = format!("{header}.{claims}");
+    let sig = key
+        .sign(&aws_lc_rs::rand::SystemRandom::new(), msg.as_bytes())
+        .unwrap();
+    format!("{msg}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+}
+
+/// Black-box round 83: a key removed from an issuer's `jwks_file` (a
+/// compromised key, withdrawn) kept working after `POST /admin/reload`,
+/// which answered `applied: []`: only a change to `auth.jwt` itself rebuilt
+/// the issuers. The file's content is now read and compared.
+#[tokio::test]
+async fn a_key_removed_from_a_jwks_file_is_refused_after_a_reload() {
+    let g = FileGateway::start().await;
+    let (old, old_jwk) = es256_key("old");
+    let (new, new_jwk) = es256_key("new");
+    let jwks = g.dir.join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({"keys": [old_jwk, new_jwk]}).to_string()).unwrap();
+    let issuer = "[[auth.jwt.issuers]]\nissuer = \"file-idp\"\naudience = \"layers-gateway\"\n\
+                  algorithms = [\"ES256\"]\njwks_file = \"jwks.json\"\n";
+    g.write_config(&config_text(&g.origin_url, 1000, issuer));
+    let (code, answer) = g.reload().await;
+    assert_eq!(code, 200, "{answer}");
+    let authenticated = |token: String| {
+        let addr = g.app.addr;
+        async move {
+            let r = TestClient::new(addr)
+                .send(
+                    Method::GET,
+                    "/v1/whoami",
+                    &[("authorization", &format!("Bearer {token}"))],
+                    Bytes::new(),
+                )
+                .await;
+            r.header("x-ratelimit-limit").is_some()
+        }
+    };
+    assert!(authenticated(es256_token(&old, "old", "file-idp")).await);
+
+    // The same config, the file without the old key.
+    std::fs::write(&jwks, serde_json::json!({"keys": [new_jwk]}).to_string()).unwrap();
+    let (code, answer) = g.reload().await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(
+        answer["applied"],
+        serde_json::json!(["auth.jwt.issuers[].jwks_file (content)"]),
+        "{answer}"
+    );
+    assert!(
+        !authenticated(es256_token(&old, "old", "file-idp")).await,
+        "the withdrawn key still authenticates"
+    );
+    assert!(authenticated(es256_token(&new, "new", "file-idp")).await);
+
+    // Nothing changed: nothing applied.
+    let (_, answer) = g.reload().await;
+    assert_eq!(answer["applied"], serde_json::json!([]), "{answer}");
+    g.stop().await;
+}

@@ -252,6 +252,11 @@ impl Authenticator {
         Ok((!jwt.is_empty()).then(|| Arc::new(jwt)))
     }
 
+    /// The `jwks_file` contents in force, by digest (`None`: no issuers).
+    pub fn jwt_files_digest(&self) -> Option<[u8; 32]> {
+        self.jwt.load().as_ref().map(|j| j.files_digest())
+    }
+
     /// Puts a verifier built by `build_jwt` in force (config reload): the
     /// next JWT is checked against the new issuers, the old JWKS
     /// refreshers stop and the new ones start (within a runtime).

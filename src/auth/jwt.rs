@@ -72,6 +72,9 @@ pub struct JwtVerifier {
     clock: UnixClock,
     /// Tokens verified recently (`auth.jwt.cache_*`).
     cache: TokenCache,
+    /// The `jwks_file` contents read, by digest: a config reload compares
+    /// it to see a file that changed under an unchanged `auth.jwt`.
+    files_digest: [u8; 32],
 }
 
 /// The header fields read; everything else (`jwk`, `jku`, `x5u`, `x5c`,
@@ -167,6 +170,7 @@ impl JwtVerifier {
         let mut client: Option<Arc<JwksClient>> = None;
         let mut issuers = HashMap::new();
         let mut remotes: HashMap<String, Arc<RemoteJwks>> = HashMap::new();
+        let mut files = <sha2::Sha256 as sha2::Digest>::new();
         let (fetch_timeout, max_bytes) = (settings.jwks_fetch_timeout(), settings.jwks_max_bytes as usize);
         for (i, s) in settings.issuers.iter().enumerate() {
             let at = format!("auth.jwt.issuers[{i}]");
@@ -192,6 +196,13 @@ impl JwtVerifier {
                         .map_err(|e| format!("{at}.jwks_file: cannot read {}: {e}", path.display()))?;
                     let set = KeySet::parse(&text)
                         .map_err(|e| format!("{at}.jwks_file: {}: {e}", path.display()))?;
+                    for part in [
+                        &(i as u64).to_le_bytes()[..],
+                        &(text.len() as u64).to_le_bytes(),
+                        &text,
+                    ] {
+                        sha2::Digest::update(&mut files, part);
+                    }
                     IssuerKeys::File(set)
                 }
                 KeySource::Url(url) => {
@@ -254,7 +265,13 @@ impl JwtVerifier {
                 settings.cache_max_entries,
                 std::time::Duration::from_secs(settings.cache_max_age_secs),
             ),
+            files_digest: sha2::Digest::finalize(files).into(),
         })
+    }
+
+    /// The digest of the `jwks_file` contents this verifier was built from.
+    pub fn files_digest(&self) -> [u8; 32] {
+        self.files_digest
     }
 
     /// The verified-token cache (tests and benches read its counters).
