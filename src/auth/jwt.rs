@@ -492,6 +492,7 @@ mod tests {
             leeway_millis: 30_000,
             clock: UnixClock::starting_at(1_000),
             cache: TokenCache::new(0, std::time::Duration::ZERO),
+            files_digest: [0; 32],
         };
         let issuer = Issuer {
             name: "iss".into(),
