@@ -220,6 +220,8 @@ fn rejected(r: Result<Arc<layers_gateway::auth::Principal>, AuthError>) -> &'sta
 struct ServerState {
     jwks: Mutex<String>,
     fail: AtomicBool,
+    /// Answers nothing while set (a hung identity provider).
+    hang: AtomicBool,
     hits: Mutex<HashMap<String, u64>>,
 }
 
@@ -251,6 +253,9 @@ impl JwksServer {
                             .unwrap()
                             .entry(req.uri().path().to_owned())
                             .or_default() += 1;
+                        if st.hang.load(Ordering::SeqCst) {
+                            std::future::pending::<()>().await;
+                        }
                         let (status, body) = if req.uri().path() != "/jwks.json" {
                             (StatusCode::NOT_FOUND, String::new())
                         } else if st.fail.load(Ordering::SeqCst) {
@@ -284,6 +289,10 @@ impl JwksServer {
 
     fn fail(&self, on: bool) {
         self.state.fail.store(on, Ordering::SeqCst);
+    }
+
+    fn hang(&self, on: bool) {
+        self.state.hang.store(on, Ordering::SeqCst);
     }
 
     fn hits(&self, path: &str) -> u64 {
@@ -821,11 +830,18 @@ async fn jwks_down_uses_the_last_good_set_then_answers_unavailable() {
     tokio::time::advance(Duration::from_secs(301)).await;
     assert!(auth.authenticate(&bearer(&token())).await.is_ok());
     assert_eq!(server.hits("/jwks.json"), 2);
-    // Failed refreshes are retried at most once per interval.
+    // Failed refreshes are retried at most once per interval (behind the
+    // answer, once one has failed).
     assert!(auth.authenticate(&bearer(&token())).await.is_ok());
     assert_eq!(server.hits("/jwks.json"), 2);
     tokio::time::advance(Duration::from_secs(10)).await;
     assert!(auth.authenticate(&bearer(&token())).await.is_ok());
+    for _ in 0..10_000 {
+        if server.hits("/jwks.json") == 3 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
     assert_eq!(server.hits("/jwks.json"), 3);
     // Past max age + stale grace (300 + 600 s): 503, never 401, never a pass.
     tokio::time::advance(Duration::from_secs(900 - 311)).await;
@@ -1800,4 +1816,66 @@ async fn keys_introspected_while_the_origin_is_down_cannot_flood_the_log() {
         lines <= 10,
         "{lines} warnings for {N} keys (log.refusals_per_sec = 10)"
     );
+}
+
+/// Whether `task` finishes while the (held) clock stands still.
+async fn finishes_without_time<T>(task: &tokio::task::JoinHandle<T>) -> bool {
+    for _ in 0..10_000 {
+        if task.is_finished() {
+            return true;
+        }
+        tokio::task::yield_now().await;
+    }
+    false
+}
+
+/// Black-box round 83: with the JWKS server hanging, once the set passed its
+/// max age every token of the issuer (cached ones too) waited out the fetch
+/// timeout behind the refresh: about 5 s for half of the requests, for as
+/// long as the outage lasted. The request that starts the refresh waits for
+/// it; the others, and every request once it has failed, answer from the
+/// last good set at once.
+#[tokio::test(start_paused = true)]
+async fn a_hung_jwks_server_stalls_no_token_beyond_the_one_refresh() {
+    init();
+    let _hold = hold_clock();
+    let dir = TempDir::new("jwks-hang");
+    let server = JwksServer::start(&published()).await;
+    let auth = jwt_auth(&server, &dir);
+    let clock = UnixClock::starting_at(T0);
+    let token = KEYS.ed.token(&claims(IDP, clock.now_unix()));
+    assert!(auth.authenticate(&bearer(&token)).await.is_ok());
+    server.hang(true);
+    tokio::time::advance(Duration::from_secs(301)).await;
+    let first = {
+        let (auth, t) = (auth.clone(), token.clone());
+        tokio::spawn(async move { auth.authenticate(&bearer(&t)).await.is_ok() })
+    };
+    assert!(
+        !finishes_without_time(&first).await,
+        "the refresh's own request waits for it"
+    );
+    let second = {
+        let (auth, t) = (auth.clone(), token.clone());
+        tokio::spawn(async move { auth.authenticate(&bearer(&t)).await.is_ok() })
+    };
+    assert!(
+        finishes_without_time(&second).await,
+        "a request waited behind the hung refresh"
+    );
+    assert!(second.await.unwrap());
+    // The fetch times out (2 s): the first answers from the last good set.
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert!(first.await.unwrap());
+    // Past the interval, the next attempt runs behind the answer.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let third = {
+        let (auth, t) = (auth.clone(), token.clone());
+        tokio::spawn(async move { auth.authenticate(&bearer(&t)).await.is_ok() })
+    };
+    assert!(
+        finishes_without_time(&third).await,
+        "a request waited for a retry"
+    );
+    assert!(third.await.unwrap());
 }

@@ -447,10 +447,25 @@ impl RemoteJwks {
         alg: Algorithm,
     ) -> Result<Option<(Arc<VerifyKey>, Instant)>, AuthError> {
         let fresh = |f: &Fetched| Instant::now() < f.at + self.timing.max_age;
+        let usable = |f: &Fetched| Instant::now() < f.at + self.timing.max_age + self.timing.stale_grace;
         let mut snap = self.snapshot();
         if !snap.as_deref().is_some_and(fresh) {
-            self.refresh(Trigger::Request).await;
-            snap = self.snapshot();
+            // Black-box round 83: with the JWKS server hanging, every
+            // token of the issuer (cached ones too) waited out the fetch
+            // timeout behind the refresh. The first request past the set's
+            // age still waits for its refresh (a withdrawn key is refused
+            // from max age on); while that fetch runs, and once it has
+            // failed, a set in its grace answers at once and the next
+            // attempt runs behind it.
+            if snap
+                .as_deref()
+                .is_some_and(|f| usable(f) && self.answers_stale_now(f.at))
+            {
+                self.refresh_behind();
+            } else {
+                self.refresh(Trigger::Request).await;
+                snap = self.snapshot();
+            }
         }
         let Some(set) = snap else {
             return Err(self.unavailable());
@@ -480,6 +495,30 @@ impl RemoteJwks {
     /// or (for requests) the last attempt is more recent than the interval.
     /// The fetch runs in its own task: a request that goes away does not
     /// abandon the others waiting for it.
+    /// Whether a request past the age of the set fetched at `set_at` may
+    /// answer from it without waiting: a fetch is in flight, or the last
+    /// attempt, made after that set, failed.
+    fn answers_stale_now(&self, set_at: Instant) -> bool {
+        match self.fetch.try_lock() {
+            Err(_) => true,
+            Ok(last) => last.is_some_and(|last| last > set_at),
+        }
+    }
+
+    /// Starts a refresh in a task of its own, unless one is in flight or
+    /// the last attempt was less than `min_interval` ago (a request past
+    /// the set's age spawns nothing then).
+    fn refresh_behind(self: &Arc<Self>) {
+        let due = match self.fetch.try_lock() {
+            Ok(last) => last.is_none_or(|last| Instant::now() >= last + self.timing.min_interval),
+            Err(_) => false,
+        };
+        if due {
+            let this = self.clone();
+            tokio::spawn(async move { this.refresh(Trigger::Request).await });
+        }
+    }
+
     async fn refresh(self: &Arc<Self>, trigger: Trigger) {
         let seen = self.attempts.load(Ordering::Acquire);
         let guard = self.fetch.clone().lock_owned().await;
