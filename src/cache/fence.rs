@@ -123,10 +123,12 @@ const REPLAY_WINDOW_MS: i64 = 30 * 24 * 3600 * 1000;
 /// (entries dropped, nothing tombstoned or revoked) and the origin is asked
 /// again.
 ///
-/// A delete the origin marks as a replay (`replayOf`) is history unless it
-/// is dated within the retries: by its `evt_<ULID>` id's time, else by its
-/// `updatedAt`; one dated by neither is history too (a replay is a past
-/// event; the next read asks the origin). An unmarked delete is taken for a
+/// A delete the origin marks as a replay (`replayOf`) is history when it is
+/// dated before the retries: by its `evt_<ULID>` id's time, else by its
+/// `updatedAt`. One dated by neither tombstones as a fresh delete would
+/// (attacker review: an undated replay may be the only word of a delete
+/// the gateway missed, and a lagging replica would refill it). An unmarked
+/// delete is taken for a
 /// replay only by an id dated between `REPLAY_WINDOW_MS` and
 /// `MINTED_WINDOW_MS` ago: a random `evt_` id decodes to any year (1 in
 /// about 10^5 into that month), so an id out of it dates nothing.
@@ -141,7 +143,7 @@ pub fn is_past_replay(delete: &crate::events::Invalidation, event_id: Option<&st
     match (delete.replay, minted, delete.changed_at) {
         (true, Some(minted), _) => minted < retries_end,
         (true, None, Some(changed)) => changed < retries_end,
-        (true, None, None) => true,
+        (true, None, None) => false,
         (false, minted, _) => minted.is_some_and(|m| (now_ms - REPLAY_WINDOW_MS..retries_end).contains(&m)),
     }
 }

@@ -617,7 +617,7 @@ async fn a_marked_replay_is_history_unless_dated_within_the_retries() {
         (Some(365 * DAY), None, true),
         (Some(2 * DAY), None, true),
         (None, Some(60 * DAY), true),
-        (None, None, true),
+        (None, None, false),
         (Some(2 * 3600 * 1000), None, false),
         (None, Some(3600 * 1000), false),
     ] {
