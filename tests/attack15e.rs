@@ -619,9 +619,10 @@ async fn a_delete_published_twice_around_a_recreation_does_not_tombstone_a_joine
 /// with no bound. With Redis frozen, K webhooks of one container queued
 /// behind each other a command timeout apiece (40 answered after up to
 /// 8 s), and so did containers sharing the lock's stripe. Each now gives up
-/// within about a command timeout of waiting, queued, as a failed command.
+/// after the holder's budget (10 command timeouts) of waiting, queued, as a
+/// failed command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publications_behind_a_stuck_one_give_up_within_a_command_timeout() {
+async fn publications_behind_a_stuck_one_give_up_within_the_holder_s_budget() {
     let Some(redis) = RedisServer::start() else { return };
     let sim = demo_simulator();
     let id = org_a_containers(&sim)[0];
@@ -629,7 +630,7 @@ async fn publications_behind_a_stuck_one_give_up_within_a_command_timeout() {
     synced(&a, "A joined").await;
     let timeout = a.node.settings().command_timeout();
     redis.pause();
-    const K: usize = 16;
+    const K: usize = 40;
     let mut tasks = Vec::new();
     for n in 0..K {
         let node = a.node.clone();
@@ -654,7 +655,7 @@ async fn publications_behind_a_stuck_one_give_up_within_a_command_timeout() {
     }
     redis.resume();
     assert!(
-        slowest < timeout * 5,
+        slowest < timeout * 16,
         "a publication answered after {slowest:?} (command timeout {timeout:?}, {K} in line)"
     );
     a.node.stop();

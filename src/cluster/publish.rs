@@ -112,17 +112,20 @@ impl ClusterNode {
         // bound. With Redis frozen, 40 webhooks of one container queued
         // behind each other a command timeout apiece (the last answered
         // after 8 s), and containers of the same stripe with them. A wait
-        // longer than a command fails as a failed command does: queued,
-        // and the webhook answered 503 so the origin retries.
+        // longer than the holder's own budget (its merges, and one more
+        // round trip; attacker review: ordinary merge contention must not
+        // unsync the instance) fails as a failed command does: queued, and
+        // the webhook answered 503 so the origin retries.
         let timeout = self.settings.command_timeout();
+        let lock_wait = timeout * (MERGE_BUDGET_COMMAND_TIMEOUTS + 2);
         let _serial = match p.fence.as_ref().and_then(|inv| inv.container) {
             Some(id) => Some(
-                tokio::time::timeout(timeout, self.merge_locks.lock(id))
+                tokio::time::timeout(lock_wait, self.merge_locks.lock(id))
                     .await
                     .map_err(|_| {
                         format!(
-                            "another publication of {id} held it for more than the command timeout ({} ms)",
-                            timeout.as_millis()
+                            "another publication of {id} held it for more than {} ms",
+                            lock_wait.as_millis()
                         )
                     })?,
             ),
