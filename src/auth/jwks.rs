@@ -27,7 +27,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use sha2::Digest;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::Mutex as AsyncMutex;
@@ -384,6 +384,9 @@ pub struct RemoteJwks {
     /// previous one; the verified-token cache keeps the value each entry
     /// was verified under and verifies again once it moved.
     generation: Arc<AtomicU64>,
+    /// A refresh spawned by `refresh_behind` has not finished: a burst of
+    /// requests past the set's age spawns one task, not one each.
+    behind: AtomicBool,
 }
 
 impl RemoteJwks {
@@ -396,6 +399,7 @@ impl RemoteJwks {
             fetch: Arc::new(AsyncMutex::new(None)),
             attempts: AtomicU64::new(0),
             generation: Arc::new(AtomicU64::new(0)),
+            behind: AtomicBool::new(false),
         })
     }
 
@@ -513,9 +517,12 @@ impl RemoteJwks {
             Ok(last) => last.is_none_or(|last| Instant::now() >= last + self.timing.min_interval),
             Err(_) => false,
         };
-        if due {
+        if due && !self.behind.swap(true, Ordering::AcqRel) {
             let this = self.clone();
-            tokio::spawn(async move { this.refresh(Trigger::Request).await });
+            tokio::spawn(async move {
+                this.refresh(Trigger::Request).await;
+                this.behind.store(false, Ordering::Release);
+            });
         }
     }
 
