@@ -91,6 +91,7 @@ async fn run(name: &str, a: &ClusterNode, applied: &Applied, events: usize, pace
             changed_at: None,
             created_at: None,
             replay: false,
+            accepted_at: None,
         };
         let t0 = Instant::now();
         a.publish(&inv).await.expect("publish");

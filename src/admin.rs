@@ -252,6 +252,7 @@ async fn purge(gw: &Gateway, query: &str) -> Result<Response<ResponseBody>, Gate
         changed_at: None,
         created_at: None,
         replay: false,
+        accepted_at: None,
     };
     let (applied, published) = gw.accept_invalidation(&inv).await;
     if let Err(e) = published {

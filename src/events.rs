@@ -112,4 +112,9 @@ pub struct Invalidation {
     /// replayed delete not dated within the origin's retries is history
     /// (`cache::fence::is_past_replay`).
     pub replay: bool,
+    /// When the instance that accepted it took it (unix ms, its clock),
+    /// carried to peers and into the fence record: the time its age is
+    /// judged at everywhere (`cache::fence::judged_at`). `None` until
+    /// accepted (`ContentCache::stamp_accepted`).
+    pub accepted_at: Option<i64>,
 }

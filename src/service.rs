@@ -345,6 +345,7 @@ impl Gateway {
         inv: &Invalidation,
         mut span: crate::telemetry::ChildSpan,
     ) -> (Applied, Result<(), String>) {
+        let inv = &self.state.cache.stamp_accepted(inv);
         let applied = self.apply_invalidation_in(inv, &mut span).await;
         let published = self.publish(inv, &applied).await;
         if published.is_err() {
@@ -370,6 +371,7 @@ impl Gateway {
         mark: &crate::cache::fence::MutationMark,
         mut span: crate::telemetry::ChildSpan,
     ) -> (Applied, Result<(), String>) {
+        let inv = &self.state.cache.stamp_accepted(inv);
         let applied = self.state.cache.invalidate_after_mutation(inv, mark).await;
         self.count_invalidation(inv, &applied);
         let published = self.publish(inv, &applied).await;
@@ -419,6 +421,7 @@ impl Gateway {
                     changed_at: None,
                     created_at: None,
                     replay: false,
+                    accepted_at: None,
                 };
                 gw.apply_invalidation(&all).await;
             })

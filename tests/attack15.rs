@@ -174,6 +174,7 @@ async fn a_writable_replica_neither_proves_sync_nor_acknowledges_a_publication()
             changed_at: None,
             created_at: None,
             replay: false,
+            accepted_at: None,
         })
         .await;
     assert!(published.is_err(), "a replica must not acknowledge a publication");
@@ -228,6 +229,7 @@ async fn an_acl_without_zadd_fails_the_write_proof_as_it_fails_publications() {
             changed_at: None,
             created_at: None,
             replay: false,
+            accepted_at: None,
         })
         .await;
     assert!(published.is_err(), "Redis refused the publication");
@@ -352,6 +354,7 @@ async fn an_instance_on_a_primary_the_sentinels_no_longer_name_fails_closed_and_
         changed_at: None,
         created_at: None,
         replay: false,
+        accepted_at: None,
     })
     .await
     .expect("A's publication was acknowledged");
@@ -448,6 +451,7 @@ async fn a_stream_created_and_deleted_while_a_reader_sits_at_0_0_is_a_gap() {
         changed_at: None,
         created_at: None,
         replay: false,
+        accepted_at: None,
     })
     .await
     .unwrap();
@@ -572,6 +576,7 @@ async fn a_floor_is_republished_after_redis_restarts_empty() {
         changed_at: Some(at),
         created_at: None,
         replay: false,
+        accepted_at: None,
     })
     .await
     .unwrap();
@@ -634,6 +639,7 @@ async fn a_rebuild_replays_an_undated_delete_at_its_own_date_before_the_re_creat
         changed_at: None,
         created_at: None,
         replay: false,
+        accepted_at: None,
     })
     .await
     .unwrap();
@@ -650,6 +656,7 @@ async fn a_rebuild_replays_an_undated_delete_at_its_own_date_before_the_re_creat
         changed_at: None,
         created_at: Some(unix_now_ms()),
         replay: false,
+        accepted_at: None,
     })
     .await
     .unwrap();

@@ -165,6 +165,7 @@ async fn a_publisher_whose_clock_runs_ahead_does_not_wipe_the_other_instances_fe
         changed_at: None,
         created_at: None,
         replay: false,
+        accepted_at: None,
     };
     let payload = entry::encode(&inv, "evt_01SKEWREGEN0000000000000", "skewed");
     let key = EntryKey::new(&s.resolved_secret().unwrap(), &s.stream);
@@ -250,6 +251,7 @@ async fn a_late_older_delete_does_not_let_a_late_re_creation_lift_the_newest_tom
         changed_at: None,
         created_at: Some(at),
         replay: false,
+        accepted_at: None,
     };
     // Control: the same history delivered in order keeps the tombstone.
     sim.set_replica_lag(control, Some(LONG_LAG));
@@ -469,6 +471,7 @@ async fn a_flushdb_between_two_rounds_of_a_reader_at_0_0_is_a_gap() {
         changed_at: None,
         created_at: None,
         replay: false,
+        accepted_at: None,
     })
     .await
     .unwrap();
@@ -591,6 +594,7 @@ async fn a_replayed_genuine_entry_does_not_undo_a_newer_tombstone_on_a_joiner() 
             changed_at: None,
             created_at: Some(at),
             replay: false,
+            accepted_at: None,
         })
         .await
         .unwrap();

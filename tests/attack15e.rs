@@ -58,6 +58,7 @@ fn event(
         changed_at: None,
         created_at: None,
         replay: false,
+        accepted_at: None,
     }
 }
 

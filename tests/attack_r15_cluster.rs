@@ -196,6 +196,7 @@ async fn a_genuine_fence_record_widened_by_undated_changes_still_reaches_a_joine
         changed_at,
         created_at: None,
         replay: false,
+        accepted_at: None,
     };
     a.accept(&change(
         vec!["video-first".into()],

@@ -551,6 +551,7 @@ async fn a_reload_that_lengthens_tombstones_lengthens_their_fence_records_too() 
         changed_at: None,
         created_at: None,
         replay: false,
+        accepted_at: None,
     };
     let (_, published) = g.app.gateway.accept_invalidation(&inv).await;
     published.unwrap();

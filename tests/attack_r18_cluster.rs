@@ -29,6 +29,7 @@ fn updated(id: layers_gateway::ids::ContainerId) -> Invalidation {
         changed_at: None,
         created_at: None,
         replay: false,
+        accepted_at: None,
     }
 }
 

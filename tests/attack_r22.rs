@@ -566,6 +566,7 @@ async fn a_delete_of_a_large_cached_container_keeps_its_fence_record_readable() 
         changed_at: Some(T0_MS - 1_000),
         created_at: None,
         replay: false,
+        accepted_at: None,
     };
     let applied = gw.state().cache.invalidate(&inv).await;
     assert_eq!(

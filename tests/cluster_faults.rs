@@ -43,6 +43,7 @@ fn revoking(id: ContainerId, revoked: Vec<String>, current: Vec<String>, event_i
         changed_at: None,
         created_at: None,
         replay: false,
+        accepted_at: None,
     }
 }
 

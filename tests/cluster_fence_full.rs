@@ -29,6 +29,7 @@ fn deleted(id: ContainerId, event_id: String) -> Invalidation {
         changed_at: None,
         created_at: None,
         replay: false,
+        accepted_at: None,
     }
 }
 

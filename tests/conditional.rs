@@ -406,6 +406,7 @@ async fn a_body_the_fence_rewrote_carries_its_own_length_and_tag() {
         changed_at: None,
         created_at: None,
         replay: false,
+        accepted_at: None,
     };
     h.gateway().apply_invalidation(&revoke).await;
     let path = format!("{}?view=full", container());

@@ -169,6 +169,7 @@ async fn no_read_in_a_faulty_cluster_carries_a_url_revoked_max_unsynced_earlier(
             changed_at: None,
             created_at: None,
             replay: false,
+            accepted_at: None,
         };
         let published = a.accept(&inv).await;
         changes.lock().unwrap().push(Change {

@@ -94,13 +94,29 @@ pub const MINT_LAG_MS: i64 = 60_000;
 /// outside (a random `evt_` id decodes to any year) dates nothing.
 const MINTED_WINDOW_MS: i64 = 25 * 3600 * 1000;
 
+/// The unix ms an invalidation's age is judged at: when the instance that
+/// accepted it took it, else `now_ms` (it is being accepted now).
+///
+/// Whether a delete's event id dates it, and whether a replay of it is
+/// older than the origin's retries, depend on when they are asked. Review
+/// 85: each party asked at its own reading time. A replayed delete minted
+/// just inside the retries, accepted by an instance cut off from Redis,
+/// tombstoned there; its entry, drained after the delete's date crossed
+/// the edge, was history to the fence record and to every peer, which
+/// refilled the container from a lagging replica. Judged at the
+/// acceptance, the verdict is one, wherever and however late it is read.
+pub fn judged_at(inv: &crate::events::Invalidation, now_ms: i64) -> i64 {
+    inv.accepted_at.unwrap_or(now_ms)
+}
+
 /// How the origin dated `delete` (whose event id is `event_id`), if it did,
-/// at unix ms `now_ms`.
+/// judged at unix ms `now_ms` (or at its acceptance, [`judged_at`]).
 pub fn origin_date(
     delete: &crate::events::Invalidation,
     event_id: Option<&str>,
     now_ms: i64,
 ) -> Option<(i64, OriginDate)> {
+    let now_ms = judged_at(delete, now_ms);
     match (delete.changed_at, delete.created_at, event_id) {
         (Some(changed), _, _) => Some((changed, OriginDate::Changed)),
         (None, Some(created), Some(id))
@@ -128,11 +144,12 @@ const REPLAY_WINDOW_MS: i64 = 30 * 24 * 3600 * 1000;
 /// `updatedAt`. One dated by neither tombstones as a fresh delete would
 /// (attacker review: an undated replay may be the only word of a delete
 /// the gateway missed, and a lagging replica would refill it). An unmarked
-/// delete is taken for a
-/// replay only by an id dated between `REPLAY_WINDOW_MS` and
-/// `MINTED_WINDOW_MS` ago: a random `evt_` id decodes to any year (1 in
-/// about 10^5 into that month), so an id out of it dates nothing.
+/// delete is taken for a replay only by an id dated between
+/// `REPLAY_WINDOW_MS` and `MINTED_WINDOW_MS` ago: a random `evt_` id
+/// decodes to any year (1 in about 10^5 into that month), so an id out of
+/// it dates nothing. "Ago" is from its acceptance ([`judged_at`]).
 pub fn is_past_replay(delete: &crate::events::Invalidation, event_id: Option<&str>, now_ms: i64) -> bool {
+    let now_ms = judged_at(delete, now_ms);
     let retries_end = now_ms - MINTED_WINDOW_MS;
     let minted = match (delete.created_at, event_id) {
         (Some(created), Some(id)) if crate::events::webhook::ulid_millis(id) == Some(created) => {
@@ -152,6 +169,7 @@ pub fn is_past_replay(delete: &crate::events::Invalidation, event_id: Option<&st
 /// time, else its event's time less `MINT_LAG_MS`; none for one dated in
 /// the future past that lag (a lift that would make every delete history).
 pub fn lift_date(generated: &crate::events::Invalidation, now_ms: i64) -> Option<i64> {
+    let now_ms = judged_at(generated, now_ms);
     match (generated.changed_at, generated.created_at) {
         (Some(changed), _) => Some(changed),
         (None, Some(minted)) if minted <= now_ms + MINT_LAG_MS => Some(minted - MINT_LAG_MS),

@@ -70,6 +70,7 @@ impl ContentCache {
                     changed_at: None,
                     created_at: Some(l.at),
                     replay: false,
+                    accepted_at: None,
                 });
             }
             revoked.sort_unstable();
@@ -102,6 +103,7 @@ impl ContentCache {
                     changed_at,
                     created_at,
                     replay: false,
+                    accepted_at: None,
                 });
             }
             // Revoked ids in an invalidation of their own: one that also
@@ -119,6 +121,7 @@ impl ContentCache {
                     changed_at: None,
                     created_at: None,
                     replay: false,
+                    accepted_at: None,
                 });
             }
             if floor.is_some() {
@@ -136,6 +139,7 @@ impl ContentCache {
                     changed_at: floor.and_then(|f| f.revoked_at),
                     created_at: None,
                     replay: false,
+                    accepted_at: None,
                 });
             }
         });

@@ -55,6 +55,17 @@ impl Applied {
 }
 
 impl ContentCache {
+    /// `inv` as this instance accepts it now (webhook, write-through,
+    /// admin): stamped with the time its age is judged at, here, by every
+    /// peer that reads it and in its fence record (`fence::judged_at`). One
+    /// already stamped (a peer's, read from the stream) keeps its stamp.
+    pub fn stamp_accepted(&self, inv: &Invalidation) -> Invalidation {
+        Invalidation {
+            accepted_at: inv.accepted_at.or_else(|| Some(self.clock.now_unix_millis())),
+            ..inv.clone()
+        }
+    }
+
     /// Applies an invalidation from an event (webhook, stream, admin).
     /// When this returns, no lookup or fill started afterwards can see data
     /// of the invalidated version.

@@ -50,6 +50,7 @@ fn inv(event_type: EventType, revoked: &[&str]) -> Invalidation {
         changed_at: None,
         created_at: None,
         replay: false,
+        accepted_at: None,
     }
 }
 

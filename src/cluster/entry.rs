@@ -84,6 +84,10 @@ pub struct Payload {
     /// `Invalidation::replay`; absent when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replay: bool,
+    /// `Invalidation::accepted_at` (unix ms); absent when unknown (an
+    /// older writer's entry: each reader then judges it at its own time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_at: Option<i64>,
     /// Where the accepting instance got it (`webhook`, `write_through`, `admin`).
     pub source: String,
     /// The accepting instance.
@@ -102,6 +106,7 @@ pub fn encode(inv: &Invalidation, event_id: &str, origin: &str) -> String {
         changed_at: inv.changed_at,
         created_at: inv.created_at,
         replay: inv.replay,
+        accepted_at: inv.accepted_at,
         source: inv.source.as_str().to_owned(),
         origin: origin.to_owned(),
     };
@@ -135,6 +140,7 @@ pub fn decode(json: &[u8]) -> Result<(Invalidation, String), DecodeError> {
         changed_at: p.changed_at,
         created_at: p.created_at,
         replay: p.replay,
+        accepted_at: p.accepted_at,
     };
     Ok((inv, p.origin))
 }
@@ -178,6 +184,7 @@ pub fn purge_all(event_id: Option<String>, source: Source) -> Invalidation {
         changed_at: None,
         created_at: None,
         replay: false,
+        accepted_at: None,
     }
 }
 
@@ -221,6 +228,7 @@ mod tests {
                 changed_at: None,
                 created_at: None,
                 replay: false,
+                accepted_at: None,
             };
             let json = encode(&inv, "evt_1", "gw-a");
             let (back, origin) = decode(json.as_bytes()).unwrap();

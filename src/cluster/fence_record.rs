@@ -251,6 +251,7 @@ impl FenceRecord {
                 changed_at,
                 created_at,
                 replay: false,
+                accepted_at: None,
             };
         let mut out = Vec::new();
         if let Some(at) = self.lifted {
@@ -319,6 +320,7 @@ mod tests {
             changed_at: changed,
             created_at: created,
             replay: false,
+            accepted_at: None,
         }
     }
 
@@ -368,6 +370,34 @@ mod tests {
                 history,
                 "minted {age_h} h ago, replay {replay}"
             );
+        }
+    }
+
+    /// Review 85, B: the verdict is the acceptor's, at its acceptance. A
+    /// replay minted 25 h less a minute before it was accepted tombstones
+    /// when merged an hour later (a drained outbox); one minted a minute
+    /// past the edge is history however soon it is merged.
+    #[test]
+    fn a_replayed_delete_is_judged_at_its_acceptance_not_at_the_merge() {
+        let now = super::super::reader::unix_millis();
+        let edge = 25 * 3600 * 1000;
+        for (accepted_ago, minted_before_acceptance, history) in [
+            (3600 * 1000, edge - 60_000, false),
+            (0, edge + 60_000, true),
+            (3600 * 1000, edge + 60_000, true),
+        ] {
+            let accepted = now - accepted_ago;
+            let at = accepted - minted_before_acceptance;
+            let event_id = format!("evt_{}", ulid::Ulid::from_parts(at as u64, 0));
+            let mut delete = ev(EventType::Deleted, &["a"], &[], None, Some(at));
+            delete.replay = true;
+            delete.accepted_at = Some(accepted);
+            let json = crate::cluster::entry::encode(&delete, &event_id, "peer");
+            let (delete, _) = crate::cluster::entry::decode(json.as_bytes()).unwrap();
+            assert_eq!(delete.accepted_at, Some(accepted), "carried on the stream");
+            let mut r = FenceRecord::new(id());
+            r.merge(&delete, &event_id);
+            assert_eq!(r.tombstone.is_none(), history, "accepted {accepted_ago} ms ago");
         }
     }
 

@@ -304,6 +304,8 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent, WebhookRejection> {
             .and_then(|t| crate::cache::time::parse_rfc3339_millis(&t)),
         created_at,
         replay,
+        // Stamped by the instance that accepts it (`Gateway::accept_invalidation`).
+        accepted_at: None,
     }))
 }
 

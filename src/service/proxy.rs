@@ -125,6 +125,7 @@ impl Gateway {
             changed_at: None,
             created_at: None,
             replay: false,
+            accepted_at: None,
         };
         let _ = self
             .accept_invalidation_in(&purge, invalidation_span(trace))
@@ -283,6 +284,7 @@ impl Gateway {
                 changed_at,
                 created_at: None,
                 replay: false,
+                accepted_at: None,
             };
             // A failed publish is re-sent from the outbox, and the origin's
             // own webhook is a second path to every instance.

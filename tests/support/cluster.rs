@@ -202,6 +202,7 @@ pub fn purge_all() -> Invalidation {
         changed_at: None,
         created_at: None,
         replay: false,
+        accepted_at: None,
     }
 }
 
@@ -232,6 +233,7 @@ pub fn deleted(id: ContainerId, assets: Vec<String>, event_id: &str) -> Invalida
         changed_at: None,
         created_at: None,
         replay: false,
+        accepted_at: None,
     }
 }
 
@@ -247,6 +249,7 @@ pub fn regenerated(id: ContainerId, current: Vec<String>) -> Invalidation {
         changed_at: None,
         created_at: None,
         replay: false,
+        accepted_at: None,
     }
 }
 

@@ -1,0 +1,136 @@
+//! Cluster mode at the edge of the origin's retries: a replayed delete
+//! (`replayOf`) is history when it was minted before the origin's day of
+//! retries (`cache::fence::is_past_replay`), and that is judged once, by
+//! the instance that accepted it, at the time it accepted it. Every peer,
+//! the fence record and every later joiner take the same verdict, however
+//! late they read the entry.
+
+#[path = "support/redis.rs"]
+mod redis_support;
+mod support;
+
+use bytes::Bytes;
+use http::Method;
+use redis_support::{Partition, RedisServer};
+use serde_json::json;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::*;
+use tokio::time::Instant;
+
+const WEBHOOK: &str = "/webhooks/layers";
+/// The origin's day of retries plus an hour (`fence::MINTED_WINDOW_MS`).
+const RETRIES: Duration = Duration::from_secs(25 * 3600);
+
+fn cluster(url: &str, id: &str) -> String {
+    format!(
+        "[cluster]\nredis_url = \"{url}\"\nsecret = \"layers-test-only-cluster-secret\"\ninstance_id = \"{id}\"\nmax_unsynced_ms = 1000\nblock_ms = 100\n\
+         connect_timeout_ms = 300\ncommand_timeout_ms = 300\nlease_retry_ms = 300\n"
+    )
+}
+
+async fn eventually<F, Fut>(what: &str, within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !cond().await {
+        assert!(started.elapsed() < within, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Review 85, B: A accepts a replayed delete minted just inside the
+/// retries (a tombstone) while it cannot reach Redis; its entry waits in
+/// the outbox until the delete's date has crossed the edge. Each party
+/// used to judge the entry at its own reading time: the fence record
+/// merged at the drain, and B read the entry, after the edge, took it for
+/// history, dropped no tombstone and refilled the container from a
+/// (lagging) origin that still serves it, while A refused it. The verdict
+/// is A's, taken when it accepted the delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_delete_read_after_the_retry_edge_keeps_the_acceptor_s_verdict() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sim = demo_simulator();
+    let link = Partition::to(redis.addr()).await;
+    let a = Harness::with(sim.clone(), &cluster(&link.url(), "a")).await;
+    let b = Harness::with(sim.clone(), &cluster(&redis.url(), "b")).await;
+    eventually("A and B synced", Duration::from_secs(10), || async {
+        a.gateway().cluster_synced() == Some(true) && b.gateway().cluster_synced() == Some(true)
+    })
+    .await;
+    let (id, _) = first_container(&sim);
+    let path = format!("/v1/content/{id}");
+    let key = admin_key();
+    eventually("B serves from its cache", Duration::from_secs(5), || async {
+        b.client.get(&path, &key).await.x_cache() == Some("HIT")
+    })
+    .await;
+
+    // A loses Redis; the origin replays a delete minted 25 hours less a
+    // few seconds ago. A is the first to hear of it: within the retries,
+    // so a tombstone, and the publication waits in A's outbox.
+    link.cut();
+    eventually("A unsynced", Duration::from_secs(5), || async {
+        a.gateway().cluster_synced() == Some(false)
+    })
+    .await;
+    let minted = unix_ms() - RETRIES.as_millis() as u64 + 2_500;
+    let original = format!("evt_{}", ulid::Ulid::from_parts(minted, 0));
+    let replay_id = format!("evt_{}", ulid::Ulid::new());
+    let body = json!({"id": replay_id, "replayOf": original, "type": "content.deleted",
+        "data": {"id": id.to_string()}})
+    .to_string();
+    let mut headers = signed_webhook(&body, WEBHOOK_SECRET, unix_now());
+    headers.push(("x-layers-event-id".into(), replay_id.clone()));
+    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = a.client.send(Method::POST, WEBHOOK, &h, Bytes::from(body)).await;
+    assert!(
+        unix_ms() < minted + RETRIES.as_millis() as u64,
+        "the machine stalled past the edge before A judged the delete; the test proves nothing"
+    );
+    assert!(r.status == 200 || r.status == 503, "{}", r.status);
+
+    // The delete's date crosses the edge; then A reaches Redis again.
+    let past_edge = minted + RETRIES.as_millis() as u64 + 300;
+    while unix_ms() < past_edge {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    link.heal();
+    eventually("A synced again", Duration::from_secs(10), || async {
+        a.gateway().cluster_synced() == Some(true)
+    })
+    .await;
+
+    // The origin still serves the container (a lagging replica would):
+    // the tombstone is the only thing between a partner and it.
+    eventually("B takes A's tombstone", Duration::from_secs(10), || async {
+        b.client.get(&path, &key).await.status == 404
+    })
+    .await;
+    assert_eq!(a.client.get(&path, &key).await.status, 404, "A's own verdict");
+
+    // A joiner rebuilds from the fence record, merged at the drain.
+    let c = Harness::with(sim.clone(), &cluster(&redis.url(), "c")).await;
+    eventually("C synced", Duration::from_secs(10), || async {
+        c.gateway().cluster_synced() == Some(true)
+    })
+    .await;
+    let gets = sim.request_count("GET", &path);
+    let r = c.client.get(&path, &key).await;
+    assert_eq!(r.status, 404, "the joiner's verdict");
+    assert_eq!(
+        sim.request_count("GET", &path),
+        gets,
+        "tombstoned: no origin call"
+    );
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
