@@ -96,6 +96,17 @@ fn parse_uuid(s: &str) -> Option<u128> {
 /// paths out of maps.
 pub const MAX_ASSET_ID_LEN: usize = 128;
 
+/// Whether an asset id can be revoked: what a webhook records as revoked
+/// (`events::webhook`) and a fence holds, 1 to [`MAX_ASSET_ID_LEN`] bytes
+/// without a control character. Black-box round 87: a body's asset whose
+/// id was longer was served, and kept serving from a lagging replica after
+/// a regenerate that named it, because the webhook could not record it. An
+/// asset whose id is not revocable is never served: it is left out of
+/// container bodies (`cache::entry::render`, `ContentCache::judge_origin`).
+pub fn revocable_asset_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ASSET_ID_LEN && !id.chars().any(char::is_control)
+}
+
 /// Parses the asset id of a raw (still percent-encoded) path segment into
 /// its canonical form: the decoded id, the one spelling the cache, the
 /// fence and the comparison with a container's `assets[].assetId` see.

@@ -224,6 +224,12 @@ impl ContentCache {
         body: Option<&mut Bytes>,
     ) -> OriginVerdict {
         let Some(fence) = self.fences.get(id) else {
+            // Nothing revoked here; still, an asset no webhook could revoke
+            // is never served (attacker review 89: a read before any fill,
+            // or on a joiner whose record held nothing, passed it).
+            if let (None, Some(body)) = (asset, body) {
+                cut_unrevocable(body);
+            }
             return OriginVerdict::Pass;
         };
         let now = Instant::now();
@@ -296,20 +302,30 @@ impl ContentCache {
             }
             return OriginVerdict::Pass;
         }
+        // Black-box round 87: a body of another shape (no top-level
+        // `assets`, or assets without an `assetId`: a query parameter the
+        // origin gives a meaning) was passed with revoked URLs in it. What
+        // the fence cannot judge is not passed on, as a fill refuses it.
         let Some(assets) = assets else {
-            return OriginVerdict::Pass;
+            return OriginVerdict::Unreadable;
         };
         // A repeated member could show a client a list not judged here.
         let (Some(text), Some(items), false) = (text, json::elements(assets), obj.repeated) else {
             return OriginVerdict::Unreadable;
         };
-        if items.iter().any(|a| repeats_asset_id(a)) {
+        if items
+            .iter()
+            .any(|a| repeats_asset_id(a) || asset_id_of(a).is_none())
+        {
             return OriginVerdict::Unreadable;
         }
         let old = |a: &str| behind.as_ref().is_some_and(|cur| !cur.iter().any(|c| **c == *a));
         let remove: Vec<bool> = items
             .iter()
-            .map(|a| asset_id_of(a).is_some_and(|a| st.is_revoked(&a, now) || old(&a)))
+            .map(|a| {
+                asset_id_of(a)
+                    .is_some_and(|a| !crate::ids::revocable_asset_id(&a) || st.is_revoked(&a, now) || old(&a))
+            })
             .collect();
         if remove.contains(&true) {
             let spans: Vec<_> = items.iter().map(|a| json::span_in(text, a)).collect();
@@ -382,6 +398,30 @@ impl ContentCache {
 fn asset_id_of(item: json::Raw<'_>) -> Option<std::borrow::Cow<'_, str>> {
     let [id] = json::object_members(item, ["assetId"])?.values;
     id.and_then(json::string)
+}
+
+/// Leaves out of a container body (one of any shape the gateway can read)
+/// the assets whose ids are not [`crate::ids::revocable_asset_id`]s.
+fn cut_unrevocable(body: &mut Bytes) {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return;
+    };
+    let Some(items) = json::members(text, ["assets"])
+        .ok()
+        .flatten()
+        .and_then(|m| m.values[0])
+        .and_then(json::elements)
+    else {
+        return;
+    };
+    let remove: Vec<bool> = items
+        .iter()
+        .map(|a| asset_id_of(a).is_some_and(|a| !crate::ids::revocable_asset_id(&a)))
+        .collect();
+    if remove.contains(&true) {
+        let spans: Vec<_> = items.iter().map(|a| json::span_in(text, a)).collect();
+        *body = Bytes::from(json::remove_elements(text, &spans, &remove).0);
+    }
 }
 
 /// Whether an element of a container's `assets` is an object that names

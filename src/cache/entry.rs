@@ -254,7 +254,12 @@ pub fn render(
         let asset_id = Box::<str>::from(asset_id);
         all_asset_ids.push(asset_id.clone());
         spans.push(json::span_in(text, item));
-        let gone = is_revoked(&asset_id);
+        // An id no webhook could revoke is never served (`revocable_asset_id`).
+        let unrevocable = !crate::ids::revocable_asset_id(&asset_id);
+        if unrevocable {
+            note_unrevocable(expected);
+        }
+        let gone = unrevocable || is_revoked(&asset_id);
         revoked.push(gone);
         if !gone {
             note_expiry(expires_at);
@@ -294,6 +299,18 @@ pub fn render(
         earliest_expiry: earliest,
         updated_at,
     })
+}
+
+/// Logs, once per process, that a container's body carried an asset whose
+/// id cannot be revoked, so it was left out of the body.
+fn note_unrevocable(container: ContainerId) {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            container = %container,
+            "an asset id is empty, over 128 bytes or holds a control character: no webhook can revoke it, so the asset is left out of container bodies (logged once)"
+        );
+    }
 }
 
 /// A kept asset object: its id, where it is in the (final) body, and

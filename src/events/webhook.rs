@@ -19,7 +19,7 @@ use subtle::{Choice, ConstantTimeEq};
 
 use crate::cache::entry::json::{self, Raw};
 use crate::events::{EventType, Invalidation, Source};
-use crate::ids::{parse_asset_id, ContainerId, MAX_ASSET_ID_LEN};
+use crate::ids::{parse_asset_id, revocable_asset_id, ContainerId};
 
 /// Longest signature header accepted; a real one (`t`, two `v1`) is ~160 bytes.
 pub const MAX_SIGNATURE_HEADER_LEN: usize = 4096;
@@ -358,13 +358,13 @@ pub fn bounded_asset_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> 
 /// id no path can reach (a space, a `%`) may still be listed in a body,
 /// and revoking too much is the safe side. One written percent-encoded
 /// (`photo%402x`) is also taken in the form a path decodes it to
-/// (`photo@2x`), the form the cache and the fence compare. Only ids no
-/// body can hold as an asset (empty, too long, a control character) are
-/// left out.
+/// (`photo@2x`), the form the cache and the fence compare. Only ids that
+/// are not [`revocable_asset_id`]s are left out: no body is served with
+/// such an asset.
 fn take_ids<S: AsRef<str>>(ids: impl Iterator<Item = S>, out: &mut Vec<String>, budget: &mut usize) {
     for id in ids {
         let id = id.as_ref();
-        if id.is_empty() || id.len() > MAX_ASSET_ID_LEN || id.chars().any(char::is_control) {
+        if !revocable_asset_id(id) {
             continue;
         }
         let decoded = id
