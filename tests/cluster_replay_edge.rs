@@ -134,3 +134,71 @@ async fn a_replayed_delete_read_after_the_retry_edge_keeps_the_acceptor_s_verdic
     b.stop().await;
     c.stop().await;
 }
+
+/// Attacker review 89: an instance re-publishes the fences it holds after
+/// Redis lost data. A tombstone of a delete the origin dated by its event
+/// id went out dated so, with no acceptance time: re-published after the
+/// delete's date crossed the retry edge, the fence record took it for a
+/// replay past the retries, and a joiner served the deleted container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tombstone_re_published_after_the_retry_edge_still_tombstones() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sim = demo_simulator();
+    let a = Harness::with(sim.clone(), &cluster(&redis.url(), "a")).await;
+    eventually("A synced", Duration::from_secs(10), || async {
+        a.gateway().cluster_synced() == Some(true)
+    })
+    .await;
+    let (id, _) = first_container(&sim);
+    let path = format!("/v1/content/{id}");
+    let key = admin_key();
+
+    // The origin's last retry of a delete minted 25 hours less a few
+    // seconds ago: within the retries, so a tombstone.
+    let minted = unix_ms() - RETRIES.as_millis() as u64 + 2_500;
+    let event_id = format!("evt_{}", ulid::Ulid::from_parts(minted, 0));
+    let body = json!({"id": event_id, "type": "content.deleted", "data": {"id": id.to_string()}}).to_string();
+    let mut headers = signed_webhook(&body, WEBHOOK_SECRET, unix_now());
+    headers.push(("x-layers-event-id".into(), event_id.clone()));
+    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = a.client.send(Method::POST, WEBHOOK, &h, Bytes::from(body)).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        unix_ms() < minted + RETRIES.as_millis() as u64,
+        "the machine stalled past the edge before A judged the delete; the test proves nothing"
+    );
+    assert_eq!(a.client.get(&path, &key).await.status, 404);
+
+    // Past the edge, Redis loses everything: A re-publishes its fences.
+    let past_edge = minted + RETRIES.as_millis() as u64 + 300;
+    while unix_ms() < past_edge {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _: () = redis.cmd(&["FLUSHALL"]);
+    eventually("A re-published and synced", Duration::from_secs(15), || async {
+        a.gateway().cluster_synced() == Some(true) && a.client.get(&path, &key).await.status == 404
+    })
+    .await;
+
+    // A joiner rebuilds from the re-published record.
+    let c = Harness::with(sim.clone(), &cluster(&redis.url(), "c")).await;
+    eventually("C synced", Duration::from_secs(15), || async {
+        c.gateway().cluster_synced() == Some(true)
+    })
+    .await;
+    let gets = sim.request_count("GET", &path);
+    assert_eq!(
+        c.client.get(&path, &key).await.status,
+        404,
+        "the joiner's verdict"
+    );
+    assert_eq!(
+        sim.request_count("GET", &path),
+        gets,
+        "tombstoned: no origin call"
+    );
+    a.stop().await;
+    c.stop().await;
+}

@@ -103,7 +103,13 @@ impl ContentCache {
                     changed_at,
                     created_at,
                     replay: false,
-                    accepted_at: None,
+                    // Judged as of its own date (`fence::judged_at`): this
+                    // instance decided it is a delete, so a record or a
+                    // peer reading it after the origin's retries does not
+                    // take it for a replay past them (attacker review 89:
+                    // re-published after the edge, it came back as history
+                    // everywhere but here).
+                    accepted_at: st.tombstone_changed_at,
                 });
             }
             // Revoked ids in an invalidation of their own: one that also
