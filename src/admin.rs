@@ -95,6 +95,15 @@ async fn route<B>(
             // Still correct (cached routes come from the origin), so still
             // in rotation: taking every instance out when Redis fails would
             // turn a cache outage into a full outage.
+            // Black-box round 88: while the fences are rebuilt (a join, or
+            // Redis lost data) content routes answer 503, which the reason
+            // below did not say.
+            (true, Some(false)) if !st.cache.fences_known() => json_response(
+                StatusCode::OK,
+                Bytes::from_static(
+                    br#"{"status":"degraded","reason":"rebuilding fences from the cluster (joining, or Redis lost data); content routes answer 503 until every live peer has re-published its own"}"#,
+                ),
+            ),
             (true, Some(false)) => json_response(
                 StatusCode::OK,
                 Bytes::from_static(

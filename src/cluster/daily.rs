@@ -13,6 +13,12 @@
 //! `remaining / (2 x instances)` (at least 1), so the last writes of a day
 //! are handed out one at a time.
 //!
+//! When Redis loses the count (a flush, a restart without persistence, a
+//! failover to a replica behind), each instance's next lease sets it back
+//! to the count that instance last saw (`DAILY_LEASE_SCRIPT`): the day
+//! then admits at most one lease per instance past the cap, not the cap
+//! again.
+//!
 //! While Redis is unreachable, each instance counts on its own against
 //! `cap / instances` (counted in `lease_fallback_decisions_total`); that
 //! count starts from zero, so a day with an outage may admit up to the cap
@@ -31,12 +37,24 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 /// Leases writes of one org's day. KEYS[1]: the day's count. ARGV: cap,
-/// writes wanted, instances, key TTL (s). Returns `{granted, used after}`.
+/// writes wanted, instances, key TTL (s), the day's count as the caller
+/// last saw it. Returns `{granted, used after}`.
+///
+/// A count below what the caller saw was lost (a FLUSHALL, a restart
+/// without persistence, a failover to a replica behind): it is set back to
+/// what the caller saw before leasing (black-box round 88: every loss
+/// granted the whole cap again). Every instance does so with its own
+/// view, so the count comes back to the newest any instance saw.
 pub const DAILY_LEASE_SCRIPT: &str = r"
 local cap = tonumber(ARGV[1])
 local want = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local used = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local seen = tonumber(ARGV[5]) or 0
+if used < seen then
+  used = seen
+  redis.call('SET', KEYS[1], used, 'EX', tonumber(ARGV[4]))
+end
 local avail = cap - used
 if avail <= 0 then
   return {0, used}
@@ -62,6 +80,12 @@ struct DaySlot {
     used: u64,
     /// Redis answered "spent" for `day`.
     spent: bool,
+    /// When (unix s) Redis last answered "spent". Once a second later, a
+    /// write asks Redis again: a lease is what hands back the count this
+    /// instance saw, and an instance that saw the day spent has the newest
+    /// view (attacker review 89: after a loss, only the instances still
+    /// leasing restored the count, from older views).
+    spent_checked: i64,
 }
 
 impl DaySlot {
@@ -168,13 +192,18 @@ impl ClusterDailyCap {
         let next_midnight = (day + 1) * DAY_SECS;
         // Kept a day past its own so late instances still see the count.
         let ttl = (next_midnight - now_unix) + DAY_SECS;
+        let seen = self
+            .leases
+            .with(org, |s| if s.day == day { s.used } else { 0 })
+            .unwrap_or(0);
         let mut conn = self.conn.get();
         let mut invocation = self.script.key(format!("{}{day}:{org}", self.prefix));
         invocation
             .arg(cap)
             .arg(self.lease_size(cap))
             .arg(self.settings.instances.max(1))
-            .arg(ttl);
+            .arg(ttl)
+            .arg(seen);
         let call = invocation.invoke_async::<(i64, i64)>(&mut conn);
         match tokio::time::timeout(self.settings.command_timeout(), call).await {
             Ok(Ok((granted, used))) => {
@@ -192,6 +221,7 @@ impl ClusterDailyCap {
                     s.tokens += granted;
                     s.used = used.max(0) as u64;
                     s.spent = granted == 0;
+                    s.spent_checked = now_unix;
                     take(s, day, cap, now_unix).unwrap_or_else(|| decision(false, cap, 0, now_unix))
                 })
             }
@@ -210,11 +240,14 @@ impl ClusterDailyCap {
         }
     }
 
-    /// Drops orgs holding nothing and earlier days; run periodically.
+    /// Drops earlier days; run periodically. Today's slots stay (up to
+    /// the map's bound, which frees idle ones first): each remembers the
+    /// day's count it last saw, which a lease hands back to Redis if Redis
+    /// lost it.
     pub fn sweep(&self, now_unix: i64) -> usize {
         let day = now_unix.div_euclid(DAY_SECS);
         self.fallback.sweep(now_unix);
-        self.leases.sweep(|s| idle(s) || s.day < day)
+        self.leases.sweep(|s| s.day < day)
     }
 
     fn share(&self, cap: u64) -> u64 {
@@ -236,6 +269,9 @@ fn take(s: &mut DaySlot, day: i64, cap: u64, now_unix: i64) -> Option<DailyDecis
     if s.tokens > 0 {
         s.tokens -= 1;
         return Some(decision(true, cap, remaining(s), now_unix));
+    }
+    if s.spent && now_unix > s.spent_checked {
+        return None;
     }
     s.spent.then(|| decision(false, cap, 0, now_unix))
 }
@@ -266,6 +302,7 @@ mod tests {
             tokens: 2,
             used: 9,
             spent: false,
+            spent_checked: now,
         };
         let d = take(&mut s, day, 10, now).unwrap();
         assert!(d.allowed && d.remaining == 2);
@@ -274,6 +311,11 @@ mod tests {
         s.spent = true;
         let d = take(&mut s, day, 10, now).unwrap();
         assert!(!d.allowed && d.retry_after_secs == (DAY_SECS - now % DAY_SECS) as u64);
+        assert_eq!(
+            take(&mut s, day, 10, now + 1),
+            None,
+            "a second later, Redis again"
+        );
         // The next day, or another cap, starts over.
         assert_eq!(take(&mut s, day + 1, 10, now + DAY_SECS), None);
         s.tokens = 3;

@@ -246,7 +246,24 @@ impl Reader {
         };
         let sent = Instant::now();
         let mut round = self.round_confirmed(pos).await?;
-        if let Some(gap) = detect_gap(&self.run_id, pos, &round) {
+        if let Some(mut gap) = detect_gap(&self.run_id, pos, &round) {
+            // Black-box round 88: an entry written without the secret, whose
+            // ordinal made it look like a trim, was reported as one (and an
+            // operator would raise `stream_maxlen`). The recovery is the
+            // same; the report says what it is.
+            // Only when the entry whose ordinal broke the sequence is that
+            // unsigned one (attacker review 89: an unsigned entry elsewhere
+            // in the round must not hide a real trim).
+            if gap == Gap::Trimmed {
+                let jump = (pos.n + 1..)
+                    .zip(&round.entries)
+                    .find(|(expect, e)| e.n.is_some_and(|n| n != *expect))
+                    .map(|(_, e)| e);
+                if let Some(e) = jump.filter(|e| !self.verified(e)) {
+                    self.note_unverified(e);
+                    gap = Gap::Unverified;
+                }
+            }
             self.gap(gap, pos);
             return self.rebuild().await;
         }
@@ -392,7 +409,14 @@ impl Reader {
     /// in this instance's fences yet.
     fn await_peers(&mut self, round: &Round) {
         let awaited = round.awaited;
-        self.node.stats.peers_awaited.set(awaited as i64);
+        // Only while this instance waits (its content routes answer 503):
+        // black-box round 88 saw every healthy peer report a restarted one
+        // as awaited, and an alert on the gauge fire on all of them.
+        let waiting = self.awaiting_peers || self.suspect_until.is_some_and(|u| Instant::now() < u);
+        self.node
+            .stats
+            .peers_awaited
+            .set(if waiting { awaited as i64 } else { 0 });
         if self.suspect_until.is_some_and(|u| Instant::now() < u) {
             // Re-armed: this process must not serve while it may be the
             // duplicate of a holder.
@@ -521,6 +545,22 @@ impl Reader {
         Ok(())
     }
 
+    /// Whether an entry's MAC verifies under the cluster secret.
+    fn verified(&self, e: &RawEntry) -> bool {
+        match (&e.inv, &e.mac) {
+            (Some(p), Some(mac)) => self.node.entry_key.verify(p, mac),
+            _ => false,
+        }
+    }
+
+    fn note_unverified(&self, e: &RawEntry) {
+        self.node.stats.unverified.inc();
+        tracing::warn!(
+            entry = %e.id,
+            "cluster: a stream entry is not signed with this cluster's secret; not applied"
+        );
+    }
+
     /// Applies one entry unless its event id was applied already. An entry
     /// without an event id is always applied (and never remembered: an
     /// empty id must not make later id-less entries look applied). An entry
@@ -528,16 +568,8 @@ impl Reader {
     /// the gap it is is returned.
     async fn apply_entry(&self, e: &RawEntry) -> Result<(), Gap> {
         let stats = &self.node.stats;
-        let verified = match (&e.inv, &e.mac) {
-            (Some(p), Some(mac)) => self.node.entry_key.verify(p, mac),
-            _ => false,
-        };
-        if !verified {
-            stats.unverified.inc();
-            tracing::warn!(
-                entry = %e.id,
-                "cluster: a stream entry is not signed with this cluster's secret; not applied"
-            );
+        if !self.verified(e) {
+            self.note_unverified(e);
             return Err(Gap::Unverified);
         }
         let decoded = match &e.inv {
