@@ -19,6 +19,7 @@
 //! `run` takes its listener and a shutdown future, so tests bind
 //! `127.0.0.1:0` and stop the server at will.
 
+mod admit;
 mod deadline_io;
 mod hyper_refusal;
 mod idle_evict;
@@ -32,13 +33,13 @@ use crate::error::GatewayError;
 use crate::ids::new_request_id;
 use crate::metrics::Metrics;
 use crate::service::Gateway;
+use admit::Admission;
 use deadline_io::DeadlineIo;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use idle_evict::OpenConns;
 use peer_slots::PeerSlots;
 use std::convert::Infallible;
 use std::future::Future;
@@ -47,16 +48,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use watchdog::{ActiveGuard, ConnState, StreamExec, TrackedBody};
 
 /// Connections over a cap being answered 503 at once; past it they are
 /// closed without an answer, so a connect flood cannot pile up tasks.
 const MAX_SHEDDING: usize = 64;
-/// At the cap, how long a new connection waits for the slot of the idle
-/// connection it evicted (that connection's task has to run to free it).
-const EVICTION_WAIT: Duration = Duration::from_millis(100);
 
 /// hyper's default header-count limit; up to it, parsing does not allocate.
 const HYPER_STACK_HEADERS: usize = 100;
@@ -172,19 +170,27 @@ async fn serve<H, F>(
     H: Fn(Request<Incoming>, IpAddr, ActiveGuard) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = (Response<ResponseBody>, ActiveGuard)> + Send + 'static,
 {
-    // Every connection task holds one permit until it ends, so taking them
-    // all back is how the drain knows every connection has closed.
-    let slots = Arc::new(Semaphore::new(l.max_connections));
     // A cap per address only when it is below the listener's own cap.
     let peers = (l.per_peer < l.max_connections).then(|| PeerSlots::new(l.per_peer));
-    let conns = OpenConns::new();
-    let shedding = Arc::new(Semaphore::new(MAX_SHEDDING));
     let stalled = l.cut.connections_cut.with_label_values(&["response_stalled"]);
     let b = Arc::new(builder(
         cfg,
         StreamExec::new(cfg.response_write_timeout(), Some(stalled)),
     ));
     let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
+    // Every connection task holds one of its slots until it ends, so taking
+    // them all back is how the drain knows every connection has closed.
+    let admission = Admission::new(
+        l.max_connections,
+        b,
+        handler,
+        cfg.clone(),
+        phase_rx,
+        l.cut.clone(),
+        l.metrics.as_ref().map(|m| m.connections_open.clone()),
+        l.metrics.as_ref().map(|m| m.connections_rejected.clone()),
+    );
+    let slots = admission.slots.clone();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -205,64 +211,7 @@ async fn serve<H, F>(
             Some(p) => p.take(peer),
             None => Some(None),
         };
-        let taken = match share {
-            // Over its own share: never at the expense of other clients.
-            None => None,
-            Some(share) => match slots.clone().try_acquire_owned() {
-                Ok(global) => Some((global, share)),
-                // At the cap: a connection closes to make room, in the
-                // order `idle_evict` states (and counts its own cut).
-                Err(_) => match conns.evict_one() {
-                    Some(_) => tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .map(|global| (global, share)),
-                    None => None,
-                },
-            },
-        };
-        let Some(permit) = taken else {
-            if let Some(m) = &l.metrics {
-                m.connections_rejected.inc();
-            }
-            // Dropping the stream closes it; a 503 only while few are shed.
-            if let Ok(p) = shedding.clone().try_acquire_owned() {
-                tokio::spawn(async move {
-                    shed(stream).await;
-                    drop(p);
-                });
-            }
-            continue;
-        };
-        let (state, close) = (ConnState::for_peer(peer), Arc::new(Notify::new()));
-        let registration = conns.register(state.clone(), close.clone());
-        let accepted = Accepted {
-            stream,
-            peer,
-            state,
-            close,
-        };
-        let conn = serve_connection(
-            accepted,
-            b.clone(),
-            handler.clone(),
-            cfg,
-            phase_rx.clone(),
-            l.cut.clone(),
-        );
-        let open = l.metrics.as_ref().map(|m| m.connections_open.clone());
-        tokio::spawn(async move {
-            if let Some(g) = &open {
-                g.inc();
-            }
-            conn.await;
-            if let Some(g) = &open {
-                g.dec();
-            }
-            drop(registration);
-            drop(permit);
-        });
+        admission.admit(stream, peer, share);
     }
     drop(listener);
     let _ = phase_tx.send(Phase::Draining);

@@ -20,8 +20,9 @@
 //! ([`Holds`], judged by what is in flight, not by what the connection
 //! once presented: a key revoked since protects nothing):
 //!
-//! 1. an idle connection goes first: one that never sent a request before
-//!    one that did, then the longest idle;
+//! 1. an idle connection goes first: one that never sent a request (and
+//!    has had [`JUST_OPENED`] to) before one that did, the longest idle
+//!    first, and one just opened last (its request may be waiting unread);
 //! 2. then one holding only refusals it is not reading (answers to
 //!    requests that presented no valid credentials), the one whose last
 //!    request began or ended longest ago;
@@ -126,7 +127,17 @@ struct Tracked {
     state: Arc<ConnState>,
     /// Notified to close the connection now.
     close: Arc<Notify>,
+    /// When it was last told to close: skipped by later searches for
+    /// [`TOLD_SKIP`] (attacker review 89: newcomers choosing in a burst,
+    /// none waiting for the last one's victim to close, picked the same
+    /// connection, which frees one slot, and the others were refused).
+    told: Option<Instant>,
 }
+
+/// How long a connection told to close is not chosen again: as long as a
+/// newcomer waits for its slot. Past it, one that is still open (a request
+/// on it was admitted meanwhile, `Evicted::judged`) may be chosen again.
+pub const TOLD_SKIP: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A connection's place in the table; removed on drop.
 pub struct Registration {
@@ -149,7 +160,11 @@ impl OpenConns {
     /// Tracks a connection; `close` is notified when it is evicted.
     pub fn register(self: &Arc<Self>, state: Arc<ConnState>, close: Arc<Notify>) -> Registration {
         let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let key = t.conns.insert(Tracked { state, close });
+        let key = t.conns.insert(Tracked {
+            state,
+            close,
+            told: None,
+        });
         Registration {
             conns: self.clone(),
             key,
@@ -168,14 +183,19 @@ impl OpenConns {
             return None;
         }
         let start = rand::random_range(0..cap);
-        // (kind, sent a request?, since): the smallest goes.
-        let mut best: Option<((u8, bool, Instant), usize)> = None;
+        // (kind, order among idle ones, since): the smallest goes.
+        let mut best: Option<((u8, u8, Instant), usize)> = None;
         let mut unchecked: Vec<(Option<PeerKey>, Instant, usize)> = Vec::new();
         let mut seen = 0;
         let mut searched_all = true;
         for i in 0..cap {
             let key = (start + i) % cap;
             let Some(c) = t.get(key) else { continue };
+            if c.told
+                .is_some_and(|at| now.saturating_duration_since(at) < TOLD_SKIP)
+            {
+                continue;
+            }
             // The sample is looked at whole. Past it, an idle connection
             // or one holding refusals ends the search; unchecked ones do
             // not (one may be idle further on, and the choice among
@@ -186,8 +206,10 @@ impl OpenConns {
             }
             seen += 1;
             let rank = match c.state.holds() {
-                Holds::Nothing(since) => Some((0, c.state.first_request_seen(), since)),
-                Holds::Refusals => Some((1, true, c.state.last_change())),
+                Holds::Nothing(since) => {
+                    Some((0, idle_order(c.state.first_request_seen(), since, now), since))
+                }
+                Holds::Refusals => Some((1, 0, c.state.last_change())),
                 Holds::Unchecked => {
                     unchecked.push((c.state.peer(), c.state.last_change(), key));
                     None
@@ -221,13 +243,35 @@ impl OpenConns {
             guard.sample_only_until = Some(now + FULL_SEARCH_EVERY);
         }
         let (kind, key) = choice?;
-        guard.conns.get(key)?.close.notify_one();
+        let chosen = guard.conns.get_mut(key)?;
+        chosen.told = Some(now);
+        chosen.close.notify_one();
         Some(kind)
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
         self.table.lock().unwrap_or_else(|p| p.into_inner()).conns.len()
+    }
+}
+
+/// How long a connection that has not sent its first request yet counts
+/// as just opened: a client sends its request right after connecting, and
+/// it may already wait in the socket before the connection's task has read
+/// it.
+pub const JUST_OPENED: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The order among idle connections: one that never sent a request (and
+/// has had time to) first, then one that did (the longest idle first),
+/// then one just opened. Black-box round 86: a partner's new connection,
+/// its request not read yet, ranked as "never sent a request" and was the
+/// first closed for the next newcomer, ahead of a keyless client's
+/// connections that had been answered.
+fn idle_order(sent_a_request: bool, since: Instant, now: Instant) -> u8 {
+    match sent_a_request {
+        false if now.saturating_duration_since(since) >= JUST_OPENED => 0,
+        true => 1,
+        false => 2,
     }
 }
 
@@ -312,6 +356,40 @@ mod tests {
         assert_eq!(conns.len(), 3);
     }
 
+    /// Black-box round 86: a connection just accepted, whose first request
+    /// may wait unread in its socket, went before a keyless client's
+    /// answered ones.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_just_opened_goes_after_the_idle_ones_that_were_served() {
+        let conns = OpenConns::new();
+        let answered = ConnState::new();
+        drop(answered.begin(http::Version::HTTP_11));
+        answered.flushed();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let fresh = ConnState::new();
+        let n: Vec<Arc<Notify>> = (0..2).map(|_| Arc::new(Notify::new())).collect();
+        let answered_reg = conns.register(answered, n[0].clone());
+        let fresh_reg = conns.register(fresh, n[1].clone());
+        assert_eq!(conns.evict_one(), Some(Evicted::Idle));
+        assert!(told(&n[0]).await, "the served idle connection first");
+        assert!(!told(&n[1]).await, "not the one just opened");
+        drop(answered_reg);
+        // Alone, the new one still goes rather than refusing the newcomer.
+        assert_eq!(conns.evict_one(), Some(Evicted::Idle));
+        assert!(told(&n[1]).await);
+        drop(fresh_reg);
+        // Once it has had time to send a request, a silent one goes first.
+        let (silent, served) = (ConnState::new(), ConnState::new());
+        drop(served.begin(http::Version::HTTP_11));
+        served.flushed();
+        let m: Vec<Arc<Notify>> = (0..2).map(|_| Arc::new(Notify::new())).collect();
+        let _s = conns.register(silent, m[0].clone());
+        let _v = conns.register(served, m[1].clone());
+        tokio::time::advance(JUST_OPENED).await;
+        assert_eq!(conns.evict_one(), Some(Evicted::Idle));
+        assert!(told(&m[0]).await && !told(&m[1]).await);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_busy_connection_without_credentials_goes_only_when_none_is_idle() {
         let conns = OpenConns::new();
@@ -367,6 +445,9 @@ mod tests {
             "then a check in progress"
         );
         assert!(told(&n1).await);
+        // It stays open (its check ends): once a newcomer's wait is over,
+        // it may be chosen again.
+        tokio::time::advance(TOLD_SKIP).await;
         // Answered with credentials, body not written yet: kept.
         checking.credentialed();
         checking.answered();
@@ -434,7 +515,10 @@ mod tests {
         for _ in 0..64 {
             assert_eq!(conns.evict_one(), Some(Evicted::Keyless));
             assert!(told(&n).await);
-            tokio::time::advance(FULL_SEARCH_EVERY).await;
+            // Two newcomers at once never pick the same connection: it
+            // frees one slot.
+            assert_eq!(conns.evict_one(), None, "chosen twice");
+            tokio::time::advance(TOLD_SKIP.max(FULL_SEARCH_EVERY)).await;
         }
     }
 
