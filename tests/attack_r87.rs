@@ -70,6 +70,24 @@ async fn an_asset_no_webhook_can_revoke_is_never_served() {
     }
 }
 
+/// Round 90: before any fill (no fence), a query read passed an asset
+/// whose `assetId` is not a string.
+#[tokio::test(start_paused = true)]
+async fn an_asset_whose_id_is_not_a_string_is_never_served() {
+    let origin = Arc::new(Scripted::default());
+    let mut body = container(&["slide-1"], "v1");
+    body["assets"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"assetId": 12345, "kind": "image", "url": "https://cdn.example/numeric.png"}));
+    origin.set(Method::GET, &path(), Answer::Json(200, body));
+    let gw = gateway(&origin, "");
+    let r = get(&gw, &format!("{}?q=1", path())).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert!(text(&r).contains("slide-1"));
+    assert!(!text(&r).contains("numeric.png"), "{}", text(&r));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_query_read_whose_answer_the_fence_cannot_judge_is_not_passed_on() {
     let origin = Arc::new(Scripted::default());

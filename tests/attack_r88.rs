@@ -73,9 +73,7 @@ async fn the_daily_cap_holds_after_redis_loses_the_day_s_count() {
     a.sweep(today);
     b.sweep(today);
 
-    // Twice: each loss must not grant the cap again. (A restart without
-    // persistence loses the same data, but a lease that fails meanwhile
-    // counts on the local share, as documented for an outage.)
+    // Twice: each loss must not grant the cap again.
     for round in 0..2 {
         let _: () = redis.cmd(&["FLUSHALL"]);
         for i in 0..100 {
@@ -91,6 +89,43 @@ async fn the_daily_cap_holds_after_redis_loses_the_day_s_count() {
             "after flush {round}: {admitted} writes admitted in one day against a cap of {cap}"
         );
     }
+}
+
+/// Black-box round 90: after a restart without persistence, the first
+/// lease failed on the dead connection, and each instance counted on its
+/// local share from zero, on top of the day's writes: the cap again. A
+/// failed lease (here, the link cut) now counts against the instance's
+/// share of what it last saw left of the day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_lease_does_not_grant_the_day_s_cap_again() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let link = redis_support::Partition::to(redis.addr()).await;
+    let cap = 30;
+    let today = unix_now();
+    let (sa, sb) = (Arc::new(ClusterStats::new()), Arc::new(ClusterStats::new()));
+    let a = ClusterDailyCap::new(&settings(&link.url(), "a"), sa.clone(), 1000).unwrap();
+    let b = ClusterDailyCap::new(&settings(&link.url(), "b"), sb, 1000).unwrap();
+    for i in 0..24 {
+        let c = if i % 2 == 0 { &a } else { &b };
+        assert!(c.check("org_demo_a", cap, today).await.allowed, "write {i}");
+    }
+    link.cut();
+    let mut during = 0;
+    for i in 0..100 {
+        let c = if i % 2 == 0 { &a } else { &b };
+        if c.check("org_demo_a", cap, today).await.allowed {
+            during += 1;
+        }
+    }
+    assert!(sa.lease_fallbacks.get() > 0, "decided on the local share");
+    // Each instance saw at least 18 of the day's writes: its share of what
+    // was left is at most 6.
+    assert!(
+        during <= cap / 2,
+        "{during} writes on the local shares after 24 of a cap of {cap}"
+    );
 }
 
 /// Attacker review 89: the instance with the newest view had seen the day

@@ -401,7 +401,8 @@ fn asset_id_of(item: json::Raw<'_>) -> Option<std::borrow::Cow<'_, str>> {
 }
 
 /// Leaves out of a container body (one of any shape the gateway can read)
-/// the assets whose ids are not [`crate::ids::revocable_asset_id`]s.
+/// the assets whose ids are not [`crate::ids::revocable_asset_id`]s, or
+/// not strings at all.
 fn cut_unrevocable(body: &mut Bytes) {
     let Ok(text) = std::str::from_utf8(body) else {
         return;
@@ -414,9 +415,11 @@ fn cut_unrevocable(body: &mut Bytes) {
     else {
         return;
     };
+    // An asset whose id is not a string can never be revoked either
+    // (round 90: `"assetId": 12345` passed here).
     let remove: Vec<bool> = items
         .iter()
-        .map(|a| asset_id_of(a).is_some_and(|a| !crate::ids::revocable_asset_id(&a)))
+        .map(|a| asset_id_of(a).is_none_or(|a| !crate::ids::revocable_asset_id(&a)))
         .collect();
     if remove.contains(&true) {
         let spans: Vec<_> = items.iter().map(|a| json::span_in(text, a)).collect();

@@ -19,10 +19,12 @@
 //! then admits at most one lease per instance past the cap, not the cap
 //! again.
 //!
-//! While Redis is unreachable, each instance counts on its own against
-//! `cap / instances` (counted in `lease_fallback_decisions_total`); that
-//! count starts from zero, so a day with an outage may admit up to the cap
-//! again on top of what was admitted before it.
+//! While Redis is unreachable, each instance counts on its own (counted in
+//! `lease_fallback_decisions_total`) against the smaller of
+//! `cap / instances` and its share of what it last saw left of the day, so
+//! a failed lease right after a loss does not grant the cap again. That
+//! count starts from zero: an instance that saw nothing of the day yet
+//! (restarted, or its slot evicted) may admit its whole share again.
 //!
 //! Compose like [`crate::shaping::DailyCap`]: [`ClusterDailyCap::peek`]
 //! first (refuses only when the day is known to be spent), then the
@@ -151,7 +153,7 @@ impl ClusterDailyCap {
     /// when the day is known to be spent (or, on the local share, is).
     pub fn peek(&self, org: &str, cap: u64, now_unix: i64) -> DailyDecision {
         if self.down.is_down(Instant::now()) {
-            return self.fallback.peek(org, self.share(cap), now_unix);
+            return self.fallback.peek(org, self.share(org, cap, now_unix), now_unix);
         }
         let day = now_unix.div_euclid(DAY_SECS);
         let known = self
@@ -172,7 +174,7 @@ impl ClusterDailyCap {
     pub fn try_check(&self, org: &str, cap: u64, now_unix: i64) -> Option<DailyDecision> {
         if self.down.is_down(Instant::now()) {
             self.stats.lease_fallbacks.inc();
-            return Some(self.fallback.check(org, self.share(cap), now_unix));
+            return Some(self.fallback.check(org, self.share(org, cap, now_unix), now_unix));
         }
         let day = now_unix.div_euclid(DAY_SECS);
         self.leases.with(org, |s| take(s, day, cap, now_unix))?
@@ -235,7 +237,7 @@ impl ClusterDailyCap {
                     tracing::warn!(error = %error, "cluster: daily-cap leases failing; counting on this instance's share");
                 }
                 self.stats.lease_fallbacks.inc();
-                self.fallback.check(org, self.share(cap), now_unix)
+                self.fallback.check(org, self.share(org, cap, now_unix), now_unix)
             }
         }
     }
@@ -250,8 +252,24 @@ impl ClusterDailyCap {
         self.leases.sweep(|s| s.day < day)
     }
 
-    fn share(&self, cap: u64) -> u64 {
-        (cap / u64::from(self.settings.instances.max(1))).max(1)
+    /// The local share while Redis is down: `cap / instances`, and no more
+    /// than this instance's share of what it last saw left of the day.
+    /// Black-box round 90: after a restart without persistence the first
+    /// lease failed on the dead connection, and each instance's share
+    /// counted from zero on top of the writes already spent (54 against a
+    /// cap of 30).
+    fn share(&self, org: &str, cap: u64, now_unix: i64) -> u64 {
+        let n = u64::from(self.settings.instances.max(1));
+        let share = (cap / n).max(1);
+        let day = now_unix.div_euclid(DAY_SECS);
+        let seen = self
+            .leases
+            .with(org, |s| if s.day == day { s.used } else { 0 })
+            .unwrap_or(0);
+        if seen == 0 {
+            return share;
+        }
+        share.min(cap.saturating_sub(seen).div_ceil(n))
     }
 }
 

@@ -20,9 +20,11 @@
 //! ([`Holds`], judged by what is in flight, not by what the connection
 //! once presented: a key revoked since protects nothing):
 //!
-//! 1. an idle connection goes first: one that never sent a request (and
-//!    has had [`JUST_OPENED`] to) before one that did, the longest idle
-//!    first, and one just opened last (its request may be waiting unread);
+//! 1. an idle connection goes first, in the order of `idle_order`: one
+//!    that never sent a request (and has had [`JUST_OPENED`] to), then one
+//!    whose requests never presented valid credentials, then one just
+//!    opened (its request may be waiting unread), then one that served a
+//!    partner; the longest idle first within each;
 //! 2. then one holding only refusals it is not reading (answers to
 //!    requests that presented no valid credentials), the one whose last
 //!    request began or ended longest ago;
@@ -206,9 +208,7 @@ impl OpenConns {
             }
             seen += 1;
             let rank = match c.state.holds() {
-                Holds::Nothing(since) => {
-                    Some((0, idle_order(c.state.first_request_seen(), since, now), since))
-                }
+                Holds::Nothing(since) => Some((0, idle_order(&c.state, since, now), since)),
                 Holds::Refusals => Some((1, 0, c.state.last_change())),
                 Holds::Unchecked => {
                     unchecked.push((c.state.peer(), c.state.last_change(), key));
@@ -261,17 +261,26 @@ impl OpenConns {
 /// it.
 pub const JUST_OPENED: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// The order among idle connections: one that never sent a request (and
-/// has had time to) first, then one that did (the longest idle first),
-/// then one just opened. Black-box round 86: a partner's new connection,
-/// its request not read yet, ranked as "never sent a request" and was the
-/// first closed for the next newcomer, ahead of a keyless client's
-/// connections that had been answered.
-fn idle_order(sent_a_request: bool, since: Instant, now: Instant) -> u8 {
-    match sent_a_request {
-        false if now.saturating_duration_since(since) >= JUST_OPENED => 0,
-        true => 1,
-        false => 2,
+/// The order among idle connections (the longest idle first within each):
+///
+/// 0. one that never sent a request, and has had time to;
+/// 1. one whose requests never presented valid credentials (a keyless
+///    client's, answered);
+/// 2. one just opened, its first request perhaps waiting unread;
+/// 3. one that served a request with valid credentials (a partner's
+///    keep-alive connection).
+///
+/// Black-box round 86: a partner's new connection, its request not read
+/// yet, ranked as "never sent a request" and was the first closed, ahead
+/// of a keyless client's answered connections. Round 90: ranked after
+/// every connection that had sent a request, a flood of connections kept
+/// just opened closed partners' keep-alive connections instead.
+fn idle_order(c: &ConnState, since: Instant, now: Instant) -> u8 {
+    match (c.first_request_seen(), c.once_credentialed()) {
+        (false, _) if now.saturating_duration_since(since) >= JUST_OPENED => 0,
+        (true, false) => 1,
+        (false, _) => 2,
+        (true, true) => 3,
     }
 }
 
@@ -388,6 +397,28 @@ mod tests {
         tokio::time::advance(JUST_OPENED).await;
         assert_eq!(conns.evict_one(), Some(Evicted::Idle));
         assert!(told(&m[0]).await && !told(&m[1]).await);
+    }
+
+    /// Black-box round 90: connections kept just opened (a flood that
+    /// reconnects at once) went after every connection that had sent a
+    /// request, so each newcomer closed a partner's keep-alive connection.
+    #[tokio::test(start_paused = true)]
+    async fn a_partner_s_keep_alive_connection_goes_after_one_just_opened() {
+        let conns = OpenConns::new();
+        let partner = ConnState::new();
+        let mut g = partner.begin(http::Version::HTTP_11);
+        g.credentialed();
+        g.answered();
+        drop(g);
+        partner.flushed();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let fresh = ConnState::new();
+        let n: Vec<Arc<Notify>> = (0..2).map(|_| Arc::new(Notify::new())).collect();
+        let _p = conns.register(partner, n[0].clone());
+        let _f = conns.register(fresh, n[1].clone());
+        assert_eq!(conns.evict_one(), Some(Evicted::Idle));
+        assert!(told(&n[1]).await, "the one just opened");
+        assert!(!told(&n[0]).await, "the partner's keep-alive connection stays");
     }
 
     #[tokio::test(start_paused = true)]

@@ -67,6 +67,9 @@ pub struct ConnState {
     /// one leaves this count at the next completed flush, like `unflushed`.
     credentialed: AtomicUsize,
     ended_credentialed: AtomicUsize,
+    /// A request on it presented valid credentials once: only orders idle
+    /// connections at the cap (`idle_evict`), never protects one.
+    once_credentialed: AtomicBool,
     /// The client (`None` in unit tests).
     peer: Option<PeerKey>,
 }
@@ -105,6 +108,7 @@ impl ConnState {
         Arc::new(ConnState {
             base,
             first_request: AtomicBool::new(false),
+            once_credentialed: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             changed: AtomicU64::new(1),
             unflushed: AtomicUsize::new(0),
@@ -123,6 +127,11 @@ impl ConnState {
 
     pub fn first_request_seen(&self) -> bool {
         self.first_request.load(Ordering::Relaxed)
+    }
+
+    /// Whether a request on it ever presented valid credentials.
+    pub fn once_credentialed(&self) -> bool {
+        self.once_credentialed.load(Ordering::Relaxed)
     }
 
     /// What the connection has in flight now (not what it once presented:
@@ -238,6 +247,7 @@ impl crate::service::Standing for ActiveGuard {
         if !self.credentialed.load(Ordering::Relaxed) {
             self.credentialed.store(true, Ordering::Relaxed);
             self.conn.credentialed.fetch_add(1, Ordering::AcqRel);
+            self.conn.once_credentialed.store(true, Ordering::Relaxed);
         }
     }
 }
