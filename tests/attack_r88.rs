@@ -28,18 +28,6 @@ use std::time::Duration;
 use support::*;
 use tokio::time::Instant;
 
-async fn eventually<F, Fut>(what: &str, within: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !cond().await {
-        assert!(started.elapsed() < within, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn settings(url: &str, id: &str) -> ClusterSettings {
     ClusterSettings {
         instance_id: Some(id.to_owned()),
@@ -183,11 +171,11 @@ async fn an_unsigned_entry_that_looks_like_a_trim_is_reported_as_unsigned() {
         "mac",
         "00",
     ]);
-    eventually("counted as unsigned", Duration::from_secs(5), || async {
+    poll_until("counted as unsigned", Duration::from_secs(5), || async {
         a.stat(|s| s.unverified.get()) >= 1
     })
     .await;
-    eventually("synced again", Duration::from_secs(10), || async {
+    poll_until("synced again", Duration::from_secs(10), || async {
         a.node.is_synced()
     })
     .await;
@@ -228,24 +216,17 @@ async fn a_healthy_peer_does_not_report_a_restarted_instance_as_awaited() {
     b.node.stop();
 }
 
-fn cluster_config(url: &str, id: &str) -> String {
-    format!(
-        "[cluster]\nredis_url = \"{url}\"\nsecret = \"layers-test-only-cluster-secret\"\ninstance_id = \"{id}\"\nmax_unsynced_ms = 1000\nblock_ms = 100\n\
-         connect_timeout_ms = 300\ncommand_timeout_ms = 300\nlease_retry_ms = 300\n"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_says_content_routes_answer_503_while_fences_are_rebuilt() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
     let sim = demo_simulator();
-    let h = Harness::with(sim.clone(), &cluster_config(&redis.url(), "a")).await;
+    let h = Harness::with(sim.clone(), &wired_cluster_config(&redis.url(), "a")).await;
     let (id, _) = first_container(&sim);
     let path = format!("/v1/content/{id}");
     let key = admin_key();
-    eventually("synced", Duration::from_secs(10), || async {
+    poll_until("synced", Duration::from_secs(10), || async {
         h.gateway().cluster_synced() == Some(true)
     })
     .await;

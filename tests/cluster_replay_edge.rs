@@ -15,30 +15,10 @@ use redis_support::{Partition, RedisServer};
 use serde_json::json;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::*;
-use tokio::time::Instant;
 
 const WEBHOOK: &str = "/webhooks/layers";
 /// The origin's day of retries plus an hour (`fence::MINTED_WINDOW_MS`).
 const RETRIES: Duration = Duration::from_secs(25 * 3600);
-
-fn cluster(url: &str, id: &str) -> String {
-    format!(
-        "[cluster]\nredis_url = \"{url}\"\nsecret = \"layers-test-only-cluster-secret\"\ninstance_id = \"{id}\"\nmax_unsynced_ms = 1000\nblock_ms = 100\n\
-         connect_timeout_ms = 300\ncommand_timeout_ms = 300\nlease_retry_ms = 300\n"
-    )
-}
-
-async fn eventually<F, Fut>(what: &str, within: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !cond().await {
-        assert!(started.elapsed() < within, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
@@ -59,16 +39,16 @@ async fn a_replayed_delete_read_after_the_retry_edge_keeps_the_acceptor_s_verdic
     };
     let sim = demo_simulator();
     let link = Partition::to(redis.addr()).await;
-    let a = Harness::with(sim.clone(), &cluster(&link.url(), "a")).await;
-    let b = Harness::with(sim.clone(), &cluster(&redis.url(), "b")).await;
-    eventually("A and B synced", Duration::from_secs(10), || async {
+    let a = Harness::with(sim.clone(), &wired_cluster_config(&link.url(), "a")).await;
+    let b = Harness::with(sim.clone(), &wired_cluster_config(&redis.url(), "b")).await;
+    poll_until("A and B synced", Duration::from_secs(10), || async {
         a.gateway().cluster_synced() == Some(true) && b.gateway().cluster_synced() == Some(true)
     })
     .await;
     let (id, _) = first_container(&sim);
     let path = format!("/v1/content/{id}");
     let key = admin_key();
-    eventually("B serves from its cache", Duration::from_secs(5), || async {
+    poll_until("B serves from its cache", Duration::from_secs(5), || async {
         b.client.get(&path, &key).await.x_cache() == Some("HIT")
     })
     .await;
@@ -77,7 +57,7 @@ async fn a_replayed_delete_read_after_the_retry_edge_keeps_the_acceptor_s_verdic
     // few seconds ago. A is the first to hear of it: within the retries,
     // so a tombstone, and the publication waits in A's outbox.
     link.cut();
-    eventually("A unsynced", Duration::from_secs(5), || async {
+    poll_until("A unsynced", Duration::from_secs(5), || async {
         a.gateway().cluster_synced() == Some(false)
     })
     .await;
@@ -103,22 +83,22 @@ async fn a_replayed_delete_read_after_the_retry_edge_keeps_the_acceptor_s_verdic
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     link.heal();
-    eventually("A synced again", Duration::from_secs(10), || async {
+    poll_until("A synced again", Duration::from_secs(10), || async {
         a.gateway().cluster_synced() == Some(true)
     })
     .await;
 
     // The origin still serves the container (a lagging replica would):
     // the tombstone is the only thing between a partner and it.
-    eventually("B takes A's tombstone", Duration::from_secs(10), || async {
+    poll_until("B takes A's tombstone", Duration::from_secs(10), || async {
         b.client.get(&path, &key).await.status == 404
     })
     .await;
     assert_eq!(a.client.get(&path, &key).await.status, 404, "A's own verdict");
 
     // A joiner rebuilds from the fence record, merged at the drain.
-    let c = Harness::with(sim.clone(), &cluster(&redis.url(), "c")).await;
-    eventually("C synced", Duration::from_secs(10), || async {
+    let c = Harness::with(sim.clone(), &wired_cluster_config(&redis.url(), "c")).await;
+    poll_until("C synced", Duration::from_secs(10), || async {
         c.gateway().cluster_synced() == Some(true)
     })
     .await;
@@ -146,8 +126,8 @@ async fn a_tombstone_re_published_after_the_retry_edge_still_tombstones() {
         return;
     };
     let sim = demo_simulator();
-    let a = Harness::with(sim.clone(), &cluster(&redis.url(), "a")).await;
-    eventually("A synced", Duration::from_secs(10), || async {
+    let a = Harness::with(sim.clone(), &wired_cluster_config(&redis.url(), "a")).await;
+    poll_until("A synced", Duration::from_secs(10), || async {
         a.gateway().cluster_synced() == Some(true)
     })
     .await;
@@ -177,14 +157,14 @@ async fn a_tombstone_re_published_after_the_retry_edge_still_tombstones() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _: () = redis.cmd(&["FLUSHALL"]);
-    eventually("A re-published and synced", Duration::from_secs(15), || async {
+    poll_until("A re-published and synced", Duration::from_secs(15), || async {
         a.gateway().cluster_synced() == Some(true) && a.client.get(&path, &key).await.status == 404
     })
     .await;
 
     // A joiner rebuilds from the re-published record.
-    let c = Harness::with(sim.clone(), &cluster(&redis.url(), "c")).await;
-    eventually("C synced", Duration::from_secs(15), || async {
+    let c = Harness::with(sim.clone(), &wired_cluster_config(&redis.url(), "c")).await;
+    poll_until("C synced", Duration::from_secs(15), || async {
         c.gateway().cluster_synced() == Some(true)
     })
     .await;

@@ -20,28 +20,8 @@ use redis_support::RedisServer;
 use serde_json::json;
 use std::time::Duration;
 use support::*;
-use tokio::time::Instant;
 
 const WEBHOOK: &str = "/webhooks/layers";
-
-fn cluster(url: &str, id: &str) -> String {
-    format!(
-        "[cluster]\nredis_url = \"{url}\"\nsecret = \"layers-test-only-cluster-secret\"\ninstance_id = \"{id}\"\nmax_unsynced_ms = 1000\nblock_ms = 100\n\
-         connect_timeout_ms = 300\ncommand_timeout_ms = 300\nlease_retry_ms = 300\n"
-    )
-}
-
-async fn eventually<F, Fut>(what: &str, within: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !cond().await {
-        assert!(started.elapsed() < within, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 async fn metric(h: &Harness, name: &str) -> u64 {
     let r = h.admin().send(Method::GET, "/metrics", &[], Bytes::new()).await;
@@ -71,9 +51,9 @@ async fn a_retry_or_replay_on_the_instance_that_learned_the_event_from_the_strea
         return;
     };
     let sim = demo_simulator();
-    let a = Harness::with(sim.clone(), &cluster(&redis.url(), "a")).await;
-    let b = Harness::with(sim.clone(), &cluster(&redis.url(), "b")).await;
-    eventually("A and B synced", Duration::from_secs(10), || async {
+    let a = Harness::with(sim.clone(), &wired_cluster_config(&redis.url(), "a")).await;
+    let b = Harness::with(sim.clone(), &wired_cluster_config(&redis.url(), "b")).await;
+    poll_until("A and B synced", Duration::from_secs(10), || async {
         a.gateway().cluster_synced() == Some(true) && b.gateway().cluster_synced() == Some(true)
     })
     .await;
@@ -83,7 +63,7 @@ async fn a_retry_or_replay_on_the_instance_that_learned_the_event_from_the_strea
 
     let applied_before = metric(&a, "layers_gateway_cluster_stream_applied_total").await;
     assert_eq!(deliver(&b, &body, &event_id).await, (200, "applied".into()));
-    eventually("A applied B's entry", Duration::from_secs(5), || async {
+    poll_until("A applied B's entry", Duration::from_secs(5), || async {
         metric(&a, "layers_gateway_cluster_stream_applied_total").await > applied_before
     })
     .await;

@@ -12,16 +12,8 @@ use redis_support::RedisServer;
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::*;
-use tokio::time::Instant;
 
 const WEBHOOK: &str = "/webhooks/layers";
-
-fn cluster(url: &str, id: &str) -> String {
-    format!(
-        "[cluster]\nredis_url = \"{url}\"\nsecret = \"layers-test-only-cluster-secret\"\ninstance_id = \"{id}\"\nmax_unsynced_ms = 1000\nblock_ms = 100\n\
-         connect_timeout_ms = 300\ncommand_timeout_ms = 300\nlease_retry_ms = 300\n"
-    )
-}
 
 fn asset_ids(v: &Value) -> Vec<String> {
     v["assets"]
@@ -32,18 +24,6 @@ fn asset_ids(v: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-async fn eventually<F, Fut>(what: &str, within: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !cond().await {
-        assert!(started.elapsed() < within, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 async fn readyz(h: &Harness) -> Value {
@@ -64,18 +44,18 @@ async fn two_wired_gateways_share_invalidations_and_fail_closed_without_redis() 
         return;
     };
     let sim = demo_simulator();
-    let a = Harness::with(sim.clone(), &cluster(&redis.url(), "a")).await;
-    let b = Harness::with(sim.clone(), &cluster(&redis.url(), "b")).await;
+    let a = Harness::with(sim.clone(), &wired_cluster_config(&redis.url(), "a")).await;
+    let b = Harness::with(sim.clone(), &wired_cluster_config(&redis.url(), "b")).await;
     // A fresh Redis: both wait out the recovery barrier's liveness window
     // once (docs/cluster.md) before they serve content.
-    eventually("A and B synced", Duration::from_secs(10), || async {
+    poll_until("A and B synced", Duration::from_secs(10), || async {
         a.gateway().cluster_synced() == Some(true) && b.gateway().cluster_synced() == Some(true)
     })
     .await;
     let (id, _): (ContainerId, String) = first_container(&sim);
     let path = format!("/v1/content/{id}");
     let key = admin_key();
-    eventually("ready", Duration::from_secs(5), || async {
+    poll_until("ready", Duration::from_secs(5), || async {
         readyz(&b).await["status"] == "ready"
     })
     .await;
@@ -95,7 +75,7 @@ async fn two_wired_gateways_share_invalidations_and_fail_closed_without_redis() 
         )
         .await;
     assert!(r.status.is_success());
-    eventually("B drops the container", Duration::from_secs(5), || async {
+    poll_until("B drops the container", Duration::from_secs(5), || async {
         let v = b.client.get(&path, &key).await.json();
         asset_ids(&v).iter().all(|i| !old_ids.contains(i))
     })
@@ -115,7 +95,7 @@ async fn two_wired_gateways_share_invalidations_and_fail_closed_without_redis() 
     let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let r = b.client.send(Method::POST, WEBHOOK, &h, Bytes::from(body)).await;
     assert_eq!(r.status, 200);
-    eventually("A drops the container", Duration::from_secs(5), || async {
+    poll_until("A drops the container", Duration::from_secs(5), || async {
         let r = a.client.get(&path, &key).await;
         let text = String::from_utf8_lossy(&r.body).into_owned();
         regen.previous_urls.iter().all(|u| !text.contains(u.as_str()))
@@ -124,7 +104,7 @@ async fn two_wired_gateways_share_invalidations_and_fail_closed_without_redis() 
 
     // Redis dies: B fails closed and says so.
     redis.kill();
-    eventually("B degraded", Duration::from_secs(3), || async {
+    poll_until("B degraded", Duration::from_secs(3), || async {
         readyz(&b).await["status"] == "degraded"
     })
     .await;
@@ -162,13 +142,13 @@ async fn two_wired_gateways_share_invalidations_and_fail_closed_without_redis() 
 
     // Redis back: B catches up (flushing: the new Redis is empty) and caches again.
     redis.restart();
-    eventually("B ready again", Duration::from_secs(10), || async {
+    poll_until("B ready again", Duration::from_secs(10), || async {
         readyz(&b).await["status"] == "ready"
     })
     .await;
     // The peers' re-published fences (this container's revoked ids) may
     // drop the first fill again: caching resumes within a few reads.
-    eventually("B caches again", Duration::from_secs(5), || async {
+    poll_until("B caches again", Duration::from_secs(5), || async {
         b.client.get(&path, &key).await.x_cache() == Some("HIT")
     })
     .await;

@@ -348,3 +348,26 @@ pub fn first_container(sim: &Simulator) -> (layers_gateway::ids::ContainerId, St
         .to_owned();
     (id, asset)
 }
+
+/// The `[cluster]` section of a wired gateway joined to Redis at `url` as
+/// `id`, with short timings so outages are seen (and tests end) quickly.
+pub fn wired_cluster_config(url: &str, id: &str) -> String {
+    format!(
+        "[cluster]\nredis_url = \"{url}\"\nsecret = \"layers-test-only-cluster-secret\"\ninstance_id = \"{id}\"\nmax_unsynced_ms = 1000\nblock_ms = 100\n\
+         connect_timeout_ms = 300\ncommand_timeout_ms = 300\nlease_retry_ms = 300\n"
+    )
+}
+
+/// Polls `cond` every 10 ms until it holds; fails naming `what` once
+/// `within` has passed.
+pub async fn poll_until<F, Fut>(what: &str, within: std::time::Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = tokio::time::Instant::now();
+    while !cond().await {
+        assert!(started.elapsed() < within, "not within {within:?}: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
