@@ -19,6 +19,7 @@ mod support;
 use cluster_support::*;
 use layers_gateway::cluster::entry_mac::EntryKey;
 use layers_gateway::cluster::{ClusterSettings, SyncReason};
+use layers_gateway::config::DEFAULT_UNDATED_HOLD as UNDATED_HOLD;
 use layers_gateway::demo::Simulator;
 use layers_gateway::events::{EventType, Invalidation, Source};
 use layers_gateway::ids::ContainerId;
@@ -199,8 +200,16 @@ async fn a_redis_that_refuses_writes_fails_every_instance_closed_until_it_accept
             );
         }
     }
-    let v = warm(&b.gw, id).await;
-    assert_eq!(asset_ids(&v), regen.new_asset_ids, "B caches the new version");
+    // B may have re-proven sync, and cached the new version, before A's
+    // entry landed: that entry gives no change time, so B then holds every
+    // version it knew of out of its cache for `cache.undated_hold_ms`
+    // (5 s; it cannot tell a lagging replica's answer from the current
+    // one). Within that, B caches the new version again.
+    eventually("B caches the new version", UNDATED_HOLD + MARGIN, || async {
+        let r = call_get(&b.gw, &path, &admin_key()).await;
+        r.x_cache() == Some("HIT") && asset_ids(&r.json()) == regen.new_asset_ids
+    })
+    .await;
     assert_eq!(b.node.sync_reason(), SyncReason::Synced);
     a.node.stop();
     b.node.stop();
