@@ -182,3 +182,98 @@ async fn a_tombstone_re_published_after_the_retry_edge_still_tombstones() {
     a.stop().await;
     c.stop().await;
 }
+
+/// Attacker review 89, #4: the origin retries a delivery A accepted (and
+/// queued, cut off from Redis) through B, after the delete's date crossed
+/// the retry edge. B judges its copy history and publishes it under the
+/// same event id. A's tombstoning entry, drained later, was then skipped
+/// by every peer as a duplicate of B's, and B served the deleted container
+/// from a lagging origin. A history verdict is not remembered as applied:
+/// the tombstoning entry is applied whichever arrives first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_judged_history_elsewhere_does_not_hide_the_acceptor_s_tombstone() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sim = demo_simulator();
+    let link = Partition::to(redis.addr()).await;
+    let a = Harness::with(sim.clone(), &wired_cluster_config(&link.url(), "a")).await;
+    let b = Harness::with(sim.clone(), &wired_cluster_config(&redis.url(), "b")).await;
+    poll_until("A and B synced", Duration::from_secs(10), || async {
+        a.gateway().cluster_synced() == Some(true) && b.gateway().cluster_synced() == Some(true)
+    })
+    .await;
+    let (id, _) = first_container(&sim);
+    let path = format!("/v1/content/{id}");
+    let key = admin_key();
+    poll_until("B serves from its cache", Duration::from_secs(5), || async {
+        b.client.get(&path, &key).await.x_cache() == Some("HIT")
+    })
+    .await;
+
+    link.cut();
+    poll_until("A unsynced", Duration::from_secs(5), || async {
+        a.gateway().cluster_synced() == Some(false)
+    })
+    .await;
+    let minted = unix_ms() - RETRIES.as_millis() as u64 + 2_500;
+    let original = format!("evt_{}", ulid::Ulid::from_parts(minted, 0));
+    let replay_id = format!("evt_{}", ulid::Ulid::new());
+    let body = json!({"id": replay_id, "replayOf": original, "type": "content.deleted",
+        "data": {"id": id.to_string()}})
+    .to_string();
+    let r = deliver(&a, &body, &replay_id).await;
+    assert!(
+        unix_ms() < minted + RETRIES.as_millis() as u64,
+        "the machine stalled past the edge before A judged the delete; the test proves nothing"
+    );
+    assert_eq!(r, 503, "A could not publish: the origin retries");
+    assert_eq!(a.client.get(&path, &key).await.status, 404, "A's own verdict");
+
+    // Past the edge, the origin's retry reaches B: history there.
+    let past_edge = minted + RETRIES.as_millis() as u64 + 300;
+    while unix_ms() < past_edge {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(deliver(&b, &body, &replay_id).await, 200);
+    assert_eq!(b.client.get(&path, &key).await.status, 200, "history on B");
+
+    // A reaches Redis again and drains its tombstoning entry.
+    link.heal();
+    poll_until("A synced again", Duration::from_secs(10), || async {
+        a.gateway().cluster_synced() == Some(true)
+    })
+    .await;
+    poll_until("B takes A's tombstone", Duration::from_secs(10), || async {
+        b.client.get(&path, &key).await.status == 404
+    })
+    .await;
+    assert_eq!(a.client.get(&path, &key).await.status, 404, "A keeps its verdict");
+
+    let c = Harness::with(sim.clone(), &wired_cluster_config(&redis.url(), "c")).await;
+    poll_until("C synced", Duration::from_secs(10), || async {
+        c.gateway().cluster_synced() == Some(true)
+    })
+    .await;
+    assert_eq!(
+        c.client.get(&path, &key).await.status,
+        404,
+        "the joiner's verdict"
+    );
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
+
+/// Delivers the signed webhook `body` (event id `event_id`) to `to`; the
+/// HTTP status it answered.
+async fn deliver(to: &Harness, body: &str, event_id: &str) -> u16 {
+    let mut headers = signed_webhook(body, WEBHOOK_SECRET, unix_now());
+    headers.push(("x-layers-event-id".into(), event_id.to_owned()));
+    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    to.client
+        .send(Method::POST, WEBHOOK, &h, Bytes::from(body.to_owned()))
+        .await
+        .status
+        .as_u16()
+}

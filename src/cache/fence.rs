@@ -165,6 +165,20 @@ pub fn is_past_replay(delete: &crate::events::Invalidation, event_id: Option<&st
     }
 }
 
+/// Whether an instance that applied `inv` may remember its event id as
+/// applied, and so skip a later entry or delivery with the same id. A
+/// delete judged a replay past the retries may not: that verdict depends
+/// on when it was accepted, and another instance may have accepted the same
+/// delivery before the edge and tombstoned (attacker review 89, #4: the
+/// origin retried through B after A, cut off from Redis, had queued its
+/// tombstone; peers skipped A's entry as a duplicate of B's history). The
+/// tombstoning verdict wins whichever entry comes first; applying another
+/// history verdict again changes nothing.
+pub fn settles_event(inv: &crate::events::Invalidation, now_ms: i64) -> bool {
+    !(inv.event_type == crate::events::EventType::Deleted
+        && is_past_replay(inv, inv.event_id.as_deref(), now_ms))
+}
+
 /// The date a re-creation (`content.generated`) lifts from: its change
 /// time, else its event's time less `MINT_LAG_MS`; none for one dated in
 /// the future past that lag (a lift that would make every delete history).

@@ -218,7 +218,10 @@ impl FenceRecord {
         }
         // Only ids the dedupe remembers (longer ones it ignores), so the
         // record's size has a bound.
-        let remembered = !event_id.is_empty() && event_id.len() <= crate::events::dedupe::MAX_DEDUPE_ID_LEN;
+        // Nor one merged as history: a joiner would take it as applied and
+        // skip the same event's tombstoning entry (`fence::settles_event`).
+        let remembered =
+            !history && !event_id.is_empty() && event_id.len() <= crate::events::dedupe::MAX_DEDUPE_ID_LEN;
         if remembered && !self.events.iter().any(|e| e == event_id) {
             self.events.push(event_id.to_owned());
             if self.events.len() > MAX_RECORD_EVENTS {
@@ -398,6 +401,15 @@ mod tests {
             let mut r = FenceRecord::new(id());
             r.merge(&delete, &event_id);
             assert_eq!(r.tombstone.is_none(), history, "accepted {accepted_ago} ms ago");
+            // Review 89, #4: a history verdict is not remembered as applied
+            // (a joiner would skip the same event accepted before the edge
+            // elsewhere); a tombstoning one is, and then the other is moot.
+            assert_eq!(
+                r.events.contains(&event_id),
+                !history,
+                "accepted {accepted_ago} ms ago"
+            );
+            assert_eq!(crate::cache::fence::settles_event(&delete, now), !history);
         }
     }
 

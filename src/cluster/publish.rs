@@ -75,8 +75,11 @@ impl ClusterNode {
             None => self.next_event_id(),
         };
         // Applied locally by the caller: our own entry is a duplicate when
-        // the reader meets it.
-        self.dedupe.mark(&event_id);
+        // the reader meets it (unless its verdict was history, which an
+        // earlier acceptance elsewhere may overturn: `fence::settles_event`).
+        if crate::cache::fence::settles_event(inv, unix_millis()) {
+            self.dedupe.mark(&event_id);
+        }
         // An undated delete is dated by when it arrived; peers (and every
         // rebuild, however much later) must order it by that same date, not
         // by when they read it, or a replayed delete would look newer than

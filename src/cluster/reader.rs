@@ -587,8 +587,9 @@ impl Reader {
                     stats.duplicates.inc();
                     return Ok(());
                 }
+                let settles = crate::cache::fence::settles_event(&inv, unix_millis());
                 (self.apply)(inv).await;
-                if let Some(id) = id {
+                if let Some(id) = id.filter(|_| settles) {
                     self.node.dedupe.mark(&id);
                     self.node.note_delivered(&id);
                 }
