@@ -12,6 +12,9 @@
 //! (so a fetch deadline does not fire while the socket is merely waiting),
 //! and time moves only by `tokio::time::advance`.
 
+#[path = "support/logs.rs"]
+mod logs;
+
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
@@ -32,6 +35,7 @@ use layers_gateway::error::GatewayError;
 use layers_gateway::metrics::Metrics;
 use layers_gateway::origin::{HttpUpstream, OriginClient, Upstream};
 use layers_gateway::shaping::clock::UnixClock;
+use logs::Captured;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -1764,27 +1768,6 @@ fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
-/// Log lines the test reads back.
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
-    type Writer = CapturedLogs;
-    fn make_writer(&'a self) -> CapturedLogs {
-        self.clone()
-    }
-}
-
 /// Black-box round 83: with `source = "origin"` and the origin down, random
 /// well-formed keys (no valid key needed) wrote an "origin unreachable"
 /// warning each, 200 a second, past `log.refusals_per_sec`.
@@ -1792,7 +1775,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
 async fn keys_introspected_while_the_origin_is_down_cannot_flood_the_log() {
     init();
     let _hold = hold_clock();
-    let logs = CapturedLogs::default();
+    let logs = Captured::default();
     let sub = tracing_subscriber::fmt()
         .with_writer(logs.clone())
         .with_ansi(false)
@@ -1809,7 +1792,7 @@ async fn keys_introspected_while_the_origin_is_down_cannot_flood_the_log() {
         let key = format!("lp_test_DEM0ZZZZ{i:08}_{}", "A".repeat(43));
         assert!(o.auth.authenticate(&api_key(&key)).await.is_err());
     }
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let lines = text.matches("introspection: origin unreachable").count();
     assert!(lines >= 1, "the failure is still logged:\n{text}");
     assert!(

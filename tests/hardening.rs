@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::logs::Captured;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -693,27 +694,6 @@ async fn a_jwt_whose_sub_is_another_orgs_key_id_spends_its_own_budget() {
 
 // ------------------------------------------------------------ refusal logs
 
-/// Collects formatted log output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn refusal_logs_are_bounded_and_metrics_count_every_refusal() {
     let logs = Captured::default();
@@ -752,7 +732,7 @@ async fn refusal_logs_are_bounded_and_metrics_count_every_refusal() {
     }
     tokio::time::advance(Duration::from_secs(1)).await;
     gw.state().refusal_logs.flush();
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let auth_lines = text.matches("authentication failed").count();
     let webhook_lines = text.matches("webhook rejected").count();
     assert!(auth_lines <= 6, "{auth_lines} authentication lines");

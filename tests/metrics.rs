@@ -7,6 +7,7 @@
 //! expected table, with exactly the expected delta.
 
 mod support;
+use support::logs::Captured;
 use support::*;
 
 use bytes::Bytes;
@@ -1242,33 +1243,6 @@ async fn ten_thousand_container_ids_and_a_thousand_bad_keys_add_no_series() {
 // ---------------------------------------------------------------------------
 // Secrets and the access log
 // ---------------------------------------------------------------------------
-
-/// A `MakeWriter` into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// An in-process gateway whose access log (in `format`) is written to
 /// `access`, whatever the log filter says.

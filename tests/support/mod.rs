@@ -6,6 +6,7 @@
 pub mod canned;
 pub mod fence_fixtures;
 pub mod keyless;
+pub mod logs;
 pub mod loopback_app;
 pub mod raw_http;
 pub mod scripted;
