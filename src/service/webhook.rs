@@ -130,6 +130,8 @@ impl Gateway {
                 ));
             }
         }
+        // Stamped here so the dedupe below judges it as the cache did.
+        let inv = st.cache.stamp_accepted(&inv);
         let span = trace.child(crate::telemetry::span::INVALIDATION);
         let (_, published) = self.accept_invalidation_in(&inv, span).await;
         if let Err(e) = published {
@@ -145,7 +147,12 @@ impl Gateway {
             return Err(err);
         }
         if let Some(id) = &inv.event_id {
-            st.dedupe.mark(id);
+            // Not a history verdict (`fence::settles_event`, judged at the
+            // acceptance stamped above): the same event accepted earlier
+            // elsewhere may still come in on the stream.
+            if crate::cache::fence::settles_event(&inv, 0) {
+                st.dedupe.mark(id);
+            }
             // A new event, signed and applied: its sender is the origin.
             // (Only one with an id: a delivery captured and replayed from
             // elsewhere verifies too, and is caught as a duplicate.)
