@@ -222,7 +222,7 @@ async fn a_retry_judged_history_elsewhere_does_not_hide_the_acceptor_s_tombstone
     let body = json!({"id": replay_id, "replayOf": original, "type": "content.deleted",
         "data": {"id": id.to_string()}})
     .to_string();
-    let r = deliver(&a, &body, &replay_id).await;
+    let r = deliver_webhook(&a, &body, &replay_id).await.status;
     assert!(
         unix_ms() < minted + RETRIES.as_millis() as u64,
         "the machine stalled past the edge before A judged the delete; the test proves nothing"
@@ -235,7 +235,7 @@ async fn a_retry_judged_history_elsewhere_does_not_hide_the_acceptor_s_tombstone
     while unix_ms() < past_edge {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(deliver(&b, &body, &replay_id).await, 200);
+    assert_eq!(deliver_webhook(&b, &body, &replay_id).await.status, 200);
     assert_eq!(b.client.get(&path, &key).await.status, 200, "history on B");
 
     // A reaches Redis again and drains its tombstoning entry.
@@ -263,17 +263,4 @@ async fn a_retry_judged_history_elsewhere_does_not_hide_the_acceptor_s_tombstone
     a.stop().await;
     b.stop().await;
     c.stop().await;
-}
-
-/// Delivers the signed webhook `body` (event id `event_id`) to `to`; the
-/// HTTP status it answered.
-async fn deliver(to: &Harness, body: &str, event_id: &str) -> u16 {
-    let mut headers = signed_webhook(body, WEBHOOK_SECRET, unix_now());
-    headers.push(("x-layers-event-id".into(), event_id.to_owned()));
-    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    to.client
-        .send(Method::POST, WEBHOOK, &h, Bytes::from(body.to_owned()))
-        .await
-        .status
-        .as_u16()
 }

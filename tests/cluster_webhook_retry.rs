@@ -34,13 +34,7 @@ async fn metric(h: &Harness, name: &str) -> u64 {
 /// Delivers `body` signed, as the origin does, and returns the answer's
 /// status and `status` field.
 async fn deliver(h: &Harness, body: &str, event_id: &str) -> (u16, String) {
-    let mut headers = signed_webhook(body, WEBHOOK_SECRET, unix_now());
-    headers.push(("x-layers-event-id".into(), event_id.into()));
-    let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let r = h
-        .client
-        .send(Method::POST, WEBHOOK, &hs, Bytes::from(body.to_owned()))
-        .await;
+    let r = deliver_webhook(h, body, event_id).await;
     let status = r.json()["status"].as_str().unwrap_or_default().to_owned();
     (r.status.as_u16(), status)
 }
@@ -161,4 +155,46 @@ async fn a_short_id_reused_for_another_container_s_delete_is_applied() {
             "{id} deleted"
         );
     }
+}
+
+/// Attacker review 91: once the stream stopped remembering a history
+/// verdict as applied (a tombstoning entry of the same event may follow),
+/// a peer that read B's history entry took a captured copy of the same
+/// signed delivery as new: applied it, published it again and took its
+/// sender for the origin. It is a duplicate there, as any event read from
+/// the stream is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_delivery_resent_to_a_peer_is_a_duplicate() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sim = demo_simulator();
+    let b = Harness::with(sim.clone(), &wired_cluster_config(&redis.url(), "b")).await;
+    let c = Harness::with(sim.clone(), &wired_cluster_config(&redis.url(), "c")).await;
+    poll_until("B and C synced", Duration::from_secs(10), || async {
+        b.gateway().cluster_synced() == Some(true) && c.gateway().cluster_synced() == Some(true)
+    })
+    .await;
+    let (id, _) = first_container(&sim);
+    // A replay of a delete minted 26 hours ago: history.
+    let minted = unix_now() as u64 * 1000 - 26 * 3_600_000;
+    let original = format!("evt_{}", ulid::Ulid::from_parts(minted, 0));
+    let replay_id = format!("evt_{}", ulid::Ulid::new());
+    let body = json!({"id": replay_id, "replayOf": original, "type": "content.deleted",
+        "data": {"id": id.to_string()}})
+    .to_string();
+    const APPLIED: &str = "layers_gateway_cluster_stream_applied_total";
+    let applied = metric(&c, APPLIED).await;
+    assert_eq!(deliver(&b, &body, &replay_id).await, (200, "applied".into()));
+    poll_until("C read B's entry", Duration::from_secs(5), || async {
+        metric(&c, APPLIED).await > applied
+    })
+    .await;
+    assert_eq!(
+        deliver(&c, &body, &replay_id).await,
+        (200, "duplicate".into()),
+        "a captured history delivery is taken again by a peer"
+    );
+    b.stop().await;
+    c.stop().await;
 }

@@ -173,7 +173,10 @@ pub fn is_past_replay(delete: &crate::events::Invalidation, event_id: Option<&st
 /// origin retried through B after A, cut off from Redis, had queued its
 /// tombstone; peers skipped A's entry as a duplicate of B's history). The
 /// tombstoning verdict wins whichever entry comes first; applying another
-/// history verdict again changes nothing.
+/// history verdict again changes nothing. A delete that is history because
+/// a re-creation lifted it is remembered: that verdict rests on the
+/// origin's own dates, and a later acceptance can only lose the date (and
+/// tombstone, the safe side), never turn a real delete into history.
 pub fn settles_event(inv: &crate::events::Invalidation, now_ms: i64) -> bool {
     !(inv.event_type == crate::events::EventType::Deleted
         && is_past_replay(inv, inv.event_id.as_deref(), now_ms))

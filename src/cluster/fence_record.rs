@@ -119,11 +119,12 @@ impl FenceRecord {
         // as the cache judges it (`fence::is_history`), and so is the
         // replay of a delete past the origin's retries (`is_past_replay`).
         let now_ms = super::reader::unix_millis();
-        let history = inv.event_type == EventType::Deleted
-            && (self
-                .lifted
-                .is_some_and(|l| is_history(inv, Some(event_id), l, now_ms))
-                || is_past_replay(inv, Some(event_id), now_ms));
+        let past_replay = inv.event_type == EventType::Deleted && is_past_replay(inv, Some(event_id), now_ms);
+        let history = past_replay
+            || inv.event_type == EventType::Deleted
+                && self
+                    .lifted
+                    .is_some_and(|l| is_history(inv, Some(event_id), l, now_ms));
         // This event's revocations are all kept (as the cache keeps them,
         // `invalidate.rs` `make_room`): past the bound, only the oldest of
         // the others are dropped.
@@ -218,10 +219,12 @@ impl FenceRecord {
         }
         // Only ids the dedupe remembers (longer ones it ignores), so the
         // record's size has a bound.
-        // Nor one merged as history: a joiner would take it as applied and
-        // skip the same event's tombstoning entry (`fence::settles_event`).
-        let remembered =
-            !history && !event_id.is_empty() && event_id.len() <= crate::events::dedupe::MAX_DEDUPE_ID_LEN;
+        // Nor a replay merged as past the retries: a joiner would take it
+        // as applied and skip the same event's tombstoning entry, accepted
+        // earlier elsewhere (`fence::settles_event`).
+        let remembered = !past_replay
+            && !event_id.is_empty()
+            && event_id.len() <= crate::events::dedupe::MAX_DEDUPE_ID_LEN;
         if remembered && !self.events.iter().any(|e| e == event_id) {
             self.events.push(event_id.to_owned());
             if self.events.len() > MAX_RECORD_EVENTS {

@@ -589,8 +589,17 @@ impl Reader {
                 }
                 let settles = crate::cache::fence::settles_event(&inv, unix_millis());
                 (self.apply)(inv).await;
-                if let Some(id) = id.filter(|_| settles) {
-                    self.node.dedupe.mark(&id);
+                if let Some(id) = id {
+                    // A history verdict is not remembered as applied: the
+                    // same event's tombstoning entry, accepted earlier
+                    // elsewhere, may come next (`fence::settles_event`).
+                    // A delivery of it to this instance is a duplicate all
+                    // the same: the origin's retry, judged later, would be
+                    // history again, and a captured one must not be taken
+                    // again (nor earn its sender the origin's reads).
+                    if settles {
+                        self.node.dedupe.mark(&id);
+                    }
                     self.node.note_delivered(&id);
                 }
                 stats.applied.inc();

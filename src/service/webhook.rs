@@ -130,7 +130,7 @@ impl Gateway {
                 ));
             }
         }
-        // Stamped here so the dedupe below judges it as the cache did.
+        // Stamped here so the check below judges it as the cache did.
         let inv = st.cache.stamp_accepted(&inv);
         let span = trace.child(crate::telemetry::span::INVALIDATION);
         let (_, published) = self.accept_invalidation_in(&inv, span).await;
@@ -147,16 +147,16 @@ impl Gateway {
             return Err(err);
         }
         if let Some(id) = &inv.event_id {
-            // Not a history verdict (`fence::settles_event`, judged at the
-            // acceptance stamped above): the same event accepted earlier
-            // elsewhere may still come in on the stream.
-            if crate::cache::fence::settles_event(&inv, 0) {
-                st.dedupe.mark(id);
-            }
+            st.dedupe.mark(id);
             // A new event, signed and applied: its sender is the origin.
             // (Only one with an id: a delivery captured and replayed from
-            // elsewhere verifies too, and is caught as a duplicate.)
-            st.webhook_reads.verified(caller.peer);
+            // elsewhere verifies too, and is caught as a duplicate. Nor a
+            // replay judged history, at the acceptance stamped above: a
+            // joiner's rebuild does not remember one, so a captured copy
+            // is not a duplicate there.)
+            if crate::cache::fence::settles_event(&inv, 0) {
+                st.webhook_reads.verified(caller.peer);
+            }
         }
         Ok(json_response(
             StatusCode::OK,

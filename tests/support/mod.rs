@@ -372,3 +372,19 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// Delivers the webhook `body` to `h` signed as the origin signs it now,
+/// with `event_id` in `X-Layers-Event-Id`.
+pub async fn deliver_webhook(h: &Harness, body: &str, event_id: &str) -> Reply {
+    let mut headers = signed_webhook(body, WEBHOOK_SECRET, unix_now());
+    headers.push(("x-layers-event-id".into(), event_id.to_owned()));
+    let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    h.client
+        .send(
+            Method::POST,
+            "/webhooks/layers",
+            &hs,
+            Bytes::from(body.to_owned()),
+        )
+        .await
+}
