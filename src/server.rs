@@ -231,6 +231,16 @@ async fn serve<H, F>(
     }
 }
 
+/// Whether the answer to `req` must go out with its head only: a HEAD over
+/// HTTP/2 (RFC 9110 section 9.3.2). Every answer keeps its headers,
+/// `Content-Length` included, as the GET's. Hyper's HTTP/1 codec drops a
+/// HEAD answer's body itself; its h2 server sends whatever body it is
+/// given, and clients reset the stream (black-box round 91: every error
+/// envelope, and the admin listener's probes, reached an h2 HEAD as DATA).
+fn answers_without_content<B>(req: &Request<B>) -> bool {
+    req.method() == hyper::Method::HEAD && req.version() == hyper::Version::HTTP_2
+}
+
 /// A connection just accepted, with what its task shares with the
 /// listener: its state (read to pick an idle connection to evict) and the
 /// signal that evicts it.
@@ -271,9 +281,13 @@ where
     let st = state.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let active = st.begin(req.version());
+        let bodiless = answers_without_content(&req);
         let fut = handler(req, peer, active);
         async move {
-            let (resp, mut active) = fut.await;
+            let (mut resp, mut active) = fut.await;
+            if bodiless {
+                *resp.body_mut() = ResponseBody::empty();
+            }
             active.answered();
             Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, active)))
         }
