@@ -366,7 +366,8 @@ pub struct OriginHead {
     pub others: Vec<(HeaderName, HeaderValue)>,
     /// Those that describe the container's representation itself (`Link`,
     /// `Content-Location`, `Content-Disposition`, `Content-Language`): on
-    /// its 200 and HEAD only, not on an asset's reply or a 304.
+    /// its 200 and HEAD only, not on an asset's reply; on its 304, only
+    /// `Content-Location` (RFC 9110 section 15.4.5).
     pub container_only: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -376,9 +377,20 @@ impl OriginHead {
     }
 
     /// The headers a reply repeats: `container_only` too for the
-    /// container's own 200 or HEAD.
-    pub fn for_reply(&self, container: bool) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
+    /// container's own 200 or HEAD, and of those only `Content-Location`
+    /// for its 304: a 304 carries what the 200 would of `Content-Location`,
+    /// `Date`, `ETag`, `Vary`, `Cache-Control` and `Expires`, and no other
+    /// representation metadata (RFC 9110 section 15.4.5; black-box round
+    /// 91: a cached 304 left it out, a query-string one kept it).
+    pub fn for_reply(
+        &self,
+        container: bool,
+        not_modified: bool,
+    ) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
         let own: &[(HeaderName, HeaderValue)] = if container { &self.container_only } else { &[] };
+        let own = own
+            .iter()
+            .filter(move |(n, _)| !not_modified || n == http::header::CONTENT_LOCATION);
         self.others.iter().chain(own)
     }
 

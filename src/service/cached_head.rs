@@ -236,7 +236,7 @@ pub(super) fn cached_reply_headers(
         // The origin's own headers, after the block (none of its names:
         // `service/origin_headers.rs`).
         if let Some(o) = origin_headers {
-            for (name, value) in o.for_reply(origin_container && !not_modified) {
+            for (name, value) in o.for_reply(origin_container, not_modified) {
                 map.append(name.clone(), value.clone());
             }
         }

@@ -131,7 +131,7 @@ impl ReplyHead {
             h.insert(VARY, VARY_ACCEPT_ENCODING.clone());
         }
         if let Some(o) = &self.origin_headers {
-            for (name, value) in o.for_reply(self.origin_container && !self.not_modified) {
+            for (name, value) in o.for_reply(self.origin_container, self.not_modified) {
                 h.append(name.clone(), value.clone());
             }
         }
