@@ -774,6 +774,9 @@ impl Config {
         if url.host().is_none() {
             return Err("origin.url: has no host".into());
         }
+        if has_userinfo(&url) {
+            return Err(USERINFO_REFUSED.replace("{field}", "origin.url"));
+        }
         if !matches!(url.path(), "" | "/") || url.query().is_some() {
             return Err(
                 "origin.url: must not have a path or query (the gateway forwards /v1/... as is)".into(),
@@ -987,6 +990,18 @@ fn replace_word(text: &str, word: &str, with: &str) -> String {
     out
 }
 
+/// Whether `url` carries credentials (`user:password@`). The gateway sends
+/// none it finds there (it would need to say which scheme), and hyper's
+/// connection pool writes the authority, credentials and all, into its
+/// debug log (black-box round 91): refused, without echoing them.
+pub(crate) fn has_userinfo(url: &http::Uri) -> bool {
+    url.authority().is_some_and(|a| a.as_str().contains('@'))
+}
+
+/// The refusal of a URL with credentials in it (`{field}`: the setting).
+pub(crate) const USERINFO_REFUSED: &str =
+    "{field}: must not carry credentials (user:password@); the gateway would not send them";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1051,6 +1066,7 @@ mod tests {
             ("[cache]\nttl_secs = 0\n", "cache.ttl_secs"),
             ("[origin]\nurl = \"ftp://x\"\n", "origin.url"),
             ("[origin]\nurl = \"http://x/base\"\n", "origin.url"),
+            ("[origin]\nurl = \"http://u:OriginPw99@x\"\n", "origin.url"),
             ("[routes]\ndefault_scope = \"nope\"\n", "routes.default_scope"),
             (
                 "[[routes.rules]]\nmethod = \"get\"\npath = \"/v1/x\"\n",
@@ -1078,6 +1094,7 @@ mod tests {
         ] {
             let e = Config::parse(text, PathBuf::new()).unwrap_err();
             assert!(e.starts_with(field), "{text:?} -> {e}");
+            assert!(!e.contains("Pw99"), "a credential echoed: {e}");
         }
     }
 }

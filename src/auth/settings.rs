@@ -262,6 +262,10 @@ impl JwtSettings {
                     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                         return Err(format!("{at}.jwks_url: must be an http:// or https:// URL"));
                     }
+                    if crate::config::has_userinfo(&uri) {
+                        let field = format!("{at}.jwks_url");
+                        return Err(crate::config::USERINFO_REFUSED.replace("{field}", &field));
+                    }
                 }
                 KeySource::File(p) if p.as_os_str().is_empty() => {
                     return Err(format!("{at}.jwks_file: must not be empty"));
@@ -408,6 +412,10 @@ mod tests {
                 "auth.jwt.issuers[0].jwks_url",
             ),
             (
+                "[[issuers]]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"https://u:IdpPw99@x/jwks\"\n",
+                "auth.jwt.issuers[0].jwks_url",
+            ),
+            (
                 "[[issuers]]\nissuer = \"i\"\naudience = []\njwks_file = \"f\"\n",
                 "auth.jwt.issuers[0].audience",
             ),
@@ -415,6 +423,7 @@ mod tests {
         ] {
             let e = jwt(text).unwrap_err();
             assert!(e.starts_with(field), "{text:?} -> {e}");
+            assert!(!e.contains("Pw99"), "a credential echoed: {e}");
         }
         let e =
             jwt("[[issuers]]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"f\"\nbogus = 1\n").unwrap_err();
