@@ -78,6 +78,9 @@ impl TracingConfig {
         if uri.host().is_none_or(str::is_empty) {
             return Err("tracing.endpoint: has no host".into());
         }
+        if super::has_userinfo(&uri) {
+            return Err(super::USERINFO_REFUSED.replace("{field}", "tracing.endpoint"));
+        }
         if matches!(uri.path(), "" | "/") && uri.query().is_none() {
             let mut parts = uri.into_parts();
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static(TRACES_PATH));
@@ -161,6 +164,10 @@ mod tests {
             ("endpoint = \"ftp://c:21/x\"", "tracing.endpoint: scheme"),
             ("endpoint = \"/v1/traces\"", "tracing.endpoint"),
             (
+                "endpoint = \"http://u:OtlpPw99@collector:4318\"",
+                "tracing.endpoint: must not carry credentials",
+            ),
+            (
                 "sample_ratio = 1.5",
                 "tracing.sample_ratio: must be between 0 and 1",
             ),
@@ -174,6 +181,7 @@ mod tests {
         ] {
             let e = parse(&format!("[tracing]\n{toml}\n")).unwrap_err();
             assert!(e.starts_with(field), "{toml}: {e}");
+            assert!(!e.contains("Pw99"), "a credential echoed: {e}");
         }
     }
 }
