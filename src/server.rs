@@ -241,6 +241,20 @@ fn answers_without_content<B>(req: &Request<B>) -> bool {
     req.method() == hyper::Method::HEAD && req.version() == hyper::Version::HTTP_2
 }
 
+/// Empties `resp`'s body and keeps its head, with the `Content-Length` the
+/// body would have had where the handler left it to hyper (the admin
+/// listener's `/metrics`), as hyper's HTTP/1 codec writes it for a HEAD.
+fn head_only(resp: &mut Response<ResponseBody>) {
+    use http_body::Body as _;
+    let length = resp.body().size_hint().exact().filter(|&n| n > 0);
+    if let Some(n) = length {
+        resp.headers_mut()
+            .entry(hyper::header::CONTENT_LENGTH)
+            .or_insert_with(|| n.into());
+    }
+    *resp.body_mut() = ResponseBody::empty();
+}
+
 /// A connection just accepted, with what its task shares with the
 /// listener: its state (read to pick an idle connection to evict) and the
 /// signal that evicts it.
@@ -286,7 +300,7 @@ where
         async move {
             let (mut resp, mut active) = fut.await;
             if bodiless {
-                *resp.body_mut() = ResponseBody::empty();
+                head_only(&mut resp);
             }
             active.answered();
             Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, active)))
