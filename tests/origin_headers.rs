@@ -304,3 +304,38 @@ async fn an_origin_error_on_a_cached_route_keeps_the_origins_own_headers() {
         assert!(r.header("x-ratelimit-limit").is_some());
     }
 }
+
+/// Attacker review of round 91: a query-string read passed the origin's
+/// digests on with a body the gateway may have rewritten (the fence cuts
+/// revoked or unrevocable assets out of it, and a coding the origin
+/// applied anyway is decoded). A digest that does not match the bytes
+/// makes a checking client reject a good answer.
+#[tokio::test]
+async fn a_query_string_read_drops_the_origin_s_digests() {
+    let headers = vec![
+        ("content-type", "application/json".into()),
+        ("content-digest", "sha-256=:AAAA:".into()),
+        ("repr-digest", "sha-256=:AAAA:".into()),
+        ("digest", "SHA-256=AAAA".into()),
+        ("content-md5", "AAAA".into()),
+        ("deprecation", "@1767225600".into()),
+    ];
+    let origin = Arc::new(Canned::default());
+    let path = format!("{}?x=1", cpath());
+    origin
+        .answers
+        .lock()
+        .unwrap()
+        .insert(path.clone(), (200, headers, container()));
+    let gw = canned_gateway(&origin, "");
+    let r = call_get(&gw, &path, &admin_key()).await;
+    assert_eq!(r.status, 200);
+    for name in ["content-digest", "repr-digest", "digest", "content-md5"] {
+        assert!(r.headers.get(name).is_none(), "{name} passed on");
+    }
+    assert_eq!(
+        all(&r, "deprecation"),
+        ["@1767225600"],
+        "the origin's others pass"
+    );
+}

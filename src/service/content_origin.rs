@@ -124,6 +124,7 @@ impl Gateway {
         super::origin_headers::relative_link_targets(&mut headers, &self.state.config.origin.url);
         headers.remove(ETAG);
         headers.remove(LAST_MODIFIED);
+        super::origin_headers::strip_digests(&mut headers);
         // The origin's freshness is not the gateway's: the route's policy
         // (or none, when it is empty) is what a cache downstream may use,
         // on this path as on a cached read.

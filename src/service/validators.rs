@@ -104,7 +104,7 @@ pub(super) struct ReplyHead {
     /// after the block, not part of its template.
     pub origin_headers: Option<std::sync::Arc<crate::cache::OriginHead>>,
     /// A reply of the container itself: its `container_only` origin
-    /// headers too (not on a 304).
+    /// headers too (on a 304, `Content-Location` alone).
     pub origin_container: bool,
 }
 
