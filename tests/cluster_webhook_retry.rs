@@ -198,3 +198,56 @@ async fn a_history_delivery_resent_to_a_peer_is_a_duplicate() {
     b.stop().await;
     c.stop().await;
 }
+
+/// Attacker review of the above: a peer that read an event only as
+/// history answered `duplicate` to a delivery of the same event that would
+/// tombstone. Here the origin's copies are dated by `updatedAt` (ids not of
+/// its `evt_<ULID>` form): a replay (`replayOf`) 26 hours old is history,
+/// the unmarked original is a delete. A copy judged history again is still
+/// a duplicate (the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_settles_is_applied_where_the_event_was_only_history() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sim = demo_simulator();
+    let b = Harness::with(sim.clone(), &wired_cluster_config(&redis.url(), "b")).await;
+    let c = Harness::with(sim.clone(), &wired_cluster_config(&redis.url(), "c")).await;
+    poll_until("B and C synced", Duration::from_secs(10), || async {
+        b.gateway().cluster_synced() == Some(true) && c.gateway().cluster_synced() == Some(true)
+    })
+    .await;
+    let (id, _) = first_container(&sim);
+    let path = format!("/v1/content/{id}");
+    let key = admin_key();
+    let changed = support::fence_fixtures::rfc3339_ms(unix_now() * 1000 - 26 * 3_600_000);
+    let replay = json!({"id": "del-9-replay", "replayOf": "del-9", "type": "content.deleted",
+        "data": {"id": id.to_string(), "updatedAt": changed}})
+    .to_string();
+    const APPLIED: &str = "layers_gateway_cluster_stream_applied_total";
+    let applied = metric(&c, APPLIED).await;
+    assert_eq!(
+        deliver(&b, &replay, "del-9-replay").await,
+        (200, "applied".into())
+    );
+    assert_eq!(b.client.get(&path, &key).await.status, 200, "history on B");
+    poll_until("C read B's entry", Duration::from_secs(5), || async {
+        metric(&c, APPLIED).await > applied
+    })
+    .await;
+    let original = json!({"id": "del-9", "type": "content.deleted",
+        "data": {"id": id.to_string(), "updatedAt": changed}})
+    .to_string();
+    assert_eq!(
+        deliver(&c, &original, "del-9").await,
+        (200, "applied".into()),
+        "the delete itself, not a replay"
+    );
+    assert_eq!(c.client.get(&path, &key).await.status, 404);
+    poll_until("B takes C's tombstone", Duration::from_secs(5), || async {
+        b.client.get(&path, &key).await.status == 404
+    })
+    .await;
+    b.stop().await;
+    c.stop().await;
+}

@@ -406,6 +406,15 @@ impl ClusterNode {
         }
     }
 
+    /// As [`Self::note_delivered`], for an entry judged a replay past the
+    /// retries: a delivery of it judged so again is a duplicate, one that
+    /// would settle is not (`EventDedupe::mark_history`).
+    pub(super) fn note_delivered_history(&self, id: &str) {
+        if crate::events::webhook::valid_event_id(id) {
+            self.delivered.mark_history(id);
+        }
+    }
+
     /// Why the node is (not) synced right now.
     pub fn sync_reason(&self) -> SyncReason {
         match SyncReason::from_u8(self.sync.state.load(Ordering::Acquire)) {

@@ -593,14 +593,15 @@ impl Reader {
                     // A history verdict is not remembered as applied: the
                     // same event's tombstoning entry, accepted earlier
                     // elsewhere, may come next (`fence::settles_event`).
-                    // A delivery of it to this instance is a duplicate all
-                    // the same: the origin's retry, judged later, would be
-                    // history again, and a captured one must not be taken
-                    // again (nor earn its sender the origin's reads).
+                    // A delivery of it to this instance that is judged
+                    // history again is a duplicate (a captured copy is not
+                    // taken again); one that would tombstone is applied.
                     if settles {
                         self.node.dedupe.mark(&id);
+                        self.node.note_delivered(&id);
+                    } else {
+                        self.node.note_delivered_history(&id);
                     }
-                    self.node.note_delivered(&id);
                 }
                 stats.applied.inc();
                 Ok(())

@@ -37,15 +37,25 @@ pub struct EventDedupe {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// id -> when it was marked. The answer to `seen`. Guarded by
+    /// id -> when it was marked, and whether as applied (`seen`) or only
+    /// as judged history (`seen_as_history`). Guarded by
     /// `EventDedupe::inner`.
-    marked_at: HashMap<Arc<str>, Instant>,
+    marked_at: HashMap<Arc<str>, Mark>,
     /// The same ids, oldest first (marks arrive in time order, so the front
     /// is both the oldest and the first to expire). Lets eviction and
     /// expiry pop from the front in O(1) instead of scanning the map.
     /// Invariant: exactly the keys of `marked_at`, each once. Guarded by
     /// `EventDedupe::inner`.
     order: VecDeque<Arc<str>>,
+}
+
+/// One remembered id.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    at: Instant,
+    /// Applied with a verdict that stands (`mark`), not only judged a
+    /// replay past the retries (`mark_history`).
+    settled: bool,
 }
 
 impl EventDedupe {
@@ -57,29 +67,53 @@ impl EventDedupe {
         }
     }
 
-    /// Whether `id` was marked less than `ttl` ago (and not evicted since).
+    /// Whether `id` was marked applied less than `ttl` ago (and not
+    /// evicted since).
     pub fn seen(&self, id: &str) -> bool {
+        self.lookup(id).is_some_and(|m| m.settled)
+    }
+
+    /// Whether `id` was marked only as judged history ([`Self::mark_history`])
+    /// less than `ttl` ago.
+    pub fn seen_as_history(&self, id: &str) -> bool {
+        self.lookup(id).is_some_and(|m| !m.settled)
+    }
+
+    fn lookup(&self, id: &str) -> Option<Mark> {
         let mut inner = self.lock();
         let now = Instant::now();
         self.drop_expired(&mut inner, now);
-        inner.marked_at.contains_key(id)
+        inner.marked_at.get(id).copied()
     }
 
     /// Records `id` as applied. Marking an id already remembered keeps its
     /// first time: the retry window runs from the first delivery.
     /// An empty id is never recorded: it names no event in particular.
     pub fn mark(&self, id: &str) {
+        self.record(id, true);
+    }
+
+    /// Records `id` as a delete judged a replay past the origin's retries
+    /// (`cache::fence::settles_event`): a copy judged the same is a
+    /// duplicate, one judged otherwise (a clock behind, a copy dated
+    /// differently) is not, and [`Self::seen`] stays false.
+    pub fn mark_history(&self, id: &str) {
+        self.record(id, false);
+    }
+
+    fn record(&self, id: &str, settled: bool) {
         if self.max_entries == 0 || id.is_empty() || id.len() > MAX_DEDUPE_ID_LEN {
             return;
         }
         let mut inner = self.lock();
         let now = Instant::now();
         self.drop_expired(&mut inner, now);
-        if inner.marked_at.contains_key(id) {
+        if let Some(m) = inner.marked_at.get_mut(id) {
+            m.settled |= settled;
             return;
         }
         let id: Arc<str> = Arc::from(id);
-        inner.marked_at.insert(id.clone(), now);
+        inner.marked_at.insert(id.clone(), Mark { at: now, settled });
         inner.order.push_back(id);
         while inner.order.len() as u64 > self.max_entries {
             if let Some(oldest) = inner.order.pop_front() {
@@ -103,7 +137,7 @@ impl EventDedupe {
     fn drop_expired(&self, inner: &mut Inner, now: Instant) {
         while let Some(front) = inner.order.front() {
             let expired = match inner.marked_at.get(front) {
-                Some(&at) => now.saturating_duration_since(at) >= self.ttl,
+                Some(m) => now.saturating_duration_since(m.at) >= self.ttl,
                 None => true, // cannot happen (invariant); drop it anyway
             };
             if !expired {
@@ -136,6 +170,18 @@ mod tests {
         assert!(d.seen("evt_a"));
         assert!(!d.seen("evt_b"));
         d.mark("evt_a");
+        assert_eq!(d.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_history_mark_is_not_an_applied_one_until_marked_applied() {
+        let d = EventDedupe::new(100, DAY);
+        d.mark_history("evt_h");
+        assert!(!d.seen("evt_h") && d.seen_as_history("evt_h"));
+        d.mark("evt_h");
+        assert!(d.seen("evt_h") && !d.seen_as_history("evt_h"));
+        d.mark_history("evt_h");
+        assert!(d.seen("evt_h"), "an applied mark stays applied");
         assert_eq!(d.len(), 1);
     }
 

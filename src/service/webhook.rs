@@ -121,8 +121,15 @@ impl Gateway {
             }
             ParsedEvent::Apply(inv) => inv,
         };
+        // Stamped here: whether it settles is judged at this acceptance,
+        // for the dedupe below and after (`fence::settles_event`).
+        let inv = st.cache.stamp_accepted(&inv);
+        let settles = crate::cache::fence::settles_event(&inv, 0);
         if let Some(id) = &inv.event_id {
-            if st.dedupe.seen(id) {
+            // A copy of an event seen only as history is a duplicate when
+            // judged history again; one that would settle (a clock behind,
+            // a copy dated otherwise) is applied.
+            if st.dedupe.seen(id) || (!settles && st.dedupe.seen_as_history(id)) {
                 st.metrics.webhooks_duplicate.inc();
                 return Ok(json_response(
                     StatusCode::OK,
@@ -130,8 +137,6 @@ impl Gateway {
                 ));
             }
         }
-        // Stamped here so the check below judges it as the cache did.
-        let inv = st.cache.stamp_accepted(&inv);
         let span = trace.child(crate::telemetry::span::INVALIDATION);
         let (_, published) = self.accept_invalidation_in(&inv, span).await;
         if let Err(e) = published {
@@ -147,15 +152,17 @@ impl Gateway {
             return Err(err);
         }
         if let Some(id) = &inv.event_id {
-            st.dedupe.mark(id);
-            // A new event, signed and applied: its sender is the origin.
-            // (Only one with an id: a delivery captured and replayed from
-            // elsewhere verifies too, and is caught as a duplicate. Nor a
-            // replay judged history, at the acceptance stamped above: a
-            // joiner's rebuild does not remember one, so a captured copy
-            // is not a duplicate there.)
-            if crate::cache::fence::settles_event(&inv, 0) {
+            if settles {
+                st.dedupe.mark(id);
+                // A new event, signed and applied: its sender is the
+                // origin. (Only one with an id: a delivery captured and
+                // replayed from elsewhere verifies too, and is caught as a
+                // duplicate. Nor a replay judged history: a joiner's
+                // rebuild does not remember one, so a captured copy is not
+                // a duplicate there.)
                 st.webhook_reads.verified(caller.peer);
+            } else {
+                st.dedupe.mark_history(id);
             }
         }
         Ok(json_response(
