@@ -110,3 +110,17 @@ async fn a_head_over_h2_gets_the_get_s_head_and_no_content() {
     assert_eq!(r.status, 404);
     assert!(r.body.is_empty());
 }
+
+/// Black-box round 92: a proxied 204 (the origin's answer to a DELETE)
+/// carried `content-length: 0` over h2 only (hyper's h2 server adds it to
+/// a body that has not ended), which a 204 must not carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_204_over_h2_carries_no_content_length() {
+    let h = Harness::start().await;
+    let key = admin_key();
+    let path = support::keyless::partner_path(&h.sim);
+    let (status, length, body) = h2_send(h.app.addr, Method::DELETE, &path, Some(&key)).await;
+    assert_eq!(status, 204);
+    assert_eq!(length, None, "a 204 with a Content-Length");
+    assert_eq!(body, Ok(Bytes::new()));
+}

@@ -152,7 +152,17 @@ impl Gateway {
             // comes with the reply's own headers, and a 304 has none.
             headers.remove(CONTENT_LENGTH);
             if resp.status() == StatusCode::NOT_MODIFIED {
-                headers.remove(http::header::CONTENT_TYPE);
+                // What a cached 304 carries of the origin's representation
+                // metadata: `Content-Location` only (`OriginHead::for_reply`;
+                // black-box round 92: this path kept the others).
+                for name in [
+                    http::header::CONTENT_TYPE,
+                    http::header::LINK,
+                    http::header::CONTENT_DISPOSITION,
+                    http::header::CONTENT_LANGUAGE,
+                ] {
+                    headers.remove(name);
+                }
             }
             // The origin's other headers (content type, its own extras),
             // then the reply's validators and policy over them.

@@ -19,9 +19,12 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Limited};
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1): never forwarded.
-pub(crate) const HOP_BY_HOP: [&str; 8] = [
+pub(crate) const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
+    // Not standard, and named for removal by RFC 9110 section 7.6.1 (black-box
+    // round 92: it reached HTTP/1.1 clients; hyper drops it on h2).
+    "proxy-connection",
     "proxy-authenticate",
     "proxy-authorization",
     "te",
